@@ -1,0 +1,77 @@
+"""The `llmdeploy` command: render and validate a stack's user-data without touching any cloud."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .config import ConfigError
+from .declared import PROJECT_ROOT
+from .render import render
+from .stackfile import StackFileError, load_stack_config
+from .validate import run_all
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _project_dir(arg: str | None) -> Path:
+    if arg:
+        return Path(arg).resolve()
+    cwd = Path.cwd()
+    return cwd if (cwd / "Pulumi.yaml").is_file() else PROJECT_ROOT
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    root = _project_dir(args.project_dir)
+    cfg = load_stack_config(root, args.stack)
+    out = Path(args.out) if args.out else root / "build" / args.stack
+    written = render(cfg).write(out)
+    print(f"rendered stack '{args.stack}' ({cfg.engine}, {cfg.model_name}, {cfg.shape.name}) to {out}: "
+          f"user-data and {len(written) - 1} files")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    root = _project_dir(args.project_dir)
+    cfg = load_stack_config(root, args.stack)
+    print(f"PASS  {'config':<34} {0:6.2f}s  stack '{args.stack}': {cfg.engine}, {cfg.model_name}, {cfg.shape.name}")
+    checks = run_all(cfg)
+    for check in checks:
+        print(check.line())
+    failed = [c for c in checks if not c.ok]
+    for check in failed:
+        print(f"\n{check.name}:\n{check.detail}", file=sys.stderr)
+    print(f"\n{len(checks) + 1 - len(failed)} passed, {len(failed)} failed")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmdeploy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--stack", required=True, help="stack name: reads Pulumi.yaml and Pulumi.STACK.yaml")
+    common.add_argument("--project-dir", help="folder holding Pulumi.yaml (default: here, else the checkout)")
+    p_render = sub.add_parser("render", parents=[common], help="write user-data and every rendered file")
+    p_render.add_argument("--out", help="output folder (default: build/STACK)")
+    p_render.set_defaults(func=cmd_render)
+    p_validate = sub.add_parser("validate", parents=[common],
+                                help="render, then run cloud-init schema, shellcheck and nginx -t")
+    p_validate.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, StackFileError) as exc:
+        print(f"llmdeploy: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"llmdeploy: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

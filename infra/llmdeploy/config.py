@@ -1,0 +1,642 @@
+"""The typed stack configuration: raw config values in, frozen objects out, every error at once.
+
+`parse()` is the only way to build a StackConfig. It takes the values of the keys declared in
+Pulumi.yaml (as the Pulumi CLI passes them, strings, or as YAML gives them, native types) and
+either returns a StackConfig or raises ConfigError listing each problem with the key, the bad
+value, what is accepted and the command that fixes it.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from .declared import Declaration, declarations
+from .shapes import SHAPES, Shape, required_memory_gb, smallest_gpu_shape_for
+
+TARGETS = ("vm", "datascience", "local")
+ENGINES = ("ollama", "xinference", "vllm", "llamacpp")
+OSES = {"ubuntu-22.04": ("Canonical Ubuntu", "22.04"),
+        "ubuntu-24.04": ("Canonical Ubuntu", "24.04"),
+        "debian-12": ("Debian", "12")}
+TLS_MODES = ("letsencrypt", "self-signed", "provided")
+VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+ENGINE_PORTS = {"ollama": 11434, "xinference": 9997, "vllm": 8000, "llamacpp": 8080}
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_RATE_RE = re.compile(r"^[1-9][0-9]*r/[sm]$")
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_TAG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}=.{0,256}$")
+_SSH_KEY_RE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-\S+) [A-Za-z0-9+/=]+( .*)?$")
+_SIZE_RE = re.compile(r"(?<![0-9.])([0-9]+(?:[._][0-9]+)?)\s*[bB](?![a-zA-Z])")
+
+
+class Secret:
+    """A config value that must never be printed; reveal() is the only way to its text."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret(***)" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    value: Any
+    accepted: str
+    fix: str
+
+    def __str__(self) -> str:
+        shown = "(secret)" if isinstance(self.value, Secret) else repr(self.value)
+        return f"{self.key}: got {shown}; expected {self.accepted} ({self.fix})"
+
+
+class ConfigError(ValueError):
+    """Raised by parse() with every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem], stack: str = "") -> None:
+        self.problems = problems
+        where = f" in stack '{stack}'" if stack else ""
+        lines = [f"{len(problems)} config problem(s){where}:"] + [f"  - {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+def set_cmd(key: str, example: str, secret: bool = False) -> str:
+    flag = "--secret " if secret else ""
+    if example.startswith("--path "):
+        return f"pulumi config set {flag}{example}"
+    return f"pulumi config set {flag}{key} {example}"
+
+
+# ---- typed objects -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    rate: str
+
+
+@dataclass(frozen=True)
+class Auth:
+    api_keys: tuple[ApiKey, ...]
+    basic_users: tuple[str, ...]
+    basic_passwords: Mapping[str, Secret]
+    rate: str
+    burst: int
+
+
+@dataclass(frozen=True)
+class Tls:
+    mode: str
+    acme_directory_url: str
+    acme_email: str
+    certificate: Secret
+    private_key: Secret
+
+
+@dataclass(frozen=True)
+class OllamaModel:
+    tag: str
+    keep_alive: str
+    num_parallel: int
+
+
+@dataclass(frozen=True)
+class XinferenceModel:
+    model_name: str
+    model_engine: str
+    model_size_in_billions: str
+    model_format: str
+    quantization: str
+    custom_model: Mapping[str, Any] | None
+
+    def launch_body(self, model_uid: str, n_gpu: int | str) -> dict[str, Any]:
+        """The JSON body of POST /v1/models, as RESTfulClient.launch_model sends it."""
+        size: Any = self.model_size_in_billions
+        if re.fullmatch(r"[0-9]+", size):
+            size = int(size)
+        return {"model_uid": model_uid, "model_name": self.model_name, "model_type": "LLM",
+                "model_engine": self.model_engine, "model_size_in_billions": size,
+                "model_format": self.model_format, "quantization": self.quantization,
+                "n_gpu": n_gpu}
+
+
+@dataclass(frozen=True)
+class VllmModel:
+    hf_id: str
+    dtype: str
+    max_model_len: int
+    tensor_parallel_size: int
+
+
+@dataclass(frozen=True)
+class LlamacppModel:
+    url: str
+    context_size: int
+
+    @property
+    def filename(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+
+
+EngineModel = OllamaModel | XinferenceModel | VllmModel | LlamacppModel
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Every download location the VM uses; all come from config so a mirror changes config only."""
+
+    apt_mirror_url: str
+    pip_index_url: str
+    miniforge_url: str
+    conda_channel_url: str
+    docker_apt_url: str
+    nvidia_toolkit_apt_url: str
+    nvidia_toolkit_key_url: str
+    ollama_download_url: str
+    ollama_registry_url: str
+    xinference_version: str
+    vllm_image: str
+    llamacpp_package: str
+    hf_endpoint: str
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    stack: str
+    target: str
+    compartment_id: str
+    availability_domain: str
+    shape: Shape
+    shape_ocpus: int
+    shape_memory_gbs: int
+    boot_volume_gbs: int
+    os: str
+    admin_user: str
+    ssh_public_keys: tuple[str, ...]
+    conda: bool
+    conda_env: str
+    docker: bool
+    nvidia_toolkit: bool
+    engine: str
+    model: EngineModel
+    model_name: str
+    params_billions: float
+    quant_bits: int
+    hf_token: Secret
+    domain: str
+    dns_zone: str
+    tls: Tls
+    auth: Auth
+    tags: Mapping[str, str]
+    expires_at: str
+    sources: Sources = field(repr=False)
+
+    @property
+    def engine_port(self) -> int:
+        return ENGINE_PORTS[self.engine]
+
+    @property
+    def tensor_parallel_size(self) -> int:
+        assert isinstance(self.model, VllmModel)
+        return self.model.tensor_parallel_size or max(self.shape.gpus, 1)
+
+    @property
+    def os_family(self) -> str:
+        return self.os.split("-", 1)[0]
+
+    def secrets(self) -> dict[str, str]:
+        """Every secret value in this config, by key, for leak checks."""
+        out = {"hfToken": self.hf_token.reveal(), "tlsCertificate": self.tls.certificate.reveal(),
+               "tlsPrivateKey": self.tls.private_key.reveal()}
+        out.update({f"basicAuthPasswords.{u}": p.reveal() for u, p in self.auth.basic_passwords.items()})
+        return {k: v for k, v in out.items() if v}
+
+
+# ---- coercion of raw values ------------------------------------------------------------------
+
+class _Reader:
+    """Reads raw values by declared type and collects problems instead of stopping at the first."""
+
+    def __init__(self, raw: Mapping[str, Any], decls: Mapping[str, Declaration]) -> None:
+        self.raw = raw
+        self.decls = decls
+        self.problems: list[Problem] = []
+
+    def bad(self, key: str, value: Any, accepted: str, example: str) -> None:
+        secret = key in self.decls and self.decls[key].secret
+        self.problems.append(Problem(key, Secret(str(value)) if secret else value, accepted,
+                                     set_cmd(key, example, secret)))
+
+    def _value(self, key: str) -> Any:
+        return self.raw[key] if key in self.raw and self.raw[key] is not None else self.decls[key].default
+
+    def str(self, key: str) -> str:
+        value = self._value(key)
+        if isinstance(value, (dict, list)):
+            self.bad(key, value, "a string", "VALUE")
+            return ""
+        return str(value).strip()
+
+    def choice(self, key: str, allowed: tuple[str, ...] | list[str]) -> str:
+        value = self.str(key)
+        if value not in allowed:
+            close = difflib.get_close_matches(value, list(allowed), n=1)
+            self.bad(key, value, "one of " + ", ".join(allowed), close[0] if close else allowed[0])
+        return value
+
+    def int(self, key: str, lo: int, hi: int) -> int:
+        value = self._value(key)
+        try:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            number = int(value)
+        except (TypeError, ValueError):
+            self.bad(key, value, f"a whole number from {lo} to {hi}", str(lo))
+            return lo
+        if not lo <= number <= hi:
+            self.bad(key, value, f"a whole number from {lo} to {hi}", str(lo))
+        return number
+
+    def bool(self, key: str) -> bool:
+        value = self._value(key)
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "false"):
+            return str(value).lower() == "true"
+        self.bad(key, value, "true or false", "true")
+        return False
+
+    def list(self, key: str) -> list[str]:
+        value = self._value(key)
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else []
+            except json.JSONDecodeError:
+                self.bad(key, value, "a list of strings", f"--path '{key}[0]' VALUE")
+                return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.bad(key, value, "a list of strings", f"--path '{key}[0]' VALUE")
+            return []
+        return [v.strip() for v in value]
+
+    def secret(self, key: str) -> Secret:
+        value = self._value(key)
+        return Secret("" if value is None else str(value))
+
+
+# ---- parse -------------------------------------------------------------------------------------
+
+def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declaration] | None = None) -> StackConfig:
+    """Validate raw config values (keys without the project prefix) into a StackConfig."""
+    decls = decls if decls is not None else declarations()
+    unknown = sorted(k for k in raw if k not in decls)
+    r = _Reader(raw, decls)
+    for key in unknown:
+        close = difflib.get_close_matches(key, list(decls), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        r.problems.append(Problem(key, raw[key], "a key declared in Pulumi.yaml",
+                                  f"{hint}remove it: pulumi config rm {key}"))
+
+    target = r.choice("target", TARGETS)
+    engine = r.choice("engine", ENGINES)
+    shape_name = r.str("shape")
+    shape = SHAPES.get(shape_name)
+    if shape is None:
+        close = difflib.get_close_matches(shape_name, list(SHAPES), n=1)
+        r.bad("shape", shape_name, "one of " + ", ".join(SHAPES), close[0] if close else "VM.GPU.A10.1")
+        shape = SHAPES["VM.GPU.A10.1"]
+    os_name = r.choice("os", list(OSES))
+    admin = r.str("adminUser")
+    if not _NAME_RE.match(admin) or admin in ("root", "ubuntu", "opc", "debian"):
+        r.bad("adminUser", admin, "a lower-case login name (a-z, 0-9, _ or -; not root, ubuntu, opc or debian)",
+              "llmadmin")
+    keys = tuple(r.list("sshPublicKeys"))
+    for k in keys:
+        if not _SSH_KEY_RE.match(k):
+            r.bad("sshPublicKeys", k[:40] + ("..." if len(k) > 40 else ""),
+                  "OpenSSH public keys (ssh-ed25519 AAAA... comment)", "--path 'sshPublicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\"")
+    if target in ("vm", "local") and not keys:
+        r.bad("sshPublicKeys", [], "at least one OpenSSH public key for the vm and local targets",
+              "--path 'sshPublicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\"")
+    compartment = r.str("compartmentId")
+    if target in ("vm", "datascience") and not compartment.startswith("ocid1.compartment.") \
+            and not compartment.startswith("ocid1.tenancy."):
+        r.bad("compartmentId", compartment, "a compartment OCID (ocid1.compartment.oc1..xxxx) for the vm and "
+              "datascience targets", "ocid1.compartment.oc1..xxxx")
+
+    model = _engine_model(r, engine, shape)
+    model_name = r.str("modelName") or _default_model_name(model)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", model_name):
+        r.bad("modelName", model_name, "a name of letters, digits and . _ : / - (no spaces)", "my-model")
+    params, bits = _model_size(r, model)
+    _check_engine_shape(r, engine, shape, target)
+    memory_gbs = r.int("shapeMemoryGbs", 1, 1760)
+    if params and target != "local":
+        _check_fit(r, shape, params, bits, memory_gbs)
+
+    tls = _tls(r)
+    domain = r.str("domain").lower().rstrip(".")
+    if domain and not _DOMAIN_RE.match(domain):
+        r.bad("domain", domain, "a DNS name such as llm.example.org", "llm.example.org")
+    if tls.mode == "letsencrypt" and not domain:
+        r.bad("domain", domain, "a public DNS name pointing at the VM when tlsMode is letsencrypt "
+              "(or tlsMode self-signed)", "llm.example.org")
+    auth = _auth(r)
+    conda = r.bool("installConda") or engine == "xinference"
+    docker = r.bool("installDocker") or engine == "vllm"
+    sources = _sources(r)
+    cfg = StackConfig(
+        stack=stack, target=target, compartment_id=compartment,
+        availability_domain=r.str("availabilityDomain"), shape=shape,
+        shape_ocpus=r.int("shapeOcpus", 1, 114), shape_memory_gbs=memory_gbs,
+        boot_volume_gbs=r.int("bootVolumeGbs", 50, 32768), os=os_name, admin_user=admin,
+        ssh_public_keys=keys, conda=conda, conda_env=_conda_env(r), docker=docker,
+        nvidia_toolkit=docker and shape.is_gpu, engine=engine, model=model, model_name=model_name,
+        params_billions=params, quant_bits=bits, hf_token=r.secret("hfToken"),
+        domain=domain, dns_zone=r.str("dnsZone"), tls=tls, auth=auth, tags=_tags(r),
+        expires_at=_expires_at(r), sources=sources)
+    if r.problems:
+        raise ConfigError(r.problems, stack)
+    return cfg
+
+
+def _conda_env(r: _Reader) -> str:
+    env = r.str("condaEnv")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", env):
+        r.bad("condaEnv", env, "a conda environment name (letters, digits, _ . -)", "xinference")
+    return env
+
+
+def _engine_model(r: _Reader, engine: str, shape: Shape) -> EngineModel:
+    if engine == "ollama":
+        tag = r.str("ollamaModel")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?", tag):
+            r.bad("ollamaModel", tag, "an Ollama tag such as llama3.1:8b", "llama3.1:8b")
+        if not re.fullmatch(r"-1|[0-9]+[smh]?", r.str("ollamaKeepAlive")):
+            r.bad("ollamaKeepAlive", r.str("ollamaKeepAlive"), "a duration such as 5m, 24h or -1 (forever)", "24h")
+        return OllamaModel(tag, r.str("ollamaKeepAlive"), r.int("ollamaNumParallel", 1, 64))
+    if engine == "xinference":
+        return _xinference_model(r)
+    if engine == "vllm":
+        hf_id = r.str("vllmModel")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*", hf_id):
+            r.bad("vllmModel", hf_id, "a Hugging Face model id, org/name", "Qwen/Qwen2.5-7B-Instruct")
+        tp = r.int("vllmTensorParallelSize", 0, 8)
+        if tp and shape.is_gpu and tp > shape.gpus:
+            r.bad("vllmTensorParallelSize", tp, f"at most the GPU count of {shape.name} ({shape.gpus}), or 0",
+                  "0")
+        return VllmModel(hf_id, r.choice("vllmDtype", VLLM_DTYPES), r.int("vllmMaxModelLen", 256, 1_048_576), tp)
+    url = r.str("llamacppModelUrl")
+    if not re.fullmatch(r"https?://\S+\.gguf(\?\S*)?", url):
+        r.bad("llamacppModelUrl", url, "an http(s) URL of a .gguf file", "https://host/path/model-q4_k_m.gguf")
+    return LlamacppModel(url, r.int("llamacppContextSize", 256, 1_048_576))
+
+
+def _xinference_model(r: _Reader) -> XinferenceModel:
+    name = r.str("xinferenceModelName")
+    if not name:
+        r.bad("xinferenceModelName", name, "an Xinference model name such as qwen2.5-instruct", "qwen2.5-instruct")
+    size = r.str("xinferenceModelSizeInBillions")
+    if not re.fullmatch(r"[0-9]+(_[0-9]+)?", size):
+        r.bad("xinferenceModelSizeInBillions", size, "a number of billions, with _ for a decimal point (7, 1_5)",
+              "7")
+    custom_raw = r.str("xinferenceCustomModel")
+    custom: dict[str, Any] | None = None
+    if custom_raw:
+        try:
+            custom = json.loads(custom_raw)
+            if not isinstance(custom, dict) or custom.get("model_name") != name:
+                raise ValueError
+        except ValueError:
+            r.bad("xinferenceCustomModel", custom_raw[:60],
+                  f"a JSON object whose model_name is '{name}' (xinferenceModelName)",
+                  "\"$(cat my-model.json)\"")
+            custom = None
+    return XinferenceModel(name, r.str("xinferenceModelEngine"), size, r.str("xinferenceModelFormat"),
+                           r.str("xinferenceQuantization"), custom)
+
+
+def _default_model_name(model: EngineModel) -> str:
+    if isinstance(model, OllamaModel):
+        return model.tag
+    if isinstance(model, XinferenceModel):
+        return model.model_name
+    if isinstance(model, VllmModel):
+        return model.hf_id
+    return model.filename.removesuffix(".gguf")
+
+
+def _model_size(r: _Reader, model: EngineModel) -> tuple[float, int]:
+    """Parameters (billions) and bits per weight, from explicit keys or the model's own name."""
+    text = r.str("modelParamsBillions")
+    params = 0.0
+    if text:
+        try:
+            params = float(text)
+            if params <= 0:
+                raise ValueError
+        except ValueError:
+            r.bad("modelParamsBillions", text, "a positive number of billions such as 8 or 0.5", "8")
+    else:
+        params = _size_from_name(model)
+    bits = r.int("modelQuantBits", 0, 32)
+    if bits not in (0, 2, 3, 4, 5, 6, 8, 16, 32):
+        r.bad("modelQuantBits", bits, "0 (derive), 4, 8 or 16", "16")
+    return params, bits or _bits_from_model(model)
+
+
+def _size_from_name(model: EngineModel) -> float:
+    if isinstance(model, XinferenceModel):
+        return float(model.model_size_in_billions.replace("_", ".")) \
+            if re.fullmatch(r"[0-9]+(_[0-9]+)?", model.model_size_in_billions) else 0.0
+    name = {OllamaModel: lambda m: m.tag, VllmModel: lambda m: m.hf_id,
+            LlamacppModel: lambda m: m.filename}[type(model)](model)
+    match = _SIZE_RE.search(name.replace(":", "-"))
+    return float(match.group(1).replace("_", ".")) if match else 0.0
+
+
+def _bits_from_model(model: EngineModel) -> int:
+    if isinstance(model, OllamaModel):
+        # Ollama's default tags are 4-bit (Q4_K_M); explicit fp16/q8 tags say otherwise.
+        tag = model.tag.lower()
+        return 16 if "fp16" in tag or "bf16" in tag else 8 if "q8" in tag else 4
+    if isinstance(model, LlamacppModel):
+        name = model.filename.lower()
+        for bits, marks in ((16, ("f16", "bf16")), (8, ("q8",)), (6, ("q6",)), (5, ("q5",)), (3, ("q3",)),
+                            (2, ("q2",))):
+            if any(m in name for m in marks):
+                return bits
+        return 4
+    if isinstance(model, XinferenceModel):
+        q = model.quantization.lower()
+        return 4 if ("4" in q or model.model_format in ("gptq", "awq")) else 8 if "8" in q else 16
+    name = model.hf_id.lower()
+    return 4 if any(m in name for m in ("awq", "gptq", "int4", "4bit")) else 8 if any(
+        m in name for m in ("fp8", "int8", "w8a8")) else 16
+
+
+def _check_engine_shape(r: _Reader, engine: str, shape: Shape, target: str) -> None:
+    if target == "vm" and not shape.is_gpu and engine != "llamacpp":
+        r.bad("engine", engine, f"llamacpp on the CPU shape {shape.name} (ollama, xinference and vllm need a GPU "
+              "shape here)", "llamacpp")
+
+
+def _check_fit(r: _Reader, shape: Shape, params: float, bits: int, memory_gbs: int) -> None:
+    need = required_memory_gb(params, bits)
+    have = shape.total_gpu_memory_gb if shape.is_gpu else memory_gbs
+    if need <= have:
+        return
+    best = smallest_gpu_shape_for(need)
+    fix = f"the smallest shape that fits is {best.name} ({best.gpus} x {best.gpu_memory_gb} GB)" if best \
+        else "no known shape fits it; pick a smaller or more quantized model"
+    what = f"{shape.gpus} x {shape.gpu_memory_gb} GB GPU" if shape.is_gpu else f"{memory_gbs} GB RAM"
+    r.problems.append(Problem(
+        "shape", shape.name,
+        f"a shape with at least {need:.0f} GB of {'GPU ' if shape.is_gpu else ''}memory for a {params:g}B model at "
+        f"{bits}-bit (about 2 GB per billion at 16-bit, plus 20% KV cache); {shape.name} has {what}",
+        f"{fix}: pulumi config set shape {best.name if best else shape.name}"))
+
+
+def _tls(r: _Reader) -> Tls:
+    mode = r.choice("tlsMode", TLS_MODES)
+    url = r.str("acmeDirectoryUrl")
+    if mode == "letsencrypt" and not re.fullmatch(r"https://\S+", url):
+        r.bad("acmeDirectoryUrl", url, "an https URL of an ACME directory",
+              "https://acme-staging-v02.api.letsencrypt.org/directory")
+    email = r.str("acmeEmail")
+    if email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        r.bad("acmeEmail", email, "an e-mail address or empty", "ops@example.org")
+    cert, key = r.secret("tlsCertificate"), r.secret("tlsPrivateKey")
+    if mode == "provided":
+        if "-----BEGIN CERTIFICATE-----" not in cert.reveal():
+            r.bad("tlsCertificate", cert.reveal(), "a PEM certificate chain when tlsMode is provided",
+                  "-- \"$(cat fullchain.pem)\"")
+        if "PRIVATE KEY-----" not in key.reveal():
+            r.bad("tlsPrivateKey", key.reveal(), "a PEM private key when tlsMode is provided",
+                  "-- \"$(cat privkey.pem)\"")
+    return Tls(mode, url, email, cert, key)
+
+
+def _auth(r: _Reader) -> Auth:
+    rate = r.str("rateLimit")
+    if not _RATE_RE.match(rate):
+        r.bad("rateLimit", rate, "an nginx rate such as 10r/s or 600r/m", "10r/s")
+    keys: list[ApiKey] = []
+    for entry in r.list("apiKeys"):
+        name, _, own_rate = entry.partition(":")
+        if not _NAME_RE.match(name) or (own_rate and not _RATE_RE.match(own_rate)):
+            r.bad("apiKeys", entry, "NAME or NAME:RATE (name: a-z, 0-9, _ or -; rate like 30r/m)",
+                  "--path 'apiKeys[0]' alice:30r/m")
+        keys.append(ApiKey(name, own_rate or rate))
+    _duplicates(r, "apiKeys", [k.name for k in keys])
+    users = r.list("basicAuthUsers")
+    for user in users:
+        if not _NAME_RE.match(user):
+            r.bad("basicAuthUsers", user, "user names of a-z, 0-9, _ or -", "--path 'basicAuthUsers[0]' alice")
+    _duplicates(r, "basicAuthUsers", users)
+    passwords = _basic_passwords(r, users)
+    if not keys and not users:
+        r.bad("apiKeys", [], "at least one API key or basic-auth user: an endpoint without auth is refused",
+              "--path 'apiKeys[0]' default")
+    return Auth(tuple(keys), tuple(users), passwords, rate, r.int("rateLimitBurst", 0, 10_000))
+
+
+def _duplicates(r: _Reader, key: str, names: list[str]) -> None:
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        r.bad(key, name, "each name once", f"--path '{key}[N]' OTHER_NAME")
+
+
+def _basic_passwords(r: _Reader, users: list[str]) -> dict[str, Secret]:
+    text = r.secret("basicAuthPasswords").reveal()
+    example = "'{\"alice\": \"a-long-passphrase\"}'"
+    if not text:
+        table: dict[str, Any] = {}
+    else:
+        try:
+            table = json.loads(text)
+            if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+                raise ValueError
+        except ValueError:
+            r.bad("basicAuthPasswords", text, "a JSON object of user to password", example)
+            return {}
+    for user in users:
+        if len(table.get(user, "")) < 12:
+            r.bad("basicAuthPasswords", f"<no password of 12+ characters for '{user}'>",
+                  "a password of at least 12 characters for every user in basicAuthUsers", example)
+    extra = sorted(set(table) - set(users))
+    if extra:
+        r.bad("basicAuthUsers", users, f"every user that has a password listed (missing: {', '.join(extra)})",
+              f"--path 'basicAuthUsers[{len(users)}]' {extra[0]}")
+    return {u: Secret(table[u]) for u in users if u in table}
+
+
+def _tags(r: _Reader) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for entry in r.list("tags"):
+        if not _TAG_RE.match(entry):
+            r.bad("tags", entry, "KEY=VALUE (key starts with a letter; letters, digits, _ . -)",
+                  "--path 'tags[0]' team=ml")
+            continue
+        key, _, value = entry.partition("=")
+        tags[key] = value
+    return tags
+
+
+def _expires_at(r: _Reader) -> str:
+    text = r.str("expiresAt")
+    if not text:
+        return ""
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            raise ValueError
+    except ValueError:
+        r.bad("expiresAt", text, "an ISO 8601 time with a zone, such as 2026-12-01T18:00:00Z", "2026-12-01T18:00:00Z")
+        return ""
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_SOURCE_KEYS = {"apt_mirror_url": "aptMirrorUrl", "pip_index_url": "pipIndexUrl", "miniforge_url": "miniforgeUrl",
+                "conda_channel_url": "condaChannelUrl", "docker_apt_url": "dockerAptUrl",
+                "nvidia_toolkit_apt_url": "nvidiaToolkitAptUrl", "nvidia_toolkit_key_url": "nvidiaToolkitKeyUrl",
+                "ollama_download_url": "ollamaDownloadUrl", "ollama_registry_url": "ollamaRegistryUrl",
+                "xinference_version": "xinferenceVersion", "vllm_image": "vllmImage",
+                "llamacpp_package": "llamacppPackage", "hf_endpoint": "hfEndpoint"}
+_OPTIONAL_SOURCES = ("aptMirrorUrl", "ollamaRegistryUrl")
+_NON_URL_SOURCES = ("xinferenceVersion", "vllmImage", "llamacppPackage", "ollamaRegistryUrl")
+
+
+def _sources(r: _Reader) -> Sources:
+    values: dict[str, str] = {}
+    for attr, key in _SOURCE_KEYS.items():
+        value = r.str(key)
+        if not value and key not in _OPTIONAL_SOURCES:
+            r.bad(key, value, "a download location (a mirror's URL works)", str(r.decls[key].default))
+        elif value and key not in _NON_URL_SOURCES and not re.fullmatch(r"https?://\S+", value):
+            r.bad(key, value, "an http(s) URL", str(r.decls[key].default))
+        elif re.search(r"[\s'\"`$\\;&|<>]", value):
+            r.bad(key, value, "a value without spaces, quotes or shell characters", str(r.decls[key].default))
+        values[attr] = value
+    return Sources(**values)

@@ -1,0 +1,267 @@
+"""User-data and every file it installs, as a pure function of a StackConfig (no Pulumi, no I/O).
+
+Each provisioning step, unit and config file is a Jinja2 template under templates/. The cloud-config
+is built as data and dumped with PyYAML, never assembled from strings. Secrets never enter the
+output: API keys and provided certificates are delivered after boot (see secrets.py); basic-auth
+passwords appear only as bcrypt hashes.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import jinja2
+import yaml
+
+from .config import ENGINE_PORTS, StackConfig, VllmModel, XinferenceModel
+from .declared import PROJECT_ROOT
+
+TEMPLATES = PROJECT_ROOT / "templates"
+STEPS_DIR = "/usr/local/lib/llmdeploy/steps"
+FILES_DIR = "/usr/local/share/llmdeploy/files"
+PROVISION = "/usr/local/sbin/llmdeploy-provision"
+INSTALL_SECRETS = "/usr/local/sbin/llmdeploy-install-secrets"
+STACK_INFO = "/etc/llmdeploy/stack.json"
+STAGES_DIR = "/var/lib/llmdeploy/stages"
+READY_MARKER = "/var/lib/llmdeploy/ready"
+
+ENGINE_HEALTH = {"ollama": "/api/version", "xinference": "/status", "vllm": "/health", "llamacpp": "/health"}
+ENGINE_ROUTES = {"ollama": ("/v1/", "/api/"), "xinference": ("/v1/",), "vllm": ("/v1/", "/metrics"),
+                 "llamacpp": ("/v1/",)}
+assert set(ENGINE_HEALTH) == set(ENGINE_ROUTES) == set(ENGINE_PORTS)
+
+APT_SUITES = {"ubuntu-22.04": ("jammy", "main restricted universe"),
+              "ubuntu-24.04": ("noble", "main restricted universe"),
+              "debian-12": ("bookworm", "main")}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where nginx listens and keeps its files. The VM uses the defaults; tests move the same
+    rendered config onto loopback ports and under a temporary directory."""
+
+    root: str = ""
+    http_listen: str = "80"
+    https_listen: str = "443"
+    https_port: int = 443
+
+    @property
+    def https_port_suffix(self) -> str:
+        return "" if self.https_port == 443 else f":{self.https_port}"
+
+    @property
+    def paths(self) -> dict[str, str]:
+        etc = f"{self.root}/etc/llmdeploy"
+        return {"tls_dir": f"{etc}/tls", "secrets_dir": f"{etc}/secrets", "htpasswd": f"{etc}/htpasswd",
+                "api_keys_map": f"{etc}/secrets/api-keys.map", "acme_webroot": f"{self.root}/var/www/llmdeploy-acme"}
+
+
+@dataclass(frozen=True)
+class VmFile:
+    path: str
+    content: str
+    mode: str = "0644"
+
+    @property
+    def is_shell(self) -> bool:
+        return self.content.startswith("#!/bin/bash") or self.content.startswith("# shellcheck shell=bash")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    user_data: str
+    files: tuple[VmFile, ...]
+    steps: tuple[str, ...]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def file(self, path: str) -> VmFile:
+        for f in self.files:
+            if f.path == path:
+                return f
+        raise KeyError(path)
+
+    @property
+    def nginx_site(self) -> str:
+        return self.file(f"{FILES_DIR}/nginx-site.conf").content
+
+    def shell_scripts(self) -> list[VmFile]:
+        return [f for f in self.files if f.is_shell]
+
+    def write(self, out: Path) -> list[Path]:
+        """Write user-data and each file under out/files/<path on the VM>, for inspection."""
+        written = [out / "user-data"]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "user-data").write_text(self.user_data, encoding="utf-8")
+        for f in self.files:
+            dest = out / "files" / f.path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(f.content, encoding="utf-8")
+            dest.chmod(int(f.mode, 8))
+            written.append(dest)
+        return written
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False,
+                             # bash's ${#array[@]} would open a Jinja comment under the default {# #}.
+                             comment_start_string="[#", comment_end_string="#]")
+    env.filters["q"] = lambda value: shlex.quote(str(value))
+    # nginx map sources that equal a map keyword must be escaped with a backslash.
+    env.filters["map_source"] = lambda name: f"\\{name}" if name in ("default", "hostnames", "include", "volatile") else name
+    return env
+
+
+_ENV = _environment()
+
+
+def _render(name: str, context: dict[str, Any]) -> str:
+    return _ENV.get_template(name).render(**context)
+
+
+def step_names(cfg: StackConfig) -> list[str]:
+    """The provisioning steps this config runs, in order; their names are the stage markers."""
+    steps = ["10-base"]
+    steps += ["20-conda"] if cfg.conda else []
+    steps += ["30-docker"] if cfg.docker else []
+    steps += ["40-engine", "50-tls", "60-nginx"]
+    steps += ["70-acme"] if cfg.tls.mode == "letsencrypt" else []
+    return steps + ["90-ready"]
+
+
+def rate_zones(cfg: StackConfig) -> list[dict[str, Any]]:
+    zones: dict[str, list[str]] = {}
+    for key in cfg.auth.api_keys:
+        zones.setdefault(key.rate, []).append(key.name)
+    return [{"rate": rate, "names": names} for rate, names in zones.items()]
+
+
+def htpasswd(cfg: StackConfig) -> str:
+    """bcrypt hashes only. The salt derives from stack and user so that the same password renders the
+    same user-data (a fresh salt would make every `pulumi up` replace the instance)."""
+    lines = []
+    for user in cfg.auth.basic_users:
+        digest = hashlib.sha256(f"llmdeploy-htpasswd:{cfg.stack}:{user}".encode()).digest()[:16]
+        std = base64.b64encode(digest).decode()[:22]
+        salt = std.translate(str.maketrans(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"))
+        hashed = bcrypt.hashpw(cfg.auth.basic_passwords[user].reveal().encode(), f"$2b$12${salt}".encode())
+        lines.append(f"{user}:{hashed.decode()}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def tls_sans(cfg: StackConfig) -> str:
+    names = [cfg.domain] if cfg.domain else []
+    return ",".join([f"DNS:{n}" for n in names + ["localhost"]] + ["IP:127.0.0.1"])
+
+
+def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
+    return {
+        "stack": cfg.stack or "default", "engine": cfg.engine, "engine_port": cfg.engine_port,
+        "engine_unit": cfg.engine, "model": cfg.model, "model_name": cfg.model_name, "domain": cfg.domain,
+        "server_name": cfg.domain or "_", "tls": cfg.tls, "auth": cfg.auth, "rate_zones": rate_zones(cfg),
+        "sources": cfg.sources, "conda_env": cfg.conda_env, "nvidia_toolkit": cfg.nvidia_toolkit,
+        "os_family": cfg.os_family, "admin_user": cfg.admin_user, "layout": layout, "paths": layout.paths,
+        "health_path": ENGINE_HEALTH[cfg.engine], "routes": ENGINE_ROUTES[cfg.engine], "tls_sans": tls_sans(cfg),
+        "tensor_parallel": cfg.tensor_parallel_size if isinstance(cfg.model, VllmModel) else 1,
+        "apt_suites": _apt_suites(cfg), "apt_components": APT_SUITES[cfg.os][1],
+    }
+
+
+def _apt_suites(cfg: StackConfig) -> str:
+    codename = APT_SUITES[cfg.os][0]
+    suites = [codename, f"{codename}-updates"]
+    return " ".join(suites + ([f"{codename}-security"] if cfg.os_family == "ubuntu" else []))
+
+
+def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
+    files = [
+        VmFile(f"{FILES_DIR}/sshd-llmdeploy.conf", _render("files/sshd-llmdeploy.conf.j2", ctx)),
+        VmFile(f"{FILES_DIR}/20auto-upgrades", _render("files/20auto-upgrades.j2", ctx)),
+        VmFile(f"{FILES_DIR}/nginx-site.conf", _render("files/nginx-site.conf.j2", ctx)),
+        VmFile(f"{FILES_DIR}/htpasswd", htpasswd(cfg)),
+        VmFile(f"{FILES_DIR}/{cfg.engine}.service", _render(f"files/{cfg.engine}.service.j2", ctx)),
+    ]
+    if cfg.sources.apt_mirror_url:
+        files.append(VmFile(f"{FILES_DIR}/apt-mirror.sources", _render("files/apt-mirror.sources.j2", ctx)))
+    if cfg.conda:
+        files.append(VmFile(f"{FILES_DIR}/condarc", _render("files/condarc.j2", ctx)))
+    if cfg.tls.mode == "letsencrypt":
+        files.append(VmFile(f"{FILES_DIR}/certbot-deploy-hook", _render("files/certbot-deploy-hook.j2", ctx),
+                            "0755"))
+    if isinstance(cfg.model, XinferenceModel):
+        n_gpu: int | str = "auto" if cfg.shape.is_gpu else 0
+        files.append(VmFile(f"{FILES_DIR}/xinference-launch.json",
+                            json.dumps(cfg.model.launch_body(cfg.model_name, n_gpu), indent=2) + "\n"))
+        if cfg.model.custom_model:
+            files.append(VmFile(f"{FILES_DIR}/xinference-register.json",
+                                json.dumps({"model": json.dumps(cfg.model.custom_model), "persist": True},
+                                           indent=2) + "\n"))
+    if cfg.engine == "llamacpp":
+        files.append(VmFile(f"{FILES_DIR}/llamacpp-server.py", _render("files/llamacpp-server.py.j2", ctx), "0755"))
+    return files
+
+
+def stack_info(cfg: StackConfig, steps: list[str]) -> dict[str, Any]:
+    """Non-secret facts the smoke test reads back over SSH."""
+    return {"stack": cfg.stack, "engine": cfg.engine, "engine_unit": cfg.engine, "engine_port": cfg.engine_port,
+            "model_name": cfg.model_name, "domain": cfg.domain, "tls_mode": cfg.tls.mode,
+            "gpu_shape": cfg.shape.is_gpu, "stages": steps, "stages_dir": STAGES_DIR, "ready_marker": READY_MARKER}
+
+
+def render(cfg: StackConfig, layout: Layout = Layout()) -> Rendered:
+    ctx = _context(cfg, layout)
+    steps = step_names(cfg)
+    files = [
+        VmFile("/usr/local/lib/llmdeploy/lib.sh", _render("lib.sh.j2", ctx)),
+        VmFile(PROVISION, _render("provision.sh.j2", ctx), "0755"),
+        VmFile(INSTALL_SECRETS, _render("install-secrets.sh.j2", ctx), "0755"),
+    ]
+    for step in steps:
+        template = f"steps/40-engine-{cfg.engine}.sh.j2" if step == "40-engine" else f"steps/{step}.sh.j2"
+        files.append(VmFile(f"{STEPS_DIR}/{step}.sh", _render(template, ctx), "0755"))
+    files += _support_files(cfg, ctx)
+    info = stack_info(cfg, steps)
+    files.append(VmFile(STACK_INFO, json.dumps(info, indent=2) + "\n"))
+    return Rendered(cloud_config(cfg, files), tuple(files), tuple(steps), info)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Dumps multi-line strings as YAML block literals so user-data stays readable."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str_representer)
+
+
+def cloud_config(cfg: StackConfig, files: list[VmFile]) -> str:
+    doc = {
+        "users": [{"name": cfg.admin_user, "groups": ["sudo"], "shell": "/bin/bash",
+                   "sudo": "ALL=(ALL) NOPASSWD:ALL", "lock_passwd": True,
+                   "ssh_authorized_keys": list(cfg.ssh_public_keys)}],
+        "disable_root": True,
+        "ssh_pwauth": False,
+        "write_files": [{"path": f.path, "owner": "root:root", "permissions": f.mode, "content": f.content}
+                        for f in files],
+        "runcmd": [[PROVISION]],
+    }
+    return "#cloud-config\n" + yaml.dump(doc, Dumper=_BlockDumper, sort_keys=False, width=120,
+                                         default_flow_style=False)
+
+
+def encode_user_data(user_data: str) -> str:
+    """What OCI's metadata.user_data takes: base64 of the gzipped cloud-config (cloud-init unpacks
+    gzip itself). mtime=0 keeps the bytes, and so the instance, stable across runs."""
+    return base64.b64encode(gzip.compress(user_data.encode(), mtime=0)).decode()
