@@ -1,0 +1,163 @@
+"""Rendering: snapshots per example stack, secrets kept out, loopback-only engines, config-driven URLs."""
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from base64 import b64decode
+
+import bcrypt
+import jinja2
+import pytest
+import yaml
+
+from conftest import EXAMPLE_STACKS, ROOT, minimal_raw
+from llmdeploy.config import parse
+from llmdeploy.render import ENGINE_ROUTES, FILES_DIR, STEPS_DIR, _ENV, encode_user_data, render
+from llmdeploy.stackfile import load_stack_config
+
+SNAPSHOTS = ROOT / "tests" / "snapshots"
+SECRETS = {
+    "hfToken": "hf_SECRETtoken1234567890abcdef",
+    "basicAuthPasswords": '{"alice": "alice-secret-passphrase-42"}',
+    "tlsCertificate": "-----BEGIN CERTIFICATE-----\nMIIBsecretcertificatebody\n-----END CERTIFICATE-----\n",
+    "tlsPrivateKey": "-----BEGIN PRIVATE KEY-----\nMIGHsecretkeymaterialXYZ\n-----END PRIVATE KEY-----\n",
+}
+
+
+@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+def test_user_data_matches_snapshot(stack: str) -> None:
+    """Any change to the rendered user-data shows up here; UPDATE_SNAPSHOTS=1 rewrites the files."""
+    user_data = render(load_stack_config(ROOT, stack)).user_data
+    snapshot = SNAPSHOTS / f"{stack}.user-data.yaml"
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        snapshot.write_text(user_data, encoding="utf-8")
+    assert snapshot.is_file(), f"no snapshot {snapshot.name}: run UPDATE_SNAPSHOTS=1 pytest tests/test_render.py"
+    assert user_data == snapshot.read_text(encoding="utf-8")
+
+
+def test_every_engine_has_a_snapshot() -> None:
+    engines = {load_stack_config(ROOT, s).engine for s in EXAMPLE_STACKS}
+    assert engines == set(ENGINE_ROUTES)
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINE_ROUTES))
+def test_no_secret_reaches_user_data(engine: str) -> None:
+    shape = {"shape": "VM.Standard.E4.Flex"} if engine == "llamacpp" else {}
+    cfg = parse(minimal_raw(engine=engine, tlsMode="provided", basicAuthUsers=["alice"], **SECRETS, **shape),
+                stack="leak")
+    rendered = render(cfg)
+    encoded = encode_user_data(rendered.user_data)
+    plain = gzip.decompress(b64decode(encoded)).decode()
+    assert plain == rendered.user_data
+    assert len(cfg.secrets()) == 4
+    for name, value in cfg.secrets().items():
+        for line in value.splitlines():
+            if len(line) > 8:
+                assert line not in rendered.user_data, f"{name} leaked into user-data"
+    # Basic auth reaches the VM only as a bcrypt hash, and that hash checks the password.
+    htpasswd = rendered.file(f"{FILES_DIR}/htpasswd").content
+    user, hashed = htpasswd.strip().split(":", 1)
+    assert user == "alice" and hashed.startswith("$2b$12$")
+    assert bcrypt.checkpw(b"alice-secret-passphrase-42", hashed.encode())
+
+
+def test_rendering_is_deterministic() -> None:
+    """The same config must give the same bytes, or every `pulumi up` would replace the instance."""
+    raw = minimal_raw(basicAuthUsers=["alice"], basicAuthPasswords=SECRETS["basicAuthPasswords"])
+    first, second = render(parse(raw, stack="s")), render(parse(raw, stack="s"))
+    assert first.user_data == second.user_data
+    assert encode_user_data(first.user_data) == encode_user_data(second.user_data)
+
+
+@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+def test_engine_listens_on_loopback_only(stack: str) -> None:
+    cfg = load_stack_config(ROOT, stack)
+    rendered = render(cfg)
+    unit = rendered.file(f"{FILES_DIR}/{cfg.engine}.service").content
+    if cfg.engine == "vllm":
+        assert f"-p 127.0.0.1:{cfg.engine_port}:8000" in unit  # 0.0.0.0 is inside the container only
+    elif cfg.engine == "ollama":
+        assert f"OLLAMA_HOST=127.0.0.1:{cfg.engine_port}" in unit
+    else:
+        assert f"--host 127.0.0.1 --port {cfg.engine_port}" in unit
+    site = rendered.nginx_site
+    assert re.findall(r"^\s*listen\s+([^\s;]+)", site, re.M) == ["80", "443"]
+    assert set(re.findall(r"proxy_pass http://([^/;]+)", site)) == {f"127.0.0.1:{cfg.engine_port}"}
+    base = rendered.file(f"{STEPS_DIR}/10-base.sh").content
+    assert 'for port in 22 80 443; do ufw allow "$port/tcp"' in base
+
+
+@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+def test_every_step_is_a_file_with_a_stage_marker(stack: str) -> None:
+    rendered = render(load_stack_config(ROOT, stack))
+    paths = {f.path for f in rendered.files}
+    for step in rendered.steps:
+        assert f"{STEPS_DIR}/{step}.sh" in paths
+    provision = rendered.file("/usr/local/sbin/llmdeploy-provision").content
+    assert '"$stages/$name.done"' in provision and '"$stages/$name.failed"' in provision
+    assert rendered.info["stages"] == list(rendered.steps)
+    doc = yaml.safe_load(rendered.user_data)
+    assert doc["runcmd"] == [["/usr/local/sbin/llmdeploy-provision"]]
+    assert doc["disable_root"] is True and doc["ssh_pwauth"] is False
+
+
+def test_templates_hold_no_download_urls() -> None:
+    """Every download location comes from config (Pulumi.yaml defaults), so a mirror changes config only."""
+    for path in (ROOT / "templates").rglob("*.j2"):
+        urls = re.findall(r"https?://[^\s'\"]+", path.read_text(encoding="utf-8"))
+        local = [u for u in urls if not u.startswith(("http://127.0.0.1", "http://$", "https://$"))]
+        assert not local, f"{path.relative_to(ROOT)} hard-codes {local}"
+
+
+@pytest.mark.parametrize("engine,key,value", [
+    ("ollama", "ollamaDownloadUrl", "https://mirror.internal/ollama/ollama-linux-amd64.tgz"),
+    ("xinference", "pipIndexUrl", "https://mirror.internal/pypi/simple"),
+    ("xinference", "miniforgeUrl", "https://mirror.internal/miniforge.sh"),
+    ("vllm", "vllmImage", "mirror.internal/vllm/vllm-openai:v0.33.0"),
+    ("vllm", "dockerAptUrl", "https://mirror.internal/docker"),
+    ("llamacpp", "llamacppPackage", "xllamacpp==9.9.9"),
+])
+def test_mirrors_replace_download_sources(engine: str, key: str, value: str) -> None:
+    shape = {"shape": "VM.Standard.E4.Flex"} if engine == "llamacpp" else {}
+    rendered = render(parse(minimal_raw(engine=engine, **{key: value}, **shape)))
+    assert value in rendered.user_data
+
+
+def test_apt_mirror_replaces_the_image_sources() -> None:
+    rendered = render(parse(minimal_raw(aptMirrorUrl="https://mirror.internal/ubuntu")))
+    sources = rendered.file(f"{FILES_DIR}/apt-mirror.sources").content
+    assert "URIs: https://mirror.internal/ubuntu" in sources and "Suites: jammy jammy-updates jammy-security" in sources
+
+
+def test_tensor_parallel_follows_the_shape() -> None:
+    cfg = load_stack_config(ROOT, "vllm-a100")
+    assert "--tensor-parallel-size 8" in render(cfg).file(f"{FILES_DIR}/vllm.service").content
+    two = parse(minimal_raw(shape="VM.GPU.A10.2", vllmModel="Qwen/Qwen2.5-7B-Instruct"))
+    assert "--tensor-parallel-size 2" in render(two).file(f"{FILES_DIR}/vllm.service").content
+
+
+def test_xinference_launch_body_matches_launch_model() -> None:
+    cfg = load_stack_config(ROOT, "xinference-a10")
+    body = yaml.safe_load(render(cfg).file(f"{FILES_DIR}/xinference-launch.json").content)
+    assert body == {"model_uid": "qwen2.5-instruct", "model_name": "qwen2.5-instruct", "model_type": "LLM",
+                    "model_engine": "vllm", "model_size_in_billions": 7, "model_format": "pytorch",
+                    "quantization": "none", "n_gpu": "auto"}
+
+
+def test_strict_undefined_makes_missing_variables_errors() -> None:
+    with pytest.raises(jinja2.UndefinedError):
+        _ENV.from_string("{{ not_there }}").render()
+
+
+def test_per_key_rate_limits_get_their_own_zone() -> None:
+    site = render(parse(minimal_raw(apiKeys=["default", "alice:30r/m", "bob:30r/m"]))).nginx_site
+    assert "rate=10r/s;" in site and "rate=30r/m;" in site
+    assert "\\default default;" in site  # 'default' is a map keyword and must be escaped
+    assert re.search(r"alice alice;\s+bob bob;", site)
+
+
+def test_shell_values_are_quoted() -> None:
+    """Values reach scripts through shlex quoting: a model name with a quote cannot break out."""
+    rendered = render(parse(minimal_raw(engine="ollama", ollamaModel="llama3.1:8b")))
+    assert "model=llama3.1:8b\n" in rendered.file(f"{STEPS_DIR}/40-engine.sh").content
