@@ -8,6 +8,7 @@ from typing import Sequence
 
 from .config import ConfigError
 from .declared import PROJECT_ROOT
+from .docs import config_table, update_readme
 from .render import render
 from .stackfile import StackFileError, load_stack_config
 from .validate import run_all
@@ -46,6 +47,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def cmd_config_table(args: argparse.Namespace) -> int:
+    root = _project_dir(args.project_dir)
+    if args.update_readme:
+        changed = update_readme(root / "README.md", root)
+        print(f"README.md {'updated' if changed else 'already up to date'}")
+    else:
+        print(config_table(root))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmdeploy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_validate = sub.add_parser("validate", parents=[common],
                                 help="render, then run cloud-init schema, shellcheck and nginx -t")
     p_validate.set_defaults(func=cmd_validate)
+    p_table = sub.add_parser("config-table", help="print the configuration table from Pulumi.yaml")
+    p_table.add_argument("--project-dir", help="folder holding Pulumi.yaml")
+    p_table.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
+    p_table.set_defaults(func=cmd_config_table)
     return parser
 
 
