@@ -51,6 +51,7 @@ class Layout:
     http_listen: str = "80"
     https_listen: str = "443"
     https_port: int = 443
+    engine_port: int = 0  # 0: the engine's own port; tests put a real server on a free one
 
     @property
     def https_port_suffix(self) -> str:
@@ -165,7 +166,7 @@ def tls_sans(cfg: StackConfig) -> str:
 
 def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
     return {
-        "stack": cfg.stack or "default", "engine": cfg.engine, "engine_port": cfg.engine_port,
+        "stack": cfg.stack or "default", "engine": cfg.engine, "engine_port": layout.engine_port or cfg.engine_port,
         "engine_unit": cfg.engine, "model": cfg.model, "model_name": cfg.model_name, "domain": cfg.domain,
         "server_name": cfg.domain or "_", "tls": cfg.tls, "auth": cfg.auth, "rate_zones": rate_zones(cfg),
         "sources": cfg.sources, "conda_env": cfg.conda_env, "nvidia_toolkit": cfg.nvidia_toolkit,

@@ -1,0 +1,55 @@
+"""Secrets that must never sit in user-data, packed for delivery after boot.
+
+OCI keeps user-data in instance metadata, readable by anyone with read access to the instance, so
+API keys, a provided TLS key and the Hugging Face token travel instead over SSH, as a tar archive on
+the standard input of /usr/local/sbin/llmdeploy-install-secrets (never on a command line).
+"""
+from __future__ import annotations
+
+import io
+import re
+import secrets as _random
+import tarfile
+from typing import Mapping
+
+from .config import StackConfig
+
+KEY_PREFIX = "sk-llm-"
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{24,128}$")
+
+
+def generate_api_key() -> str:
+    return KEY_PREFIX + _random.token_urlsafe(32)
+
+
+def api_keys_map(keys: Mapping[str, str]) -> str:
+    """nginx map entries: the full Authorization header of each key -> the key's name."""
+    lines = []
+    for name, key in keys.items():
+        if not _KEY_RE.match(key):
+            raise ValueError(f"API key '{name}' must be 24-128 characters of A-Z, a-z, 0-9, '_' or '-'")
+        lines.append(f'"Bearer {key}" {name};')
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
+    data = text.encode()
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o600, 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str]) -> bytes:
+    """The tar archive llmdeploy-install-secrets reads: one key for every name in cfg.auth.api_keys."""
+    missing = sorted({k.name for k in cfg.auth.api_keys} - set(api_keys))
+    if missing:
+        raise ValueError(f"no key value for API key name(s): {', '.join(missing)}")
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        _add(tar, "api-keys.map", api_keys_map({k.name: api_keys[k.name] for k in cfg.auth.api_keys}))
+        if cfg.hf_token:
+            _add(tar, "hf.env", f"HF_TOKEN={cfg.hf_token.reveal()}\nHUGGING_FACE_HUB_TOKEN={cfg.hf_token.reveal()}\n")
+        if cfg.tls.mode == "provided":
+            _add(tar, "tls/fullchain.pem", cfg.tls.certificate.reveal())
+            _add(tar, "tls/privkey.pem", cfg.tls.private_key.reveal())
+    return out.getvalue()
