@@ -1,0 +1,31 @@
+#!/bin/bash
+# Installs what llmdeploy and its tests need on a Debian 12 machine, idempotently:
+# the real validators and servers from Debian, the Python package (editable) from PyPI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  cloud-init   # `cloud-init schema` for user-data
+  nginx        # nginx -t and the integration tests' real proxy
+  shellcheck   # lint every rendered shell script
+  openssl      # test certificates
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -q
+  # Package scripts must not start services (nginx on :80) on this machine.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod 0755 /usr/sbin/policy-rc.d
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
