@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -262,16 +263,24 @@ class _Reader:
     def choice(self, key: str, allowed: tuple[str, ...] | list[str]) -> str:
         value = self.str(key)
         if value not in allowed:
-            close = difflib.get_close_matches(value, list(allowed), n=1)
+            close = [a for a in allowed if value and a.startswith(value)] or \
+                difflib.get_close_matches(value, list(allowed), n=1)
             self.bad(key, value, "one of " + ", ".join(allowed), close[0] if close else allowed[0])
         return value
+
+    def failed(self, key: str) -> bool:
+        """Whether a problem was already recorded for key (so dependent checks stay quiet)."""
+        return any(p.key == key for p in self.problems)
 
     def int(self, key: str, lo: int, hi: int) -> int:
         value = self._value(key)
         try:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            if isinstance(value, bool):
                 raise ValueError
-            number = int(value)
+            number_f = float(value)
+            if not number_f.is_integer():
+                raise ValueError
+            number = int(number_f)
         except (TypeError, ValueError):
             self.bad(key, value, f"a whole number from {lo} to {hi}", str(lo))
             return lo
@@ -316,7 +325,9 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
     for key in unknown:
         close = difflib.get_close_matches(key, list(decls), n=1)
         hint = f"did you mean {close[0]}? " if close else ""
-        r.problems.append(Problem(key, raw[key], "a key declared in Pulumi.yaml",
+        # A misspelt secret key must not print the secret.
+        value = Secret(str(raw[key])) if close and decls[close[0]].secret else raw[key]
+        r.problems.append(Problem(key, value, "a key declared in Pulumi.yaml",
                                   f"{hint}remove it: pulumi config rm {key}"))
 
     target = r.choice("target", TARGETS)
@@ -337,7 +348,7 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         if not _SSH_KEY_RE.match(k):
             r.bad("sshPublicKeys", k[:40] + ("..." if len(k) > 40 else ""),
                   "OpenSSH public keys (ssh-ed25519 AAAA... comment)", "--path 'sshPublicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\"")
-    if target in ("vm", "local") and not keys:
+    if target in ("vm", "local") and not keys and not r.failed("sshPublicKeys"):
         r.bad("sshPublicKeys", [], "at least one OpenSSH public key for the vm and local targets",
               "--path 'sshPublicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\"")
     compartment = r.str("compartmentId")
@@ -346,14 +357,16 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         r.bad("compartmentId", compartment, "a compartment OCID (ocid1.compartment.oc1..xxxx) for the vm and "
               "datascience targets", "ocid1.compartment.oc1..xxxx")
 
+    shape_known = shape_name in SHAPES
     model = _engine_model(r, engine, shape)
     model_name = r.str("modelName") or _default_model_name(model)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", model_name):
         r.bad("modelName", model_name, "a name of letters, digits and . _ : / - (no spaces)", "my-model")
     params, bits = _model_size(r, model)
-    _check_engine_shape(r, engine, shape, target)
     memory_gbs = r.int("shapeMemoryGbs", 1, 1760)
-    if params and target != "local":
+    if shape_known and not r.failed("engine"):
+        _check_engine_shape(r, engine, shape, target)
+    if params and target != "local" and shape_known:
         _check_fit(r, shape, params, bits, memory_gbs)
 
     tls = _tls(r)
@@ -463,7 +476,7 @@ def _model_size(r: _Reader, model: EngineModel) -> tuple[float, int]:
         params = _size_from_name(model)
     bits = r.int("modelQuantBits", 0, 32)
     if bits not in (0, 2, 3, 4, 5, 6, 8, 16, 32):
-        r.bad("modelQuantBits", bits, "0 (derive), 4, 8 or 16", "16")
+        r.bad("modelQuantBits", bits, "0 (derive from the model name), 2, 3, 4, 5, 6, 8, 16 or 32", "16")
     return params, bits or _bits_from_model(model)
 
 
@@ -508,15 +521,17 @@ def _check_fit(r: _Reader, shape: Shape, params: float, bits: int, memory_gbs: i
     have = shape.total_gpu_memory_gb if shape.is_gpu else memory_gbs
     if need <= have:
         return
-    best = smallest_gpu_shape_for(need)
-    fix = f"the smallest shape that fits is {best.name} ({best.gpus} x {best.gpu_memory_gb} GB)" if best \
-        else "no known shape fits it; pick a smaller or more quantized model"
     what = f"{shape.gpus} x {shape.gpu_memory_gb} GB GPU" if shape.is_gpu else f"{memory_gbs} GB RAM"
-    r.problems.append(Problem(
-        "shape", shape.name,
-        f"a shape with at least {need:.0f} GB of {'GPU ' if shape.is_gpu else ''}memory for a {params:g}B model at "
-        f"{bits}-bit (about 2 GB per billion at 16-bit, plus 20% KV cache); {shape.name} has {what}",
-        f"{fix}: pulumi config set shape {best.name if best else shape.name}"))
+    accepted = (f"a shape with at least {need:.0f} GB of {'GPU ' if shape.is_gpu else ''}memory for a {params:g}B "
+                f"model at {bits}-bit (about 2 GB per billion at 16-bit, plus 20% KV cache); {shape.name} has {what}")
+    if not shape.is_gpu and need <= 1760:
+        fix = f"give the Flex shape more memory: pulumi config set shapeMemoryGbs {math.ceil(need)}"
+    elif best := smallest_gpu_shape_for(need):
+        fix = (f"the smallest shape that fits is {best.name} ({best.gpus} x {best.gpu_memory_gb} GB): "
+               f"pulumi config set shape {best.name}")
+    else:
+        fix = "no known shape fits it: pick a smaller model, or a quantized one (pulumi config set modelQuantBits 4)"
+    r.problems.append(Problem("shape", shape.name, accepted, fix))
 
 
 def _tls(r: _Reader) -> Tls:
@@ -545,8 +560,8 @@ def _auth(r: _Reader) -> Auth:
         r.bad("rateLimit", rate, "an nginx rate such as 10r/s or 600r/m", "10r/s")
     keys: list[ApiKey] = []
     for entry in r.list("apiKeys"):
-        name, _, own_rate = entry.partition(":")
-        if not _NAME_RE.match(name) or (own_rate and not _RATE_RE.match(own_rate)):
+        name, sep, own_rate = entry.partition(":")
+        if not _NAME_RE.match(name) or (sep and not _RATE_RE.match(own_rate)):
             r.bad("apiKeys", entry, "NAME or NAME:RATE (name: a-z, 0-9, _ or -; rate like 30r/m)",
                   "--path 'apiKeys[0]' alice:30r/m")
         keys.append(ApiKey(name, own_rate or rate))
@@ -557,7 +572,7 @@ def _auth(r: _Reader) -> Auth:
             r.bad("basicAuthUsers", user, "user names of a-z, 0-9, _ or -", "--path 'basicAuthUsers[0]' alice")
     _duplicates(r, "basicAuthUsers", users)
     passwords = _basic_passwords(r, users)
-    if not keys and not users:
+    if not keys and not users and not r.failed("apiKeys") and not r.failed("basicAuthUsers"):
         r.bad("apiKeys", [], "at least one API key or basic-auth user: an endpoint without auth is refused",
               "--path 'apiKeys[0]' default")
     return Auth(tuple(keys), tuple(users), passwords, rate, r.int("rateLimitBurst", 0, 10_000))
@@ -583,8 +598,10 @@ def _basic_passwords(r: _Reader, users: list[str]) -> dict[str, Secret]:
             return {}
     for user in users:
         if len(table.get(user, "")) < 12:
-            r.bad("basicAuthPasswords", f"<no password of 12+ characters for '{user}'>",
-                  "a password of at least 12 characters for every user in basicAuthUsers", example)
+            state = "no password" if user not in table else "a password shorter than 12 characters"
+            r.problems.append(Problem("basicAuthPasswords", f"{state} for '{user}'",
+                                      "a password of at least 12 characters for every user in basicAuthUsers",
+                                      set_cmd("basicAuthPasswords", example, secret=True)))
     extra = sorted(set(table) - set(users))
     if extra:
         r.bad("basicAuthUsers", users, f"every user that has a password listed (missing: {', '.join(extra)})",
@@ -625,6 +642,7 @@ _SOURCE_KEYS = {"apt_mirror_url": "aptMirrorUrl", "pip_index_url": "pipIndexUrl"
                 "xinference_version": "xinferenceVersion", "vllm_image": "vllmImage",
                 "llamacpp_package": "llamacppPackage", "hf_endpoint": "hfEndpoint"}
 _OPTIONAL_SOURCES = ("aptMirrorUrl", "ollamaRegistryUrl")
+_SOURCE_EXAMPLES = {"aptMirrorUrl": "https://mirror.example.org/ubuntu", "ollamaRegistryUrl": "registry.example.org"}
 _NON_URL_SOURCES = ("xinferenceVersion", "vllmImage", "llamacppPackage", "ollamaRegistryUrl")
 
 
@@ -634,9 +652,10 @@ def _sources(r: _Reader) -> Sources:
         value = r.str(key)
         if not value and key not in _OPTIONAL_SOURCES:
             r.bad(key, value, "a download location (a mirror's URL works)", str(r.decls[key].default))
-        elif value and key not in _NON_URL_SOURCES and not re.fullmatch(r"https?://\S+", value):
-            r.bad(key, value, "an http(s) URL", str(r.decls[key].default))
+        example = str(r.decls[key].default) or _SOURCE_EXAMPLES.get(key, "VALUE")
+        if value and key not in _NON_URL_SOURCES and not re.fullmatch(r"https?://\S+", value):
+            r.bad(key, value, "an http(s) URL", example)
         elif re.search(r"[\s'\"`$\\;&|<>]", value):
-            r.bad(key, value, "a value without spaces, quotes or shell characters", str(r.decls[key].default))
+            r.bad(key, value, "a value without spaces, quotes or shell characters", example)
         values[attr] = value
     return Sources(**values)

@@ -82,7 +82,7 @@ def _values(raw: Mapping[str, Any], root: Path, stack: str, filename: str, env: 
         values[key] = value
     for key, decl in decls.items():
         env_name = secret_env_name(key)
-        if decl.secret and key not in values and env.get(env_name):
+        if decl.secret and not values.get(key) and env.get(env_name):
             values[key] = env[env_name]  # a secret given only in the environment
     if problems:
         raise StackFileError(f"{filename}:\n" + "\n".join(f"  - {p}" for p in problems))
