@@ -1,0 +1,56 @@
+"""Run rendered provisioning scripts for real, with the VM's absolute paths redirected to a temp dir.
+
+Why: the steps use fixed paths (/usr/local/lib/llmdeploy, /etc/llmdeploy, /var/lib/llmdeploy, ...).
+Inside a private mount namespace (`unshare --mount`, root only) each of those paths is bind-mounted
+from a temporary directory, so a step runs unchanged without touching this machine's real files.
+Mount points that do not exist yet are created empty and removed again afterwards.
+"""
+from __future__ import annotations
+
+import shlex
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+VM_DIRS = ("/usr/local/lib/llmdeploy", "/usr/local/share/llmdeploy", "/etc/llmdeploy", "/var/lib/llmdeploy",
+           "/var/log/llmdeploy")
+
+
+class VmRoot:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    def path(self, vm_path: str) -> Path:
+        """Where a path on the 'VM' lives on this machine."""
+        for d in VM_DIRS:
+            if vm_path == d or vm_path.startswith(d + "/"):
+                return self.base / d.strip("/").replace("/", "_") / vm_path[len(d):].lstrip("/")
+        raise ValueError(f"{vm_path} is not under one of {VM_DIRS}")
+
+    def install(self, vm_path: str, content: str, mode: int = 0o644) -> None:
+        dest = self.path(vm_path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(content)
+        dest.chmod(mode)
+
+    def run(self, command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run a bash command with every VM directory bind-mounted from this root."""
+        mounts = " && ".join(f"mount --bind {shlex.quote(str(self.path(d)))} {shlex.quote(d)}" for d in VM_DIRS)
+        return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c",
+                               f"set -e; {mounts}; {command}"], capture_output=True, text=True, timeout=timeout)
+
+
+@contextmanager
+def vm_root(base: Path) -> Iterator[VmRoot]:
+    created = [Path(d) for d in VM_DIRS if not Path(d).exists()]
+    for d in created:
+        d.mkdir(parents=True)
+    root = VmRoot(base)
+    for d in VM_DIRS:
+        root.path(d).mkdir(parents=True, exist_ok=True)
+    try:
+        yield root
+    finally:
+        for d in reversed(created):
+            d.rmdir()  # empty mount points only: anything written went to the temp root
