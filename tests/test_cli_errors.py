@@ -15,8 +15,7 @@ import pytest
 
 from llmdeploy.cli import EXIT_OK, EXIT_USAGE, main
 
-ROOT = Path(__file__).resolve().parents[1]
-SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKRTPejOGzvVZhnBnv+/JEu73/QfOT6zWxIXVybtYQk7 test@llmdeploy"
+from conftest import ROOT, SSH_KEY
 PASSWORD = "SECRET-basic-auth-passphrase"
 GOOD = f"""\
 config:

@@ -7,7 +7,6 @@ beyond reading Pulumi.yaml and the example stack files.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +15,7 @@ from llmdeploy.config import ConfigError, Secret, StackConfig, parse
 from llmdeploy.declared import declarations
 from llmdeploy.stackfile import load_stack_config
 
-ROOT = Path(__file__).resolve().parents[1]
-SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKRTPejOGzvVZhnBnv+/JEu73/QfOT6zWxIXVybtYQk7 test@llmdeploy"
+from conftest import ROOT, SSH_KEY
 COMPARTMENT = "ocid1.compartment.oc1..x"
 CPU_SHAPE = "VM.Standard.E4.Flex"
 CERT = "-----BEGIN CERTIFICATE-----\nMIIBcert-body-not-real\n-----END CERTIFICATE-----\n"

@@ -15,8 +15,7 @@ import pytest
 from llmdeploy.config import ConfigError, StackConfig
 from llmdeploy.stackfile import StackFileError, load_stack_config, read_stack, secret_env_name
 
-ROOT = Path(__file__).resolve().parents[1]
-SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKRTPejOGzvVZhnBnv+/JEu73/QfOT6zWxIXVybtYQk7 test@llmdeploy"
+from conftest import ROOT, SSH_KEY
 VALID = f"""\
 config:
   oci:region: eu-frankfurt-1
