@@ -1,0 +1,1 @@
+"""`llmdeploy smoke`: prove an endpoint works. Each check is a function returning a CheckResult."""
