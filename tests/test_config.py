@@ -142,7 +142,8 @@ def test_missing_ssh_key_for_vm_and_local_targets(target: str) -> None:
 
 
 def test_datascience_target_needs_no_ssh_key_and_local_needs_no_compartment() -> None:
-    assert parse(raw(target="datascience", sshPublicKeys=[])).target == "datascience"
+    ds = parse(raw(target="datascience", sshPublicKeys=[], dsContainerImage="iad.ocir.io/ns/vllm:v1"))
+    assert ds.target == "datascience" and ds.datascience.container_image == "iad.ocir.io/ns/vllm:v1"
     assert parse(raw(target="local", compartmentId="")).target == "local"
     assert parse(raw(compartmentId="ocid1.tenancy.oc1..root")).compartment_id == "ocid1.tenancy.oc1..root"
 
@@ -528,11 +529,12 @@ def test_secret_repr_never_shows_the_value() -> None:
 
 
 def test_secrets_lists_every_secret_and_the_config_repr_hides_them() -> None:
+    ssh_key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaSECRET\n-----END OPENSSH PRIVATE KEY-----\n"
     cfg = parse(raw(hfToken="hf_SECRETtoken", tlsMode="provided", tlsCertificate=CERT, tlsPrivateKey=PRIVATE_KEY,
-                    basicAuthUsers=["alice", "bob"],
+                    sshPrivateKey=ssh_key, basicAuthUsers=["alice", "bob"],
                     basicAuthPasswords=json.dumps({"alice": "alice-SECRET-pass", "bob": "bob-SECRET-passw"})))
     assert cfg.secrets() == {"hfToken": "hf_SECRETtoken", "tlsCertificate": CERT, "tlsPrivateKey": PRIVATE_KEY,
-                             "basicAuthPasswords.alice": "alice-SECRET-pass",
+                             "sshPrivateKey": ssh_key, "basicAuthPasswords.alice": "alice-SECRET-pass",
                              "basicAuthPasswords.bob": "bob-SECRET-passw"}
     declared_secrets = {k for k, d in declarations().items() if d.secret}
     assert declared_secrets == {k.split(".")[0] for k in cfg.secrets()}
@@ -605,3 +607,25 @@ def test_api_key_with_an_empty_rate_is_refused() -> None:
 def test_integer_strings_and_floats_are_treated_alike() -> None:
     assert parse(raw(shapeOcpus="8.0")).shape_ocpus == parse(raw(shapeOcpus=8.0)).shape_ocpus == 8
     problem_line(config_error(shapeOcpus="8.5"), "shapeOcpus", "a whole number")
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"target": "datascience", "dsContainerImage": ""}, "dsContainerImage"),
+    ({"target": "datascience", "dsContainerImage": "docker.io/vllm/vllm-openai:v1"}, "dsContainerImage"),
+    ({"target": "datascience", "dsContainerImage": "iad.ocir.io/ns/vllm:v1", "engine": "ollama"}, "engine"),
+    ({"dsInstanceCount": 3, "dsMaxInstanceCount": 2}, "dsMaxInstanceCount"),
+    ({"sshAllowedCidrs": ["10.0.0.1/8"]}, "sshAllowedCidrs"),
+    ({"sshAllowedCidrs": []}, "sshAllowedCidrs"),
+    ({"imageId": "ubuntu-22.04"}, "imageId"),
+    ({"sshPrivateKey": "not a key"}, "sshPrivateKey"),
+    ({"readinessTimeoutMinutes": 1}, "readinessTimeoutMinutes"),
+])
+def test_deployment_settings_are_validated(overrides: dict[str, Any], key: str) -> None:
+    err = config_error(**overrides)
+    assert key in [p.key for p in err.problems]
+    assert "not a key" not in str(err)  # sshPrivateKey is a secret
+
+
+def test_autoscaling_needs_a_maximum_above_the_count() -> None:
+    ds = parse(raw(dsInstanceCount=2, dsMaxInstanceCount=4)).datascience
+    assert ds.autoscaling and not parse(raw(dsInstanceCount=2)).datascience.autoscaling

@@ -8,6 +8,7 @@ value, what is accepted and the command that fixes it.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import re
@@ -184,6 +185,18 @@ class Sources:
 
 
 @dataclass(frozen=True)
+class DataScience:
+    container_image: str
+    instance_count: int
+    max_instance_count: int
+    bandwidth_mbps: int
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.max_instance_count > self.instance_count
+
+
+@dataclass(frozen=True)
 class StackConfig:
     stack: str
     target: str
@@ -212,6 +225,12 @@ class StackConfig:
     auth: Auth
     tags: Mapping[str, str]
     expires_at: str
+    image_id: str
+    ssh_allowed_cidrs: tuple[str, ...]
+    ssh_private_key: Secret
+    readiness_timeout_minutes: int
+    smoke_ca_bundle: str
+    datascience: DataScience
     sources: Sources = field(repr=False)
 
     @property
@@ -230,7 +249,7 @@ class StackConfig:
     def secrets(self) -> dict[str, str]:
         """Every secret value in this config, by key, for leak checks."""
         out = {"hfToken": self.hf_token.reveal(), "tlsCertificate": self.tls.certificate.reveal(),
-               "tlsPrivateKey": self.tls.private_key.reveal()}
+               "tlsPrivateKey": self.tls.private_key.reveal(), "sshPrivateKey": self.ssh_private_key.reveal()}
         out.update({f"basicAuthPasswords.{u}": p.reveal() for u, p in self.auth.basic_passwords.items()})
         return {k: v for k, v in out.items() if v}
 
@@ -389,7 +408,9 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         nvidia_toolkit=docker and shape.is_gpu, engine=engine, model=model, model_name=model_name,
         params_billions=params, quant_bits=bits, hf_token=r.secret("hfToken"),
         domain=domain, dns_zone=r.str("dnsZone"), tls=tls, auth=auth, tags=_tags(r),
-        expires_at=_expires_at(r), sources=sources)
+        expires_at=_expires_at(r), image_id=_image_id(r), ssh_allowed_cidrs=_cidrs(r),
+        ssh_private_key=_ssh_private_key(r), readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
+        smoke_ca_bundle=r.str("smokeCaBundle"), datascience=_datascience(r, target), sources=sources)
     if r.problems:
         raise ConfigError(r.problems, stack)
     return cfg
@@ -511,6 +532,9 @@ def _bits_from_model(model: EngineModel) -> int:
 
 
 def _check_engine_shape(r: _Reader, engine: str, shape: Shape, target: str) -> None:
+    if target == "datascience" and engine != "vllm":
+        r.bad("engine", engine, "vllm for the datascience target (the model deployment runs vLLM's container)",
+              "vllm")
     if target == "vm" and not shape.is_gpu and engine != "llamacpp":
         r.bad("engine", engine, f"llamacpp on the CPU shape {shape.name} (ollama, xinference and vllm need a GPU "
               "shape here)", "llamacpp")
@@ -659,3 +683,45 @@ def _sources(r: _Reader) -> Sources:
             r.bad(key, value, "a value without spaces, quotes or shell characters", example)
         values[attr] = value
     return Sources(**values)
+
+
+def _image_id(r: _Reader) -> str:
+    image = r.str("imageId")
+    if image and not image.startswith("ocid1.image."):
+        r.bad("imageId", image, "an image OCID (ocid1.image.oc1...) or empty for the newest platform image",
+              "ocid1.image.oc1..xxxx")
+    return image
+
+
+def _cidrs(r: _Reader) -> tuple[str, ...]:
+    cidrs = r.list("sshAllowedCidrs")
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=True)
+        except ValueError:
+            r.bad("sshAllowedCidrs", cidr, "CIDR blocks such as 203.0.113.0/24 (host bits zero)",
+                  "--path 'sshAllowedCidrs[0]' 203.0.113.0/24")
+    if not cidrs and not r.failed("sshAllowedCidrs"):
+        r.bad("sshAllowedCidrs", [], "at least one CIDR: pulumi up itself needs SSH to check readiness",
+              "--path 'sshAllowedCidrs[0]' 203.0.113.0/24")
+    return tuple(cidrs)
+
+
+def _ssh_private_key(r: _Reader) -> Secret:
+    key = r.secret("sshPrivateKey")
+    if key and "PRIVATE KEY-----" not in key.reveal():
+        r.bad("sshPrivateKey", key.reveal(), "an OpenSSH or PEM private key, or empty to use the ssh-agent",
+              "-- \"$(cat ~/.ssh/id_ed25519)\"")
+    return key
+
+
+def _datascience(r: _Reader, target: str) -> DataScience:
+    image = r.str("dsContainerImage")
+    if target == "datascience" and not re.fullmatch(r"[a-z0-9.-]+\.ocir\.io/\S+:\S+", image):
+        r.bad("dsContainerImage", image, "an OCIR image with a tag (<region>.ocir.io/<namespace>/<repo>:<tag>) "
+              "for the datascience target", "iad.ocir.io/mytenancy/vllm-openai:v0.33.0")
+    count = r.int("dsInstanceCount", 1, 100)
+    most = r.int("dsMaxInstanceCount", 0, 100)
+    if most and most < count:
+        r.bad("dsMaxInstanceCount", most, f"0 (fixed size) or at least dsInstanceCount ({count})", str(count))
+    return DataScience(image, count, most, r.int("dsBandwidthMbps", 10, 8000))
