@@ -10,7 +10,8 @@ import pytest
 
 from conftest import minimal_raw
 from llmdeploy.config import parse
-from llmdeploy.render import PROVISION, STEPS_DIR, render
+from llmdeploy.render import INSTALL_SECRETS, PROVISION, STEPS_DIR, WAIT_READY, render
+from llmdeploy.secrets import generate_api_key, secrets_bundle
 from support.vmroot import VmRoot, vm_root
 
 LIB = "/usr/local/lib/llmdeploy/lib.sh"
@@ -27,9 +28,30 @@ def install_rendered(vm: VmRoot, **overrides: object) -> list[str]:
     for f in rendered.files:
         if f.path.startswith(("/usr/local/lib/llmdeploy", "/usr/local/share/llmdeploy", "/etc/llmdeploy")):
             vm.install(f.path, f.content, int(f.mode, 8))
-    vm.install(PROVISION.replace("/usr/local/sbin", "/usr/local/lib/llmdeploy"), rendered.file(PROVISION).content,
-               0o755)
+    for script in (PROVISION, INSTALL_SECRETS, WAIT_READY):  # /usr/local/sbin is not redirected
+        vm.install(script.replace("/usr/local/sbin", "/usr/local/lib/llmdeploy"), rendered.file(script).content, 0o755)
     return list(rendered.steps)
+
+
+def fake_cloud_init(vm: VmRoot, exit_code: int) -> str:
+    """cloud-init cannot run here: a stand-in with the real one's `status` exit codes (0 done, 1 error,
+    2 recoverable error since 23.4), first on PATH."""
+    vm.install("/usr/local/lib/llmdeploy/fakebin/cloud-init",
+               f"#!/bin/sh\necho 'status: done'\nexit {exit_code}\n", 0o755)
+    return "PATH=/usr/local/lib/llmdeploy/fakebin:$PATH "
+
+
+def finish_boot(vm: VmRoot, steps: list[str], failed: str = "", missing: str = "") -> None:
+    for step in steps:
+        if step == failed:
+            vm.install(f"/var/lib/llmdeploy/stages/{step}.failed", "2026-11-21T10:00:00Z exit=7\n")
+            vm.install(f"/var/log/llmdeploy/{step}.log", "downloading model...\ncurl: (22) 404 Not Found\n")
+        elif step != missing:
+            vm.install(f"/var/lib/llmdeploy/stages/{step}.done", "2026-11-21T10:00:00Z\n")
+    vm.install("/var/lib/cloud/instance/boot-finished", "done\n")
+
+
+WAIT = "/usr/local/lib/llmdeploy/llmdeploy-wait-ready 30"
 
 
 def test_runner_marks_each_step_and_pins_a_failure_to_its_step(vm: VmRoot) -> None:
@@ -88,3 +110,63 @@ def test_acme_mode_starts_on_a_placeholder_and_a_re_run_keeps_the_real_certifica
     result = vm.run(relink)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-2:] == [f"{live}/fullchain.pem", f"{live}/privkey.pem"]
+
+
+@pytest.mark.parametrize("cloud_init_rc", [0, 2])
+def test_wait_ready_passes_when_every_stage_is_done(vm: VmRoot, cloud_init_rc: int) -> None:
+    steps = install_rendered(vm, tlsMode="self-signed")
+    finish_boot(vm, steps)
+    vm.install("/etc/llmdeploy/tls/ca.pem", "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n")
+    result = vm.run(fake_cloud_init(vm, cloud_init_rc) + WAIT)
+    assert result.returncode == 0, result.stderr
+    assert "ready: every stage done" in result.stdout and "BEGIN CERTIFICATE" in result.stdout
+
+
+def test_wait_ready_names_the_failed_stage_and_shows_its_log(vm: VmRoot) -> None:
+    steps = install_rendered(vm)
+    finish_boot(vm, steps, failed="40-engine")
+    result = vm.run(fake_cloud_init(vm, 1) + WAIT)
+    assert result.returncode == 1
+    assert "FAILED at stage 40-engine" in result.stderr and "exit=7" in result.stderr
+    assert "curl: (22) 404 Not Found" in result.stderr
+
+
+def test_wait_ready_does_not_trust_cloud_init_alone(vm: VmRoot) -> None:
+    steps = install_rendered(vm)
+    finish_boot(vm, steps, missing="60-nginx")
+    result = vm.run(fake_cloud_init(vm, 0) + WAIT)
+    assert result.returncode == 1 and "stage 60-nginx never completed" in result.stderr
+
+
+def test_wait_ready_fails_on_a_cloud_init_error(vm: VmRoot) -> None:
+    steps = install_rendered(vm)
+    finish_boot(vm, steps)
+    result = vm.run(fake_cloud_init(vm, 1) + WAIT)
+    assert result.returncode == 1 and "cloud-init reports an error" in result.stderr
+
+
+def test_wait_ready_gives_up_at_its_deadline_saying_what_it_saw(vm: VmRoot) -> None:
+    install_rendered(vm)
+    vm.install("/var/lib/llmdeploy/stages/10-base.done", "t\n")
+    result = vm.run(fake_cloud_init(vm, 0) + "/usr/local/lib/llmdeploy/llmdeploy-wait-ready 1")
+    assert result.returncode == 1 and "timed out after 1s; last stage done: 10-base.done" in result.stderr
+
+
+def test_delivered_public_ip_reissues_the_self_signed_certificate(vm: VmRoot) -> None:
+    cfg_overrides = {"tlsMode": "self-signed"}
+    install_rendered(vm, **cfg_overrides)
+    assert vm.run(f"bash {STEPS_DIR}/50-tls.sh").returncode == 0
+    tls = vm.path("/etc/llmdeploy/tls")
+    ca_before = (tls / "ca.pem").read_bytes()
+    bundle = secrets_bundle(parse(minimal_raw(**cfg_overrides)), {"default": generate_api_key()}, "203.0.113.7")
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c",
+                             " && ".join(f"mount --bind {vm.path(d)} {d}" for d in
+                                         ("/usr/local/lib/llmdeploy", "/etc/llmdeploy", "/var/lib/llmdeploy"))
+                             + " && /usr/local/lib/llmdeploy/llmdeploy-install-secrets"],
+                            input=bundle, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert b"reissued the self-signed certificate for IP:203.0.113.7" in result.stdout
+    leaf = tls / "self-signed" / "cert.pem"
+    assert "IP Address:203.0.113.7" in openssl("x509", "-in", str(leaf), "-noout", "-ext", "subjectAltName")
+    assert "OK" in openssl("verify", "-CAfile", str(tls / "ca.pem"), str(leaf))
+    assert (tls / "ca.pem").read_bytes() == ca_before  # clients that trust the CA keep trusting it

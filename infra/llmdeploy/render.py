@@ -28,6 +28,7 @@ STEPS_DIR = "/usr/local/lib/llmdeploy/steps"
 FILES_DIR = "/usr/local/share/llmdeploy/files"
 PROVISION = "/usr/local/sbin/llmdeploy-provision"
 INSTALL_SECRETS = "/usr/local/sbin/llmdeploy-install-secrets"
+WAIT_READY = "/usr/local/sbin/llmdeploy-wait-ready"
 STACK_INFO = "/etc/llmdeploy/stack.json"
 STAGES_DIR = "/var/lib/llmdeploy/stages"
 READY_MARKER = "/var/lib/llmdeploy/ready"
@@ -174,6 +175,7 @@ def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
         "health_path": ENGINE_HEALTH[cfg.engine], "routes": ENGINE_ROUTES[cfg.engine], "tls_sans": tls_sans(cfg),
         "tensor_parallel": cfg.tensor_parallel_size if isinstance(cfg.model, VllmModel) else 1,
         "apt_suites": _apt_suites(cfg), "apt_components": APT_SUITES[cfg.os][1],
+        "steps": step_names(cfg), "steps_dir": STEPS_DIR, "stages_dir": STAGES_DIR,
     }
 
 
@@ -225,6 +227,7 @@ def render(cfg: StackConfig, layout: Layout = Layout()) -> Rendered:
         VmFile("/usr/local/lib/llmdeploy/lib.sh", _render("lib.sh.j2", ctx)),
         VmFile(PROVISION, _render("provision.sh.j2", ctx), "0755"),
         VmFile(INSTALL_SECRETS, _render("install-secrets.sh.j2", ctx), "0755"),
+        VmFile(WAIT_READY, _render("wait-ready.sh.j2", ctx), "0755"),
     ]
     for step in steps:
         template = f"steps/40-engine-{cfg.engine}.sh.j2" if step == "40-engine" else f"steps/{step}.sh.j2"

@@ -39,8 +39,9 @@ def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str]) -> bytes:
-    """The tar archive llmdeploy-install-secrets reads: one key for every name in cfg.auth.api_keys."""
+def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str = "") -> bytes:
+    """The tar archive llmdeploy-install-secrets reads: one key for every name in cfg.auth.api_keys, and
+    for self-signed TLS the public IP the certificate must also name."""
     missing = sorted({k.name for k in cfg.auth.api_keys} - set(api_keys))
     if missing:
         raise ValueError(f"no key value for API key name(s): {', '.join(missing)}")
@@ -49,6 +50,8 @@ def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str]) -> bytes:
         _add(tar, "api-keys.map", api_keys_map({k.name: api_keys[k.name] for k in cfg.auth.api_keys}))
         if cfg.hf_token:
             _add(tar, "hf.env", f"HF_TOKEN={cfg.hf_token.reveal()}\nHUGGING_FACE_HUB_TOKEN={cfg.hf_token.reveal()}\n")
+        if cfg.tls.mode == "self-signed" and public_ip:
+            _add(tar, "tls/extra-sans", f"IP:{public_ip}\n")
         if cfg.tls.mode == "provided":
             _add(tar, "tls/fullchain.pem", cfg.tls.certificate.reveal())
             _add(tar, "tls/privkey.pem", cfg.tls.private_key.reveal())
