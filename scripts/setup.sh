@@ -1,6 +1,7 @@
 #!/bin/bash
 # Installs what llmdeploy and its tests need on a Debian 12 machine, idempotently:
-# the real validators and servers from Debian, the Python package (editable) from PyPI.
+# the real validators and servers from Debian, the Python package (editable, with the Pulumi SDKs)
+# from PyPI, pyright from npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,4 +29,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,pulumi]'
+
+# The type checker CI runs over infra/ (it catches wrong SDK field names and types that mocks let through).
+PYRIGHT_VERSION=1.1.414
+if [ "$(node_modules/.bin/pyright --version 2>/dev/null)" != "pyright $PYRIGHT_VERSION" ]; then
+  npm install --no-save --no-audit --no-fund "pyright@$PYRIGHT_VERSION" >/dev/null
+fi

@@ -1,0 +1,46 @@
+"""The Pulumi program (`pulumi up` runs this with infra/ on sys.path): read and validate the stack's
+config, build the target's component, export the outputs that scripts and handouts read."""
+import pulumi
+
+from llmdeploy.config import ConfigError
+from llmdeploy.stack import outputs
+from llmdeploy.stack.datascience import DataScienceEndpoint
+from llmdeploy.stack.pulumi_config import load
+from llmdeploy.stack.tags import freeform_tags
+from llmdeploy.stack.vm import VmEndpoint
+
+
+def curl_example(url: str, model: str) -> str:
+    return (f"curl {url}/v1/chat/completions -H \"Authorization: Bearer $LLMDEPLOY_API_KEY\" "
+            f"-H 'Content-Type: application/json' "
+            f"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'")
+
+
+def main() -> None:
+    try:
+        cfg = load()
+    except ConfigError as exc:
+        raise pulumi.RunError(str(exc)) from None
+    name = f"{pulumi.get_project()}-{cfg.stack}"
+    tags = freeform_tags(cfg, pulumi.get_project())
+    pulumi.export(outputs.MODEL_NAME, cfg.model_name)
+    if cfg.target == "vm":
+        vm = VmEndpoint(name, cfg, tags)
+        pulumi.export(outputs.ENDPOINT_URL, vm.endpoint_url)
+        pulumi.export(outputs.OPENAI_BASE_URL, vm.endpoint_url.apply(lambda url: f"{url}/v1"))
+        pulumi.export(outputs.API_KEYS, vm.api_keys)
+        pulumi.export(outputs.PUBLIC_IP, vm.public_ip)
+        pulumi.export(outputs.SSH_COMMAND, vm.public_ip.apply(lambda ip: f"ssh {cfg.admin_user}@{ip}"))
+        pulumi.export(outputs.CURL_EXAMPLE, vm.endpoint_url.apply(lambda url: curl_example(url, cfg.model_name)))
+        pulumi.export(outputs.CA_CERTIFICATE, vm.ca_certificate)
+        pulumi.export(outputs.SMOKE_REPORT, vm.smoke_report)
+    elif cfg.target == "datascience":
+        md = DataScienceEndpoint(name, cfg, tags)
+        pulumi.export(outputs.ENDPOINT_URL, md.endpoint_url)
+        pulumi.export(outputs.SMOKE_REPORT, md.smoke_report)
+    else:
+        raise pulumi.RunError(f"target: got '{cfg.target}'; this program deploys vm and datascience, and the local "
+                              "target runs with `llmdeploy local up` (pulumi config set target vm)")
+
+
+main()

@@ -1,0 +1,117 @@
+"""Target `datascience`: an OCI Data Science model deployment running vLLM's OpenAI-compatible server
+in a container (BYOC), with access and predict logs, smoke-tested through signed /predict calls."""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pulumi
+from pulumi_oci import datascience as ds
+from pulumi_oci import logging as oci_logging
+
+from ..config import StackConfig, VllmModel
+from ..declared import PROJECT_ROOT
+from . import gates
+
+SERVER_PORT = 8080  # the service forwards <deployment url>/predict here, and health checks it
+PREDICT_ROUTE = "/v1/chat/completions"
+HEALTH_ROUTE = "/health"
+
+P = "ModelDeploymentModelDeploymentConfigurationDetails"
+
+
+def model_artifact(cfg: StackConfig, out_dir: Path) -> Path:
+    """The model's artifact. A BYOC container needs no files from it (vLLM fetches its weights), so it
+    only records what is served. Built byte-for-byte the same each run so the model is not replaced."""
+    assert isinstance(cfg.model, VllmModel)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "model-artifact.zip"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        info = zipfile.ZipInfo("README.txt", date_time=(2020, 1, 1, 0, 0, 0))
+        archive.writestr(info, f"llmdeploy stack {cfg.stack}: vLLM serving {cfg.model.hf_id} as {cfg.model_name}\n")
+    if not path.exists() or path.read_bytes() != buffer.getvalue():
+        path.write_bytes(buffer.getvalue())
+    return path
+
+
+def vllm_arguments(cfg: StackConfig) -> list[str]:
+    """The container's CMD: vLLM's server arguments (the image's ENTRYPOINT starts the server)."""
+    assert isinstance(cfg.model, VllmModel)
+    return ["--model", cfg.model.hf_id, "--served-model-name", cfg.model_name, "--host", "0.0.0.0",
+            "--port", str(SERVER_PORT), "--dtype", cfg.model.dtype, "--max-model-len", str(cfg.model.max_model_len),
+            "--tensor-parallel-size", str(cfg.tensor_parallel_size)]
+
+
+def scaling_policy(cfg: StackConfig) -> ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsScalingPolicyArgs:
+    sizing = cfg.datascience
+    if not sizing.autoscaling:
+        return ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsScalingPolicyArgs(
+            policy_type="FIXED_SIZE", instance_count=sizing.instance_count)
+    rule = ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsScalingPolicyAutoScalingPolicyRuleArgs(
+        metric_expression_rule_type="PREDEFINED_EXPRESSION", metric_type="CPU_UTILIZATION",
+        scale_in_configuration=ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsScalingPolicyAutoScalingPolicyRuleScaleInConfigurationArgs(
+            scaling_configuration_type="THRESHOLD", threshold=20, instance_count_adjustment=1, pending_duration="PT5M"),
+        scale_out_configuration=ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsScalingPolicyAutoScalingPolicyRuleScaleOutConfigurationArgs(
+            scaling_configuration_type="THRESHOLD", threshold=70, instance_count_adjustment=1, pending_duration="PT3M"))
+    return ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsScalingPolicyArgs(
+        policy_type="AUTOSCALING", is_enabled=True, cool_down_in_seconds=600,
+        auto_scaling_policies=[ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsScalingPolicyAutoScalingPolicyArgs(
+            auto_scaling_policy_type="THRESHOLD", initial_instance_count=sizing.instance_count,
+            minimum_instance_count=sizing.instance_count, maximum_instance_count=sizing.max_instance_count,
+            rules=[rule])])
+
+
+def deployment_configuration(cfg: StackConfig, model_id: pulumi.Input[str]) -> ds.ModelDeploymentModelDeploymentConfigurationDetailsArgs:
+    flex = ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsInstanceConfigurationModelDeploymentInstanceShapeConfigDetailsArgs(
+        ocpus=float(cfg.shape_ocpus), memory_in_gbs=float(cfg.shape_memory_gbs)) if cfg.shape.flex else None
+    return ds.ModelDeploymentModelDeploymentConfigurationDetailsArgs(
+        deployment_type="SINGLE_MODEL",
+        model_configuration_details=ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsArgs(
+            model_id=model_id, bandwidth_mbps=cfg.datascience.bandwidth_mbps, scaling_policy=scaling_policy(cfg),
+            instance_configuration=ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsInstanceConfigurationArgs(
+                instance_shape_name=cfg.shape.name, model_deployment_instance_shape_config_details=flex)),
+        environment_configuration_details=ds.ModelDeploymentModelDeploymentConfigurationDetailsEnvironmentConfigurationDetailsArgs(
+            environment_configuration_type="OCIR_CONTAINER", image=cfg.datascience.container_image,
+            cmds=vllm_arguments(cfg), server_port=SERVER_PORT, health_check_port=SERVER_PORT,
+            environment_variables={"MODEL_DEPLOY_PREDICT_ENDPOINT": PREDICT_ROUTE,
+                                   "MODEL_DEPLOY_HEALTH_ENDPOINT": HEALTH_ROUTE,
+                                   "MODEL_DEPLOY_ENABLE_STREAMING": "true",
+                                   "HF_ENDPOINT": cfg.sources.hf_endpoint}))
+
+
+class DataScienceEndpoint(pulumi.ComponentResource):
+    endpoint_url: pulumi.Output[str]
+    smoke_report: pulumi.Output[str]
+
+    def __init__(self, name: str, cfg: StackConfig, tags: dict[str, str],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llmdeploy:datascience:DataScienceEndpoint", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        compartment = cfg.compartment_id
+        project = ds.Project(f"{name}-project", compartment_id=compartment, display_name=f"{name}-project",
+                             description=f"llmdeploy stack {cfg.stack}", freeform_tags=tags, opts=child)
+        artifact = model_artifact(cfg, PROJECT_ROOT / "build" / cfg.stack)
+        model = ds.Model(f"{name}-model", compartment_id=compartment, project_id=project.id,
+                         model_artifact=str(artifact), artifact_content_length=str(artifact.stat().st_size),
+                         artifact_content_disposition="attachment; filename=model-artifact.zip",
+                         display_name=f"{name}-model", freeform_tags=tags, opts=child)
+        log_group = oci_logging.LogGroup(f"{name}-logs", compartment_id=compartment, display_name=f"{name}-logs",
+                                         freeform_tags=tags, opts=child)
+        logs = {kind: oci_logging.Log(f"{name}-{kind}-log", display_name=f"{name}-{kind}", log_group_id=log_group.id,
+                                      log_type="CUSTOM", is_enabled=True, retention_duration=30, freeform_tags=tags,
+                                      opts=child) for kind in ("access", "predict")}
+        deployment = ds.ModelDeployment(
+            f"{name}-deployment", compartment_id=compartment, project_id=project.id,
+            display_name=f"{name}-deployment", freeform_tags=tags, opts=child,
+            model_deployment_configuration_details=deployment_configuration(cfg, model.id),
+            category_log_details=ds.ModelDeploymentCategoryLogDetailsArgs(
+                access=ds.ModelDeploymentCategoryLogDetailsAccessArgs(log_group_id=log_group.id,
+                                                                      log_id=logs["access"].id),
+                predict=ds.ModelDeploymentCategoryLogDetailsPredictArgs(log_group_id=log_group.id,
+                                                                        log_id=logs["predict"].id)))
+        self.endpoint_url = deployment.model_deployment_url
+        check = gates.smoke(name, self.endpoint_url, "oci-ds", cfg.model_name, {}, [deployment], self)
+        self.smoke_report = check.stdout
+        self.register_outputs({"endpointUrl": self.endpoint_url})

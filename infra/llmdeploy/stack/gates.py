@@ -1,0 +1,86 @@
+"""The two gates of `pulumi up`: readiness (over SSH: provisioning finished, secrets delivered) and
+smoke (the project's smoke test run from this machine). Either failing fails `pulumi up`.
+
+Secrets travel as stdin (readiness) or secret environment (smoke), never on a command line.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import re
+
+import pulumi
+from pulumi_command import local, remote
+
+from ..config import StackConfig
+from ..render import INSTALL_SECRETS, WAIT_READY
+from ..secrets import secrets_bundle
+
+# The remote side: wait for provisioning (stdin stays untouched), then read the base64 bundle from stdin.
+READINESS_SCRIPT = f"sudo -n {WAIT_READY} \"$LLMDEPLOY_READY_TIMEOUT\" </dev/null && base64 -d | sudo -n {INSTALL_SECRETS}"
+
+# The local side: the key arrives as LLMDEPLOY_API_KEY; a CA to trust (the VM's own, and/or the user's
+# bundle) is written to a private temp file that is removed afterwards.
+SMOKE_SCRIPT = """set -u
+ca=""
+if [ -n "${LLMDEPLOY_CA_PEM:-}" ] || [ -n "${LLMDEPLOY_SMOKE_CA_BUNDLE:-}" ]; then
+  ca=$(mktemp)
+  trap 'rm -f "$ca"' EXIT
+  printf '%s\\n' "${LLMDEPLOY_CA_PEM:-}" >"$ca"
+  if [ -n "${LLMDEPLOY_SMOKE_CA_BUNDLE:-}" ]; then cat "$LLMDEPLOY_SMOKE_CA_BUNDLE" >>"$ca"; fi
+fi
+set -- --kind "$LLMDEPLOY_SMOKE_KIND" --model "$LLMDEPLOY_SMOKE_MODEL"
+if [ -n "$ca" ]; then set -- "$@" --ca-bundle "$ca"; fi
+llmdeploy smoke "$LLMDEPLOY_SMOKE_URL" "$@"
+"""
+
+_PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def ca_from_readiness(stdout: str | None) -> str:
+    match = _PEM_RE.search(stdout or "")
+    return match.group(0) + "\n" if match else ""
+
+
+def ssh_connection(cfg: StackConfig, host: pulumi.Input[str]) -> remote.ConnectionArgs:
+    """Key from config (secret) or, when none is set, the running ssh-agent. Keeps retrying while the
+    VM boots (sshd comes up a minute or two after launch)."""
+    if cfg.ssh_private_key:
+        return remote.ConnectionArgs(host=host, user=cfg.admin_user,
+                                     private_key=pulumi.Output.secret(cfg.ssh_private_key.reveal()),
+                                     dial_error_limit=60, per_dial_timeout=30)
+    return remote.ConnectionArgs(host=host, user=cfg.admin_user, agent_socket_path=os.environ["SSH_AUTH_SOCK"],
+                                 dial_error_limit=60, per_dial_timeout=30)
+
+
+def check_connection_settings(cfg: StackConfig) -> None:
+    """Before any resource: pulumi up must be able to reach the VM over SSH."""
+    if not cfg.ssh_private_key and not os.environ.get("SSH_AUTH_SOCK"):
+        raise ValueError("sshPrivateKey: got nothing and no ssh-agent is running (SSH_AUTH_SOCK unset); pulumi up "
+                         "needs one of them to check readiness (pulumi config set --secret sshPrivateKey -- "
+                         "\"$(cat ~/.ssh/id_ed25519)\", or start ssh-agent and ssh-add the key)")
+
+
+def readiness(name: str, cfg: StackConfig, host: pulumi.Output[str], api_keys: pulumi.Output[dict[str, str]],
+              depends_on: list[pulumi.Resource], triggers: list[pulumi.Input[str]],
+              parent: pulumi.Resource) -> remote.Command:
+    bundle = pulumi.Output.all(api_keys, host).apply(
+        lambda args: base64.b64encode(secrets_bundle(cfg, args[0], args[1])).decode())
+    timeout_s = cfg.readiness_timeout_minutes * 60
+    return remote.Command(
+        f"{name}-readiness", connection=ssh_connection(cfg, host), create=READINESS_SCRIPT,
+        environment={"LLMDEPLOY_READY_TIMEOUT": str(timeout_s)}, stdin=pulumi.Output.secret(bundle),
+        triggers=triggers, logging=remote.Logging.STDOUT_AND_STDERR,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on, custom_timeouts=pulumi.CustomTimeouts(
+            create=f"{cfg.readiness_timeout_minutes + 15}m")))
+
+
+def smoke(name: str, url: pulumi.Input[str], kind: str, model: str, env: dict[str, pulumi.Input[str]],
+          depends_on: list[pulumi.Resource], parent: pulumi.Resource) -> local.Command:
+    environment: dict[str, pulumi.Input[str]] = {"LLMDEPLOY_SMOKE_URL": url, "LLMDEPLOY_SMOKE_KIND": kind,
+                                                 "LLMDEPLOY_SMOKE_MODEL": model, **env}
+    return local.Command(
+        f"{name}-smoke", create=SMOKE_SCRIPT, interpreter=["/bin/bash", "-c"],
+        environment=pulumi.Output.secret(environment), triggers=[d.urn for d in depends_on],
+        logging=local.Logging.STDOUT_AND_STDERR,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on))

@@ -1,0 +1,86 @@
+"""The VM's network: a VCN with one regional public subnet, and a network security group that lets in
+TCP 22 (from the allowed CIDRs), 80 and 443, and nothing else."""
+from __future__ import annotations
+
+import re
+
+import pulumi
+from pulumi_oci import core
+
+from ..config import StackConfig
+
+VCN_CIDR = "10.42.0.0/16"
+SUBNET_CIDR = "10.42.1.0/24"
+PUBLIC_PORTS = (80, 443)
+SSH_PORT = 22
+TCP, ICMP = "6", "1"
+
+
+def dns_label(stack: str) -> str:
+    """OCI DNS labels: at most 15 letters and digits, starting with a letter."""
+    label = re.sub(r"[^a-z0-9]", "", stack.lower())
+    return ("llm" + label)[:15] if not label[:1].isalpha() else label[:15]
+
+
+def tcp_ingress(port: int) -> core.NetworkSecurityGroupSecurityRuleTcpOptionsArgs:
+    return core.NetworkSecurityGroupSecurityRuleTcpOptionsArgs(
+        destination_port_range=core.NetworkSecurityGroupSecurityRuleTcpOptionsDestinationPortRangeArgs(
+            min=port, max=port))
+
+
+class Network(pulumi.ComponentResource):
+    subnet_id: pulumi.Output[str]
+    nsg_id: pulumi.Output[str]
+
+    def __init__(self, name: str, cfg: StackConfig, tags: dict[str, str],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llmdeploy:vm:Network", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        compartment = cfg.compartment_id
+        vcn = core.Vcn(f"{name}-vcn", compartment_id=compartment, cidr_blocks=[VCN_CIDR],
+                       display_name=f"{name}-vcn", dns_label=dns_label(cfg.stack), freeform_tags=tags, opts=child)
+        gateway = core.InternetGateway(f"{name}-igw", compartment_id=compartment, vcn_id=vcn.id, enabled=True,
+                                       display_name=f"{name}-igw", freeform_tags=tags, opts=child)
+        routes = core.RouteTable(f"{name}-routes", compartment_id=compartment, vcn_id=vcn.id,
+                                 display_name=f"{name}-routes", freeform_tags=tags, opts=child,
+                                 route_rules=[core.RouteTableRouteRuleArgs(
+                                     network_entity_id=gateway.id, destination="0.0.0.0/0",
+                                     destination_type="CIDR_BLOCK")])
+        # The subnet's own list only lets traffic out (the VCN's default list would also open SSH to
+        # the world); what comes in is the NSG's business alone.
+        egress_only = core.SecurityList(f"{name}-egress-only", compartment_id=compartment, vcn_id=vcn.id,
+                                        display_name=f"{name}-egress-only", freeform_tags=tags, opts=child,
+                                        egress_security_rules=[core.SecurityListEgressSecurityRuleArgs(
+                                            destination="0.0.0.0/0", protocol="all")],
+                                        ingress_security_rules=[])
+        subnet = core.Subnet(f"{name}-subnet", compartment_id=compartment, vcn_id=vcn.id, cidr_block=SUBNET_CIDR,
+                             route_table_id=routes.id, security_list_ids=[egress_only.id],
+                             prohibit_public_ip_on_vnic=False, dns_label="endpoint",
+                             display_name=f"{name}-subnet", freeform_tags=tags, opts=child)
+        nsg = core.NetworkSecurityGroup(f"{name}-nsg", compartment_id=compartment, vcn_id=vcn.id,
+                                        display_name=f"{name}-nsg", freeform_tags=tags, opts=child)
+        self._rules(name, nsg, cfg, child)
+        self.subnet_id = subnet.id
+        self.nsg_id = nsg.id
+        self.register_outputs({"subnetId": subnet.id, "nsgId": nsg.id, "vcnId": vcn.id})
+
+    @staticmethod
+    def _rules(name: str, nsg: core.NetworkSecurityGroup, cfg: StackConfig, child: pulumi.ResourceOptions) -> None:
+        def ingress(rule: str, source: str, description: str, protocol: str,
+                    tcp: core.NetworkSecurityGroupSecurityRuleTcpOptionsArgs | None = None,
+                    icmp: core.NetworkSecurityGroupSecurityRuleIcmpOptionsArgs | None = None) -> None:
+            core.NetworkSecurityGroupSecurityRule(
+                f"{name}-{rule}", network_security_group_id=nsg.id, direction="INGRESS", source=source,
+                source_type="CIDR_BLOCK", description=description, protocol=protocol, tcp_options=tcp,
+                icmp_options=icmp, opts=child)
+
+        for index, cidr in enumerate(cfg.ssh_allowed_cidrs):
+            ingress(f"ssh-{index}", cidr, f"SSH from {cidr}", TCP, tcp=tcp_ingress(SSH_PORT))
+        for port in PUBLIC_PORTS:
+            ingress(f"tcp-{port}", "0.0.0.0/0", f"nginx on {port}", TCP, tcp=tcp_ingress(port))
+        # "Fragmentation needed" must get through, or path MTU discovery breaks large responses.
+        ingress("icmp-mtu", "0.0.0.0/0", "path MTU discovery", ICMP,
+                icmp=core.NetworkSecurityGroupSecurityRuleIcmpOptionsArgs(type=3, code=4))
+        core.NetworkSecurityGroupSecurityRule(f"{name}-egress", network_security_group_id=nsg.id, direction="EGRESS",
+                                              protocol="all", destination="0.0.0.0/0",
+                                              destination_type="CIDR_BLOCK", description="all outbound", opts=child)

@@ -1,0 +1,13 @@
+"""Stack output names, kept in one place so the program, scripts and tests agree on them."""
+
+ENDPOINT_URL = "endpointUrl"
+OPENAI_BASE_URL = "openaiBaseUrl"
+MODEL_NAME = "modelName"
+API_KEYS = "apiKeys"  # secret: {key name: key}
+SSH_COMMAND = "sshCommand"
+PUBLIC_IP = "publicIp"
+CURL_EXAMPLE = "curlExample"  # reads the key from $LLMDEPLOY_API_KEY, so it is not a secret
+CA_CERTIFICATE = "caCertificate"  # the VM's own CA, for tlsMode self-signed (public)
+SMOKE_REPORT = "smokeReport"
+
+SECRET_OUTPUTS = frozenset({API_KEYS})

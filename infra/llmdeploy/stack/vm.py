@@ -1,0 +1,113 @@
+"""Target `vm`: a GPU (or CPU) VM whose user-data makes it an LLM endpoint, a reserved public IP, an
+optional DNS record, generated API keys, and the readiness and smoke gates."""
+from __future__ import annotations
+
+import pulumi
+import pulumi_random as random
+from pulumi_oci import core, dns, identity
+
+from ..config import OSES, StackConfig
+from ..render import encode_user_data, render
+from ..secrets import KEY_PREFIX
+from . import gates
+from .network import Network
+
+KEY_LENGTH = 43  # random part of a key: 43 letters and digits, about 256 bits
+
+
+def availability_domain(cfg: StackConfig) -> pulumi.Input[str]:
+    if cfg.availability_domain:
+        return cfg.availability_domain
+    domains = identity.get_availability_domains_output(compartment_id=cfg.compartment_id)
+    return domains.availability_domains.apply(lambda ads: ads[0].name)
+
+
+def image_id(cfg: StackConfig) -> pulumi.Input[str]:
+    """The image from config, or the newest platform image for the OS and shape (on GPU shapes, the
+    build with NVIDIA's driver, whose name says GPU)."""
+    if cfg.image_id:
+        return cfg.image_id
+    os_name, os_version = OSES[cfg.os]
+    filters = [core.GetImagesFilterArgs(name="display_name", values=[".*GPU.*"], regex=True)] \
+        if cfg.shape.is_gpu else None
+    images = core.get_images_output(compartment_id=cfg.compartment_id, operating_system=os_name,
+                                    operating_system_version=os_version, shape=cfg.shape.name,
+                                    sort_by="TIMECREATED", sort_order="DESC", filters=filters)
+
+    def newest(found: list[core.outputs.GetImagesImageResult]) -> str:
+        if not found:
+            raise ValueError(f"no {os_name} {os_version} platform image for {cfg.shape.name} in this region; "
+                             f"pick another os or set imageId (pulumi config set imageId ocid1.image...)")
+        return found[0].id
+
+    return images.images.apply(newest)
+
+
+def shape_config(cfg: StackConfig) -> core.InstanceShapeConfigArgs | None:
+    if not cfg.shape.flex:
+        return None
+    return core.InstanceShapeConfigArgs(ocpus=float(cfg.shape_ocpus), memory_in_gbs=float(cfg.shape_memory_gbs))
+
+
+def reserved_ip(name: str, cfg: StackConfig, instance: core.Instance, tags: dict[str, str],
+                parent: pulumi.Resource) -> core.PublicIp:
+    """A reserved public IP on the instance's primary private IP: it survives instance replacement."""
+    vnic_id = core.get_vnic_attachments_output(compartment_id=cfg.compartment_id, instance_id=instance.id) \
+        .vnic_attachments.apply(lambda attachments: attachments[0].vnic_id)
+    private_ip_id = core.get_private_ips_output(vnic_id=vnic_id).private_ips.apply(lambda ips: ips[0].id)
+    return core.PublicIp(f"{name}-ip", compartment_id=cfg.compartment_id, lifetime="RESERVED",
+                         private_ip_id=private_ip_id, display_name=f"{name}-ip", freeform_tags=tags,
+                         opts=pulumi.ResourceOptions(parent=parent))
+
+
+class VmEndpoint(pulumi.ComponentResource):
+    endpoint_url: pulumi.Output[str]
+    public_ip: pulumi.Output[str]
+    api_keys: pulumi.Output[dict[str, str]]
+    ca_certificate: pulumi.Output[str]
+    smoke_report: pulumi.Output[str]
+
+    def __init__(self, name: str, cfg: StackConfig, tags: dict[str, str],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        gates.check_connection_settings(cfg)  # before anything is registered
+        super().__init__("llmdeploy:vm:VmEndpoint", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        network = Network(f"{name}-net", cfg, tags, opts=child)
+        instance = core.Instance(
+            f"{name}-instance", availability_domain=availability_domain(cfg), compartment_id=cfg.compartment_id,
+            shape=cfg.shape.name, shape_config=shape_config(cfg), display_name=f"{name}-instance",
+            source_details=core.InstanceSourceDetailsArgs(source_type="image", source_id=image_id(cfg),
+                                                          boot_volume_size_in_gbs=str(cfg.boot_volume_gbs)),
+            create_vnic_details=core.InstanceCreateVnicDetailsArgs(
+                subnet_id=network.subnet_id, assign_public_ip="false", nsg_ids=[network.nsg_id],
+                hostname_label="llm"),
+            metadata={"ssh_authorized_keys": "\n".join(cfg.ssh_public_keys),
+                      "user_data": encode_user_data(render(cfg).user_data)},
+            preserve_boot_volume=False, freeform_tags=tags, opts=child)
+        ip = reserved_ip(name, cfg, instance, tags, self)
+        waits_for: list[pulumi.Resource] = [instance, ip]
+        if cfg.dns_zone and cfg.domain:
+            waits_for.append(dns.Rrset(
+                f"{name}-dns", zone_name_or_id=cfg.dns_zone, domain=cfg.domain, rtype="A",
+                compartment_id=cfg.compartment_id, opts=child,
+                items=[dns.RrsetItemArgs(domain=cfg.domain, rdata=ip.ip_address, rtype="A", ttl=300)]))
+
+        passwords = {k.name: random.RandomPassword(f"{name}-key-{k.name}", length=KEY_LENGTH, special=False,
+                                                   opts=child) for k in cfg.auth.api_keys}
+        self.api_keys = pulumi.Output.secret(pulumi.Output.all(**{n: p.result for n, p in passwords.items()}).apply(
+            lambda keys: {n: KEY_PREFIX + v for n, v in keys.items()}))
+        ready = gates.readiness(name, cfg, ip.ip_address, self.api_keys, waits_for,
+                                [instance.id, *[p.id for p in passwords.values()]], self)
+
+        host = cfg.domain or None
+        self.public_ip = ip.ip_address
+        self.endpoint_url = ip.ip_address.apply(lambda addr: f"https://{host or addr}")
+        self.ca_certificate = ready.stdout.apply(gates.ca_from_readiness)
+        first_key = cfg.auth.api_keys[0].name if cfg.auth.api_keys else ""
+        env: dict[str, pulumi.Input[str]] = {
+            "LLMDEPLOY_API_KEY": self.api_keys.apply(lambda keys: keys.get(first_key, "")),
+            "LLMDEPLOY_CA_PEM": self.ca_certificate, "LLMDEPLOY_SMOKE_CA_BUNDLE": cfg.smoke_ca_bundle}
+        check = gates.smoke(name, self.endpoint_url, "openai", cfg.model_name, env, [ready], self)
+        self.smoke_report = check.stdout
+        self.register_outputs({"endpointUrl": self.endpoint_url, "publicIp": self.public_ip,
+                               "apiKeys": self.api_keys, "caCertificate": self.ca_certificate})
