@@ -629,3 +629,7 @@ def test_deployment_settings_are_validated(overrides: dict[str, Any], key: str) 
 def test_autoscaling_needs_a_maximum_above_the_count() -> None:
     ds = parse(raw(dsInstanceCount=2, dsMaxInstanceCount=4)).datascience
     assert ds.autoscaling and not parse(raw(dsInstanceCount=2)).datascience.autoscaling
+
+
+def test_extra_ca_certs_must_be_pem() -> None:
+    problem_line(config_error(extraCaCerts=["not a cert"]), "extraCaCerts", "PEM certificates")

@@ -161,3 +161,10 @@ def test_shell_values_are_quoted() -> None:
     """Values reach scripts through shlex quoting: a model name with a quote cannot break out."""
     rendered = render(parse(minimal_raw(engine="ollama", ollamaModel="llama3.1:8b")))
     assert "model=llama3.1:8b\n" in rendered.file(f"{STEPS_DIR}/40-engine.sh").content
+
+
+def test_extra_ca_certificates_reach_the_os_store_through_cloud_init() -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIBproxyca\n-----END CERTIFICATE-----"
+    doc = yaml.safe_load(render(parse(minimal_raw(extraCaCerts=[pem]))).user_data)
+    assert doc["ca_certs"] == {"trusted": [pem]}
+    assert "ca_certs" not in yaml.safe_load(render(parse(minimal_raw())).user_data)

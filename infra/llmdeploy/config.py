@@ -225,6 +225,7 @@ class StackConfig:
     auth: Auth
     tags: Mapping[str, str]
     expires_at: str
+    extra_ca_certs: tuple[str, ...]
     image_id: str
     ssh_allowed_cidrs: tuple[str, ...]
     ssh_private_key: Secret
@@ -408,7 +409,7 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         nvidia_toolkit=docker and shape.is_gpu, engine=engine, model=model, model_name=model_name,
         params_billions=params, quant_bits=bits, hf_token=r.secret("hfToken"),
         domain=domain, dns_zone=r.str("dnsZone"), tls=tls, auth=auth, tags=_tags(r),
-        expires_at=_expires_at(r), image_id=_image_id(r), ssh_allowed_cidrs=_cidrs(r),
+        expires_at=_expires_at(r), extra_ca_certs=_ca_certs(r), image_id=_image_id(r), ssh_allowed_cidrs=_cidrs(r),
         ssh_private_key=_ssh_private_key(r), readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
         smoke_ca_bundle=r.str("smokeCaBundle"), datascience=_datascience(r, target), sources=sources)
     if r.problems:
@@ -725,3 +726,12 @@ def _datascience(r: _Reader, target: str) -> DataScience:
     if most and most < count:
         r.bad("dsMaxInstanceCount", most, f"0 (fixed size) or at least dsInstanceCount ({count})", str(count))
     return DataScience(image, count, most, r.int("dsBandwidthMbps", 10, 8000))
+
+
+def _ca_certs(r: _Reader) -> tuple[str, ...]:
+    certs = r.list("extraCaCerts")
+    for index, pem in enumerate(certs):
+        if not (pem.startswith("-----BEGIN CERTIFICATE-----") and pem.rstrip().endswith("-----END CERTIFICATE-----")):
+            r.bad("extraCaCerts", f"entry {index}: {pem[:30]}...", "PEM certificates (-----BEGIN CERTIFICATE-----)",
+                  f"--path 'extraCaCerts[{index}]' -- \"$(cat ca.pem)\"")
+    return tuple(certs)

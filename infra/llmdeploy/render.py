@@ -261,6 +261,9 @@ def cloud_config(cfg: StackConfig, files: list[VmFile]) -> str:
                         for f in files],
         "runcmd": [[PROVISION]],
     }
+    if cfg.extra_ca_certs:
+        # cloud-init installs these into the OS store before any step runs (apt, pip, curl, certbot trust them).
+        doc = {"ca_certs": {"trusted": list(cfg.extra_ca_certs)}, **doc}
     return "#cloud-config\n" + yaml.dump(doc, Dumper=_BlockDumper, sort_keys=False, width=120,
                                          default_flow_style=False)
 
