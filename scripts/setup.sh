@@ -10,6 +10,10 @@ APT_PACKAGES=(
   nginx        # nginx -t and the integration tests' real proxy
   shellcheck   # lint every rendered shell script
   openssl      # test certificates
+  openssh-server  # a real sshd on loopback for the SSH smoke checks
+  pebble          # Let's Encrypt's ACME test server (+ pebble-challtestsrv) for the certbot test
+  certbot         # the ACME client the 70-acme step runs
+  sudo            # the SSH checks' fake VM logs in as a sudo user, as on a real VM
 )
 
 missing=()

@@ -236,3 +236,14 @@ def test_the_datascience_target_deploys_vllm_with_logs_and_a_signed_smoke(scalin
 def test_gate_scripts_pass_shellcheck(script: str) -> None:
     result = subprocess.run(["shellcheck", "--shell=bash", "-"], input=script, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_a_basic_auth_only_stack_smokes_with_the_password_as_secret_environment() -> None:
+    password = "alice-long-secret-passphrase"
+    run, _ = run_stack("llamacpp-cpu", apiKeys=[], basicAuthUsers=["alice"],
+                       basicAuthPasswords=json.dumps({"alice": password}))
+    smoke = run.one("command:local:Command")
+    env = unwrap(smoke.inputs["environment"])
+    assert is_secret(smoke.inputs["environment"])
+    assert env["LLMDEPLOY_BASIC_USER"] == "alice" and env["LLMDEPLOY_BASIC_PASSWORD"] == password
+    assert "LLMDEPLOY_API_KEY" not in env and password not in smoke.inputs["create"]

@@ -10,6 +10,7 @@ from .config import ConfigError
 from .declared import PROJECT_ROOT
 from .docs import config_table, update_readme
 from .render import render
+from .smoke import cli as smoke_cli
 from .stackfile import StackFileError, load_stack_config
 from .validate import run_all
 
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_table.add_argument("--project-dir", help="folder holding Pulumi.yaml")
     p_table.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
     p_table.set_defaults(func=cmd_config_table)
+    smoke_cli.register(sub)
     return parser
 
 

@@ -22,7 +22,7 @@ from llmdeploy.secrets import generate_api_key, secrets_bundle
 from .certs import issue_leaf, make_ca
 from .llamaserver import llama_server
 from .nginx import run_nginx
-from .ports import free_port
+from .ports import free_ports
 from .tinymodel import write_tiny_gguf
 
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHt2OCpI0iCvVGd2ky1nGPFv4n4Yf5vUbUNpHvZ8CXCm test@llmdeploy"
@@ -92,8 +92,8 @@ def deliver_secrets(rendered: Rendered, bundle: bytes, workdir: Path) -> str:
 
 
 def loopback_layout(root: Path, engine_port: int) -> Layout:
-    https = free_port()
-    return Layout(root=str(root), http_listen=f"127.0.0.1:{free_port()}", https_listen=f"127.0.0.1:{https}",
+    http, https = free_ports(2)
+    return Layout(root=str(root), http_listen=f"127.0.0.1:{http}", https_listen=f"127.0.0.1:{https}",
                   https_port=https, engine_port=engine_port)
 
 

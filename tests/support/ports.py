@@ -18,6 +18,19 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
+    """`count` distinct free ports: all sockets stay bound until every port is picked, so the OS
+    cannot hand the same port out twice (separate free_port() calls sometimes can)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def port_open(port: int, host: str = LOOPBACK, timeout: float = 0.2) -> bool:
     """True if something accepts TCP connections on host:port."""
     try:

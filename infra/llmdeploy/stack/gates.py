@@ -19,8 +19,9 @@ from ..secrets import secrets_bundle
 # The remote side: wait for provisioning (stdin stays untouched), then read the base64 bundle from stdin.
 READINESS_SCRIPT = f"sudo -n {WAIT_READY} \"$LLMDEPLOY_READY_TIMEOUT\" </dev/null && base64 -d | sudo -n {INSTALL_SECRETS}"
 
-# The local side: the key arrives as LLMDEPLOY_API_KEY; a CA to trust (the VM's own, and/or the user's
-# bundle) is written to a private temp file that is removed afterwards.
+# The local side: the key arrives as LLMDEPLOY_API_KEY (or a basic-auth password as
+# LLMDEPLOY_BASIC_PASSWORD); a CA to trust (the VM's own, and/or the user's bundle) is written to a
+# private temp file that is removed afterwards.
 SMOKE_SCRIPT = """set -u
 ca=""
 if [ -n "${LLMDEPLOY_CA_PEM:-}" ] || [ -n "${LLMDEPLOY_SMOKE_CA_BUNDLE:-}" ]; then
@@ -31,6 +32,8 @@ if [ -n "${LLMDEPLOY_CA_PEM:-}" ] || [ -n "${LLMDEPLOY_SMOKE_CA_BUNDLE:-}" ]; th
 fi
 set -- --kind "$LLMDEPLOY_SMOKE_KIND" --model "$LLMDEPLOY_SMOKE_MODEL"
 if [ -n "$ca" ]; then set -- "$@" --ca-bundle "$ca"; fi
+# Stacks with basic-auth users only: the password stays in LLMDEPLOY_BASIC_PASSWORD.
+if [ -n "${LLMDEPLOY_BASIC_USER:-}" ]; then set -- "$@" --basic "$LLMDEPLOY_BASIC_USER"; fi
 llmdeploy smoke "$LLMDEPLOY_SMOKE_URL" "$@"
 """
 

@@ -94,8 +94,10 @@ class VmEndpoint(pulumi.ComponentResource):
 
         passwords = {k.name: random.RandomPassword(f"{name}-key-{k.name}", length=KEY_LENGTH, special=False,
                                                    opts=child) for k in cfg.auth.api_keys}
-        self.api_keys = pulumi.Output.secret(pulumi.Output.all(**{n: p.result for n, p in passwords.items()}).apply(
-            lambda keys: {n: KEY_PREFIX + v for n, v in keys.items()}))
+        # Output.all() with no arguments gives a list, not a dict: a basic-auth-only stack has no keys.
+        keys: pulumi.Output[dict[str, str]] = pulumi.Output.all(**{n: p.result for n, p in passwords.items()}).apply(
+            lambda found: {n: KEY_PREFIX + v for n, v in found.items()}) if passwords else pulumi.Output.from_input({})
+        self.api_keys = pulumi.Output.secret(keys)
         ready = gates.readiness(name, cfg, ip.ip_address, self.api_keys, waits_for,
                                 [instance.id, *[p.id for p in passwords.values()]], self)
 
@@ -103,10 +105,15 @@ class VmEndpoint(pulumi.ComponentResource):
         self.public_ip = ip.ip_address
         self.endpoint_url = ip.ip_address.apply(lambda addr: f"https://{host or addr}")
         self.ca_certificate = ready.stdout.apply(gates.ca_from_readiness)
-        first_key = cfg.auth.api_keys[0].name if cfg.auth.api_keys else ""
-        env: dict[str, pulumi.Input[str]] = {
-            "LLMDEPLOY_API_KEY": self.api_keys.apply(lambda keys: keys.get(first_key, "")),
-            "LLMDEPLOY_CA_PEM": self.ca_certificate, "LLMDEPLOY_SMOKE_CA_BUNDLE": cfg.smoke_ca_bundle}
+        env: dict[str, pulumi.Input[str]] = {"LLMDEPLOY_CA_PEM": self.ca_certificate,
+                                             "LLMDEPLOY_SMOKE_CA_BUNDLE": cfg.smoke_ca_bundle}
+        if cfg.auth.api_keys:
+            first_key = cfg.auth.api_keys[0].name
+            env["LLMDEPLOY_API_KEY"] = self.api_keys.apply(lambda keys: keys[first_key])
+        else:  # basic-auth users only
+            user = cfg.auth.basic_users[0]
+            env["LLMDEPLOY_BASIC_USER"] = user
+            env["LLMDEPLOY_BASIC_PASSWORD"] = pulumi.Output.secret(cfg.auth.basic_passwords[user].reveal())
         check = gates.smoke(name, self.endpoint_url, "openai", cfg.model_name, env, [ready], self)
         self.smoke_report = check.stdout
         self.register_outputs({"endpointUrl": self.endpoint_url, "publicIp": self.public_ip,

@@ -1,0 +1,480 @@
+"""The HTTP side of `llmdeploy smoke`: TLS, auth and API checks against one endpoint.
+
+TLS: the chain verifies against the system's CA store (or --ca-bundle), the certificate names the host,
+it is not about to expire (a warning under 14 days), plain HTTP is redirected to HTTPS, and HSTS is set.
+Auth: every API route of the dialect refuses a request without credentials and one with a wrong secret
+(401/403), and accepts the right one. API: the models are listed (the expected one among them), chat and
+text completions are answered, and streams arrive event by event, with time to first token and tokens/s.
+
+No credential is sent to a server whose certificate failed verification: anyone could be presenting it.
+Each check is a function returning a CheckResult and never raises (see result.timed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from ipaddress import ip_address
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from .dialects import ApiCall, Dialect, dialect_for
+from .result import FAIL, CheckResult, timed
+from .streams import judge_timing, parser_for
+from .targets import Target
+
+EXPIRY_WARN_DAYS = 14
+HSTS_MIN_AGE = 180 * 24 * 3600  # Mozilla's guidance: at least six months (the rendered site sends two years)
+REFUSED = (401, 403)
+USER_AGENT = "llmdeploy-smoke/0.1"
+Emit = Callable[[CheckResult], None]
+
+
+def excerpt(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- TLS ----------------------------------------------------------------------------------------------------
+
+
+def system_ca_file() -> str | bool:
+    """The system's CA store for requests (certifi's list is not the system's), else requests' default."""
+    cafile = ssl.get_default_verify_paths().cafile
+    return cafile if cafile and os.path.isfile(cafile) else True
+
+
+def verify_setting(target: Target) -> str | bool:
+    return target.ca_bundle or system_ca_file()
+
+
+def make_session(target: Target) -> requests.Session:
+    """A session that verifies against --ca-bundle or the system store, whatever REQUESTS_CA_BUNDLE says."""
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE / proxies in the environment would override verify=
+    session.verify = verify_setting(target)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+@dataclass
+class TlsProbe:
+    """What three handshakes showed: chain verified? hostname matched? and the leaf certificate."""
+
+    chain_error: str | None = None
+    hostname_error: str | None = None
+    leaf_der: bytes | None = None
+    version: str | None = None
+
+
+def _tls_context(target: Target, check_hostname: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=target.ca_bundle)  # system store when no bundle
+    context.check_hostname = check_hostname
+    return context
+
+
+def _handshake(target: Target, context: ssl.SSLContext) -> tuple[bytes | None, str | None]:
+    with socket.create_connection((target.host, target.port), timeout=target.timeout) as sock:
+        with context.wrap_socket(sock, server_hostname=target.host) as tls:
+            return tls.getpeercert(binary_form=True), tls.version()
+
+
+def probe_tls(target: Target) -> TlsProbe:
+    """Verify the chain, then the hostname, then fetch the leaf unverified (to read expiry and names)."""
+    probe = TlsProbe()
+    try:
+        _handshake(target, _tls_context(target, check_hostname=False))
+    except ssl.SSLCertVerificationError as exc:
+        probe.chain_error = exc.verify_message or str(exc)
+    if probe.chain_error is None:
+        try:
+            _handshake(target, _tls_context(target, check_hostname=True))
+        except ssl.SSLCertVerificationError as exc:
+            probe.hostname_error = exc.verify_message or str(exc)
+    unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
+    probe.leaf_der, probe.version = _handshake(target, unverified)
+    return probe
+
+
+def certificate_names(der: bytes) -> tuple[list[str], list[str]]:
+    """(DNS names, IP addresses) in the certificate's subjectAltName."""
+    from cryptography import x509
+
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return [], []
+    return san.get_values_for_type(x509.DNSName), [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+
+
+def certificate_not_after(der: bytes) -> datetime:
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der).not_valid_after_utc
+
+
+def hostname_matches(host: str, dns_names: list[str], ips: list[str]) -> bool:
+    """RFC 6125 matching: exact name, or a wildcard as the whole left-most label; IPs only against IP SANs."""
+    try:
+        return ip_address(host) in {ip_address(ip) for ip in ips}
+    except ValueError:
+        pass
+    host = host.lower().rstrip(".")
+    for name in (n.lower().rstrip(".") for n in dns_names):
+        if name == host:
+            return True
+        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
+            return True
+    return False
+
+
+def check_chain(target: Target, probe: TlsProbe) -> CheckResult:
+    with timed("tls: chain") as result:
+        store = f"CA bundle {target.ca_bundle}" if target.ca_bundle else "the system CA store"
+        result.evidence.update(trust=store, tls_version=probe.version)
+        if probe.chain_error:
+            hint = "" if target.ca_bundle else (
+                "; if the endpoint uses its own CA (tlsMode self-signed), pass --ca-bundle with its ca.pem")
+            return result.fail(f"does not verify against {store}: {probe.chain_error}{hint}")
+        result.summary = f"verified against {store} ({probe.version})"
+    return result
+
+
+def check_hostname(target: Target, probe: TlsProbe) -> CheckResult:
+    with timed("tls: hostname") as result:
+        dns, ips = certificate_names(probe.leaf_der) if probe.leaf_der else ([], [])
+        result.evidence.update(host=target.host, dns_names=dns, ip_addresses=ips)
+        matched = probe.hostname_error is None if probe.chain_error is None else hostname_matches(target.host, dns, ips)
+        if not matched:
+            names = ", ".join(dns + ips) or "no subjectAltName"
+            return result.fail(f"the certificate is for {names}, not {target.host}")
+        result.summary = f"the certificate names {target.host}"
+    return result
+
+
+def check_expiry(probe: TlsProbe, now: datetime | None = None) -> CheckResult:
+    with timed("tls: expiry") as result:
+        if probe.leaf_der is None:
+            return result.fail("the server sent no certificate")
+        not_after = certificate_not_after(probe.leaf_der)
+        days = (not_after - (now or datetime.now(timezone.utc))).total_seconds() / 86400
+        result.metrics["days_left"] = round(days, 1)
+        result.evidence["not_after"] = not_after.isoformat()
+        if days < 0:
+            return result.fail(f"expired {-days:.0f} day(s) ago ({not_after:%Y-%m-%d})")
+        if days < EXPIRY_WARN_DAYS:
+            return result.warn(f"expires in {days:.1f} days ({not_after:%Y-%m-%d}): renew it (certbot renew)")
+        result.summary = f"valid for {days:.0f} more days (until {not_after:%Y-%m-%d})"
+    return result
+
+
+def check_redirect(session: requests.Session, target: Target, path: str) -> CheckResult:
+    with timed("http: redirect to https") as result:
+        url = target.plain_http_url + path
+        result.evidence["url"] = url
+        try:
+            response = session.get(url, allow_redirects=False, timeout=target.timeout)
+        except requests.ConnectionError as exc:
+            return result.fail(f"nothing answers at {url}: {type(exc).__name__} (is port 80 open? use --http-url "
+                               "if plain HTTP listens elsewhere)")
+        location = response.headers.get("Location", "")
+        result.evidence.update(status=response.status_code, location=location)
+        to = urlsplit(location)
+        if response.status_code not in (301, 302, 307, 308) or to.scheme != "https":
+            return result.fail(f"plain HTTP answered {response.status_code} without redirecting to https "
+                               f"(Location: {location or 'none'})")
+        if to.hostname != target.host or (to.port or 443) != target.port:
+            return result.fail(f"redirects to {to.netloc}, not to {urlsplit(target.url).netloc}")
+        result.summary = f"{response.status_code} to {location}"
+    return result
+
+
+def parse_max_age(header: str) -> int | None:
+    for part in header.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "max-age":
+            try:
+                return int(value.strip().strip('"'))
+            except ValueError:
+                return None
+    return None
+
+
+def check_hsts(session: requests.Session, target: Target, path: str) -> CheckResult:
+    with timed("https: HSTS") as result:
+        response = session.get(target.base + path, allow_redirects=False, timeout=target.timeout)
+        header = response.headers.get("Strict-Transport-Security")
+        result.evidence.update(url=target.base + path, status=response.status_code, header=header)
+        if not header:
+            return result.fail(f"no Strict-Transport-Security header (on a {response.status_code} answer)")
+        max_age = parse_max_age(header)
+        if max_age is None:
+            return result.fail(f"Strict-Transport-Security has no valid max-age: {header!r}")
+        result.metrics["max_age_days"] = round(max_age / 86400, 1)
+        if max_age < HSTS_MIN_AGE:
+            return result.warn(f"max-age is {max_age / 86400:.0f} days; six months or more is advised")
+        result.summary = header
+    return result
+
+
+def tls_checks(session: requests.Session, target: Target, path: str) -> tuple[list[CheckResult], str | None]:
+    """The TLS checks, and why the server must not get credentials (None: chain and hostname verified)."""
+    if not target.is_https:
+        result = CheckResult("tls", FAIL, f"{target.url} is plain HTTP: keys and prompts cross the network "
+                                          "unencrypted; use the https:// URL")
+        return [result], None  # the user chose plain HTTP; still check auth and the API
+    with timed("tls: handshake") as handshake:
+        probe = probe_tls(target)
+    if handshake.status == FAIL:
+        handshake.summary = f"no TLS handshake with {target.host}:{target.port}: {handshake.summary}"
+        return [handshake], "there is no TLS connection"
+    results = [check_chain(target, probe), check_hostname(target, probe), check_expiry(probe)]
+    results[0].seconds = round(results[0].seconds + handshake.seconds, 3)  # the handshakes were the chain's work
+    untrusted = None if all(r.ok for r in results[:2]) else \
+        "credentials are never sent to a server whose certificate failed verification"
+    results.append(check_redirect(session, target, path))
+    if not untrusted:
+        results.append(check_hsts(session, target, path))
+    return results, untrusted
+
+
+# --- requests -----------------------------------------------------------------------------------------------
+
+
+def send(session: requests.Session, target: Target, call: ApiCall, headers: dict[str, str],
+         stream: bool = False) -> requests.Response:
+    return session.request(call.method, target.base + call.path, json=call.body, headers=headers,
+                           timeout=target.timeout, stream=stream, allow_redirects=False)
+
+
+def _describe(call: ApiCall) -> dict[str, Any]:
+    return {"method": call.method, "path": call.path, "body": call.body}
+
+
+def json_of(response: requests.Response) -> Any:
+    """The answer's JSON; ValueError quoting the start of the body when it is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        raise ValueError(f"answered {response.status_code} with something that is not JSON "
+                         f"({response.headers.get('Content-Type', 'no Content-Type')}): "
+                         f"{excerpt(response.text, 100)!r}") from None
+
+
+def _status_fail(result: CheckResult, response: requests.Response) -> CheckResult:
+    return result.fail(f"HTTP {response.status_code}: {excerpt(response.text, 120) or '(empty body)'}",
+                       status=response.status_code, response=excerpt(response.text, 500))
+
+
+# --- auth ---------------------------------------------------------------------------------------------------
+
+
+def auth_check(session: requests.Session, target: Target, probe: ApiCall) -> CheckResult:
+    """One route: refused without credentials and with a wrong secret, accepted with the right one."""
+    creds = target.credentials
+    secret = "password" if creds.basic else "key"
+    with timed(f"auth: {probe.method} {probe.path}") as result:
+        tries = {"no credentials": {}, f"wrong {secret}": creds.wrong_headers(), f"right {secret}": creds.headers()}
+        statuses = {label: send(session, target, probe, headers).status_code for label, headers in tries.items()}
+        result.evidence.update(request=_describe(probe), statuses=statuses)
+        said = ", ".join(f"{label} {status}" for label, status in statuses.items())
+        for label in ("no credentials", f"wrong {secret}"):
+            if statuses[label] not in REFUSED:
+                return result.fail(f"ACCEPTED a request with {label} ({statuses[label]}): {said}")
+        right = statuses[f"right {secret}"]
+        if right in REFUSED:
+            return result.fail(f"refused the right {secret} ({right}): {said}; was it delivered to the VM?")
+        if not 200 <= right < 300:
+            return result.warn(f"the right {secret} got past auth, but the route answered {right}: {said}")
+        result.summary = said
+    return result
+
+
+def auth_checks(session: requests.Session, target: Target, dialect: Dialect, model: str) -> list[CheckResult]:
+    return [auth_check(session, target, probe) for probe in dialect.auth_probes(model)]
+
+
+# --- API ----------------------------------------------------------------------------------------------------
+
+
+def models_check(session: requests.Session, target: Target, dialect: Dialect) -> tuple[CheckResult, str | None]:
+    """The model list answers, and holds the expected model; returns the model id the other checks use."""
+    chosen: str | None = target.model
+    with timed(f"models: GET {dialect.models_path}") as result:
+        response = session.get(target.base + dialect.models_path, headers=target.credentials.headers(),
+                               timeout=target.timeout, allow_redirects=False)
+        if response.status_code != 200:
+            return _status_fail(result, response), chosen
+        models = dialect.parse_models(json_of(response))
+        ids = [m.id for m in models]
+        result.evidence["models"] = ids[:50]
+        if not models:
+            return result.fail("the server lists no model"), chosen
+        entry = dialect.find_model(models, target.model) if target.model else models[0]
+        if entry is None:
+            return result.fail(f"model {target.model!r} is not listed; the server lists: {', '.join(ids[:10])}"), chosen
+        chosen = entry.id
+        result.evidence["model"] = {"id": entry.id, "aliases": list(entry.aliases), **entry.details}
+        problem = dialect.model_problem(entry)
+        if problem:
+            return result.fail(f"{entry.id!r} is listed, but {problem}"), chosen
+        how = "" if target.model else " (no --model given: using the first)"
+        result.summary = f"{len(ids)} model(s), {entry.id!r} among them{how}"
+    return result, chosen
+
+
+def _usage_tokens(obj: dict[str, Any]) -> int | None:
+    usage = obj.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else obj.get("eval_count")
+    return tokens if isinstance(tokens, int) else None
+
+
+def answer_check(session: requests.Session, target: Target, call: ApiCall) -> CheckResult:
+    """A non-streamed request is answered 200 with generated text."""
+    with timed(f"{call.name}: {call.method} {call.path}") as result:
+        result.evidence["request"] = _describe(call)
+        response = send(session, target, call, target.credentials.headers())
+        if response.status_code != 200:
+            return _status_fail(result, response)
+        obj = json_of(response)
+        text, tokens = call.text_of(obj), _usage_tokens(obj)
+        result.evidence["text"] = excerpt(text, 300)
+        if tokens is not None:
+            result.metrics["completion_tokens"] = float(tokens)
+        if not text:
+            if tokens:
+                return result.warn(f"answered 200 with {tokens} token(s) but no text")
+            return result.fail(f"answered 200 without any generated text: {excerpt(response.text, 120)}")
+        result.summary = f"answered: {excerpt(text, 60)!r}"
+    return result
+
+
+def _read_chunks(response: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives (read1: whatever the socket has, chunked or not, without waiting for more)."""
+    raw = response.raw
+    if hasattr(raw, "read1"):
+        while data := raw.read1(65536):
+            yield data
+    else:  # pragma: no cover - urllib3 < 2.3
+        yield from response.iter_content(chunk_size=None)
+
+
+@dataclass
+class StreamRead:
+    """A stream read to its end: text events' arrival times, the text, and what ended it."""
+
+    arrivals: list[float]
+    text: str
+    events: int
+    end_marker: bool
+    decode_s: float | None
+    content_type: str
+
+
+def read_stream(response: requests.Response, dialect: Dialect, call: ApiCall, start: float) -> StreamRead:
+    """Parse the stream as it arrives; ValueError names an event that is not JSON or carries an error."""
+    parser = parser_for(call.stream or "sse")
+    events = []
+    for chunk in _read_chunks(response):
+        events += parser.feed(chunk, time.monotonic() - start)
+    events += parser.close(time.monotonic() - start)
+    read = StreamRead([], "", len(events), False, None, response.headers.get("Content-Type", ""))
+    pieces = []
+    for number, event in enumerate(events, 1):
+        if dialect.is_end(event.data, None):
+            read.end_marker = True
+            continue
+        try:
+            obj = json.loads(event.data)
+        except json.JSONDecodeError:
+            raise ValueError(f"event {number} is not JSON: {excerpt(event.data, 80)!r}") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"event {number} is not a JSON object: {excerpt(event.data, 80)!r}")
+        error = dialect.stream_error(obj)
+        if error:
+            raise ValueError(f"event {number} reports an error: {excerpt(error, 120)}")
+        read.end_marker = read.end_marker or dialect.is_end(event.data, obj)
+        read.decode_s = dialect.decode_seconds(obj) or read.decode_s
+        text = call.text_of(obj)
+        if text:
+            read.arrivals.append(event.arrived)
+            pieces.append(text)
+    read.text = "".join(pieces)
+    return read
+
+
+def stream_check(session: requests.Session, target: Target, dialect: Dialect, call: ApiCall) -> CheckResult:
+    """A streamed request arrives event by event; reports time to first token and tokens/s."""
+    with timed(f"stream: {call.method} {call.path}") as result:
+        result.evidence["request"] = _describe(call)
+        # A fresh connection per stream: llama.cpp's server drops the kept-alive connection after some streams.
+        headers = {**target.credentials.headers(), "Connection": "close", "Accept-Encoding": "identity"}
+        start = time.monotonic()
+        with send(session, target, call, headers, stream=True) as response:
+            if response.status_code != 200:
+                return _status_fail(result, response)
+            try:
+                read = read_stream(response, dialect, call, start)
+            except ValueError as exc:
+                return result.fail(str(exc))
+        timing = judge_timing(read.arrivals, read.decode_s)
+        result.metrics.update(timing.metrics())
+        result.evidence.update(content_type=read.content_type, events=read.events, end_marker=read.end_marker,
+                               text=excerpt(read.text, 300), timing=timing.reason)
+        if not read.arrivals:
+            return result.fail(f"the stream ended after {read.events} event(s) without any generated text "
+                               f"(Content-Type: {read.content_type or 'none'})")
+        if timing.burst:
+            return result.fail(f"arrived in one burst, not token by token: {timing.reason}; a proxy is buffering "
+                               "the stream (nginx: proxy_buffering off)")
+        rate = f", {timing.tokens_per_s:.0f} tokens/s" if timing.tokens_per_s else ""
+        result.summary = f"{timing.events} text events, first after {(timing.ttft or 0) * 1000:.0f} ms{rate}"
+        if call.stream == "sse" and not read.end_marker:
+            result.summary += " (no [DONE]: accepted)"
+        if call.stream == "ndjson" and not read.end_marker:
+            return result.warn(result.summary + '; the stream ended without "done": true')
+    return result
+
+
+def api_checks(session: requests.Session, target: Target, dialect: Dialect, model: str) -> Iterator[CheckResult]:
+    for call in dialect.calls(model):
+        yield stream_check(session, target, dialect, call) if call.stream else answer_check(session, target, call)
+
+
+# --- all of it -----------------------------------------------------------------------------------------------
+
+
+def run_http_checks(target: Target, emit: Emit | None = None) -> list[CheckResult]:
+    """TLS, then the model list, auth on every route, and the API calls; each result also goes to `emit`."""
+    results: list[CheckResult] = []
+
+    def add(result: CheckResult) -> None:
+        results.append(result)
+        if emit:
+            emit(result)
+
+    dialect = dialect_for(target.kind)
+    with make_session(target) as session:
+        tls, untrusted = tls_checks(session, target, dialect.models_path)
+        for result in tls:
+            add(result)
+        if untrusted:
+            add(CheckResult("auth and API", FAIL, f"not run: {untrusted}"))
+            return results
+        models, model = models_check(session, target, dialect)
+        add(models)
+        model = model or "default"  # no list and no --model: the checks below still show what the routes answer
+        for result in auth_checks(session, target, dialect, model):
+            add(result)
+        for result in api_checks(session, target, dialect, model):
+            add(result)
+    return results

@@ -1,0 +1,140 @@
+"""Run every check for one endpoint, or for many at once with bounded concurrency.
+
+One endpoint: the HTTP checks (http_checks.py) for the openai, ollama and xinference kinds; OCI Data
+Science (`oci-ds`) is delegated to `llmdeploy.smoke.oci_ds`, and `--ssh` adds the checks of
+`llmdeploy.smoke.ssh_checks`. Both are imported only when needed, so a missing module or a missing
+dependency of it becomes one clear FAIL, never a crash.
+
+Many endpoints: a thread pool runs up to `concurrency` endpoints side by side (the checks of one endpoint
+run in order), so the wall time stays close to the slowest endpoint's, not the sum of all.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .http_checks import Emit, run_http_checks
+from .result import FAIL, PASS, WARN, CheckResult
+from .targets import Target
+
+DEFAULT_CONCURRENCY = 8
+
+
+@dataclass
+class TargetReport:
+    """The results of one endpoint."""
+
+    target: Target
+    results: list[CheckResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def first_failure(self) -> CheckResult | None:
+        return next((r for r in self.results if r.status == FAIL), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        t = self.target
+        return {"name": t.name, "url": t.url, "kind": t.kind, "model": t.model, "passed": self.passed,
+                "seconds": round(self.seconds, 3),
+                "counts": {s: self.count(s) for s in (PASS, WARN, FAIL)},
+                "results": [r.to_dict() for r in self.results]}
+
+
+def delegated(module: str, function: str, what: str, **kwargs: Any) -> list[CheckResult]:
+    """Call llmdeploy.smoke.<module>.<function>(**kwargs), which returns CheckResults; any failure to do so
+    (module or its dependency missing, an exception, a wrong return value) is one FAIL saying why."""
+    start = time.monotonic()
+
+    def failed(summary: str, **evidence: Any) -> list[CheckResult]:
+        return [CheckResult(what, FAIL, summary, round(time.monotonic() - start, 3), evidence)]
+
+    qualified = f"llmdeploy.smoke.{module}"
+    try:
+        loaded = importlib.import_module(qualified)
+    except ModuleNotFoundError as exc:
+        if exc.name == qualified:
+            return failed(f"not available: {qualified} is not part of this installation of llmdeploy; "
+                          "upgrade llmdeploy")
+        return failed(f"not available: {qualified} needs the Python package '{exc.name}' "
+                      f"(pip install {exc.name})", exception=repr(exc))
+    except Exception as exc:
+        return failed(f"cannot load {qualified}: {type(exc).__name__}: {exc}", exception=repr(exc))
+    func = getattr(loaded, function, None)
+    if not callable(func):
+        return failed(f"not available: {qualified} has no {function}()")
+    try:
+        returned: Any = func(**kwargs)
+        results = list(returned)
+    except Exception as exc:
+        return failed(f"{function} raised {type(exc).__name__}: {exc}", exception=repr(exc))
+    if not all(isinstance(r, CheckResult) for r in results):
+        return failed(f"{function} returned something other than a list of CheckResult")
+    return results
+
+
+def ssh_results(target: Target) -> list[CheckResult]:
+    ssh = target.ssh
+    assert ssh is not None
+    return delegated("ssh_checks", "run_ssh_checks", "ssh checks", host=ssh.host, user=ssh.user,
+                     key_file=ssh.key_file, port=ssh.port, host_key=ssh.host_key, timeout=target.timeout)
+
+
+def oci_ds_results(target: Target) -> list[CheckResult]:
+    oci = dict(target.oci)
+    return delegated("oci_ds", "run_oci_ds_checks", "oci-ds checks", url=target.url, model=target.model,
+                     stream=True, config_file=oci.get("config_file"), profile=oci.get("profile"),
+                     instance_principal=bool(oci.get("instance_principal")), ca_bundle=target.ca_bundle,
+                     timeout=target.timeout)
+
+
+def run_target(target: Target, emit: Emit | None = None) -> TargetReport:
+    """Every check for one endpoint. Never raises: an unexpected error is a FAIL result."""
+    report = TargetReport(target)
+    start = time.monotonic()
+
+    def add_all(results: list[CheckResult], already_emitted: bool = False) -> None:
+        report.results.extend(results)
+        if emit and not already_emitted:
+            for result in results:
+                emit(result)
+
+    try:
+        if target.kind == "oci-ds":
+            add_all(oci_ds_results(target))
+        else:
+            add_all(run_http_checks(target, emit), already_emitted=True)
+        if target.ssh:
+            add_all(ssh_results(target))
+    except Exception as exc:
+        add_all([CheckResult("smoke", FAIL, f"internal error: {type(exc).__name__}: {exc}",
+                             evidence={"exception": repr(exc)})])
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def run_targets(targets: list[Target], concurrency: int = DEFAULT_CONCURRENCY,
+                on_done: Callable[[TargetReport], None] | None = None,
+                check: Callable[[Target], TargetReport] = run_target) -> list[TargetReport]:
+    """Run up to `concurrency` endpoints at a time; reports come back in the order of `targets`."""
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+
+    def one(target: Target) -> TargetReport:
+        report = check(target)
+        if on_done:
+            on_done(report)
+        return report
+
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(targets)) or 1, thread_name_prefix="smoke") as pool:
+        return list(pool.map(one, targets))

@@ -1,0 +1,120 @@
+"""A certificate from a real ACME server, the way the 70-acme step gets one: certbot's http-01 webroot
+method against Debian's pebble (Let's Encrypt's test server), validated through the project's rendered
+nginx site on loopback, linked into the site's TLS directory, picked up by a reload, and renewed through
+certbot's deploy-hook directory. pebble, challtestsrv and nginx are stopped by PID."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from llmdeploy.render import FILES_DIR, STEPS_DIR, render
+from support.endpoint import endpoint_config, install_site, install_tls, loopback_layout
+from support.nginx import run_nginx
+from support.pebble import Pebble, run_pebble
+from support.ports import free_port
+from support.sshd import is_running
+
+pytestmark = pytest.mark.integration
+
+DOMAIN = "llm.test"  # challtestsrv answers 127.0.0.1 for it
+
+
+def served_certificate(port: int, trust: Path) -> x509.Certificate:
+    """The leaf nginx serves for DOMAIN, verified (chain and hostname) against `trust` only."""
+    context = ssl.create_default_context(cafile=str(trust))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=DOMAIN) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def wait_for_certificate(port: int, trust: Path, not_serial: int | None = None,
+                         timeout: float = 15) -> x509.Certificate:
+    """Poll until nginx serves a certificate that `trust` verifies (and, if given, another serial)."""
+    deadline, last = time.monotonic() + timeout, "nothing yet"
+    while time.monotonic() < deadline:
+        try:
+            cert = served_certificate(port, trust)
+            if cert.serial_number != not_serial:
+                return cert
+            last = f"still serial {not_serial:x}"
+        except (ssl.SSLError, OSError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.1)
+    raise AssertionError(f"nginx did not serve the expected certificate within {timeout}s; last: {last}")
+
+
+def certbot(args: list[str], state: Path, pebble: Pebble) -> subprocess.CompletedProcess[str]:
+    dirs = ["--config-dir", str(state / "config"), "--work-dir", str(state / "work"), "--logs-dir", str(state / "logs")]
+    env = {**os.environ, "REQUESTS_CA_BUNDLE": pebble.listener_ca}  # certbot trusts pebble's listener
+    return subprocess.run(["certbot", *args, *dirs], capture_output=True, text=True, timeout=180, env=env)
+
+
+def common_name(name: x509.Name) -> str:
+    return str(name.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+def test_certbot_gets_and_renews_a_pebble_certificate_through_the_rendered_site(tmp_path: Path) -> None:
+    layout = loopback_layout(tmp_path / "root", engine_port=free_port())  # no engine: ACME needs only nginx
+    http_port = int(layout.http_listen.rsplit(":", 1)[1])
+    state = tmp_path / "letsencrypt"
+    with run_pebble(tmp_path / "pebble", http_port=http_port) as pebble:
+        pids = [pebble.pid, pebble.challtestsrv_pid]
+        rendered = render(endpoint_config(tlsMode="letsencrypt", domain=DOMAIN, acmeDirectoryUrl=pebble.directory),
+                          layout)
+        webroot = layout.paths["acme_webroot"]
+        step = rendered.file(f"{STEPS_DIR}/70-acme.sh").content
+        assert f"--webroot -w {webroot}" in step and f"--server {pebble.directory}" in step  # what the VM runs
+        install_tls(layout, tmp_path)  # the placeholder nginx starts on, as after 50-tls
+        site = install_site(rendered, layout, tmp_path)
+        with run_nginx(site, tmp_path / "nginx", wait_ports=[http_port, layout.https_port]) as nginx:
+            pids.append(nginx.pid)
+            root = tmp_path / "pebble-root.pem"
+            root.write_text(pebble.root_pem())
+            with pytest.raises(ssl.SSLCertVerificationError):
+                served_certificate(layout.https_port, root)  # the placeholder is not pebble's
+
+            # certbot's deploy hook as the VM installs it, reloading this nginx instead of the system's
+            hook = rendered.file(f"{FILES_DIR}/certbot-deploy-hook").content
+            assert "nginx -t && systemctl reload nginx" in hook
+            hooks = state / "config" / "renewal-hooks" / "deploy"
+            hooks.mkdir(parents=True)
+            (hooks / "llmdeploy-reload-nginx").write_text(
+                hook.replace("nginx -t && systemctl reload nginx", f"kill -HUP {nginx.pid}"))
+            (hooks / "llmdeploy-reload-nginx").chmod(0o755)
+
+            got = certbot(["certonly", "--non-interactive", "--agree-tos", "--webroot", "-w", webroot,
+                           "--server", pebble.directory, "-d", DOMAIN, "--register-unsafely-without-email"],
+                          state, pebble)
+            assert got.returncode == 0, got.stdout + got.stderr
+            assert '"GET /.well-known/acme-challenge/' in nginx.access_log.read_text()  # pebble's VA came by HTTP
+
+            # link it as 70-acme does, then reload (what `systemctl reload nginx` sends)
+            live, tls = state / "config" / "live" / DOMAIN, Path(layout.paths["tls_dir"])
+            for name in ("fullchain.pem", "privkey.pem"):
+                (tls / name).unlink()
+                (tls / name).symlink_to(live / name)
+            os.kill(nginx.pid, signal.SIGHUP)
+            first = wait_for_certificate(layout.https_port, root)
+            assert common_name(first.issuer).startswith("Pebble Intermediate CA")
+            assert first.issuer == x509.load_pem_x509_certificate(pebble.intermediate_pem().encode()).subject
+            san = first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            assert san.get_values_for_type(x509.DNSName) == [DOMAIN]
+
+            renewed = certbot(["renew", "--no-random-sleep-on-renew", "--force-renewal"], state, pebble)
+            assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+            assert "Congratulations, all renewals succeeded" in renewed.stdout + renewed.stderr
+            second = wait_for_certificate(layout.https_port, root, not_serial=first.serial_number)
+            assert common_name(second.issuer).startswith("Pebble Intermediate CA")
+            assert (live / "fullchain.pem").resolve().name == "fullchain2.pem"  # certbot's second lineage version
+    assert not any(is_running(pid) for pid in pids)
