@@ -17,11 +17,13 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from llmdeploy.render import FILES_DIR, STEPS_DIR, render
-from support.endpoint import endpoint_config, install_site, install_tls, loopback_layout
+from llmdeploy.secrets import generate_api_key, secrets_bundle
+from support.endpoint import deliver_secrets, endpoint_config, install_site, install_tls, loopback_layout
+from support.llamaserver import llama_server
 from support.nginx import run_nginx
 from support.pebble import Pebble, run_pebble
-from support.ports import free_port
 from support.sshd import is_running
+from support.tinymodel import write_tiny_gguf
 
 pytestmark = pytest.mark.integration
 
@@ -64,19 +66,38 @@ def common_name(name: x509.Name) -> str:
     return str(name.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
 
 
+def smoke_as_a_user(url: str, http_url: str, ca: Path, key: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """`llmdeploy smoke` in a process of its own whose /etc/hosts (in a private mount namespace) says
+    DOMAIN is 127.0.0.1, so the certificate's name is checked as a client elsewhere would check it."""
+    hosts = workdir / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost {DOMAIN}\n")
+    script = (f"mount --bind {hosts} /etc/hosts && exec llmdeploy smoke {url} --http-url {http_url} --model tiny "
+              f"--ca-bundle {ca} --timeout 60")
+    env = {**os.environ, "LLMDEPLOY_API_KEY": key}
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
 def test_certbot_gets_and_renews_a_pebble_certificate_through_the_rendered_site(tmp_path: Path) -> None:
-    layout = loopback_layout(tmp_path / "root", engine_port=free_port())  # no engine: ACME needs only nginx
+    with llama_server(write_tiny_gguf(tmp_path / "tiny.gguf"), alias="tiny") as llama:
+        acme_round_trip(tmp_path, llama.port)
+
+
+def acme_round_trip(tmp_path: Path, engine_port: int) -> None:
+    layout = loopback_layout(tmp_path / "root", engine_port=engine_port)
     http_port = int(layout.http_listen.rsplit(":", 1)[1])
     state = tmp_path / "letsencrypt"
     with run_pebble(tmp_path / "pebble", http_port=http_port) as pebble:
         pids = [pebble.pid, pebble.challtestsrv_pid]
-        rendered = render(endpoint_config(tlsMode="letsencrypt", domain=DOMAIN, acmeDirectoryUrl=pebble.directory),
-                          layout)
+        cfg = endpoint_config(tlsMode="letsencrypt", domain=DOMAIN, acmeDirectoryUrl=pebble.directory)
+        rendered = render(cfg, layout)
         webroot = layout.paths["acme_webroot"]
         step = rendered.file(f"{STEPS_DIR}/70-acme.sh").content
         assert f"--webroot -w {webroot}" in step and f"--server {pebble.directory}" in step  # what the VM runs
         install_tls(layout, tmp_path)  # the placeholder nginx starts on, as after 50-tls
         site = install_site(rendered, layout, tmp_path)
+        keys = {k.name: generate_api_key() for k in cfg.auth.api_keys}
+        deliver_secrets(rendered, secrets_bundle(cfg, keys), tmp_path)
         with run_nginx(site, tmp_path / "nginx", wait_ports=[http_port, layout.https_port]) as nginx:
             pids.append(nginx.pid)
             root = tmp_path / "pebble-root.pem"
@@ -110,6 +131,13 @@ def test_certbot_gets_and_renews_a_pebble_certificate_through_the_rendered_site(
             assert first.issuer == x509.load_pem_x509_certificate(pebble.intermediate_pem().encode()).subject
             san = first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             assert san.get_values_for_type(x509.DNSName) == [DOMAIN]
+
+            # The whole smoke test against llama.cpp behind this certificate, trusting pebble's root only.
+            smoke = smoke_as_a_user(f"https://{DOMAIN}:{layout.https_port}", f"http://{DOMAIN}:{http_port}", root,
+                                    keys["default"], tmp_path)
+            assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+            assert "FAIL" not in smoke.stdout and keys["default"] not in smoke.stdout + smoke.stderr
+            assert "tls" in smoke.stdout.lower() and "stream" in smoke.stdout.lower()
 
             renewed = certbot(["renew", "--no-random-sleep-on-renew", "--force-renewal"], state, pebble)
             assert renewed.returncode == 0, renewed.stdout + renewed.stderr
