@@ -197,6 +197,16 @@ class DataScience:
 
 
 @dataclass(frozen=True)
+class Workshop:
+    roster: str  # path relative to the project; empty: not a workshop
+    layout: str  # dedicated | shared
+    endpoints: int
+    domain: str
+    attendee_rate: str
+    hours: int
+
+
+@dataclass(frozen=True)
 class StackConfig:
     stack: str
     target: str
@@ -232,6 +242,7 @@ class StackConfig:
     readiness_timeout_minutes: int
     smoke_ca_bundle: str
     datascience: DataScience
+    workshop: Workshop
     sources: Sources = field(repr=False)
 
     @property
@@ -411,7 +422,8 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         domain=domain, dns_zone=r.str("dnsZone"), tls=tls, auth=auth, tags=_tags(r),
         expires_at=_expires_at(r), extra_ca_certs=_ca_certs(r), image_id=_image_id(r), ssh_allowed_cidrs=_cidrs(r),
         ssh_private_key=_ssh_private_key(r), readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
-        smoke_ca_bundle=r.str("smokeCaBundle"), datascience=_datascience(r, target), sources=sources)
+        smoke_ca_bundle=r.str("smokeCaBundle"), datascience=_datascience(r, target),
+        workshop=_workshop(r, target), sources=sources)
     if r.problems:
         raise ConfigError(r.problems, stack)
     return cfg
@@ -735,3 +747,17 @@ def _ca_certs(r: _Reader) -> tuple[str, ...]:
             r.bad("extraCaCerts", f"entry {index}: {pem[:30]}...", "PEM certificates (-----BEGIN CERTIFICATE-----)",
                   f"--path 'extraCaCerts[{index}]' -- \"$(cat ca.pem)\"")
     return tuple(certs)
+
+
+def _workshop(r: _Reader, target: str) -> Workshop:
+    roster = r.str("workshopRoster")
+    layout = r.choice("workshopLayout", ("dedicated", "shared"))
+    domain = r.str("workshopDomain").lower().rstrip(".")
+    if domain and not _DOMAIN_RE.match(domain):
+        r.bad("workshopDomain", domain, "a DNS name such as ws.example.org", "ws.example.org")
+    rate = r.str("workshopAttendeeRate")
+    if not _RATE_RE.match(rate):
+        r.bad("workshopAttendeeRate", rate, "an nginx rate such as 30r/m", "30r/m")
+    if roster and target != "vm":
+        r.bad("target", target, "vm for a workshop (workshopRoster is set)", "vm")
+    return Workshop(roster, layout, r.int("workshopEndpoints", 1, 100), domain, rate, r.int("workshopHours", 1, 720))

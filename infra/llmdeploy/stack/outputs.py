@@ -10,4 +10,8 @@ CURL_EXAMPLE = "curlExample"  # reads the key from $LLMDEPLOY_API_KEY, so it is 
 CA_CERTIFICATE = "caCertificate"  # the VM's own CA, for tlsMode self-signed (public)
 SMOKE_REPORT = "smokeReport"
 
-SECRET_OUTPUTS = frozenset({API_KEYS})
+
+# Workshops (secret): {attendee id: {"name", "email", "endpointUrl", "openaiBaseUrl", "apiKey", "model",
+# "caCertificate", "endpoint"}} where "endpoint" names the VM that serves the attendee (its own, or ep<N>).
+ATTENDEES = "attendees"
+SECRET_OUTPUTS = frozenset({API_KEYS, ATTENDEES})
