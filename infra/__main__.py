@@ -2,12 +2,17 @@
 config, build the target's component, export the outputs that scripts and handouts read."""
 import pulumi
 
-from llmdeploy.config import ConfigError
+from llmdeploy.config import ConfigError, StackConfig, parse
+from llmdeploy.declared import declarations
 from llmdeploy.stack import outputs
 from llmdeploy.stack.datascience import DataScienceEndpoint
-from llmdeploy.stack.pulumi_config import load
+from llmdeploy.stack.gates import check_connection_settings
+from llmdeploy.stack.pulumi_config import load_raw
 from llmdeploy.stack.tags import freeform_tags
 from llmdeploy.stack.vm import VmEndpoint
+from llmdeploy.stack.workshop import Workshop
+from llmdeploy.workshop.configs import load_plans
+from llmdeploy.workshop.roster import RosterError
 
 
 def curl_example(url: str, model: str) -> str:
@@ -16,15 +21,30 @@ def curl_example(url: str, model: str) -> str:
             f"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'")
 
 
-def main() -> None:
+def workshop(name: str, cfg: StackConfig, raw: dict[str, str]) -> None:
     try:
-        cfg = load()
+        plans = load_plans(raw, cfg)  # every attendee's config validated before any resource
+        for plan in plans:
+            check_connection_settings(plan.cfg)
+    except (ConfigError, RosterError, ValueError) as exc:
+        raise pulumi.RunError(str(exc)) from None
+    ws = Workshop(name, cfg, plans, pulumi.get_project())
+    pulumi.export(outputs.ATTENDEES, ws.attendees)
+    pulumi.export(outputs.WORKSHOP_ENDPOINTS, ws.endpoint_urls)
+
+
+def main() -> None:
+    raw = load_raw()
+    try:
+        cfg = parse(raw, stack=pulumi.get_stack(), decls=declarations())
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None
     name = f"{pulumi.get_project()}-{cfg.stack}"
     tags = freeform_tags(cfg, pulumi.get_project())
     pulumi.export(outputs.MODEL_NAME, cfg.model_name)
-    if cfg.target == "vm":
+    if cfg.workshop.roster:
+        workshop(name, cfg, raw)
+    elif cfg.target == "vm":
         vm = VmEndpoint(name, cfg, tags)
         pulumi.export(outputs.ENDPOINT_URL, vm.endpoint_url)
         pulumi.export(outputs.OPENAI_BASE_URL, vm.endpoint_url.apply(lambda url: f"{url}/v1"))

@@ -7,6 +7,7 @@ The invoke mocks answer as OCI's API would and refuse what OCI would refuse (a m
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import runpy
 from dataclasses import dataclass, field
@@ -77,7 +78,8 @@ class OciMocks(pulumi.runtime.Mocks):
         state = dict(args.inputs)
         extra = {
             "oci:Core/publicIp:PublicIp": {"ipAddress": PUBLIC_IP},
-            "random:index/randomPassword:RandomPassword": {"result": f"{args.name[-8:]:x>43}"[:43]},
+            # A different "random" value per resource name, the same on every run (as Pulumi keeps it in state).
+            "random:index/randomPassword:RandomPassword": {"result": hashlib.sha256(args.name.encode()).hexdigest()[:43]},
             "command:remote:Command": {"stdout": f"ready: every stage done\n{CA_PEM}\n", "stderr": ""},
             "command:local:Command": {"stdout": "PASS  all checks\n", "stderr": ""},
             "oci:DataScience/modelDeployment:ModelDeployment": {"modelDeploymentUrl": MD_URL, "state": "ACTIVE"},

@@ -14,4 +14,5 @@ SMOKE_REPORT = "smokeReport"
 # Workshops (secret): {attendee id: {"name", "email", "endpointUrl", "openaiBaseUrl", "apiKey", "model",
 # "caCertificate", "endpoint"}} where "endpoint" names the VM that serves the attendee (its own, or ep<N>).
 ATTENDEES = "attendees"
+WORKSHOP_ENDPOINTS = "workshopEndpoints"  # {attendee id or ep<N>: endpoint URL}
 SECRET_OUTPUTS = frozenset({API_KEYS, ATTENDEES})

@@ -2,16 +2,20 @@
 resource exists (a ConfigError stops `pulumi up` with the full list of problems)."""
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 
 from ..config import StackConfig, parse
 from ..declared import declarations
 
 
-def load() -> StackConfig:
+def load_raw() -> dict[str, Any]:
+    """The stack's values of every declared key, as the CLI passes them (strings). Secret values are read as
+    text but only ever held in config.Secret; whatever derives from them is wrapped in Output.secret."""
     config = pulumi.Config()
-    decls = declarations()
-    # Secret values are read as text but only ever held in config.Secret; whatever derives from them
-    # is wrapped in Output.secret by the components.
-    raw = {key: value for key in decls if (value := config.get(key)) is not None}
-    return parse(raw, stack=pulumi.get_stack(), decls=decls)
+    return {key: value for key in declarations() if (value := config.get(key)) is not None}
+
+
+def load() -> StackConfig:
+    return parse(load_raw(), stack=pulumi.get_stack(), decls=declarations())

@@ -67,12 +67,12 @@ class VmEndpoint(pulumi.ComponentResource):
     ca_certificate: pulumi.Output[str]
     smoke_report: pulumi.Output[str]
 
-    def __init__(self, name: str, cfg: StackConfig, tags: dict[str, str],
+    def __init__(self, name: str, cfg: StackConfig, tags: dict[str, str], network: Network | None = None,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         gates.check_connection_settings(cfg)  # before anything is registered
         super().__init__("llmdeploy:vm:VmEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        network = Network(f"{name}-net", cfg, tags, opts=child)
+        network = network or Network(f"{name}-net", cfg, tags, opts=child)  # a workshop shares one
         instance = core.Instance(
             f"{name}-instance", availability_domain=availability_domain(cfg), compartment_id=cfg.compartment_id,
             shape=cfg.shape.name, shape_config=shape_config(cfg), display_name=f"{name}-instance",

@@ -1,0 +1,82 @@
+"""Each workshop endpoint's own StackConfig, derived from the stack's raw values: per attendee (dedicated
+layout, with the roster's overrides and hostname <id>.<workshopDomain>) or per shared endpoint (one API key
+per assigned attendee, hostname ep<N>.<workshopDomain>). Every one is validated like a stack of its own,
+before any resource exists; an error names the attendee or endpoint."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..config import ConfigError, StackConfig, parse
+from ..declared import PROJECT_ROOT, Declaration, declarations
+from .roster import Attendee, active, assign, read_roster
+
+
+MODEL_KEYS = frozenset({"engine", "ollamaModel", "vllmModel", "llamacppModelUrl", "xinferenceModelName",
+                        "xinferenceModelSizeInBillions"})
+
+
+@dataclass(frozen=True)
+class EndpointPlan:
+    key: str  # the name part of its resources: the attendee id, or ep<N>
+    cfg: StackConfig
+    attendees: tuple[Attendee, ...]  # dedicated: one; shared: those assigned to it
+    shared: bool
+
+    def key_for(self, attendee: Attendee) -> str:
+        """The API key name that belongs to the attendee: named after them on a shared endpoint, the
+        endpoint's first key on their own VM ("" when that VM has basic-auth users only)."""
+        if self.shared:
+            return attendee.id
+        return self.cfg.auth.api_keys[0].name if self.cfg.auth.api_keys else ""
+
+
+def roster_path(cfg: StackConfig, root: Path = PROJECT_ROOT) -> Path:
+    return root / cfg.workshop.roster
+
+
+def _parse(raw: Mapping[str, Any], changes: dict[str, Any], cfg: StackConfig, who: str,
+           decls: Mapping[str, Declaration]) -> StackConfig:
+    try:
+        return parse({**raw, **changes, "workshopRoster": ""}, stack=cfg.stack, decls=decls)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, f"{cfg.stack}, {who}") from None
+
+
+def plan_endpoints(raw: Mapping[str, Any], cfg: StackConfig, attendees: list[Attendee],
+                   decls: Mapping[str, Declaration] | None = None) -> list[EndpointPlan]:
+    decls = decls if decls is not None else declarations()
+    ws = cfg.workshop
+    if ws.layout == "dedicated":
+        plans = []
+        for a in active(attendees):
+            changes: dict[str, Any] = dict(a.overrides)
+            if set(changes) & MODEL_KEYS:
+                # A different model: its name and size come from it, not from the stack's model.
+                changes = {"modelName": "", "modelParamsBillions": "", "modelQuantBits": 0, **changes}
+            if ws.domain:
+                changes["domain"] = f"{a.id}.{ws.domain}"
+            plans.append(EndpointPlan(a.id, _parse(raw, changes, cfg, f"attendee {a.id}", decls), (a,), False))
+        return plans
+    shared_only = {a.id: sorted(set(a.overrides) - {"rateLimit"}) for a in active(attendees)}
+    misplaced = {i: keys for i, keys in shared_only.items() if keys}
+    if misplaced:
+        first = next(iter(misplaced))
+        raise ValueError(f"roster: attendee {first} overrides {', '.join(misplaced[first])}, which only the "
+                         "dedicated layout honours (a shared endpoint serves one model); remove the override or "
+                         "pulumi config set workshopLayout dedicated")
+    slots = assign(attendees, ws.endpoints)
+    plans = []
+    for n in range(ws.endpoints):
+        mine = tuple(a for a in active(attendees) if slots.get(a.id) == n)
+        if not mine:
+            continue
+        keys = [f"{a.id}:{a.overrides.get('rateLimit', ws.attendee_rate)}" for a in mine]
+        changes = {"apiKeys": keys, **({"domain": f"ep{n}.{ws.domain}"} if ws.domain else {})}
+        plans.append(EndpointPlan(f"ep{n}", _parse(raw, changes, cfg, f"endpoint ep{n}", decls), mine, True))
+    return plans
+
+
+def load_plans(raw: Mapping[str, Any], cfg: StackConfig, root: Path = PROJECT_ROOT) -> list[EndpointPlan]:
+    return plan_endpoints(raw, cfg, read_roster(roster_path(cfg, root)))
