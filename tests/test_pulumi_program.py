@@ -18,7 +18,7 @@ from conftest import EXAMPLE_STACKS, ROOT, SSH_KEY
 from llmdeploy.config import parse
 from llmdeploy.render import render
 from llmdeploy.stack import outputs as out
-from llmdeploy.stack.gates import READINESS_SCRIPT, SMOKE_SCRIPT
+from llmdeploy.stack.gates import SMOKE_SCRIPT, readiness_script
 from llmdeploy.stackfile import read_stack
 from support.pulumi_mocks import MD_URL, PUBLIC_IP, Registered, Run, is_secret, run_program, unwrap
 
@@ -119,6 +119,7 @@ def test_readiness_follows_the_instance_and_smoke_follows_readiness(vm_run: tupl
     ready, smoke = run.one("command:remote:Command"), run.one("command:local:Command")
     assert {instance.urn, ip.urn} <= set(ready.dependencies)
     assert ready.urn in smoke.dependencies
+    assert unwrap(smoke.inputs["triggers"]) == [f"{ready.name}-id"]  # re-run when readiness is replaced
     if values.get("dnsZone"):
         assert run.one("oci:Dns/rrset:Rrset").urn in ready.dependencies
     component = run.one("llmdeploy:vm:VmEndpoint")
@@ -128,7 +129,9 @@ def test_readiness_follows_the_instance_and_smoke_follows_readiness(vm_run: tupl
 def test_secrets_travel_only_as_secrets(vm_run: tuple[str, Run, dict[str, Any]]) -> None:
     stack, run, values = vm_run
     ready = run.one("command:remote:Command")
-    assert ready.inputs["create"] == READINESS_SCRIPT
+    timeout_s = int(values.get("readinessTimeoutMinutes", 60)) * 60
+    assert ready.inputs["create"] == readiness_script(timeout_s) and f" {timeout_s} " in ready.inputs["create"]
+    assert "environment" not in ready.inputs  # sshd would drop it (AcceptEnv), so nothing relies on it
     assert is_secret(ready.inputs["stdin"]) and is_secret(ready.inputs["connection"])
     assert unwrap(ready.inputs["connection"])["privateKey"] == PRIVATE_KEY
     assert unwrap(ready.inputs["connection"])["user"] == values.get("adminUser", "llmadmin")
@@ -232,7 +235,7 @@ def test_the_datascience_target_deploys_vllm_with_logs_and_a_signed_smoke(scalin
             assert unwrap(resource.inputs)["freeformTags"]["stack"] == "ds", resource.name
 
 
-@pytest.mark.parametrize("script", [READINESS_SCRIPT, SMOKE_SCRIPT])
+@pytest.mark.parametrize("script", [readiness_script(3600), SMOKE_SCRIPT])
 def test_gate_scripts_pass_shellcheck(script: str) -> None:
     result = subprocess.run(["shellcheck", "--shell=bash", "-"], input=script, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

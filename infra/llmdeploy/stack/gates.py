@@ -16,8 +16,10 @@ from ..config import StackConfig
 from ..render import INSTALL_SECRETS, WAIT_READY
 from ..secrets import secrets_bundle
 
-# The remote side: wait for provisioning (stdin stays untouched), then read the base64 bundle from stdin.
-READINESS_SCRIPT = f"sudo -n {WAIT_READY} \"$LLMDEPLOY_READY_TIMEOUT\" </dev/null && base64 -d | sudo -n {INSTALL_SECRETS}"
+def readiness_script(timeout_s: int) -> str:
+    """The remote side: wait for provisioning (stdin untouched), then read the base64 bundle from stdin.
+    The timeout is in the command itself: sshd drops environment variables it does not AcceptEnv."""
+    return f"sudo -n {WAIT_READY} {int(timeout_s)} </dev/null && base64 -d | sudo -n {INSTALL_SECRETS}"
 
 # The local side: the key arrives as LLMDEPLOY_API_KEY (or a basic-auth password as
 # LLMDEPLOY_BASIC_PASSWORD); a CA to trust (the VM's own, and/or the user's bundle) is written to a
@@ -69,21 +71,21 @@ def readiness(name: str, cfg: StackConfig, host: pulumi.Output[str], api_keys: p
               parent: pulumi.Resource) -> remote.Command:
     bundle = pulumi.Output.all(api_keys, host).apply(
         lambda args: base64.b64encode(secrets_bundle(cfg, args[0], args[1])).decode())
-    timeout_s = cfg.readiness_timeout_minutes * 60
     return remote.Command(
-        f"{name}-readiness", connection=ssh_connection(cfg, host), create=READINESS_SCRIPT,
-        environment={"LLMDEPLOY_READY_TIMEOUT": str(timeout_s)}, stdin=pulumi.Output.secret(bundle),
+        f"{name}-readiness", connection=ssh_connection(cfg, host),
+        create=readiness_script(cfg.readiness_timeout_minutes * 60), stdin=pulumi.Output.secret(bundle),
         triggers=triggers, logging=remote.Logging.STDOUT_AND_STDERR,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on, custom_timeouts=pulumi.CustomTimeouts(
             create=f"{cfg.readiness_timeout_minutes + 15}m")))
 
 
 def smoke(name: str, url: pulumi.Input[str], kind: str, model: str, env: dict[str, pulumi.Input[str]],
-          depends_on: list[pulumi.Resource], parent: pulumi.Resource) -> local.Command:
+          depends_on: list[pulumi.CustomResource], parent: pulumi.Resource) -> local.Command:
     environment: dict[str, pulumi.Input[str]] = {"LLMDEPLOY_SMOKE_URL": url, "LLMDEPLOY_SMOKE_KIND": kind,
                                                  "LLMDEPLOY_SMOKE_MODEL": model, **env}
     return local.Command(
         f"{name}-smoke", create=SMOKE_SCRIPT, interpreter=["/bin/bash", "-c"],
-        environment=pulumi.Output.secret(environment), triggers=[d.urn for d in depends_on],
+        # IDs, not URNs: a replaced VM (new readiness ID) must be smoke-tested again.
+        environment=pulumi.Output.secret(environment), triggers=[d.id for d in depends_on],
         logging=local.Logging.STDOUT_AND_STDERR,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on))
