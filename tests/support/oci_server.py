@@ -18,7 +18,6 @@ import hashlib
 import json
 import re
 import ssl
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .certs import issue_leaf, make_ca
+from .stubserver import running
 
 BODY_HEADERS = ("content-length", "content-type", "x-content-sha256")
 REQUIRED_HEADERS = ("date", "(request-target)", "host")
@@ -275,11 +275,5 @@ def oci_server(work: Path, model: str, keys: list[ApiKey]) -> Iterator[OciServer
     state = OciServer(url=f"https://localhost:{port}/ocid1.datasciencemodeldeployment.oc1.iad.aaaatest",
                       ca=str(ca.cert), model=model, keys={k.key_id: k.public_pem for k in keys})
     httpd.RequestHandlerClass = _handler(state)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with running(httpd):
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)

@@ -133,6 +133,19 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
+def running(server: ThreadingHTTPServer) -> Iterator[None]:
+    """Run `server` in a thread until the with-block ends; then stop it and close its socket."""
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@contextmanager
 def serve(handler: type[StubHandler[S]], state: S) -> Iterator[S]:
     """Serve `handler` on a free 127.0.0.1 port until the with-block ends; `state` gets the URL and port."""
     server = _Server((LOOPBACK, 0), handler)

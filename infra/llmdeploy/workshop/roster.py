@@ -7,6 +7,8 @@ any other config value when the attendee's config is built.
 from __future__ import annotations
 
 import csv
+import io
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,3 +88,50 @@ def assign(attendees: list[Attendee], endpoints: int) -> dict[str, int]:
     Counts differ by at most one, and the assignment is stable as long as the roster only grows at the
     end and attendees are revoked (status column) rather than deleted: no one else ever moves."""
     return {a.id: row % endpoints for row, a in enumerate(attendees) if not a.revoked}
+
+
+def set_status(path: Path, attendee_id: str, status: str) -> bool:
+    """Set one attendee's status column ("revoked" or "active") in the roster file, keeping every row, its order
+    and its other cells (the shared layout's assignment depends on row positions). Adds the status column when
+    the roster has none. Returns False when the attendee already had that status."""
+    if status not in ("active", "revoked"):
+        raise RosterError(f"status '{status}' must be active or revoked")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RosterError(f"cannot read the roster {path}: {exc.strerror}") from None
+    bom = raw.startswith(b"\xef\xbb\xbf")
+    text = raw.decode("utf-8-sig")
+    newline = "\r\n" if "\r\n" in text else "\n"
+    rows = list(csv.reader(text.splitlines()))
+    if not rows:
+        raise RosterError(f"{path}: empty roster")
+    header = [c.strip() for c in rows[0]]
+    if "id" not in header:
+        raise RosterError(f"{path}: no id column")
+    id_col = header.index("id")
+    if STATUS_COLUMN not in header:
+        rows[0].append(STATUS_COLUMN)
+        for row in rows[1:]:
+            if any(cell.strip() for cell in row):
+                row.extend([""] * (len(header) - len(row)) + [""])
+        header.append(STATUS_COLUMN)
+    status_col = header.index(STATUS_COLUMN)
+    matches = [row for row in rows[1:] if len(row) > id_col and row[id_col].strip().lower() == attendee_id.lower()]
+    if len(matches) != 1:
+        raise RosterError(f"{path}: no attendee with id '{attendee_id}'" if not matches else
+                          f"{path}: id '{attendee_id}' is on more than one line")
+    row = matches[0]
+    row.extend([""] * (status_col + 1 - len(row)))
+    current = row[status_col].strip().lower() or "active"
+    if current == status:
+        return False
+    row[status_col] = "" if status == "active" else status
+    out = io.StringIO()
+    csv.writer(out, lineterminator=newline).writerows(rows)
+    data = ("\ufeff" if bom else "") + out.getvalue()
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(data, encoding="utf-8", newline="")
+    os.chmod(tmp, path.stat().st_mode & 0o7777)
+    os.replace(tmp, path)
+    return True

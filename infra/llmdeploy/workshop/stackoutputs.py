@@ -1,0 +1,119 @@
+"""The workshop's stack outputs: `attendees` (secret), {attendee id: {name, email, endpointUrl, openaiBaseUrl,
+apiKey, model, caCertificate, endpoint}}, read from the Pulumi CLI (`pulumi stack output --json
+--show-secrets`) or from a file saved from it (`--outputs FILE`).
+
+Every value is checked before it goes into a handout or a shell snippet: a URL is an http(s) URL without
+quotes or spaces, a key and a model name are the characters llmdeploy issues, so nothing read from a file can
+turn a ready-to-paste snippet into something else. The keys stay in memory; nothing here prints them.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..stack.outputs import ATTENDEES
+from . import pulumi_cli
+from .errors import WorkshopError
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+_URL_BAD = re.compile(r"[\s'\"`$\\<>]")
+REQUIRED = ("endpointUrl", "openaiBaseUrl", "apiKey", "model")
+
+
+@dataclass(frozen=True)
+class AttendeeOutput:
+    id: str
+    name: str
+    email: str
+    endpoint_url: str
+    openai_base_url: str
+    api_key: str
+    model: str
+    ca_certificate: str
+    endpoint: str  # the VM serving the attendee: their id (dedicated) or ep<N> (shared)
+    http_url: str = ""  # optional: where plain HTTP listens, when not port 80 of the host
+
+    def __repr__(self) -> str:  # never print a key by accident
+        return f"AttendeeOutput({self.id!r}, {self.endpoint_url!r}, apiKey=***)"
+
+    @property
+    def shared(self) -> bool:
+        return self.endpoint != self.id
+
+
+def read_outputs_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WorkshopError(f"cannot read the outputs file {path}: {exc.strerror}; save it with `pulumi stack "
+                            "output --json --show-secrets > FILE` (and keep it private: it holds the keys)") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WorkshopError(f"the outputs file {path} is not JSON ({exc.msg}, line {exc.lineno}): save it with "
+                            "`pulumi stack output --json --show-secrets > FILE`") from None
+    if not isinstance(data, dict):
+        raise WorkshopError(f"the outputs file {path} must hold a JSON object of outputs, as `pulumi stack output "
+                            "--json --show-secrets` prints it")
+    return data
+
+
+def load_outputs(root: Path, stack: str, outputs_file: str | None) -> tuple[dict[str, Any], str]:
+    """The outputs and where they came from."""
+    if outputs_file:
+        return read_outputs_file(Path(outputs_file)), f"outputs file {outputs_file}"
+    return pulumi_cli.stack_outputs(root, stack), f"stack '{stack}' (pulumi stack output)"
+
+
+def _url(value: Any, what: str, where: str) -> str:
+    text = str(value or "")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or _URL_BAD.search(text):
+        raise WorkshopError(f"{where}: {what} {text!r} is not an http(s) URL")
+    return text.rstrip("/")
+
+
+def attendee_outputs(outputs: dict[str, Any], source: str) -> list[AttendeeOutput]:
+    """The attendees in id order, every field checked; WorkshopError names the attendee and the field."""
+    entries = outputs.get(ATTENDEES)
+    if (isinstance(entries, dict) and set(entries) == {"secret"}) or entries == "[secret]":
+        raise WorkshopError(f"{source}: the '{ATTENDEES}' output is still encrypted; save the outputs with "
+                            "--show-secrets (pulumi stack output --json --show-secrets)")
+    if entries is None:
+        raise WorkshopError(f"{source} has no '{ATTENDEES}' output: is workshopRoster set, and has `pulumi up` "
+                            f"finished for this stack? (outputs present: {', '.join(sorted(outputs)) or 'none'})")
+    if not isinstance(entries, dict):
+        raise WorkshopError(f"{source}: the '{ATTENDEES}' output must be an object {{attendee id: {{...}}}}")
+    if not entries:
+        raise WorkshopError(f"{source}: the '{ATTENDEES}' output is empty: every attendee is revoked, or the "
+                            "roster is empty")
+    found = []
+    for attendee_id in sorted(entries):
+        entry = entries[attendee_id]
+        where = f"{source}, attendee {attendee_id}"
+        if not isinstance(entry, dict):
+            raise WorkshopError(f"{where}: expected an object with {', '.join(REQUIRED)}")
+        missing = [k for k in REQUIRED if not entry.get(k)]
+        if missing:
+            raise WorkshopError(f"{where}: missing {', '.join(missing)} (did `pulumi up` finish for this attendee?)")
+        key = str(entry["apiKey"])
+        if not _KEY_RE.match(key):
+            raise WorkshopError(f"{where}: apiKey is not an API key llmdeploy issues (16-128 of A-Z a-z 0-9 _ -)")
+        model = str(entry["model"])
+        if not _MODEL_RE.match(model):
+            raise WorkshopError(f"{where}: model {model!r} is not a model name (letters, digits and . _ : / -)")
+        ca = str(entry.get("caCertificate") or "")
+        if ca and "-----BEGIN CERTIFICATE-----" not in ca:
+            raise WorkshopError(f"{where}: caCertificate is not a PEM certificate")
+        found.append(AttendeeOutput(
+            id=str(attendee_id), name=str(entry.get("name") or attendee_id), email=str(entry.get("email") or ""),
+            endpoint_url=_url(entry["endpointUrl"], "endpointUrl", where),
+            openai_base_url=_url(entry["openaiBaseUrl"], "openaiBaseUrl", where), api_key=key, model=model,
+            ca_certificate=ca, endpoint=str(entry.get("endpoint") or attendee_id),
+            http_url=_url(entry["httpUrl"], "httpUrl", where) if entry.get("httpUrl") else ""))
+    return found

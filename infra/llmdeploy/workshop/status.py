@@ -1,0 +1,98 @@
+"""`llmdeploy workshop status`: smoke-test every attendee's endpoint with the attendee's own key, side by side
+(llmdeploy.smoke's runner, progress bar and summary table), and record per attendee when the test last ran
+and last passed, for the handouts ("smoke test passed at 09:12").
+
+The status file (default build/workshop/<stack>/status.json) holds no secret: ids, times, pass/fail and the
+first failed check's summary, redacted. A failed run keeps the attendee's earlier last pass.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..smoke.redact import Redactor
+from ..smoke.runner import TargetReport
+from ..smoke.targets import Credentials, Target
+from .errors import WorkshopError
+from .stackoutputs import AttendeeOutput
+
+STATUS_VERSION = 1
+
+
+def default_status_path(root: Path, stack: str) -> Path:
+    return root / "build" / "workshop" / stack / "status.json"
+
+
+def iso(when: datetime) -> str:
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class CaFiles:
+    """Each attendee's endpoint CA (self-signed stacks) as a file the smoke checks can trust; removed on exit."""
+
+    folder: Path
+
+    def path_for(self, attendee: AttendeeOutput) -> str | None:
+        if not attendee.ca_certificate:
+            return None
+        path = self.folder / f"{attendee.id}-ca.pem"
+        path.write_text(attendee.ca_certificate, encoding="utf-8")
+        return str(path)
+
+
+def targets(attendees: list[AttendeeOutput], ca_dir: Path, timeout: float) -> list[Target]:
+    cas = CaFiles(ca_dir)
+    return [Target(url=a.endpoint_url, credentials=Credentials(api_key=a.api_key), kind="openai", model=a.model,
+                   ca_bundle=cas.path_for(a), http_url=a.http_url or None, timeout=timeout, name=a.id)
+            for a in attendees]
+
+
+def redactor(attendees: list[AttendeeOutput]) -> Redactor:
+    return Redactor(secret for a in attendees for secret in Credentials(api_key=a.api_key).secrets())
+
+
+def read_status(path: Path) -> dict[str, dict[str, Any]]:
+    """{attendee id: {lastRun, lastResult, lastPass, firstFailure}}; empty when there is no file yet."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WorkshopError(f"the status file {path} cannot be read ({exc}); delete it and run `llmdeploy workshop "
+                            "status` again") from None
+    attendees = data.get("attendees") if isinstance(data, dict) else None
+    if not isinstance(attendees, dict):
+        raise WorkshopError(f"the status file {path} is not one `llmdeploy workshop status` wrote; delete it and run "
+                            "`llmdeploy workshop status` again")
+    return {str(k): v for k, v in attendees.items() if isinstance(v, dict)}
+
+
+def record(path: Path, stack: str, reports: list[TargetReport], red: Redactor,
+           now: datetime | None = None) -> dict[str, dict[str, Any]]:
+    """Merge this run into the status file (atomically) and return every attendee's status."""
+    now_text = iso(now or datetime.now(timezone.utc))
+    status = read_status(path)
+    for report in reports:
+        entry = dict(status.get(report.target.name, {}))
+        first = report.first_failure
+        entry.update(lastRun=now_text, lastResult="pass" if report.passed else "fail",
+                     firstFailure="" if first is None else red.text(f"{first.name}: {first.summary}")[:300],
+                     url=report.target.url)
+        if report.passed:
+            entry["lastPass"] = now_text
+        entry.setdefault("lastPass", None)
+        status[report.target.name] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"version": STATUS_VERSION, "stack": stack, "updated": now_text, "attendees": status}
+    fd, tmp = tempfile.mkstemp(prefix=".status-", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=True)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return status
