@@ -100,7 +100,10 @@ def loopback_layout(root: Path, engine_port: int) -> Layout:
 def wait_for_status(session: requests.Session, url: str, headers: dict[str, str], want: int) -> int:
     deadline, got = time.monotonic() + 10, 0
     while time.monotonic() < deadline:
-        got = session.get(url, headers=headers, timeout=5).status_code
+        try:
+            got = session.get(url, headers=headers, timeout=5).status_code
+        except requests.ConnectionError:  # a reload closes kept-alive connections; ask again
+            got = 0
         if got == want:
             break
         time.sleep(0.1)

@@ -1,0 +1,4 @@
+"""`llmdeploy local`: the whole stack in a QEMU VM on this machine (see lifecycle.py)."""
+
+# JSON {name: key}: API keys chosen by the caller (the Pulumi program's local target) instead of generated ones.
+API_KEYS_ENV = "LLMDEPLOY_LOCAL_API_KEYS"

@@ -1,0 +1,195 @@
+"""`llmdeploy local up | status | ssh | logs | down | image`: the whole stack in a QEMU VM on this machine.
+
+Exit codes: 0 done, 1 failed (the message says where and why; nothing is left half-created), 2 bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..declared import PROJECT_ROOT
+from . import image, lifecycle
+from .hostsrv import HostServerError
+from .localconfig import LocalConfigError
+from .progress import ProvisionFailed
+from .qemu import QemuError
+from .seed import SeedError
+from .ssh import SshError
+from .state import StateError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_STACK = "local"
+FAILURES = (lifecycle.LocalError, image.ImageError, QemuError, SeedError, HostServerError, SshError, ProvisionFailed,
+            StateError)
+
+EPILOG = """\
+examples:
+  llmdeploy local up                      # the example stack Pulumi.local.yaml: llama.cpp, tiny model, pebble TLS
+  llmdeploy local up --model-file ~/models/qwen2.5-0.5b-instruct-q4_k_m.gguf
+  llmdeploy local status; llmdeploy local ssh -- sudo systemctl status llamacpp
+  llmdeploy local logs --step 40-engine; llmdeploy local logs --serial
+  llmdeploy local down
+state, keys and the disk overlay live under ~/.cache/llmdeploy (XDG_CACHE_HOME; LLMDEPLOY_CACHE_DIR overrides).
+"""
+
+
+def _project_dir(arg: str | None) -> Path:
+    if arg:
+        return Path(arg).resolve()
+    cwd = Path.cwd()
+    return cwd if (cwd / "Pulumi.yaml").is_file() else PROJECT_ROOT
+
+
+def _run(func: Any, args: argparse.Namespace) -> int:
+    try:
+        return int(func(args))
+    except (lifecycle.UsageError, LocalConfigError) as exc:
+        print(f"llmdeploy local: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FAILURES as exc:
+        print(f"llmdeploy local: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("llmdeploy local: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM (pulumi cancel, a test's timeout): clean up as for Ctrl-C
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    opts = lifecycle.UpOptions(stack=args.stack, project_dir=_project_dir(args.project_dir), accel=args.accel,
+                               model_file=args.model_file, forward=list(args.forward or []),
+                               keep_on_failure=args.keep_on_failure)
+    lifecycle.up(opts)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return lifecycle.status(args.stack)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    lifecycle.down(args.stack)
+    return EXIT_OK
+
+
+def _ssh_argv(state: Any, command: list[str], tty: bool) -> list[str]:
+    if shutil.which("ssh") is None:
+        raise lifecycle.LocalError("the ssh client is not installed: apt-get install openssh-client")
+    argv = ["ssh", "-i", str(state.ssh_key), "-p", str(state.port(22)), "-o", "IdentitiesOnly=yes",
+            "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "LogLevel=ERROR"]
+    if tty:
+        argv.append("-t")
+    return argv + [f"{state.admin_user}@127.0.0.1", *command]
+
+
+def _running_state(stack: str) -> Any:
+    state = lifecycle.require_state(stack)
+    if not lifecycle.running(state):
+        raise lifecycle.LocalError(f"the VM of stack '{stack}' is not running (phase {state.phase}); "
+                                   f"llmdeploy local down --stack {stack}, then up again")
+    if not state.host_key:
+        raise lifecycle.LocalError(f"the VM of stack '{stack}' has no SSH login yet (phase {state.phase})")
+    return state
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    state = _running_state(args.stack)
+    command = [c for c in args.command if c != "--"] if args.command else []
+    argv = _ssh_argv(state, command, tty=False)
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+    return EXIT_FAILED  # not reached
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    if args.serial:
+        state = lifecycle.require_state(args.stack)
+        text = state.serial_log.read_text(errors="replace") if state.serial_log.exists() else ""
+        print("\n".join(text.splitlines()[-args.lines:]))
+        return EXIT_OK
+    state = _running_state(args.stack)
+    if args.step:
+        if args.step not in state.stages:
+            raise lifecycle.UsageError(f"--step {args.step}: expected one of {', '.join(state.stages)}")
+        path = f"/var/log/llmdeploy/{args.step}.log"
+    else:
+        path = "/var/log/cloud-init-output.log"
+    tail = ["sudo", "-n", "tail", "-n", str(args.lines)] + (["-F"] if args.follow else []) + [path]
+    if args.follow:
+        argv = _ssh_argv(state, [shlex.join(tail)], tty=False)
+        os.execvp(argv[0], argv)
+    session = lifecycle._login(state)
+    try:
+        code, stdout, stderr = session.run(shlex.join(tail), timeout=60)
+    finally:
+        session.close()
+    sys.stdout.write(stdout)
+    if code != 0:
+        print(f"llmdeploy local: {path}: {stderr.strip() or f'exit {code}'}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    if args.rebuild:
+        found = image.cached_image()
+        if found is not None:
+            image.remove_tree(found.folder)
+    img, built = image.ensure_image()
+    manifest = img.manifest
+    print(f"{'built' if built else 'cached'}: {img.folder} (Debian {manifest.get('suite')}, kernel "
+          f"{manifest.get('kernel')}, built {manifest.get('built')} in {manifest.get('build_seconds')}s)")
+    return EXIT_OK
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `local` to the llmdeploy command."""
+    p = subparsers.add_parser("local", help="the whole stack in a QEMU VM on this machine, smoke-tested",
+                              description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="local_command", required=True, metavar="{up,status,ssh,logs,down,image}")
+    stack = argparse.ArgumentParser(add_help=False)
+    stack.add_argument("--stack", default=DEFAULT_STACK, help=f"stack with target local (default: {DEFAULT_STACK})")
+
+    up = sub.add_parser("up", parents=[stack], help="build (once), boot, provision, smoke-test; print endpoint and key")
+    up.add_argument("--project-dir", help="folder holding Pulumi.yaml (default: here, else the checkout)")
+    up.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                    help="auto (default) uses KVM only if a probe boot works, else TCG")
+    up.add_argument("--model-file", metavar="PATH", help="a GGUF file on this machine to serve to the VM")
+    up.add_argument("--forward", type=int, action="append", metavar="PORT",
+                    help="also forward this guest port to a loopback port (22, 80 and 443 always are)")
+    up.add_argument("--keep-on-failure", action="store_true", help="leave a failed VM running for inspection")
+    up.set_defaults(func=lambda a: _run(cmd_up, a))
+
+    st = sub.add_parser("status", parents=[stack], help="is the VM up: ports, processes, stages")
+    st.set_defaults(func=lambda a: _run(cmd_status, a))
+
+    sh = sub.add_parser("ssh", parents=[stack], help="log in as the admin user (or run a command)")
+    sh.add_argument("command", nargs=argparse.REMAINDER, help="command to run instead of a shell")
+    sh.set_defaults(func=lambda a: _run(cmd_ssh, a))
+
+    lg = sub.add_parser("logs", parents=[stack], help="cloud-init's output, a step's log, or the serial console")
+    which = lg.add_mutually_exclusive_group()
+    which.add_argument("--step", metavar="NAME", help="a provisioning step's log (e.g. 40-engine)")
+    which.add_argument("--serial", action="store_true", help="the VM's serial console (kept on this machine)")
+    lg.add_argument("-n", "--lines", type=int, default=100, help="last N lines (default 100)")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    lg.set_defaults(func=lambda a: _run(cmd_logs, a))
+
+    dn = sub.add_parser("down", parents=[stack], help="stop the VM and its servers by PID, remove its disk")
+    dn.set_defaults(func=lambda a: _run(cmd_down, a))
+
+    im = sub.add_parser("image", help="build the cached Debian 12 image now (needs root), or show it")
+    im.add_argument("--rebuild", action="store_true", help="build it again")
+    im.set_defaults(func=lambda a: _run(cmd_image, a))
+    return p

@@ -1,0 +1,184 @@
+"""The servers on this machine that the VM reaches at 10.0.2.2 (QEMU's user-mode network maps that
+address to the host's loopback):
+
+- the model server: a plain HTTP server holding the GGUF file the stack's llamacppModelUrl names
+  (the guest has no model hub; the tiny model is written here, or `--model-file` serves a real one);
+- pebble, Let's Encrypt's ACME test server, with pebble-challtestsrv as its DNS (every name answers
+  127.0.0.1): certbot in the guest talks to pebble at https://10.0.2.2:PORT/dir, and pebble's http-01
+  validation reaches the guest's nginx through the loopback port forwarded to the guest's port 80.
+  Debian's pebble ships no listener certificate: one is issued here by a CA made for this VM, which the
+  guest trusts through extraCaCerts (cloud-init ca_certs). Pebble's issuing root changes on every start,
+  so it is saved when pebble starts: the smoke test trusts it.
+
+Each is a detached process stopped by PID (procs.py).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from . import procs
+from .qemu import free_ports
+
+GUEST_HOST_IP = "10.0.2.2"  # the host, as QEMU's user-mode network shows it to the guest
+PEBBLE_ENV = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
+
+
+class HostServerError(RuntimeError):
+    pass
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_ports(ports: list[int], pid: int, what: str, log: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not procs.alive(pid):
+            raise HostServerError(f"{what} exited at once; last lines of {log}:\n{procs.tail(log, 15)}")
+        if all(port_open(p) for p in ports):
+            return
+        time.sleep(0.1)
+    raise HostServerError(f"{what} did not listen on 127.0.0.1 port(s) {ports} within {timeout:.0f}s; last lines of "
+                          f"{log}:\n{procs.tail(log, 15)}")
+
+
+# ---------------------------------------------------------------------------------------------- model server
+
+@dataclass(frozen=True)
+class ModelServer:
+    pid: int
+    port: int
+    folder: Path
+
+    def guest_url(self, filename: str) -> str:
+        return f"http://{GUEST_HOST_IP}:{self.port}/{filename}"
+
+
+def start_model_server(folder: Path, log: Path) -> ModelServer:
+    """Serve `folder` over HTTP on a free loopback port (Python's http.server, read-only, GET only)."""
+    port = free_ports(1)[0]
+    pid = procs.start_daemon([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                              "--directory", str(folder)], log)
+    try:
+        wait_ports([port], pid, "the model server", log)
+    except BaseException:
+        procs.stop(pid, str(folder))
+        raise
+    return ModelServer(pid, port, folder)
+
+
+# ---------------------------------------------------------------------------------------------- pebble
+
+@dataclass(frozen=True)
+class PebbleServer:
+    pid: int
+    challtestsrv_pid: int
+    challtestsrv_marker: str
+    directory_url: str  # as the guest reaches it
+    listener_ca_pem: str  # the guest trusts this for the ACME API
+    root_pem: str  # the root pebble signs this run's certificates with (the smoke test trusts it)
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _pem(obj: x509.Certificate) -> str:
+    return obj.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def listener_certificate(folder: Path) -> tuple[Path, Path, str]:
+    """A CA and a leaf for pebble's listener naming 10.0.2.2, 127.0.0.1 and localhost: (cert, key, CA PEM)."""
+    import ipaddress
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, leaf_key = _key(), _key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "llmdeploy local ACME listener CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=3650))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(GUEST_HOST_IP)),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "llmdeploy local ACME")]))
+            .issuer_name(ca_name).public_key(leaf_key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=825))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cert_path, key_path = folder / "listener.pem", folder / "listener.key"
+    cert_path.write_text(_pem(leaf))
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(_key_pem(leaf_key))
+    (folder / "listener-ca.pem").write_text(_pem(ca))
+    return cert_path, key_path, _pem(ca)
+
+
+def start_pebble(folder: Path, http_port: int) -> PebbleServer:
+    """pebble + challtestsrv on free loopback ports; http-01 validation goes to 127.0.0.1:http_port."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for tool in ("pebble", "pebble-challtestsrv"):
+        if not any((Path(d) / tool).is_file() for d in os.environ.get("PATH", "").split(os.pathsep)):
+            raise HostServerError(f"{tool} is not installed: apt-get install pebble (scripts/setup.sh installs it); "
+                                  "or use tlsMode self-signed for the local stack")
+    cert, key, ca_pem = listener_certificate(folder)
+    acme, management, dns, dns_management, tls_port = free_ports(5)
+    config = folder / "pebble-config.json"
+    config.write_text(json.dumps({"pebble": {
+        "listenAddress": f"127.0.0.1:{acme}", "managementListenAddress": f"127.0.0.1:{management}",
+        "certificate": str(cert), "privateKey": str(key), "httpPort": http_port, "tlsPort": tls_port,
+        "ocspResponderURL": "", "externalAccountBindingRequired": False}}, indent=2))
+    dns_marker = f"127.0.0.1:{dns_management}"
+    log_dns, log_pebble = folder / "challtestsrv.log", folder / "pebble.log"
+    dns_pid = procs.start_daemon(
+        ["pebble-challtestsrv", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", "-dns01", f"127.0.0.1:{dns}",
+         "-http01", "", "-https01", "", "-tlsalpn01", "", "-management", dns_marker], log_dns)
+    pebble_pid = 0
+    try:
+        wait_ports([dns, dns_management], dns_pid, "pebble-challtestsrv", log_dns)
+        pebble_pid = procs.start_daemon(["pebble", "-config", str(config), "-dnsserver", f"127.0.0.1:{dns}"],
+                                        log_pebble, env={**os.environ, **PEBBLE_ENV})
+        wait_ports([acme, management], pebble_pid, "pebble", log_pebble)
+        with requests.Session() as session:
+            session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify=
+            resp = session.get(f"https://127.0.0.1:{management}/roots/0", verify=str(folder / "listener-ca.pem"),
+                               timeout=10)
+            resp.raise_for_status()
+            root = resp.text
+    except BaseException:
+        procs.stop(pebble_pid, str(config))
+        procs.stop(dns_pid, dns_marker)
+        raise
+    (folder / "acme-root.pem").write_text(root)
+    return PebbleServer(pebble_pid, dns_pid, dns_marker, f"https://{GUEST_HOST_IP}:{acme}/dir", ca_pem, root)

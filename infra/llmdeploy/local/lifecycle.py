@@ -1,0 +1,485 @@
+"""`llmdeploy local up | status | down`: the whole stack in a QEMU VM on this machine.
+
+up: validate the stack, build (once) or reuse the cached image, start the host-side servers the guest
+needs (the model server; pebble for letsencrypt), render the stack's user-data with what only this
+command knows, boot QEMU (KVM if it really works, else TCG) with a NoCloud seed, follow provisioning
+stage by stage over SSH, deliver the API keys over SSH (stdin, never user-data), run the smoke test, and
+print the endpoint, the key and a curl line. Anything that fails on the way is stopped and removed again
+(unless --keep-on-failure), so nothing is left half-created.
+
+down: stop QEMU and the host-side servers by their PIDs and remove the VM's folder (its disk overlay, seed,
+keys). The image cache stays.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets as _random
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import requests
+
+from ..config import ConfigError, StackConfig
+from ..render import INSTALL_SECRETS, WAIT_READY, Layout, render
+from ..secrets import generate_api_key, secrets_bundle
+from ..smoke.redact import Redactor
+from ..smoke.report import check_line
+from ..smoke.targets import Credentials
+from ..stackfile import load_stack_config
+from . import API_KEYS_ENV, checks, hostsrv, image, procs, qemu
+from .localconfig import ModelSource, host_ca_certs, local_config, model_source
+from .progress import Progress, ProvisionFailed, clock, watch
+from .seed import build_seed
+from .ssh import Session, SshError, connect, console_host_keys, known_hosts_line, make_key_pair, ssh_banner
+from .state import VmState, new_state, remove_folder, stack_lock
+
+SSH_DEADLINE_S = 600.0
+CONSOLE_KEYS_DEADLINE_S = 120.0
+PROCESS_NAMES = ("qemu", "model_server", "pebble", "challtestsrv")
+BASE_GUEST_PORTS = (22, 80, 443)
+Say = Callable[[str], None]
+
+
+class LocalError(RuntimeError):
+    """`llmdeploy local` could not do what was asked; the message says why and what to do."""
+
+
+class UsageError(ValueError):
+    """Bad input (exit code 2)."""
+
+
+@dataclass
+class UpOptions:
+    stack: str = "local"
+    project_dir: Path = Path(".")
+    accel: str = "auto"
+    model_file: str | None = None
+    forward: list[int] = field(default_factory=list)
+    keep_on_failure: bool = False
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self) -> float:
+        return time.monotonic() - self.start
+
+
+def _tool_problems(cfg: StackConfig) -> list[str]:
+    needed = {qemu.QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "genisoimage": "genisoimage"}
+    if cfg.tls.mode == "letsencrypt":
+        needed.update({"pebble": "pebble", "pebble-challtestsrv": "pebble"})
+    return sorted({pkg for tool, pkg in needed.items() if shutil.which(tool) is None})
+
+
+def check_stack(opts: UpOptions) -> StackConfig:
+    """The stack as written, validated before anything is created (ConfigError/StackFileError: exit 2)."""
+    cfg = load_stack_config(opts.project_dir, opts.stack)
+    if cfg.target != "local":
+        raise UsageError(f"stack '{opts.stack}' has target '{cfg.target}'; `llmdeploy local up` runs stacks with "
+                         f"target local (pulumi config set target local --stack {opts.stack}, or use the example: "
+                         "llmdeploy local up --stack local)")
+    for port in opts.forward:
+        if not 1 <= port <= 65535 or port in BASE_GUEST_PORTS:
+            raise UsageError(f"--forward {port}: expected a guest port from 1 to 65535 other than 22, 80 and 443 "
+                             "(those are always forwarded)")
+    if opts.accel not in ("auto", "kvm", "tcg"):
+        raise UsageError(f"--accel {opts.accel}: expected auto, kvm or tcg")
+    missing = _tool_problems(cfg)
+    if missing:
+        raise LocalError(f"missing on this machine: {', '.join(missing)}; install with apt-get install "
+                         f"{' '.join(missing)} (scripts/setup.sh installs them)")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------- up
+
+def up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
+    out: TextIO = stream or sys.stdout  # a new name: the closures below need it narrowed
+    cfg0 = check_stack(opts)
+    model = model_source(cfg0, opts.model_file)
+    elapsed = Clock()
+
+    def say(text: str) -> None:
+        print(f"[{clock(elapsed())}] {text}", file=out, flush=True)
+
+    with stack_lock(opts.stack):
+        existing = VmState.load(opts.stack)
+        if existing is not None:
+            if procs.alive(existing.pids.get("qemu"), existing.markers.get("qemu", "")):
+                if existing.phase == "ready":
+                    say(f"the VM of stack '{opts.stack}' is already up")
+                    print_summary(existing, out)
+                    return existing
+                raise LocalError(f"a VM of stack '{opts.stack}' is running but not ready ({existing.phase}); "
+                                 f"remove it first: llmdeploy local down --stack {opts.stack}")
+            say(f"removing what a previous VM of stack '{opts.stack}' left behind")
+            teardown(existing)
+        img, built = image.ensure_image(log=lambda line: say(line.strip()))
+        if not built:
+            say(f"image: {img.folder} (cached)")
+        state = new_state(opts.stack)
+        try:
+            _up(opts, cfg0, model, img, state, elapsed, say, out)
+        except BaseException as exc:
+            state.phase = "failed"
+            state.save()
+            if opts.keep_on_failure:
+                say(f"kept the failed VM for inspection: llmdeploy local logs --stack {opts.stack}; "
+                    f"llmdeploy local ssh --stack {opts.stack}; then llmdeploy local down --stack {opts.stack}")
+            else:
+                why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                say(f"{why}: stopping the VM and the servers it used, removing its disk")
+                teardown(state)
+            raise
+    return state
+
+
+def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image, state: VmState, elapsed: Clock,
+        say: Say, out: TextIO) -> None:
+    state.project_dir = str(opts.project_dir)
+    state.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    state.instance_id = f"llmdeploy-{opts.stack}-{_random.token_hex(4)}"
+    state.timeline["image_ready"] = elapsed()
+    public_key = make_key_pair(state.ssh_key, f"llmdeploy-local-{opts.stack}")
+    guest_ports = [*BASE_GUEST_PORTS, *opts.forward]
+    state.ports = {str(g): h for g, h in zip(guest_ports, qemu.free_ports(len(guest_ports)))}
+    state.save()
+
+    # Host-side servers the guest reaches at 10.0.2.2.
+    model_url = model.url
+    if model.serve is not None:
+        folder = state.dir / "model"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        (folder / model.filename).symlink_to(model.serve)
+        server = hostsrv.start_model_server(folder, state.dir / "model-server.log")
+        state.pids["model_server"], state.markers["model_server"] = server.pid, str(folder)
+        state.save()
+        model_url = server.guest_url(model.filename)
+        say(f"model server: {model.serve.name} at {model_url} (pid {server.pid})")
+    extra_cas = host_ca_certs()
+    acme_url = ""
+    if cfg0.tls.mode == "letsencrypt":
+        acme_folder = state.dir / "acme"
+        pebble = hostsrv.start_pebble(acme_folder, http_port=state.port(80))
+        state.pids["pebble"], state.markers["pebble"] = pebble.pid, str(acme_folder / "pebble-config.json")
+        state.pids["challtestsrv"], state.markers["challtestsrv"] = pebble.challtestsrv_pid, pebble.challtestsrv_marker
+        state.save()
+        acme_url = pebble.directory_url
+        extra_cas.append(pebble.listener_ca_pem.strip())
+        state.ca_file.write_text(pebble.root_pem)
+        say(f"ACME server: pebble at {acme_url} (pid {pebble.pid}), validating through port {state.port(80)}")
+
+    try:
+        cfg = local_config(opts.project_dir, opts.stack, ssh_public_key=public_key, model_url=model_url,
+                           extra_ca_certs=extra_cas, acme_directory_url=acme_url)
+    except ConfigError as exc:
+        raise LocalError(f"the stack with llmdeploy local's own values is not valid: {exc}") from None
+    state.vcpus, state.memory_mb = cfg.local_vm.vcpus, cfg.local_vm.memory_mb
+    state.admin_user, state.engine, state.engine_port = cfg.admin_user, cfg.engine, cfg.engine_port
+    state.model_name, state.tls_mode, state.domain = cfg.model_name, cfg.tls.mode, cfg.domain
+    state.endpoint = f"https://{state.host}:{state.port(443)}"
+    # nginx redirects plain HTTP to the HTTPS port this machine forwards, not to 443.
+    rendered = render(cfg, Layout(https_port=state.port(443)))
+    state.stages = list(rendered.steps)
+    hostname = "llmdeploy-" + re.sub(r"[^a-z0-9-]", "-", opts.stack.lower())[:40].strip("-")
+    build_seed(state.seed, rendered.user_data, state.instance_id, hostname)
+    (state.dir / "user-data").write_text(rendered.user_data)
+    os.chmod(state.dir / "user-data", 0o600)
+
+    # Boot.
+    accel = qemu.choose_accel(img.kernel, opts.accel)
+    spec = _spec(state, img, accel)
+    _boot(state, spec, say, elapsed)
+    session = _wait_for_ssh(state, spec, img, say, elapsed)
+    session.close()
+
+    # Provisioning, stage by stage.
+    state.phase = "provisioning"
+    state.save()
+
+    def on_event(name: str, t: float) -> None:
+        state.timeline[name] = round(t, 1)
+
+    def vm_gone() -> str | None:
+        if not procs.alive(state.pids.get("qemu"), state.markers.get("qemu", "")):
+            return f"QEMU exited; last lines of {state.qemu_log}:\n{procs.tail(state.qemu_log, 10)}"
+        return None
+
+    progress = Progress(state.stages, elapsed, out, on_event)
+    watch(lambda: _login(state), progress, cfg.readiness_timeout_minutes * 60.0, alive=vm_gone)
+    state.timeline["ready_marker"] = round(elapsed(), 1)
+    say("provisioning finished: every stage done")
+
+    session = _login(state)
+    try:
+        _confirm_host_key(state, session, say)
+        code, stdout, stderr = session.run(f"sudo -n {WAIT_READY} 300", timeout=330)
+        if code != 0:
+            raise ProvisionFailed(f"{WAIT_READY} exited {code}:\n{(stderr or stdout).strip()[-3000:]}")
+        ca = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", stdout, re.S)
+        if cfg.tls.mode == "self-signed" and ca:
+            state.ca_file.write_text(ca.group(0) + "\n")
+        keys = _api_keys(cfg)
+        state.keys_from_caller = bool(os.environ.get(API_KEYS_ENV))
+        if keys:
+            from .paths import write_private
+            write_private(state.api_keys_file, json.dumps(keys, indent=2) + "\n")
+        code, stdout, stderr = session.run(f"sudo -n {INSTALL_SECRETS}", stdin=secrets_bundle(cfg, keys),
+                                           timeout=120)
+        if code != 0:
+            raise ProvisionFailed(f"delivering the secrets failed ({INSTALL_SECRETS} exited {code}): "
+                                  f"{(stderr or stdout).strip()[-2000:]}")
+        say(f"secrets delivered over SSH: {len(keys)} API key(s)")
+    finally:
+        session.close()
+    state.timeline["secrets"] = round(elapsed(), 1)
+    state.save()
+
+    # The smoke test, then hand over. nginx reloads asynchronously: wait until it takes the new key.
+    basic = _basic(cfg)
+    _wait_for_credentials(state, checks.credentials(state, basic))
+    say(f"smoke test: {state.endpoint} and SSH")
+    redactor = Redactor([*state.api_keys().values(), *(basic[1:] if basic else ())])
+    report = checks.run_smoke(state, emit=lambda r: print("    " + check_line(r, redactor), file=out, flush=True),
+                              basic=basic)
+    state.timeline["smoke_done"] = round(elapsed(), 1)
+    if not report.passed:
+        failure = report.first_failure
+        raise LocalError(f"smoke test failed: {failure.name if failure else '?'}: "
+                         f"{redactor.text(failure.summary) if failure else ''}")
+    state.phase = "ready"
+    state.save()
+    say(f"ready in {clock(elapsed())} (boot to passing smoke test: "
+        f"{clock(state.timeline['smoke_done'] - state.timeline['qemu_started'])})")
+    print_summary(state, out)
+
+
+def _wait_for_credentials(state: VmState, creds: Credentials, deadline_s: float = 60.0) -> None:
+    """Until nginx answers 200 with the delivered credentials (its reload finishes a moment after the
+    delivery returns)."""
+    end = time.monotonic() + deadline_s
+    last = "no answer"
+    names = {state.domain: "127.0.0.1"} if state.host != "127.0.0.1" else {}
+    with requests.Session() as session, checks.resolve(names):
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify=
+        while time.monotonic() < end:
+            try:
+                resp = session.get(f"{state.endpoint}/v1/models", headers=creds.headers(), verify=str(state.ca_file),
+                                   timeout=10)
+                if resp.status_code == 200:
+                    return
+                last = f"HTTP {resp.status_code}"
+            except requests.RequestException as exc:
+                last = type(exc).__name__
+            time.sleep(1)
+    raise LocalError(f"nginx does not accept the delivered credentials after {deadline_s:.0f}s (last: {last})")
+
+
+def _api_keys(cfg: StackConfig) -> dict[str, str]:
+    given = os.environ.get(API_KEYS_ENV, "")
+    names = [k.name for k in cfg.auth.api_keys]
+    if given:
+        try:
+            keys = json.loads(given)
+            if not isinstance(keys, dict):
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"{API_KEYS_ENV} must be a JSON object of API key name to key") from None
+        missing = [n for n in names if n not in keys]
+        if missing:
+            raise UsageError(f"{API_KEYS_ENV} has no key for {', '.join(missing)}")
+        return {n: str(keys[n]) for n in names}
+    return {n: generate_api_key() for n in names}
+
+
+def _basic(cfg: StackConfig) -> tuple[str, str] | None:
+    for user in cfg.auth.basic_users:
+        if user in cfg.auth.basic_passwords:
+            return user, cfg.auth.basic_passwords[user].reveal()
+    return None
+
+
+def _spec(state: VmState, img: image.Image, accel: qemu.Accel) -> qemu.VmSpec:
+    return qemu.VmSpec(name=f"llmdeploy-{state.stack}", kernel=img.kernel, initrd=img.initrd, base_disk=img.disk,
+                       overlay=state.overlay, seed=state.seed, serial_log=state.serial_log, qemu_log=state.qemu_log,
+                       forwards={int(g): h for g, h in state.ports.items()}, vcpus=state.vcpus,
+                       memory_mb=state.memory_mb, accel=accel)
+
+
+def _boot(state: VmState, spec: qemu.VmSpec, say: Say, elapsed: Clock) -> None:
+    qemu.create_overlay(spec.base_disk, spec.overlay)
+    pid = qemu.launch(spec)
+    state.pids["qemu"], state.markers["qemu"] = pid, str(spec.overlay)
+    state.accel, state.accel_reason = spec.accel.name, spec.accel.reason
+    state.phase = "booting"
+    state.timeline["qemu_started"] = round(elapsed(), 1)
+    state.save()
+    ports = ", ".join(f"{g}->127.0.0.1:{h}" for g, h in state.ports.items())
+    say(f"booting: QEMU pid {pid}, {spec.accel.name.upper()} ({spec.accel.reason}), {spec.vcpus} vCPU, "
+        f"{spec.memory_mb} MB; ports {ports}")
+
+
+def _wait_for_ssh(state: VmState, spec: qemu.VmSpec, img: image.Image, say: Say,
+                  elapsed: Clock) -> Session:
+    """Log in once sshd and the admin user exist; a VM whose KVM fails is restarted under TCG."""
+    deadline = time.monotonic() + SSH_DEADLINE_S
+    last = "nothing yet"
+    while time.monotonic() < deadline:
+        failure = qemu.kvm_failed(spec) if spec.accel.name == "kvm" else None
+        dead = not procs.alive(state.pids.get("qemu"), state.markers.get("qemu", ""))
+        if failure or (dead and spec.accel.name == "kvm"):
+            say(f"KVM failed ({failure or 'QEMU exited'}); restarting the VM under TCG")
+            procs.stop(state.pids.get("qemu"), state.markers.get("qemu", ""))
+            spec.accel = qemu.Accel("tcg", f"KVM failed at boot ({failure or 'QEMU exited'})")
+            _boot(state, spec, say, elapsed)
+            continue
+        if dead:
+            raise LocalError(f"QEMU exited during boot; last lines of {state.qemu_log}:\n"
+                             f"{procs.tail(state.qemu_log, 15)}\nconsole: {procs.tail(state.serial_log, 15)}")
+        if not ssh_banner(state.port(22)):
+            last = "no SSH banner yet"
+            time.sleep(3)
+            continue
+        try:
+            session = connect(state.port(22), state.admin_user, state.ssh_key, timeout=15)
+        except SshError as exc:
+            last = str(exc)
+            time.sleep(3)
+            continue
+        state.host_key = session.host_key
+        state.known_hosts.write_text(known_hosts_line(state.port(22), state.host_key))
+        state.timeline["ssh_up"] = round(elapsed(), 1)
+        state.save()
+        say(f"SSH up ({clock(elapsed() - state.timeline['qemu_started'])} after boot); cloud-init is provisioning")
+        return session
+    raise LocalError(f"no SSH login after {SSH_DEADLINE_S / 60:.0f} min; last: {last}; console: "
+                     f"{procs.tail(state.serial_log, 15)}")
+
+
+def _login(state: VmState) -> Session:
+    return connect(state.port(22), state.admin_user, state.ssh_key, host_key=state.host_key, timeout=30)
+
+
+def _confirm_host_key(state: VmState, session: Session, say: Say) -> None:
+    """The key learnt at the first login must be one cloud-init printed on the serial console."""
+    deadline = time.monotonic() + CONSOLE_KEYS_DEADLINE_S
+    while True:
+        keys = console_host_keys(state.serial_log)
+        if keys:
+            break
+        if time.monotonic() > deadline:
+            raise LocalError(f"cloud-init never printed the SSH host keys on the console ({state.serial_log})")
+        session.run(f"test -e {'/var/lib/cloud/instance/boot-finished'}", timeout=30)
+        time.sleep(2)
+    if state.host_key not in keys:
+        raise LocalError(f"the SSH host key of the first login ({state.host_key[:50]}...) is not one the VM printed on "
+                         "its console: something else answered on the forwarded port")
+    say("SSH host key confirmed against the VM's console")
+
+
+# ---------------------------------------------------------------------------------------------- down, status
+
+def teardown(state: VmState) -> list[str]:
+    """Stop every process of the VM by PID and remove its folder; returns what was stopped."""
+    stopped = []
+    for name in PROCESS_NAMES:
+        pid = state.pids.get(name)
+        if pid and procs.stop(pid, state.markers.get(name, "\0never")):
+            stopped.append(f"{name} (pid {pid})")
+    remove_folder(state.stack)
+    return stopped
+
+
+def down(stack: str, out: TextIO | None = None) -> bool:
+    """True if there was a VM to remove."""
+    out = out or sys.stdout
+    with stack_lock(stack):
+        state = VmState.load(stack)
+        if state is None:
+            print(f"no local VM for stack '{stack}'", file=out)
+            return False
+        stopped = teardown(state)
+    print(f"stopped {', '.join(stopped) or 'nothing (no process was running)'}; removed {state.folder}", file=out)
+    return True
+
+
+def require_state(stack: str) -> VmState:
+    state = VmState.load(stack)
+    if state is None:
+        raise LocalError(f"no local VM for stack '{stack}': start one with llmdeploy local up --stack {stack}")
+    return state
+
+
+def running(state: VmState) -> bool:
+    return procs.alive(state.pids.get("qemu"), state.markers.get("qemu", ""))
+
+
+def status(stack: str, out: TextIO | None = None) -> int:
+    """Print the VM's state; exit code 0 when it runs and is ready, 1 otherwise."""
+    out = out or sys.stdout
+    state = VmState.load(stack)
+    if state is None:
+        print(f"no local VM for stack '{stack}'", file=out)
+        return 1
+    up_now = running(state)
+    print(f"stack:        {stack} ({state.phase}{'' if up_now else ', QEMU NOT running'})", file=out)
+    print(f"vm:           QEMU pid {state.pids.get('qemu')}, {state.accel.upper()}, {state.vcpus} vCPU, "
+          f"{state.memory_mb} MB, created {state.created}", file=out)
+    print(f"endpoint:     {state.endpoint}  (model {state.model_name}, TLS {state.tls_mode})", file=out)
+    print(f"ports:        " + ", ".join(f"{g} -> 127.0.0.1:{h}" for g, h in state.ports.items()), file=out)
+    for name in PROCESS_NAMES[1:]:
+        if name in state.pids:
+            alive = procs.alive(state.pids[name], state.markers.get(name, ""))
+            print(f"{name + ':':<14}pid {state.pids[name]} {'running' if alive else 'NOT running'}", file=out)
+    if up_now and state.host_key:
+        try:
+            session = _login(state)
+            try:
+                code, stdout, _ = session.run(f"sudo -n sh -c {shlex.quote(_STAGES_SCRIPT)}", timeout=30)
+            finally:
+                session.close()
+            print("stages:       " + (" ".join(stdout.split()) or "none done yet"), file=out)
+        except SshError as exc:
+            print(f"stages:       (SSH: {exc})", file=out)
+    print(f"state:        {state.folder}", file=out)
+    return 0 if up_now and state.phase == "ready" else 1
+
+
+_STAGES_SCRIPT = ("cd /var/lib/llmdeploy/stages 2>/dev/null && for f in *.done *.failed; do [ -e \"$f\" ] && "
+                  "printf '%s@%s\\n' \"$f\" \"$(cut -c12-19 \"$f\" | head -n1)\"; done; true")
+
+
+def curl_line(state: VmState) -> str:
+    resolve = f" --resolve {state.domain}:{state.port(443)}:127.0.0.1" if state.host != "127.0.0.1" else ""
+    body = json.dumps({"model": state.model_name, "messages": [{"role": "user", "content": "Hello"}],
+                       "max_tokens": 32})
+    return (f"curl --cacert {shlex.quote(str(state.ca_file))}{resolve} {state.endpoint}/v1/chat/completions "
+            f"-H \"Authorization: Bearer $LLMDEPLOY_API_KEY\" -H 'Content-Type: application/json' -d '{body}'")
+
+
+def print_summary(state: VmState, out: TextIO) -> None:
+    keys = state.api_keys()
+    lines = ["", f"endpoint: {state.endpoint}", f"model:    {state.model_name}", f"ca:       {state.ca_file}"]
+    if state.keys_from_caller:  # the caller (pulumi up) holds them as secrets; they stay out of its logs
+        lines.append(f"api keys: {', '.join(keys)} (as given in ${API_KEYS_ENV})")
+        if keys:
+            lines += ["", curl_line(state)]
+    else:
+        for name, key in keys.items():
+            lines.append(f"api key:  {name} = {key}")
+        if keys:
+            lines += ["", f"export LLMDEPLOY_API_KEY={next(iter(keys.values()))}", curl_line(state)]
+    s = state.stack
+    lines += ["", f"llmdeploy local status --stack {s}    llmdeploy local ssh --stack {s}    "
+                  f"llmdeploy local logs --stack {s}", f"the VM keeps running; stop it with: llmdeploy local down --stack {s}"]
+    print("\n".join(lines), file=out, flush=True)

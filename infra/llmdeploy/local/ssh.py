@@ -1,0 +1,152 @@
+"""SSH to the local VM: its key pair (made here, Ed25519), logins with the guest's host key pinned, and
+commands with optional standard input (the secrets bundle travels that way, never on a command line).
+
+The host key is learnt on the first login over the loopback port forward to the VM this process has just
+started, then confirmed against the keys cloud-init prints on the VM's serial console (which only this
+machine sees) once cloud-init finishes; from then on every login pins it.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import select
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ..smoke.ssh_checks import ALL_HOST_KEY_ALGORITHMS, HOST_KEY_ALGORITHMS
+from .paths import write_private
+
+# paramiko's transport thread logs a traceback for every refused login while the VM boots; the caller
+# reports what matters.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+CONSOLE_KEYS = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----\r?\n(.*?)-----END SSH HOST KEY KEYS-----", re.S)
+
+
+class SshError(RuntimeError):
+    pass
+
+
+class HostKeyMismatch(SshError):
+    pass
+
+
+def make_key_pair(private_path: Path, comment: str) -> str:
+    """Write a new Ed25519 key (0600) and its .pub; return the public key line."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    line = f"{public.decode()} {comment}"
+    write_private(private_path, private)
+    private_path.with_name(private_path.name + ".pub").write_text(line + "\n")
+    return line
+
+
+class _Pin(paramiko.MissingHostKeyPolicy):
+    def __init__(self, expected: str) -> None:
+        self.expected = expected
+        self.seen = ""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        self.seen = f"{key.get_name()} {key.get_base64()}"
+        if self.expected and self.seen != self.expected:
+            raise HostKeyMismatch(f"the VM's SSH host key changed: it presented {self.seen[:60]}..., expected "
+                                  f"{self.expected[:60]}... (another VM on this port?)")
+
+
+@dataclass
+class Session:
+    client: paramiko.SSHClient
+    host_key: str
+
+    def run(self, command: str, stdin: bytes | None = None, timeout: float = 120) -> tuple[int, str, str]:
+        """Run a shell command; returns (exit code, stdout, stderr); exit code -1 when `timeout` passes."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise SshError("the SSH connection to the VM is closed")
+        chan = transport.open_session(timeout=30)
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        try:
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            while True:
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    code = chan.recv_exit_status()
+                    break
+                if time.monotonic() > deadline:
+                    code = -1
+                    break
+                select.select([chan], [], [], 0.05)
+        finally:
+            chan.close()
+        return code, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def ssh_banner(port: int, timeout: float = 5.0) -> str:
+    """The SSH server's banner on 127.0.0.1:port, or '' (QEMU accepts on a forwarded port even while
+    nothing listens in the guest, then closes the connection)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            data = sock.recv(256)
+    except OSError:
+        return ""
+    text = data.decode(errors="replace")
+    return text.strip() if text.startswith("SSH-") else ""
+
+
+def connect(port: int, user: str, key_file: Path, host_key: str = "", timeout: float = 20) -> Session:
+    """Log in as `user` on 127.0.0.1:port; with host_key, only that key is accepted."""
+    policy = _Pin(host_key)
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(policy)
+    kind = host_key.split(" ", 1)[0] if host_key else ""
+    disabled = {"keys": [a for a in ALL_HOST_KEY_ALGORITHMS if a not in HOST_KEY_ALGORITHMS[kind]]} \
+        if kind in HOST_KEY_ALGORITHMS else None
+    try:
+        client.connect("127.0.0.1", port=port, username=user, key_filename=str(key_file), timeout=timeout,
+                       banner_timeout=timeout, auth_timeout=timeout, look_for_keys=False, allow_agent=False,
+                       disabled_algorithms=disabled)
+    except HostKeyMismatch:
+        client.close()
+        raise
+    except (paramiko.SSHException, OSError, EOFError, socket.timeout) as exc:
+        client.close()
+        raise SshError(f"{type(exc).__name__}: {exc}") from exc
+    return Session(client, policy.seen or host_key)
+
+
+def console_host_keys(serial_log: Path) -> set[str]:
+    """The host keys cloud-init printed on the serial console ("TYPE BASE64"), empty until it has."""
+    try:
+        text = serial_log.read_text(errors="replace")
+    except OSError:
+        return set()
+    keys = set()
+    for block in CONSOLE_KEYS.findall(text):
+        for line in block.splitlines():
+            parts = line.strip().split()
+            if len(parts) >= 2 and parts[0] in HOST_KEY_ALGORITHMS:
+                keys.add(f"{parts[0]} {parts[1]}")
+    return keys
+
+
+def known_hosts_line(port: int, host_key: str) -> str:
+    return f"[127.0.0.1]:{port} {host_key}\n"

@@ -1,0 +1,277 @@
+"""End to end: `llmdeploy local up` boots the example local stack (Pulumi.local.yaml: llama.cpp on the tiny
+model, a certificate from a local pebble through certbot) in a real QEMU VM, once for this module, and:
+
+- the smoke test passes, over HTTPS and over SSH;
+- running the provisioning again exits 0 and changes nothing (stage marker timestamps, installed files,
+  packages, the services' PIDs);
+- a SIGKILLed engine is brought back by systemd, and the smoke test passes again;
+- through the forwarded loopback ports only 22, 80 and 443 answer; the engine's port 8080, forwarded too,
+  does not (it listens on the guest's loopback only, and the firewall drops it);
+- after a reboot every service comes back and the smoke test passes.
+
+The VM and the host-side servers (model server, pebble) are stopped by PID by `llmdeploy local down` when
+the module ends, also when a test fails; the VM's state lives in a temporary folder, the image in the
+user's cache (built on the first run, ~1.5 min). Under TCG on 2 cores the module takes about 12 minutes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from llmdeploy.local import checks, procs
+from llmdeploy.local.lifecycle import PROCESS_NAMES
+from llmdeploy.local.ssh import Session, SshError, connect
+from llmdeploy.local.state import VmState
+
+pytestmark = pytest.mark.e2e
+
+STACK = "local"
+UP_TIMEOUT_S = 30 * 60
+ENGINE_PORT = 8080
+# What a provisioning run installs or configures; a second run must leave every byte as it was.
+INSTALLED = ["/etc/llmdeploy", "/etc/letsencrypt/live", "/etc/letsencrypt/renewal", "/etc/nginx/sites-enabled",
+             "/etc/nginx/sites-available/llmdeploy.conf", "/etc/systemd/system/llamacpp.service",
+             "/usr/local/lib/llmdeploy", "/usr/local/share/llmdeploy", "/etc/ssh/sshd_config.d",
+             "/etc/apt/apt.conf.d/20auto-upgrades", "/etc/ufw/user.rules", "/etc/ufw/user6.rules",
+             "/etc/ufw/ufw.conf", "/var/lib/llmdeploy/models"]
+FINGERPRINT = (
+    "set -e; cd /var/lib/llmdeploy/stages; "
+    "for f in *; do printf 'marker %s %s %s\\n' \"$f\" \"$(stat -c %Y \"$f\")\" \"$(cat \"$f\")\"; done; "
+    f"find -L {' '.join(INSTALLED)} -type f -print0 2>/dev/null | sort -z | xargs -0 sha256sum | sed 's/^/file /'; "
+    "echo \"packages $(dpkg-query -W -f='${Package}=${Version}\\n' | sha256sum | cut -c1-16)\"; "
+    "echo \"venv $(/opt/llmdeploy/llamacpp/bin/python -m pip freeze 2>/dev/null | sha256sum | cut -c1-16)\"; "
+    "echo \"ufw $(ufw status verbose | sha256sum | cut -c1-16)\"; "
+    "for u in llamacpp nginx; do echo \"pid $u $(systemctl show -p MainPID --value $u)\"; done"
+)
+
+
+@dataclass
+class Vm:
+    state: VmState
+    env: dict[str, str]
+    up_seconds: float
+    up_log: str
+
+    def login(self) -> Session:
+        return connect(self.state.port(22), self.state.admin_user, self.state.ssh_key, host_key=self.state.host_key,
+                       timeout=30)
+
+    def run(self, command: str, timeout: float = 300) -> tuple[int, str, str]:
+        session = self.login()
+        try:
+            return session.run(command, timeout=timeout)
+        finally:
+            session.close()
+
+    def sudo(self, command: str, timeout: float = 300) -> str:
+        code, out, err = self.run(f"sudo -n sh -c {shlex.quote(command)}", timeout=timeout)
+        assert code == 0, f"`{command}` exited {code}: {err[-2000:]}"
+        return out
+
+
+def llmdeploy(args: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
+    """Run the CLI as a user does, in its own process group, stopped by PID if it overruns."""
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(["llmdeploy", *args], env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)  # `up` cleans up after itself on SIGTERM too (KeyboardInterrupt)
+            try:
+                return proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                return proc.wait()
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
+    state_dir = tmp_path_factory.mktemp("local-vm-state")
+    env = {**os.environ, "LLMDEPLOY_STATE_DIR": str(state_dir)}
+    log = state_dir.parent / "local-up.log"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLMDEPLOY_STATE_DIR", str(state_dir))
+        start = time.monotonic()
+        try:
+            code = llmdeploy(["local", "up", "--stack", STACK, "--project-dir", str(ROOT), "--forward",
+                              str(ENGINE_PORT)], env, log, UP_TIMEOUT_S)
+            elapsed = time.monotonic() - start
+            text = log.read_text(errors="replace")
+            print(f"\nllmdeploy local up: exit {code} after {elapsed:.0f}s\n{text}")
+            assert code == 0, f"llmdeploy local up exited {code}:\n{text[-6000:]}"
+            state = VmState.load(STACK)
+            assert state is not None and state.phase == "ready"
+            yield Vm(state, env, elapsed, text)
+        finally:
+            left = VmState.load(STACK)
+            llmdeploy(["local", "down", "--stack", STACK], env, log, 300)
+            if left is not None:  # belt and braces: nothing of the VM may outlive the module
+                for name in PROCESS_NAMES:
+                    procs.stop(left.pids.get(name), left.markers.get(name, "\0"))
+            assert VmState.load(STACK) is None
+
+
+def smoke(vm: Vm) -> None:
+    report = checks.run_smoke(vm.state)
+    failed = [r.line() for r in report.results if not r.ok]
+    assert not failed, "\n".join(failed)
+    names = [r.name for r in report.results]
+    assert any(n.startswith("ssh: ") for n in names) and any(n.startswith("tls: ") for n in names)
+    assert "ssh: engine port loopback only" in names and "stream: POST /v1/chat/completions" in names
+
+
+def test_up_boots_provisions_and_smoke_tests_the_stack(vm: Vm) -> None:
+    assert "PASS  ssh: stage markers" in vm.up_log and "FAIL " not in vm.up_log
+    for step in vm.state.stages:
+        assert f"{step} done" in vm.up_log  # live progress, stage by stage
+    assert "endpoint: https://llm.test:" in vm.up_log and "curl --cacert" in vm.up_log
+    timeline = vm.state.timeline
+    print(f"\nboot to passing smoke: {timeline['smoke_done'] - timeline['qemu_started']:.0f}s; timeline: "
+          f"{json.dumps(timeline)}")
+    smoke(vm)  # again, from the test: HTTPS (TLS, auth, API, streams) and SSH
+
+
+def test_the_certificate_comes_from_the_local_acme_server(vm: Vm) -> None:
+    out = vm.sudo("readlink -f /etc/llmdeploy/tls/fullchain.pem; "
+                  "openssl x509 -noout -issuer -in /etc/llmdeploy/tls/fullchain.pem")
+    assert "/etc/letsencrypt/archive/llm.test/" in out and "Pebble" in out, out
+
+
+def test_provisioning_again_changes_nothing(vm: Vm) -> None:
+    before = vm.sudo(FINGERPRINT)
+    time.sleep(1.1)  # a rewritten marker would get a newer mtime
+    code, out, err = vm.run("sudo -n /usr/local/sbin/llmdeploy-provision", timeout=900)
+    assert code == 0, f"second provisioning run exited {code}:\n{(out + err)[-4000:]}"
+    after = vm.sudo(FINGERPRINT)
+    assert before == after
+    assert before.count("marker ") == len(vm.state.stages) and before.count("file ") > 20
+
+
+# Where a key must never be, on the VM. It must be in one place: nginx's key map (0600, root only).
+GUEST_SEARCH = "/var/log /var/lib/cloud /run/cloud-init /etc /home /root /usr/local /var/lib/llmdeploy /tmp"
+KEY_HOME = "/etc/llmdeploy/secrets/api-keys.map"
+
+
+def test_the_api_key_is_never_in_user_data_logs_or_command_lines(vm: Vm) -> None:
+    key = next(iter(vm.state.api_keys().values()))
+    assert key.startswith("sk-llm-")
+    # This machine: the VM's folder (user-data, seed, console, QEMU's and the servers' logs; not api-keys.json,
+    # the user's own copy, nor the disk, which holds the VM's) and every process's command line.
+    leaks = [str(p) for p in vm.state.dir.rglob("*") if p.is_file() and p.name not in ("api-keys.json", "disk.qcow2")
+             and key.encode() in p.read_bytes()]
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if key.encode() in (proc / "cmdline").read_bytes():
+                leaks.append(f"command line of pid {proc.name}")
+        except OSError:
+            continue
+    assert (vm.state.dir / "user-data").is_file() and vm.state.seed.is_file() and vm.state.serial_log.is_file()
+    # The VM: files, the journal and command lines. The key travels on stdin into a file in /dev/shm that grep
+    # reads its pattern from, so this search puts it on no command line (sudo logs command lines; ps shows them).
+    script = ("pat=$(mktemp -p /dev/shm); cat > \"$pat\"; "
+              f"grep -rlF -f \"$pat\" {GUEST_SEARCH} 2>/dev/null | grep -vxF {KEY_HOME}; "
+              "journalctl --no-pager -o cat | grep -cF -f \"$pat\" | sed 's/^/journal /'; "
+              "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n' | grep -cF -f \"$pat\" | sed 's/^/cmdline /'; "
+              f"grep -cF -f \"$pat\" {KEY_HOME} | sed 's/^/home /'; rm -f \"$pat\"")
+    session = vm.login()
+    try:
+        _, out, err = session.run(f"sudo -n sh -c {shlex.quote(script)}", stdin=f"{key}\n".encode(), timeout=300)
+    finally:
+        session.close()
+    found = out.split("\n")
+    leaks += [line for line in found if line.startswith("/")]
+    assert "journal 0" in found and "cmdline 0" in found and "home 1" in found, (out, err)
+    assert not leaks, leaks
+
+
+def wait_for(what: str, check: Callable[[], str | None], timeout: float) -> None:
+    deadline, last = time.monotonic() + timeout, "nothing yet"
+    while time.monotonic() < deadline:
+        try:
+            seen = check()
+        except (SshError, OSError) as exc:
+            seen = f"{type(exc).__name__}: {exc}"
+        if seen is None:
+            return
+        last = seen
+        time.sleep(3)
+    raise AssertionError(f"{what}: not after {timeout:.0f}s; last seen: {last}")
+
+
+def main_pid(vm: Vm, unit: str) -> int:
+    return int(vm.sudo(f"systemctl show -p MainPID --value {unit}").strip() or 0)
+
+
+def test_a_killed_engine_is_restarted_by_systemd(vm: Vm) -> None:
+    old = main_pid(vm, "llamacpp")
+    assert old > 0
+    vm.sudo(f"kill -KILL {old}")
+
+    def back() -> str | None:
+        pid = main_pid(vm, "llamacpp")
+        code, out, _ = vm.run("systemctl is-active llamacpp; curl -s -o /dev/null -w '%{http_code}' "
+                              f"http://127.0.0.1:{ENGINE_PORT}/health")
+        return None if pid not in (0, old) and out.split() == ["active", "200"] else f"pid {pid}: {out.split()}"
+
+    wait_for("llamacpp restarted with a new PID and healthy", back, 180)
+    restarts = vm.sudo("systemctl show -p NRestarts --value llamacpp").strip()
+    assert int(restarts) >= 1
+    smoke(vm)
+
+
+def answers(port: int, probe: bytes, timeout: float = 10.0) -> bytes:
+    """What a loopback port says to `probe` (b'' when the connection is dropped, refused or stays silent)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            if probe:
+                sock.sendall(probe)
+            return sock.recv(64)
+    except OSError:
+        return b""
+
+
+def test_only_ssh_http_and_https_answer_through_the_forwarded_ports(vm: Vm) -> None:
+    state = vm.state
+    assert answers(state.port(22), b"").startswith(b"SSH-2.0-")
+    assert answers(state.port(80), b"GET /healthz HTTP/1.0\r\nHost: llm.test\r\n\r\n").startswith(b"HTTP/1.1 ")
+    context = ssl.create_default_context(cafile=str(state.ca_file))
+    with socket.create_connection(("127.0.0.1", state.port(443)), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="llm.test") as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    # The engine's port is forwarded too, and answers inside the guest, yet nothing comes back through it.
+    assert vm.sudo(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{ENGINE_PORT}/health") == "200"
+    assert answers(state.port(ENGINE_PORT), b"GET /health HTTP/1.0\r\n\r\n", timeout=15) == b""
+
+
+def test_after_a_reboot_every_service_comes_back(vm: Vm) -> None:
+    boot_id = vm.sudo("cat /proc/sys/kernel/random/boot_id").strip()
+    try:
+        vm.run("sudo -n systemctl reboot", timeout=20)
+    except SshError:
+        pass  # the connection may drop before the command returns
+
+    def rebooted() -> str | None:
+        new = vm.sudo("cat /proc/sys/kernel/random/boot_id").strip()
+        if new == boot_id:
+            return "still the old boot"
+        out = vm.sudo("systemctl is-active llamacpp nginx ssh ufw certbot.timer || true; "
+                      f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{ENGINE_PORT}/health")
+        return None if out.split() == ["active"] * 5 + ["200"] else out.split().__repr__()
+
+    wait_for("the rebooted VM with every service active", rebooted, 600)
+    assert "Status: active" in vm.sudo("ufw status")
+    smoke(vm)
