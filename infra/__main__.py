@@ -7,6 +7,7 @@ from llmdeploy.declared import declarations
 from llmdeploy.stack import outputs
 from llmdeploy.stack.datascience import DataScienceEndpoint
 from llmdeploy.stack.gates import check_connection_settings
+from llmdeploy.stack.local import LocalVmEndpoint
 from llmdeploy.stack.pulumi_config import load_raw
 from llmdeploy.stack.tags import freeform_tags
 from llmdeploy.stack.vm import VmEndpoint
@@ -58,9 +59,15 @@ def main() -> None:
         md = DataScienceEndpoint(name, cfg, tags)
         pulumi.export(outputs.ENDPOINT_URL, md.endpoint_url)
         pulumi.export(outputs.SMOKE_REPORT, md.smoke_report)
+    elif cfg.target == "local":
+        # A QEMU VM on this machine: `llmdeploy local up` on create, `llmdeploy local down` on delete.
+        lv = LocalVmEndpoint(name, cfg)
+        pulumi.export(outputs.ENDPOINT_URL, lv.endpoint_url)
+        pulumi.export(outputs.OPENAI_BASE_URL, lv.endpoint_url.apply(lambda url: f"{url}/v1"))
+        pulumi.export(outputs.API_KEYS, lv.api_keys)
+        pulumi.export(outputs.SMOKE_REPORT, lv.smoke_report)
     else:
-        raise pulumi.RunError(f"target: got '{cfg.target}'; this program deploys vm and datascience, and the local "
-                              "target runs with `llmdeploy local up` (pulumi config set target vm)")
+        raise pulumi.RunError(f"target: got '{cfg.target}'; expected vm, datascience or local")
 
 
 main()

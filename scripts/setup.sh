@@ -14,6 +14,19 @@ APT_PACKAGES=(
   pebble          # Let's Encrypt's ACME test server (+ pebble-challtestsrv) for the certbot test
   certbot         # the ACME client the 70-acme step runs
   sudo            # the SSH checks' fake VM logs in as a sudo user, as on a real VM
+  libpango-1.0-0      # WeasyPrint (PDF of `llmdeploy workshop handouts`) lays text out with Pango
+  libpangoft2-1.0-0   # ... through Pango's FreeType backend
+  libharfbuzz-subset0 # ... and subsets the fonts it embeds with HarfBuzz
+  fonts-dejavu-core   # the handouts' fonts (DejaVu Sans and Sans Mono)
+  publicsuffix        # the Public Suffix List: Let's Encrypt's "registered domain" in `workshop plan`
+  poppler-utils       # pdfinfo, pdftotext, pdftoppm: the handout tests read and render the PDF
+  zbar-tools          # zbarimg: the handout test scans the printed QR code
+  qemu-system-x86     # `llmdeploy local up` boots the stack in a QEMU VM (KVM where it works, else TCG)
+  qemu-utils          # qemu-img: the cached image's qcow2 and each VM's overlay
+  debootstrap         # builds the Debian 12 VM image once (cached under ~/.cache/llmdeploy)
+  e2fsprogs           # mkfs.ext4 -d: the image's root filesystem from the debootstrap folder
+  genisoimage         # the NoCloud seed ISO (label cidata) that hands the VM its user-data
+  openssh-client      # `llmdeploy local ssh`
 )
 
 missing=()

@@ -134,17 +134,27 @@ def test_bad_ssh_key(bad: str) -> None:
     assert "pulumi config set --path 'sshPublicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\"" in line
 
 
-@pytest.mark.parametrize("target", ["vm", "local"])
-def test_missing_ssh_key_for_vm_and_local_targets(target: str) -> None:
-    err = config_error(target=target, sshPublicKeys=[])
+def test_missing_ssh_key_for_the_vm_target() -> None:
+    err = config_error(target="vm", sshPublicKeys=[])
     line = problem_line(err, "sshPublicKeys", "got []", "at least one OpenSSH public key")
     assert "pulumi config set --path 'sshPublicKeys[0]'" in line
+
+
+def test_the_local_target_needs_no_ssh_key_but_llamacpp_on_debian() -> None:
+    """`llmdeploy local up` adds a key of its own, and boots a Debian 12 image on CPUs only."""
+    local = {"target": "local", "compartmentId": "", "engine": "llamacpp", "os": "debian-12"}
+    cfg = parse(raw(**local, sshPublicKeys=[]))
+    assert cfg.ssh_public_keys == () and cfg.local_vm.vcpus == 2 and cfg.local_vm.memory_mb == 2048
+    assert not cfg.gpu and not cfg.nvidia_toolkit  # the default shape is a GPU shape; the local VM has none
+    problem_line(config_error(**local | {"engine": "vllm"}), "engine", "got 'vllm'", "llamacpp for the local target")
+    problem_line(config_error(**local | {"os": "ubuntu-24.04"}), "os", "debian-12 for the local target")
+    problem_line(config_error(**local | {"localVcpus": 0}), "localVcpus", "a whole number from 1 to 64")
 
 
 def test_datascience_target_needs_no_ssh_key_and_local_needs_no_compartment() -> None:
     ds = parse(raw(target="datascience", sshPublicKeys=[], dsContainerImage="iad.ocir.io/ns/vllm:v1"))
     assert ds.target == "datascience" and ds.datascience.container_image == "iad.ocir.io/ns/vllm:v1"
-    assert parse(raw(target="local", compartmentId="")).target == "local"
+    assert parse(raw(target="local", compartmentId="", engine="llamacpp", os="debian-12")).target == "local"
     assert parse(raw(compartmentId="ocid1.tenancy.oc1..root")).compartment_id == "ocid1.tenancy.oc1..root"
 
 
@@ -207,7 +217,8 @@ def test_model_too_big_for_any_shape_says_so() -> None:
     ({"engine": "xinference", "xinferenceModelSizeInBillions": "1_5"}, 1.5, 16),
     ({"shape": CPU_SHAPE, "engine": "llamacpp"}, 0.5, 4),  # the default GGUF is q4_k_m
     # The local target skips the fit check (a QEMU VM has no OCI shape).
-    ({"target": "local", "vllmModel": "meta-llama/Llama-3.1-405B-Instruct"}, 405, 16),
+    ({"target": "local", "engine": "llamacpp", "os": "debian-12",
+      "llamacppModelUrl": "http://10.0.2.2/llama-3.1-405b-f16.gguf"}, 405, 16),
 ])
 def test_model_that_fits_passes_with_size_and_bits_derived(overrides: dict[str, Any], params: float,
                                                            bits: int) -> None:
@@ -228,6 +239,28 @@ def test_tensor_parallel_size_above_gpu_count() -> None:
 def test_letsencrypt_without_domain() -> None:
     line = problem_line(config_error(tlsMode="letsencrypt"), "domain", "got ''", "when tlsMode is letsencrypt")
     assert "pulumi config set domain llm.example.org" in line
+
+
+def test_a_letsencrypt_workshop_takes_its_names_from_workshop_domain() -> None:
+    base = {"tlsMode": "letsencrypt", "workshopRoster": "roster.csv"}
+    line = problem_line(config_error(**base), "workshopDomain", "got ''", "parent domain of the workshop's hostnames")
+    assert "pulumi config set workshopDomain ws.example.org" in line
+    assert not [p for p in config_error(**base).problems if p.key == "domain"]  # the fix is workshopDomain, not domain
+    assert parse(raw(**base, workshopDomain="ws.example.org")).domain == ""
+
+
+@pytest.mark.parametrize("layout", [{"workshopLayout": "dedicated"},
+                                    {"workshopLayout": "shared", "workshopEndpoints": 3}])
+def test_one_domain_for_many_workshop_endpoints_is_refused(layout: dict[str, Any]) -> None:
+    err = config_error(workshopRoster="roster.csv", domain="llm.example.org", **layout)
+    line = problem_line(err, "domain", "got 'llm.example.org'", "one name cannot point at all of them")
+    assert "pulumi config set workshopDomain ws.llm.example.org" in line
+
+
+def test_one_shared_endpoint_may_keep_the_stack_domain() -> None:
+    cfg = parse(raw(workshopRoster="roster.csv", workshopLayout="shared", domain="llm.example.org",
+                    tlsMode="letsencrypt"))
+    assert cfg.domain == "llm.example.org"
 
 
 @pytest.mark.parametrize("bad", ["bad_domain", "localhost", "-x.example.org", "llm..example.org", "llm.example.1"])
@@ -543,7 +576,7 @@ def test_secrets_lists_every_secret_and_the_config_repr_hides_them() -> None:
     assert parse(raw()).secrets() == {}
 
 
-EXAMPLE_STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+EXAMPLE_STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))  # workshops too
 
 
 def test_there_are_example_stacks() -> None:

@@ -6,13 +6,17 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .config import ConfigError
-from .declared import PROJECT_ROOT
+from .config import ConfigError, StackConfig, parse
+from .declared import PROJECT_ROOT, declarations
 from .docs import config_table, update_readme
+from .local import cli as local_cli
 from .render import render
 from .smoke import cli as smoke_cli
-from .stackfile import StackFileError, load_stack_config
+from .stackfile import StackFileError, read_stack
 from .validate import run_all
+from .workshop import cli as workshop_cli
+from .workshop.configs import plan_endpoints
+from .workshop.roster import RosterError, read_roster
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -24,28 +28,51 @@ def _project_dir(arg: str | None) -> Path:
     return cwd if (cwd / "Pulumi.yaml").is_file() else PROJECT_ROOT
 
 
+def _endpoints(root: Path, stack: str) -> list[tuple[str, StackConfig]]:
+    """The stack's endpoints as (name, config): one unnamed for a plain stack; for a workshop, each attendee's
+    VM (dedicated) or each shared endpoint, built by the same code the Pulumi program runs."""
+    raw = read_stack(root, stack)
+    cfg = parse(raw, stack=stack, decls=declarations(root))
+    if not cfg.workshop.roster:
+        return [("", cfg)]
+    try:
+        plans = plan_endpoints(raw, cfg, read_roster(root / cfg.workshop.roster), declarations(root))
+    except (RosterError, ValueError) as exc:
+        raise StackFileError(f"stack '{stack}': {exc}") from None
+    return [(plan.key, plan.cfg) for plan in plans]
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     root = _project_dir(args.project_dir)
-    cfg = load_stack_config(root, args.stack)
+    endpoints = _endpoints(root, args.stack)
     out = Path(args.out) if args.out else root / "build" / args.stack
-    written = render(cfg).write(out)
-    print(f"rendered stack '{args.stack}' ({cfg.engine}, {cfg.model_name}, {cfg.shape.name}) to {out}: "
-          f"user-data and {len(written) - 1} files")
+    for name, cfg in endpoints:
+        folder = out / name if name else out
+        written = render(cfg).write(folder)
+        print(f"rendered {_title(args.stack, name)} ({cfg.engine}, {cfg.model_name}, {cfg.shape.name}) to "
+              f"{folder}: user-data and {len(written) - 1} files")
     return EXIT_OK
+
+
+def _title(stack: str, endpoint: str) -> str:
+    return f"stack '{stack}'" + (f", endpoint '{endpoint}'" if endpoint else "")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     root = _project_dir(args.project_dir)
-    cfg = load_stack_config(root, args.stack)
-    print(f"PASS  {'config':<34} {0:6.2f}s  stack '{args.stack}': {cfg.engine}, {cfg.model_name}, {cfg.shape.name}")
-    checks = run_all(cfg)
-    for check in checks:
-        print(check.line())
-    failed = [c for c in checks if not c.ok]
-    for check in failed:
-        print(f"\n{check.name}:\n{check.detail}", file=sys.stderr)
-    print(f"\n{len(checks) + 1 - len(failed)} passed, {len(failed)} failed")
-    return EXIT_FAILED if failed else EXIT_OK
+    failures = 0
+    for name, cfg in _endpoints(root, args.stack):
+        print(f"PASS  {'config':<34} {0:6.2f}s  {_title(args.stack, name)}: {cfg.engine}, {cfg.model_name}, "
+              f"{cfg.shape.name}")
+        checks = run_all(cfg)
+        for check in checks:
+            print(check.line())
+        failed = [c for c in checks if not c.ok]
+        for check in failed:
+            print(f"\n{check.name}:\n{check.detail}", file=sys.stderr)
+        print(f"\n{len(checks) + 1 - len(failed)} passed, {len(failed)} failed\n")
+        failures += len(failed)
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 def cmd_config_table(args: argparse.Namespace) -> int:
@@ -75,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_table.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
     p_table.set_defaults(func=cmd_config_table)
     smoke_cli.register(sub)
+    workshop_cli.register(sub)
+    local_cli.register(sub)
     return parser
 
 

@@ -207,6 +207,14 @@ class Workshop:
 
 
 @dataclass(frozen=True)
+class LocalVm:
+    """The QEMU VM of the local target (`llmdeploy local up`)."""
+
+    vcpus: int
+    memory_mb: int
+
+
+@dataclass(frozen=True)
 class StackConfig:
     stack: str
     target: str
@@ -243,7 +251,13 @@ class StackConfig:
     smoke_ca_bundle: str
     datascience: DataScience
     workshop: Workshop
+    local_vm: LocalVm
     sources: Sources = field(repr=False)
+
+    @property
+    def gpu(self) -> bool:
+        """Whether the machine has GPUs: the shape's, except on the local target (a QEMU VM, CPUs only)."""
+        return self.shape.is_gpu and self.target != "local"
 
     @property
     def engine_port(self) -> int:
@@ -379,8 +393,9 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         if not _SSH_KEY_RE.match(k):
             r.bad("sshPublicKeys", k[:40] + ("..." if len(k) > 40 else ""),
                   "OpenSSH public keys (ssh-ed25519 AAAA... comment)", "--path 'sshPublicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\"")
-    if target in ("vm", "local") and not keys and not r.failed("sshPublicKeys"):
-        r.bad("sshPublicKeys", [], "at least one OpenSSH public key for the vm and local targets",
+    # The local target needs none: `llmdeploy local up` generates a key of its own and adds it.
+    if target == "vm" and not keys and not r.failed("sshPublicKeys"):
+        r.bad("sshPublicKeys", [], "at least one OpenSSH public key for the vm target",
               "--path 'sshPublicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\"")
     compartment = r.str("compartmentId")
     if target in ("vm", "datascience") and not compartment.startswith("ocid1.compartment.") \
@@ -404,9 +419,7 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
     domain = r.str("domain").lower().rstrip(".")
     if domain and not _DOMAIN_RE.match(domain):
         r.bad("domain", domain, "a DNS name such as llm.example.org", "llm.example.org")
-    if tls.mode == "letsencrypt" and not domain:
-        r.bad("domain", domain, "a public DNS name pointing at the VM when tlsMode is letsencrypt "
-              "(or tlsMode self-signed)", "llm.example.org")
+    _check_domains(r, tls, domain)
     auth = _auth(r)
     conda = r.bool("installConda") or engine == "xinference"
     docker = r.bool("installDocker") or engine == "vllm"
@@ -417,13 +430,13 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         shape_ocpus=r.int("shapeOcpus", 1, 114), shape_memory_gbs=memory_gbs,
         boot_volume_gbs=r.int("bootVolumeGbs", 50, 32768), os=os_name, admin_user=admin,
         ssh_public_keys=keys, conda=conda, conda_env=_conda_env(r), docker=docker,
-        nvidia_toolkit=docker and shape.is_gpu, engine=engine, model=model, model_name=model_name,
+        nvidia_toolkit=docker and shape.is_gpu and target != "local", engine=engine, model=model, model_name=model_name,
         params_billions=params, quant_bits=bits, hf_token=r.secret("hfToken"),
         domain=domain, dns_zone=r.str("dnsZone"), tls=tls, auth=auth, tags=_tags(r),
         expires_at=_expires_at(r), extra_ca_certs=_ca_certs(r), image_id=_image_id(r), ssh_allowed_cidrs=_cidrs(r),
         ssh_private_key=_ssh_private_key(r), readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
         smoke_ca_bundle=r.str("smokeCaBundle"), datascience=_datascience(r, target),
-        workshop=_workshop(r, target), sources=sources)
+        workshop=_workshop(r, target), local_vm=_local_vm(r, target, engine, os_name), sources=sources)
     if r.problems:
         raise ConfigError(r.problems, stack)
     return cfg
@@ -749,6 +762,24 @@ def _ca_certs(r: _Reader) -> tuple[str, ...]:
     return tuple(certs)
 
 
+def _check_domains(r: _Reader, tls: Tls, domain: str) -> None:
+    """A certificate needs a name. In a workshop, each endpoint's name comes from workshopDomain (<id>.<domain>
+    or ep<N>.<domain>); one `domain` for every dedicated VM would point one name at many machines."""
+    workshop, workshop_domain = r.str("workshopRoster"), r.str("workshopDomain")
+    endpoints = str(r.raw.get("workshopEndpoints") or 1).strip()
+    many = r.str("workshopLayout") == "dedicated" or (endpoints.isdigit() and int(endpoints) > 1)
+    if workshop and many and domain and not workshop_domain:
+        r.bad("domain", domain, "empty in a workshop of several endpoints: each gets <id or epN>.<workshopDomain>, "
+              "and one name cannot point at all of them (pulumi config rm domain; pulumi config set "
+              f"workshopDomain ws.{domain})", "''")
+    elif tls.mode == "letsencrypt" and workshop and not workshop_domain and not domain:
+        r.bad("workshopDomain", workshop_domain, "the parent domain of the workshop's hostnames when tlsMode is "
+              "letsencrypt (or tlsMode self-signed)", "ws.example.org")
+    elif tls.mode == "letsencrypt" and not workshop and not domain:
+        r.bad("domain", domain, "a public DNS name pointing at the VM when tlsMode is letsencrypt "
+              "(or tlsMode self-signed)", "llm.example.org")
+
+
 def _workshop(r: _Reader, target: str) -> Workshop:
     roster = r.str("workshopRoster")
     layout = r.choice("workshopLayout", ("dedicated", "shared"))
@@ -761,3 +792,15 @@ def _workshop(r: _Reader, target: str) -> Workshop:
     if roster and target != "vm":
         r.bad("target", target, "vm for a workshop (workshopRoster is set)", "vm")
     return Workshop(roster, layout, r.int("workshopEndpoints", 1, 100), domain, rate, r.int("workshopHours", 1, 720))
+
+
+def _local_vm(r: _Reader, target: str, engine: str, os_name: str) -> LocalVm:
+    if target == "local":
+        # The local VM is a Debian 12 image built by `llmdeploy local up`, on CPUs only.
+        if engine != "llamacpp" and not r.failed("engine"):
+            r.bad("engine", engine, "llamacpp for the local target (the QEMU VM has no GPU; `llmdeploy local up` "
+                  "runs llama.cpp's server on a small GGUF model)", "llamacpp")
+        if os_name != "debian-12" and not r.failed("os"):
+            r.bad("os", os_name, "debian-12 for the local target (`llmdeploy local up` boots a Debian 12 image it "
+                  "builds with debootstrap)", "debian-12")
+    return LocalVm(r.int("localVcpus", 1, 64), r.int("localMemoryMb", 1024, 262144))

@@ -217,7 +217,7 @@ def stack_info(cfg: StackConfig, steps: list[str]) -> dict[str, Any]:
     """Non-secret facts the smoke test reads back over SSH."""
     return {"stack": cfg.stack, "engine": cfg.engine, "engine_unit": cfg.engine, "engine_port": cfg.engine_port,
             "model_name": cfg.model_name, "domain": cfg.domain, "tls_mode": cfg.tls.mode,
-            "gpu_shape": cfg.shape.is_gpu, "stages": steps, "stages_dir": STAGES_DIR, "ready_marker": READY_MARKER}
+            "gpu_shape": cfg.gpu, "stages": steps, "stages_dir": STAGES_DIR, "ready_marker": READY_MARKER}
 
 
 def render(cfg: StackConfig, layout: Layout = Layout()) -> Rendered:
@@ -251,10 +251,12 @@ _BlockDumper.add_representer(str, _str_representer)
 
 
 def cloud_config(cfg: StackConfig, files: list[VmFile]) -> str:
+    user: dict[str, Any] = {"name": cfg.admin_user, "groups": ["sudo"], "shell": "/bin/bash",
+                            "sudo": "ALL=(ALL) NOPASSWD:ALL", "lock_passwd": True}
+    if cfg.ssh_public_keys:  # a local stack may have none: `llmdeploy local up` adds its own key
+        user["ssh_authorized_keys"] = list(cfg.ssh_public_keys)
     doc = {
-        "users": [{"name": cfg.admin_user, "groups": ["sudo"], "shell": "/bin/bash",
-                   "sudo": "ALL=(ALL) NOPASSWD:ALL", "lock_passwd": True,
-                   "ssh_authorized_keys": list(cfg.ssh_public_keys)}],
+        "users": [user],
         "disable_root": True,
         "ssh_pwauth": False,
         "write_files": [{"path": f.path, "owner": "root:root", "permissions": f.mode, "content": f.content}
