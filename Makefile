@@ -1,6 +1,6 @@
-# The README's quick start: `make demo` runs the main job on its local default, `make test` runs the tests.
-# Both set up first (scripts/setup.sh is idempotent).
-DEMO_STACK ?= llamacpp-cpu
+# The README's quick start: `make demo` runs the main job on its local default (the whole stack in a local
+# QEMU VM, smoke-tested), `make test` runs the tests. Both set up first (scripts/setup.sh is idempotent).
+DEMO_STACK ?= local
 
 .PHONY: setup demo test snapshots readme
 
@@ -8,8 +8,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	llmdeploy render --stack $(DEMO_STACK)
-	llmdeploy validate --stack $(DEMO_STACK)
+	llmdeploy local up --stack $(DEMO_STACK)
 
 test: setup
 	python3 -m pytest -q

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-import select
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..smoke.ssh_checks import ALL_HOST_KEY_ALGORITHMS, HOST_KEY_ALGORITHMS
+from ..smoke.ssh_checks import ALL_HOST_KEY_ALGORITHMS, HOST_KEY_ALGORITHMS, exec_command
 from .paths import write_private
 
 # paramiko's transport thread logs a traceback for every refused login while the VM boots; the caller
@@ -71,29 +69,7 @@ class Session:
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise SshError("the SSH connection to the VM is closed")
-        chan = transport.open_session(timeout=30)
-        out, err = bytearray(), bytearray()
-        deadline = time.monotonic() + timeout
-        try:
-            chan.exec_command(command)
-            if stdin is not None:
-                chan.sendall(stdin)
-            chan.shutdown_write()
-            while True:
-                while chan.recv_ready():
-                    out += chan.recv(65536)
-                while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    code = chan.recv_exit_status()
-                    break
-                if time.monotonic() > deadline:
-                    code = -1
-                    break
-                select.select([chan], [], [], 0.05)
-        finally:
-            chan.close()
-        return code, out.decode(errors="replace"), err.decode(errors="replace")
+        return exec_command(transport, command, timeout, stdin=stdin, poll=0.05)
 
     def close(self) -> None:
         self.client.close()

@@ -110,6 +110,36 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_EVIDENCE_CHARS else "...\n" + text[-MAX_EVIDENCE_CHARS:]
 
 
+def exec_command(transport: paramiko.Transport, command: str, timeout: float, stdin: bytes | None = None,
+                 open_timeout: float = 30, poll: float = 0.02) -> tuple[int, str, str]:
+    """Run one command on an open SSH connection: (exit code, stdout, stderr); exit code -1 when `timeout`
+    seconds pass first. `stdin`, when given, is sent before standard input is closed (secrets travel that way,
+    never on a command line)."""
+    chan = transport.open_session(timeout=open_timeout)
+    out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        chan.exec_command(command)
+        if stdin is not None:
+            chan.sendall(stdin)
+        chan.shutdown_write()  # EOF on standard input: nothing waits for input that never comes
+        while True:
+            while chan.recv_ready():
+                out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                code = chan.recv_exit_status()
+                break
+            if time.monotonic() > deadline:
+                code = -1
+                break
+            select.select([chan], [], [], poll)
+    finally:
+        chan.close()
+    return code, out.decode(errors="replace"), err.decode(errors="replace")
+
+
 class Remote:
     """Runs commands on the VM over one SSH connection; every command is recorded for the evidence."""
 
@@ -122,27 +152,8 @@ class Remote:
         transport = self.client.get_transport()
         assert transport is not None
         start = time.monotonic()
-        deadline = start + (timeout or self.timeout)
-        chan = transport.open_session(timeout=self.timeout)
-        out, err = bytearray(), bytearray()
-        try:
-            chan.exec_command(command)
-            while True:
-                while chan.recv_ready():
-                    out += chan.recv(65536)
-                while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    code = chan.recv_exit_status()
-                    break
-                if time.monotonic() > deadline:
-                    code = -1
-                    break
-                select.select([chan], [], [], 0.02)
-        finally:
-            chan.close()
-        return Cmd(command, code, out.decode(errors="replace"), err.decode(errors="replace"),
-                   time.monotonic() - start)
+        code, out, err = exec_command(transport, command, timeout or self.timeout, open_timeout=self.timeout)
+        return Cmd(command, code, out, err, time.monotonic() - start)
 
 
 def connect(host: str, user: str, key_file: str, port: int = 22, host_key: str | None = None,
