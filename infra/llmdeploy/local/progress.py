@@ -141,8 +141,14 @@ def watch(session_factory: Callable[[], Session], progress: Progress, deadline_s
                     _, log, _ = session.run(f"sudo -n tail -n 40 {STEP_LOGS}/{step}.log", timeout=60)
                     raise ProvisionFailed(f"step {step} FAILED ({marker}); last lines of {STEP_LOGS}/{step}.log:\n"
                                           f"{log.rstrip()}", step)
-                if snap.ready:
+                # The last step writes the ready marker a moment before the runner writes that step's own
+                # marker: wait for both, so that every stage is reported done.
+                missing = [s for s in progress.steps if s not in snap.done]
+                if snap.ready and not missing:
                     return snap
+                if snap.ready and snap.boot_finished:
+                    raise ProvisionFailed(f"cloud-init finished with the ready marker but without the stage "
+                                          f"marker(s) of {', '.join(missing)} in {STAGES_DIR}")
                 if snap.boot_finished:
                     _, log, _ = session.run("sudo -n tail -n 40 /var/log/cloud-init-output.log", timeout=60)
                     raise ProvisionFailed("cloud-init finished but provisioning never wrote its ready marker; last "
