@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "infra")]
 
 from llmdeploy.local import image  # noqa: E402
-from llmdeploy.local.lifecycle import _login  # noqa: E402
+from llmdeploy.local.lifecycle import login  # noqa: E402
 from llmdeploy.local.progress import clock  # noqa: E402
 from llmdeploy.local.state import VmState  # noqa: E402
 
@@ -40,7 +40,7 @@ def stage_times(state: VmState) -> list[tuple[str, float]]:
 
 
 def blame(state: VmState, top: int) -> list[str]:
-    session = _login(state)
+    session = login(state)
     try:
         code, out, err = session.run("sudo -n cloud-init analyze blame", timeout=120)
     finally:

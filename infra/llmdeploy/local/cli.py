@@ -129,7 +129,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if args.follow:
         argv = _ssh_argv(state, [shlex.join(tail)], tty=False)
         os.execvp(argv[0], argv)
-    session = lifecycle._login(state)
+    session = lifecycle.login(state)
     try:
         code, stdout, stderr = session.run(shlex.join(tail), timeout=60)
     finally:

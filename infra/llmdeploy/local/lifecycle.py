@@ -36,6 +36,7 @@ from ..smoke.targets import Credentials
 from ..stackfile import load_stack_config
 from . import API_KEYS_ENV, checks, hostsrv, image, procs, qemu
 from .localconfig import ModelSource, host_ca_certs, local_config, model_source
+from .paths import write_private
 from .progress import Progress, ProvisionFailed, clock, watch
 from .seed import build_seed
 from .ssh import Session, SshError, connect, console_host_keys, known_hosts_line, make_key_pair, ssh_banner
@@ -216,11 +217,11 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
         return None
 
     progress = Progress(state.stages, elapsed, out, on_event)
-    watch(lambda: _login(state), progress, cfg.readiness_timeout_minutes * 60.0, alive=vm_gone)
+    watch(lambda: login(state), progress, cfg.readiness_timeout_minutes * 60.0, alive=vm_gone)
     state.timeline["ready_marker"] = round(elapsed(), 1)
     say("provisioning finished: every stage done")
 
-    session = _login(state)
+    session = login(state)
     try:
         _confirm_host_key(state, session, say)
         code, stdout, stderr = session.run(f"sudo -n {WAIT_READY} 300", timeout=330)
@@ -232,7 +233,6 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
         keys = _api_keys(cfg)
         state.keys_from_caller = bool(os.environ.get(API_KEYS_ENV))
         if keys:
-            from .paths import write_private
             write_private(state.api_keys_file, json.dumps(keys, indent=2) + "\n")
         code, stdout, stderr = session.run(f"sudo -n {INSTALL_SECRETS}", stdin=secrets_bundle(cfg, keys),
                                            timeout=120)
@@ -366,7 +366,7 @@ def _wait_for_ssh(state: VmState, spec: qemu.VmSpec, img: image.Image, say: Say,
                      f"{procs.tail(state.serial_log, 15)}")
 
 
-def _login(state: VmState) -> Session:
+def login(state: VmState) -> Session:
     return connect(state.port(22), state.admin_user, state.ssh_key, host_key=state.host_key, timeout=30)
 
 
@@ -443,7 +443,7 @@ def status(stack: str, out: TextIO | None = None) -> int:
             print(f"{name + ':':<14}pid {state.pids[name]} {'running' if alive else 'NOT running'}", file=out)
     if up_now and state.host_key:
         try:
-            session = _login(state)
+            session = login(state)
             try:
                 code, stdout, _ = session.run(f"sudo -n sh -c {shlex.quote(_STAGES_SCRIPT)}", timeout=30)
             finally:
