@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..private_files import write_private
 from . import procs
 from .qemu import free_ports
 
@@ -138,9 +139,7 @@ def listener_certificate(folder: Path) -> tuple[Path, Path, str]:
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     cert_path, key_path = folder / "listener.pem", folder / "listener.key"
     cert_path.write_text(_pem(leaf))
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(_key_pem(leaf_key))
+    write_private(key_path, _key_pem(leaf_key))
     (folder / "listener-ca.pem").write_text(_pem(ca))
     return cert_path, key_path, _pem(ca)
 

@@ -28,6 +28,7 @@ from typing import TextIO
 import requests
 
 from ..config import ConfigError, StackConfig
+from ..private_files import write_private
 from ..render import INSTALL_SECRETS, WAIT_READY, Layout, render
 from ..secrets import generate_api_key, secrets_bundle
 from ..smoke.redact import Redactor
@@ -36,7 +37,6 @@ from ..smoke.targets import Credentials
 from ..stackfile import load_stack_config
 from . import API_KEYS_ENV, checks, hostsrv, image, procs, qemu
 from .localconfig import ModelSource, host_ca_certs, local_config, model_source
-from .paths import write_private
 from .progress import Progress, ProvisionFailed, clock, watch
 from .seed import build_seed
 from .ssh import Session, SshError, connect, console_host_keys, known_hosts_line, make_key_pair, ssh_banner
@@ -194,8 +194,7 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
     state.stages = list(rendered.steps)
     hostname = "llmdeploy-" + re.sub(r"[^a-z0-9-]", "-", opts.stack.lower())[:40].strip("-")
     build_seed(state.seed, rendered.user_data, state.instance_id, hostname)
-    (state.dir / "user-data").write_text(rendered.user_data)
-    os.chmod(state.dir / "user-data", 0o600)
+    write_private(state.dir / "user-data", rendered.user_data)
 
     # Boot.
     accel = qemu.choose_accel(img.kernel, opts.accel)
@@ -436,7 +435,7 @@ def status(stack: str, out: TextIO | None = None) -> int:
     print(f"vm:           QEMU pid {state.pids.get('qemu')}, {state.accel.upper()}, {state.vcpus} vCPU, "
           f"{state.memory_mb} MB, created {state.created}", file=out)
     print(f"endpoint:     {state.endpoint}  (model {state.model_name}, TLS {state.tls_mode})", file=out)
-    print(f"ports:        " + ", ".join(f"{g} -> 127.0.0.1:{h}" for g, h in state.ports.items()), file=out)
+    print("ports:        " + ", ".join(f"{g} -> 127.0.0.1:{h}" for g, h in state.ports.items()), file=out)
     for name in PROCESS_NAMES[1:]:
         if name in state.pids:
             alive = procs.alive(state.pids[name], state.markers.get(name, ""))

@@ -31,15 +31,3 @@ def state_root() -> Path:
 
 def vm_dir(stack: str) -> Path:
     return state_root() / stack
-
-
-def write_private(path: Path, data: str | bytes) -> Path:
-    """Write a file only its owner can read (0600 from the first byte, never briefly world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-    return path

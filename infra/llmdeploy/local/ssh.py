@@ -17,8 +17,8 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ..private_files import write_private
 from ..smoke.ssh_checks import ALL_HOST_KEY_ALGORITHMS, HOST_KEY_ALGORITHMS, exec_command
-from .paths import write_private
 
 # paramiko's transport thread logs a traceback for every refused login while the VM boots; the caller
 # reports what matters.

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..private_files import write_private
 from . import paths
 
 STATE_FILE = "state.json"
@@ -98,7 +99,7 @@ class VmState:
             return {}
 
     def save(self) -> None:
-        paths.write_private(self.dir / STATE_FILE, json.dumps(asdict(self), indent=2) + "\n")
+        write_private(self.dir / STATE_FILE, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def load(cls, stack: str) -> "VmState | None":

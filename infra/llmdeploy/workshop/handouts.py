@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import os
 import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,6 +31,7 @@ from typing import Any
 
 import jinja2
 
+from ..private_files import secure_folder, write_private
 from .errors import WorkshopError
 from .handout_template import CSS, PAGE
 from .stackoutputs import AttendeeOutput
@@ -130,24 +130,6 @@ def page_context(a: AttendeeOutput, stack: str, title: str, status: dict[str, An
 
 def render_html(pages: list[dict[str, Any]], title: str, for_print: bool) -> str:
     return _env().from_string(PAGE).render(pages=pages, title=title, css=CSS, for_print=for_print)
-
-
-def secure_folder(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner can read, also when it already existed with wider permissions."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fd = -1
-            fh.write(data)
-    finally:
-        if fd >= 0:
-            os.close(fd)
 
 
 def pdf_renderer() -> Any:
