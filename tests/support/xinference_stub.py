@@ -1,6 +1,7 @@
 """A stand-in for Xinference 4.1's model management API, answering as the real code does (read from the
 xinference-4.1.0 wheel: api/routers/models.py, api/restful_api.py, core/supervisor.py, core/worker.py,
-core/autostart.py, core/launch_history_store.py). Errors are FastAPI's {"detail": ...}.
+core/autostart.py, core/launch_history_store.py). Errors are FastAPI's {"detail": ...}, and JSON is written
+compactly as Starlette's JSONResponse writes it.
 
 Why: Xinference itself is 6 GB with CUDA torch and cannot launch a model here, but llmdeploy's model
 script (register, launch, autostart) and nginx's /healthz must be proven against its behaviour:
@@ -121,6 +122,17 @@ def _normalize_entry(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Handler(StubHandler[XinferenceStub]):
+    def send_json(self, status: int, payload: Any, content_type: str = "application/json") -> None:
+        """Starlette's JSONResponse: compact separators, no spaces (what a grep of the text would see)."""
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+        self.close_connection = True
+
     def _route(self) -> tuple[str, list[str]]:
         path = urlsplit(self.path).path
         return path, [unquote(p) for p in path.strip("/").split("/")]
