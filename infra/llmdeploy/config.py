@@ -26,6 +26,8 @@ OSES = {"ubuntu-22.04": ("Canonical Ubuntu", "22.04"),
         "debian-12": ("Debian", "12")}
 TLS_MODES = ("letsencrypt", "self-signed", "provided")
 VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+# Xinference's model_engine (matched case-insensitively by Xinference) -> the xinference extra that installs it.
+XINFERENCE_BACKEND_EXTRAS = {"vllm": "vllm", "transformers": "transformers", "llama.cpp": "llama_cpp"}
 ENGINE_PORTS = {"ollama": 11434, "xinference": 9997, "vllm": 8000, "llamacpp": 8080}
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -133,6 +135,17 @@ class XinferenceModel:
     quantization: str
     custom_model: Mapping[str, Any] | None
 
+    @property
+    def pip_extra(self) -> str:
+        """The xinference extra that installs this model's backend, and nothing else."""
+        return XINFERENCE_BACKEND_EXTRAS[self.model_engine]
+
+    def autostart_body(self, model_uid: str, n_gpu: int | str) -> dict[str, Any]:
+        """The body of POST /v1/autostart/models: Xinference relaunches `launch` after every restart. The
+        retry settings are Xinference's defaults, spelt out so that a re-run compares them with what it GETs."""
+        return {"enabled": True, "priority": 100, "max_retries": 3, "retry_interval_seconds": 30,
+                "launch": self.launch_body(model_uid, n_gpu)}
+
     def launch_body(self, model_uid: str, n_gpu: int | str) -> dict[str, Any]:
         """The JSON body of POST /v1/models, as RESTfulClient.launch_model sends it."""
         size: Any = self.model_size_in_billions
@@ -179,6 +192,7 @@ class Sources:
     ollama_download_url: str
     ollama_registry_url: str
     xinference_version: str
+    xinference_constraints: str  # comma-separated NAME==VERSION pins of the Xinference backends
     vllm_image: str
     llamacpp_package: str
     hf_endpoint: str
@@ -408,6 +422,11 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
     model_name = r.str("modelName") or _default_model_name(model)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", model_name):
         r.bad("modelName", model_name, "a name of letters, digits and . _ : / - (no spaces)", "my-model")
+    elif engine == "xinference" and not re.fullmatch(r"(?!.*-rep[0-9]+$)[^/]{1,100}", model_name):
+        # The name is Xinference's model_uid: /v1/models/{uid} (the health check) cannot hold a slash, and
+        # Xinference reserves the -rep<N> suffix for replicas.
+        r.bad("modelName", model_name, "an Xinference model uid: at most 100 characters, no /, not ending in "
+              "-rep<number>", "my-model")
     params, bits = _model_size(r, model)
     memory_gbs = r.int("shapeMemoryGbs", 1, 1760)
     if shape_known and not r.failed("engine"):
@@ -494,8 +513,12 @@ def _xinference_model(r: _Reader) -> XinferenceModel:
                   f"a JSON object whose model_name is '{name}' (xinferenceModelName)",
                   "\"$(cat my-model.json)\"")
             custom = None
-    return XinferenceModel(name, r.str("xinferenceModelEngine"), size, r.str("xinferenceModelFormat"),
-                           r.str("xinferenceQuantization"), custom)
+    engine = r.str("xinferenceModelEngine")
+    if engine.lower() not in XINFERENCE_BACKEND_EXTRAS:
+        r.bad("xinferenceModelEngine", engine, "one of " + ", ".join(XINFERENCE_BACKEND_EXTRAS) +
+              " (the backends llmdeploy installs into the conda environment, each with its pinned extra)", "vllm")
+    return XinferenceModel(name, engine.lower() if engine.lower() in XINFERENCE_BACKEND_EXTRAS else "vllm", size,
+                           r.str("xinferenceModelFormat"), r.str("xinferenceQuantization"), custom)
 
 
 def _default_model_name(model: EngineModel) -> str:
@@ -689,11 +712,13 @@ _SOURCE_KEYS = {"apt_mirror_url": "aptMirrorUrl", "pip_index_url": "pipIndexUrl"
                 "conda_channel_url": "condaChannelUrl", "docker_apt_url": "dockerAptUrl",
                 "nvidia_toolkit_apt_url": "nvidiaToolkitAptUrl", "nvidia_toolkit_key_url": "nvidiaToolkitKeyUrl",
                 "ollama_download_url": "ollamaDownloadUrl", "ollama_registry_url": "ollamaRegistryUrl",
-                "xinference_version": "xinferenceVersion", "vllm_image": "vllmImage",
+                "xinference_version": "xinferenceVersion", "xinference_constraints": "xinferenceConstraints",
+                "vllm_image": "vllmImage",
                 "llamacpp_package": "llamacppPackage", "hf_endpoint": "hfEndpoint"}
 _OPTIONAL_SOURCES = ("aptMirrorUrl", "ollamaRegistryUrl")
 _SOURCE_EXAMPLES = {"aptMirrorUrl": "https://mirror.example.org/ubuntu", "ollamaRegistryUrl": "registry.example.org"}
-_NON_URL_SOURCES = ("xinferenceVersion", "vllmImage", "llamacppPackage", "ollamaRegistryUrl")
+_NON_URL_SOURCES = ("xinferenceVersion", "xinferenceConstraints", "vllmImage", "llamacppPackage", "ollamaRegistryUrl")
+_PIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*")
 
 
 def _sources(r: _Reader) -> Sources:
@@ -708,6 +733,12 @@ def _sources(r: _Reader) -> Sources:
         elif re.search(r"[\s'\"`$\\;&|<>]", value):
             r.bad(key, value, "a value without spaces, quotes or shell characters", example)
         values[attr] = value
+    pins = values["xinference_constraints"].split(",")
+    if values["xinference_constraints"] and not r.failed("xinferenceConstraints") and \
+            not all(_PIN_RE.fullmatch(pin) for pin in pins):
+        r.bad("xinferenceConstraints", values["xinference_constraints"],
+              "comma-separated pins NAME==VERSION (a pip constraints file, one pin per backend package)",
+              str(r.decls["xinferenceConstraints"].default))
     return Sources(**values)
 
 

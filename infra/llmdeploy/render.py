@@ -11,16 +11,19 @@ import base64
 import gzip
 import hashlib
 import json
+import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import bcrypt
 import jinja2
 import yaml
 
-from .config import ENGINE_PORTS, StackConfig, VllmModel, XinferenceModel
+from .config import ENGINE_PORTS, OllamaModel, StackConfig, VllmModel, XinferenceModel
 from .declared import PROJECT_ROOT
 
 TEMPLATES = PROJECT_ROOT / "templates"
@@ -32,8 +35,35 @@ WAIT_READY = "/usr/local/sbin/llmdeploy-wait-ready"
 STACK_INFO = "/etc/llmdeploy/stack.json"
 STAGES_DIR = "/var/lib/llmdeploy/stages"
 READY_MARKER = "/var/lib/llmdeploy/ready"
+XINFERENCE_MODELS = "/usr/local/lib/llmdeploy/xinference-models.py"
 
-ENGINE_HEALTH = {"ollama": "/api/version", "xinference": "/status", "vllm": "/health", "llamacpp": "/health"}
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """The engine request behind nginx's /healthz: it succeeds only while the model answers, not merely the
+    engine's process (an Xinference that lost its model still answers /status)."""
+
+    path: str
+    method: str = "GET"
+    body: str = ""
+
+
+def _ollama_health(cfg: StackConfig) -> HealthCheck:
+    # /api/show 404s for a model that is not pulled (routes.go ShowHandler); Ollama loads models on demand.
+    assert isinstance(cfg.model, OllamaModel)
+    return HealthCheck("/api/show", "POST", json.dumps({"model": cfg.model.tag}))
+
+
+ENGINE_HEALTH: dict[str, Callable[[StackConfig], HealthCheck]] = {
+    "ollama": _ollama_health,
+    # 200 once the model is launched; 503 while it launches; 400 for a uid that is not running (4.1's
+    # describe_model), so an Xinference without its model is not healthy.
+    "xinference": lambda cfg: HealthCheck(f"/v1/models/{quote(cfg.model_name, safe='')}"),
+    # One model per server: 200 only once it is loaded.
+    "vllm": lambda cfg: HealthCheck("/health"),
+    "llamacpp": lambda cfg: HealthCheck("/health"),
+}
 ENGINE_ROUTES = {"ollama": ("/v1/", "/api/"), "xinference": ("/v1/",), "vllm": ("/v1/", "/metrics"),
                  "llamacpp": ("/v1/",)}
 assert set(ENGINE_HEALTH) == set(ENGINE_ROUTES) == set(ENGINE_PORTS)
@@ -172,10 +202,12 @@ def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
         "server_name": cfg.domain or "_", "tls": cfg.tls, "auth": cfg.auth, "rate_zones": rate_zones(cfg),
         "sources": cfg.sources, "conda_env": cfg.conda_env, "nvidia_toolkit": cfg.nvidia_toolkit,
         "os_family": cfg.os_family, "admin_user": cfg.admin_user, "layout": layout, "paths": layout.paths,
-        "health_path": ENGINE_HEALTH[cfg.engine], "routes": ENGINE_ROUTES[cfg.engine], "tls_sans": tls_sans(cfg),
+        "health": ENGINE_HEALTH[cfg.engine](cfg), "routes": ENGINE_ROUTES[cfg.engine], "tls_sans": tls_sans(cfg),
         "tensor_parallel": cfg.tensor_parallel_size if isinstance(cfg.model, VllmModel) else 1,
         "apt_suites": _apt_suites(cfg), "apt_components": APT_SUITES[cfg.os][1],
         "steps": step_names(cfg), "steps_dir": STEPS_DIR, "stages_dir": STAGES_DIR,
+        "readiness_timeout_s": cfg.readiness_timeout_minutes * 60,
+        "readiness_timeout_minutes": cfg.readiness_timeout_minutes,
     }
 
 
@@ -201,15 +233,38 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
         files.append(VmFile(f"{FILES_DIR}/certbot-deploy-hook", _render("files/certbot-deploy-hook.j2", ctx),
                             "0755"))
     if isinstance(cfg.model, XinferenceModel):
-        n_gpu: int | str = "auto" if cfg.shape.is_gpu else 0
-        files.append(VmFile(f"{FILES_DIR}/xinference-launch.json",
-                            json.dumps(cfg.model.launch_body(cfg.model_name, n_gpu), indent=2) + "\n"))
-        if cfg.model.custom_model:
-            files.append(VmFile(f"{FILES_DIR}/xinference-register.json",
-                                json.dumps({"model": json.dumps(cfg.model.custom_model), "persist": True},
-                                           indent=2) + "\n"))
+        files += _xinference_files(cfg, cfg.model, ctx)
     if cfg.engine == "llamacpp":
         files.append(VmFile(f"{FILES_DIR}/llamacpp-server.py", _render("files/llamacpp-server.py.j2", ctx), "0755"))
+    return files
+
+
+def xinference_requirements(cfg: StackConfig, model: XinferenceModel) -> tuple[str, str]:
+    """The pip requirement (xinference with only its backend's extra) and the constraints file that pins the
+    backend. `xinference[all]` does not resolve in reasonable time and leaves vLLM unpinned."""
+    requirement = f"xinference[{model.pip_extra}]=={cfg.sources.xinference_version}\n"
+    pins = [f"xinference=={cfg.sources.xinference_version}"]
+    pins += [p for p in cfg.sources.xinference_constraints.split(",") if p]
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==\S+", cfg.sources.llamacpp_package):
+        pins.append(cfg.sources.llamacpp_package)  # xllamacpp, pinned once for both llama.cpp paths
+    return requirement, "".join(f"{p}\n" for p in pins)
+
+
+def _xinference_files(cfg: StackConfig, model: XinferenceModel, ctx: dict[str, Any]) -> list[VmFile]:
+    n_gpu: int | str = "auto" if cfg.shape.is_gpu else 0
+    requirement, constraints = xinference_requirements(cfg, model)
+    files = [
+        VmFile(f"{FILES_DIR}/xinference-launch.json",
+               json.dumps(model.launch_body(cfg.model_name, n_gpu), indent=2) + "\n"),
+        VmFile(f"{FILES_DIR}/xinference-autostart.json",
+               json.dumps(model.autostart_body(cfg.model_name, n_gpu), indent=2) + "\n"),
+        VmFile(f"{FILES_DIR}/xinference-requirements.txt", requirement),
+        VmFile(f"{FILES_DIR}/xinference-constraints.txt", constraints),
+        VmFile(XINFERENCE_MODELS, _render("files/xinference-models.py.j2", ctx), "0755"),
+    ]
+    if model.custom_model:
+        files.append(VmFile(f"{FILES_DIR}/xinference-register.json",
+                            json.dumps({"model": json.dumps(model.custom_model), "persist": True}, indent=2) + "\n"))
     return files
 
 

@@ -3,7 +3,7 @@
 Why a stub: Ollama's server cannot run here (its binary and models download from ollama.com and GitHub,
 which this machine cannot reach), so the smoke test's Ollama dialect is proven against this instead:
 
-- GET /api/version -> {"version": ...} (the rendered site's /healthz target);
+- GET /api/version -> {"version": ...};
 - GET /api/tags -> {"models": [{"name", "model", "modified_at", "size", "digest", "details": {...}}]};
 - POST /api/generate {model, prompt, stream (default true), options.num_predict} -> NDJSON objects
   {"model", "created_at", "response", "done": false}, then a final object with "done": true, "done_reason",
@@ -12,6 +12,8 @@ which this machine cannot reach), so the smoke test's Ollama dialect is proven a
 - POST /api/chat {model, messages, stream, options}: the same, with "message": {"role": "assistant",
   "content": ...} instead of "response";
 - an unknown model -> 404 {"error": "model '...' not found"}; a missing model -> 400 {"error": ...};
+- POST /api/show {model} -> the model's details, 404 {"error": "model '...' not found"} for a model that is not
+  pulled, 400 for a missing body or model (server/routes.go ShowHandler; the rendered site's /healthz target);
 - GET /v1/models: Ollama's OpenAI-compatible list.
 Streams are `application/x-ndjson`, chunked, one object per line.
 """
@@ -61,7 +63,9 @@ class _Handler(StubHandler[OllamaStub]):
     def do_POST(self) -> None:
         body = self.arrive()
         request = self.json_body(body)
-        if self.path not in ("/api/generate", "/api/chat"):
+        if self.path == "/api/show":
+            self._show(body, request)
+        elif self.path not in ("/api/generate", "/api/chat"):
             self.send_json(404, {"error": "404 page not found"}, "text/plain")
         elif request is None:
             self.send_json(400, {"error": "invalid JSON body"})
@@ -71,6 +75,24 @@ class _Handler(StubHandler[OllamaStub]):
             self.send_json(404, {"error": f"model '{request['model']}' not found"})
         else:
             self._generate(request, chat=self.path == "/api/chat")
+
+    def _known(self, name: str) -> bool:
+        return name in (self.state.model, self.state.model.removesuffix(":latest"), f"{self.state.model}:latest")
+
+    def _show(self, body: bytes, request: dict[str, Any] | None) -> None:
+        name = (request or {}).get("model") or (request or {}).get("name")
+        if not body:
+            self.send_json(400, {"error": "missing request body"})
+        elif request is None:
+            self.send_json(400, {"error": "invalid JSON body"})
+        elif not name:
+            self.send_json(400, {"error": "model is required"})
+        elif not self._known(name):
+            self.send_json(404, {"error": f"model '{name}' not found"})
+        else:
+            self.send_json(200, {"license": "", "modelfile": f"FROM {name}\n", "parameters": "", "template": "",
+                                 "details": self._tag()["details"], "model_info": {"general.architecture": "llama"},
+                                 "capabilities": ["completion"], "modified_at": now_iso()})
 
     def _generate(self, request: dict[str, Any], chat: bool) -> None:
         options = request.get("options") if isinstance(request.get("options"), dict) else {}

@@ -7,6 +7,7 @@ streams), configurable to behave like the servers the smoke test must understand
 - `token_delay`: seconds between streamed tokens, without `X-Accel-Buffering` (so a buffering proxy shows);
 - `latency`: seconds before every answer (for concurrency tests), with a shared in-flight `gauge`;
 - `api_key`: refuse requests without `Authorization: Bearer KEY` (401), as an engine with its own key does;
+- `health_status`: what GET /health answers (vLLM and llama.cpp answer 503 until the model is loaded);
 - `echo_auth`: answer GET /v1/models with a 500 whose body repeats the Authorization header, as a careless
   server might (to prove the smoke output redacts what servers echo).
 """
@@ -30,6 +31,7 @@ class OpenAIStub(StubState):
     xinference: bool = False
     api_key: str | None = None
     echo_auth: bool = False
+    health_status: int = 200
 
     @property
     def line_end(self) -> str:
@@ -51,7 +53,7 @@ class _Handler(StubHandler[OpenAIStub]):
     def do_GET(self) -> None:
         self.arrive()
         if self.path == "/health":
-            self.send_json(200, {"status": "ok"})
+            self.send_json(self.state.health_status, {"status": "ok" if self.state.health_status == 200 else "loading"})
         elif self.path == "/status" and self.state.xinference:
             self.send_json(200, {})
         elif not self._authorized():
