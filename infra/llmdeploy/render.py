@@ -22,6 +22,7 @@ import yaml
 
 from .config import ENGINE_PORTS, StackConfig, VllmModel, XinferenceModel
 from .declared import PROJECT_ROOT
+from .nvidia import CUDA_MIN_DRIVER
 
 TEMPLATES = PROJECT_ROOT / "templates"
 STEPS_DIR = "/usr/local/lib/llmdeploy/steps"
@@ -32,6 +33,7 @@ WAIT_READY = "/usr/local/sbin/llmdeploy-wait-ready"
 STACK_INFO = "/etc/llmdeploy/stack.json"
 STAGES_DIR = "/var/lib/llmdeploy/stages"
 READY_MARKER = "/var/lib/llmdeploy/ready"
+LIBEXEC = "/usr/local/lib/llmdeploy"
 
 ENGINE_HEALTH = {"ollama": "/api/version", "xinference": "/status", "vllm": "/health", "llamacpp": "/health"}
 ENGINE_ROUTES = {"ollama": ("/v1/", "/api/"), "xinference": ("/v1/",), "vllm": ("/v1/", "/metrics"),
@@ -132,6 +134,7 @@ def step_names(cfg: StackConfig) -> list[str]:
     """The provisioning steps this config runs, in order; their names are the stage markers."""
     steps = ["10-base"]
     steps += ["20-conda"] if cfg.conda else []
+    steps += ["25-nvidia"] if cfg.gpu else []  # the driver, checked, before Docker's toolkit and the engine
     steps += ["30-docker"] if cfg.docker else []
     steps += ["40-engine", "50-tls", "60-nginx"]
     steps += ["70-acme"] if cfg.tls.mode == "letsencrypt" else []
@@ -176,6 +179,7 @@ def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
         "tensor_parallel": cfg.tensor_parallel_size if isinstance(cfg.model, VllmModel) else 1,
         "apt_suites": _apt_suites(cfg), "apt_components": APT_SUITES[cfg.os][1],
         "steps": step_names(cfg), "steps_dir": STEPS_DIR, "stages_dir": STAGES_DIR,
+        "nvidia_branch": cfg.nvidia_driver_branch, "cuda_min_driver": CUDA_MIN_DRIVER, "gpu": cfg.gpu,
     }
 
 
@@ -208,6 +212,14 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
             files.append(VmFile(f"{FILES_DIR}/xinference-register.json",
                                 json.dumps({"model": json.dumps(cfg.model.custom_model), "persist": True},
                                            indent=2) + "\n"))
+    if cfg.gpu:
+        files.append(VmFile(f"{FILES_DIR}/nvidia-unattended-upgrades",
+                            _render("files/nvidia-unattended-upgrades.j2", ctx)))
+    if cfg.engine == "ollama" and cfg.gpu:
+        files.append(VmFile(f"{LIBEXEC}/ollama-gpu-check", _render("files/ollama-gpu-check.sh.j2", ctx), "0755"))
+    if cfg.engine == "vllm":
+        files += [VmFile(f"{LIBEXEC}/vllm-cuda-check", _render("files/vllm-cuda-check.sh.j2", ctx), "0755"),
+                  VmFile(f"{LIBEXEC}/vllm-log-cause", _render("files/vllm-log-cause.sh.j2", ctx), "0755")]
     if cfg.engine == "llamacpp":
         files.append(VmFile(f"{FILES_DIR}/llamacpp-server.py", _render("files/llamacpp-server.py.j2", ctx), "0755"))
     return files
