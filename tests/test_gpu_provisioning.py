@@ -15,12 +15,13 @@ import pytest
 
 from conftest import EXAMPLE_STACKS, ROOT, minimal_raw
 from llmdeploy.config import parse
-from llmdeploy.render import FILES_DIR, LIBEXEC, STEPS_DIR, Rendered, render
+from llmdeploy.render import FILES_DIR, STEPS_DIR, Rendered, render
 from llmdeploy.stackfile import read_stack
 from support.ollama_stub import ollama_stub
 from support.vmroot import VmRoot, vm_root
 
 FAKEBIN = "/usr/local/lib/llmdeploy/fakebin"
+LIBEXEC = "/usr/local/lib/llmdeploy"  # where the helper scripts are installed
 PATH = f"PATH={FAKEBIN}:$PATH "
 
 
