@@ -103,7 +103,8 @@ def run_driver_step(vm: VmRoot, tmp_path: Path, **overrides: object) -> subproce
     for d in etc.values():
         d.mkdir()
     mounts = " && ".join(f"mount --bind {local} {d}" for d, local in etc.items())
-    result = vm.run(f"{mounts} && {PATH} bash {STEPS_DIR}/25-nvidia.sh")
+    # ... and a private /tmp (last: the folders above live under the real one).
+    result = vm.run(f"{mounts} && mount -t tmpfs tmpfs /tmp && {PATH} bash {STEPS_DIR}/25-nvidia.sh")
     result.etc = etc  # type: ignore[attr-defined]
     return result
 
