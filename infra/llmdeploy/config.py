@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from . import models, nvidia
 from .declared import Declaration, declarations
 from .shapes import SHAPES, Shape, required_memory_gb, smallest_gpu_shape_for
 
@@ -245,6 +246,7 @@ class StackConfig:
     conda_env: str
     docker: bool
     nvidia_toolkit: bool
+    nvidia_driver_branch: int
     engine: str
     model: EngineModel
     model_name: str
@@ -443,13 +445,17 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
     conda = r.bool("installConda") or engine == "xinference"
     docker = r.bool("installDocker") or engine == "vllm"
     sources = _sources(r)
+    driver_branch = r.int("nvidiaDriverBranch", 450, 999)
+    if isinstance(model, VllmModel) and shape_known and not r.failed("vllmModel"):
+        _check_vllm(r, model, shape, target, driver_branch, sources.vllm_image)
     cfg = StackConfig(
         stack=stack, target=target, compartment_id=compartment,
         availability_domain=r.str("availabilityDomain"), shape=shape,
         shape_ocpus=r.int("shapeOcpus", 1, 114), shape_memory_gbs=memory_gbs,
         boot_volume_gbs=r.int("bootVolumeGbs", 50, 32768), os=os_name, admin_user=admin,
         ssh_public_keys=keys, conda=conda, conda_env=_conda_env(r), docker=docker,
-        nvidia_toolkit=docker and shape.is_gpu and target != "local", engine=engine, model=model, model_name=model_name,
+        nvidia_toolkit=docker and shape.is_gpu and target != "local", nvidia_driver_branch=driver_branch,
+        engine=engine, model=model, model_name=model_name,
         params_billions=params, quant_bits=bits, hf_token=r.secret("hfToken"),
         domain=domain, dns_zone=r.str("dnsZone"), tls=tls, auth=auth, tags=_tags(r),
         expires_at=_expires_at(r), extra_ca_certs=_ca_certs(r), image_id=_image_id(r), ssh_allowed_cidrs=_cidrs(r),
@@ -486,6 +492,10 @@ def _engine_model(r: _Reader, engine: str, shape: Shape) -> EngineModel:
         if tp and shape.is_gpu and tp > shape.gpus:
             r.bad("vllmTensorParallelSize", tp, f"at most the GPU count of {shape.name} ({shape.gpus}), or 0",
                   "0")
+        elif tp > 1 and not shape.is_gpu:
+            # vLLM's CPU build splits tensor parallel over NUMA nodes and refuses more ranks than it has.
+            r.bad("vllmTensorParallelSize", tp, f"0 or 1 on the CPU shape {shape.name} (vLLM's CPU build refuses "
+                  "tensor parallel > 1 without as many NUMA nodes)", "1")
         return VllmModel(hf_id, r.choice("vllmDtype", VLLM_DTYPES), r.int("vllmMaxModelLen", 256, 1_048_576), tp)
     url = r.str("llamacppModelUrl")
     if not re.fullmatch(r"https?://\S+\.gguf(\?\S*)?", url):
@@ -578,6 +588,37 @@ def _bits_from_model(model: EngineModel) -> int:
     name = model.hf_id.lower()
     return 4 if any(m in name for m in ("awq", "gptq", "int4", "4bit")) else 8 if any(
         m in name for m in ("fp8", "int8", "w8a8")) else 16
+
+
+def _check_vllm(r: _Reader, model: VllmModel, shape: Shape, target: str, branch: int, image: str) -> None:
+    """What vLLM itself would refuse at start, refused here first: a tensor-parallel size that does not divide
+    the model's attention heads, a --max-model-len beyond its context, an image whose CUDA the driver lacks."""
+    known = models.facts(model.hf_id)
+    tp = model.tensor_parallel_size or max(shape.gpus, 1)
+    sizes = models.tensor_parallel_sizes(known, shape.gpus) if known else []
+    if known and tp not in sizes and not r.failed("vllmTensorParallelSize"):
+        shown = tp if model.tensor_parallel_size else f"0 (the GPU count of {shape.name}, {tp})"
+        r.problems.append(Problem(
+            "vllmTensorParallelSize", shown,
+            f"a tensor-parallel size that vLLM accepts for {model.hf_id} ({known.attention_heads} attention heads, "
+            f"{known.kv_heads} KV heads): one of {', '.join(map(str, sizes))} on {shape.name}",
+            set_cmd("vllmTensorParallelSize", str(max(sizes)))))
+    if known and model.max_model_len > known.context_length and not r.failed("vllmMaxModelLen"):
+        r.bad("vllmMaxModelLen", model.max_model_len,
+              f"at most {known.context_length}, the context length of {model.hf_id} (max_position_embeddings in its "
+              "config.json; vLLM refuses to start with a longer one)", str(known.context_length))
+    cuda = nvidia.vllm_image_cuda(image)
+    need = nvidia.min_branch(cuda) if cuda else None
+    if target == "vm" and shape.is_gpu and need and branch < need and not r.failed("nvidiaDriverBranch"):
+        assert cuda is not None
+        older = nvidia.newest_cuda(branch)
+        other = f", or a vllmImage built for CUDA {nvidia.cuda_text(older)} or older" if older else ""
+        r.problems.append(Problem(
+            "nvidiaDriverBranch", branch,
+            f"at least {need}: vllmImage {image} is built for CUDA {nvidia.cuda_text(cuda)}, which needs NVIDIA "
+            f"driver {nvidia.CUDA_MIN_DRIVER[cuda]} or newer; branch {branch} supports CUDA up to "
+            f"{nvidia.cuda_text(older) if older else 'an older release'}",
+            set_cmd("nvidiaDriverBranch", str(need)) + other))
 
 
 def _check_engine_shape(r: _Reader, engine: str, shape: Shape, target: str) -> None:

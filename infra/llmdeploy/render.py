@@ -25,6 +25,7 @@ import yaml
 
 from .config import ENGINE_PORTS, OllamaModel, StackConfig, VllmModel, XinferenceModel
 from .declared import PROJECT_ROOT
+from .nvidia import CUDA_MIN_DRIVER
 
 TEMPLATES = PROJECT_ROOT / "templates"
 STEPS_DIR = "/usr/local/lib/llmdeploy/steps"
@@ -35,7 +36,8 @@ WAIT_READY = "/usr/local/sbin/llmdeploy-wait-ready"
 STACK_INFO = "/etc/llmdeploy/stack.json"
 STAGES_DIR = "/var/lib/llmdeploy/stages"
 READY_MARKER = "/var/lib/llmdeploy/ready"
-XINFERENCE_MODELS = "/usr/local/lib/llmdeploy/xinference-models.py"
+LIBEXEC = "/usr/local/lib/llmdeploy"
+XINFERENCE_MODELS = f"{LIBEXEC}/xinference-models.py"
 
 
 
@@ -162,6 +164,7 @@ def step_names(cfg: StackConfig) -> list[str]:
     """The provisioning steps this config runs, in order; their names are the stage markers."""
     steps = ["10-base"]
     steps += ["20-conda"] if cfg.conda else []
+    steps += ["25-nvidia"] if cfg.gpu else []  # the driver, checked, before Docker's toolkit and the engine
     steps += ["30-docker"] if cfg.docker else []
     steps += ["40-engine", "50-tls", "60-nginx"]
     steps += ["70-acme"] if cfg.tls.mode == "letsencrypt" else []
@@ -208,6 +211,7 @@ def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
         "steps": step_names(cfg), "steps_dir": STEPS_DIR, "stages_dir": STAGES_DIR,
         "readiness_timeout_s": cfg.readiness_timeout_minutes * 60,
         "readiness_timeout_minutes": cfg.readiness_timeout_minutes,
+        "nvidia_branch": cfg.nvidia_driver_branch, "cuda_min_driver": CUDA_MIN_DRIVER, "gpu": cfg.gpu,
     }
 
 
@@ -234,6 +238,14 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
                             "0755"))
     if isinstance(cfg.model, XinferenceModel):
         files += _xinference_files(cfg, cfg.model, ctx)
+    if cfg.gpu:
+        files.append(VmFile(f"{FILES_DIR}/nvidia-unattended-upgrades",
+                            _render("files/nvidia-unattended-upgrades.j2", ctx)))
+    if cfg.engine == "ollama" and cfg.gpu:
+        files.append(VmFile(f"{LIBEXEC}/ollama-gpu-check", _render("files/ollama-gpu-check.sh.j2", ctx), "0755"))
+    if cfg.engine == "vllm":
+        files += [VmFile(f"{LIBEXEC}/vllm-cuda-check", _render("files/vllm-cuda-check.sh.j2", ctx), "0755"),
+                  VmFile(f"{LIBEXEC}/vllm-log-cause", _render("files/vllm-log-cause.sh.j2", ctx), "0755")]
     if cfg.engine == "llamacpp":
         files.append(VmFile(f"{FILES_DIR}/llamacpp-server.py", _render("files/llamacpp-server.py.j2", ctx), "0755"))
     return files

@@ -14,7 +14,12 @@ which this machine cannot reach), so the smoke test's Ollama dialect is proven a
 - an unknown model -> 404 {"error": "model '...' not found"}; a missing model -> 400 {"error": ...};
 - POST /api/show {model} -> the model's details, 404 {"error": "model '...' not found"} for a model that is not
   pulled, 400 for a missing body or model (server/routes.go ShowHandler; the rendered site's /healthz target);
-- GET /v1/models: Ollama's OpenAI-compatible list.
+- GET /v1/models: Ollama's OpenAI-compatible list;
+- POST /api/generate with an empty prompt loads the model and answers {"model", "created_at", "response": "",
+  "done": true, "done_reason": "load"} (server/routes.go GenerateHandler);
+- GET /api/ps -> {"models": [{"name", "model", "size", "digest", "details", "expires_at", "size_vram",
+  "context_length"}]} for the loaded models (api/types.go ProcessModelResponse); size_vram is the part in GPU
+  memory (`ollama ps` prints the ratio as "100% GPU"; 0 when Ollama fell back to the CPU).
 Streams are `application/x-ndjson`, chunked, one object per line.
 """
 from __future__ import annotations
@@ -32,9 +37,14 @@ MODEL = "llama3.1:8b"
 VERSION = "0.12.6"
 
 
+MODEL_BYTES = 6654289920  # llama3.1:8b Q4_K_M loaded with a 4096-token context
+
+
 @dataclass
 class OllamaStub(StubState):
     model: str = MODEL
+    vram_fraction: float = 1.0  # how much of a loaded model is in GPU memory (0: Ollama runs it on the CPU)
+    loaded: bool = False
 
 
 def token_text(index: int) -> str:
@@ -48,6 +58,8 @@ class _Handler(StubHandler[OllamaStub]):
             self.send_json(200, {"version": VERSION})
         elif self.path == "/api/tags":
             self.send_json(200, {"models": [self._tag()]})
+        elif self.path == "/api/ps":
+            self.send_json(200, {"models": [self._running()] if self.state.loaded else []})
         elif self.path == "/v1/models":
             self.send_json(200, {"object": "list", "data": [
                 {"id": self.state.model, "object": "model", "created": int(time.time()), "owned_by": "library"}]})
@@ -59,6 +71,12 @@ class _Handler(StubHandler[OllamaStub]):
                 "digest": "46e0c10c039e019119339687c3c1757cc81b9da49709a3b3924863ba87ca666e",
                 "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
                             "parameter_size": "8.0B", "quantization_level": "Q4_K_M"}}
+
+    def _running(self) -> dict[str, Any]:
+        tag = self._tag()
+        return {"name": tag["name"], "model": tag["model"], "size": MODEL_BYTES, "digest": tag["digest"],
+                "details": tag["details"], "expires_at": "2026-12-01T18:05:00.000000000Z",
+                "size_vram": int(MODEL_BYTES * self.state.vram_fraction), "context_length": 4096}
 
     def do_POST(self) -> None:
         body = self.arrive()
@@ -73,7 +91,12 @@ class _Handler(StubHandler[OllamaStub]):
             self.send_json(400, {"error": "model is required"})
         elif request["model"] not in (self.state.model, self.state.model.removesuffix(":latest")):
             self.send_json(404, {"error": f"model '{request['model']}' not found"})
+        elif self.path == "/api/generate" and request.get("prompt", "") == "":
+            self.state.loaded = True
+            self.send_json(200, {"model": request["model"], "created_at": now_iso(), "response": "", "done": True,
+                                 "done_reason": "load"})
         else:
+            self.state.loaded = True
             self._generate(request, chat=self.path == "/api/chat")
 
     def _known(self, name: str) -> bool:

@@ -3,12 +3,17 @@ record everything: each resource with its type, inputs, parent and dependencies,
 stack output with whether it is secret.
 
 The invoke mocks answer as OCI's API would and refuse what OCI would refuse (a missing compartment).
+getImages answers from a catalogue of real OCI platform image names, filtered as the service and the provider
+do: by operating system and version, by shape compatibility (aarch64 builds run on Ampere shapes only, the GPU
+builds on GPU shapes only), by the provider's `filters` (a regex matches anywhere in the value unless anchored,
+as Go's regexp.MatchString does), sorted by TIMECREATED or DISPLAYNAME.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import re
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +59,85 @@ class Run:
         return next(r for r in self.resources if r.urn == urn)
 
 
+@dataclass(frozen=True)
+class PlatformImage:
+    display_name: str
+    operating_system: str
+    operating_system_version: str
+    time_created: str
+    arch: str = "x86_64"  # aarch64 builds run on Ampere (A1, A2, A4) shapes only
+    gpu_only: bool = False  # Oracle Linux's GPU builds run on GPU shapes only
+
+    @property
+    def id(self) -> str:
+        return "ocid1.image.oc1.eu-frankfurt-1." + self.display_name.lower().replace(".", "-")
+
+    def runs_on(self, shape: str) -> bool:
+        ampere = bool(re.search(r"\.Standard\.A[0-9]+\.", shape))  # VM.Standard.A1.Flex, not BM.GPU.A10.4
+        return (self.arch == "aarch64") == ampere and (not self.gpu_only or ".GPU" in shape)
+
+    def wire(self) -> dict[str, Any]:
+        return {"id": self.id, "displayName": self.display_name, "operatingSystem": self.operating_system,
+                "operatingSystemVersion": self.operating_system_version, "timeCreated": self.time_created,
+                "state": "AVAILABLE", "launchMode": "PARAVIRTUALIZED"}
+
+
+def _ubuntu(version: str, build: str, created: str, arch: str = "x86_64") -> PlatformImage:
+    return PlatformImage(f"Canonical-Ubuntu-{version}-{build}", "Canonical Ubuntu", version, created, arch)
+
+
+# Names as OCI's image list shows them. The Minimal and aarch64 builds are newer than the plain ones on purpose:
+# a lookup that does not filter them out picks them.
+PLATFORM_IMAGES: tuple[PlatformImage, ...] = (
+    _ubuntu("22.04", "2025.07.23-0", "2025-07-25T10:12:01.000Z"),
+    _ubuntu("22.04", "2025.10.31-0", "2025-11-03T09:40:12.000Z"),
+    _ubuntu("22.04", "Minimal-2025.11.05-0", "2025-11-06T08:02:44.000Z"),
+    _ubuntu("22.04", "Minimal-2025.07.23-0", "2025-07-25T11:00:00.000Z"),
+    _ubuntu("22.04", "aarch64-2025.11.06-0", "2025-11-07T07:30:00.000Z", "aarch64"),
+    _ubuntu("24.04", "2025.06.30-0", "2025-07-02T12:00:00.000Z"),
+    _ubuntu("24.04", "2025.10.31-0", "2025-11-03T09:55:31.000Z"),
+    _ubuntu("24.04", "Minimal-2025.11.05-0", "2025-11-06T08:15:00.000Z"),
+    _ubuntu("24.04", "Minimal-aarch64-2025.11.05-0", "2025-11-06T08:20:00.000Z", "aarch64"),
+    _ubuntu("24.04", "aarch64-2025.11.06-0", "2025-11-07T07:45:00.000Z", "aarch64"),
+    PlatformImage("Oracle-Linux-8.10-2025.10.31-0", "Oracle Linux", "8", "2025-11-02T10:00:00.000Z"),
+    PlatformImage("Oracle-Linux-8.10-Gen2-GPU-2025.10.31-0", "Oracle Linux", "8", "2025-11-02T11:00:00.000Z",
+                  gpu_only=True),
+    PlatformImage("Oracle-Linux-8.10-Gen2-GPU-2025.07.21-0", "Oracle Linux", "8", "2025-07-23T11:00:00.000Z",
+                  gpu_only=True),
+    PlatformImage("Oracle-Linux-9.6-2025.10.31-0", "Oracle Linux", "9", "2025-11-02T10:30:00.000Z"),
+    PlatformImage("Oracle-Linux-9.6-aarch64-2025.10.31-0", "Oracle Linux", "9", "2025-11-02T10:45:00.000Z",
+                  "aarch64"),
+)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _passes(image: dict[str, Any], filters: list[dict[str, Any]]) -> bool:
+    """The provider's data-source filters: every filter must match; a filter matches when the named field equals
+    one of its values, or with regex, when one of them matches somewhere in it (Go's MatchString)."""
+    for f in filters:
+        value = str(image.get(_camel(f["name"]), ""))
+        values = [str(v) for v in f.get("values") or []]
+        if not any(re.search(v, value) if f.get("regex") else v == value for v in values):
+            return False
+    return True
+
+
+def list_images(catalogue: tuple[PlatformImage, ...], args: dict[str, Any]) -> list[dict[str, Any]]:
+    """ListImages as the service answers it, then the provider's filters."""
+    found = [i for i in catalogue
+             if (not args.get("operatingSystem") or i.operating_system == args["operatingSystem"])
+             and (not args.get("operatingSystemVersion") or i.operating_system_version == args["operatingSystemVersion"])
+             and (not args.get("shape") or i.runs_on(args["shape"]))
+             and (not args.get("displayName") or i.display_name == args["displayName"])]
+    key = "displayName" if args.get("sortBy") == "DISPLAYNAME" else "timeCreated"
+    wired = sorted((i.wire() for i in found), key=lambda w: w[key], reverse=args.get("sortOrder", "DESC") == "DESC")
+    return [w for w in wired if _passes(w, args.get("filters") or [])]
+
+
 def unwrap(value: Any) -> Any:
     """A secret input arrives wrapped in the secret envelope: return what is inside."""
     if isinstance(value, dict) and SECRET_SIG in value:
@@ -70,9 +154,10 @@ def is_secret(value: Any) -> bool:
 
 
 class OciMocks(pulumi.runtime.Mocks):
-    def __init__(self) -> None:
+    def __init__(self, images: tuple[PlatformImage, ...] = PLATFORM_IMAGES) -> None:
         self.resources: list[Registered] = []
         self.invokes: list[tuple[str, dict[str, Any]]] = []
+        self.images = images  # the region's platform images
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
@@ -98,10 +183,7 @@ class OciMocks(pulumi.runtime.Mocks):
             return {"availabilityDomains": [{"name": "Uocm:EU-FRANKFURT-1-AD-1", "id": "ad1",
                                              "compartmentId": compartment}]}
         if args.token == "oci:Core/getImages:getImages":
-            gpu = any(f.get("name") == "display_name" for f in args.args.get("filters") or [])
-            name = f"Canonical-Ubuntu-22.04-{'Gen2-GPU-' if gpu else ''}2026.10.01-0"
-            return {"images": [{"id": "ocid1.image.oc1..newest", "displayName": name,
-                                "operatingSystem": args.args.get("operatingSystem")}]}
+            return {"images": list_images(self.images, dict(args.args))}
         if args.token == "oci:Core/getVnicAttachments:getVnicAttachments":
             return {"vnicAttachments": [{"vnicId": "ocid1.vnic.oc1..vnic", "instanceId": args.args.get("instanceId")}]}
         if args.token == "oci:Core/getPrivateIps:getPrivateIps":
@@ -143,9 +225,10 @@ def config_map(values: dict[str, Any]) -> dict[str, str]:
 LAST_MOCKS: OciMocks | None = None  # what the last run registered, also when it raised
 
 
-def run_program(main: Path, values: dict[str, Any], stack: str = "test", secret_keys: tuple[str, ...] = ()) -> Run:
+def run_program(main: Path, values: dict[str, Any], stack: str = "test", secret_keys: tuple[str, ...] = (),
+                images: tuple[PlatformImage, ...] = PLATFORM_IMAGES) -> Run:
     global LAST_MOCKS
-    mocks = LAST_MOCKS = OciMocks()
+    mocks = LAST_MOCKS = OciMocks(images)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(config_map(values), secret_keys=[f"{PROJECT}:{k}" for k in secret_keys])

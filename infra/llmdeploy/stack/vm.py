@@ -22,22 +22,35 @@ def availability_domain(cfg: StackConfig) -> pulumi.Input[str]:
     return domains.availability_domains.apply(lambda ads: ads[0].name)
 
 
+# OCI's plain platform images are named <OS>-<version>-<date>-<build> (Canonical-Ubuntu-22.04-2025.10.31-0); the
+# Minimal, aarch64 and GPU builds add a word after the version. OCI builds GPU images of Oracle Linux only, so on
+# every shape llmdeploy boots the plain image and installs NVIDIA's driver itself (step 25-nvidia).
+PLATFORM_IMAGE_PREFIX = {"ubuntu-22.04": "Canonical-Ubuntu-22.04", "ubuntu-24.04": "Canonical-Ubuntu-24.04",
+                         "debian-12": "Debian-12"}
+
+
+def plain_image_regex(os_key: str) -> str:
+    """The display name of the OS's plain platform image, anchored: the provider's regex filter matches anywhere."""
+    # Only dots need escaping; Go's RE2 (the provider) and Python read this the same way.
+    return "^" + PLATFORM_IMAGE_PREFIX[os_key].replace(".", r"\.") + r"-[0-9]{4}\.[0-9]{2}\.[0-9]{2}-[0-9]+$"
+
+
 def image_id(cfg: StackConfig) -> pulumi.Input[str]:
-    """The image from config, or the newest platform image for the OS and shape (on GPU shapes, the
-    build with NVIDIA's driver, whose name says GPU)."""
+    """The image from config, or the newest plain platform image of the OS that runs on the shape."""
     if cfg.image_id:
         return cfg.image_id
     os_name, os_version = OSES[cfg.os]
-    filters = [core.GetImagesFilterArgs(name="display_name", values=[".*GPU.*"], regex=True)] \
-        if cfg.shape.is_gpu else None
+    filters = [core.GetImagesFilterArgs(name="display_name", values=[plain_image_regex(cfg.os)], regex=True)]
     images = core.get_images_output(compartment_id=cfg.compartment_id, operating_system=os_name,
                                     operating_system_version=os_version, shape=cfg.shape.name,
                                     sort_by="TIMECREATED", sort_order="DESC", filters=filters)
 
     def newest(found: list[core.outputs.GetImagesImageResult]) -> str:
         if not found:
-            raise ValueError(f"no {os_name} {os_version} platform image for {cfg.shape.name} in this region; "
-                             f"pick another os or set imageId (pulumi config set imageId ocid1.image...)")
+            raise ValueError(f"no {os_name} {os_version} platform image (named {PLATFORM_IMAGE_PREFIX[cfg.os]}-<date>-<n>, "
+                             f"not Minimal or aarch64) runs on {cfg.shape.name} in this region; pick another os "
+                             f"(pulumi config set os ubuntu-22.04) or set an image "
+                             f"(pulumi config set imageId ocid1.image...)")
         return found[0].id
 
     return images.images.apply(newest)
