@@ -631,6 +631,11 @@ def _auth(r: _Reader) -> Auth:
     return Auth(tuple(keys), tuple(users), passwords, rate, r.int("rateLimitBurst", 0, 10_000))
 
 
+def is_rate(text: str) -> bool:
+    """An nginx limit_req rate, such as 10r/s or 30r/m."""
+    return bool(_RATE_RE.match(text))
+
+
 def _api_key(entry: str, default_rate: str) -> ApiKey | None:
     """`NAME[:RATE][:admin]` as an ApiKey, or None when the entry is not of that form."""
     name, *flags = entry.split(":")
