@@ -44,8 +44,10 @@ def test_the_smoke_test_needs_only_an_ordinary_key(engine: str) -> None:
             assert routes.is_inference(call.method, call.path), f"{engine}: smoke's {call.method} {call.path}"
 
 
-def test_locations_are_the_prefixes_then_each_route_outside_them() -> None:
+def test_locations_are_the_prefixes_then_one_for_the_routes_outside_them() -> None:
     assert ENGINE_ROUTES["ollama"].locations == ("/v1/", "/api/")
-    llama = ENGINE_ROUTES["llamacpp"].locations
-    assert llama[0] == "/v1/" and {"= /slots", "/slots/", "= /props", "= /lora-adapters", "= /metrics"} <= set(llama)
-    assert "= /sleep" in ENGINE_ROUTES["vllm"].locations and "= /v1/load_lora_adapter" not in ENGINE_ROUTES["vllm"].locations
+    llama = ENGINE_ROUTES["llamacpp"]
+    assert llama.locations[0] == "/v1/" and llama.locations[1].startswith('~ "^(?:/tokenize|')
+    assert all(llama.is_proxied(p) for p in ("/slots", "/slots/0", "/props", "/lora-adapters", "/metrics"))
+    assert not any(llama.is_proxied(p) for p in ("/slots/0/x", "/propsx", "/health", "/completion"))
+    assert ENGINE_ROUTES["vllm"].is_proxied("/sleep") and not ENGINE_ROUTES["vllm"].is_proxied("/sleepy")

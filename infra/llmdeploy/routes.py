@@ -29,11 +29,12 @@ class Route:
     path: str  # "{name}" stands for one path segment
     what: str
 
+    def path_regex(self) -> str:
+        return "[^/]+".join(re.escape(p) for p in _PARAM.split(self.path))
+
     def regex(self) -> str:
         """`METHOD PATH` as a PCRE (nginx map) and Python regex, anchored."""
-        parts = _PARAM.split(self.path)
-        path = "[^/]+".join(re.escape(p) for p in parts)
-        return f"^(?:{'|'.join(self.methods)}) {path}$"
+        return f"^(?:{'|'.join(self.methods)}) {self.path_regex()}$"
 
     def example(self) -> str:
         """A concrete path that the route matches, for tests and docs."""
@@ -53,21 +54,19 @@ class EngineRoutes:
 
     @property
     def locations(self) -> tuple[str, ...]:
-        """nginx locations proxied to the engine: the prefixes, then each listed route outside them (exact, or
-        the prefix up to its first parameter)."""
-        extra: list[str] = []
-        for route in self.inference + self.management:
-            head = _PARAM.split(route.path)[0]
-            location = head if head != route.path else f"= {route.path}"
-            if not self.under_prefix(route.path) and location not in extra:
-                extra.append(location)
-        return self.prefixes + tuple(extra)
+        """nginx locations proxied to the engine: the prefixes, then one regex location for the listed routes
+        outside them (vLLM's /sleep, llama.cpp's /slots/{id_slot}, ...)."""
+        return self.prefixes + ((f'~ "{self.outside_regex()}"',) if self.outside_regex() else ())
+
+    def outside_regex(self) -> str:
+        paths = [r.path_regex() for r in self.inference + self.management if not self.under_prefix(r.path)]
+        return f"^(?:{'|'.join(dict.fromkeys(paths))})$" if paths else ""
 
     def under_prefix(self, path: str) -> bool:
         return any(path.startswith(p) for p in self.prefixes)
 
     def is_proxied(self, path: str) -> bool:
-        return any(path == loc[2:] if loc.startswith("= ") else path.startswith(loc) for loc in self.locations)
+        return self.under_prefix(path) or bool(self.outside_regex() and re.fullmatch(self.outside_regex(), path))
 
     def is_inference(self, method: str, path: str) -> bool:
         return any(re.fullmatch(r.regex(), f"{method} {path}") for r in self.inference)
