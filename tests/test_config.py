@@ -305,14 +305,21 @@ def test_provided_tls_with_pems_passes() -> None:
 
 # ---- auth --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("bad", ["Bad Name", "alice:30r/h", "alice:fast", "9lives", "Alice"])
+API_KEY_FORMS = "NAME, NAME:RATE, NAME:admin or NAME:RATE:admin"
+
+
+@pytest.mark.parametrize("bad", ["Bad Name", "alice:30r/h", "alice:fast", "9lives", "Alice",
+                                 "alice:admin:30r/m", "alice:Admin", "alice::admin", "alice:admin:admin",
+                                 "alice:30r/m:30r/m", ":admin"])
 def test_bad_api_key_entry(bad: str) -> None:
-    line = problem_line(config_error(apiKeys=["default", bad]), "apiKeys", f"got {bad!r}", "NAME or NAME:RATE")
+    line = problem_line(config_error(apiKeys=["default", bad]), "apiKeys", f"got {bad!r}", API_KEY_FORMS)
+    assert "the key may also manage the engine" in line
     assert "pulumi config set --path 'apiKeys[0]' alice:30r/m" in line
 
 
 @pytest.mark.parametrize("key, names", [
     ("apiKeys", ["alice", "bob", "alice:30r/m"]),   # the same name with and without its own rate
+    ("apiKeys", ["alice", "alice:admin"]),          # or with and without admin
     ("basicAuthUsers", ["carol", "carol"]),
 ])
 def test_duplicate_names(key: str, names: list[str]) -> None:
@@ -327,6 +334,15 @@ def test_duplicate_names(key: str, names: list[str]) -> None:
 def test_api_key_rates() -> None:
     auth = parse(raw(apiKeys=["default", "ci:60r/m"], rateLimit="5r/s")).auth
     assert [(k.name, k.rate) for k in auth.api_keys] == [("default", "5r/s"), ("ci", "60r/m")]
+
+
+def test_api_keys_marked_admin_keep_their_rate_and_others_stay_ordinary() -> None:
+    """NAME and NAME:RATE (the old forms) are ordinary keys; :admin at the end marks an admin key."""
+    auth = parse(raw(apiKeys=["default", "ci:60r/m", "ops:admin", "teacher:30r/m:admin", "admin"],
+                     rateLimit="5r/s")).auth
+    assert [(k.name, k.rate, k.admin) for k in auth.api_keys] == [
+        ("default", "5r/s", False), ("ci", "60r/m", False), ("ops", "5r/s", True), ("teacher", "30r/m", True),
+        ("admin", "5r/s", False)]  # a key merely named admin is not one
 
 
 @pytest.mark.parametrize("bad", ["10/s", "10r/h", "0r/s", "fast"])
@@ -634,7 +650,7 @@ def test_prefix_of_an_accepted_value_suggests_it() -> None:
 
 
 def test_api_key_with_an_empty_rate_is_refused() -> None:
-    problem_line(config_error(apiKeys=["alice:"]), "apiKeys", "NAME or NAME:RATE")
+    problem_line(config_error(apiKeys=["alice:"]), "apiKeys", API_KEY_FORMS)
 
 
 def test_integer_strings_and_floats_are_treated_alike() -> None:

@@ -5,12 +5,17 @@ from __future__ import annotations
 from conftest import ROOT, minimal_raw
 from llmdeploy.config import parse
 from llmdeploy.declared import declarations, project_name
-from llmdeploy.docs import config_table, readme_table
+from llmdeploy.docs import ROUTES_END, ROUTES_START, config_table, readme_table, route_table
 
 
 def test_readme_config_table_matches_pulumi_yaml() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert readme_table(readme) == config_table(ROOT), "run: llmdeploy config-table --update-readme"
+
+
+def test_readme_route_table_matches_routes_py() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme_table(readme, ROUTES_START, ROUTES_END) == route_table(), "run: llmdeploy route-table --update-readme"
 
 
 def test_every_declared_key_has_type_description_and_default() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import re
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,33 @@ def test_shared_layout_gives_each_attendee_a_key_and_a_rate_on_an_assigned_endpo
     ep1 = user_data(next(r for r in run.of_type("oci:Core/instance:Instance") if "ep1" in r.name))
     assert "rate=5r/m;" in ep1 and "a3 a3;" in ep1  # a3's own rate, in its own zone
     assert all(is_secret(r.inputs["stdin"]) for r in run.of_type("command:remote:Command"))
+
+
+def key_names(run: Run, endpoint: str) -> dict[str, str]:
+    """The key map delivered to an endpoint: key value -> key name."""
+    ready = next(r for r in run.of_type("command:remote:Command") if r.name.split("-")[2] == endpoint)
+    tar = tarfile.open(fileobj=io.BytesIO(base64.b64decode(unwrap(ready.inputs["stdin"]))))
+    text = tar.extractfile("api-keys.map").read().decode()  # type: ignore[union-attr]
+    return {line.split('"')[1].removeprefix("Bearer "): line.split('"')[2].strip(" ;") for line in text.splitlines()}
+
+
+def test_an_attendee_gets_the_first_ordinary_key_of_their_vm_never_an_admin_one(tmp_path: Path) -> None:
+    run = run_workshop(roster(tmp_path, ROWS[:1]), shape="VM.GPU.A10.1", apiKeys=["teacher:admin", "default"])
+    ada = run.outputs[out.ATTENDEES]["ada"]
+    assert key_names(run, "ada")[ada["apiKey"]] == "default"
+    site = user_data(next(r for r in run.of_type("oci:Core/instance:Instance") if "ada" in r.name))
+    assert re.search(r"map \$llmdeploy_client \$llmdeploy_admin \{\s+default 0;\s+teacher 1;\s+\}", site)
+
+
+def test_a_dedicated_workshop_whose_keys_are_all_admin_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match=r"apiKeys: got \['teacher:admin'\]; expected at least one key without :admin"):
+        run_workshop(roster(tmp_path, ROWS[:1]), apiKeys=["teacher:admin"])
+
+
+def test_a_roster_rate_cannot_make_a_shared_attendee_admin(tmp_path: Path) -> None:
+    rows = ["ada,Ada L,ada@example.org,,,,5r/m:admin"]
+    with pytest.raises(Exception, match="attendee ada's rateLimit '5r/m:admin' is not an nginx rate"):
+        run_workshop(roster(tmp_path, rows), workshopLayout="shared")
 
 
 @pytest.mark.parametrize("rows, layout, message", [

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from .config import ConfigError, StackConfig, parse
 from .declared import PROJECT_ROOT, declarations
-from .docs import config_table, update_readme
+from .docs import config_table, route_table, update_readme
 from .local import cli as local_cli
 from .render import render
 from .smoke import cli as smoke_cli
@@ -85,6 +85,15 @@ def cmd_config_table(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_route_table(args: argparse.Namespace) -> int:
+    if args.update_readme:
+        changed = update_readme(_project_dir(args.project_dir) / "README.md", table="routes")
+        print(f"README.md {'updated' if changed else 'already up to date'}")
+    else:
+        print(route_table())
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmdeploy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_table.add_argument("--project-dir", help="folder holding Pulumi.yaml")
     p_table.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
     p_table.set_defaults(func=cmd_config_table)
+    p_routes = sub.add_parser("route-table", help="print which routes an ordinary and an admin key reach, per engine")
+    p_routes.add_argument("--project-dir", help="folder holding README.md")
+    p_routes.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
+    p_routes.set_defaults(func=cmd_route_table)
     smoke_cli.register(sub)
     workshop_cli.register(sub)
     local_cli.register(sub)

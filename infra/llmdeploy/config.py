@@ -100,6 +100,7 @@ def set_cmd(key: str, example: str, secret: bool = False) -> str:
 class ApiKey:
     name: str
     rate: str
+    admin: bool = False  # may use the engine's management routes (routes.py), not only inference
 
 
 @dataclass(frozen=True)
@@ -674,11 +675,13 @@ def _auth(r: _Reader) -> Auth:
         r.bad("rateLimit", rate, "an nginx rate such as 10r/s or 600r/m", "10r/s")
     keys: list[ApiKey] = []
     for entry in r.list("apiKeys"):
-        name, sep, own_rate = entry.partition(":")
-        if not _NAME_RE.match(name) or (sep and not _RATE_RE.match(own_rate)):
-            r.bad("apiKeys", entry, "NAME or NAME:RATE (name: a-z, 0-9, _ or -; rate like 30r/m)",
+        key = _api_key(entry, rate)
+        if key is None:
+            r.bad("apiKeys", entry, "NAME, NAME:RATE, NAME:admin or NAME:RATE:admin (name: a-z, 0-9, _ or -; rate "
+                  "like 30r/m; admin: the key may also manage the engine, see the README's route table)",
                   "--path 'apiKeys[0]' alice:30r/m")
-        keys.append(ApiKey(name, own_rate or rate))
+            key = ApiKey(entry.partition(":")[0], rate)
+        keys.append(key)
     _duplicates(r, "apiKeys", [k.name for k in keys])
     users = r.list("basicAuthUsers")
     for user in users:
@@ -690,6 +693,21 @@ def _auth(r: _Reader) -> Auth:
         r.bad("apiKeys", [], "at least one API key or basic-auth user: an endpoint without auth is refused",
               "--path 'apiKeys[0]' default")
     return Auth(tuple(keys), tuple(users), passwords, rate, r.int("rateLimitBurst", 0, 10_000))
+
+
+def is_rate(text: str) -> bool:
+    """An nginx limit_req rate, such as 10r/s or 30r/m."""
+    return bool(_RATE_RE.match(text))
+
+
+def _api_key(entry: str, default_rate: str) -> ApiKey | None:
+    """`NAME[:RATE][:admin]` as an ApiKey, or None when the entry is not of that form."""
+    name, *flags = entry.split(":")
+    admin = bool(flags) and flags[-1] == "admin"
+    rates = flags[:-1] if admin else flags
+    if not _NAME_RE.match(name) or len(rates) > 1 or (rates and not _RATE_RE.match(rates[0])):
+        return None
+    return ApiKey(name, rates[0] if rates else default_rate, admin)
 
 
 def _duplicates(r: _Reader, key: str, names: list[str]) -> None:

@@ -26,6 +26,7 @@ import yaml
 from .config import ENGINE_PORTS, OllamaModel, StackConfig, VllmModel, XinferenceModel
 from .declared import PROJECT_ROOT
 from .nvidia import CUDA_MIN_DRIVER
+from .routes import ENGINE_ROUTES
 
 TEMPLATES = PROJECT_ROOT / "templates"
 STEPS_DIR = "/usr/local/lib/llmdeploy/steps"
@@ -66,8 +67,6 @@ ENGINE_HEALTH: dict[str, Callable[[StackConfig], HealthCheck]] = {
     "vllm": lambda cfg: HealthCheck("/health"),
     "llamacpp": lambda cfg: HealthCheck("/health"),
 }
-ENGINE_ROUTES = {"ollama": ("/v1/", "/api/"), "xinference": ("/v1/",), "vllm": ("/v1/", "/metrics"),
-                 "llamacpp": ("/v1/",)}
 assert set(ENGINE_HEALTH) == set(ENGINE_ROUTES) == set(ENGINE_PORTS)
 
 APT_SUITES = {"ubuntu-22.04": ("jammy", "main restricted universe"),
@@ -206,6 +205,7 @@ def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
         "sources": cfg.sources, "conda_env": cfg.conda_env, "nvidia_toolkit": cfg.nvidia_toolkit,
         "os_family": cfg.os_family, "admin_user": cfg.admin_user, "layout": layout, "paths": layout.paths,
         "health": ENGINE_HEALTH[cfg.engine](cfg), "routes": ENGINE_ROUTES[cfg.engine], "tls_sans": tls_sans(cfg),
+        "admin_keys": [k.name for k in cfg.auth.api_keys if k.admin],
         "tensor_parallel": cfg.tensor_parallel_size if isinstance(cfg.model, VllmModel) else 1,
         "apt_suites": _apt_suites(cfg), "apt_components": APT_SUITES[cfg.os][1],
         "steps": step_names(cfg), "steps_dir": STEPS_DIR, "stages_dir": STAGES_DIR,

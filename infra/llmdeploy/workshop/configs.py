@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..config import ConfigError, StackConfig, parse
+from ..config import ConfigError, Problem, StackConfig, is_rate, parse, set_cmd
 from ..declared import PROJECT_ROOT, Declaration, declarations
 from .roster import Attendee, active, assign, read_roster
 
@@ -26,10 +26,11 @@ class EndpointPlan:
 
     def key_for(self, attendee: Attendee) -> str:
         """The API key name that belongs to the attendee: named after them on a shared endpoint, the
-        endpoint's first key on their own VM ("" when that VM has basic-auth users only)."""
+        endpoint's first ordinary (not admin) key on their own VM ("" when that VM has basic-auth users only).
+        Attendees never hold an admin key: plan_endpoints refuses a workshop that would give them one."""
         if self.shared:
             return attendee.id
-        return self.cfg.auth.api_keys[0].name if self.cfg.auth.api_keys else ""
+        return next((k.name for k in self.cfg.auth.api_keys if not k.admin), "")
 
 
 def roster_path(cfg: StackConfig, root: Path = PROJECT_ROOT) -> Path:
@@ -58,6 +59,7 @@ def plan_endpoints(raw: Mapping[str, Any], cfg: StackConfig, attendees: list[Att
             if ws.domain:
                 changes["domain"] = f"{a.id}.{ws.domain}"
             plans.append(EndpointPlan(a.id, _parse(raw, changes, cfg, f"attendee {a.id}", decls), (a,), False))
+        _refuse_admin_attendees(plans, cfg)
         return plans
     shared_only = {a.id: sorted(set(a.overrides) - {"rateLimit"}) for a in active(attendees)}
     misplaced = {i: keys for i, keys in shared_only.items() if keys}
@@ -72,10 +74,35 @@ def plan_endpoints(raw: Mapping[str, Any], cfg: StackConfig, attendees: list[Att
         mine = tuple(a for a in active(attendees) if slots.get(a.id) == n)
         if not mine:
             continue
-        keys = [f"{a.id}:{a.overrides.get('rateLimit', ws.attendee_rate)}" for a in mine]
+        keys = [f"{a.id}:{_attendee_rate(a, ws.attendee_rate)}" for a in mine]
         changes = {"apiKeys": keys, **({"domain": f"ep{n}.{ws.domain}"} if ws.domain else {})}
         plans.append(EndpointPlan(f"ep{n}", _parse(raw, changes, cfg, f"endpoint ep{n}", decls), mine, True))
+    _refuse_admin_attendees(plans, cfg)
     return plans
+
+
+def _attendee_rate(attendee: Attendee, default: str) -> str:
+    """The rate of a shared endpoint's key for the attendee. Only a plain rate: "30r/m:admin" from the roster
+    would otherwise become an admin key."""
+    rate = attendee.overrides.get("rateLimit", default)
+    if not is_rate(rate):
+        raise ValueError(f"roster: attendee {attendee.id}'s rateLimit '{rate}' is not an nginx rate such as 30r/m "
+                         "(attendee keys are never admin keys); fix the roster's rateLimit cell")
+    return rate
+
+
+def _refuse_admin_attendees(plans: list[EndpointPlan], cfg: StackConfig) -> None:
+    """Attendees get inference only. On their own VM an attendee gets the first key not marked admin, so a
+    dedicated workshop whose apiKeys are all admin keys has none to give them."""
+    for plan in plans:
+        names = {plan.key_for(a) for a in plan.attendees} - {""}
+        if any(k.admin and k.name in names for k in plan.cfg.auth.api_keys):
+            raise ValueError(f"endpoint {plan.key}: an attendee would hold an admin key; attendee keys are never admin")
+        if not plan.shared and plan.cfg.auth.api_keys and not names:
+            entries = [f"{k.name}:admin" for k in plan.cfg.auth.api_keys]
+            raise ConfigError([Problem("apiKeys", entries, "at least one key without :admin in a dedicated workshop "
+                                       "(each attendee gets the VM's first ordinary key; attendees are never admin)",
+                                       set_cmd("apiKeys", "--path 'apiKeys[0]' attendee"))], cfg.stack)
 
 
 def load_plans(raw: Mapping[str, Any], cfg: StackConfig, root: Path = PROJECT_ROOT) -> list[EndpointPlan]:
