@@ -148,7 +148,8 @@ def check_chain(target: Target, probe: TlsProbe) -> CheckResult:
         result.evidence.update(trust=store, tls_version=probe.version)
         if probe.chain_error:
             hint = "" if target.ca_bundle else (
-                "; if the endpoint uses its own CA (tlsMode self-signed), pass --ca-bundle with its ca.pem")
+                "; if the endpoint uses its own CA (tlsMode self-signed), pass --ca-bundle with its ca.pem; "
+                "for a test ACME directory, its roots (Let's Encrypt staging: llmdeploy/letsencrypt-staging-roots.pem)")
             return result.fail(f"does not verify against {store}: {probe.chain_error}{hint}")
         result.summary = f"verified against {store} ({probe.version})"
     return result
