@@ -10,6 +10,8 @@ Ollama's API documentation specifies.
 """
 from __future__ import annotations
 
+import json
+import re
 import ssl
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,7 +25,9 @@ from llmdeploy.smoke.http_checks import (
     run_http_checks,
 )
 from llmdeploy.smoke.result import FAIL, PASS, WARN, CheckResult
-from llmdeploy.smoke.streams import NDJSONParser, SSEParser, judge_timing
+from llmdeploy.smoke.dialects import LONG_PROMPT, dialect_for, longer_stream, requested_tokens
+from llmdeploy.smoke.http_checks import JUDGE_MAX_TOKENS
+from llmdeploy.smoke.streams import MIN_GENERATION_S, NDJSONParser, SSEParser, judge_timing
 from llmdeploy.smoke.targets import Credentials, Target
 from support.certs import issue_leaf, make_ca
 from support.endpoint import PASSWORD, Endpoint, llama_endpoint
@@ -69,11 +73,19 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
 # --- a good endpoint ----------------------------------------------------------------------------------------
 
 
+STREAMS = ["stream: POST /v1/chat/completions", "stream: POST /v1/completions"]
+
+
 def test_every_check_passes_on_a_good_endpoint(good: Endpoint) -> None:
+    """The tiny model generates thousands of tokens a second: even asked for 256 tokens, its streams are over
+    in milliseconds, too quick to tell a buffering proxy from none, so they WARN and say why (never PASS)."""
     results = run_http_checks(target_for(good))
     assert [r.name for r in results] == OPENAI_CHECKS
-    assert all(r.status == PASS for r in results), [r.line() for r in results]
+    assert all(r.status == PASS for r in results if r.name not in STREAMS), [r.line() for r in results]
     checks = by_name(results)
+    for name in STREAMS:
+        assert checks[name].status == WARN and "cannot tell whether a proxy buffers the stream" in checks[name].summary
+        assert checks[name].evidence["judging_request"]["body"]["max_tokens"] == JUDGE_MAX_TOKENS
     stream = checks["stream: POST /v1/chat/completions"]
     assert stream.metrics["ttft_s"] > 0 and stream.metrics["tokens_per_s"] > 0 and stream.metrics["events"] >= 4
     assert stream.evidence["end_marker"] is True
@@ -86,7 +98,7 @@ def test_every_check_passes_on_a_good_endpoint(good: Endpoint) -> None:
 def test_basic_auth_passes_and_the_first_listed_model_is_used(good: Endpoint) -> None:
     target = target_for(good, model=None, credentials=Credentials(basic=("alice", PASSWORD)))
     results = run_http_checks(target)
-    assert all(r.status == PASS for r in results), [r.line() for r in results]
+    assert all(r.status == PASS for r in results if r.name not in STREAMS), [r.line() for r in results]
     assert "using the first" in by_name(results)["models: GET /v1/models"].summary
     assert by_name(results)["auth: GET /v1/models"].evidence["statuses"]["wrong password"] == 401
 
@@ -118,7 +130,7 @@ def test_a_plain_http_url_fails_tls_but_still_checks_the_api(tmp_path: Path) -> 
     assert failures(results).keys() == {"tls", "auth: GET /v1/models", "auth: POST /v1/chat/completions",
                                         "auth: POST /v1/completions"}  # the stub wants no key at all
     assert "plain HTTP" in failures(results)["tls"]
-    assert by_name(results)["stream: POST /v1/completions"].status == PASS
+    assert by_name(results)["stream: POST /v1/completions"].status == WARN  # an instant stub: too quick to judge
 
 
 # --- faults that must be caught -----------------------------------------------------------------------------
@@ -199,6 +211,47 @@ def test_a_buffering_proxy_is_caught_from_the_timing_of_events(tmp_path: Path) -
     assert burst.metrics["ttft_s"] > 0.5 and burst.metrics["span_s"] < 0.03
 
 
+def stream_results(results: list[CheckResult]) -> list[CheckResult]:
+    return [r for r in results if r.name.startswith("stream: ")]
+
+
+def test_a_stream_too_quick_to_judge_through_a_buffering_proxy_is_a_warning_not_a_pass(tmp_path: Path) -> None:
+    """An engine that generates instantly, behind the site with `proxy_buffering on`: even the second stream
+    (64 tokens) is over in milliseconds, so nobody can tell whether the proxy buffers. The check says so as a
+    WARN; before, it passed such a stream."""
+    with openai_stub(token_delay=0) as stub, site_endpoint(tmp_path, stub.port, edit=buffering_on) as ep:
+        results = run_http_checks(target_for(ep, model=MODEL_ID))
+    assert not failures(results), [r.line() for r in results]
+    for stream in stream_results(results):
+        assert stream.status == WARN and stream.ok, stream.line()
+        assert "a second stream asking for 64 tokens" in stream.summary
+        assert "cannot tell whether a proxy buffers the stream" in stream.summary
+        assert f"generation shorter than {MIN_GENERATION_S}s" in stream.summary
+        assert stream.evidence["judging_request"]["body"]["max_tokens"] == JUDGE_MAX_TOKENS
+        assert stream.evidence["judging_request"]["body"].get("prompt", LONG_PROMPT) == LONG_PROMPT
+
+
+def test_a_fast_stream_is_asked_again_for_enough_tokens_and_then_judged(tmp_path: Path) -> None:
+    """5 ms a token: 16 tokens take 80 ms, too quick to judge; asked again for enough tokens to last about
+    0.5 s (64 at most), the stream through a buffering proxy arrives in one burst and fails, and through the
+    real site it passes."""
+    with openai_stub(token_delay=0.005) as stub:
+        with site_endpoint(tmp_path / "buffered", stub.port, edit=buffering_on) as ep:
+            buffered = run_http_checks(target_for(ep, model=MODEL_ID))
+        with site_endpoint(tmp_path / "streamed", stub.port) as ep:
+            streamed = run_http_checks(target_for(ep, model=MODEL_ID))
+    assert failures(buffered).keys() == {r.name for r in stream_results(buffered)}
+    for stream in stream_results(buffered):
+        assert re.match(r"arrived in one burst, not token by token \(a second stream asking for \d+ tokens\)",
+                        stream.summary), stream.summary
+        assert 32 <= stream.evidence["judging_request"]["body"]["max_tokens"] <= JUDGE_MAX_TOKENS
+    assert not failures(streamed), [r.line() for r in streamed]
+    for stream in stream_results(streamed):
+        asked = stream.evidence["judging_request"]["body"]["max_tokens"]
+        assert stream.status == PASS and stream.summary.endswith(f"(a second stream asking for {asked} tokens)")
+        assert stream.metrics["events"] == asked and stream.metrics["span_s"] >= MIN_GENERATION_S / 2
+
+
 def test_the_same_engine_behind_the_unbuffered_site_passes(tmp_path: Path) -> None:
     with openai_stub(token_delay=0.04) as stub, site_endpoint(tmp_path, stub.port) as ep:
         results = run_http_checks(target_for(ep, model=MODEL_ID))
@@ -225,7 +278,7 @@ def test_a_dead_engine_is_caught_as_502(tmp_path: Path) -> None:
 def test_xinference_dialect_with_crlf_lines_and_no_done_marker(tmp_path: Path) -> None:
     """The rendered Xinference site in front of a stub that answers as Xinference 4.x does: its model list
     fields, SSE lines ending in CRLF, completions streams without [DONE]."""
-    with openai_stub(xinference=True, model="qwen2.5-instruct", token_delay=0.01) as stub:
+    with openai_stub(xinference=True, model="qwen2.5-instruct", token_delay=0.02) as stub:
         with site_endpoint(tmp_path, stub.port, engine="xinference", shape="VM.GPU.A10.1") as ep:
             results = run_http_checks(target_for(ep, model="qwen2.5-instruct", kind="xinference"))
     assert all(r.status == PASS for r in results), [r.line() for r in results]
@@ -240,7 +293,7 @@ def test_ollama_native_dialect_against_a_stub_that_follows_ollamas_api_docs(tmp_
     """Ollama's server cannot run here (no binary or model can be downloaded): the rendered Ollama site
     (routes /v1/ and /api/) runs in front of tests/support/ollama_stub.py, which answers as Ollama's API
     documentation specifies (/api/tags, /api/generate, /api/chat, NDJSON streams ending in done: true)."""
-    with ollama_stub(token_delay=0.01) as stub:
+    with ollama_stub(token_delay=0.02) as stub:
         with site_endpoint(tmp_path, stub.port, engine="ollama", shape="VM.GPU.A10.1") as ep:
             results = run_http_checks(target_for(ep, model="llama3.1:8b", kind="ollama"))
     assert [r.name for r in results][5:] == [
@@ -291,10 +344,14 @@ def test_ndjson_parser_accepts_crlf_and_lines_split_across_reads() -> None:
 
 def test_timing_calls_a_late_burst_a_burst_and_fast_or_steady_streams_not() -> None:
     late_burst = [1.0 + i * 0.0001 for i in range(16)]
-    assert judge_timing(late_burst).burst
-    assert not judge_timing([0.05 + i * 0.04 for i in range(16)]).burst  # steady, 40 ms apart
-    assert not judge_timing([0.002 + i * 0.0001 for i in range(16)]).burst  # a tiny model: all done in 4 ms
-    assert not judge_timing([1.0 + i * 0.0001 for i in range(3)]).burst  # too few events to judge
+    assert judge_timing(late_burst).burst and judge_timing(late_burst).judged
+    steady = judge_timing([0.05 + i * 0.04 for i in range(16)])  # 40 ms apart
+    assert not steady.burst and steady.judged
+    tiny = judge_timing([0.002 + i * 0.0001 for i in range(16)])  # a tiny model: all done in 4 ms
+    assert not tiny.burst and not tiny.judged and "too quick to tell" in tiny.reason
+    few = judge_timing([1.0 + i * 0.0001 for i in range(3)])
+    assert not few.burst and not few.judged and "too few to judge" in few.reason
+    assert not judge_timing([0.6 + i * 0.0001 for i in range(16)], server_decode_s=0.1).judged  # decode too short
     # With the server's own decode time: 16 tokens that took 0.5 s to make, delivered within 2 ms.
     assert judge_timing([0.6 + i * 0.0001 for i in range(16)], server_decode_s=0.5).burst
     assert not judge_timing([0.1 + i * 0.03 for i in range(16)], server_decode_s=0.5).burst
@@ -306,3 +363,12 @@ def test_hostname_matching_follows_rfc_6125() -> None:
     assert not hostname_matches("example.com", ["*.example.com"], [])
     assert hostname_matches("LLM.example.com.", ["llm.example.com"], [])
     assert hostname_matches("127.0.0.1", ["127.0.0.1"], ["127.0.0.1"]) and not hostname_matches("127.0.0.1", ["127.0.0.1"], [])
+
+
+def test_the_second_stream_asks_every_dialect_for_more_tokens_of_a_long_answer() -> None:
+    for kind in ("openai", "xinference", "ollama"):
+        for call in (c for c in dialect_for(kind).calls("m") if c.stream):
+            longer = longer_stream(call, 64)
+            assert requested_tokens(call) == 16 and requested_tokens(longer) == 64, kind
+            assert LONG_PROMPT in json.dumps(longer.body) and longer.body["stream"] is True
+            assert call.body is not None and LONG_PROMPT not in json.dumps(call.body)  # the first is untouched

@@ -118,7 +118,7 @@ def test_handouts_from_an_outputs_file(tmp_path: Path, project: Path, outputs: d
     rows = list(csv.DictReader(io.StringIO(table)))
     assert [r["id"] for r in rows] == ids
     assert rows[0]["last_smoke_pass"] == "2026-11-22T09:12:30Z" and rows[2]["last_smoke_result"] == "not run"
-    assert rows[1]["self_signed_ca"] == "bob-ca.pem" and rows[1]["endpoint"] == "ep0"
+    assert rows[1]["ca_file"] == "bob-ca.pem" and rows[1]["endpoint"] == "ep0"
     assert rows[2]["name"].startswith("'=HYPERLINK")  # a spreadsheet must not run it as a formula
     assert all(k not in out + err for k in keys.values())
 

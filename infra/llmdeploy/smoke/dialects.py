@@ -13,14 +13,17 @@ A dialect is data plus small pure functions, so the checks in http_checks.py sta
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 KINDS = ("openai", "ollama", "xinference", "oci-ds")
 PROMPT = "Say hello in one short sentence."
 MAX_TOKENS = 8  # a non-streamed answer only has to exist
 STREAM_TOKENS = 16  # a streamed one needs enough events to judge how they arrive
+# A second stream, when the first was too quick to judge (see longer_stream): a prompt with a long answer.
+LONG_PROMPT = "Count from 1 to 300, one number after the other, separated by spaces."
 
 Json = dict[str, Any]
 
@@ -77,6 +80,28 @@ def ollama_generate_text(obj: Json) -> str:
 def ollama_chat_text(obj: Json) -> str:
     message = _dict(obj.get("message"))
     return _text(message.get("content"), message.get("thinking"))
+
+
+def requested_tokens(call: ApiCall) -> int:
+    """The tokens a request asks for (max_tokens, or Ollama's options.num_predict)."""
+    body = call.body or {}
+    tokens = _dict(body.get("options")).get("num_predict", body.get("max_tokens"))
+    return tokens if isinstance(tokens, int) else STREAM_TOKENS
+
+
+def longer_stream(call: ApiCall, tokens: int) -> ApiCall:
+    """The same streamed request, asking for `tokens` tokens of an answer that is long by nature, so that a
+    fast model generates long enough for its stream to be judged."""
+    body = copy.deepcopy(call.body or {})
+    if "messages" in body:
+        body["messages"] = [{"role": "user", "content": LONG_PROMPT}]
+    if "prompt" in body:
+        body["prompt"] = LONG_PROMPT
+    if isinstance(body.get("options"), dict):
+        body["options"]["num_predict"] = tokens
+    else:
+        body["max_tokens"] = tokens
+    return replace(call, body=body)
 
 
 class BaseDialect:

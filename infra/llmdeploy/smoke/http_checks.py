@@ -12,6 +12,7 @@ Each check is a function returning a CheckResult and never raises (see result.ti
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import ssl
@@ -25,12 +26,16 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .dialects import ApiCall, Dialect, dialect_for
+from .dialects import ApiCall, Dialect, dialect_for, longer_stream, requested_tokens
 from .result import FAIL, CheckResult, timed
-from .streams import judge_timing, parser_for
+from .streams import StreamTiming, judge_timing, parser_for
 from .targets import Target
 
 EXPIRY_WARN_DAYS = 14
+JUDGE_TARGET_S = 0.5  # a stream too quick to judge is asked again for about this long a generation
+# ... but for 64 tokens at most: the whole answer (64 events of 200-300 bytes) must still fit a buffering proxy's
+# buffers (nginx: proxy_buffers 8 4k, 32 KB), which flush piecewise once full and so look like a stream.
+JUDGE_MAX_TOKENS = 64
 HSTS_MIN_AGE = 180 * 24 * 3600  # Mozilla's guidance: at least six months (the rendered site sends two years)
 REFUSED = (401, 403)
 USER_AGENT = "llmdeploy-smoke/0.1"
@@ -143,7 +148,8 @@ def check_chain(target: Target, probe: TlsProbe) -> CheckResult:
         result.evidence.update(trust=store, tls_version=probe.version)
         if probe.chain_error:
             hint = "" if target.ca_bundle else (
-                "; if the endpoint uses its own CA (tlsMode self-signed), pass --ca-bundle with its ca.pem")
+                "; if the endpoint uses its own CA (tlsMode self-signed), pass --ca-bundle with its ca.pem; "
+                "for a test ACME directory, its roots (Let's Encrypt staging: llmdeploy/letsencrypt-staging-roots.pem)")
             return result.fail(f"does not verify against {store}: {probe.chain_error}{hint}")
         result.summary = f"verified against {store} ({probe.version})"
     return result
@@ -412,32 +418,70 @@ def read_stream(response: requests.Response, dialect: Dialect, call: ApiCall, st
     return read
 
 
+class StreamRefused(Exception):
+    """A streamed request answered with an error, or with events that are not the dialect's."""
+
+    def __init__(self, summary: str, **evidence: Any) -> None:
+        super().__init__(summary)
+        self.summary, self.evidence = summary, evidence
+
+
+def stream_call(session: requests.Session, target: Target, dialect: Dialect, call: ApiCall) -> StreamRead:
+    """Send a streamed request and read it to its end; StreamRefused for a non-200 answer or a bad event."""
+    # A fresh connection per stream: llama.cpp's server drops the kept-alive connection after some streams.
+    headers = {**target.credentials.headers(), "Connection": "close", "Accept-Encoding": "identity"}
+    start = time.monotonic()
+    with send(session, target, call, headers, stream=True) as response:
+        if response.status_code != 200:
+            raise StreamRefused(f"HTTP {response.status_code}: {excerpt(response.text, 120) or '(empty body)'}",
+                                status=response.status_code, response=excerpt(response.text, 500))
+        try:
+            return read_stream(response, dialect, call, start)
+        except ValueError as exc:
+            raise StreamRefused(str(exc)) from None
+
+
+def tokens_to_judge(asked: int, timing: StreamTiming) -> int:
+    """Tokens for a second stream whose generation lasts about JUDGE_TARGET_S (at least twice the first's)."""
+    wanted = math.ceil(asked * JUDGE_TARGET_S / timing.generation_s) if timing.generation_s > 0 else JUDGE_MAX_TOKENS
+    return max(2 * asked, min(JUDGE_MAX_TOKENS, wanted))
+
+
 def stream_check(session: requests.Session, target: Target, dialect: Dialect, call: ApiCall) -> CheckResult:
-    """A streamed request arrives event by event; reports time to first token and tokens/s."""
+    """A streamed request arrives event by event; reports time to first token and tokens/s.
+
+    A stream too quick to judge (a tiny or fast model) is asked again, once, for enough tokens of a long answer
+    to last about JUDGE_TARGET_S; when that is still too quick, the check is a WARN that says so: it cannot
+    tell whether a proxy buffers the stream, so it must not pass it."""
     with timed(f"stream: {call.method} {call.path}") as result:
         result.evidence["request"] = _describe(call)
-        # A fresh connection per stream: llama.cpp's server drops the kept-alive connection after some streams.
-        headers = {**target.credentials.headers(), "Connection": "close", "Accept-Encoding": "identity"}
-        start = time.monotonic()
-        with send(session, target, call, headers, stream=True) as response:
-            if response.status_code != 200:
-                return _status_fail(result, response)
-            try:
-                read = read_stream(response, dialect, call, start)
-            except ValueError as exc:
-                return result.fail(str(exc))
-        timing = judge_timing(read.arrivals, read.decode_s)
+        try:
+            read = stream_call(session, target, dialect, call)
+            timing = judge_timing(read.arrivals, read.decode_s)
+            again = ""
+            if read.arrivals and not timing.judged:
+                longer = longer_stream(call, tokens_to_judge(requested_tokens(call), timing))
+                result.evidence.update(too_quick=timing.reason, judging_request=_describe(longer))
+                again = f"a second stream asking for {requested_tokens(longer)} tokens"
+                read = stream_call(session, target, dialect, longer)
+                timing = judge_timing(read.arrivals, read.decode_s)
+        except StreamRefused as exc:
+            return result.fail(exc.summary, **exc.evidence)
         result.metrics.update(timing.metrics())
         result.evidence.update(content_type=read.content_type, events=read.events, end_marker=read.end_marker,
                                text=excerpt(read.text, 300), timing=timing.reason)
         if not read.arrivals:
             return result.fail(f"the stream ended after {read.events} event(s) without any generated text "
                                f"(Content-Type: {read.content_type or 'none'})")
+        on = f" ({again})" if again else ""
         if timing.burst:
-            return result.fail(f"arrived in one burst, not token by token: {timing.reason}; a proxy is buffering "
-                               "the stream (nginx: proxy_buffering off)")
+            return result.fail(f"arrived in one burst, not token by token{on}: {timing.reason}; a proxy is "
+                               "buffering the stream (nginx: proxy_buffering off)")
         rate = f", {timing.tokens_per_s:.0f} tokens/s" if timing.tokens_per_s else ""
-        result.summary = f"{timing.events} text events, first after {(timing.ttft or 0) * 1000:.0f} ms{rate}"
+        result.summary = f"{timing.events} text events, first after {(timing.ttft or 0) * 1000:.0f} ms{rate}{on}"
+        if not timing.judged:
+            return result.warn(f"{result.summary}; cannot tell whether a proxy buffers the stream: {timing.reason}; "
+                               "check it with a bigger model, or look for proxy_buffering off in the proxy")
         if call.stream == "sse" and not read.end_marker:
             result.summary += " (no [DONE]: accepted)"
         if call.stream == "ndjson" and not read.end_marker:

@@ -20,7 +20,7 @@ _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 # Burst detection (see judge_timing).
 BURST_MIN_EVENTS = 4  # fewer content events than this cannot show a pattern
-MIN_GENERATION_S = 0.2  # generation shorter than this is too quick for buffering to matter or be seen
+MIN_GENERATION_S = 0.2  # generation shorter than this is too quick to tell a burst from token-by-token
 SERVER_SPAN_FRACTION = 0.1  # with the server's own decode time: events spread over less than 10% of it
 WAIT_SPAN_FRACTION = 0.05  # without it: events spread over less than 5% of the wait for the first one
 BURST_MEDIAN_GAP_S = 0.005  # ... and arriving less than 5 ms apart (faster than any real decode of big models)
@@ -125,7 +125,9 @@ class StreamTiming:
     span: float  # seconds from the first text to the last
     tokens_per_s: float | None  # text events per second after the first (None: too few to tell)
     burst: bool  # True: delivered in one burst although generation took longer (a buffering proxy)
-    reason: str  # why it is (or is not) a burst, in words
+    reason: str  # why it is (or is not) a burst, or why it cannot be told, in words
+    judged: bool = True  # False: too few events or too short a generation to tell either way
+    generation_s: float = 0.0  # how long generation took, as judged (the server's figure, else request to last)
 
     def metrics(self) -> dict[str, float]:
         found = {"ttft_s": self.ttft, "tokens_per_s": self.tokens_per_s, "span_s": self.span,
@@ -140,23 +142,29 @@ def judge_timing(arrivals: list[float], server_decode_s: float | None = None) ->
     generation for the first token, then gets every token within a millisecond or two. So a stream is a
     burst when its events are spread over a tiny fraction of the time generation took. That time is the
     server's own figure when it reports one (llama.cpp's `timings.predicted_ms`, Ollama's `eval_duration`),
-    else the wait for the first event (which, behind a buffering proxy, is the whole generation).
-    Generation under MIN_GENERATION_S is too fast to judge: buffering it costs nothing anyone could see.
+    else the time from the request to the last event (behind a buffering proxy, all of it is generation).
+    A generation shorter than MIN_GENERATION_S, or fewer than BURST_MIN_EVENTS events, cannot be judged
+    (`judged` False): a burst and a stream look alike when everything happens within a few milliseconds.
     """
     if not arrivals:
-        return StreamTiming(0, None, 0.0, None, False, "no text arrived")
+        return StreamTiming(0, None, 0.0, None, False, "no text arrived", judged=False)
     ttft, span, count = arrivals[0], arrivals[-1] - arrivals[0], len(arrivals)
     rate = (count - 1) / span if count > 1 and span > 0 else None
     gaps = [b - a for a, b in pairwise(arrivals)]
     median_gap = statistics.median(gaps) if gaps else 0.0
-    if count < BURST_MIN_EVENTS:
-        return StreamTiming(count, ttft, span, rate, False, f"only {count} text event(s): too few to judge")
     if server_decode_s is not None:
         generation, basis, fraction = server_decode_s, "the server's decode time", SERVER_SPAN_FRACTION
-        burst = generation >= MIN_GENERATION_S and span < fraction * generation
     else:
-        generation, basis, fraction = ttft, "the wait for the first token", WAIT_SPAN_FRACTION
-        burst = generation >= MIN_GENERATION_S and span < fraction * generation and median_gap < BURST_MEDIAN_GAP_S
+        generation, basis, fraction = arrivals[-1], "the time from the request to the last token", WAIT_SPAN_FRACTION
+    if count < BURST_MIN_EVENTS:
+        return StreamTiming(count, ttft, span, rate, False, f"only {count} text event(s), too few to judge",
+                            judged=False, generation_s=generation)
     words = (f"{count} text events within {span * 1000:.1f} ms (median gap {median_gap * 1000:.2f} ms) "
-             f"against {generation:.2f}s of {basis}")
-    return StreamTiming(count, ttft, span, rate, burst, words)
+             f"against {generation:.3f}s of {basis}")
+    if generation < MIN_GENERATION_S:
+        return StreamTiming(count, ttft, span, rate, False, f"{words}: generation shorter than {MIN_GENERATION_S}s "
+                            "is too quick to tell a burst from token-by-token", judged=False, generation_s=generation)
+    burst = span < fraction * generation
+    if server_decode_s is None:
+        burst = burst and median_gap < BURST_MEDIAN_GAP_S
+    return StreamTiming(count, ttft, span, rate, burst, words, generation_s=generation)

@@ -12,6 +12,7 @@ import re
 import pulumi
 from pulumi_command import local, remote
 
+from .. import acme_roots
 from ..config import StackConfig
 from ..render import INSTALL_SECRETS, WAIT_READY
 from ..secrets import secrets_bundle
@@ -22,14 +23,15 @@ def readiness_script(timeout_s: int) -> str:
     return f"sudo -n {WAIT_READY} {int(timeout_s)} </dev/null && base64 -d | sudo -n {INSTALL_SECRETS}"
 
 # The local side: the key arrives as LLMDEPLOY_API_KEY (or a basic-auth password as
-# LLMDEPLOY_BASIC_PASSWORD); a CA to trust (the VM's own, and/or the user's bundle) is written to a
-# private temp file that is removed afterwards.
+# LLMDEPLOY_BASIC_PASSWORD); the CAs to trust (the VM's own, a test ACME directory's pinned roots, and/or
+# the user's bundle, read now so a refreshed file counts) are written to a private temp file that is
+# removed afterwards.
 SMOKE_SCRIPT = """set -u
 ca=""
-if [ -n "${LLMDEPLOY_CA_PEM:-}" ] || [ -n "${LLMDEPLOY_SMOKE_CA_BUNDLE:-}" ]; then
+if [ -n "${LLMDEPLOY_CA_PEM:-}${LLMDEPLOY_ACME_ROOTS_PEM:-}" ] || [ -n "${LLMDEPLOY_SMOKE_CA_BUNDLE:-}" ]; then
   ca=$(mktemp)
   trap 'rm -f "$ca"' EXIT
-  printf '%s\\n' "${LLMDEPLOY_CA_PEM:-}" >"$ca"
+  printf '%s\\n%s\\n' "${LLMDEPLOY_CA_PEM:-}" "${LLMDEPLOY_ACME_ROOTS_PEM:-}" >"$ca"
   if [ -n "${LLMDEPLOY_SMOKE_CA_BUNDLE:-}" ]; then cat "$LLMDEPLOY_SMOKE_CA_BUNDLE" >>"$ca"; fi
 fi
 set -- --kind "$LLMDEPLOY_SMOKE_KIND" --model "$LLMDEPLOY_SMOKE_MODEL"
@@ -77,6 +79,18 @@ def readiness(name: str, cfg: StackConfig, host: pulumi.Output[str], api_keys: p
         triggers=triggers, logging=remote.Logging.STDOUT_AND_STDERR,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on, custom_timeouts=pulumi.CustomTimeouts(
             create=f"{cfg.readiness_timeout_minutes + 15}m")))
+
+
+def smoke_acme_roots(cfg: StackConfig) -> str:
+    """The pinned roots of a test ACME directory (Let's Encrypt staging), which the smoke test must trust; ""
+    for a public one. A pebble directory without smokeCaBundle is a ValueError before anything is created
+    (llmdeploy/acme_roots.py says why pebble's roots cannot be pinned)."""
+    if cfg.tls.mode != "letsencrypt":
+        return ""
+    problem = acme_roots.pebble_problem(cfg.tls.acme_directory_url, cfg.smoke_ca_bundle)
+    if problem:
+        raise ValueError(problem)
+    return acme_roots.pinned_roots_for(cfg.tls.acme_directory_url)
 
 
 def smoke(name: str, url: pulumi.Input[str], kind: str, model: str, env: dict[str, pulumi.Input[str]],

@@ -83,6 +83,7 @@ class VmEndpoint(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, tags: dict[str, str], network: Network | None = None,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         gates.check_connection_settings(cfg)  # before anything is registered
+        acme_roots = gates.smoke_acme_roots(cfg)
         super().__init__("llmdeploy:vm:VmEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         network = network or Network(f"{name}-net", cfg, tags, opts=child)  # a workshop shares one
@@ -119,6 +120,7 @@ class VmEndpoint(pulumi.ComponentResource):
         self.endpoint_url = ip.ip_address.apply(lambda addr: f"https://{host or addr}")
         self.ca_certificate = ready.stdout.apply(gates.ca_from_readiness)
         env: dict[str, pulumi.Input[str]] = {"LLMDEPLOY_CA_PEM": self.ca_certificate,
+                                             "LLMDEPLOY_ACME_ROOTS_PEM": acme_roots,
                                              "LLMDEPLOY_SMOKE_CA_BUNDLE": cfg.smoke_ca_bundle}
         if cfg.auth.api_keys:
             first_key = cfg.auth.api_keys[0].name

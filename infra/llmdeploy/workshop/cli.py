@@ -108,14 +108,15 @@ def _status_path(args: argparse.Namespace, root: Path) -> Path:
 @guarded
 def cmd_handouts(args: argparse.Namespace) -> int:
     from .handouts import write_handouts
-    from .status import read_status
+    from .status import read_status, stack_acme_trust
     root = _root(args)
     _stack_name(args.stack)
     attendees = _attendees(args, root)
+    acme_trust = stack_acme_trust(root, args.stack)
     status_path = _status_path(args, root)
     status = read_status(status_path)
     out = Path(args.out) if args.out else root / "build" / "workshop" / args.stack / "handouts"
-    written = write_handouts(attendees, out, args.stack, status, title=args.title or "")
+    written = write_handouts(attendees, out, args.stack, status, title=args.title or "", acme_trust=acme_trust)
     checked = sum(1 for a in attendees if (status.get(a.id) or {}).get("lastRun"))
     print(f"wrote {len(attendees)} handout(s) to {written.folder} (folder 0700, files 0600: they hold the keys):")
     print(f"  handouts.pdf      {len(attendees)} page(s), one per attendee, for printing")
@@ -131,7 +132,7 @@ def cmd_handouts(args: argparse.Namespace) -> int:
 
 @guarded
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import record, redactor, targets
+    from .status import record, redactor, stack_acme_trust, targets
     root = _root(args)
     _stack_name(args.stack)
     if args.concurrency < 1:
@@ -140,9 +141,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise WorkshopError("--timeout must be a positive number of seconds")
     _folder_of("--json", args.json)
     attendees = _attendees(args, root)
+    acme_trust = stack_acme_trust(root, args.stack)  # a test ACME directory's roots (llmdeploy/acme_roots.py)
     red = redactor(attendees)
     with tempfile.TemporaryDirectory(prefix="llmdeploy-status-") as ca_dir:
-        checks = targets(attendees, Path(ca_dir), args.timeout)
+        checks = targets(attendees, Path(ca_dir), args.timeout, acme_trust)
         print(f"workshop status: {len(checks)} attendee endpoint(s) of stack '{args.stack}', {args.concurrency} at a "
               "time", flush=True)
         progress = Progress(len(checks), sys.stderr, red)

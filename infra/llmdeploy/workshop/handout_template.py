@@ -66,8 +66,8 @@ PAGE = """<!DOCTYPE html>
           (your key has its own rate limit){% else %}your own VM{% endif %}</td></tr>
       </table>
       <p class="smoke {{ p.smoke_class }}">{{ p.smoke }}</p>
-      {% if p.a.ca_certificate %}
-      <p class="ca">This endpoint has its own certificate authority (self-signed TLS). Save it as
+      {% if p.ca %}
+      <p class="ca">This endpoint has {{ p.ca_reason }}. Save the CA file as
         <code>{{ p.ca_name }}</code> next to your code{% if for_print %} (it comes with this page){% else %}:
         <a download="{{ p.ca_name }}" href="{{ p.ca_data_uri }}">download {{ p.ca_name }}</a>{% endif %}.
         The snippets below trust it.</p>

@@ -8,8 +8,10 @@ file `llmdeploy workshop status` writes).
   `export OPENAI_MODEL=...`: what an attendee needs to get onto a laptop without typing a 50-character key,
   ready to paste into a terminal or a .env file (the OpenAI client reads the first two by itself). The URL
   alone would open in a phone's browser and get a 401.
-- Self-signed endpoints come with the endpoint's CA as <id>-ca.pem; the snippets trust it (curl --cacert,
-  SSL_CERT_FILE for the Python clients, which both use httpx) and the HTML page offers it as a download.
+- Self-signed endpoints, and endpoints whose certificate comes from a test ACME directory (Let's Encrypt
+  staging, pebble: llmdeploy/acme_roots.py), come with the CA to trust as <id>-ca.pem; the snippets trust it
+  (curl --cacert, SSL_CERT_FILE for the Python clients, which both use httpx) and the HTML page offers it as a
+  download.
 - The CSV holds no keys: it is the instructor's list (who, which endpoint, which files, last smoke pass), and
   CSV files get opened in spreadsheets, mailed and synced. A key is only in that attendee's own handout and in
   Pulumi's encrypted state (`pulumi stack output attendees --show-secrets`).
@@ -35,10 +37,11 @@ from ..private_files import secure_folder, write_private
 from .errors import WorkshopError
 from .handout_template import CSS, PAGE
 from .stackoutputs import AttendeeOutput
+from .status import attendee_ca
 
 PROMPT = "Say hello in five words."
 BIO_PROMPT = "What does the BRCA1 gene do?"
-CSV_COLUMNS = ("id", "name", "email", "endpoint", "endpoint_url", "model", "self_signed_ca", "last_smoke_pass",
+CSV_COLUMNS = ("id", "name", "email", "endpoint", "endpoint_url", "model", "ca_file", "last_smoke_pass",
                "last_smoke_result", "html", "pdf")
 
 
@@ -66,15 +69,24 @@ def ca_name(a: AttendeeOutput) -> str:
     return f"{a.id}-ca.pem"
 
 
-def snippets(a: AttendeeOutput) -> dict[str, str]:
-    ca = ca_name(a) if a.ca_certificate else ""
+def ca_reason(a: AttendeeOutput, acme_trust: str) -> str:
+    """Why the attendee needs the CA file: the page says it in words."""
+    if acme_trust and a.ca_certificate:
+        return "its own certificate authority (self-signed TLS) and a test ACME CA"
+    if acme_trust:
+        return "a certificate from a test ACME CA (e.g. Let's Encrypt staging), which no browser or system trusts"
+    return "its own certificate authority (self-signed TLS)"
+
+
+def snippets(a: AttendeeOutput, acme_trust: str = "") -> dict[str, str]:
+    ca = ca_name(a) if attendee_ca(a, acme_trust) else ""
     cacert = f"  --cacert {ca} \\\n" if ca else ""
     curl = (f"curl {a.openai_base_url}/chat/completions \\\n{cacert}"
             f"  -H \"Authorization: Bearer {a.api_key}\" \\\n"
             f"  -H \"Content-Type: application/json\" \\\n"
             f"  -d '{{\"model\": \"{a.model}\",\n"
             f"       \"messages\": [{{\"role\": \"user\", \"content\": \"{PROMPT}\"}}]}}'")
-    trust = (f"import os\nos.environ[\"SSL_CERT_FILE\"] = \"{ca}\"  # this endpoint's own CA (self-signed TLS)\n"
+    trust = (f"import os\nos.environ[\"SSL_CERT_FILE\"] = \"{ca}\"  # the CA this endpoint's certificate needs\n"
              if ca else "")
     openai = (f"{trust}from openai import OpenAI  # pip install openai\n\n"
               f"client = OpenAI(base_url=\"{a.openai_base_url}\",\n"
@@ -120,12 +132,13 @@ def _env() -> jinja2.Environment:
 
 
 def page_context(a: AttendeeOutput, stack: str, title: str, status: dict[str, Any] | None,
-                 generated: str) -> dict[str, Any]:
+                 generated: str, acme_trust: str = "") -> dict[str, Any]:
     css_class, smoke = smoke_line(status)
-    return {"a": a, "stack": stack, "title": title, "snippets": snippets(a), "qr": qr_svg_uri(qr_text(a)),
+    ca = attendee_ca(a, acme_trust)
+    return {"a": a, "stack": stack, "title": title, "snippets": snippets(a, acme_trust), "qr": qr_svg_uri(qr_text(a)),
             "smoke_class": css_class, "smoke": smoke, "generated": generated, "ca_name": ca_name(a),
-            "ca_data_uri": ("data:application/x-pem-file;base64," +
-                            base64.b64encode(a.ca_certificate.encode()).decode()) if a.ca_certificate else ""}
+            "ca": ca, "ca_reason": ca_reason(a, acme_trust),
+            "ca_data_uri": ("data:application/x-pem-file;base64," + base64.b64encode(ca.encode()).decode()) if ca else ""}
 
 
 def render_html(pages: list[dict[str, Any]], title: str, for_print: bool) -> str:
@@ -145,20 +158,21 @@ def pdf_renderer() -> Any:
 
 
 def write_handouts(attendees: list[AttendeeOutput], out: Path, stack: str, status: dict[str, dict[str, Any]],
-                   title: str = "", now: datetime | None = None) -> Written:
+                   title: str = "", now: datetime | None = None, acme_trust: str = "") -> Written:
+    """`acme_trust`: the test ACME roots the stack's certificates need (workshop.status.stack_acme_trust)."""
     weasyprint = pdf_renderer()
     title = title or f"LLM workshop ({stack})"
     generated = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
     secure_folder(out)
-    contexts = [page_context(a, stack, title, status.get(a.id), generated) for a in attendees]
+    contexts = [page_context(a, stack, title, status.get(a.id), generated, acme_trust) for a in attendees]
     html_files, ca_files = [], []
     for a, ctx in zip(attendees, contexts):
         path = out / f"{a.id}.html"
         write_private(path, render_html([ctx], title, for_print=False).encode())
         html_files.append(path)
-        if a.ca_certificate:
+        if ctx["ca"]:
             ca_path = out / ca_name(a)
-            write_private(ca_path, a.ca_certificate.encode())
+            write_private(ca_path, ctx["ca"].encode())
             ca_files.append(ca_path)
     document = weasyprint.HTML(string=render_html(contexts, title, for_print=True), base_url=str(out)).render()
     if len(document.pages) != len(attendees):
@@ -172,18 +186,18 @@ def write_handouts(attendees: list[AttendeeOutput], out: Path, stack: str, statu
         write_private(path, document.copy([document.pages[index]]).write_pdf())
         pdf_files.append(path)
     csv_path = out / "attendees.csv"
-    write_private(csv_path, instructor_csv(attendees, status).encode())
+    write_private(csv_path, instructor_csv(attendees, status, acme_trust).encode())
     return Written(out, html_files, pdf_files, combined, csv_path, ca_files)
 
 
-def instructor_csv(attendees: list[AttendeeOutput], status: dict[str, dict[str, Any]]) -> str:
+def instructor_csv(attendees: list[AttendeeOutput], status: dict[str, dict[str, Any]], acme_trust: str = "") -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for a in attendees:
         entry = status.get(a.id) or {}
         writer.writerow([a.id, _cell(a.name), _cell(a.email), a.endpoint, a.endpoint_url, a.model,
-                         ca_name(a) if a.ca_certificate else "", entry.get("lastPass") or "",
+                         ca_name(a) if attendee_ca(a, acme_trust) else "", entry.get("lastPass") or "",
                          entry.get("lastResult") or "not run", f"{a.id}.html", f"{a.id}.pdf"])
     return buffer.getvalue()
 

@@ -4,6 +4,10 @@ and last passed, for the handouts ("smoke test passed at 09:12").
 
 The status file (default build/workshop/<stack>/status.json) holds no secret: ids, times, pass/fail and the
 first failed check's summary, redacted. A failed run keeps the attendee's earlier last pass.
+
+Trust: each endpoint's own CA (self-signed stacks, from the outputs) and, when the stack's ACME directory is a
+test one (Let's Encrypt staging, pebble), that directory's roots (llmdeploy/acme_roots.py), read from the stack
+file's non-secret keys. The handouts ship the same CA file.
 """
 from __future__ import annotations
 
@@ -15,9 +19,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .. import acme_roots
+from ..declared import declarations
 from ..smoke.redact import Redactor
 from ..smoke.runner import TargetReport
 from ..smoke.targets import Credentials, Target
+from ..stackfile import StackFileError, read_stack, secret_env_name
 from .errors import WorkshopError
 from .stackoutputs import AttendeeOutput
 
@@ -32,22 +39,51 @@ def iso(when: datetime) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def stack_acme_trust(root: Path, stack: str) -> str:
+    """The roots the stack's clients must trust beyond the system store for its ACME certificate: a test
+    directory's pinned roots, or a pebble stack's smokeCaBundle; "" for a public directory or another tlsMode.
+    Only non-secret keys are read, so no secret has to be given."""
+    decls = declarations(root)
+    no_secrets = {secret_env_name(k): "" for k, d in decls.items() if d.secret}
+    try:
+        raw = read_stack(root, stack, {**no_secrets, **os.environ})
+    except StackFileError as exc:
+        raise WorkshopError(str(exc)) from None
+
+    def value(key: str) -> str:
+        return str(raw.get(key, decls[key].default) or "")
+
+    if value("tlsMode") != "letsencrypt":
+        return ""
+    try:
+        return acme_roots.client_trust_pem(value("acmeDirectoryUrl"), value("smokeCaBundle"), root)
+    except acme_roots.AcmeTrustError as exc:
+        raise WorkshopError(str(exc)) from None
+
+
+def attendee_ca(attendee: AttendeeOutput, acme_trust: str = "") -> str:
+    """What an attendee's client must trust: the endpoint's own CA (self-signed) and/or the test ACME roots."""
+    return "".join(pem.strip() + "\n" for pem in (attendee.ca_certificate, acme_trust) if pem.strip())
+
+
 @dataclass
 class CaFiles:
-    """Each attendee's endpoint CA (self-signed stacks) as a file the smoke checks can trust; removed on exit."""
+    """Each attendee's CA (see attendee_ca) as a file the smoke checks can trust; removed on exit."""
 
     folder: Path
+    acme_trust: str = ""
 
     def path_for(self, attendee: AttendeeOutput) -> str | None:
-        if not attendee.ca_certificate:
+        pem = attendee_ca(attendee, self.acme_trust)
+        if not pem:
             return None
         path = self.folder / f"{attendee.id}-ca.pem"
-        path.write_text(attendee.ca_certificate, encoding="utf-8")
+        path.write_text(pem, encoding="utf-8")
         return str(path)
 
 
-def targets(attendees: list[AttendeeOutput], ca_dir: Path, timeout: float) -> list[Target]:
-    cas = CaFiles(ca_dir)
+def targets(attendees: list[AttendeeOutput], ca_dir: Path, timeout: float, acme_trust: str = "") -> list[Target]:
+    cas = CaFiles(ca_dir, acme_trust)
     return [Target(url=a.endpoint_url, credentials=Credentials(api_key=a.api_key), kind="openai", model=a.model,
                    ca_bundle=cas.path_for(a), http_url=a.http_url or None, timeout=timeout, name=a.id)
             for a in attendees]
