@@ -24,6 +24,9 @@ ENGINES = ("ollama", "xinference", "vllm", "llamacpp")
 OSES = {"ubuntu-22.04": ("Canonical Ubuntu", "22.04"),
         "ubuntu-24.04": ("Canonical Ubuntu", "24.04"),
         "debian-12": ("Debian", "12")}
+# OSes OCI publishes no platform image of: on the vm target they boot only from an image the user imports
+# (imageId). The local target builds its own Debian image.
+BYOI_OSES = ("debian-12",)
 TLS_MODES = ("letsencrypt", "self-signed", "provided")
 VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 ENGINE_PORTS = {"ollama": 11434, "xinference": 9997, "vllm": 8000, "llamacpp": 8080}
@@ -384,6 +387,13 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         r.bad("shape", shape_name, "one of " + ", ".join(SHAPES), close[0] if close else "VM.GPU.A10.1")
         shape = SHAPES["VM.GPU.A10.1"]
     os_name = r.choice("os", list(OSES))
+    image = _image_id(r)
+    if target == "vm" and os_name in BYOI_OSES and not image and not r.failed("imageId"):
+        r.problems.append(Problem(
+            "os", os_name, f"ubuntu-22.04 or ubuntu-24.04 on the vm target (OCI has no {OSES[os_name][0]} platform "
+            "image; the local target is where debian-12 runs)",
+            f"pulumi config set os ubuntu-24.04; or import a {OSES[os_name][0]} {OSES[os_name][1]} image as a custom "
+            "image and boot it: pulumi config set imageId ocid1.image.oc1..xxxx"))
     admin = r.str("adminUser")
     if not _NAME_RE.match(admin) or admin in ("root", "ubuntu", "opc", "debian"):
         r.bad("adminUser", admin, "a lower-case login name (a-z, 0-9, _ or -; not root, ubuntu, opc or debian)",
@@ -424,6 +434,8 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
     conda = r.bool("installConda") or engine == "xinference"
     docker = r.bool("installDocker") or engine == "vllm"
     sources = _sources(r)
+    if engine == "ollama" and not r.failed("ollamaDownloadUrl"):
+        _check_ollama_archive(r, sources.ollama_download_url)
     cfg = StackConfig(
         stack=stack, target=target, compartment_id=compartment,
         availability_domain=r.str("availabilityDomain"), shape=shape,
@@ -433,7 +445,7 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         nvidia_toolkit=docker and shape.is_gpu and target != "local", engine=engine, model=model, model_name=model_name,
         params_billions=params, quant_bits=bits, hf_token=r.secret("hfToken"),
         domain=domain, dns_zone=r.str("dnsZone"), tls=tls, auth=auth, tags=_tags(r),
-        expires_at=_expires_at(r), extra_ca_certs=_ca_certs(r), image_id=_image_id(r), ssh_allowed_cidrs=_cidrs(r),
+        expires_at=_expires_at(r), extra_ca_certs=_ca_certs(r), image_id=image, ssh_allowed_cidrs=_cidrs(r),
         ssh_private_key=_ssh_private_key(r), readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
         smoke_ca_bundle=r.str("smokeCaBundle"), datascience=_datascience(r, target),
         workshop=_workshop(r, target), local_vm=_local_vm(r, target, engine, os_name), sources=sources)
@@ -709,6 +721,26 @@ def _sources(r: _Reader) -> Sources:
             r.bad(key, value, "a value without spaces, quotes or shell characters", example)
         values[attr] = value
     return Sources(**values)
+
+
+_OLLAMA_ARCHIVE_RE = re.compile(r"/v([0-9]+)\.([0-9]+)\.[0-9]+(?:-rc[0-9]+)?/ollama-linux-[a-z0-9-]+"
+                                r"(\.tgz|\.tar\.zst)$")
+OLLAMA_ZSTD_SINCE = (0, 14)  # v0.14.0 ships its Linux archives as .tar.zst only (ollama#13651); older ones as .tgz
+
+
+def _check_ollama_archive(r: _Reader, url: str) -> None:
+    """A release URL whose suffix does not match its version is a 404 (a mirror without the version in its
+    path is not judged)."""
+    match = _OLLAMA_ARCHIVE_RE.search(url.split("?", 1)[0])
+    if not match:
+        return
+    version, suffix = (int(match.group(1)), int(match.group(2))), match.group(3)
+    want = ".tar.zst" if version >= OLLAMA_ZSTD_SINCE else ".tgz"
+    if suffix != want:
+        since = ".".join(map(str, OLLAMA_ZSTD_SINCE))
+        r.bad("ollamaDownloadUrl", url, f"an archive ending in {want} for Ollama {version[0]}.{version[1]} (from "
+              f"v{since}.0 Linux releases are .tar.zst only; before, .tgz)",
+              url[:match.start(3)] + want + url[match.end(3):])
 
 
 def _image_id(r: _Reader) -> str:
