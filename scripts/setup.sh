@@ -29,6 +29,7 @@ APT_PACKAGES=(
   openssh-client      # `llmdeploy local ssh`
   iptables            # the firewall test runs the rendered firewall in a network namespace
   iproute2            # ... with a veth pair to a second namespace
+  zstd                # the Ollama archive test packs a .tar.zst release, as Ollama ships them from v0.14
 )
 
 missing=()
