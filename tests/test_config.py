@@ -702,3 +702,17 @@ def test_an_ollama_mirror_without_a_version_in_its_path_is_not_judged() -> None:
     cfg = parse(raw(engine="ollama", ollamaModel="llama3.1:8b",
                     ollamaDownloadUrl="https://mirror.internal/ollama/ollama-linux-amd64.tgz"))
     assert cfg.sources.ollama_download_url == "https://mirror.internal/ollama/ollama-linux-amd64.tgz"
+
+
+def test_hf_token_is_refused_on_the_datascience_target_and_a_vault_secret_named_instead() -> None:
+    """A model deployment's environment variables are readable by whoever can read the deployment."""
+    ds = {"target": "datascience", "sshPublicKeys": [], "dsContainerImage": "iad.ocir.io/ns/vllm:v1"}
+    err = config_error(**ds, hfToken="hf_SECRETtoken1234567890")
+    line = problem_line(err, "hfToken", "got (secret)", "no hfToken on the datascience target")
+    assert "pulumi config rm hfToken" in line and "dsHfTokenSecretId" in line and "hf_SECRET" not in str(err)
+    secret_id = "ocid1.vaultsecret.oc1.iad.amaaaaaaexample"
+    assert parse(raw(**ds, dsHfTokenSecretId=secret_id)).datascience.hf_token_secret_id == secret_id
+    err = config_error(**ds, dsHfTokenSecretId="hf_SECRETtoken")
+    problem_line(err, "dsHfTokenSecretId", "got (secret)", "an OCI Vault secret OCID")
+    assert "hf_SECRET" not in str(err)
+    assert parse(raw(hfToken="hf_SECRETtoken1234567890")).hf_token.reveal()  # the vm target delivers it over SSH

@@ -193,6 +193,7 @@ class DataScience:
     instance_count: int
     max_instance_count: int
     bandwidth_mbps: int
+    hf_token_secret_id: str  # an OCI Vault secret's OCID, not the token
 
     @property
     def autoscaling(self) -> bool:
@@ -782,7 +783,21 @@ def _datascience(r: _Reader, target: str) -> DataScience:
     most = r.int("dsMaxInstanceCount", 0, 100)
     if most and most < count:
         r.bad("dsMaxInstanceCount", most, f"0 (fixed size) or at least dsInstanceCount ({count})", str(count))
-    return DataScience(image, count, most, r.int("dsBandwidthMbps", 10, 8000))
+    secret_id = r.str("dsHfTokenSecretId")
+    if secret_id and not re.fullmatch(r"ocid1\.vaultsecret\.[a-z0-9-]+\.[a-z0-9-]*\.[a-z0-9]+", secret_id):
+        # Not shown: what is here by mistake may be the token itself.
+        r.problems.append(Problem("dsHfTokenSecretId", Secret(secret_id), "an OCI Vault secret OCID "
+                                  "(ocid1.vaultsecret.oc1...) or empty, not the token itself",
+                                  set_cmd("dsHfTokenSecretId", "ocid1.vaultsecret.oc1.iad.xxxx")))
+    # A model deployment's environment variables are readable by anyone who can read the deployment.
+    if target == "datascience" and r.secret("hfToken"):
+        r.problems.append(Problem(
+            "hfToken", r.secret("hfToken"), "no hfToken on the datascience target (a model deployment has no secret "
+            "channel: its environment variables are shown to anyone who can read the deployment)",
+            "pulumi config rm hfToken; store the token in OCI Vault and pulumi config set dsHfTokenSecretId "
+            "ocid1.vaultsecret.oc1...; the image reads it with its resource principal (README: Data Science and "
+            "gated models)"))
+    return DataScience(image, count, most, r.int("dsBandwidthMbps", 10, 8000), secret_id)
 
 
 def _ca_certs(r: _Reader) -> tuple[str, ...]:
