@@ -6,7 +6,9 @@ model, a certificate from a local pebble through certbot) in a real QEMU VM, onc
   packages, the services' PIDs);
 - a SIGKILLed engine is brought back by systemd, and the smoke test passes again;
 - through the forwarded loopback ports only 22, 80 and 443 answer; the engine's port 8080, forwarded too,
-  does not (it listens on the guest's loopback only, and the firewall drops it);
+  does not (it listens on the guest's loopback only, and the firewall rejects it);
+- the image's firewall rules (OCI's rules.v4, which the local image ships as OCI's Ubuntu images do) are kept:
+  only root may reach 169.254.0.2:3260 (the iSCSI boot volume), before and after the reboot;
 - after a reboot every service comes back and the smoke test passes.
 
 The VM and the host-side servers (model server, pebble) are stopped by PID by `llmdeploy local down` when
@@ -15,6 +17,7 @@ user's cache (built on the first run, ~1.5 min). Under TCG on 2 cores the module
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shlex
@@ -31,6 +34,7 @@ import pytest
 
 from conftest import ROOT
 from llmdeploy.local import checks, procs
+from llmdeploy.local.image import OCI_RULES_V4
 from llmdeploy.local.lifecycle import PROCESS_NAMES
 from llmdeploy.local.ssh import Session, SshError, connect
 from llmdeploy.local.state import VmState
@@ -44,15 +48,14 @@ ENGINE_PORT = 8080
 INSTALLED = ["/etc/llmdeploy", "/etc/letsencrypt/live", "/etc/letsencrypt/renewal", "/etc/nginx/sites-enabled",
              "/etc/nginx/sites-available/llmdeploy.conf", "/etc/systemd/system/llamacpp.service",
              "/usr/local/lib/llmdeploy", "/usr/local/share/llmdeploy", "/etc/ssh/sshd_config.d",
-             "/etc/apt/apt.conf.d/20auto-upgrades", "/etc/ufw/user.rules", "/etc/ufw/user6.rules",
-             "/etc/ufw/ufw.conf", "/var/lib/llmdeploy/models"]
+             "/etc/apt/apt.conf.d/20auto-upgrades", "/etc/iptables", "/var/lib/llmdeploy/models"]
 FINGERPRINT = (
     "set -e; cd /var/lib/llmdeploy/stages; "
     "for f in *; do printf 'marker %s %s %s\\n' \"$f\" \"$(stat -c %Y \"$f\")\" \"$(cat \"$f\")\"; done; "
     f"find -L {' '.join(INSTALLED)} -type f -print0 2>/dev/null | sort -z | xargs -0 sha256sum | sed 's/^/file /'; "
     "echo \"packages $(dpkg-query -W -f='${Package}=${Version}\\n' | sha256sum | cut -c1-16)\"; "
     "echo \"venv $(/opt/llmdeploy/llamacpp/bin/python -m pip freeze 2>/dev/null | sha256sum | cut -c1-16)\"; "
-    "echo \"ufw $(ufw status verbose | sha256sum | cut -c1-16)\"; "
+    "echo \"iptables $( (iptables -S; ip6tables -S) | sha256sum | cut -c1-16)\"; "
     "for u in llamacpp nginx; do echo \"pid $u $(systemctl show -p MainPID --value $u)\"; done"
 )
 
@@ -257,6 +260,43 @@ def test_only_ssh_http_and_https_answer_through_the_forwarded_ports(vm: Vm) -> N
     assert answers(state.port(ENGINE_PORT), b"GET /health HTTP/1.0\r\n\r\n", timeout=15) == b""
 
 
+def first_match(rules: list[str], dest: str, port: int, uid: int) -> str:
+    """The target of the first rule in an `iptables -S CHAIN` listing that a TCP packet from `uid` to
+    dest:port matches (the matches OCI's InstanceServices chain uses: -d, -p, --dport, --uid-owner)."""
+    for rule in rules:
+        words = rule.split()
+        if words[0] != "-A":
+            continue
+        opts = {w: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("-")}
+        if "-d" in opts and ipaddress.ip_address(dest) not in ipaddress.ip_network(opts["-d"]):
+            continue
+        if opts.get("-p", "tcp") != "tcp" or opts.get("--dport", str(port)) != str(port):
+            continue
+        if opts.get("--uid-owner", str(uid)) != str(uid):
+            continue
+        return opts["-j"]
+    return "(falls through)"
+
+
+def assert_the_image_firewall_is_kept(vm: Vm) -> None:
+    rules = vm.sudo("iptables -S").splitlines()
+    assert "-A OUTPUT -d 169.254.0.0/16 -j InstanceServices" in rules and "-N InstanceServices" in rules
+    chain = [r for r in rules if r.startswith("-A InstanceServices ")]
+    image = [r for r in OCI_RULES_V4.splitlines() if r.startswith("-A InstanceServices ")]
+    assert len(chain) == len(image), chain
+    # By the rules, not the network (169.254.0.2 is not there under QEMU): root may, anyone else may not.
+    assert first_match(chain, "169.254.0.2", 3260, uid=0) == "ACCEPT"
+    assert first_match(chain, "169.254.0.2", 3260, uid=1000) == "REJECT"
+    saved = vm.sudo("cat /etc/iptables/rules.v4")
+    assert all(r in saved for r in image) and "--dport 443 -j ACCEPT" in saved
+    assert vm.sudo("systemctl is-enabled netfilter-persistent").strip() == "enabled"
+    assert vm.run("command -v ufw")[0] != 0
+
+
+def test_the_image_firewall_rules_are_kept(vm: Vm) -> None:
+    assert_the_image_firewall_is_kept(vm)
+
+
 def test_after_a_reboot_every_service_comes_back(vm: Vm) -> None:
     boot_id = vm.sudo("cat /proc/sys/kernel/random/boot_id").strip()
     try:
@@ -268,10 +308,11 @@ def test_after_a_reboot_every_service_comes_back(vm: Vm) -> None:
         new = vm.sudo("cat /proc/sys/kernel/random/boot_id").strip()
         if new == boot_id:
             return "still the old boot"
-        out = vm.sudo("systemctl is-active llamacpp nginx ssh ufw certbot.timer || true; "
+        out = vm.sudo("systemctl is-active llamacpp nginx ssh netfilter-persistent certbot.timer || true; "
                       f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{ENGINE_PORT}/health")
         return None if out.split() == ["active"] * 5 + ["200"] else out.split().__repr__()
 
     wait_for("the rebooted VM with every service active", rebooted, 600)
-    assert "Status: active" in vm.sudo("ufw status")
+    assert_the_image_firewall_is_kept(vm)  # loaded at boot by netfilter-persistent, not by a provisioning run
+    test_only_ssh_http_and_https_answer_through_the_forwarded_ports(vm)
     smoke(vm)

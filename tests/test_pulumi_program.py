@@ -235,6 +235,31 @@ def test_the_datascience_target_deploys_vllm_with_logs_and_a_signed_smoke(scalin
             assert unwrap(resource.inputs)["freeformTags"]["stack"] == "ds", resource.name
 
 
+def deployment_env(run: Run) -> dict[str, str]:
+    md = unwrap(run.one("oci:DataScience/modelDeployment:ModelDeployment").inputs)
+    return md["modelDeploymentConfigurationDetails"]["environmentConfigurationDetails"]["environmentVariables"]
+
+
+def test_the_datascience_example_stack_deploys_two_a10s_with_shared_memory_for_tensor_parallel() -> None:
+    """vLLM's tensor-parallel workers need a large /dev/shm; the deployment sizes it from SHM_SIZE."""
+    run = run_program(MAIN, read_stack(ROOT, "datascience-a10"), stack="datascience-a10")
+    env = deployment_env(run)
+    assert env["SHM_SIZE"] == "10g" and "HF_TOKEN_SECRET_OCID" not in env
+    md = unwrap(run.one("oci:DataScience/modelDeployment:ModelDeployment").inputs)
+    cmds = md["modelDeploymentConfigurationDetails"]["environmentConfigurationDetails"]["cmds"]
+    assert cmds[cmds.index("--tensor-parallel-size") + 1] == "2"
+    assert run.outputs[out.ENDPOINT_URL] == MD_URL
+    one_gpu = deployment_env(run_program(MAIN, DS_VALUES | {"shape": "VM.GPU.A10.1"}, stack="ds1"))
+    assert "SHM_SIZE" not in one_gpu
+
+
+def test_the_datascience_deployment_gets_the_hf_token_secrets_ocid_never_a_token() -> None:
+    secret_id = "ocid1.vaultsecret.oc1.iad.amaaaaaaexamplesecret"
+    run = run_program(MAIN, DS_VALUES | {"dsHfTokenSecretId": secret_id}, stack="ds")
+    assert deployment_env(run)["HF_TOKEN_SECRET_OCID"] == secret_id
+    assert not any(key.startswith("HF_TOKEN") and key != "HF_TOKEN_SECRET_OCID" for key in deployment_env(run))
+
+
 @pytest.mark.parametrize("script", [readiness_script(3600), SMOKE_SCRIPT])
 def test_gate_scripts_pass_shellcheck(script: str) -> None:
     result = subprocess.run(["shellcheck", "--shell=bash", "-"], input=script, capture_output=True, text=True)

@@ -35,6 +35,7 @@ PROVISION = "/usr/local/sbin/llmdeploy-provision"
 INSTALL_SECRETS = "/usr/local/sbin/llmdeploy-install-secrets"
 WAIT_READY = "/usr/local/sbin/llmdeploy-wait-ready"
 STACK_INFO = "/etc/llmdeploy/stack.json"
+FIREWALL = "/usr/local/lib/llmdeploy/firewall.sh"
 STAGES_DIR = "/var/lib/llmdeploy/stages"
 READY_MARKER = "/var/lib/llmdeploy/ready"
 LIBEXEC = "/usr/local/lib/llmdeploy"
@@ -292,6 +293,7 @@ def render(cfg: StackConfig, layout: Layout = Layout()) -> Rendered:
     steps = step_names(cfg)
     files = [
         VmFile("/usr/local/lib/llmdeploy/lib.sh", _render("lib.sh.j2", ctx)),
+        VmFile(FIREWALL, _render("firewall.sh.j2", ctx), "0755"),
         VmFile(PROVISION, _render("provision.sh.j2", ctx), "0755"),
         VmFile(INSTALL_SECRETS, _render("install-secrets.sh.j2", ctx), "0755"),
         VmFile(WAIT_READY, _render("wait-ready.sh.j2", ctx), "0755"),
