@@ -172,7 +172,7 @@ def test_the_base_step_keeps_netfilter_persistent_and_installs_no_ufw() -> None:
     assert "ufw" not in base.replace("Not ufw", "").replace("against ufw", "")
     assert "iptables -F" not in base and "disable" not in base
     assert "apt_install openssh-server iptables iptables-persistent" in base
-    assert "systemctl enable --quiet netfilter-persistent.service" in base
+    assert "systemctl enable --quiet --no-reload netfilter-persistent.service" in base
     assert "iptables-persistent/autosave_v4 boolean false" in base
     assert f"bash {FIREWALL}" in base
     assert subprocess.run(["bash", "-n"], input=rendered.file(FIREWALL).content, text=True).returncode == 0
