@@ -396,7 +396,9 @@ def _confirm_host_key(state: VmState, session: Session, say: Say) -> None:
         if keys or host_key_fingerprint(state.host_key) in fingerprints:
             break
         if time.monotonic() > deadline:
-            raise LocalError(f"cloud-init never printed the SSH host keys on the console ({state.serial_log})")
+            raise LocalError(f"cloud-init printed neither the fingerprints of the SSH host keys it generated nor the "
+                             f"keys on the console within {CONSOLE_KEYS_DEADLINE_S:.0f}s of the first login "
+                             f"({state.serial_log}); the host key cannot be confirmed, so no secret is sent")
         session.run(f"test -e {'/var/lib/cloud/instance/boot-finished'}", timeout=30)
         time.sleep(2)
     if state.host_key not in keys and host_key_fingerprint(state.host_key) not in fingerprints:
