@@ -133,3 +133,90 @@ def test_the_host_key_is_confirmed_by_the_fingerprint_cloud_init_prints_as_it_ge
     other = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     assert host_key_fingerprint(" ".join(other.with_suffix(".pub").read_text().split()[:2])) not in printed
+
+
+STACK_FILE = """\
+config:
+  llmdeploy:target: local
+  llmdeploy:os: debian-12
+  llmdeploy:engine: llamacpp
+  llmdeploy:llamacppModelUrl: http://10.0.2.2/m.gguf
+  llmdeploy:modelName: m
+  llmdeploy:tlsMode: self-signed
+  llmdeploy:apiKeys:
+    - default
+"""
+
+
+class FakeSession:
+    """The VM's SSH side: records what `up` runs, in order."""
+
+    host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKeyForTheOrderTest0000000000000"
+
+    def __init__(self, events: list[tuple[str, bytes | None]]) -> None:
+        self.events = events
+
+    def run(self, command: str, stdin: bytes | None = None, timeout: float = 120) -> tuple[int, str, str]:
+        if "llmdeploy-install-secrets" in command:
+            self.events.append(("deliver", stdin))
+        elif "llmdeploy-wait-ready" in command:
+            self.events.append(("wait-ready", None))
+        return 0, "", ""
+
+    def close(self) -> None:
+        pass
+
+
+def test_local_up_delivers_the_secrets_once_the_host_key_is_confirmed_then_follows_provisioning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_up` for real up to QEMU (the model server runs, with the token; user-data and seed are written); the
+    VM's side is a recording session. The bundle goes before the stage watch and wait-ready."""
+    import io
+    import shutil
+    import tarfile
+    from types import SimpleNamespace
+
+    from llmdeploy.local import lifecycle, qemu
+    from llmdeploy.local.localconfig import ModelSource
+    from llmdeploy.local.state import new_state
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "Pulumi.yaml", project / "Pulumi.yaml")
+    (project / "Pulumi.t.yaml").write_text(STACK_FILE)
+    monkeypatch.setenv("LLMDEPLOY_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("LLMDEPLOY_HF_TOKEN", TOKEN)
+    monkeypatch.delenv("LLMDEPLOY_LOCAL_API_KEYS", raising=False)
+    events: list[tuple[str, bytes | None]] = []
+
+    def boot(state: object, *args: object) -> None:
+        state.timeline["qemu_started"] = 0.0  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(lifecycle, "_boot", boot)
+    monkeypatch.setattr(lifecycle, "_wait_for_ssh", lambda *a: FakeSession(events))
+    monkeypatch.setattr(lifecycle, "_confirm_host_key", lambda *a: events.append(("host key", None)))
+    monkeypatch.setattr(lifecycle, "watch", lambda *a, **k: events.append(("watch stages", None)))
+    monkeypatch.setattr(lifecycle, "login", lambda state: FakeSession(events))
+    monkeypatch.setattr(lifecycle, "_wait_for_credentials", lambda *a, **k: None)
+    monkeypatch.setattr(lifecycle.checks, "run_smoke", lambda *a, **k: SimpleNamespace(passed=True))
+    monkeypatch.setattr(lifecycle.qemu, "choose_accel", lambda *a: qemu.Accel("tcg", "test"))
+    opts = lifecycle.UpOptions(stack="t", project_dir=project)
+    cfg0 = lifecycle.check_stack(opts)
+    weights = tmp_path / "m.gguf"
+    weights.write_bytes(MODEL)
+    img = SimpleNamespace(kernel=tmp_path / "vmlinuz", initrd=tmp_path / "initrd", disk=tmp_path / "disk.qcow2")
+    state = new_state("t")
+    try:
+        lifecycle._up(opts, cfg0, ModelSource("m.gguf", weights, cfg0.model.url), img,  # type: ignore[arg-type]
+                      state, lifecycle.Clock(), lambda text: None, io.StringIO())
+    finally:
+        procs.stop(state.pids.get("model_server"), state.markers.get("model_server", "\0"))
+    assert [name for name, _ in events] == ["host key", "deliver", "watch stages", "wait-ready"]
+    with tarfile.open(fileobj=io.BytesIO(events[1][1] or b"")) as bundle:
+        assert f"HF_TOKEN={TOKEN}" in bundle.extractfile("hf.env").read().decode()  # type: ignore[union-attr]
+    log = (state.dir / "model-server.log").read_text()
+    port = log.split("127.0.0.1:", 1)[1].split(",", 1)[0]
+    assert "bearer token required" in log
+    user_data = (state.dir / "user-data").read_text()
+    assert f'download http://10.0.2.2:{port}/m.gguf "$model_file" /etc/llmdeploy/secrets/hf.env' in user_data
+    assert TOKEN not in user_data
