@@ -470,7 +470,7 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         ssh_public_keys=keys, conda=conda, conda_env=_conda_env(r), docker=docker,
         nvidia_toolkit=docker and shape.is_gpu and target != "local", nvidia_driver_branch=driver_branch,
         engine=engine, model=model, model_name=model_name,
-        params_billions=params, quant_bits=bits, hf_token=r.secret("hfToken"),
+        params_billions=params, quant_bits=bits, hf_token=_hf_token(r),
         domain=domain, dns_zone=r.str("dnsZone"), tls=tls, auth=auth, tags=_tags(r),
         expires_at=_expires_at(r), extra_ca_certs=_ca_certs(r), image_id=image, ssh_allowed_cidrs=_cidrs(r),
         ssh_private_key=_ssh_private_key(r), readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
@@ -854,6 +854,15 @@ def _cidrs(r: _Reader) -> tuple[str, ...]:
         r.bad("sshAllowedCidrs", [], "at least one CIDR: pulumi up itself needs SSH to check readiness",
               "--path 'sshAllowedCidrs[0]' 203.0.113.0/24")
     return tuple(cidrs)
+
+
+def _hf_token(r: _Reader) -> Secret:
+    """hf.env holds it for systemd (EnvironmentFile) and the llama.cpp download's bearer header: one word."""
+    token = r.secret("hfToken")
+    if token and not re.fullmatch(r"[!#-&(-\[\]-~]{1,512}", token.reveal()):
+        r.bad("hfToken", token.reveal(), "a Hugging Face access token (hf_...): 1-512 printable characters without "
+              "spaces or quotes", "hf_xxxxxxxxxxxxxxxxxxxx")
+    return token
 
 
 def _ssh_private_key(r: _Reader) -> Secret:
