@@ -124,7 +124,8 @@ def test_the_host_key_is_confirmed_by_the_fingerprint_cloud_init_prints_as_it_ge
         key = tmp_path / kind
         out = subprocess.run(["ssh-keygen", "-t", kind, "-N", "", "-f", str(key)], capture_output=True, text=True,
                              check=True).stdout
-        console += out.replace("\n", "\r\n")
+        # As the serial console shows it: each line of cloud-init's output behind a timestamp and its name.
+        console += "".join(f"[   55.{n:06d}] cloud-init[408]: {line}\r\n" for n, line in enumerate(out.splitlines()))
         keys.append(" ".join(key.with_suffix(".pub").read_text().split()[:2]))
     serial = tmp_path / "serial.log"
     serial.write_text(console)
