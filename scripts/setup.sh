@@ -27,6 +27,9 @@ APT_PACKAGES=(
   e2fsprogs           # mkfs.ext4 -d: the image's root filesystem from the debootstrap folder
   genisoimage         # the NoCloud seed ISO (label cidata) that hands the VM its user-data
   openssh-client      # `llmdeploy local ssh`
+  iptables            # the firewall test runs the rendered firewall in a network namespace
+  iproute2            # ... with a veth pair to a second namespace
+  zstd                # the Ollama archive test packs a .tar.zst release, as Ollama ships them from v0.14
 )
 
 missing=()

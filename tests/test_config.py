@@ -682,3 +682,53 @@ def test_autoscaling_needs_a_maximum_above_the_count() -> None:
 
 def test_extra_ca_certs_must_be_pem() -> None:
     problem_line(config_error(extraCaCerts=["not a cert"]), "extraCaCerts", "PEM certificates")
+
+
+# ---- what OCI has: platform images, Ollama's archives -----------------------------------------------
+
+def test_debian_on_the_vm_target_needs_an_image_of_ones_own() -> None:
+    """OCI publishes no Debian platform image: without imageId the image lookup fails at preview."""
+    cpu = {"shape": CPU_SHAPE, "engine": "llamacpp", "os": "debian-12"}
+    line = problem_line(config_error(**cpu), "os", "got 'debian-12'", "ubuntu-22.04 or ubuntu-24.04 on the vm target",
+                        "OCI has no Debian platform image")
+    assert "pulumi config set os ubuntu-24.04" in line and "pulumi config set imageId ocid1.image." in line
+    assert parse(raw(**cpu, imageId="ocid1.image.oc1..mydebian")).os == "debian-12"
+    assert parse(raw(target="local", compartmentId="", engine="llamacpp", os="debian-12")).os == "debian-12"
+    assert load_stack_config(ROOT, "llamacpp-cpu").os.startswith("ubuntu-")
+
+
+RELEASES = "https://github.com/ollama/ollama/releases/download"
+
+
+@pytest.mark.parametrize("version, given, wanted", [
+    ("v0.14.0", "tgz", "tar.zst"), ("v0.33.0-rc2", "tgz", "tar.zst"), ("v1.2.3", "tgz", "tar.zst"),
+    ("v0.12.6", "tar.zst", "tgz"), ("v0.13.5", "tar.zst", "tgz")])
+def test_an_ollama_archive_whose_suffix_does_not_match_its_version_is_refused(version: str, given: str,
+                                                                               wanted: str) -> None:
+    """From v0.14.0 Ollama's Linux archives are .tar.zst only; the other suffix is a 404 at boot."""
+    url = f"{RELEASES}/{version}/ollama-linux-amd64.{given}"
+    line = problem_line(config_error(engine="ollama", ollamaModel="llama3.1:8b", ollamaDownloadUrl=url),
+                        "ollamaDownloadUrl", f"an archive ending in .{wanted}")
+    assert line.endswith(f"(pulumi config set ollamaDownloadUrl {RELEASES}/{version}/ollama-linux-amd64.{wanted})")
+    fixed = parse(raw(engine="ollama", ollamaModel="llama3.1:8b", ollamaDownloadUrl=url.replace(given, wanted)))
+    assert fixed.sources.ollama_download_url.endswith(wanted)
+
+
+def test_an_ollama_mirror_without_a_version_in_its_path_is_not_judged() -> None:
+    cfg = parse(raw(engine="ollama", ollamaModel="llama3.1:8b",
+                    ollamaDownloadUrl="https://mirror.internal/ollama/ollama-linux-amd64.tgz"))
+    assert cfg.sources.ollama_download_url == "https://mirror.internal/ollama/ollama-linux-amd64.tgz"
+
+
+def test_hf_token_is_refused_on_the_datascience_target_and_a_vault_secret_named_instead() -> None:
+    """A model deployment's environment variables are readable by whoever can read the deployment."""
+    ds = {"target": "datascience", "sshPublicKeys": [], "dsContainerImage": "iad.ocir.io/ns/vllm:v1"}
+    err = config_error(**ds, hfToken="hf_SECRETtoken1234567890")
+    line = problem_line(err, "hfToken", "got (secret)", "no hfToken on the datascience target")
+    assert "pulumi config rm hfToken" in line and "dsHfTokenSecretId" in line and "hf_SECRET" not in str(err)
+    secret_id = "ocid1.vaultsecret.oc1.iad.amaaaaaaexample"
+    assert parse(raw(**ds, dsHfTokenSecretId=secret_id)).datascience.hf_token_secret_id == secret_id
+    err = config_error(**ds, dsHfTokenSecretId="hf_SECRETtoken")
+    problem_line(err, "dsHfTokenSecretId", "got (secret)", "an OCI Vault secret OCID")
+    assert "hf_SECRET" not in str(err)
+    assert parse(raw(hfToken="hf_SECRETtoken1234567890")).hf_token.reveal()  # the vm target delivers it over SSH

@@ -6,8 +6,13 @@ model, a certificate from a local pebble through certbot) in a real QEMU VM, onc
   packages, the services' PIDs);
 - a SIGKILLed engine is brought back by systemd, and the smoke test passes again;
 - through the forwarded loopback ports only 22, 80 and 443 answer; the engine's port 8080, forwarded too,
-  does not (it listens on the guest's loopback only, and the firewall drops it);
-- after a reboot every service comes back and the smoke test passes.
+  does not (it listens on the guest's loopback only, and the firewall rejects it);
+- the image's firewall rules (OCI's rules.v4, which the local image ships as OCI's Ubuntu images do) are kept:
+  only root may reach 169.254.0.2:3260 (the iSCSI boot volume), before and after the reboot;
+- after a reboot every service comes back and the smoke test passes;
+- the stack has an hfToken (LLMDEPLOY_HF_TOKEN, as a user passes it): the model server, the stack's
+  hfEndpoint, refuses downloads without it, the model came through it, and the token, like the API key,
+  is in no file but its own, no journal and no command line.
 
 The VM and the host-side servers (model server, pebble) are stopped by PID by `llmdeploy local down` when
 the module ends, also when a test fails; the VM's state lives in a temporary folder, the image in the
@@ -15,8 +20,11 @@ user's cache (built on the first run, ~1.5 min). Under TCG on 2 cores the module
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
+import secrets
 import shlex
 import signal
 import socket
@@ -31,6 +39,7 @@ import pytest
 
 from conftest import ROOT
 from llmdeploy.local import checks, procs
+from llmdeploy.local.image import OCI_RULES_V4
 from llmdeploy.local.lifecycle import PROCESS_NAMES
 from llmdeploy.local.ssh import Session, SshError, connect
 from llmdeploy.local.state import VmState
@@ -44,15 +53,14 @@ ENGINE_PORT = 8080
 INSTALLED = ["/etc/llmdeploy", "/etc/letsencrypt/live", "/etc/letsencrypt/renewal", "/etc/nginx/sites-enabled",
              "/etc/nginx/sites-available/llmdeploy.conf", "/etc/systemd/system/llamacpp.service",
              "/usr/local/lib/llmdeploy", "/usr/local/share/llmdeploy", "/etc/ssh/sshd_config.d",
-             "/etc/apt/apt.conf.d/20auto-upgrades", "/etc/ufw/user.rules", "/etc/ufw/user6.rules",
-             "/etc/ufw/ufw.conf", "/var/lib/llmdeploy/models"]
+             "/etc/apt/apt.conf.d/20auto-upgrades", "/etc/iptables", "/var/lib/llmdeploy/models"]
 FINGERPRINT = (
     "set -e; cd /var/lib/llmdeploy/stages; "
     "for f in *; do printf 'marker %s %s %s\\n' \"$f\" \"$(stat -c %Y \"$f\")\" \"$(cat \"$f\")\"; done; "
     f"find -L {' '.join(INSTALLED)} -type f -print0 2>/dev/null | sort -z | xargs -0 sha256sum | sed 's/^/file /'; "
     "echo \"packages $(dpkg-query -W -f='${Package}=${Version}\\n' | sha256sum | cut -c1-16)\"; "
     "echo \"venv $(/opt/llmdeploy/llamacpp/bin/python -m pip freeze 2>/dev/null | sha256sum | cut -c1-16)\"; "
-    "echo \"ufw $(ufw status verbose | sha256sum | cut -c1-16)\"; "
+    "echo \"iptables $( (iptables -S; ip6tables -S) | sha256sum | cut -c1-16)\"; "
     "for u in llamacpp nginx; do echo \"pid $u $(systemctl show -p MainPID --value $u)\"; done"
 )
 
@@ -63,6 +71,7 @@ class Vm:
     env: dict[str, str]
     up_seconds: float
     up_log: str
+    hf_token: str
 
     def login(self) -> Session:
         return connect(self.state.port(22), self.state.admin_user, self.state.ssh_key, host_key=self.state.host_key,
@@ -100,7 +109,9 @@ def llmdeploy(args: list[str], env: dict[str, str], log: Path, timeout: float) -
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
     state_dir = tmp_path_factory.mktemp("local-vm-state")
-    env = {**os.environ, "LLMDEPLOY_STATE_DIR": str(state_dir)}
+    # A gated model: the stack's hfToken as a user passes a secret to `local up` (the environment).
+    hf_token = "hf_" + secrets.token_urlsafe(24)
+    env = {**os.environ, "LLMDEPLOY_STATE_DIR": str(state_dir), "LLMDEPLOY_HF_TOKEN": hf_token}
     log = state_dir.parent / "local-up.log"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LLMDEPLOY_STATE_DIR", str(state_dir))
@@ -114,7 +125,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
             assert code == 0, f"llmdeploy local up exited {code}:\n{text[-6000:]}"
             state = VmState.load(STACK)
             assert state is not None and state.phase == "ready"
-            yield Vm(state, env, elapsed, text)
+            yield Vm(state, env, elapsed, text, hf_token)
         finally:
             left = VmState.load(STACK)
             llmdeploy(["local", "down", "--stack", STACK], env, log, 300)
@@ -160,41 +171,69 @@ def test_provisioning_again_changes_nothing(vm: Vm) -> None:
     assert before.count("marker ") == len(vm.state.stages) and before.count("file ") > 20
 
 
-# Where a key must never be, on the VM. It must be in one place: nginx's key map (0600, root only).
+# Where a secret must never be, on the VM. Each must be in one place, root only: the API key in nginx's key
+# map, the Hugging Face token in hf.env.
 GUEST_SEARCH = "/var/log /var/lib/cloud /run/cloud-init /etc /home /root /usr/local /var/lib/llmdeploy /tmp"
-KEY_HOME = "/etc/llmdeploy/secrets/api-keys.map"
+SECRET_HOMES = {"api key": "/etc/llmdeploy/secrets/api-keys.map", "hfToken": "/etc/llmdeploy/secrets/hf.env"}
+
+
+def assert_only_at_home(vm: Vm, secret: str, home: str) -> None:
+    # This machine: the VM's folder (user-data, seed, console, QEMU's and the servers' logs; not api-keys.json,
+    # the user's own copy, nor the disk, which holds the VM's) and every process's command line.
+    leaks = [str(p) for p in vm.state.dir.rglob("*") if p.is_file() and p.name not in ("api-keys.json", "disk.qcow2")
+             and secret.encode() in p.read_bytes()]
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if secret.encode() in (proc / "cmdline").read_bytes():
+                leaks.append(f"command line of pid {proc.name}")
+        except OSError:
+            continue
+    assert (vm.state.dir / "user-data").is_file() and vm.state.seed.is_file() and vm.state.serial_log.is_file()
+    # The VM: files, the journal and command lines. The secret travels on stdin into a file in /dev/shm that
+    # grep reads its pattern from, so this search puts it on no command line (sudo logs command lines; ps
+    # shows them).
+    script = ("pat=$(mktemp -p /dev/shm); cat > \"$pat\"; "
+              f"grep -rlF -f \"$pat\" {GUEST_SEARCH} 2>/dev/null | grep -vxF {home}; "
+              "journalctl --no-pager -o cat | grep -cF -f \"$pat\" | sed 's/^/journal /'; "
+              "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n' | grep -cF -f \"$pat\" | sed 's/^/cmdline /'; "
+              f"grep -cF -f \"$pat\" {home} | sed 's/^/home /'; stat -c 'mode %a' {home}; rm -f \"$pat\"")
+    session = vm.login()
+    try:
+        _, out, err = session.run(f"sudo -n sh -c {shlex.quote(script)}", stdin=f"{secret}\n".encode(), timeout=300)
+    finally:
+        session.close()
+    found = out.split("\n")
+    leaks += [line for line in found if line.startswith("/")]
+    assert "journal 0" in found and "cmdline 0" in found and "mode 600" in found, (out, err)
+    assert any(line.startswith("home ") and line != "home 0" for line in found), (out, err)
+    assert not leaks, leaks
 
 
 def test_the_api_key_is_never_in_user_data_logs_or_command_lines(vm: Vm) -> None:
     key = next(iter(vm.state.api_keys().values()))
     assert key.startswith("sk-llm-")
-    # This machine: the VM's folder (user-data, seed, console, QEMU's and the servers' logs; not api-keys.json,
-    # the user's own copy, nor the disk, which holds the VM's) and every process's command line.
-    leaks = [str(p) for p in vm.state.dir.rglob("*") if p.is_file() and p.name not in ("api-keys.json", "disk.qcow2")
-             and key.encode() in p.read_bytes()]
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if key.encode() in (proc / "cmdline").read_bytes():
-                leaks.append(f"command line of pid {proc.name}")
-        except OSError:
-            continue
-    assert (vm.state.dir / "user-data").is_file() and vm.state.seed.is_file() and vm.state.serial_log.is_file()
-    # The VM: files, the journal and command lines. The key travels on stdin into a file in /dev/shm that grep
-    # reads its pattern from, so this search puts it on no command line (sudo logs command lines; ps shows them).
-    script = ("pat=$(mktemp -p /dev/shm); cat > \"$pat\"; "
-              f"grep -rlF -f \"$pat\" {GUEST_SEARCH} 2>/dev/null | grep -vxF {KEY_HOME}; "
-              "journalctl --no-pager -o cat | grep -cF -f \"$pat\" | sed 's/^/journal /'; "
-              "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n' | grep -cF -f \"$pat\" | sed 's/^/cmdline /'; "
-              f"grep -cF -f \"$pat\" {KEY_HOME} | sed 's/^/home /'; rm -f \"$pat\"")
-    session = vm.login()
-    try:
-        _, out, err = session.run(f"sudo -n sh -c {shlex.quote(script)}", stdin=f"{key}\n".encode(), timeout=300)
-    finally:
-        session.close()
-    found = out.split("\n")
-    leaks += [line for line in found if line.startswith("/")]
-    assert "journal 0" in found and "cmdline 0" in found and "home 1" in found, (out, err)
-    assert not leaks, leaks
+    assert_only_at_home(vm, key, SECRET_HOMES["api key"])
+
+
+def test_the_hf_token_is_never_in_user_data_logs_or_command_lines(vm: Vm) -> None:
+    assert "secrets delivered over SSH: 1 API key(s), hfToken" in vm.up_log
+    assert_only_at_home(vm, vm.hf_token, SECRET_HOMES["hfToken"])
+
+
+def test_the_model_came_from_a_server_that_refuses_it_without_the_token(vm: Vm) -> None:
+    """The issue's proof: hfEndpoint points at a server that refuses downloads without the right bearer
+    token; the model downloaded (the step waited for the token, delivered over SSH) and smoke passed."""
+    log_path = vm.state.dir / "model-server.log"
+    served = re.search(r"serving \S+ on 127\.0\.0\.1:(\d+), bearer token required", log_path.read_text())
+    assert served, log_path.read_text()
+    url = f"http://10.0.2.2:{served.group(1)}/tiny-llama.gguf"
+    assert vm.sudo(f"curl -s -o /dev/null -w '%{{http_code}}' {url}") == "401"  # no token: refused
+    log = log_path.read_text()
+    assert "authorized /tiny-llama.gguf (bearer token)" in log
+    assert "refused /tiny-llama.gguf: no bearer token" in log
+    assert "hfEndpoint http://10.0.2.2:" in vm.up_log and "PASS  ssh: stage markers" in vm.up_log
+    engine_log = vm.sudo("cat /var/log/llmdeploy/40-engine.log")
+    assert "hfToken was not delivered" not in engine_log
 
 
 def wait_for(what: str, check: Callable[[], str | None], timeout: float) -> None:
@@ -257,6 +296,43 @@ def test_only_ssh_http_and_https_answer_through_the_forwarded_ports(vm: Vm) -> N
     assert answers(state.port(ENGINE_PORT), b"GET /health HTTP/1.0\r\n\r\n", timeout=15) == b""
 
 
+def first_match(rules: list[str], dest: str, port: int, uid: int) -> str:
+    """The target of the first rule in an `iptables -S CHAIN` listing that a TCP packet from `uid` to
+    dest:port matches (the matches OCI's InstanceServices chain uses: -d, -p, --dport, --uid-owner)."""
+    for rule in rules:
+        words = rule.split()
+        if words[0] != "-A":
+            continue
+        opts = {w: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("-")}
+        if "-d" in opts and ipaddress.ip_address(dest) not in ipaddress.ip_network(opts["-d"]):
+            continue
+        if opts.get("-p", "tcp") != "tcp" or opts.get("--dport", str(port)) != str(port):
+            continue
+        if opts.get("--uid-owner", str(uid)) != str(uid):
+            continue
+        return opts["-j"]
+    return "(falls through)"
+
+
+def assert_the_image_firewall_is_kept(vm: Vm) -> None:
+    rules = vm.sudo("iptables -S").splitlines()
+    assert "-A OUTPUT -d 169.254.0.0/16 -j InstanceServices" in rules and "-N InstanceServices" in rules
+    chain = [r for r in rules if r.startswith("-A InstanceServices ")]
+    image = [r for r in OCI_RULES_V4.splitlines() if r.startswith("-A InstanceServices ")]
+    assert len(chain) == len(image), chain
+    # By the rules, not the network (169.254.0.2 is not there under QEMU): root may, anyone else may not.
+    assert first_match(chain, "169.254.0.2", 3260, uid=0) == "ACCEPT"
+    assert first_match(chain, "169.254.0.2", 3260, uid=1000) == "REJECT"
+    saved = vm.sudo("cat /etc/iptables/rules.v4")
+    assert all(r in saved for r in image) and "--dport 443 -j ACCEPT" in saved
+    assert vm.sudo("systemctl is-enabled netfilter-persistent").strip() == "enabled"
+    assert vm.run("command -v ufw")[0] != 0
+
+
+def test_the_image_firewall_rules_are_kept(vm: Vm) -> None:
+    assert_the_image_firewall_is_kept(vm)
+
+
 def test_after_a_reboot_every_service_comes_back(vm: Vm) -> None:
     boot_id = vm.sudo("cat /proc/sys/kernel/random/boot_id").strip()
     try:
@@ -268,10 +344,11 @@ def test_after_a_reboot_every_service_comes_back(vm: Vm) -> None:
         new = vm.sudo("cat /proc/sys/kernel/random/boot_id").strip()
         if new == boot_id:
             return "still the old boot"
-        out = vm.sudo("systemctl is-active llamacpp nginx ssh ufw certbot.timer || true; "
+        out = vm.sudo("systemctl is-active llamacpp nginx ssh netfilter-persistent certbot.timer || true; "
                       f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{ENGINE_PORT}/health")
         return None if out.split() == ["active"] * 5 + ["200"] else out.split().__repr__()
 
     wait_for("the rebooted VM with every service active", rebooted, 600)
-    assert "Status: active" in vm.sudo("ufw status")
+    assert_the_image_firewall_is_kept(vm)  # loaded at boot by netfilter-persistent, not by a provisioning run
+    test_only_ssh_http_and_https_answer_through_the_forwarded_ports(vm)
     smoke(vm)

@@ -7,8 +7,10 @@ import base64
 import gzip
 import io
 import json
+import shlex
 import subprocess
 import tarfile
+from pathlib import Path
 from typing import Any
 
 import pulumi_oci
@@ -233,6 +235,57 @@ def test_the_datascience_target_deploys_vllm_with_logs_and_a_signed_smoke(scalin
     for resource in run.resources:
         if resource.custom and taggable(resource):
             assert unwrap(resource.inputs)["freeformTags"]["stack"] == "ds", resource.name
+
+
+def deployment_env(run: Run) -> dict[str, str]:
+    md = unwrap(run.one("oci:DataScience/modelDeployment:ModelDeployment").inputs)
+    return md["modelDeploymentConfigurationDetails"]["environmentConfigurationDetails"]["environmentVariables"]
+
+
+def test_the_datascience_example_stack_deploys_two_a10s_with_shared_memory_for_tensor_parallel() -> None:
+    """vLLM's tensor-parallel workers need a large /dev/shm; the deployment sizes it from SHM_SIZE."""
+    run = run_program(MAIN, read_stack(ROOT, "datascience-a10"), stack="datascience-a10")
+    env = deployment_env(run)
+    assert env["SHM_SIZE"] == "10g" and "HF_TOKEN_SECRET_OCID" not in env
+    md = unwrap(run.one("oci:DataScience/modelDeployment:ModelDeployment").inputs)
+    cmds = md["modelDeploymentConfigurationDetails"]["environmentConfigurationDetails"]["cmds"]
+    assert cmds[cmds.index("--tensor-parallel-size") + 1] == "2"
+    assert run.outputs[out.ENDPOINT_URL] == MD_URL
+    one_gpu = deployment_env(run_program(MAIN, DS_VALUES | {"shape": "VM.GPU.A10.1"}, stack="ds1"))
+    assert "SHM_SIZE" not in one_gpu
+
+
+def test_the_datascience_deployment_gets_the_hf_token_secrets_ocid_never_a_token() -> None:
+    secret_id = "ocid1.vaultsecret.oc1.iad.amaaaaaaexamplesecret"
+    run = run_program(MAIN, DS_VALUES | {"dsHfTokenSecretId": secret_id}, stack="ds")
+    assert deployment_env(run)["HF_TOKEN_SECRET_OCID"] == secret_id
+    assert not any(key.startswith("HF_TOKEN") and key != "HF_TOKEN_SECRET_OCID" for key in deployment_env(run))
+
+
+def test_the_readiness_command_delivers_the_secrets_before_it_waits(vm_run: tuple[str, Run, dict[str, Any]],
+                                                                    tmp_path: Path) -> None:
+    """The command pulumi-command runs over SSH, run for real with its stdin: /usr/local/sbin (in a private
+    mount namespace) holds recording stand-ins, the installer only 2 s after the login (cloud-init's
+    write_files may still be running). The bundle goes in first; wait-ready must not read it."""
+    stack, run, values = vm_run
+    ready = run.one("command:remote:Command")
+    sbin = tmp_path / "sbin"
+    sbin.mkdir()
+    log = tmp_path / "order"
+    installer = f"#!/bin/sh\ncat >{tmp_path}/bundle.tar\necho install >>{log}\n"
+    (sbin / "llmdeploy-wait-ready").write_text(f"#!/bin/sh\necho \"wait $1 stdin=$(cat | wc -c)\" >>{log}\n")
+    (tmp_path / "installer").write_text(installer)
+    for f in (sbin / "llmdeploy-wait-ready", tmp_path / "installer"):
+        f.chmod(0o755)
+    command = (f"mount --bind {sbin} /usr/local/sbin && (sleep 2; cp {tmp_path}/installer "
+               f"/usr/local/sbin/llmdeploy-install-secrets) & sleep 0.2; bash -c {shlex.quote(ready.inputs['create'])}")
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", command],
+                            input=unwrap(ready.inputs["stdin"]).encode(), capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    timeout_s = int(values.get("readinessTimeoutMinutes", 60)) * 60
+    assert log.read_text().split("\n")[:2] == ["install", f"wait {timeout_s} stdin=0"]
+    with tarfile.open(tmp_path / "bundle.tar") as bundle:
+        assert "api-keys.map" in bundle.getnames()
 
 
 @pytest.mark.parametrize("script", [readiness_script(3600), SMOKE_SCRIPT])

@@ -85,7 +85,8 @@ def test_engine_listens_on_loopback_only(stack: str) -> None:
     assert re.findall(r"^\s*listen\s+([^\s;]+)", site, re.M) == ["80", "443"]
     assert set(re.findall(r"proxy_pass http://([^/;]+)", site)) == {f"127.0.0.1:{cfg.engine_port}"}
     base = rendered.file(f"{STEPS_DIR}/10-base.sh").content
-    assert 'for port in 22 80 443; do ufw allow "$port/tcp"' in base
+    assert "bash /usr/local/lib/llmdeploy/firewall.sh" in base  # tests/test_firewall.py runs it
+    assert 'readonly PORTS="22 80 443"' in rendered.file("/usr/local/lib/llmdeploy/firewall.sh").content
 
 
 @pytest.mark.parametrize("stack", EXAMPLE_STACKS)

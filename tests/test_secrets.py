@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import minimal_raw
-from llmdeploy.config import parse
+from llmdeploy.config import ConfigError, parse
 from llmdeploy.render import INSTALL_SECRETS, Layout, render
-from llmdeploy.secrets import api_keys_map, generate_api_key, secrets_bundle
+from llmdeploy.secrets import api_keys_map, generate_api_key, secrets_bundle, wait_for_installer
 
 CERT = "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----\n"
 KEY = "-----BEGIN PRIVATE KEY-----\nMIGHkey\n-----END PRIVATE KEY-----\n"
@@ -62,3 +62,24 @@ def test_install_script_installs_provided_tls_root_only_and_is_idempotent(tmp_pa
     assert b"installed" in first.stdout and b"sk-llm-" not in first.stdout + first.stderr
     second = subprocess.run([str(script)], input=bundle, capture_output=True, check=True)
     assert b"installed" not in second.stdout  # nothing changed, nothing reloaded
+
+
+def test_delivery_waits_briefly_for_the_installer_and_says_why_it_gives_up(tmp_path: Path) -> None:
+    """The installer is missing (cloud-init's write_files never ran): the delivery gives up at its deadline
+    with a message, and never reads the bundle (stdin) meanwhile."""
+    result = subprocess.run(["bash", "-c", f"{wait_for_installer(2)}; echo never"], input=b"bundle bytes",
+                            capture_output=True, timeout=30)
+    assert result.returncode == 1 and b"never" not in result.stdout
+    assert f"{INSTALL_SECRETS} is not on the VM after 2s: cloud-init's write_files has not run".encode() in result.stderr
+    left = subprocess.run(["bash", "-c", f"({wait_for_installer(2)}); cat"], input=b"bundle bytes",
+                          capture_output=True, timeout=30)
+    assert left.stdout == b"bundle bytes"  # the wait read none of it
+
+
+@pytest.mark.parametrize("token", ["hf with space", 'hf"quote', "hf'quote", "hf\\\\back", "hf\nnewline"])
+def test_a_token_that_cannot_go_into_hf_env_is_refused_at_validate(token: str) -> None:
+    with pytest.raises(ConfigError, match="hfToken: got \\(secret\\); expected a Hugging Face access token") as exc:
+        parse(minimal_raw(hfToken=token))
+    assert token not in str(exc.value)
+    assert members(secrets_bundle(parse(minimal_raw(hfToken="hf_AbC-1.2~x")), {"default": generate_api_key()}))[
+        "hf.env"] == "HF_TOKEN=hf_AbC-1.2~x\nHUGGING_FACE_HUB_TOKEN=hf_AbC-1.2~x\n"

@@ -25,6 +25,9 @@ ENGINES = ("ollama", "xinference", "vllm", "llamacpp")
 OSES = {"ubuntu-22.04": ("Canonical Ubuntu", "22.04"),
         "ubuntu-24.04": ("Canonical Ubuntu", "24.04"),
         "debian-12": ("Debian", "12")}
+# OSes OCI publishes no platform image of: on the vm target they boot only from an image the user imports
+# (imageId). The local target builds its own Debian image.
+BYOI_OSES = ("debian-12",)
 TLS_MODES = ("letsencrypt", "self-signed", "provided")
 VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 # Xinference's model_engine (matched case-insensitively by Xinference) -> the xinference extra that installs it.
@@ -206,6 +209,7 @@ class DataScience:
     instance_count: int
     max_instance_count: int
     bandwidth_mbps: int
+    hf_token_secret_id: str  # an OCI Vault secret's OCID, not the token
 
     @property
     def autoscaling(self) -> bool:
@@ -401,6 +405,13 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         r.bad("shape", shape_name, "one of " + ", ".join(SHAPES), close[0] if close else "VM.GPU.A10.1")
         shape = SHAPES["VM.GPU.A10.1"]
     os_name = r.choice("os", list(OSES))
+    image = _image_id(r)
+    if target == "vm" and os_name in BYOI_OSES and not image and not r.failed("imageId"):
+        r.problems.append(Problem(
+            "os", os_name, f"ubuntu-22.04 or ubuntu-24.04 on the vm target (OCI has no {OSES[os_name][0]} platform "
+            "image; the local target is where debian-12 runs)",
+            f"pulumi config set os ubuntu-24.04; or import a {OSES[os_name][0]} {OSES[os_name][1]} image as a custom "
+            "image and boot it: pulumi config set imageId ocid1.image.oc1..xxxx"))
     admin = r.str("adminUser")
     if not _NAME_RE.match(admin) or admin in ("root", "ubuntu", "opc", "debian"):
         r.bad("adminUser", admin, "a lower-case login name (a-z, 0-9, _ or -; not root, ubuntu, opc or debian)",
@@ -449,6 +460,8 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
     driver_branch = r.int("nvidiaDriverBranch", 450, 999)
     if isinstance(model, VllmModel) and shape_known and not r.failed("vllmModel"):
         _check_vllm(r, model, shape, target, driver_branch, sources.vllm_image)
+    if engine == "ollama" and not r.failed("ollamaDownloadUrl"):
+        _check_ollama_archive(r, sources.ollama_download_url)
     cfg = StackConfig(
         stack=stack, target=target, compartment_id=compartment,
         availability_domain=r.str("availabilityDomain"), shape=shape,
@@ -457,9 +470,9 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         ssh_public_keys=keys, conda=conda, conda_env=_conda_env(r), docker=docker,
         nvidia_toolkit=docker and shape.is_gpu and target != "local", nvidia_driver_branch=driver_branch,
         engine=engine, model=model, model_name=model_name,
-        params_billions=params, quant_bits=bits, hf_token=r.secret("hfToken"),
+        params_billions=params, quant_bits=bits, hf_token=_hf_token(r),
         domain=domain, dns_zone=r.str("dnsZone"), tls=tls, auth=auth, tags=_tags(r),
-        expires_at=_expires_at(r), extra_ca_certs=_ca_certs(r), image_id=_image_id(r), ssh_allowed_cidrs=_cidrs(r),
+        expires_at=_expires_at(r), extra_ca_certs=_ca_certs(r), image_id=image, ssh_allowed_cidrs=_cidrs(r),
         ssh_private_key=_ssh_private_key(r), readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
         smoke_ca_bundle=r.str("smokeCaBundle"), datascience=_datascience(r, target),
         workshop=_workshop(r, target), local_vm=_local_vm(r, target, engine, os_name), sources=sources)
@@ -801,6 +814,26 @@ def _sources(r: _Reader) -> Sources:
     return Sources(**values)
 
 
+_OLLAMA_ARCHIVE_RE = re.compile(r"/v([0-9]+)\.([0-9]+)\.[0-9]+(?:-rc[0-9]+)?/ollama-linux-[a-z0-9-]+"
+                                r"(\.tgz|\.tar\.zst)$")
+OLLAMA_ZSTD_SINCE = (0, 14)  # v0.14.0 ships its Linux archives as .tar.zst only (ollama#13651); older ones as .tgz
+
+
+def _check_ollama_archive(r: _Reader, url: str) -> None:
+    """A release URL whose suffix does not match its version is a 404 (a mirror without the version in its
+    path is not judged)."""
+    match = _OLLAMA_ARCHIVE_RE.search(url.split("?", 1)[0])
+    if not match:
+        return
+    version, suffix = (int(match.group(1)), int(match.group(2))), match.group(3)
+    want = ".tar.zst" if version >= OLLAMA_ZSTD_SINCE else ".tgz"
+    if suffix != want:
+        since = ".".join(map(str, OLLAMA_ZSTD_SINCE))
+        r.bad("ollamaDownloadUrl", url, f"an archive ending in {want} for Ollama {version[0]}.{version[1]} (from "
+              f"v{since}.0 Linux releases are .tar.zst only; before, .tgz)",
+              url[:match.start(3)] + want + url[match.end(3):])
+
+
 def _image_id(r: _Reader) -> str:
     image = r.str("imageId")
     if image and not image.startswith("ocid1.image."):
@@ -823,6 +856,15 @@ def _cidrs(r: _Reader) -> tuple[str, ...]:
     return tuple(cidrs)
 
 
+def _hf_token(r: _Reader) -> Secret:
+    """hf.env holds it for systemd (EnvironmentFile) and the llama.cpp download's bearer header: one word."""
+    token = r.secret("hfToken")
+    if token and not re.fullmatch(r"[!#-&(-\[\]-~]{1,512}", token.reveal()):
+        r.bad("hfToken", token.reveal(), "a Hugging Face access token (hf_...): 1-512 printable characters without "
+              "spaces or quotes", "hf_xxxxxxxxxxxxxxxxxxxx")
+    return token
+
+
 def _ssh_private_key(r: _Reader) -> Secret:
     key = r.secret("sshPrivateKey")
     if key and "PRIVATE KEY-----" not in key.reveal():
@@ -840,7 +882,21 @@ def _datascience(r: _Reader, target: str) -> DataScience:
     most = r.int("dsMaxInstanceCount", 0, 100)
     if most and most < count:
         r.bad("dsMaxInstanceCount", most, f"0 (fixed size) or at least dsInstanceCount ({count})", str(count))
-    return DataScience(image, count, most, r.int("dsBandwidthMbps", 10, 8000))
+    secret_id = r.str("dsHfTokenSecretId")
+    if secret_id and not re.fullmatch(r"ocid1\.vaultsecret\.[a-z0-9-]+\.[a-z0-9-]*\.[a-z0-9]+", secret_id):
+        # Not shown: what is here by mistake may be the token itself.
+        r.problems.append(Problem("dsHfTokenSecretId", Secret(secret_id), "an OCI Vault secret OCID "
+                                  "(ocid1.vaultsecret.oc1...) or empty, not the token itself",
+                                  set_cmd("dsHfTokenSecretId", "ocid1.vaultsecret.oc1.iad.xxxx")))
+    # A model deployment's environment variables are readable by anyone who can read the deployment.
+    if target == "datascience" and r.secret("hfToken"):
+        r.problems.append(Problem(
+            "hfToken", r.secret("hfToken"), "no hfToken on the datascience target (a model deployment has no secret "
+            "channel: its environment variables are shown to anyone who can read the deployment)",
+            "pulumi config rm hfToken; store the token in OCI Vault and pulumi config set dsHfTokenSecretId "
+            "ocid1.vaultsecret.oc1...; the image reads it with its resource principal (README: Data Science and "
+            "gated models)"))
+    return DataScience(image, count, most, r.int("dsBandwidthMbps", 10, 8000), secret_id)
 
 
 def _ca_certs(r: _Reader) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ import bcrypt
 import jinja2
 import yaml
 
-from .config import ENGINE_PORTS, OllamaModel, StackConfig, VllmModel, XinferenceModel
+from .config import ENGINE_PORTS, LlamacppModel, OllamaModel, StackConfig, VllmModel, XinferenceModel
 from .declared import PROJECT_ROOT
 from .nvidia import CUDA_MIN_DRIVER
 from .routes import ENGINE_ROUTES
@@ -35,6 +35,7 @@ PROVISION = "/usr/local/sbin/llmdeploy-provision"
 INSTALL_SECRETS = "/usr/local/sbin/llmdeploy-install-secrets"
 WAIT_READY = "/usr/local/sbin/llmdeploy-wait-ready"
 STACK_INFO = "/etc/llmdeploy/stack.json"
+FIREWALL = "/usr/local/lib/llmdeploy/firewall.sh"
 STAGES_DIR = "/var/lib/llmdeploy/stages"
 READY_MARKER = "/var/lib/llmdeploy/ready"
 LIBEXEC = "/usr/local/lib/llmdeploy"
@@ -215,6 +216,16 @@ def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
     }
 
 
+def _secret_context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
+    """Whether secrets are set, never their values: the engine step waits for a set hfToken (delivered over
+    SSH after boot), and llama.cpp sends it only to hfEndpoint."""
+    endpoint = cfg.sources.hf_endpoint.rstrip("/")
+    url = cfg.model.url if isinstance(cfg.model, LlamacppModel) else ""
+    return {"hf_token_set": bool(cfg.hf_token), "hf_env": f"{layout.paths['secrets_dir']}/hf.env",
+            "hf_token_wait_s": cfg.readiness_timeout_minutes * 60,
+            "model_from_hf_endpoint": bool(url) and (url == endpoint or url.startswith(endpoint + "/"))}
+
+
 def _apt_suites(cfg: StackConfig) -> str:
     codename = APT_SUITES[cfg.os][0]
     suites = [codename, f"{codename}-updates"]
@@ -288,10 +299,11 @@ def stack_info(cfg: StackConfig, steps: list[str]) -> dict[str, Any]:
 
 
 def render(cfg: StackConfig, layout: Layout = Layout()) -> Rendered:
-    ctx = _context(cfg, layout)
+    ctx = {**_context(cfg, layout), **_secret_context(cfg, layout)}
     steps = step_names(cfg)
     files = [
         VmFile("/usr/local/lib/llmdeploy/lib.sh", _render("lib.sh.j2", ctx)),
+        VmFile(FIREWALL, _render("firewall.sh.j2", ctx), "0755"),
         VmFile(PROVISION, _render("provision.sh.j2", ctx), "0755"),
         VmFile(INSTALL_SECRETS, _render("install-secrets.sh.j2", ctx), "0755"),
         VmFile(WAIT_READY, _render("wait-ready.sh.j2", ctx), "0755"),

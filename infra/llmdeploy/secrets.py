@@ -2,7 +2,9 @@
 
 OCI keeps user-data in instance metadata, readable by anyone with read access to the instance, so
 API keys, a provided TLS key and the Hugging Face token travel instead over SSH, as a tar archive on
-the standard input of /usr/local/sbin/llmdeploy-install-secrets (never on a command line).
+the standard input of /usr/local/sbin/llmdeploy-install-secrets (never on a command line). They are
+delivered as soon as SSH logs in, while the steps run: a step that needs one (the engine's download
+needs hfToken) waits for it.
 """
 from __future__ import annotations
 
@@ -13,9 +15,26 @@ import tarfile
 from typing import Mapping
 
 from .config import StackConfig
+from .render import INSTALL_SECRETS
 
 KEY_PREFIX = "sk-llm-"
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]{24,128}$")
+# cloud-init's write_files puts the installer in place before it creates the admin user, so it is there
+# at the first login; this covers a login that comes first anyway (an image with the user already in it).
+INSTALLER_WAIT_S = 300
+
+
+def wait_for_installer(timeout_s: int = INSTALLER_WAIT_S) -> str:
+    """Shell: wait until the installer is in place, reading nothing from stdin (the bundle is stdin)."""
+    return (f"i=0; until [ -x {INSTALL_SECRETS} ]; do if [ \"$i\" -ge {int(timeout_s)} ]; then "
+            f"echo \"{INSTALL_SECRETS} is not on the VM after {int(timeout_s)}s: cloud-init's write_files has not "
+            f"run (see /var/log/cloud-init-output.log on the VM)\" >&2; exit 1; fi; sleep 2; i=$((i + 2)); "
+            "done </dev/null")
+
+
+def delivery_command(timeout_s: int = INSTALLER_WAIT_S) -> str:
+    """Shell: run the installer on stdin (the tar archive) once it is there."""
+    return f"{wait_for_installer(timeout_s)} && sudo -n {INSTALL_SECRETS}"
 
 
 def generate_api_key() -> str:
@@ -30,6 +49,11 @@ def api_keys_map(keys: Mapping[str, str]) -> str:
             raise ValueError(f"API key '{name}' must be 24-128 characters of A-Z, a-z, 0-9, '_' or '-'")
         lines.append(f'"Bearer {key}" {name};')
     return "".join(f"{line}\n" for line in lines)
+
+
+def hf_env(token: str) -> str:
+    """hf.env: the token (one word: config.py checks it) under both names Hugging Face's libraries read."""
+    return f"HF_TOKEN={token}\nHUGGING_FACE_HUB_TOKEN={token}\n"
 
 
 def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
@@ -49,7 +73,7 @@ def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str
     with tarfile.open(fileobj=out, mode="w") as tar:
         _add(tar, "api-keys.map", api_keys_map({k.name: api_keys[k.name] for k in cfg.auth.api_keys}))
         if cfg.hf_token:
-            _add(tar, "hf.env", f"HF_TOKEN={cfg.hf_token.reveal()}\nHUGGING_FACE_HUB_TOKEN={cfg.hf_token.reveal()}\n")
+            _add(tar, "hf.env", hf_env(cfg.hf_token.reveal()))
         if cfg.tls.mode == "self-signed" and public_ip:
             _add(tar, "tls/extra-sans", f"IP:{public_ip}\n")
         if cfg.tls.mode == "provided":

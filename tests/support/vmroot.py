@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 VM_DIRS = ("/usr/local/lib/llmdeploy", "/usr/local/share/llmdeploy", "/etc/llmdeploy", "/var/lib/llmdeploy",
-           "/var/log/llmdeploy", "/var/lib/cloud")
+           "/var/log/llmdeploy", "/var/lib/cloud", "/etc/iptables")
 
 
 class VmRoot:

@@ -39,6 +39,17 @@ state, keys and the disk overlay live under ~/.cache/llmdeploy (XDG_CACHE_HOME; 
 """
 
 
+UP_EPILOG = """\
+secrets never go on a command line or into user-data. A stack's secret config values come from the
+environment as LLMDEPLOY_<KEY> (hfToken: LLMDEPLOY_HF_TOKEN; basicAuthPasswords: LLMDEPLOY_BASIC_AUTH_PASSWORDS;
+`pulumi up` on a local stack passes them so), the API keys are generated or given as JSON {name: key} in
+LLMDEPLOY_LOCAL_API_KEYS. All are delivered over SSH as soon as the VM's sshd lets the admin user in, while
+the VM provisions. With an hfToken and a model this machine serves, the model server stands in for Hugging
+Face: the stack's hfEndpoint points at it, and it refuses downloads without that bearer token:
+  read -rs LLMDEPLOY_HF_TOKEN && export LLMDEPLOY_HF_TOKEN && llmdeploy local up
+"""
+
+
 def _project_dir(arg: str | None) -> Path:
     if arg:
         return Path(arg).resolve()
@@ -161,7 +172,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     stack = argparse.ArgumentParser(add_help=False)
     stack.add_argument("--stack", default=DEFAULT_STACK, help=f"stack with target local (default: {DEFAULT_STACK})")
 
-    up = sub.add_parser("up", parents=[stack], help="build (once), boot, provision, smoke-test; print endpoint and key")
+    up = sub.add_parser("up", parents=[stack], help="build (once), boot, provision, smoke-test; print endpoint and key",
+                        epilog=UP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     up.add_argument("--project-dir", help="folder holding Pulumi.yaml (default: here, else the checkout)")
     up.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
                     help="auto (default) uses KVM only if a probe boot works, else TCG")

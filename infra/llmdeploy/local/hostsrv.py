@@ -1,8 +1,10 @@
 """The servers on this machine that the VM reaches at 10.0.2.2 (QEMU's user-mode network maps that
 address to the host's loopback):
 
-- the model server: a plain HTTP server holding the GGUF file the stack's llamacppModelUrl names
-  (the guest has no model hub; the tiny model is written here, or `--model-file` serves a real one);
+- the model server: an HTTP server holding the GGUF file the stack's llamacppModelUrl names (the guest
+  has no model hub; the tiny model is written here, or `--model-file` serves a real one). When the stack
+  has an hfToken it stands in for Hugging Face's gated downloads: it refuses requests without that bearer
+  token, and the stack's hfEndpoint points at it (modelserver.py);
 - pebble, Let's Encrypt's ACME test server, with pebble-challtestsrv as its DNS (every name answers
   127.0.0.1): certbot in the guest talks to pebble at https://10.0.2.2:PORT/dir, and pebble's http-01
   validation reaches the guest's nginx through the loopback port forwarded to the guest's port 80.
@@ -31,6 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..private_files import write_private
 from . import procs
+from .modelserver import MODEL_SERVER_TOKEN_ENV
 from .qemu import free_ports
 
 GUEST_HOST_IP = "10.0.2.2"  # the host, as QEMU's user-mode network shows it to the guest
@@ -69,15 +72,25 @@ class ModelServer:
     port: int
     folder: Path
 
+    @property
+    def guest_endpoint(self) -> str:
+        """Its base URL as the guest reaches it (the stack's hfEndpoint when it checks a token)."""
+        return f"http://{GUEST_HOST_IP}:{self.port}"
+
     def guest_url(self, filename: str) -> str:
-        return f"http://{GUEST_HOST_IP}:{self.port}/{filename}"
+        return f"{self.guest_endpoint}/{filename}"
 
 
-def start_model_server(folder: Path, log: Path) -> ModelServer:
-    """Serve `folder` over HTTP on a free loopback port (Python's http.server, read-only, GET only)."""
+def start_model_server(folder: Path, log: Path, token: str = "") -> ModelServer:
+    """Serve `folder` over HTTP on a free loopback port (read-only, GET and HEAD). With `token`, only requests
+    carrying `Authorization: Bearer <token>` get a file; the token reaches the server in its environment,
+    never on its command line."""
     port = free_ports(1)[0]
-    pid = procs.start_daemon([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                              "--directory", str(folder)], log)
+    env = {k: v for k, v in os.environ.items() if k != MODEL_SERVER_TOKEN_ENV}
+    if token:
+        env[MODEL_SERVER_TOKEN_ENV] = token
+    pid = procs.start_daemon([sys.executable, str(Path(__file__).with_name("modelserver.py")), "--port", str(port),
+                              "--directory", str(folder)], log, env=env)
     try:
         wait_ports([port], pid, "the model server", log)
     except BaseException:

@@ -1,12 +1,13 @@
 """A Debian 12 VM image built once with debootstrap and cached: kernel, initrd and a qcow2 root disk.
 
-The image holds what a cloud image holds (systemd, a kernel, cloud-init, openssh-server, curl, sudo, and,
-as Ubuntu's cloud images do, ufw and unattended-upgrades), with the point releases and security updates
-applied, and nothing of llmdeploy's: the stack's own steps install the rest at boot (Python's venv,
-nginx, certbot, the engine), as on a cloud VM. Two things it must have that a minbase debootstrap lacks:
-python3-cffi-backend (without it cloud-init is left unconfigured) and the en_US.UTF-8 locale (cloud-init's
-locale module fails without it). cloud-init only looks for a NoCloud seed, so it does not spend a minute
-probing cloud metadata services, and makes no RSA host key (20 s under TCG).
+The image holds what OCI's Ubuntu platform images hold (systemd, a kernel, cloud-init, openssh-server, curl,
+sudo, unattended-upgrades, and iptables-persistent loading OCI's /etc/iptables/rules.v4 at boot, with its
+InstanceServices chain), with the point releases and security updates applied, and nothing of llmdeploy's:
+the stack's own steps install the rest at boot (Python's venv, nginx, certbot, the engine), as on a cloud VM.
+Two things it must have that a minbase debootstrap lacks: python3-cffi-backend (without it cloud-init is left
+unconfigured) and the en_US.UTF-8 locale (cloud-init's locale module fails without it). cloud-init only
+looks for a NoCloud seed, so it does not spend a minute probing cloud metadata services, and makes no RSA
+host key (20 s under TCG).
 
 The configured root filesystem is cached too, as a folder next to the disk (images/<key>/rootfs): the
 systemd container runtime (nspawn.py) boots copies of it, and the VM's disk is made from it by
@@ -36,7 +37,7 @@ SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 DISK_SIZE = "12G"  # sparse: the qcow2 holds only what is written
-BUILD_VERSION = 3  # bump when the build steps change, so old caches are not reused
+BUILD_VERSION = 4  # bump when the build steps change, so old caches are not reused
 
 PACKAGES = (
     "systemd-sysv", "udev", "dbus", "linux-image-cloud-amd64", "cloud-init", "openssh-server",
@@ -44,8 +45,55 @@ PACKAGES = (
     "python3-cffi-backend",  # cloud-init stays unconfigured without it
     "locales",  # en_US.UTF-8, which cloud-init's locale module sets
 )
-# Installed after the updates, as a cloud image ships them.
-CLOUD_IMAGE_PACKAGES = ("ufw", "unattended-upgrades")
+# Installed after the updates, as a cloud image ships them. OCI's Ubuntu images have iptables-persistent, not
+# ufw (ufw's package breaks iptables-persistent).
+CLOUD_IMAGE_PACKAGES = ("iptables", "iptables-persistent", "unattended-upgrades")
+# iptables-persistent saves the running rules on install unless told not to; in a chroot those are the host's.
+DEBCONF = """\
+iptables-persistent iptables-persistent/autosave_v4 boolean false
+iptables-persistent iptables-persistent/autosave_v6 boolean false
+"""
+_OCI_RULE = ('-m comment --comment "See the Oracle-Provided Images section in the Oracle Cloud Infrastructure '
+             'documentation for security impact of modifying or removing this rule"')
+# /etc/iptables/rules.v4 of OCI's Ubuntu platform images (as quoted from Ubuntu 22.04 instances, e.g.
+# wiki.drake.org.uk "Oracle Cloud Hosting: Configuring default IPTables on a Virtual Machine"): inbound only
+# SSH (and NTP answers), and InstanceServices lets only root reach the iSCSI boot volume and kernel updates.
+OCI_RULES_V4 = "\n".join([
+    "# CLOUD_IMG: This file was created/modified by the Cloud Image build process",
+    "# iptables configuration for Oracle Cloud Infrastructure",
+    "",
+    "# See the Oracle-Provided Images section in the Oracle Cloud Infrastructure",
+    "# documentation for security impact of modifying or removing these rule",
+    "",
+    "*filter",
+    ":INPUT ACCEPT [0:0]",
+    ":FORWARD ACCEPT [0:0]",
+    ":OUTPUT ACCEPT [0:0]",
+    ":InstanceServices - [0:0]",
+    "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+    "-A INPUT -p icmp -j ACCEPT",
+    "-A INPUT -i lo -j ACCEPT",
+    "-A INPUT -p udp --sport 123 -j ACCEPT",
+    "-A INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT",
+    "-A INPUT -j REJECT --reject-with icmp-host-prohibited",
+    "-A FORWARD -j REJECT --reject-with icmp-host-prohibited",
+    "-A OUTPUT -d 169.254.0.0/16 -j InstanceServices",
+    *(f"-A InstanceServices -d {dest} -p tcp -m owner --uid-owner 0 -m tcp --dport 3260 {_OCI_RULE} -j ACCEPT"
+      for dest in ("169.254.0.2/32", "169.254.2.0/24", "169.254.4.0/24", "169.254.5.0/24")),
+    f"-A InstanceServices -d 169.254.0.2/32 -p tcp -m tcp --dport 80 {_OCI_RULE} -j ACCEPT",
+    f"-A InstanceServices -d 169.254.169.254/32 -p udp -m udp --dport 53 {_OCI_RULE} -j ACCEPT",
+    f"-A InstanceServices -d 169.254.169.254/32 -p tcp -m tcp --dport 53 {_OCI_RULE} -j ACCEPT",
+    f"-A InstanceServices -d 169.254.0.3/32 -p tcp -m owner --uid-owner 0 -m tcp --dport 80 {_OCI_RULE} -j ACCEPT",
+    f"-A InstanceServices -d 169.254.0.4/32 -p tcp -m tcp --dport 80 {_OCI_RULE} -j ACCEPT",
+    f"-A InstanceServices -d 169.254.169.254/32 -p tcp -m tcp --dport 80 {_OCI_RULE} -j ACCEPT",
+    f"-A InstanceServices -d 169.254.169.254/32 -p udp -m udp --dport 67 {_OCI_RULE} -j ACCEPT",
+    f"-A InstanceServices -d 169.254.169.254/32 -p udp -m udp --dport 69 {_OCI_RULE} -j ACCEPT",
+    f"-A InstanceServices -d 169.254.169.254/32 -p udp --dport 123 {_OCI_RULE} -j ACCEPT",
+    f"-A InstanceServices -d 169.254.0.0/16 -p tcp -m tcp {_OCI_RULE} -j REJECT --reject-with tcp-reset",
+    f"-A InstanceServices -d 169.254.0.0/16 -p udp -m udp {_OCI_RULE} -j REJECT --reject-with icmp-port-unreachable",
+    "COMMIT",
+    "",
+])
 HOST_TOOLS = {"debootstrap": "debootstrap", "mkfs.ext4": "e2fsprogs", "qemu-img": "qemu-utils", "chroot": "coreutils"}
 
 CLOUD_CFG = """\
@@ -118,7 +166,8 @@ def host_mirror(sources_dir: Path = Path("/etc/apt")) -> tuple[str, str]:
 
 def cache_key(mirror: str) -> str:
     spec = json.dumps({"suite": SUITE, "packages": PACKAGES, "extra": CLOUD_IMAGE_PACKAGES, "version": BUILD_VERSION,
-                       "mirror": mirror, "disk": DISK_SIZE}, sort_keys=True)
+                       "mirror": mirror, "disk": DISK_SIZE, "rules.v4": OCI_RULES_V4, "debconf": DEBCONF},
+                      sort_keys=True)
     return f"debian-12-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
 
 
@@ -299,18 +348,24 @@ def _configure(rootfs: Path, mirror: str, security: str, logfile: Path, env: dic
     put("etc/locale.gen", "en_US.UTF-8 UTF-8\n")
     put("etc/default/locale", "LANG=en_US.UTF-8\n")
     _run(["chroot", str(rootfs), "locale-gen"], logfile, "locale-gen", env)
+    put("etc/iptables/rules.v4", OCI_RULES_V4, 0o640)
+    put("var/tmp/llmdeploy-debconf", DEBCONF)
     # Updates and the cloud-image packages; no service may start inside the chroot.
     put("usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)
     proc = rootfs / "proc"
     _run(["mount", "-t", "proc", "proc", str(proc)], logfile, "mount /proc in the chroot")
     try:
-        for cmd in (["apt-get", "update", "-q"], ["apt-get", "upgrade", "-y", "-q"],
+        for cmd in (["debconf-set-selections", "/var/tmp/llmdeploy-debconf"],
+                    ["apt-get", "update", "-q"], ["apt-get", "upgrade", "-y", "-q"],
                     ["apt-get", "install", "-y", "-q", "--no-install-recommends", *CLOUD_IMAGE_PACKAGES],
                     ["apt-get", "clean"]):
             _run(["chroot", str(rootfs), *cmd], logfile, " ".join(cmd[:2]), env)
     finally:
         subprocess.run(["umount", "-l", str(proc)], check=False, capture_output=True)
     (rootfs / "usr/sbin/policy-rc.d").unlink()
+    (rootfs / "var/tmp/llmdeploy-debconf").unlink()
+    if (rootfs / "etc/iptables/rules.v4").read_text() != OCI_RULES_V4:
+        raise ImageError("installing iptables-persistent in the image overwrote /etc/iptables/rules.v4")
     # Every VM gets its own identity: systemd makes a machine-id and cloud-init new SSH host keys at first boot.
     put("etc/machine-id", "")
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):

@@ -2,9 +2,10 @@
 
 up: validate the stack, build (once) or reuse the cached image, start the host-side servers the guest
 needs (the model server; pebble for letsencrypt), render the stack's user-data with what only this
-command knows, boot QEMU (KVM if it really works, else TCG) with a NoCloud seed, follow provisioning
-stage by stage over SSH, deliver the API keys over SSH (stdin, never user-data), run the smoke test, and
-print the endpoint, the key and a curl line. Anything that fails on the way is stopped and removed again
+command knows, boot QEMU (KVM if it really works, else TCG) with a NoCloud seed,
+deliver the API keys and hfToken over SSH (stdin, never user-data) as soon as it can log in (the engine
+step waits for the token), follow provisioning stage by stage, run the smoke test, and print the endpoint,
+the key and a curl line. Anything that fails on the way is stopped and removed again
 (unless --keep-on-failure), so nothing is left half-created.
 
 down: stop QEMU and the host-side servers by their PIDs and remove the VM's folder (its disk overlay, seed,
@@ -30,7 +31,7 @@ import requests
 from ..config import ConfigError, StackConfig
 from ..private_files import write_private
 from ..render import INSTALL_SECRETS, WAIT_READY, Layout, render
-from ..secrets import generate_api_key, secrets_bundle
+from ..secrets import INSTALLER_WAIT_S, delivery_command, generate_api_key, secrets_bundle
 from ..smoke.redact import Redactor
 from ..smoke.report import check_line
 from ..smoke.targets import Credentials
@@ -39,7 +40,8 @@ from . import API_KEYS_ENV, checks, hostsrv, image, procs, qemu
 from .localconfig import ModelSource, host_ca_certs, local_config, model_source
 from .progress import Progress, ProvisionFailed, clock, watch
 from .seed import build_seed
-from .ssh import Session, SshError, connect, console_host_keys, known_hosts_line, make_key_pair, ssh_banner
+from .ssh import (Session, SshError, connect, console_host_fingerprints, console_host_keys, host_key_fingerprint,
+                  known_hosts_line, make_key_pair, ssh_banner)
 from .state import VmState, new_state, remove_folder, stack_lock
 
 SSH_DEADLINE_S = 600.0
@@ -157,16 +159,20 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
     state.save()
 
     # Host-side servers the guest reaches at 10.0.2.2.
-    model_url = model.url
+    model_url, hf_endpoint = model.url, ""
     if model.serve is not None:
         folder = state.dir / "model"
         folder.mkdir(mode=0o700, exist_ok=True)
         (folder / model.filename).symlink_to(model.serve)
-        server = hostsrv.start_model_server(folder, state.dir / "model-server.log")
+        # With an hfToken it stands in for Hugging Face (hfEndpoint): no download without that bearer token.
+        token = cfg0.hf_token.reveal()
+        server = hostsrv.start_model_server(folder, state.dir / "model-server.log", token=token)
         state.pids["model_server"], state.markers["model_server"] = server.pid, str(folder)
         state.save()
         model_url = server.guest_url(model.filename)
-        say(f"model server: {model.serve.name} at {model_url} (pid {server.pid})")
+        hf_endpoint = server.guest_endpoint if token else ""
+        gated = f"; hfEndpoint {hf_endpoint}: downloads need the stack's hfToken" if token else ""
+        say(f"model server: {model.serve.name} at {model_url} (pid {server.pid}){gated}")
     extra_cas = host_ca_certs()
     acme_url = ""
     if cfg0.tls.mode == "letsencrypt":
@@ -182,7 +188,7 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
 
     try:
         cfg = local_config(opts.project_dir, opts.stack, ssh_public_key=public_key, model_url=model_url,
-                           extra_ca_certs=extra_cas, acme_directory_url=acme_url)
+                           extra_ca_certs=extra_cas, acme_directory_url=acme_url, hf_endpoint=hf_endpoint)
     except ConfigError as exc:
         raise LocalError(f"the stack with llmdeploy local's own values is not valid: {exc}") from None
     state.vcpus, state.memory_mb = cfg.local_vm.vcpus, cfg.local_vm.memory_mb
@@ -201,7 +207,14 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
     spec = _spec(state, img, accel)
     _boot(state, spec, say, elapsed)
     session = _wait_for_ssh(state, spec, img, say, elapsed)
-    session.close()
+    try:
+        # Secrets as soon as the host key is confirmed, while cloud-init provisions: the engine step waits
+        # for hfToken.
+        _confirm_host_key(state, session, say)
+        _deliver_secrets(state, cfg, session, say)
+    finally:
+        session.close()
+    state.timeline["secrets"] = round(elapsed(), 1)
 
     # Provisioning, stage by stage.
     state.phase = "provisioning"
@@ -222,26 +235,14 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
 
     session = login(state)
     try:
-        _confirm_host_key(state, session, say)
         code, stdout, stderr = session.run(f"sudo -n {WAIT_READY} 300", timeout=330)
         if code != 0:
             raise ProvisionFailed(f"{WAIT_READY} exited {code}:\n{(stderr or stdout).strip()[-3000:]}")
         ca = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", stdout, re.S)
         if cfg.tls.mode == "self-signed" and ca:
             state.ca_file.write_text(ca.group(0) + "\n")
-        keys = _api_keys(cfg)
-        state.keys_from_caller = bool(os.environ.get(API_KEYS_ENV))
-        if keys:
-            write_private(state.api_keys_file, json.dumps(keys, indent=2) + "\n")
-        code, stdout, stderr = session.run(f"sudo -n {INSTALL_SECRETS}", stdin=secrets_bundle(cfg, keys),
-                                           timeout=120)
-        if code != 0:
-            raise ProvisionFailed(f"delivering the secrets failed ({INSTALL_SECRETS} exited {code}): "
-                                  f"{(stderr or stdout).strip()[-2000:]}")
-        say(f"secrets delivered over SSH: {len(keys)} API key(s)")
     finally:
         session.close()
-    state.timeline["secrets"] = round(elapsed(), 1)
     state.save()
 
     # The smoke test, then hand over. nginx reloads asynchronously: wait until it takes the new key.
@@ -261,6 +262,21 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
     say(f"ready in {clock(elapsed())} (boot to passing smoke test: "
         f"{clock(state.timeline['smoke_done'] - state.timeline['qemu_started'])})")
     print_summary(state, out)
+
+
+def _deliver_secrets(state: VmState, cfg: StackConfig, session: Session, say: Say) -> None:
+    """The API keys (and hfToken, a provided certificate) over SSH: the tar archive on the installer's stdin."""
+    keys = _api_keys(cfg)
+    state.keys_from_caller = bool(os.environ.get(API_KEYS_ENV))
+    if keys:
+        write_private(state.api_keys_file, json.dumps(keys, indent=2) + "\n")
+    code, stdout, stderr = session.run(delivery_command(), stdin=secrets_bundle(cfg, keys),
+                                       timeout=INSTALLER_WAIT_S + 120)
+    if code != 0:
+        raise ProvisionFailed(f"delivering the secrets failed ({INSTALL_SECRETS} exited {code}): "
+                              f"{(stderr or stdout).strip()[-2000:]}")
+    say(f"secrets delivered over SSH: {len(keys)} API key(s){', hfToken' if cfg.hf_token else ''}")
+    state.save()
 
 
 def _wait_for_credentials(state: VmState, creds: Credentials, deadline_s: float = 60.0) -> None:
@@ -370,17 +386,22 @@ def login(state: VmState) -> Session:
 
 
 def _confirm_host_key(state: VmState, session: Session, say: Say) -> None:
-    """The key learnt at the first login must be one cloud-init printed on the serial console."""
+    """The key learnt at the first login must be one cloud-init printed on the serial console: its
+    fingerprint when the key was generated (early, before any step runs), or the key itself (once
+    provisioning has finished)."""
     deadline = time.monotonic() + CONSOLE_KEYS_DEADLINE_S
     while True:
         keys = console_host_keys(state.serial_log)
-        if keys:
+        fingerprints = console_host_fingerprints(state.serial_log)
+        if keys or host_key_fingerprint(state.host_key) in fingerprints:
             break
         if time.monotonic() > deadline:
-            raise LocalError(f"cloud-init never printed the SSH host keys on the console ({state.serial_log})")
+            raise LocalError(f"cloud-init printed neither the fingerprints of the SSH host keys it generated nor the "
+                             f"keys on the console within {CONSOLE_KEYS_DEADLINE_S:.0f}s of the first login "
+                             f"({state.serial_log}); the host key cannot be confirmed, so no secret is sent")
         session.run(f"test -e {'/var/lib/cloud/instance/boot-finished'}", timeout=30)
         time.sleep(2)
-    if state.host_key not in keys:
+    if state.host_key not in keys and host_key_fingerprint(state.host_key) not in fingerprints:
         raise LocalError(f"the SSH host key of the first login ({state.host_key[:50]}...) is not one the VM printed on "
                          "its console: something else answered on the forwarded port")
     say("SSH host key confirmed against the VM's console")

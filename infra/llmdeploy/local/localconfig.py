@@ -1,6 +1,7 @@
 """The stack's config as the local VM gets it: the stack file's values, plus what only `llmdeploy local up`
-knows (the model URL on 10.0.2.2, its own SSH key, this machine's extra CA certificates, and the local
-pebble's ACME directory), validated by the same config.parse as every other target."""
+knows (the model URL on 10.0.2.2, its own SSH key, this machine's extra CA certificates, the local
+pebble's ACME directory, and the model server as hfEndpoint when it checks the stack's hfToken), validated
+by the same config.parse as every other target."""
 from __future__ import annotations
 
 import json
@@ -90,11 +91,13 @@ def _as_list(value: Any) -> list[str]:
 
 
 def local_config(root: Path, stack: str, *, ssh_public_key: str, model_url: str, extra_ca_certs: list[str],
-                 acme_directory_url: str = "") -> StackConfig:
+                 acme_directory_url: str = "", hf_endpoint: str = "") -> StackConfig:
     raw = dict(read_stack(root, stack))
     raw["sshPublicKeys"] = _as_list(raw.get("sshPublicKeys")) + [ssh_public_key]
     raw["extraCaCerts"] = list(dict.fromkeys(_as_list(raw.get("extraCaCerts")) + extra_ca_certs))
     raw["llamacppModelUrl"] = model_url
     if acme_directory_url:
         raw["acmeDirectoryUrl"] = acme_directory_url
+    if hf_endpoint:
+        raw["hfEndpoint"] = hf_endpoint
     return parse(raw, stack=stack, decls=declarations(root))

@@ -2,11 +2,14 @@
 commands with optional standard input (the secrets bundle travels that way, never on a command line).
 
 The host key is learnt on the first login over the loopback port forward to the VM this process has just
-started, then confirmed against the keys cloud-init prints on the VM's serial console (which only this
-machine sees) once cloud-init finishes; from then on every login pins it.
+started, then confirmed against what cloud-init prints on the VM's serial console (which only this machine
+sees): the fingerprints ssh-keygen shows as cloud-init generates the keys (its init stage, before any step
+runs), or the keys themselves once cloud-init finishes. From then on every login pins it.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import re
 import socket
@@ -25,6 +28,11 @@ from ..smoke.ssh_checks import ALL_HOST_KEY_ALGORITHMS, HOST_KEY_ALGORITHMS, exe
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CONSOLE_KEYS = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----\r?\n(.*?)-----END SSH HOST KEY KEYS-----", re.S)
+# cloud-init's ssh module writes ssh-keygen's output to the console for each host key it generates, unless
+# ssh_quiet_keygen is set (it is not): "The key fingerprint is:" then "SHA256:<43 base64> root@host".
+CONSOLE_FINGERPRINT = re.compile(r"The key fingerprint is:\s*(SHA256:[A-Za-z0-9+/]{43})(?![A-Za-z0-9+/])")
+# The console shows a service's output line by line behind its timestamp and name: "[   55.52] cloud-init[408]: ".
+CONSOLE_PREFIX = re.compile(r"^\[\s*[0-9]+\.[0-9]+\]\s+[\w.@-]+\[[0-9]+\]:\s?", re.M)
 
 
 class SshError(RuntimeError):
@@ -122,6 +130,21 @@ def console_host_keys(serial_log: Path) -> set[str]:
             if len(parts) >= 2 and parts[0] in HOST_KEY_ALGORITHMS:
                 keys.add(f"{parts[0]} {parts[1]}")
     return keys
+
+
+def console_host_fingerprints(serial_log: Path) -> set[str]:
+    """The SHA256 fingerprints of the host keys cloud-init generated, as printed on the console."""
+    try:
+        text = serial_log.read_text(errors="replace")
+    except OSError:
+        return set()
+    return set(CONSOLE_FINGERPRINT.findall(CONSOLE_PREFIX.sub("", text)))
+
+
+def host_key_fingerprint(host_key: str) -> str:
+    """"TYPE BASE64" -> "SHA256:..." as ssh-keygen -l prints it."""
+    blob = base64.b64decode(host_key.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def known_hosts_line(port: int, host_key: str) -> str:

@@ -15,6 +15,12 @@ from ..declared import PROJECT_ROOT
 from . import gates
 
 SERVER_PORT = 8080  # the service forwards <deployment url>/predict here, and health checks it
+# vLLM's tensor-parallel workers talk through /dev/shm (its docs: --ipc=host or --shm-size); the deployment's
+# container gets its size from SHM_SIZE, as Oracle's model-deployment samples set it (5g on an A10.1, 10g for
+# NIM on an A10.2).
+SHM_SIZE_TP = "10g"
+# The deployment's only handle on a Hugging Face token: a Vault secret's OCID, read by the image itself.
+HF_TOKEN_SECRET_ENV = "HF_TOKEN_SECRET_OCID"
 PREDICT_ROUTE = "/v1/chat/completions"
 HEALTH_ROUTE = "/health"
 
@@ -63,6 +69,17 @@ def scaling_policy(cfg: StackConfig) -> ds.ModelDeploymentModelDeploymentConfigu
             rules=[rule])])
 
 
+def environment_variables(cfg: StackConfig) -> dict[str, str]:
+    """The container's environment. Never a secret: the deployment shows these to anyone who can read it."""
+    env = {"MODEL_DEPLOY_PREDICT_ENDPOINT": PREDICT_ROUTE, "MODEL_DEPLOY_HEALTH_ENDPOINT": HEALTH_ROUTE,
+           "MODEL_DEPLOY_ENABLE_STREAMING": "true", "HF_ENDPOINT": cfg.sources.hf_endpoint}
+    if cfg.tensor_parallel_size > 1:
+        env["SHM_SIZE"] = SHM_SIZE_TP
+    if cfg.datascience.hf_token_secret_id:
+        env[HF_TOKEN_SECRET_ENV] = cfg.datascience.hf_token_secret_id
+    return env
+
+
 def deployment_configuration(cfg: StackConfig, model_id: pulumi.Input[str]) -> ds.ModelDeploymentModelDeploymentConfigurationDetailsArgs:
     flex = ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsInstanceConfigurationModelDeploymentInstanceShapeConfigDetailsArgs(
         ocpus=float(cfg.shape_ocpus), memory_in_gbs=float(cfg.shape_memory_gbs)) if cfg.shape.flex else None
@@ -75,10 +92,7 @@ def deployment_configuration(cfg: StackConfig, model_id: pulumi.Input[str]) -> d
         environment_configuration_details=ds.ModelDeploymentModelDeploymentConfigurationDetailsEnvironmentConfigurationDetailsArgs(
             environment_configuration_type="OCIR_CONTAINER", image=cfg.datascience.container_image,
             cmds=vllm_arguments(cfg), server_port=SERVER_PORT, health_check_port=SERVER_PORT,
-            environment_variables={"MODEL_DEPLOY_PREDICT_ENDPOINT": PREDICT_ROUTE,
-                                   "MODEL_DEPLOY_HEALTH_ENDPOINT": HEALTH_ROUTE,
-                                   "MODEL_DEPLOY_ENABLE_STREAMING": "true",
-                                   "HF_ENDPOINT": cfg.sources.hf_endpoint}))
+            environment_variables=environment_variables(cfg)))
 
 
 class DataScienceEndpoint(pulumi.ComponentResource):

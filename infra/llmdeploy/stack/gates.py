@@ -1,4 +1,4 @@
-"""The two gates of `pulumi up`: readiness (over SSH: provisioning finished, secrets delivered) and
+"""The two gates of `pulumi up`: readiness (over SSH: secrets delivered, then provisioning finished) and
 smoke (the project's smoke test run from this machine). Either failing fails `pulumi up`.
 
 Secrets travel as stdin (readiness) or secret environment (smoke), never on a command line.
@@ -15,12 +15,14 @@ from pulumi_command import local, remote
 from .. import acme_roots
 from ..config import StackConfig
 from ..render import INSTALL_SECRETS, WAIT_READY
-from ..secrets import secrets_bundle
+from ..secrets import secrets_bundle, wait_for_installer
 
 def readiness_script(timeout_s: int) -> str:
-    """The remote side: wait for provisioning (stdin untouched), then read the base64 bundle from stdin.
-    The timeout is in the command itself: sshd drops environment variables it does not AcceptEnv."""
-    return f"sudo -n {WAIT_READY} {int(timeout_s)} </dev/null && base64 -d | sudo -n {INSTALL_SECRETS}"
+    """The remote side: deliver the base64 bundle from stdin as soon as SSH logs in (the engine step may be
+    waiting for hfToken), then wait for provisioning and the engine (stdin untouched). The timeout is in
+    the command itself: sshd drops environment variables it does not AcceptEnv."""
+    return (f"{wait_for_installer()} && base64 -d | sudo -n {INSTALL_SECRETS} && "
+            f"sudo -n {WAIT_READY} {int(timeout_s)} </dev/null")
 
 # The local side: the key arrives as LLMDEPLOY_API_KEY (or a basic-auth password as
 # LLMDEPLOY_BASIC_PASSWORD); the CAs to trust (the VM's own, a test ACME directory's pinned roots, and/or
