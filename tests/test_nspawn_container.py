@@ -221,12 +221,11 @@ def test_stop_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_subnets_avoid_what_the_machine_uses() -> None:
-    import ipaddress
+    from ipaddress import IPv4Network
 
     name = "llmdeploy-x"
-    first = nspawn.choose_subnet(name, used=[])
-    assert ipaddress.ip_network(first).prefixlen == 30 and ipaddress.ip_network(first).subnet_of(nspawn.SUBNET_POOL)
-    second = nspawn.choose_subnet(name, used=[ipaddress.ip_network(first)])
-    assert second != first
+    first = IPv4Network(nspawn.choose_subnet(name, used=[]))
+    assert first.prefixlen == 30 and first.subnet_of(nspawn.SUBNET_POOL)
+    assert nspawn.choose_subnet(name, used=[first]) != str(first)
     with pytest.raises(nspawn.NspawnError):
         nspawn.choose_subnet(name, used=[nspawn.SUBNET_POOL])
