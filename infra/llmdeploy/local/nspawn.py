@@ -42,7 +42,7 @@ from pathlib import Path
 
 NSPAWN = "systemd-nspawn"
 REBOOT_EXIT = 133  # systemd-nspawn's exit code when the container's systemd reboots
-SUBNET_POOL = ipaddress.ip_network("10.213.0.0/16")  # one /30 per container
+SUBNET_POOL = ipaddress.IPv4Network("10.213.0.0/16")  # one /30 per container
 STOP_GRACE_S = 60.0  # an orderly shutdown of the container's services
 HOST_TOOLS = {NSPAWN: "systemd-container", "ip": "iproute2", "iptables": "iptables"}
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
