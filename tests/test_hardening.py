@@ -20,8 +20,11 @@ import pytest
 from conftest import ROOT, minimal_raw
 from llmdeploy.config import parse
 from llmdeploy.local.ssh import connect as local_connect
-from llmdeploy.render import FILES_DIR, render
+from llmdeploy.render import FILES_DIR, HARDENING_FILES, STEPS_DIR, render
 from llmdeploy.smoke.ssh_checks import connect as smoke_connect
+from support.endpoint import Endpoint
+from support.ports import free_port
+from support.site import site_endpoint
 from support.sshd import ADMIN, Sshd, is_running, run_sshd
 
 # ---------------------------------------------------------------------------------------------- sshd
@@ -223,3 +226,86 @@ def test_every_drop_in_algorithm_exists_in_the_oldest_targeted_openssh(hardened_
                if "-cert-v01@" not in name}  # certificate algorithms need a host certificate to be offered
     assert offered <= set(since), offered - set(since)
     assert {a: v for a, v in since.items() if v > (8, 9)} == {}
+
+
+# ---------------------------------------------------------------------------------------------- TLS
+
+SSLYZE = ROOT / ".venv-sslyze" / "bin" / "sslyze"  # its own venv (scripts/setup.sh): it pins its own cryptography
+
+
+def sslyze_mozilla(endpoint: Endpoint) -> subprocess.CompletedProcess[str]:
+    """sslyze's check against Mozilla's "intermediate" configuration; exit code 0 means compliant."""
+    assert SSLYZE.exists(), f"{SSLYZE} is missing: run scripts/setup.sh"
+    port = endpoint.base.rsplit(":", 1)[1]
+    return subprocess.run([str(SSLYZE), "--mozilla_config=intermediate", f"--certinfo_ca_file={endpoint.ca}",
+                           f"localhost:{port}"], capture_output=True, text=True, timeout=300)
+
+
+def test_sslyze_finds_the_rendered_site_compliant_with_mozilla_intermediate(tmp_path: Path) -> None:
+    with site_endpoint(tmp_path, free_port()) as endpoint:  # a CA-signed 30-day P-256 leaf, as Let's Encrypt's
+        result = sslyze_mozilla(endpoint)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "OK - Compliant." in result.stdout
+
+
+def test_sslyze_fails_a_site_that_offers_a_curve_mozilla_does_not_list(tmp_path: Path) -> None:
+    """The gate works: one extra curve (secp521r1) in the rendered site makes sslyze's check fail."""
+    def add_p521(site: str) -> str:
+        assert "ssl_ecdh_curve X25519:prime256v1:secp384r1;" in site
+        return site.replace("ssl_ecdh_curve X25519:prime256v1:secp384r1;",
+                            "ssl_ecdh_curve X25519:prime256v1:secp384r1:secp521r1;")
+
+    with site_endpoint(tmp_path, free_port(), edit=add_p521) as endpoint:
+        result = sslyze_mozilla(endpoint)
+    assert result.returncode != 0
+    assert "tls_curves" in result.stdout, result.stdout[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------- host files
+
+# Keys the target kernels (Debian 12's and Ubuntu's) have but a CI kernel may lack (10-base applies with -e).
+TARGET_KERNEL_ONLY = {"kernel.yama.ptrace_scope", "kernel.sysrq"}
+# Keys each network namespace has its own copy of (net.core.bpf_jit_* exist in the first namespace only).
+PER_NETNS = ("net.ipv4.", "net.ipv6.")
+
+
+def rendered_file(name: str) -> str:
+    return render(parse(minimal_raw(), stack="harden")).file(f"{FILES_DIR}/{name}").content
+
+
+def sysctl_values(conf: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in conf.splitlines() if line.strip() and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def test_the_network_sysctl_values_apply_cleanly_in_a_fresh_network_namespace(tmp_path: Path) -> None:
+    """net.ipv4/ipv6 keys belong to a network namespace: applied in a new one, they leave this machine alone."""
+    values = {k: v for k, v in sysctl_values(rendered_file("sysctl-hardening.conf")).items() if k.startswith(PER_NETNS)}
+    assert "net.ipv4.ip_forward" not in values and "net.ipv4.conf.all.forwarding" not in values  # Docker forwards
+    conf = tmp_path / "net.conf"
+    conf.write_text("".join(f"{k} = {v}\n" for k, v in values.items()))
+    result = subprocess.run(["unshare", "--net", "sh", "-c", f"sysctl -q -p {conf} && sysctl -n {' '.join(values)}"],
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert result.stdout.split() == list(values.values())
+
+
+def test_every_other_sysctl_key_exists_so_a_typo_cannot_hide_behind_sysctl_e() -> None:
+    values = sysctl_values(rendered_file("sysctl-hardening.conf"))
+    others = [k for k in values if not k.startswith(PER_NETNS)]
+    assert "fs.suid_dumpable" in others and "kernel.modules_disabled" not in others  # Docker and NVIDIA load modules
+    missing = [k for k in others if not Path("/proc/sys", *k.split(".")).exists()]
+    assert set(missing) <= TARGET_KERNEL_ONLY, missing
+
+
+def test_base_step_installs_every_hardening_file() -> None:
+    rendered = render(parse(minimal_raw(), stack="harden"))
+    base = rendered.file(f"{STEPS_DIR}/10-base.sh").content
+    for name in HARDENING_FILES:
+        assert re.search(rf'install_file "\$LLMDEPLOY_FILES/{re.escape(name)}" /etc/\S+ 0644', base), name
+    assert "* hard core 0" in rendered_file("limits-nocore.conf")
+    assert "Storage=none" in rendered_file("coredump.conf")
+    banner = rendered_file("issue").lower()
+    assert all(word in banner for word in ("authorized", "monitored", "prohibited", "legal"))  # lynis BANN-7126
+    assert "\\" not in banner  # /etc/issue expands backslash escapes
+    assert "Banner /etc/issue.net" in rendered_sshd_conf()
