@@ -309,3 +309,57 @@ def test_base_step_installs_every_hardening_file() -> None:
     assert all(word in banner for word in ("authorized", "monitored", "prohibited", "legal"))  # lynis BANN-7126
     assert "\\" not in banner  # /etc/issue expands backslash escapes
     assert "Banner /etc/issue.net" in rendered_sshd_conf()
+
+
+SSHD_SECTION = re.compile(r"^# create_host_key .*?^fi\n(?=\n# Kernel and network hardening)", re.S | re.M)
+
+
+def test_the_base_step_s_sshd_lines_converge_and_a_second_run_changes_nothing(tmp_path: Path) -> None:
+    """The sshd lines of the rendered 10-base, run for real in a private mount namespace over an overlay of this
+    machine's /etc, with an ECDSA host key and no RSA key as cloud-init leaves them on a local VM image of before:
+    ECDSA goes, RSA comes, small moduli go, `sshd -t` passes; the second run writes and reloads nothing."""
+    rendered = render(parse(minimal_raw(adminUser=ADMIN), stack="harden"))
+    section = SSHD_SECTION.search(rendered.file(f"{STEPS_DIR}/10-base.sh").content)
+    assert section, "the sshd lines of 10-base moved: update SSHD_SECTION"
+    files = tmp_path / "files"  # what cloud-init writes to LLMDEPLOY_FILES
+    files.mkdir()
+    for name in ("sshd-llmdeploy.conf", "issue"):
+        (files / name).write_text(rendered.file(f"{FILES_DIR}/{name}").content)
+    lib = tmp_path / "lib.sh"
+    lib.write_text(rendered.file("/usr/local/lib/llmdeploy/lib.sh").content)
+    for d in ("upper", "work"):
+        (tmp_path / d).mkdir()
+    script = tmp_path / "sshd-lines.sh"
+    script.write_text(f"""set -euo pipefail
+mount -t overlay overlay -o lowerdir=/etc,upperdir={tmp_path / 'upper'},workdir={tmp_path / 'work'} /etc
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /usr/local/share
+mkdir -p /usr/local/share/llmdeploy
+cp -a {files} /usr/local/share/llmdeploy/files
+rm -f /etc/ssh/ssh_host_* /etc/ssh/sshd_config.d/10-llmdeploy.conf
+ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
+ssh-keygen -q -t ecdsa -N '' -f /etc/ssh/ssh_host_ecdsa_key
+echo 'Debian GNU/Linux 12' >/etc/issue.net
+. {lib}
+systemctl() {{ echo "RELOAD $*"; }}
+for run in 1 2; do
+  echo "RUN $run"
+{section.group(0)}
+done
+echo "KEYS $(cd /etc/ssh && echo ssh_host_*)"
+echo "SMALLEST $(awk '$1 !~ /^#/ {{ print $5 }}' /etc/ssh/moduli | sort -n | head -1)"
+echo "BANNER $(head -c 22 /etc/issue.net)"
+""")
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", str(script)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    first, second = result.stdout.split("RUN 2\n")
+    for event in ("wrote /etc/ssh/sshd_config.d/10-llmdeploy.conf", "wrote /etc/issue.net",
+                  "creating the SSH rsa host key", "removed the ECDSA SSH host key",
+                  "removed DH moduli under 3072 bits", "RELOAD try-reload-or-restart ssh.service"):
+        assert event in first, first
+    assert "[llmdeploy]" not in second.split("KEYS")[0] and "RELOAD" not in second, second
+    assert "KEYS ssh_host_ed25519_key ssh_host_ed25519_key.pub ssh_host_rsa_key ssh_host_rsa_key.pub\n" in second
+    smallest = re.search(r"SMALLEST (\d+)", second)
+    assert smallest and int(smallest.group(1)) >= 3071
+    assert "BANNER Authorized access only" in second
