@@ -232,9 +232,14 @@ def _apt_suites(cfg: StackConfig) -> str:
     return " ".join(suites + ([f"{codename}-security"] if cfg.os_family == "ubuntu" else []))
 
 
+# Host hardening that 10-base installs: sysctl values, no core dumps, the legal banner.
+HARDENING_FILES = ("sysctl-hardening.conf", "limits-nocore.conf", "coredump.conf", "issue")
+
+
 def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
     files = [
         VmFile(f"{FILES_DIR}/sshd-llmdeploy.conf", _render("files/sshd-llmdeploy.conf.j2", ctx)),
+        *(VmFile(f"{FILES_DIR}/{name}", _render(f"files/{name}.j2", ctx)) for name in HARDENING_FILES),
         VmFile(f"{FILES_DIR}/20auto-upgrades", _render("files/20auto-upgrades.j2", ctx)),
         VmFile(f"{FILES_DIR}/nginx-site.conf", _render("files/nginx-site.conf.j2", ctx)),
         VmFile(f"{FILES_DIR}/htpasswd", htpasswd(cfg)),
