@@ -15,7 +15,7 @@ from typing import Mapping
 from .config import StackConfig
 
 KEY_PREFIX = "sk-llm-"
-_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{24,128}$")
+_KEY_RE = re.compile(r"[A-Za-z0-9_-]{24,128}")  # fullmatch: `$` lets a final newline through
 
 
 def generate_api_key() -> str:
@@ -26,7 +26,7 @@ def api_keys_map(keys: Mapping[str, str]) -> str:
     """nginx map entries: the full Authorization header of each key -> the key's name."""
     lines = []
     for name, key in keys.items():
-        if not _KEY_RE.match(key):
+        if not _KEY_RE.fullmatch(key):
             raise ValueError(f"API key '{name}' must be 24-128 characters of A-Z, a-z, 0-9, '_' or '-'")
         lines.append(f'"Bearer {key}" {name};')
     return "".join(f"{line}\n" for line in lines)
