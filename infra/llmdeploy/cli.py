@@ -13,7 +13,7 @@ from .local import cli as local_cli
 from .render import render
 from .smoke import cli as smoke_cli
 from .stackfile import StackFileError, read_stack
-from .validate import run_all
+from .validate import run_endpoints
 from .workshop import cli as workshop_cli
 from .workshop.configs import plan_endpoints
 from .workshop.roster import RosterError, read_roster
@@ -46,9 +46,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     root = _project_dir(args.project_dir)
     endpoints = _endpoints(root, args.stack)
     out = Path(args.out) if args.out else root / "build" / args.stack
-    for name, cfg in endpoints:
+    # Every endpoint renders before the first file is written: a config that fails leaves no output behind.
+    rendered = [(name, cfg, render(cfg)) for name, cfg in endpoints]
+    for name, cfg, result in rendered:
         folder = out / name if name else out
-        written = render(cfg).write(folder)
+        written = result.write(folder)
         print(f"rendered {_title(args.stack, name)} ({cfg.engine}, {cfg.model_name}, {cfg.shape.name}) to "
               f"{folder}: user-data and {len(written) - 1} files")
     return EXIT_OK
@@ -61,10 +63,10 @@ def _title(stack: str, endpoint: str) -> str:
 def cmd_validate(args: argparse.Namespace) -> int:
     root = _project_dir(args.project_dir)
     failures = 0
-    for name, cfg in _endpoints(root, args.stack):
+    for report in run_endpoints(_endpoints(root, args.stack)):
+        name, cfg, checks = report.name, report.cfg, report.checks
         print(f"PASS  {'config':<34} {0:6.2f}s  {_title(args.stack, name)}: {cfg.engine}, {cfg.model_name}, "
               f"{cfg.shape.name}")
-        checks = run_all(cfg)
         for check in checks:
             print(check.line())
         failed = [c for c in checks if not c.ok]
