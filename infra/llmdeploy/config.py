@@ -39,6 +39,8 @@ _RATE_RE = re.compile(r"[1-9][0-9]{0,5}r/[sm]")
 _DOMAIN_RE = re.compile(r"(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 _TAG_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,99}=.{0,256}")
 _SSH_KEY_RE = re.compile(r"(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-\S+) [A-Za-z0-9+/=]+( .*)?")
+# C0 and C1 control characters and DEL, but tab, newline and CR (PEM certificates and JSON documents hold them).
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # A name that is not a dot file, '.' or '..' (the URL https://x/.gguf or https://x/..?.gguf has none).
 _GGUF_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.gguf")
@@ -319,7 +321,15 @@ class _Reader:
         if isinstance(value, (dict, list)):
             self.bad(key, value, "a string", "VALUE")
             return ""
-        return str(value).strip()
+        return self._printable(key, str(value).strip())
+
+    def _printable(self, key: str, text: str) -> str:
+        """text, after recording a problem if it holds a control character other than tab, newline or CR: NUL or
+        ESC pass the format checks of URLs and e-mail addresses, but no file the VM gets should hold them."""
+        bad = next((c for c in text if _CONTROL_RE.match(c)), None)
+        if bad is not None and not self.failed(key):
+            self.bad(key, text, f"text without control characters (found U+{ord(bad):04X})", "VALUE")
+        return text
 
     def choice(self, key: str, allowed: tuple[str, ...] | list[str]) -> str:
         value = self.str(key)
@@ -369,7 +379,7 @@ class _Reader:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.bad(key, value, "a list of strings", f"--path '{key}[0]' VALUE")
             return []
-        return [v.strip() for v in value]
+        return [self._printable(key, v.strip()) for v in value]
 
     def secret(self, key: str) -> Secret:
         value = self._value(key)

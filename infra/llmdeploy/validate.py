@@ -5,6 +5,7 @@ the report shows each one. Tools: Debian's cloud-init (schema), shellcheck, ngin
 """
 from __future__ import annotations
 
+import atexit
 import gzip
 import hashlib
 import json
@@ -134,32 +135,44 @@ def _unit_commands(unit: str) -> list[str]:
     return commands
 
 
+@lru_cache(maxsize=1)
+def _systemd_root() -> Path:
+    """A throwaway root holding a copy of this machine's system units (verify loads each unit's dependencies
+    from the root; a symlink out of it is not followed), made once per process and removed at exit."""
+    root = Path(tempfile.mkdtemp(prefix="llmdeploy-systemd-"))
+    atexit.register(shutil.rmtree, root, True)
+    shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
+    return root
+
+
 def check_systemd_unit(name: str, content: str) -> tuple[bool, str]:
     """`systemd-analyze verify` of the unit as the VM installs it, in a throwaway root that holds this machine's
     system units, a stand-in for each of STEP_UNITS, and at each Exec*= path a stand-in program: the provisioning
     step installs the real one (llama.cpp's venv, docker, ollama), and verify refuses a unit whose program is
-    missing. It needs no systemd
-    running: it parses the unit, resolves specifiers and quoting, and loads its dependencies. Warnings that
-    systemd would ignore a line (a bad specifier in Environment=) fail the check too."""
+    missing. It needs no systemd running: it parses the unit, resolves specifiers and quoting, and loads its
+    dependencies. Warnings that systemd would ignore a line (a bad specifier in Environment=) fail the check too."""
     missing = _missing_tool("systemd-analyze", "systemd")
     if missing:
         return missing
-    with tempfile.TemporaryDirectory(prefix="llmdeploy-systemd-") as tmp:
-        root = Path(tmp)
-        shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
-        unit_dir = root / "etc/systemd/system"
-        unit_dir.mkdir(parents=True)
-        (unit_dir / name).write_text(content, encoding="utf-8")
-        for other in STEP_UNITS:
-            (unit_dir / other).write_text("[Service]\nExecStart=/usr/bin/true\n", encoding="utf-8")
-        for program in _unit_commands(content):
-            stand_in = root / program.lstrip("/")
-            stand_in.parent.mkdir(parents=True, exist_ok=True)
-            stand_in.write_text("#!/bin/sh\n", encoding="utf-8")
-            stand_in.chmod(0o755)
-        result = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}", name],
-                                capture_output=True, text=True, timeout=60)
-        output = (result.stderr + result.stdout).replace(tmp, "").strip()
+    root = _systemd_root()
+    own = [root / folder for folder in ("etc", "opt", "bin", "sbin", "usr/bin", "usr/sbin", "usr/local")]
+    for folder in own:
+        shutil.rmtree(folder, ignore_errors=True)
+    unit_dir = root / "etc/systemd/system"
+    unit_dir.mkdir(parents=True)
+    (unit_dir / name).write_text(content, encoding="utf-8")
+    for other in STEP_UNITS:
+        (unit_dir / other).write_text("[Service]\nExecStart=/usr/bin/true\n", encoding="utf-8")
+    for program in ["/usr/bin/true", *_unit_commands(content)]:
+        stand_in = root / program.lstrip("/")
+        if not any(stand_in.is_relative_to(folder) for folder in own):
+            continue  # under /usr/lib: verify then reports it missing
+        stand_in.parent.mkdir(parents=True, exist_ok=True)
+        stand_in.write_text("#!/bin/sh\n", encoding="utf-8")
+        stand_in.chmod(0o755)
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}", name],
+                            capture_output=True, text=True, timeout=60)
+    output = (result.stderr + result.stdout).replace(str(root), "").strip()
     return result.returncode == 0 and not output, output or "no findings"
 
 
