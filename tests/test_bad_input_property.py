@@ -58,8 +58,7 @@ GOOD = {"domain": "llm.example.org", "acmeEmail": "ops@example.org", "modelName"
         "imageId": "ocid1.image.oc1..x", "availabilityDomain": "AD-1", "dsContainerImage": "iad.ocir.io/t/v:1"}
 ENGINES = {"ollama": "VM.GPU.A10.1", "xinference": "VM.GPU.A10.1", "vllm": "VM.GPU.A10.1",
            "llamacpp": "VM.Standard.E4.Flex"}
-# Keys that make a workshop, or whose value is refused by design for every hostile input; still fuzzed, but
-# a workshop is rendered per endpoint (tests/test_pulumi_workshop.py), not as one stack.
+# A roster path makes a workshop, rendered per endpoint through its roster (tests/test_pulumi_workshop.py).
 SKIP = {"workshopRoster"}
 DECLS = declarations()
 KEYS = sorted(k for k, d in DECLS.items() if d.type in ("string", "array") and k not in SKIP)
