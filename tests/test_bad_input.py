@@ -304,3 +304,17 @@ def test_user_data_reads_back_as_the_files_it_installs() -> None:
     doc = yaml.safe_load(rendered.user_data)
     assert {f["path"]: f["content"] for f in doc["write_files"]} == {f.path: f.content for f in rendered.files}
     assert json.loads(rendered.file("/etc/llmdeploy/stack.json").content)["domain"] == "llm.example.org"
+
+
+@pytest.mark.parametrize("command", [["render", "--stack", "x"], ["validate", "--stack", "x"], ["config-table"],
+                                     ["workshop", "plan", "--stack", "x", "--offline"]])
+@pytest.mark.parametrize("content, expected", [
+    (b"\xff\xfename: llmdeploy", "is UTF-16 text"), (b"name: [", "is not valid YAML"),
+    (b"name: llmdeploy\nconfig:\n  engine: 1\n", "is not a Pulumi project file"),
+])
+def test_a_broken_project_file_is_a_message_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      command: list[str], content: bytes, expected: str) -> None:
+    (tmp_path / "Pulumi.yaml").write_bytes(content)
+    (tmp_path / "Pulumi.x.yaml").write_text("config:\n  llmdeploy:engine: ollama\n", encoding="utf-8")
+    code, err = run(capsys, *command, "--project-dir", str(tmp_path))
+    assert code == EXIT_USAGE and "Pulumi.yaml" in err and expected in err and "Traceback" not in err, err

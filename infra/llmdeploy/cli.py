@@ -13,6 +13,7 @@ from .local import cli as local_cli
 from .render import render
 from .smoke import cli as smoke_cli
 from .stackfile import StackFileError, read_stack
+from .textfiles import FileProblem
 from .validate import run_endpoints
 from .workshop import cli as workshop_cli
 from .workshop.configs import plan_endpoints
@@ -113,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, StackFileError) as exc:
+    except (ConfigError, StackFileError, FileProblem) as exc:
         print(f"llmdeploy: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
