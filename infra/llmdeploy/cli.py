@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_render.add_argument("--out", help="output folder (default: build/STACK)")
     p_render.set_defaults(func=cmd_render)
     p_validate = sub.add_parser("validate", parents=[common],
-                                help="render, then run cloud-init schema, shellcheck and nginx -t")
+                                help="render, then run cloud-init schema, shellcheck, nginx -t and "
+                                "systemd-analyze verify")
     p_validate.set_defaults(func=cmd_validate)
     p_table = sub.add_parser("config-table", help="print the configuration table from Pulumi.yaml")
     p_table.add_argument("--project-dir", help="folder holding Pulumi.yaml")

@@ -1,7 +1,8 @@
 """The checks `llmdeploy validate` runs on rendered output, each with the real tool where one exists.
 
 Every check returns a Check (name, ok, detail, seconds) instead of raising, so all of them run and
-the report shows each one. Tools: Debian's cloud-init (schema), shellcheck, nginx (nginx -t).
+the report shows each one. Tools: Debian's cloud-init (schema), shellcheck, nginx (nginx -t) and
+systemd-analyze verify.
 """
 from __future__ import annotations
 
