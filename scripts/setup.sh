@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   cloud-init   # `cloud-init schema` for user-data
+  systemd      # `systemd-analyze verify` of every rendered unit (no systemd needs to run)
   nginx        # nginx -t and the integration tests' real proxy
   shellcheck   # lint every rendered shell script
   openssl      # test certificates
