@@ -27,6 +27,8 @@ APT_PACKAGES=(
   e2fsprogs           # mkfs.ext4 -d: the image's root filesystem from the debootstrap folder
   genisoimage         # the NoCloud seed ISO (label cidata) that hands the VM its user-data
   openssh-client      # `llmdeploy local ssh`
+  fail2ban            # the VM's sshd jail: `fail2ban-client -t` and a real fail2ban-server in the tests
+  python3-systemd     # ... whose journald backend the jail uses
 )
 
 missing=()

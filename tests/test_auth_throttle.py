@@ -10,16 +10,22 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import shutil
 import ssl
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import paramiko
 import pytest
 
-from llmdeploy.render import AUTH_FAILURES, retry_after_seconds
-from support.endpoint import PASSWORD, Endpoint
+from llmdeploy.render import AUTH_FAILURES, FILES_DIR, Layout, render, retry_after_seconds
+from support.endpoint import PASSWORD, Endpoint, endpoint_config
+from support.ports import free_port, port_open
+from support.procs import start_process, stop_process, wait_until
 from support.route_recorder import route_recorder
 from support.site import site_endpoint
 
@@ -186,3 +192,94 @@ def test_the_rendered_limits_match_the_documented_ones(keys_only: Endpoint) -> N
     assert f"zone=llmdeploy_auth_failures:10m rate={AUTH_FAILURES.rate};" in site
     assert f"limit_req zone=llmdeploy_auth_failures burst={AUTH_FAILURES.burst} nodelay;" in site
 
+
+
+# ---- SSH: fail2ban's sshd jail, as 10-base installs it ------------------------------------------------------
+
+SSHD_CONFIG = """\
+ListenAddress 127.0.0.1:{port}
+HostKey {dir}/host_key
+PidFile {dir}/sshd.pid
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile {dir}/no-such-authorized-keys
+"""
+
+
+def fail2ban_conf(tmp_path: Path) -> Path:
+    """Debian's /etc/fail2ban with the rendered jail in jail.d, as the 10-base step leaves it."""
+    conf = tmp_path / "fail2ban"
+    shutil.copytree("/etc/fail2ban", conf)
+    jail = render(endpoint_config(), Layout()).file(f"{FILES_DIR}/fail2ban-sshd.conf").content
+    (conf / "jail.d" / "llmdeploy-sshd.conf").write_text(jail)
+    return conf
+
+
+def real_sshd_failures(tmp_path: Path) -> list[str]:
+    """What the real sshd logs for failed logins from 127.0.0.1: two unknown users and three wrong keys for
+    root (a user that exists), by key, as the VM's sshd allows."""
+    ssh = tmp_path / "sshd"
+    ssh.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh / "host_key")], check=True)
+    port = free_port()
+    (ssh / "sshd_config").write_text(SSHD_CONFIG.format(port=port, dir=ssh))
+    log = ssh / "sshd.log"
+    proc = start_process(["/usr/sbin/sshd", "-D", "-e", "-f", str(ssh / "sshd_config")], log)
+    try:
+        wait_until(lambda: None if port_open(port) else "not listening", proc, 10, "sshd", log)
+        key = paramiko.Ed25519Key.generate() if hasattr(paramiko.Ed25519Key, "generate") else paramiko.RSAKey.generate(2048)
+        for user in ["nosuchuser", "admin", "root", "root", "root"]:
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            with pytest.raises(paramiko.AuthenticationException):
+                client.connect("127.0.0.1", port, username=user, pkey=key, allow_agent=False, look_for_keys=False,
+                               timeout=10)
+            client.close()
+        wait_until(lambda: None if log.read_text().count("[preauth]") >= 5 else "waiting for sshd's log", proc, 10,
+                   "sshd", log)
+    finally:
+        stop_process(proc)
+    return [line for line in log.read_text().splitlines() if "127.0.0.1 port" in line]
+
+
+def test_the_sshd_jail_reads_journald_and_bans_after_5_failures(tmp_path: Path) -> None:
+    conf = fail2ban_conf(tmp_path)
+    test = subprocess.run(["fail2ban-client", "-c", str(conf), "-t"], capture_output=True, text=True, timeout=60)
+    assert test.returncode == 0, test.stdout + test.stderr
+    dump = subprocess.run(["fail2ban-client", "-c", str(conf), "-d"], capture_output=True, text=True, timeout=60).stdout
+    for setting in ["['add', 'sshd', 'systemd']", "['set', 'sshd', 'maxretry', 5]", "['set', 'sshd', 'findtime', '10m']",
+                    "['set', 'sshd', 'bantime', '30m']", "['start', 'sshd']"]:
+        assert setting in dump, setting  # the rendered jail overrides Debian's defaults-debian.conf
+
+    # The real server on those settings, reading the real sshd's messages from a file (journald's lines as the
+    # systemd backend formats them: date, host, sshd[PID]: message), banning with the dummy action.
+    lines = real_sshd_failures(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    auth_log, banned = run / "auth.log", run / "banned"
+    auth_log.touch()
+    (conf / "fail2ban.d" / "zz-test.local").write_text(
+        f"[Definition]\nlogtarget = {run}/fail2ban.log\nsocket = {run}/sock\npidfile = {run}/pid\ndbfile = :memory:\n")
+    (conf / "jail.d" / "zz-test.local").write_text(
+        f"[sshd]\nbackend = polling\nlogpath = {auth_log}\nignoreself = false\nignoreip =\n"
+        f"banaction = dummy[target={banned}]\n")
+    server = start_process(["fail2ban-server", "-f", "-x", "-c", str(conf), "-s", str(run / "sock"),
+                            "-p", str(run / "pid")], run / "server.out")
+    try:
+        client = ["fail2ban-client", "-c", str(conf), "-s", str(run / "sock")]
+
+        def status() -> str:
+            return subprocess.run([*client, "status", "sshd"], capture_output=True, text=True, timeout=30).stdout
+
+        wait_until(lambda: None if "Banned IP list" in status() else "jail not up", server, 30, "fail2ban",
+                   run / "fail2ban.log")
+        stamp = time.strftime("%b %e %H:%M:%S")
+        with auth_log.open("a") as f:
+            f.writelines(f"{stamp} vm sshd[4242]: {line}\n" for line in lines)
+        wait_until(lambda: None if "127.0.0.1" in status() else status(), server, 30, "fail2ban",
+                   run / "fail2ban.log")
+        assert "Total banned:\t1" in status(), status()
+        assert "+127.0.0.1" in banned.read_text()
+    finally:
+        stop_process(server)

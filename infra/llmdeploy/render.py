@@ -248,6 +248,7 @@ def _apt_suites(cfg: StackConfig) -> str:
 def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
     files = [
         VmFile(f"{FILES_DIR}/sshd-llmdeploy.conf", _render("files/sshd-llmdeploy.conf.j2", ctx)),
+        VmFile(f"{FILES_DIR}/fail2ban-sshd.conf", _render("files/fail2ban-sshd.conf.j2", ctx)),
         VmFile(f"{FILES_DIR}/20auto-upgrades", _render("files/20auto-upgrades.j2", ctx)),
         VmFile(f"{FILES_DIR}/nginx-site.conf", _render("files/nginx-site.conf.j2", ctx)),
         VmFile(f"{FILES_DIR}/htpasswd", htpasswd(cfg)),
