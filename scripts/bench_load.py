@@ -238,7 +238,7 @@ def report(tally: Tally, memory: list[Memory], elapsed: float, load: tuple[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--keys", type=int, default=10, help="API keys the streams share (default 10)")
     parser.add_argument("--streams", type=int, default=100, help="concurrent streams (default 100)")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long (default 60)")

@@ -228,7 +228,7 @@ def real_sshd_failures(tmp_path: Path) -> list[str]:
     proc = start_process(["/usr/sbin/sshd", "-D", "-e", "-f", str(ssh / "sshd_config")], log)
     try:
         wait_until(lambda: None if port_open(port) else "not listening", proc, 10, "sshd", log)
-        key = paramiko.Ed25519Key.generate() if hasattr(paramiko.Ed25519Key, "generate") else paramiko.RSAKey.generate(2048)
+        key = paramiko.RSAKey.generate(2048)  # a key sshd has never seen (paramiko cannot make ed25519 keys)
         for user in ["nosuchuser", "admin", "root", "root", "root"]:
             client = paramiko.SSHClient()
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
