@@ -112,6 +112,7 @@ def flood(client: Client, authorization: str, count: int, good: Client, neighbou
 def check_flood(replies: list[Reply], seconds: float, basic: bool = False) -> None:
     statuses = [r.status for r in replies]
     counts = Counter(statuses)
+    print(f"{len(replies)} failing requests from one address in {seconds:.1f} s: {dict(sorted(counts.items()))}")
     assert set(counts) == {401, 429}, counts  # never 5xx, never let in
     first_429 = statuses.index(429)
     assert statuses[:first_429] == [401] * first_429, statuses
