@@ -33,6 +33,8 @@ APT_PACKAGES=(
   zstd                # the Ollama archive test packs a .tar.zst release, as Ollama ships them from v0.14
   ssh-audit           # the hardening test audits the rendered sshd config with it
   python3-venv        # sslyze's own venv (below)
+  fail2ban            # the VM's sshd jail: `fail2ban-client -t` and a real fail2ban-server in the tests
+  python3-systemd     # ... whose journald backend the jail uses
 )
 
 missing=()
