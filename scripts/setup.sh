@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   cloud-init   # `cloud-init schema` for user-data
+  systemd      # `systemd-analyze verify` of every rendered unit (no systemd needs to run)
   nginx        # nginx -t and the integration tests' real proxy
   shellcheck   # lint every rendered shell script
   openssl      # test certificates
@@ -33,6 +34,10 @@ APT_PACKAGES=(
   iptables            # the firewall test runs the rendered firewall in a network namespace
   iproute2            # ... with a veth pair to a second namespace
   zstd                # the Ollama archive test packs a .tar.zst release, as Ollama ships them from v0.14
+  ssh-audit           # the hardening test audits the rendered sshd config with it
+  python3-venv        # sslyze's own venv (below)
+  fail2ban            # the VM's sshd jail: `fail2ban-client -t` and a real fail2ban-server in the tests
+  python3-systemd     # ... whose journald backend the jail uses
 )
 
 missing=()
@@ -58,4 +63,13 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test,pulumi]'
 PYRIGHT_VERSION=1.1.414
 if [ "$(node_modules/.bin/pyright --version 2>/dev/null)" != "pyright $PYRIGHT_VERSION" ]; then
   npm install --no-save --no-audit --no-fund "pyright@$PYRIGHT_VERSION" >/dev/null
+fi
+
+# sslyze, the TLS scanner the hardening test runs (Mozilla's "intermediate" check), in its own venv: it pins its
+# own cryptography and nassl.
+SSLYZE_VERSION=6.3.1
+if [ "$(.venv-sslyze/bin/python -c 'import importlib.metadata as m; print(m.version("sslyze"))' 2>/dev/null)" \
+     != "$SSLYZE_VERSION" ]; then
+  python3 -m venv .venv-sslyze
+  .venv-sslyze/bin/pip install -q --disable-pip-version-check "sslyze==$SSLYZE_VERSION"
 fi

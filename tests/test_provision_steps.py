@@ -374,3 +374,20 @@ def test_only_a_changed_token_restarts_a_running_engine(vm: VmRoot, engine_name:
                       fake_systemctl(vm, active=True))
     assert rotated.returncode == 0, rotated.stderr
     assert (f"try-restart {engine_name}" in calls.read_text()) == restarts
+
+
+def test_install_file_stops_the_step_when_the_copy_fails(tmp_path: Path) -> None:
+    """Called as `if install_file` or `install_file && ...`, bash runs it with set -e off: a failed copy must
+    not go on to say "wrote" and report a change."""
+    lib = tmp_path / "lib.sh"
+    lib.write_text(render(parse(minimal_raw(), stack="steps")).file(LIB).content)
+    src = tmp_path / "src"
+    src.write_text("new\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder\n")
+    script = (f". {lib}; if install_file {src} {blocker}/dest 0644; then echo changed; fi; echo went-on")
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30,
+                            env={"PATH": "/usr/bin:/bin", "LLMDEPLOY_TEST": "1"})
+    assert result.returncode != 0
+    assert "changed" not in result.stdout and "went-on" not in result.stdout
+    assert "could not write" in result.stdout

@@ -25,7 +25,11 @@ SECRETS = {
 }
 
 
-@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+# A Data Science stack boots no VM of its own: it has no user-data to keep.
+VM_STACKS = [s for s in EXAMPLE_STACKS if load_stack_config(ROOT, s).target != "datascience"]
+
+
+@pytest.mark.parametrize("stack", VM_STACKS)
 def test_user_data_matches_snapshot(stack: str) -> None:
     """Any change to the rendered user-data shows up here; UPDATE_SNAPSHOTS=1 rewrites the files."""
     user_data = render(load_stack_config(ROOT, stack)).user_data

@@ -150,10 +150,12 @@ def test_a_site_that_accepts_any_key_fails_every_auth_check(tmp_path: Path) -> N
 
 
 def test_a_wrong_key_accepted_is_caught_even_when_no_key_is_refused(tmp_path: Path) -> None:
-    """A site that only checks that some Bearer header is present (a real mistake: `if ($http_authorization
-    = "")`): no key is refused, any key is let in."""
+    """A site that only checks that some Bearer header is present (a real mistake: deciding on
+    `$http_authorization` instead of the key's name): no key is refused, any key is let in."""
     def any_bearer(site: str) -> str:
-        return site.replace("if ($llmdeploy_client = \"\")", "if ($http_authorization = \"\")")
+        edited = site.replace("map $llmdeploy_client $llmdeploy_target {", "map $http_authorization $llmdeploy_target {")
+        assert edited != site
+        return edited
 
     with openai_stub() as stub:
         with site_endpoint(tmp_path, stub.port, edit=any_bearer, basicAuthUsers=[], basicAuthPasswords="") as ep:

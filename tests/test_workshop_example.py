@@ -59,7 +59,9 @@ def test_validate_checks_every_attendees_endpoint_with_the_real_tools() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     for attendee in active_ids():
         assert f"stack '{STACK}', endpoint '{attendee}'" in done.stdout
-    assert done.stdout.count("nginx -t") >= len(active_ids()) and "FAIL" not in done.stdout
+    # Attendees whose output differs only in their hostname share one full run of the checks.
+    full, same = done.stdout.count("nginx -t"), done.stdout.count("same output as checked endpoint")
+    assert full >= 1 and full + same == len(active_ids()) and "FAIL" not in done.stdout
 
 
 def test_plan_offline_counts_the_active_attendees() -> None:

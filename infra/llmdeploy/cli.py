@@ -13,7 +13,8 @@ from .local import cli as local_cli
 from .render import render
 from .smoke import cli as smoke_cli
 from .stackfile import StackFileError, read_stack
-from .validate import run_all
+from .textfiles import FileProblem
+from .validate import run_endpoints
 from .workshop import cli as workshop_cli
 from .workshop.configs import plan_endpoints
 from .workshop.roster import RosterError, read_roster
@@ -46,9 +47,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     root = _project_dir(args.project_dir)
     endpoints = _endpoints(root, args.stack)
     out = Path(args.out) if args.out else root / "build" / args.stack
-    for name, cfg in endpoints:
+    # Every endpoint renders before the first file is written: a config that fails leaves no output behind.
+    rendered = [(name, cfg, render(cfg)) for name, cfg in endpoints]
+    for name, cfg, result in rendered:
         folder = out / name if name else out
-        written = render(cfg).write(folder)
+        written = result.write(folder)
         print(f"rendered {_title(args.stack, name)} ({cfg.engine}, {cfg.model_name}, {cfg.shape.name}) to "
               f"{folder}: user-data and {len(written) - 1} files")
     return EXIT_OK
@@ -61,10 +64,10 @@ def _title(stack: str, endpoint: str) -> str:
 def cmd_validate(args: argparse.Namespace) -> int:
     root = _project_dir(args.project_dir)
     failures = 0
-    for name, cfg in _endpoints(root, args.stack):
+    for report in run_endpoints(_endpoints(root, args.stack)):
+        name, cfg, checks = report.name, report.cfg, report.checks
         print(f"PASS  {'config':<34} {0:6.2f}s  {_title(args.stack, name)}: {cfg.engine}, {cfg.model_name}, "
               f"{cfg.shape.name}")
-        checks = run_all(cfg)
         for check in checks:
             print(check.line())
         failed = [c for c in checks if not c.ok]
@@ -104,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_render.add_argument("--out", help="output folder (default: build/STACK)")
     p_render.set_defaults(func=cmd_render)
     p_validate = sub.add_parser("validate", parents=[common],
-                                help="render, then run cloud-init schema, shellcheck and nginx -t")
+                                help="render, then run cloud-init schema, shellcheck, nginx -t and "
+                                "systemd-analyze verify")
     p_validate.set_defaults(func=cmd_validate)
     p_table = sub.add_parser("config-table", help="print the configuration table from Pulumi.yaml")
     p_table.add_argument("--project-dir", help="folder holding Pulumi.yaml")
@@ -124,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, StackFileError) as exc:
+    except (ConfigError, StackFileError, FileProblem) as exc:
         print(f"llmdeploy: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
+from urllib.parse import unquote, urlsplit
 
 from . import models, nvidia
 from .declared import Declaration, declarations
@@ -34,11 +35,21 @@ VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 XINFERENCE_BACKEND_EXTRAS = {"vllm": "vllm", "transformers": "transformers", "llama.cpp": "llama_cpp"}
 ENGINE_PORTS = {"ollama": 11434, "xinference": 9997, "vllm": 8000, "llamacpp": 8080}
 
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_RATE_RE = re.compile(r"^[1-9][0-9]*r/[sm]$")
-_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-_TAG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}=.{0,256}$")
-_SSH_KEY_RE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-\S+) [A-Za-z0-9+/=]+( .*)?$")
+# Each is used with fullmatch: `$` (and match()) would let a final newline through, and a name or rate
+# with one writes a directive of its own into the nginx map.
+_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+# nginx keeps a rate in thousandths of a request per second (a 64-bit integer) and limit_req multiplies it by
+# the milliseconds since a client's last request; 20 digits overflow it at once. Six digits (999999r/s, far
+# beyond what one engine serves) keep that product in range for years of idle time.
+_RATE_RE = re.compile(r"[1-9][0-9]{0,5}r/[sm]")
+_DOMAIN_RE = re.compile(r"(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+_TAG_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,99}=.{0,256}")
+_SSH_KEY_RE = re.compile(r"(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-\S+) [A-Za-z0-9+/=]+( .*)?")
+# C0 and C1 control characters and DEL, but tab, newline and CR (PEM certificates and JSON documents hold them).
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+# A name that is not a dot file, '.' or '..' (the URL https://x/.gguf or https://x/..?.gguf has none).
+_GGUF_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.gguf")
 _SIZE_RE = re.compile(r"(?<![0-9.])([0-9]+(?:[._][0-9]+)?)\s*[bB](?![a-zA-Z])")
 
 
@@ -177,7 +188,14 @@ class LlamacppModel:
 
     @property
     def filename(self) -> str:
-        return self.url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+        return gguf_filename(self.url)
+
+
+def gguf_filename(url: str) -> str:
+    """The model's file name on the VM: the URL path's last segment, percent-decoded, with each run of characters
+    outside A-Z a-z 0-9 . _ - made one '_'. It goes unquoted into the unit's ExecStart=, where systemd reads '%'
+    as a specifier and quotes as quoting (My%20Model.gguf -> My_Model.gguf)."""
+    return _UNSAFE_FILE_CHARS.sub("_", unquote(urlsplit(url).path.rsplit("/", 1)[-1]))
 
 
 EngineModel = OllamaModel | XinferenceModel | VllmModel | LlamacppModel
@@ -324,7 +342,15 @@ class _Reader:
         if isinstance(value, (dict, list)):
             self.bad(key, value, "a string", "VALUE")
             return ""
-        return str(value).strip()
+        return self._printable(key, str(value).strip())
+
+    def _printable(self, key: str, text: str) -> str:
+        """text, after recording a problem if it holds a control character other than tab, newline or CR: NUL or
+        ESC pass the format checks of URLs and e-mail addresses, but no file the VM gets should hold them."""
+        bad = next((c for c in text if _CONTROL_RE.match(c)), None)
+        if bad is not None and not self.failed(key):
+            self.bad(key, text, f"text without control characters (found U+{ord(bad):04X})", "VALUE")
+        return text
 
     def choice(self, key: str, allowed: tuple[str, ...] | list[str]) -> str:
         value = self.str(key)
@@ -347,7 +373,7 @@ class _Reader:
             if not number_f.is_integer():
                 raise ValueError
             number = int(number_f)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float's range
             self.bad(key, value, f"a whole number from {lo} to {hi}", str(lo))
             return lo
         if not lo <= number <= hi:
@@ -368,13 +394,13 @@ class _Reader:
         if isinstance(value, str):
             try:
                 value = json.loads(value) if value.strip() else []
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # RecursionError: brackets nested ~1,000 deep
                 self.bad(key, value, "a list of strings", f"--path '{key}[0]' VALUE")
                 return []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.bad(key, value, "a list of strings", f"--path '{key}[0]' VALUE")
             return []
-        return [v.strip() for v in value]
+        return [self._printable(key, v.strip()) for v in value]
 
     def secret(self, key: str) -> Secret:
         value = self._value(key)
@@ -413,12 +439,12 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
             f"pulumi config set os ubuntu-24.04; or import a {OSES[os_name][0]} {OSES[os_name][1]} image as a custom "
             "image and boot it: pulumi config set imageId ocid1.image.oc1..xxxx"))
     admin = r.str("adminUser")
-    if not _NAME_RE.match(admin) or admin in ("root", "ubuntu", "opc", "debian"):
+    if not _NAME_RE.fullmatch(admin) or admin in ("root", "ubuntu", "opc", "debian"):
         r.bad("adminUser", admin, "a lower-case login name (a-z, 0-9, _ or -; not root, ubuntu, opc or debian)",
               "llmadmin")
     keys = tuple(r.list("sshPublicKeys"))
     for k in keys:
-        if not _SSH_KEY_RE.match(k):
+        if not _SSH_KEY_RE.fullmatch(k):
             r.bad("sshPublicKeys", k[:40] + ("..." if len(k) > 40 else ""),
                   "OpenSSH public keys (ssh-ed25519 AAAA... comment)", "--path 'sshPublicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\"")
     # The local target needs none: `llmdeploy local up` generates a key of its own and adds it.
@@ -434,7 +460,8 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
     shape_known = shape_name in SHAPES
     model = _engine_model(r, engine, shape)
     model_name = r.str("modelName") or _default_model_name(model)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", model_name):
+    derived_from_a_bad_url = not r.str("modelName") and r.failed("llamacppModelUrl")
+    if not derived_from_a_bad_url and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", model_name):
         r.bad("modelName", model_name, "a name of letters, digits and . _ : / - (no spaces)", "my-model")
     elif engine == "xinference" and not re.fullmatch(r"(?!.*-rep[0-9]+$)[^/]{1,100}", model_name):
         # The name is Xinference's model_uid: /v1/models/{uid} (the health check) cannot hold a slash, and
@@ -450,7 +477,7 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
 
     tls = _tls(r)
     domain = r.str("domain").lower().rstrip(".")
-    if domain and not _DOMAIN_RE.match(domain):
+    if domain and not _DOMAIN_RE.fullmatch(domain):
         r.bad("domain", domain, "a DNS name such as llm.example.org", "llm.example.org")
     _check_domains(r, tls, domain)
     auth = _auth(r)
@@ -512,8 +539,9 @@ def _engine_model(r: _Reader, engine: str, shape: Shape) -> EngineModel:
                   "tensor parallel > 1 without as many NUMA nodes)", "1")
         return VllmModel(hf_id, r.choice("vllmDtype", VLLM_DTYPES), r.int("vllmMaxModelLen", 256, 1_048_576), tp)
     url = r.str("llamacppModelUrl")
-    if not re.fullmatch(r"https?://\S+\.gguf(\?\S*)?", url):
-        r.bad("llamacppModelUrl", url, "an http(s) URL of a .gguf file", "https://host/path/model-q4_k_m.gguf")
+    if not re.fullmatch(r"https?://\S+", url) or not _GGUF_NAME_RE.fullmatch(gguf_filename(url)):
+        r.bad("llamacppModelUrl", url, "an http(s) URL of a .gguf file, its path ending in the file name "
+              "(such as model-q4_k_m.gguf)", "https://host/path/model-q4_k_m.gguf")
     return LlamacppModel(url, r.int("llamacppContextSize", 256, 1_048_576))
 
 
@@ -530,12 +558,13 @@ def _xinference_model(r: _Reader) -> XinferenceModel:
     if custom_raw:
         try:
             custom = json.loads(custom_raw)
-            if not isinstance(custom, dict) or custom.get("model_name") != name:
+            if not isinstance(custom, dict) or custom.get("model_name") != name \
+                    or _json_depth(custom) > MAX_JSON_DEPTH:
                 raise ValueError
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: json.loads on brackets nested ~1,000 deep
             r.bad("xinferenceCustomModel", custom_raw[:60],
-                  f"a JSON object whose model_name is '{name}' (xinferenceModelName)",
-                  "\"$(cat my-model.json)\"")
+                  f"a JSON object whose model_name is '{name}' (xinferenceModelName), nested at most "
+                  f"{MAX_JSON_DEPTH} levels deep", "\"$(cat my-model.json)\"")
             custom = None
     engine = r.str("xinferenceModelEngine")
     if engine.lower() not in XINFERENCE_BACKEND_EXTRAS:
@@ -543,6 +572,22 @@ def _xinference_model(r: _Reader) -> XinferenceModel:
               " (the backends llmdeploy installs into the conda environment, each with its pinned extra)", "vllm")
     return XinferenceModel(name, engine.lower() if engine.lower() in XINFERENCE_BACKEND_EXTRAS else "vllm", size,
                            r.str("xinferenceModelFormat"), r.str("xinferenceQuantization"), custom)
+
+
+# Xinference's custom model specs are a few levels deep; a deeper document would only exhaust the stack of
+# whatever reads it next (json.dumps, Pulumi's serializer).
+MAX_JSON_DEPTH = 32
+
+
+def _json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (0 for a scalar), without recursion."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth + 1)
+            todo.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _default_model_name(model: EngineModel) -> str:
@@ -562,7 +607,7 @@ def _model_size(r: _Reader, model: EngineModel) -> tuple[float, int]:
     if text:
         try:
             params = float(text)
-            if params <= 0:
+            if not math.isfinite(params) or params <= 0:
                 raise ValueError
         except ValueError:
             r.bad("modelParamsBillions", text, "a positive number of billions such as 8 or 0.5", "8")
@@ -684,7 +729,7 @@ def _tls(r: _Reader) -> Tls:
 
 def _auth(r: _Reader) -> Auth:
     rate = r.str("rateLimit")
-    if not _RATE_RE.match(rate):
+    if not _RATE_RE.fullmatch(rate):
         r.bad("rateLimit", rate, "an nginx rate such as 10r/s or 600r/m", "10r/s")
     keys: list[ApiKey] = []
     for entry in r.list("apiKeys"):
@@ -698,7 +743,7 @@ def _auth(r: _Reader) -> Auth:
     _duplicates(r, "apiKeys", [k.name for k in keys])
     users = r.list("basicAuthUsers")
     for user in users:
-        if not _NAME_RE.match(user):
+        if not _NAME_RE.fullmatch(user):
             r.bad("basicAuthUsers", user, "user names of a-z, 0-9, _ or -", "--path 'basicAuthUsers[0]' alice")
     _duplicates(r, "basicAuthUsers", users)
     passwords = _basic_passwords(r, users)
@@ -710,7 +755,7 @@ def _auth(r: _Reader) -> Auth:
 
 def is_rate(text: str) -> bool:
     """An nginx limit_req rate, such as 10r/s or 30r/m."""
-    return bool(_RATE_RE.match(text))
+    return bool(_RATE_RE.fullmatch(text))
 
 
 def _api_key(entry: str, default_rate: str) -> ApiKey | None:
@@ -718,7 +763,7 @@ def _api_key(entry: str, default_rate: str) -> ApiKey | None:
     name, *flags = entry.split(":")
     admin = bool(flags) and flags[-1] == "admin"
     rates = flags[:-1] if admin else flags
-    if not _NAME_RE.match(name) or len(rates) > 1 or (rates and not _RATE_RE.match(rates[0])):
+    if not _NAME_RE.fullmatch(name) or len(rates) > 1 or (rates and not _RATE_RE.fullmatch(rates[0])):
         return None
     return ApiKey(name, rates[0] if rates else default_rate, admin)
 
@@ -738,7 +783,7 @@ def _basic_passwords(r: _Reader, users: list[str]) -> dict[str, Secret]:
             table = json.loads(text)
             if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
                 raise ValueError
-        except ValueError:
+        except (ValueError, RecursionError):
             r.bad("basicAuthPasswords", text, "a JSON object of user to password", example)
             return {}
     for user in users:
@@ -757,7 +802,7 @@ def _basic_passwords(r: _Reader, users: list[str]) -> dict[str, Secret]:
 def _tags(r: _Reader) -> dict[str, str]:
     tags: dict[str, str] = {}
     for entry in r.list("tags"):
-        if not _TAG_RE.match(entry):
+        if not _TAG_RE.fullmatch(entry):
             r.bad("tags", entry, "KEY=VALUE (key starts with a letter; letters, digits, _ . -)",
                   "--path 'tags[0]' team=ml")
             continue
@@ -774,10 +819,13 @@ def _expires_at(r: _Reader) -> str:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
         if when.tzinfo is None:
             raise ValueError
-    except ValueError:
-        r.bad("expiresAt", text, "an ISO 8601 time with a zone, such as 2026-12-01T18:00:00Z", "2026-12-01T18:00:00Z")
+        # The first and last days of year 1 and 9999 leave the range of datetime once moved to UTC.
+        utc = when.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        r.bad("expiresAt", text, "an ISO 8601 time with a zone between years 1 and 9999 in UTC, such as "
+              "2026-12-01T18:00:00Z", "2026-12-01T18:00:00Z")
         return ""
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 _SOURCE_KEYS = {"apt_mirror_url": "aptMirrorUrl", "pip_index_url": "pipIndexUrl", "miniforge_url": "miniforgeUrl",
@@ -789,6 +837,7 @@ _SOURCE_KEYS = {"apt_mirror_url": "aptMirrorUrl", "pip_index_url": "pipIndexUrl"
                 "llamacpp_package": "llamacppPackage", "hf_endpoint": "hfEndpoint"}
 _OPTIONAL_SOURCES = ("aptMirrorUrl", "ollamaRegistryUrl")
 _SOURCE_EXAMPLES = {"aptMirrorUrl": "https://mirror.example.org/ubuntu", "ollamaRegistryUrl": "registry.example.org"}
+_UNIT_SOURCES = ("hfEndpoint", "vllmImage")  # written into systemd units as they are
 _NON_URL_SOURCES = ("xinferenceVersion", "xinferenceConstraints", "vllmImage", "llamacppPackage", "ollamaRegistryUrl")
 _PIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*")
 
@@ -804,6 +853,9 @@ def _sources(r: _Reader) -> Sources:
             r.bad(key, value, "an http(s) URL", example)
         elif re.search(r"[\s'\"`$\\;&|<>]", value):
             r.bad(key, value, "a value without spaces, quotes or shell characters", example)
+        elif key in _UNIT_SOURCES and "%" in value:
+            r.bad(key, value, "a value without '%' (it goes into a systemd unit, where % starts a specifier)",
+                  example)
         values[attr] = value
     pins = values["xinference_constraints"].split(",")
     if values["xinference_constraints"] and not r.failed("xinferenceConstraints") and \
@@ -930,10 +982,10 @@ def _workshop(r: _Reader, target: str) -> Workshop:
     roster = r.str("workshopRoster")
     layout = r.choice("workshopLayout", ("dedicated", "shared"))
     domain = r.str("workshopDomain").lower().rstrip(".")
-    if domain and not _DOMAIN_RE.match(domain):
+    if domain and not _DOMAIN_RE.fullmatch(domain):
         r.bad("workshopDomain", domain, "a DNS name such as ws.example.org", "ws.example.org")
     rate = r.str("workshopAttendeeRate")
-    if not _RATE_RE.match(rate):
+    if not _RATE_RE.fullmatch(rate):
         r.bad("workshopAttendeeRate", rate, "an nginx rate such as 30r/m", "30r/m")
     if roster and target != "vm":
         r.bad("target", target, "vm for a workshop (workshopRoster is set)", "vm")

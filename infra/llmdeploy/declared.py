@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .textfiles import FileProblem, load_yaml, read_text
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,8 +33,16 @@ def project_file(root: Path = PROJECT_ROOT) -> Path:
 
 @lru_cache(maxsize=4)
 def load_project(root: Path = PROJECT_ROOT) -> dict[str, Any]:
-    with project_file(root).open(encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    """Pulumi.yaml, checked to hold a name and a config mapping of key declarations (FileProblem if not)."""
+    path = project_file(root)
+    data = load_yaml(read_text(path, "project file"), str(path))
+    config = data.get("config") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not isinstance(config or {}, dict) \
+            or not all(isinstance(spec, dict) and "type" in spec for spec in (config or {}).values()):
+        raise FileProblem(f"{path} is not a Pulumi project file llmdeploy can use: it needs name: and a config: "
+                          "mapping of keys, each with type:, default: and description: (restore it: git checkout "
+                          "Pulumi.yaml)")
+    return data
 
 
 def project_name(root: Path = PROJECT_ROOT) -> str:

@@ -171,11 +171,33 @@ def step_names(cfg: StackConfig) -> list[str]:
     return steps + ["90-ready"]
 
 
+@dataclass(frozen=True)
+class AuthFailureLimit:
+    """What nginx allows per client address in requests without a valid credential before answering 429.
+
+    Only failures count (a request with a valid key never does), so a workshop room behind one NAT address keeps
+    working however many attendees it has; the burst lets 40 attendees who all paste a wrong key at once still
+    get a 401 that says so, and the rate leaves a mistyping room one failure a second, while a guesser gets
+    60 tries a minute instead of thousands a second (keys are 256-bit: the limit is about load and logs)."""
+
+    rate: str = "60r/m"
+    burst: int = 40
+
+
+AUTH_FAILURES = AuthFailureLimit()
+
+
+def retry_after_seconds(rate: str) -> int:
+    """Seconds until a limit_req bucket at `rate` (10r/s, 30r/m) lets one more request through: Retry-After."""
+    count, unit = rate[:-3], rate[-1]
+    return max(1, -(-(60 if unit == "m" else 1) // int(count)))
+
+
 def rate_zones(cfg: StackConfig) -> list[dict[str, Any]]:
     zones: dict[str, list[str]] = {}
     for key in cfg.auth.api_keys:
         zones.setdefault(key.rate, []).append(key.name)
-    return [{"rate": rate, "names": names} for rate, names in zones.items()]
+    return [{"rate": rate, "names": names, "retry_after": retry_after_seconds(rate)} for rate, names in zones.items()]
 
 
 def htpasswd(cfg: StackConfig) -> str:
@@ -207,6 +229,8 @@ def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
         "os_family": cfg.os_family, "admin_user": cfg.admin_user, "layout": layout, "paths": layout.paths,
         "health": ENGINE_HEALTH[cfg.engine](cfg), "routes": ENGINE_ROUTES[cfg.engine], "tls_sans": tls_sans(cfg),
         "admin_keys": [k.name for k in cfg.auth.api_keys if k.admin],
+        "auth_failures": AUTH_FAILURES, "auth_failures_retry_after": retry_after_seconds(AUTH_FAILURES.rate),
+        "basic_retry_after": retry_after_seconds(cfg.auth.rate),
         "tensor_parallel": cfg.tensor_parallel_size if isinstance(cfg.model, VllmModel) else 1,
         "apt_suites": _apt_suites(cfg), "apt_components": APT_SUITES[cfg.os][1],
         "steps": step_names(cfg), "steps_dir": STEPS_DIR, "stages_dir": STAGES_DIR,
@@ -232,9 +256,15 @@ def _apt_suites(cfg: StackConfig) -> str:
     return " ".join(suites + ([f"{codename}-security"] if cfg.os_family == "ubuntu" else []))
 
 
+# Host hardening that 10-base installs: sysctl values, no core dumps, the legal banner.
+HARDENING_FILES = ("sysctl-hardening.conf", "limits-nocore.conf", "coredump.conf", "issue")
+
+
 def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
     files = [
         VmFile(f"{FILES_DIR}/sshd-llmdeploy.conf", _render("files/sshd-llmdeploy.conf.j2", ctx)),
+        *(VmFile(f"{FILES_DIR}/{name}", _render(f"files/{name}.j2", ctx)) for name in HARDENING_FILES),
+        VmFile(f"{FILES_DIR}/fail2ban-sshd.conf", _render("files/fail2ban-sshd.conf.j2", ctx)),
         VmFile(f"{FILES_DIR}/20auto-upgrades", _render("files/20auto-upgrades.j2", ctx)),
         VmFile(f"{FILES_DIR}/nginx-site.conf", _render("files/nginx-site.conf.j2", ctx)),
         VmFile(f"{FILES_DIR}/htpasswd", htpasswd(cfg)),
@@ -317,7 +347,12 @@ def render(cfg: StackConfig, layout: Layout = Layout()) -> Rendered:
     return Rendered(cloud_config(cfg, files), tuple(files), tuple(steps), info)
 
 
-class _BlockDumper(yaml.SafeDumper):
+# libyaml's emitter writes the same document as PyYAML's pure-Python one about 15 times faster (a workshop
+# renders thousands); tests/test_bad_input.py checks that user-data reads back as the files it holds.
+_SafeDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _BlockDumper(_SafeDumper):
     """Dumps multi-line strings as YAML block literals so user-data stays readable."""
 
 

@@ -18,7 +18,7 @@ from .config import StackConfig
 from .render import INSTALL_SECRETS
 
 KEY_PREFIX = "sk-llm-"
-_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{24,128}$")
+_KEY_RE = re.compile(r"[A-Za-z0-9_-]{24,128}")  # fullmatch: `$` lets a final newline through
 # cloud-init's write_files puts the installer in place before it creates the admin user, so it is there
 # at the first login; this covers a login that comes first anyway (an image with the user already in it).
 INSTALLER_WAIT_S = 300
@@ -45,7 +45,7 @@ def api_keys_map(keys: Mapping[str, str]) -> str:
     """nginx map entries: the full Authorization header of each key -> the key's name."""
     lines = []
     for name, key in keys.items():
-        if not _KEY_RE.match(key):
+        if not _KEY_RE.fullmatch(key):
             raise ValueError(f"API key '{name}' must be 24-128 characters of A-Z, a-z, 0-9, '_' or '-'")
         lines.append(f'"Bearer {key}" {name};')
     return "".join(f"{line}\n" for line in lines)

@@ -11,10 +11,9 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from . import config as config_mod
 from .declared import declarations, project_name
+from .textfiles import FileProblem, load_yaml, read_text
 
 
 class StackFileError(ValueError):
@@ -45,9 +44,9 @@ def read_stack(root: Path, stack: str, env: Mapping[str, str] | None = None) -> 
         raise StackFileError(f"no stack file {path}: create it with `pulumi stack init {stack}` and "
                              f"`pulumi config set ...`, or copy one of the examples ({known})")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise StackFileError(f"{path.name} is not valid YAML: {exc}") from None
+        data = load_yaml(read_text(path, "stack file"), path.name) or {}
+    except FileProblem as exc:
+        raise StackFileError(str(exc)) from None
     if not isinstance(data, dict) or not isinstance(data.get("config") or {}, dict):
         raise StackFileError(f"{path.name} must be a mapping with a 'config:' mapping, as Pulumi writes it")
     return _values(data.get("config") or {}, root, stack, path.name, env)

@@ -1,11 +1,14 @@
 """The checks `llmdeploy validate` runs on rendered output, each with the real tool where one exists.
 
 Every check returns a Check (name, ok, detail, seconds) instead of raising, so all of them run and
-the report shows each one. Tools: Debian's cloud-init (schema), shellcheck, nginx (nginx -t).
+the report shows each one. Tools: Debian's cloud-init (schema), shellcheck, nginx (nginx -t) and
+systemd-analyze verify.
 """
 from __future__ import annotations
 
+import atexit
 import gzip
+import hashlib
 import json
 import shutil
 import subprocess
@@ -13,6 +16,7 @@ import tempfile
 import time
 from base64 import b64decode
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -56,7 +60,8 @@ def _missing_tool(tool: str, package: str) -> tuple[bool, str] | None:
 
 # ---- cloud-init -------------------------------------------------------------------------------
 
-def cloud_init_top_level_keys() -> set[str]:
+@lru_cache(maxsize=1)
+def cloud_init_top_level_keys() -> frozenset[str]:
     """Every top-level key cloud-init's schema knows (the schema itself lets unknown keys through)."""
     code = ("import json\nfrom cloudinit.config.schema import get_schema\ns = get_schema()\nkeys = set()\n"
             "for part in s.get('allOf', []):\n"
@@ -64,7 +69,7 @@ def cloud_init_top_level_keys() -> set[str]:
             "    keys |= set(s['$defs'].get(ref.rsplit('/', 1)[-1], {}).get('properties', {}))\n"
             "print(json.dumps(sorted(keys)))\n")
     out = subprocess.run([SYSTEM_PYTHON, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    return set(json.loads(out.stdout))
+    return frozenset(json.loads(out.stdout))
 
 
 def check_cloud_init_schema(user_data: str) -> tuple[bool, str]:
@@ -98,13 +103,78 @@ def check_shell(path: str, content: str) -> tuple[bool, str]:
     missing = _missing_tool("shellcheck", "shellcheck")
     if missing:
         return missing
-    result = subprocess.run(["shellcheck", "--shell=bash", "--format=json1", "-"], input=content,
-                            capture_output=True, text=True, timeout=120)
+    # SC2016 (info: "expressions don't expand in single quotes") flags every config value that holds a $ or a
+    # backtick, because shlex.quote single-quotes it precisely so that it does not expand. Every other finding,
+    # of every level (SC2086, an unquoted expansion, is info too), still fails the check.
+    result = subprocess.run(["shellcheck", "--shell=bash", "--format=json1", "--exclude=SC2016", "-"],
+                            input=content, capture_output=True, text=True, timeout=120)
     comments = json.loads(result.stdout or "{}").get("comments", [])
     if not comments:
         return True, "no findings"
     found = [f"line {c['line']}: SC{c['code']} {c['level']}: {c['message']}" for c in comments]
     return False, f"{len(found)} finding(s): " + " | ".join(found)
+
+
+# ---- systemd ----------------------------------------------------------------------------------
+
+SYSTEM_UNITS = Path("/usr/lib/systemd/system")
+# Units the engines depend on that a provisioning step installs (30-docker: Docker's docker-ce package).
+STEP_UNITS = ("docker.service",)
+_EXEC_KEYS = ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStop", "ExecStopPost")
+
+
+def _unit_commands(unit: str) -> list[str]:
+    """The absolute program paths of a unit's Exec*= lines (prefixes such as '-' or '+' dropped)."""
+    text = unit.replace("\\\n", " ")
+    commands = []
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() in _EXEC_KEYS:
+            program = value.strip().lstrip("-@:+!").split(" ", 1)[0]
+            if program.startswith("/"):
+                commands.append(program)
+    return commands
+
+
+@lru_cache(maxsize=1)
+def _systemd_root() -> Path:
+    """A throwaway root holding a copy of this machine's system units (verify loads each unit's dependencies
+    from the root; a symlink out of it is not followed), made once per process and removed at exit."""
+    root = Path(tempfile.mkdtemp(prefix="llmdeploy-systemd-"))
+    atexit.register(shutil.rmtree, root, True)
+    shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
+    return root
+
+
+def check_systemd_unit(name: str, content: str) -> tuple[bool, str]:
+    """`systemd-analyze verify` of the unit as the VM installs it, in a throwaway root that holds this machine's
+    system units, a stand-in for each of STEP_UNITS, and at each Exec*= path a stand-in program: the provisioning
+    step installs the real one (llama.cpp's venv, docker, ollama), and verify refuses a unit whose program is
+    missing. It needs no systemd running: it parses the unit, resolves specifiers and quoting, and loads its
+    dependencies. Warnings that systemd would ignore a line (a bad specifier in Environment=) fail the check too."""
+    missing = _missing_tool("systemd-analyze", "systemd")
+    if missing:
+        return missing
+    root = _systemd_root()
+    own = [root / folder for folder in ("etc", "opt", "bin", "sbin", "usr/bin", "usr/sbin", "usr/local")]
+    for folder in own:
+        shutil.rmtree(folder, ignore_errors=True)
+    unit_dir = root / "etc/systemd/system"
+    unit_dir.mkdir(parents=True)
+    (unit_dir / name).write_text(content, encoding="utf-8")
+    for other in STEP_UNITS:
+        (unit_dir / other).write_text("[Service]\nExecStart=/usr/bin/true\n", encoding="utf-8")
+    for program in ["/usr/bin/true", *_unit_commands(content)]:
+        stand_in = root / program.lstrip("/")
+        if not any(stand_in.is_relative_to(folder) for folder in own):
+            continue  # under /usr/lib: verify then reports it missing
+        stand_in.parent.mkdir(parents=True, exist_ok=True)
+        stand_in.write_text("#!/bin/sh\n", encoding="utf-8")
+        stand_in.chmod(0o755)
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}", name],
+                            capture_output=True, text=True, timeout=60)
+    output = (result.stderr + result.stdout).replace(str(root), "").strip()
+    return result.returncode == 0 and not output, output or "no findings"
 
 
 # ---- nginx ------------------------------------------------------------------------------------
@@ -201,4 +271,62 @@ def run_all(cfg: StackConfig, rendered: Rendered | None = None) -> list[Check]:
     ]
     for f in rendered.shell_scripts():
         checks.append(_timed(f"shellcheck {Path(f.path).name}", lambda f=f: check_shell(f.path, f.content)))
+    for f in rendered.files:
+        if f.path.endswith(".service"):
+            name = Path(f.path).name
+            checks.append(_timed(f"systemd-analyze verify {name}", lambda f=f, name=name: check_systemd_unit(
+                name, f.content)))
     return checks
+
+
+# ---- many endpoints (workshops) ------------------------------------------------------------------
+
+# Stands for an endpoint's domain when comparing endpoints; no template or config value holds a NUL.
+_DOMAIN_MARK = "\0domain\0"
+
+
+@dataclass(frozen=True)
+class EndpointReport:
+    name: str
+    cfg: StackConfig
+    checks: list[Check]
+
+
+def _output_digest(rendered: Rendered, domain: str) -> str:
+    """What an endpoint renders, with its own domain blanked out (user-data holds every file it installs)."""
+    text = rendered.user_data.replace(domain, _DOMAIN_MARK) if domain else rendered.user_data
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_endpoints(endpoints: list[tuple[str, StackConfig]]) -> list[EndpointReport]:
+    """Every check for each distinct output, and only what differs for the rest.
+
+    The attendees of a dedicated workshop render the same user-data apart from their hostname, and that has
+    passed config's domain check (a-z, 0-9, '.', '-': nothing a shell, nginx or YAML reads specially). So
+    endpoints whose output is the same once their own domain is blanked out form a group; the one with the
+    longest domain (nginx's server_name hash has a size limit) gets every check, and each of the others gets
+    the checks whose answer depends on its own bytes: secrets and the metadata size limit."""
+    groups: dict[str, tuple[str, StackConfig, Rendered]] = {}
+    group_of: dict[str, str] = {}
+    own: dict[str, list[Check]] = {}
+    for name, cfg in endpoints:
+        rendered = render(cfg)
+        digest = _output_digest(rendered, cfg.domain)
+        group_of[name] = digest
+        best = groups.get(digest)
+        if best is None or len(cfg.domain) > len(best[1].domain):
+            groups[digest] = (name, cfg, rendered)
+        own[name] = [_timed("no secrets in user-data", lambda: check_no_secrets(cfg, rendered)),
+                     _timed("user-data size", lambda: check_size(rendered))]
+    full = {digest: run_all(cfg, rendered) for digest, (_, cfg, rendered) in groups.items()}
+    reports = []
+    for name, cfg in endpoints:
+        digest = group_of[name]
+        checked = groups[digest][0]
+        if name == checked:
+            reports.append(EndpointReport(name, cfg, full[digest]))
+            continue
+        same = Check("same output as checked endpoint", all(c.ok for c in full[digest]),
+                     f"as '{checked}' but for the domain ({len(full[digest])} checks run there)")
+        reports.append(EndpointReport(name, cfg, [same, *own[name]]))
+    return reports

@@ -111,11 +111,12 @@ def wait_for_status(session: requests.Session, url: str, headers: dict[str, str]
 
 
 @contextmanager
-def llama_endpoint(work: Path, **overrides: object) -> Iterator[Endpoint]:
-    """nginx (rendered site, test CA) in front of llama.cpp on a tiny model, keys delivered and live."""
+def llama_endpoint(work: Path, parallel: int = 2, n_ctx: int = 512, **overrides: object) -> Iterator[Endpoint]:
+    """nginx (rendered site, test CA) in front of llama.cpp on a tiny model, keys delivered and live;
+    llama.cpp runs `parallel` slots sharing `n_ctx` tokens of context."""
     model = write_tiny_gguf(work / "tiny.gguf")
     cfg = endpoint_config(**overrides)
-    with llama_server(model, alias="tiny") as llama:
+    with llama_server(model, alias="tiny", n_ctx=n_ctx, parallel=parallel) as llama:
         layout = loopback_layout(work / "root", llama.port)
         rendered = render(cfg, layout)
         ca = install_tls(layout, work)

@@ -51,11 +51,12 @@ class LlamaServer:
     log_path: Path
 
 
-def _child_command(script: Path, model_path: Path, port: int, alias: str, n_ctx: int, seed: int) -> list[str]:
+def _child_command(script: Path, model_path: Path, port: int, alias: str, n_ctx: int, seed: int,
+                   parallel: int = 2) -> list[str]:
     return [
         sys.executable, str(script),
         "--model", str(model_path), "--host", LOOPBACK, "--port", str(port), "--alias", alias,
-        "--ctx-size", str(n_ctx), "--parallel", "2", "--threads", "1", "--seed", str(seed),
+        "--ctx-size", str(n_ctx), "--parallel", str(parallel), "--threads", "1", "--seed", str(seed),
     ]  # fmt: skip
 
 
@@ -83,13 +84,15 @@ def llama_server(
     seed: int = 42,
     timeout: float = 60.0,
     log_dir: Path | None = None,
+    parallel: int = 2,
 ) -> Iterator[LlamaServer]:
-    """Start llama.cpp on 127.0.0.1 serving `model_path` as `alias`; stop it on exit."""
+    """Start llama.cpp on 127.0.0.1 serving `model_path` as `alias` with `parallel` slots (n_ctx shared
+    between them); stop it on exit."""
     port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="llama-server-") as tmp:
         log_path = Path(log_dir or tmp) / f"llama-server-{port}.log"
         script = launcher_script(Path(tmp))
-        proc = start_process(_child_command(script, Path(model_path), port, alias, n_ctx, seed), log_path)
+        proc = start_process(_child_command(script, Path(model_path), port, alias, n_ctx, seed, parallel), log_path)
         try:
             url = f"http://{LOOPBACK}:{port}"
             wait_until(lambda: health_probe(url), proc, timeout, f"llama server on port {port}", log_path)

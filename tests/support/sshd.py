@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ FAKE_STATE = "/run/fakevm"  # where the stand-ins read their state, inside the n
 
 SSHD_CONFIG = """\
 ListenAddress {listen}
-HostKey {host_key}
+{host_keys}
 PidFile {pid_file}
 UsePAM no
 PermitRootLogin prohibit-password
@@ -227,10 +228,11 @@ class Sshd:
     vm: FakeVm
 
 
-def keygen(path: Path, comment: str) -> str:
-    """A throwaway ed25519 key pair (no passphrase); returns the public key line."""
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-                   check=True, capture_output=True, timeout=30)
+def keygen(path: Path, comment: str, key_type: str = "ed25519") -> str:
+    """A throwaway key pair (no passphrase; RSA of 3072 bits); returns the public key line."""
+    size = ["-b", "3072"] if key_type == "rsa" else []
+    subprocess.run(["ssh-keygen", "-q", "-t", key_type, *size, "-N", "", "-C", comment, "-f", str(path)],
+                   check=True, capture_output=True, timeout=60)
     return Path(f"{path}.pub").read_text().strip()
 
 
@@ -251,21 +253,34 @@ def prepare(base: Path) -> FakeVm:
 
 
 @contextmanager
-def run_sshd(base: Path, timeout: float = 15.0) -> Iterator[Sshd]:
-    """sshd on a free loopback port in a private mount namespace over a fresh fake VM under `base`."""
+def run_sshd(base: Path, timeout: float = 15.0, include: str = "",
+             host_key_types: tuple[str, ...] = ("ed25519",)) -> Iterator[Sshd]:
+    """sshd on a free loopback port in a private mount namespace over a fresh fake VM under `base`.
+
+    `include` is an sshd_config fragment (llmdeploy's sshd-llmdeploy.conf) read before this file's own lines, as
+    Debian's and Ubuntu's sshd_config include sshd_config.d/*.conf at their top; its HostKey paths under /etc/ssh
+    are moved to the throwaway keys, one per `host_key_types` (the first one is `host_key_line`)."""
     base = base.resolve()
     vm = prepare(base)
     keys = base / "keys"
     keys.mkdir(exist_ok=True)
-    host_pub = keygen(keys / "ssh_host_ed25519_key", "llmdeploy-test-host")
+    pubs = {t: keygen(keys / f"ssh_host_{t}_key", "llmdeploy-test-host", t) for t in host_key_types}
+    host_pub = pubs[host_key_types[0]]
     client_pub = keygen(keys / "client", "llmdeploy-test-client")
     for user in ("root", ADMIN):
         (base / "home" / ".authorized_keys" / user).write_text(client_pub + "\n")
         (base / "home" / ".authorized_keys" / user).chmod(0o644)
     port = free_port()
     config = base / "sshd_config"
-    config.write_text(SSHD_CONFIG.format(listen=f"{LOOPBACK}:{port}", host_key=keys / "ssh_host_ed25519_key",
-                                         pid_file=base / "sshd.pid"))
+    # The fragment's HostKey lines, when it has any, name the keys (sshd would load a key listed twice twice).
+    own_keys = not re.search(r"^\s*HostKey\s", include, re.M | re.I)
+    host_keys = "\n".join(f"HostKey {keys / f'ssh_host_{t}_key'}" for t in host_key_types if own_keys)
+    text = SSHD_CONFIG.format(listen=f"{LOOPBACK}:{port}", host_keys=host_keys, pid_file=base / "sshd.pid")
+    if include:
+        fragment = base / "sshd_config.d.conf"
+        fragment.write_text(include.replace("/etc/ssh/ssh_host_", f"{keys}/ssh_host_"))
+        text = f"Include {fragment}\n{text}"
+    config.write_text(text)
     binds = "\n".join(f"mount --bind {shlex.quote(str(base / local))} {mount}" for mount, local in VM_MOUNTS.items())
     setup = NAMESPACE_SETUP.format(base=shlex.quote(str(base)), binds=binds, admin=ADMIN, fake_state=FAKE_STATE,
                                    config=shlex.quote(str(config)))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..declared import PROJECT_ROOT
+from ..textfiles import FileProblem
 from . import image, lifecycle
 from .hostsrv import HostServerError
 from .localconfig import LocalConfigError
@@ -64,7 +65,7 @@ def _project_dir(arg: str | None) -> Path:
 def _run(func: Any, args: argparse.Namespace) -> int:
     try:
         return int(func(args))
-    except (lifecycle.UsageError, LocalConfigError) as exc:
+    except (lifecycle.UsageError, LocalConfigError, FileProblem) as exc:
         print(f"llmdeploy local: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except FAILURES as exc:

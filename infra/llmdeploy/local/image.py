@@ -102,8 +102,9 @@ CLOUD_CFG = """\
 datasource_list: [NoCloud, None]
 # The hostname resolves (sudo complains otherwise), as on cloud images.
 manage_etc_hosts: localhost
-# An RSA host key takes cloud-init ~20 s to generate under TCG; Ed25519 and ECDSA take a fraction of that.
-ssh_genkeytypes: [ed25519, ecdsa]
+# The host keys sshd serves (templates/files/sshd-llmdeploy.conf): Ed25519 and RSA, no ECDSA. RSA takes ~20 s
+# under TCG; 10-base would make it anyway, so the console lists both keys either way.
+ssh_genkeytypes: [ed25519, rsa]
 """
 INTERFACES = """\
 # cloud-init writes the interface it configures to interfaces.d/

@@ -17,7 +17,6 @@ Targets file: a list (or {"targets": [...]}) of entries like
 from __future__ import annotations
 
 import base64
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -25,8 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import yaml
-
+from ..textfiles import FileProblem, load_json, load_yaml, read_text
 from .dialects import KINDS
 
 API_KEY_ENV = "LLMDEPLOY_API_KEY"
@@ -224,14 +222,16 @@ def finish_target(target: Target) -> Target:
 def read_targets_file(path: str) -> list[Mapping[str, Any]]:
     """The raw entries of a YAML or JSON targets file."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(Path(path), "targets file")
     except OSError as exc:
         raise TargetError(f"cannot read the targets file {path!r}: {exc.strerror or exc}; check the path") from None
+    except FileProblem as exc:
+        raise TargetError(str(exc)) from None
+    where = f"the targets file {path!r}"
     try:
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise TargetError(f"the targets file {path!r} is not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
-                          f"{str(exc).splitlines()[0]}") from None
+        data = load_json(text, where) if path.endswith(".json") else load_yaml(text, where)
+    except FileProblem as exc:
+        raise TargetError(str(exc).splitlines()[0]) from None
     if isinstance(data, dict) and "targets" in data:
         data = data["targets"]
     if not isinstance(data, list) or not data:

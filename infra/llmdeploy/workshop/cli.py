@@ -18,6 +18,7 @@ from typing import Any
 from ..config import ConfigError
 from ..smoke.report import Progress, check_line, summary_table, to_json, totals_line, write_text
 from ..smoke.runner import run_targets
+from ..textfiles import FileProblem
 from . import pulumi_cli
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, WorkshopError
 from .roster import RosterError, set_status
@@ -37,7 +38,7 @@ def guarded(func: Handler) -> Handler:
         except WorkshopError as exc:
             print(f"llmdeploy {args.command_name}: {exc}", file=sys.stderr)
             return exc.exit_code
-        except (RosterError, ConfigError) as exc:
+        except (RosterError, ConfigError, FileProblem) as exc:
             print(f"llmdeploy {args.command_name}: {exc}", file=sys.stderr)
             return EXIT_USAGE
     return run

@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
 from ..shapes import SHAPES
+from ..textfiles import FileProblem, load_yaml, read_text
 from .errors import WorkshopError
 
 SERVICE = "compute"
@@ -108,11 +107,11 @@ class FileLimits:
     def __init__(self, path: Path) -> None:
         self.description = f"limits file {path}"
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = load_yaml(read_text(path, "limits file"), f"the limits file {path}")
         except OSError as exc:
             raise WorkshopError(f"cannot read the limits file {path}: {exc.strerror}; check the path") from None
-        except yaml.YAMLError as exc:
-            raise WorkshopError(f"the limits file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        except FileProblem as exc:
+            raise WorkshopError(str(exc).splitlines()[0]) from None
         example = "compute: {gpu-a10-count: {Uocm:EU-FRANKFURT-1-AD-1: 4}}"
         if not isinstance(data, dict) or not isinstance(data.get(SERVICE), dict):
             raise WorkshopError(f"the limits file {path} must map '{SERVICE}' to limits, each mapping availability "

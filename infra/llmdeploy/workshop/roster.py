@@ -13,12 +13,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..textfiles import FileProblem, read_text
+
 REQUIRED = ("id", "name", "email")
 STATUS_COLUMN = "status"  # "revoked" removes the attendee's endpoint or key at the next pulumi up
 # Overrides an attendee may carry: model and engine choices, never auth, network or lifecycle settings.
 OVERRIDABLE = ("engine", "ollamaModel", "vllmModel", "llamacppModelUrl", "xinferenceModelName",
                "xinferenceModelSizeInBillions", "modelName", "shape", "shapeOcpus", "shapeMemoryGbs", "rateLimit")
-_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+_ID_RE = re.compile(r"[a-z][a-z0-9-]{0,23}")  # fullmatch: `$` lets a final newline through
 
 
 class RosterError(ValueError):
@@ -37,11 +39,18 @@ class Attendee:
 def read_roster(path: Path) -> list[Attendee]:
     """Every attendee (revoked ones included, marked), in file order. All problems are reported at once."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_text(path, "roster", encoding="utf-8-sig")
     except OSError as exc:
         raise RosterError(f"cannot read the roster {path}: {exc.strerror}") from None
+    except FileProblem as exc:
+        raise RosterError(str(exc)) from None
     reader = csv.DictReader(text.splitlines())
-    columns = [c.strip() for c in reader.fieldnames or []]
+    try:
+        columns = [c.strip() for c in reader.fieldnames or []]
+        records = list(reader)
+    except csv.Error as exc:  # e.g. a cell over the csv module's 128 KiB field limit
+        raise RosterError(f"{path}: line {reader.line_num} is not CSV the roster accepts ({exc}); one attendee per "
+                          f"line: {','.join(REQUIRED)}") from None
     missing = [c for c in REQUIRED if c not in columns]
     unknown = [c for c in columns if c not in REQUIRED and c != STATUS_COLUMN and c not in OVERRIDABLE]
     if missing or unknown:
@@ -51,12 +60,12 @@ def read_roster(path: Path) -> list[Attendee]:
                 f"unknown column(s) {', '.join(unknown)} (overridable: {', '.join(OVERRIDABLE)})" if unknown else ""]))
             + f". The header must start with: {','.join(REQUIRED)}")
     attendees, problems, seen = [], [], {}
-    for line, row in enumerate(reader, start=2):
+    for line, row in enumerate(records, start=2):
         row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
         if not any(row.values()):
             continue
         attendee_id = row.get("id", "").lower()
-        if not _ID_RE.match(attendee_id):
+        if not _ID_RE.fullmatch(attendee_id):
             problems.append(f"line {line}: id '{row.get('id', '')}' must be 1-24 of a-z, 0-9 and '-', starting "
                             "with a letter (it names the attendee's resources and API key)")
         elif attendee_id in seen:
@@ -98,10 +107,12 @@ def set_status(path: Path, attendee_id: str, status: str) -> bool:
         raise RosterError(f"status '{status}' must be active or revoked")
     try:
         raw = path.read_bytes()
+        text = read_text(path, "roster", encoding="utf-8-sig")
     except OSError as exc:
         raise RosterError(f"cannot read the roster {path}: {exc.strerror}") from None
+    except FileProblem as exc:
+        raise RosterError(str(exc)) from None
     bom = raw.startswith(b"\xef\xbb\xbf")
-    text = raw.decode("utf-8-sig")
     newline = "\r\n" if "\r\n" in text else "\n"
     rows = list(csv.reader(text.splitlines()))
     if not rows:

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..config import ConfigError, StackConfig, parse
 from ..declared import PROJECT_ROOT, declarations, project_name
 from ..stackfile import StackFileError, read_stack, secret_env_name, stack_file
 from .configs import EndpointPlan, plan_endpoints
+from ..textfiles import FileProblem, load_yaml, read_text
 from .errors import WorkshopError
 from .roster import Attendee, RosterError, read_roster
 
@@ -68,8 +67,8 @@ class WorkshopStack:
 def _unresolved_secrets(root: Path, stack: str) -> dict[str, str]:
     """The keys stored `secure:` in the stack file whose plaintext is not in the environment: key -> env name."""
     try:
-        data = yaml.safe_load(stack_file(root, stack).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        data = load_yaml(read_text(stack_file(root, stack), "stack file"), stack) or {}
+    except (OSError, FileProblem):
         return {}  # read_stack reports it properly
     config = data.get("config") if isinstance(data, dict) else None
     out: dict[str, str] = {}

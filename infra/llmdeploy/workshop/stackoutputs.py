@@ -8,7 +8,6 @@ turn a ready-to-paste snippet into something else. The keys stay in memory; noth
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..stack.outputs import ATTENDEES
+from ..textfiles import FileProblem, load_json, read_text
 from . import pulumi_cli
 from .errors import WorkshopError
 
-_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
-_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+_KEY_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")  # fullmatch: `$` lets a final newline through
+_MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")  # fullmatch: `$` lets a final newline through
 _URL_BAD = re.compile(r"[\s'\"`$\\<>]")
 REQUIRED = ("endpointUrl", "openaiBaseUrl", "apiKey", "model")
 
@@ -48,15 +48,16 @@ class AttendeeOutput:
 
 def read_outputs_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, "outputs file")
+    except FileProblem as exc:
+        raise WorkshopError(str(exc)) from None
     except OSError as exc:
         raise WorkshopError(f"cannot read the outputs file {path}: {exc.strerror}; save it with `pulumi stack "
                             "output --json --show-secrets > FILE` (and keep it private: it holds the keys)") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise WorkshopError(f"the outputs file {path} is not JSON ({exc.msg}, line {exc.lineno}): save it with "
-                            "`pulumi stack output --json --show-secrets > FILE`") from None
+        data = load_json(text, f"the outputs file {path}")
+    except FileProblem as exc:
+        raise WorkshopError(f"{exc}: save it with `pulumi stack output --json --show-secrets > FILE`") from None
     if not isinstance(data, dict):
         raise WorkshopError(f"the outputs file {path} must hold a JSON object of outputs, as `pulumi stack output "
                             "--json --show-secrets` prints it")
@@ -102,10 +103,10 @@ def attendee_outputs(outputs: dict[str, Any], source: str) -> list[AttendeeOutpu
         if missing:
             raise WorkshopError(f"{where}: missing {', '.join(missing)} (did `pulumi up` finish for this attendee?)")
         key = str(entry["apiKey"])
-        if not _KEY_RE.match(key):
+        if not _KEY_RE.fullmatch(key):
             raise WorkshopError(f"{where}: apiKey is not an API key llmdeploy issues (16-128 of A-Z a-z 0-9 _ -)")
         model = str(entry["model"])
-        if not _MODEL_RE.match(model):
+        if not _MODEL_RE.fullmatch(model):
             raise WorkshopError(f"{where}: model {model!r} is not a model name (letters, digits and . _ : / -)")
         ca = str(entry.get("caCertificate") or "")
         if ca and "-----BEGIN CERTIFICATE-----" not in ca:

@@ -25,6 +25,7 @@ from ..smoke.redact import Redactor
 from ..smoke.runner import TargetReport
 from ..smoke.targets import Credentials, Target
 from ..stackfile import StackFileError, read_stack, secret_env_name
+from ..textfiles import FileProblem, load_json, read_text
 from .errors import WorkshopError
 from .stackoutputs import AttendeeOutput
 
@@ -98,8 +99,8 @@ def read_status(path: Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = load_json(read_text(path, "status file"), f"the status file {path}")
+    except (OSError, FileProblem) as exc:
         raise WorkshopError(f"the status file {path} cannot be read ({exc}); delete it and run `llmdeploy workshop "
                             "status` again") from None
     attendees = data.get("attendees") if isinstance(data, dict) else None

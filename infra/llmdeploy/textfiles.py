@@ -1,0 +1,59 @@
+"""Reading the files a user hands llmdeploy (stack files, rosters, targets, outputs, limits): text, YAML, JSON.
+
+Each reader turns what Python raises on a hostile file into FileProblem, whose message names the file, what is
+wrong and what is accepted; callers re-raise it as their own error type. Beyond the parsers' own errors:
+- a file that is not UTF-8 (UTF-16 from a Windows editor, binary) raises UnicodeDecodeError;
+- brackets or indentation nested a few thousand deep raise RecursionError in PyYAML and json;
+- an integer of more than 4,300 digits raises ValueError in PyYAML's int() (Python's digit limit).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_BOMS = {b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16", b"\xff\xfe\x00\x00": "UTF-32"}
+
+
+class FileProblem(ValueError):
+    """A file that cannot be used; the message names it and says what is accepted."""
+
+
+def read_text(path: Path, what: str, encoding: str = "utf-8") -> str:
+    """The file's text. OSError is left to the caller (each says which path to check); a file that is not UTF-8
+    raises FileProblem."""
+    data = path.read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        found = next((name for bom, name in sorted(_BOMS.items(), key=lambda b: -len(b[0])) if data.startswith(bom)),
+                     "")
+        kind = f"{found} text" if found else f"not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        raise FileProblem(f"the {what} {path} is {kind}; llmdeploy reads UTF-8 only: save it as UTF-8 "
+                          f"(iconv -f {found or 'LATIN1'} -t UTF-8 {path.name} > {path.name}.utf8)") from None
+
+
+def load_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise FileProblem(f"{where} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise FileProblem(f"{where} nests lists or mappings too deeply for YAML's reader (thousands of levels); "
+                          "write each value as a string, list or mapping of a few levels") from None
+    except ValueError as exc:  # int() of a number with more digits than Python converts
+        raise FileProblem(f"{where} holds a value YAML's reader cannot convert ({exc}); quote it or shorten "
+                          "it") from None
+
+
+def load_json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FileProblem(f"{where} is not JSON ({exc.msg}, line {exc.lineno})") from None
+    except RecursionError:
+        raise FileProblem(f"{where} nests arrays or objects too deeply (about a thousand levels) to read") from None
+    except ValueError as exc:  # a number with more digits than Python converts
+        raise FileProblem(f"{where} holds a value that cannot be converted ({exc})") from None
