@@ -177,7 +177,7 @@ def test_local_up_delivers_the_secrets_once_the_host_key_is_confirmed_then_follo
     import tarfile
     from types import SimpleNamespace
 
-    from llmdeploy.local import lifecycle, qemu
+    from llmdeploy.local import lifecycle, qemu, runtime
     from llmdeploy.local.localconfig import ModelSource
     from llmdeploy.local.state import new_state
 
@@ -190,10 +190,10 @@ def test_local_up_delivers_the_secrets_once_the_host_key_is_confirmed_then_follo
     monkeypatch.delenv("LLMDEPLOY_LOCAL_API_KEYS", raising=False)
     events: list[tuple[str, bytes | None]] = []
 
-    def boot(state: object, *args: object) -> None:
+    def launch(self: object, state: object, *args: object) -> None:  # QEMU itself is not started
         state.timeline["qemu_started"] = 0.0  # type: ignore[attr-defined]
 
-    monkeypatch.setattr(lifecycle, "_boot", boot)
+    monkeypatch.setattr(runtime.QemuRuntime, "_launch", launch)
     monkeypatch.setattr(lifecycle, "_wait_for_ssh", lambda *a: FakeSession(events))
     monkeypatch.setattr(lifecycle, "_confirm_host_key", lambda *a: events.append(("host key", None)))
     monkeypatch.setattr(lifecycle, "watch", lambda *a, **k: events.append(("watch stages", None)))
@@ -209,7 +209,7 @@ def test_local_up_delivers_the_secrets_once_the_host_key_is_confirmed_then_follo
     state = new_state("t")
     try:
         lifecycle._up(opts, cfg0, ModelSource("m.gguf", weights, cfg0.model.url), img,  # type: ignore[arg-type]
-                      state, lifecycle.Clock(), lambda text: None, io.StringIO())
+                      runtime.QemuRuntime(), state, lifecycle.Clock(), lambda text: None, io.StringIO())
     finally:
         procs.stop(state.pids.get("model_server"), state.markers.get("model_server", "\0"))
     assert [name for name, _ in events] == ["host key", "deliver", "watch stages", "wait-ready"]
