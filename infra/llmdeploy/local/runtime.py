@@ -59,6 +59,15 @@ class Runtime:
     def boot(self, state: VmState, img: image.Image, user_data: str, hostname: str, say: Say, elapsed: Clock) -> None:
         raise NotImplementedError
 
+    def _started(self, state: VmState, pid: int, accel: str, reason: str, elapsed: Clock) -> str:
+        """Record the guest's process and start; returns the forwarded ports, as `up` prints them."""
+        state.pids[self.name] = pid
+        state.accel, state.accel_reason = accel, reason
+        state.phase = "booting"
+        state.timeline[self.started_event] = round(elapsed(), 1)
+        state.save()
+        return ", ".join(f"{g}->127.0.0.1:{h}" for g, h in state.ports.items())
+
     def check_boot(self, state: VmState, img: image.Image, say: Say, elapsed: Clock) -> None:
         """While waiting for SSH: raise RuntimeFailure if the guest died (QEMU restarts a failed KVM boot)."""
         reason = self.gone(state)
@@ -110,12 +119,8 @@ class QemuRuntime(Runtime):
     def _launch(self, state: VmState, spec: qemu.VmSpec, say: Say, elapsed: Clock) -> None:
         qemu.create_overlay(spec.base_disk, spec.overlay)
         pid = qemu.launch(spec)
-        state.pids["qemu"], state.markers["qemu"] = pid, str(spec.overlay)
-        state.accel, state.accel_reason = spec.accel.name, spec.accel.reason
-        state.phase = "booting"
-        state.timeline[self.started_event] = round(elapsed(), 1)
-        state.save()
-        ports = ", ".join(f"{g}->127.0.0.1:{h}" for g, h in state.ports.items())
+        state.markers["qemu"] = str(spec.overlay)
+        ports = self._started(state, pid, spec.accel.name, spec.accel.reason, elapsed)
         say(f"booting: QEMU pid {pid}, {spec.accel.name.upper()} ({spec.accel.reason}), {spec.vcpus} vCPU, "
             f"{spec.memory_mb} MB; ports {ports}")
 
@@ -180,12 +185,7 @@ class NspawnRuntime(Runtime):
         spec = self._spec(state)
         nspawn.prepare_root(spec, img.rootfs, user_data, meta_data(state.instance_id, hostname))
         pid = nspawn.launch(self._spec_path(state), state.runtime_log)
-        state.pids["nspawn"] = pid
-        state.accel, state.accel_reason = "native", "a systemd container on this machine's kernel"
-        state.phase = "booting"
-        state.timeline[self.started_event] = round(elapsed(), 1)
-        state.save()
-        ports = ", ".join(f"{g}->127.0.0.1:{h}" for g, h in state.ports.items())
+        ports = self._started(state, pid, "native", "a systemd container on this machine's kernel", elapsed)
         say(f"booting: systemd container {spec.name} (supervisor pid {pid}), native speed, guest {spec.guest_ip}, "
             f"this machine {spec.host_ip}; ports {ports}")
 
