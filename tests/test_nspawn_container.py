@@ -171,6 +171,22 @@ def test_the_firewall_inside_acts_on_its_own_namespace(box: Container) -> None:
     assert "icmp-host-prohibited" not in host_rules
 
 
+def test_the_network_settings_are_the_containers_own_and_the_kernel_ones_the_hosts(box: Container) -> None:
+    """The stack's sysctl hardening sets per-namespace network keys (they apply in the container's namespace,
+    not the host's) and kernel-wide ones (read-only here: the host's kernel)."""
+    key = "/proc/sys/net/ipv4/conf/all/log_martians"
+    host_before = Path(key).read_text().strip()
+    flipped = "0" if host_before == "1" else "1"
+    assert box.sudo(f"sysctl -q -w net.ipv4.conf.all.log_martians={flipped} && cat {key}").strip() == flipped
+    assert Path(key).read_text().strip() == host_before
+    session = box.login()
+    try:
+        code, _, err = session.run("sudo -n sysctl -w kernel.dmesg_restrict=1", timeout=30)
+    finally:
+        session.close()
+    assert code != 0 and "denied" in err.lower(), err
+
+
 def test_a_reboot_starts_the_container_again(box: Container) -> None:
     box.sudo("echo before > /run/boot-marker")
     try:

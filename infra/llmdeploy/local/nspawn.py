@@ -46,6 +46,9 @@ SUBNET_POOL = ipaddress.IPv4Network("10.213.0.0/16")  # one /30 per container
 STOP_GRACE_S = 60.0  # an orderly shutdown of the container's services
 HOST_TOOLS = {NSPAWN: "systemd-container", "ip": "iproute2", "iptables": "iptables"}
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+# nspawn mounts /proc/sys read-only; "network" leaves /proc/sys/net writable: the container's own network
+# namespace's settings (the stack's sysctl hardening sets them), while the kernel-wide keys stay the host's.
+NSPAWN_ENV = {"SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
 # The container's network is configured from outside (the namespace), not by cloud-init.
 CLOUD_CFG = """\
 # llmdeploy local (systemd container): eth0's address and route are set up by the runtime, from outside.
@@ -405,7 +408,8 @@ def supervise(spec_path: Path) -> int:
             # Its own process group: a SIGTERM to the supervisor's group must reach nspawn once, from here (a
             # second SIGTERM makes nspawn kill the container at once instead of shutting it down).
             child[:] = [subprocess.Popen(spec.command(), stdin=subprocess.DEVNULL, stdout=console,
-                                         stderr=subprocess.STDOUT, start_new_session=True)]
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         env={**os.environ, **NSPAWN_ENV})]
             try:
                 code = child[0].wait()
             except BaseException:
