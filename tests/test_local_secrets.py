@@ -116,16 +116,19 @@ def test_a_look_alike_host_does_not_get_the_token(monkeypatch: pytest.MonkeyPatc
     assert "hf.env" not in render(cfg).file(f"{STEPS_DIR}/40-engine.sh").content
 
 
-def test_the_host_key_is_confirmed_by_the_fingerprint_cloud_init_prints_as_it_generates_it(tmp_path: Path) -> None:
-    """cloud-init's ssh module (init stage, before any step) prints ssh-keygen's output on the console."""
+@pytest.mark.parametrize("stamp", ["[   55.{n:06d}] ", ""], ids=["vm-console", "container-console"])
+def test_the_host_key_is_confirmed_by_the_fingerprint_cloud_init_prints_as_it_generates_it(tmp_path: Path,
+                                                                                          stamp: str) -> None:
+    """cloud-init's ssh module (init stage, before any step) prints ssh-keygen's output on the console: the
+    VM's serial console puts a timestamp before the unit's name, a systemd container's console may not."""
     keys = []
     console = "[  OK  ] Started cloud-init.service\r\n"
     for kind in ("ed25519", "ecdsa"):
         key = tmp_path / kind
         out = subprocess.run(["ssh-keygen", "-t", kind, "-N", "", "-f", str(key)], capture_output=True, text=True,
                              check=True).stdout
-        # As the serial console shows it: each line of cloud-init's output behind a timestamp and its name.
-        console += "".join(f"[   55.{n:06d}] cloud-init[408]: {line}\r\n" for n, line in enumerate(out.splitlines()))
+        # As the console shows it: each line of cloud-init's output behind its name (and a timestamp).
+        console += "".join(f"{stamp.format(n=n)}cloud-init[408]: {line}\r\n" for n, line in enumerate(out.splitlines()))
         keys.append(" ".join(key.with_suffix(".pub").read_text().split()[:2]))
     serial = tmp_path / "serial.log"
     serial.write_text(console)
