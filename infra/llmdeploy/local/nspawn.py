@@ -20,8 +20,9 @@
   container's systemd). `stop` then kills whatever of the container is left, removes the NAT rules and the
   namespace (and with it the veth pair), and the root copy.
 
-What a container does not prove: it has no kernel of its own (the host's runs it), a "reboot" restarts
-the container, not a machine, and its firewall rules act on its own namespace only.
+What a container does not prove: it has no kernel of its own (the host's runs it: the kernel-wide sysctl
+keys are read-only in it, the network ones are its namespace's), a "reboot" restarts the container, not a
+machine, and its firewall rules act on its own namespace only.
 
 The host has no systemd as PID 1: `--register=no --keep-unit` keep nspawn from asking it for a scope unit.
 """
