@@ -148,13 +148,13 @@ class XinferenceModel:
         """The xinference extra that installs this model's backend, and nothing else."""
         return XINFERENCE_BACKEND_EXTRAS[self.model_engine]
 
-    def autostart_body(self, model_uid: str, n_gpu: int | str) -> dict[str, Any]:
+    def autostart_body(self, model_uid: str, n_gpu: int | str | None) -> dict[str, Any]:
         """The body of POST /v1/autostart/models: Xinference relaunches `launch` after every restart. The
         retry settings are Xinference's defaults, spelt out so that a re-run compares them with what it GETs."""
         return {"enabled": True, "priority": 100, "max_retries": 3, "retry_interval_seconds": 30,
                 "launch": self.launch_body(model_uid, n_gpu)}
 
-    def launch_body(self, model_uid: str, n_gpu: int | str) -> dict[str, Any]:
+    def launch_body(self, model_uid: str, n_gpu: int | str | None) -> dict[str, Any]:
         """The JSON body of POST /v1/models, as RESTfulClient.launch_model sends it."""
         size: Any = self.model_size_in_billions
         if re.fullmatch(r"[0-9]+", size):
