@@ -196,8 +196,10 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
                 raise HubError(404, "", "Not Found")
             self._static(path, body)
         except HubError as err:
-            self._json({"error": err.message}, err.status, body,
-                       {"X-Error-Code": err.code, "X-Error-Message": err.message} if err.code else {})
+            headers = {"X-Error-Code": err.code} if err.code else {}
+            if err.code or err.status == 401:  # huggingface_hub reads both (utils/_http.py hf_raise_for_status)
+                headers["X-Error-Message"] = err.message
+            self._json({"error": err.message}, err.status, body, headers)
         except (BrokenPipeError, ConnectionResetError):
             pass
 
