@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 
 from llmdeploy.config import StackConfig
 from llmdeploy.local.hostsrv import ModelServer
@@ -29,14 +28,13 @@ from llmdeploy.local.localconfig import TINY_GGUF_REPO, TINY_HF_REPO
 from llmdeploy.render import INSTALL_SECRETS, Layout, render
 from llmdeploy.secrets import generate_api_key, secrets_bundle
 from support.endpoint import Endpoint, endpoint_config
-from support.engines import (VLLM_VENV, XINFERENCE_VENV, Engine, hub_server, hub_url, missing_engine, running,
-                             run_xinference_models, tiny_hub, vllm_engine, wait_http, xinference_engine)
+from support.engines import (VLLM_VENV, XINFERENCE_VENV, Engine, engine_overrides, hub_server, hub_url,
+                             missing_engine, running, run_xinference_models, tiny_hub, vllm_engine, wait_http,
+                             xinference_engine)
 from support.site import site_endpoint
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
-KEYS = ["default", "ops:admin"]
 VLLM_START_S = 300  # measured here: 80 s to /health with one thread (the first start compiles the model)
 XINFERENCE_START_S = 120  # measured here: about 20 s
 RELAUNCH_S = 120  # after a restart Xinference's autostart relaunches the model: measured about 30 s
@@ -87,19 +85,6 @@ def deliver_hf_token(cfg: StackConfig, work: Path) -> dict[str, str]:
     hf_env = Path(Layout(root=str(root)).paths["secrets_dir"]) / "hf.env"
     assert oct(hf_env.stat().st_mode & 0o777) == "0o600"
     return dict(line.split("=", 1) for line in hf_env.read_text().splitlines() if "=" in line)
-
-
-def engine_overrides(engine: str, hub: ModelServer, token: str) -> dict[str, object]:
-    common = {"engine": engine, "shape": "VM.Standard.E4.Flex", "os": "debian-12", "apiKeys": KEYS,
-              "hfEndpoint": hub_url(hub), "hfToken": token, "basicAuthUsers": [], "basicAuthPasswords": ""}
-    if engine == "vllm":
-        return {**common, "vllmModel": TINY_HF_REPO, "vllmMaxModelLen": 512, "modelName": "tiny-llama",
-                "shapeMemoryGbs": 8}
-    stack = ROOT / "Pulumi.local-xinference.yaml"
-    values = {k.split(":", 1)[1]: v for k, v in yaml.safe_load(stack.read_text())["config"].items()}
-    xinference = {k: values[k] for k in values if k.startswith("xinference") and k != "xinferenceInstall"}
-    return {**common, **xinference, "xinferenceInstall": "venv", "modelName": values["modelName"],
-            "xinferenceConstraints": "torch==2.13.0"}
 
 
 @pytest.fixture(scope="module")

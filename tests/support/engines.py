@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import yaml
 
 from llmdeploy.config import StackConfig
+from llmdeploy.declared import PROJECT_ROOT
 from llmdeploy.local import procs as local_procs
 from llmdeploy.local.hostsrv import ModelServer, start_model_server
 from llmdeploy.local.localconfig import TINY_GGUF_REPO, TINY_HF_REPO, TINY_MODEL
@@ -71,6 +73,24 @@ def hub_server(folder: Path, token: str) -> Iterator[ModelServer]:
 
 def hub_url(server: ModelServer) -> str:
     return f"http://127.0.0.1:{server.port}"
+
+
+KEYS = ["default", "ops:admin"]
+
+
+def engine_overrides(engine: str, hub: ModelServer, token: str) -> dict[str, object]:
+    """The config of a CPU stack of `engine` on the tiny models of `hub`: vLLM on the tiny HF llama; Xinference as
+    Pulumi.local-xinference.yaml has it (its custom GGUF), in a virtualenv, torch pinned to this machine's CPU build."""
+    common = {"engine": engine, "shape": "VM.Standard.E4.Flex", "os": "debian-12", "apiKeys": KEYS,
+              "hfEndpoint": hub_url(hub), "hfToken": token, "basicAuthUsers": [], "basicAuthPasswords": ""}
+    if engine == "vllm":
+        return {**common, "vllmModel": TINY_HF_REPO, "vllmMaxModelLen": 512, "modelName": "tiny-llama",
+                "shapeMemoryGbs": 8}
+    stack = PROJECT_ROOT / "Pulumi.local-xinference.yaml"
+    values = {k.split(":", 1)[1]: v for k, v in yaml.safe_load(stack.read_text())["config"].items()}
+    xinference = {k: values[k] for k in values if k.startswith("xinference") and k != "xinferenceInstall"}
+    return {**common, **xinference, "xinferenceInstall": "venv", "modelName": values["modelName"],
+            "xinferenceConstraints": "torch==2.13.0"}
 
 
 # ---------------------------------------------------------------------------------------------- units as processes
