@@ -218,3 +218,17 @@ def test_after_a_restart_xinference_serves_the_model_again_through_autostart(xin
         assert s.get(f"{xinference.ep.base}/healthz", timeout=30).status_code == 200
     result = xinference.smoke("xinference")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_each_backend_extra_is_spelt_as_xinferences_metadata_declares_it() -> None:
+    """pip before 23.3 matches extras literally: `xinference[llama_cpp]` installed no backend (a warning only)."""
+    if why := missing_engine(XINFERENCE_VENV, "Xinference"):
+        pytest.skip(why)
+    from llmdeploy.config import XINFERENCE_BACKEND_EXTRAS
+    code = "import importlib.metadata as m; print('\\n'.join(m.metadata('xinference').get_all('Provides-Extra')))"
+    declared = subprocess.run([str(XINFERENCE_VENV / "bin" / "python"), "-c", code], capture_output=True, text=True,
+                              check=True, timeout=60).stdout.split()
+    assert set(XINFERENCE_BACKEND_EXTRAS.values()) <= set(declared)
+    assert (XINFERENCE_VENV / "bin" / "python").is_file()
+    found = subprocess.run([str(XINFERENCE_VENV / "bin" / "python"), "-c", "import xllamacpp"], timeout=60)
+    assert found.returncode == 0  # the llama.cpp backend the extra installs
