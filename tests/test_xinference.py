@@ -161,7 +161,7 @@ def test_the_launch_timeout_comes_from_the_readiness_gate() -> None:
 
 # ---- what the step installs -------------------------------------------------------------------
 
-@pytest.mark.parametrize("engine,extra", [("vllm", "vllm"), ("llama.cpp", "llama_cpp"),
+@pytest.mark.parametrize("engine,extra", [("vllm", "vllm"), ("llama.cpp", "llama-cpp"),
                                           ("transformers", "transformers"), ("vLLM", "vllm")])
 def test_only_the_backends_extra_is_installed_with_pins(engine: str, extra: str) -> None:
     rendered = render(xinference_config(xinferenceModelEngine=engine))

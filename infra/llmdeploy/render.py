@@ -40,6 +40,7 @@ STAGES_DIR = "/var/lib/llmdeploy/stages"
 READY_MARKER = "/var/lib/llmdeploy/ready"
 LIBEXEC = "/usr/local/lib/llmdeploy"
 XINFERENCE_MODELS = f"{LIBEXEC}/xinference-models.py"
+XINFERENCE_VENV = "/opt/llmdeploy/xinference"
 
 
 
@@ -193,6 +194,16 @@ def retry_after_seconds(rate: str) -> int:
     return max(1, -(-(60 if unit == "m" else 1) // int(count)))
 
 
+def engine_template(cfg: StackConfig) -> str:
+    """The name of the engine's step and unit templates: vLLM on CPUs has its own (a virtualenv, no Docker)."""
+    return "vllm-cpu" if cfg.vllm_cpu else cfg.engine
+
+
+def xinference_prefix(cfg: StackConfig) -> str:
+    """The Python environment Xinference is installed in: conda's, or a virtualenv (xinferenceInstall venv)."""
+    return XINFERENCE_VENV if cfg.xinference_install == "venv" else f"/opt/miniforge3/envs/{cfg.conda_env}"
+
+
 def rate_zones(cfg: StackConfig) -> list[dict[str, Any]]:
     zones: dict[str, list[str]] = {}
     for key in cfg.auth.api_keys:
@@ -237,6 +248,10 @@ def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
         "readiness_timeout_s": cfg.readiness_timeout_minutes * 60,
         "readiness_timeout_minutes": cfg.readiness_timeout_minutes,
         "nvidia_branch": cfg.nvidia_driver_branch, "cuda_min_driver": CUDA_MIN_DRIVER, "gpu": cfg.gpu,
+        "vllm_kv_cache_gib": cfg.vllm_cpu_kv_cache_gib if cfg.vllm_cpu else 0,
+        "xinference_install": cfg.xinference_install, "xinference_prefix": xinference_prefix(cfg),
+        # CPU machines take torch from the PyTorch CPU index: pip would otherwise fetch GBs of CUDA wheels.
+        "cpu_torch_index": "" if cfg.gpu else cfg.sources.torch_index_url,
     }
 
 
@@ -268,7 +283,7 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
         VmFile(f"{FILES_DIR}/20auto-upgrades", _render("files/20auto-upgrades.j2", ctx)),
         VmFile(f"{FILES_DIR}/nginx-site.conf", _render("files/nginx-site.conf.j2", ctx)),
         VmFile(f"{FILES_DIR}/htpasswd", htpasswd(cfg)),
-        VmFile(f"{FILES_DIR}/{cfg.engine}.service", _render(f"files/{cfg.engine}.service.j2", ctx)),
+        VmFile(f"{FILES_DIR}/{cfg.engine}.service", _render(f"files/{engine_template(cfg)}.service.j2", ctx)),
     ]
     if cfg.sources.apt_mirror_url:
         files.append(VmFile(f"{FILES_DIR}/apt-mirror.sources", _render("files/apt-mirror.sources.j2", ctx)))
@@ -284,9 +299,10 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
                             _render("files/nvidia-unattended-upgrades.j2", ctx)))
     if cfg.engine == "ollama" and cfg.gpu:
         files.append(VmFile(f"{LIBEXEC}/ollama-gpu-check", _render("files/ollama-gpu-check.sh.j2", ctx), "0755"))
+    if cfg.engine == "vllm" and not cfg.vllm_cpu:
+        files.append(VmFile(f"{LIBEXEC}/vllm-cuda-check", _render("files/vllm-cuda-check.sh.j2", ctx), "0755"))
     if cfg.engine == "vllm":
-        files += [VmFile(f"{LIBEXEC}/vllm-cuda-check", _render("files/vllm-cuda-check.sh.j2", ctx), "0755"),
-                  VmFile(f"{LIBEXEC}/vllm-log-cause", _render("files/vllm-log-cause.sh.j2", ctx), "0755")]
+        files.append(VmFile(f"{LIBEXEC}/vllm-log-cause", _render("files/vllm-log-cause.sh.j2", ctx), "0755"))
     if cfg.engine == "llamacpp":
         files.append(VmFile(f"{FILES_DIR}/llamacpp-server.py", _render("files/llamacpp-server.py.j2", ctx), "0755"))
     return files
@@ -294,17 +310,26 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
 
 def xinference_requirements(cfg: StackConfig, model: XinferenceModel) -> tuple[str, str]:
     """The pip requirement (xinference with only its backend's extra) and the constraints file that pins the
-    backend. `xinference[all]` does not resolve in reasonable time and leaves vLLM unpinned."""
+    backend. `xinference[all]` does not resolve in reasonable time and leaves vLLM unpinned. On CPUs torch (which
+    xinference needs although llama.cpp never uses it) is pinned to its CPU build, X+cpu from torchIndexUrl: without
+    it pip chose CUDA torch, 3.2 GB of nvidia wheels."""
     requirement = f"xinference[{model.pip_extra}]=={cfg.sources.xinference_version}\n"
     pins = [f"xinference=={cfg.sources.xinference_version}"]
-    pins += [p for p in cfg.sources.xinference_constraints.split(",") if p]
+    pins += [_cpu_torch(p) if not cfg.gpu else p for p in cfg.sources.xinference_constraints.split(",") if p]
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==\S+", cfg.sources.llamacpp_package):
         pins.append(cfg.sources.llamacpp_package)  # xllamacpp, pinned once for both llama.cpp paths
     return requirement, "".join(f"{p}\n" for p in pins)
 
 
+def _cpu_torch(pin: str) -> str:
+    """torch==X as torch==X+cpu (a pin with a local label, or of another package, stays as it is)."""
+    name, _, version = pin.partition("==")
+    return f"{pin}+cpu" if name.lower() == "torch" and "+" not in version else pin
+
+
 def _xinference_files(cfg: StackConfig, model: XinferenceModel, ctx: dict[str, Any]) -> list[VmFile]:
-    n_gpu: int | str = "auto" if cfg.shape.is_gpu else 0
+    # On CPUs n_gpu is null: Xinference 4.1 refuses 0 ("must be greater than 0", core/worker.py launch_builtin_model).
+    n_gpu: int | str | None = "auto" if cfg.gpu else None
     requirement, constraints = xinference_requirements(cfg, model)
     files = [
         VmFile(f"{FILES_DIR}/xinference-launch.json",
@@ -339,7 +364,7 @@ def render(cfg: StackConfig, layout: Layout = Layout()) -> Rendered:
         VmFile(WAIT_READY, _render("wait-ready.sh.j2", ctx), "0755"),
     ]
     for step in steps:
-        template = f"steps/40-engine-{cfg.engine}.sh.j2" if step == "40-engine" else f"steps/{step}.sh.j2"
+        template = f"steps/40-engine-{engine_template(cfg)}.sh.j2" if step == "40-engine" else f"steps/{step}.sh.j2"
         files.append(VmFile(f"{STEPS_DIR}/{step}.sh", _render(template, ctx), "0755"))
     files += _support_files(cfg, ctx)
     info = stack_info(cfg, steps)

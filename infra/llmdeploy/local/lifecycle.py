@@ -176,7 +176,7 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
         (folder / model.filename).symlink_to(model.serve)
         # With an hfToken it stands in for Hugging Face (hfEndpoint): no download without that bearer token.
         token = cfg0.hf_token.reveal()
-        server = hostsrv.start_model_server(folder, state.dir / "model-server.log", token=token, bind=bind,
+        server = hostsrv.start_model_server(folder, state.dir / "model-server.log", token=token, host=bind,
                                             guest_host=guest_host)
         state.pids["model_server"], state.markers["model_server"] = server.pid, str(folder)
         state.save()

@@ -1,7 +1,7 @@
 """The stack's config as the local VM gets it: the stack file's values, plus what only `llmdeploy local up`
-knows (the model URL on 10.0.2.2, its own SSH key, this machine's extra CA certificates, the local
-pebble's ACME directory, and the model server as hfEndpoint when it checks the stack's hfToken), validated
-by the same config.parse as every other target."""
+knows (the model URL or Hugging Face endpoint on 10.0.2.2, its own SSH key, this machine's extra CA certificates,
+the local pebble's ACME directory, and the model server as hfEndpoint when it checks the stack's hfToken),
+validated by the same config.parse as every other target."""
 from __future__ import annotations
 
 import json
@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config import LlamacppModel, StackConfig, parse
+from ..config import LlamacppModel, StackConfig, VllmModel, XinferenceModel, parse
 from ..declared import declarations
 from ..stackfile import read_stack
 from . import paths
 from .hostsrv import GUEST_HOST_IP
 
 TINY_MODEL = "tiny-llama.gguf"  # written by llmdeploy itself (tinymodel.py): < 1 MB, random weights
+# The same tiny models as Hugging Face repositories of the Hub stand-in (hostsrv.HubHandler), for vLLM and Xinference.
+TINY_HF_REPO = "llmdeploy/tiny-llama"  # LlamaForCausalLM, safetensors and a tokenizer
+TINY_GGUF_REPO = "llmdeploy/tiny-llama-gguf"  # holds TINY_MODEL
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 _PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.S)
 
@@ -37,11 +40,76 @@ def models_dir() -> Path:
     return paths.cache_root() / "models"
 
 
+def hub_dir() -> Path:
+    """The Hub stand-in's repositories, <org>/<name>/ (the tiny ones are written here on first use)."""
+    return models_dir() / "hub"
+
+
+def _tiny_gguf() -> Path:
+    path = models_dir() / TINY_MODEL
+    if not path.is_file():
+        from .tinymodel import write_tiny_gguf  # needs the gguf package; imported only when used
+        tmp = path.with_name(path.name + ".part")
+        write_tiny_gguf(tmp)
+        tmp.replace(path)
+    return path
+
+
+def _ensure_tiny_repo(repo_id: str) -> None:
+    folder = hub_dir() / repo_id
+    if folder.is_dir():
+        return
+    tmp = folder.with_name(folder.name + ".part")
+    if repo_id == TINY_HF_REPO:
+        from .tinymodel import write_tiny_hf_llama
+        write_tiny_hf_llama(tmp)
+    else:
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / TINY_MODEL).write_bytes(_tiny_gguf().read_bytes())
+    tmp.replace(folder)
+
+
+def hub_repos(cfg: StackConfig) -> list[str]:
+    """The Hugging Face repositories the stack's engine downloads: vLLM's model, or the model_id of each spec of
+    Xinference's custom model."""
+    if isinstance(cfg.model, VllmModel):
+        return [cfg.model.hf_id]
+    if isinstance(cfg.model, XinferenceModel) and cfg.model.custom_model:
+        specs = cfg.model.custom_model.get("model_specs") or []
+        return [str(s["model_id"]) for s in specs if isinstance(s, dict) and s.get("model_id")]
+    return []
+
+
+def hub_source(cfg: StackConfig) -> ModelSource:
+    """An hfEndpoint on 10.0.2.2 names this machine's Hub stand-in. It serves the folder of the repositories' owner
+    (one, e.g. llmdeploy) from the Hub cache; the tiny repositories are written on first use."""
+    repos = hub_repos(cfg)
+    owners = sorted({r.split("/", 1)[0] for r in repos})
+    if len(owners) != 1:
+        raise LocalConfigError(f"hfEndpoint: got '{cfg.sources.hf_endpoint}', this machine's Hub stand-in, which "
+                               "serves the repositories of one owner; the stack names "
+                               f"{', '.join(repos) or 'no repository (vllmModel, or model_id in xinferenceCustomModel)'}")
+    for repo in repos:
+        if repo in (TINY_HF_REPO, TINY_GGUF_REPO):
+            _ensure_tiny_repo(repo)
+        elif not (hub_dir() / repo).is_dir():
+            raise LocalConfigError(f"hfEndpoint: got '{cfg.sources.hf_endpoint}', this machine's Hub stand-in, but "
+                                   f"{repo} is neither a tiny model ({TINY_HF_REPO}, {TINY_GGUF_REPO}) nor in "
+                                   f"{hub_dir()}; copy the repository's files to {hub_dir() / repo}")
+    return ModelSource(owners[0], hub_dir() / owners[0], cfg.sources.hf_endpoint)
+
+
 def model_source(cfg: StackConfig, model_file: str | None) -> ModelSource:
-    """Which GGUF the guest gets and from where. A URL on 10.0.2.2 (this machine, as the guest sees it) names
-    a file served from here: the tiny model, or one in the models cache; --model-file serves any file."""
+    """Which model the guest gets and from where. A URL on 10.0.2.2 (this machine, as the guest sees it) names
+    a file served from here: the tiny model, or one in the models cache; --model-file serves any file. For vLLM
+    and Xinference, an hfEndpoint on 10.0.2.2 names this machine's Hugging Face Hub stand-in."""
     if not isinstance(cfg.model, LlamacppModel):
-        raise LocalConfigError(f"engine: got '{cfg.engine}'; the local target runs llamacpp")
+        if model_file:
+            raise LocalConfigError(f"--model-file {model_file}: only for engine llamacpp; {cfg.engine} downloads "
+                                   f"Hugging Face repositories: put one in {hub_dir()}/ORG/NAME")
+        if urlsplit(cfg.sources.hf_endpoint).hostname == GUEST_HOST_IP:
+            return hub_source(cfg)
+        return ModelSource("", None, cfg.sources.hf_endpoint)
     if model_file:
         path = Path(model_file).expanduser().resolve()
         if not path.is_file():
@@ -54,13 +122,7 @@ def model_source(cfg: StackConfig, model_file: str | None) -> ModelSource:
         return ModelSource(cfg.model.filename, None, url)
     name = cfg.model.filename
     if name == TINY_MODEL:
-        path = models_dir() / TINY_MODEL
-        if not path.is_file():
-            from .tinymodel import write_tiny_gguf  # needs the gguf package; imported only when used
-            tmp = path.with_name(path.name + ".part")
-            write_tiny_gguf(tmp)
-            tmp.replace(path)
-        return ModelSource(name, path, url)
+        return ModelSource(name, _tiny_gguf(), url)
     path = models_dir() / name
     if path.is_file():
         return ModelSource(name, path, url)
@@ -95,9 +157,15 @@ def local_config(root: Path, stack: str, *, ssh_public_key: str, model_url: str,
     raw = dict(read_stack(root, stack))
     raw["sshPublicKeys"] = _as_list(raw.get("sshPublicKeys")) + [ssh_public_key]
     raw["extraCaCerts"] = list(dict.fromkeys(_as_list(raw.get("extraCaCerts")) + extra_ca_certs))
-    raw["llamacppModelUrl"] = model_url
+    decls = declarations(root)
+    if (raw.get("engine") or decls["engine"].default) == "llamacpp":
+        raw["llamacppModelUrl"] = model_url
+    elif urlsplit(str(raw.get("hfEndpoint") or "")).hostname == GUEST_HOST_IP:
+        # The model server is the Hub stand-in: hfEndpoint is its origin (model_url names the owner's folder).
+        parts = urlsplit(model_url)
+        raw["hfEndpoint"] = f"{parts.scheme}://{parts.netloc}"
     if acme_directory_url:
         raw["acmeDirectoryUrl"] = acme_directory_url
     if hf_endpoint:
         raw["hfEndpoint"] = hf_endpoint
-    return parse(raw, stack=stack, decls=declarations(root))
+    return parse(raw, stack=stack, decls=decls)

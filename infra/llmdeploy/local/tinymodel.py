@@ -199,3 +199,153 @@ def write_tiny_gguf(path: Path, cfg: TinyConfig = TinyConfig()) -> Path:
     finally:
         writer.close()
     return path
+
+
+# ---------------------------------------------------------------------------------------------- Hugging Face llama
+# The same idea for vLLM, which loads Hugging Face repositories: config.json, model.safetensors and a tokenizer
+# (tokenizer.json + tokenizer_config.json, which transformers' PreTrainedTokenizerFast reads). Written with numpy
+# and the standard library only (no torch, transformers or safetensors package): safetensors is an 8-byte
+# little-endian header length, a JSON header and the raw tensors.
+
+HF_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "special_tokens_map.json")
+HF_SPECIAL = ("<s>", "</s>", "<|im_start|>", "<|im_end|>")
+
+
+@dataclass(frozen=True)
+class TinyHfConfig:
+    """vLLM's CPU attention needs a head dimension of at least 32 (it rejects 16): 64 hidden over 2 heads."""
+
+    n_layer: int = 2
+    hidden: int = 64
+    n_head: int = 2
+    n_head_kv: int = 2
+    n_ff: int = 128
+    n_ctx_train: int = 2048
+    seed: int = SEED
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.n_head
+
+
+def _byte_symbols() -> list[str]:
+    """GPT-2's byte-to-unicode table: the 256 symbols a byte-level BPE spells every byte with."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return [table[b] for b in range(256)]
+
+
+def build_hf_vocab() -> tuple[dict[str, int], list[list[str]], list[int]]:
+    """(vocab, merges, ids the model never emits): 256 byte symbols, then every prefix of each space-led word
+    built by one merge each (so each word is one token), then the special tokens. Only printable ASCII and the
+    words may be emitted: no special token (the stream never stops early) and no half of a UTF-8 sequence."""
+    symbols = _byte_symbols()
+    vocab = {s: i for i, s in enumerate(symbols)}
+    merges: list[list[str]] = []
+    space = symbols[ord(" ")]
+    for word in WORDS:
+        piece = space
+        for char in word:
+            joined = piece + char
+            if joined not in vocab:
+                vocab[joined] = len(vocab)
+                merges.append([piece, char])
+            piece = joined
+    for token in HF_SPECIAL:
+        vocab[token] = len(vocab)
+    banned = [i for b, i in enumerate(range(256)) if not 0x20 <= b <= 0x7E] + [vocab[t] for t in HF_SPECIAL]
+    return vocab, merges, banned
+
+
+def _hf_tensors(cfg: TinyHfConfig, n_vocab: int, banned: list[int]) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(cfg.seed)
+    d, kv = cfg.hidden, cfg.n_head_kv * cfg.head_dim
+
+    def w(rows: int, cols: int) -> np.ndarray:
+        return rng.normal(0.0, 0.02, size=(rows, cols)).astype(np.float32)
+
+    tensors = {"model.embed_tokens.weight": _embeddings(rng, n_vocab, d).astype(np.float32),
+               "model.norm.weight": np.ones(d, dtype=np.float32),
+               "lm_head.weight": _output_weights(rng, n_vocab, d, banned).astype(np.float32)}
+    for layer in range(cfg.n_layer):
+        p = f"model.layers.{layer}."
+        tensors.update({
+            p + "input_layernorm.weight": np.ones(d, dtype=np.float32),
+            p + "self_attn.q_proj.weight": w(d, d), p + "self_attn.k_proj.weight": w(kv, d),
+            p + "self_attn.v_proj.weight": w(kv, d), p + "self_attn.o_proj.weight": w(d, d),
+            p + "post_attention_layernorm.weight": np.ones(d, dtype=np.float32),
+            p + "mlp.gate_proj.weight": w(cfg.n_ff, d), p + "mlp.up_proj.weight": w(cfg.n_ff, d),
+            p + "mlp.down_proj.weight": w(d, cfg.n_ff),
+        })
+    return tensors
+
+
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    """The safetensors format: u64 header length, JSON header (padded to 8 bytes), the tensors' bytes."""
+    import json
+    import struct
+
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset, blobs = 0, []
+    for name, array in tensors.items():
+        data = np.ascontiguousarray(array, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(text)) + text)
+        for blob in blobs:
+            fh.write(blob)
+
+
+def _tokenizer_json(vocab: dict[str, int], merges: list[list[str]]) -> dict[str, object]:
+    added = [{"id": vocab[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True} for t in HF_SPECIAL]
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                              "use_regex": True},
+            "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+                               "use_regex": True},
+            "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                      "ignore_merges": False, "vocab": vocab, "merges": merges}}
+
+
+def write_tiny_hf_llama(folder: Path, cfg: TinyHfConfig = TinyHfConfig()) -> Path:
+    """Write a tiny random LlamaForCausalLM repository (about 200 KB) into `folder` and return it."""
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab, merges, banned = build_hf_vocab()
+    eos, bos = vocab["<|im_end|>"], vocab["<s>"]
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": cfg.hidden,
+              "intermediate_size": cfg.n_ff, "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head,
+              "num_key_value_heads": cfg.n_head_kv, "head_dim": cfg.head_dim,
+              "max_position_embeddings": cfg.n_ctx_train, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+              "hidden_act": "silu", "vocab_size": len(vocab), "bos_token_id": bos, "eos_token_id": eos,
+              "tie_word_embeddings": False, "torch_dtype": "float32"}
+    files = {
+        "config.json": config,
+        "generation_config.json": {"bos_token_id": bos, "eos_token_id": eos},
+        "tokenizer.json": _tokenizer_json(vocab, merges),
+        "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>",
+                                  "eos_token": "<|im_end|>", "pad_token": "</s>", "add_bos_token": False,
+                                  "model_max_length": cfg.n_ctx_train, "chat_template": CHATML_TEMPLATE},
+        "special_tokens_map.json": {"bos_token": "<s>", "eos_token": "<|im_end|>", "pad_token": "</s>"},
+    }
+    for name, content in files.items():
+        (folder / name).write_text(json.dumps(content, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_safetensors(folder / "model.safetensors", _hf_tensors(cfg, len(vocab), banned))
+    return folder
