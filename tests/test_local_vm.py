@@ -188,10 +188,11 @@ SECRET_HOMES = {"api key": "/etc/llmdeploy/secrets/api-keys.map", "hfToken": "/e
 
 def assert_only_at_home(vm: Vm, secret: str, home: str) -> None:
     # This machine: the VM's folder (user-data, seed, console, QEMU's and the servers' logs; not api-keys.json,
-    # the user's own copy, nor the disk or the container's root, which hold the guest's) and every process's
-    # command line.
+    # the user's own copy, nor the model server's 0600 token file, its copy of hfToken, nor the disk or the
+    # container's root, which hold the guest's) and every process's command line.
     guest_root = vm.state.dir / "rootfs"
-    leaks = [str(p) for p in vm.state.dir.rglob("*") if p.is_file() and p.name not in ("api-keys.json", "disk.qcow2")
+    own_copies = ("api-keys.json", "model-server.log.token", "disk.qcow2")
+    leaks = [str(p) for p in vm.state.dir.rglob("*") if p.is_file() and p.name not in own_copies
              and guest_root not in p.parents and secret.encode() in p.read_bytes()]
     for proc in Path("/proc").glob("[0-9]*"):
         try:
