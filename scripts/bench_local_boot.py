@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""How long the local VM takes: from QEMU's start (on the cached image) to a passing smoke test, and which
-provisioning stages and cloud-init modules (`cloud-init analyze blame`) take the time.
+"""How long the local VM takes: from the guest's start (QEMU on the cached image, or with --runtime nspawn the
+systemd container on the cached tree) to a passing smoke test, and which provisioning stages and cloud-init
+modules (`cloud-init analyze blame`) take the time.
 
 It runs `llmdeploy local up` as a user does (the example stack Pulumi.local.yaml unless --stack says
 otherwise), with its VM state in a temporary folder so that a VM of the user's own is left alone, reads the
@@ -10,7 +11,7 @@ not cached (that time is shown separately and not counted).
 
 Target: under 6 minutes from boot to a passing smoke test on a 2-core machine under TCG.
 
-    python3 scripts/bench_local_boot.py [--stack local] [--top 8]
+    python3 scripts/bench_local_boot.py [--stack local] [--runtime qemu|nspawn] [--top 8]
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "infra")]
 
-from llmdeploy.local import image  # noqa: E402
+from llmdeploy.local import runtime  # noqa: E402
 from llmdeploy.local.lifecycle import login  # noqa: E402
 from llmdeploy.local.progress import clock  # noqa: E402
 from llmdeploy.local.state import VmState  # noqa: E402
@@ -53,12 +54,13 @@ def blame(state: VmState, top: int) -> list[str]:
 
 def report(state: VmState, up_seconds: float, top: int) -> bool:
     t = state.timeline
-    boot_to_smoke = t["smoke_done"] - t["qemu_started"]
-    print(f"\nVM: {state.accel.upper()} ({state.accel_reason}), {state.vcpus} vCPU, {state.memory_mb} MB; "
-          f"{os.cpu_count()} host cores")
+    guest = runtime.of(state)
+    started = t[guest.started_event]
+    boot_to_smoke = t["smoke_done"] - started
+    print(f"\n{guest.describe(state)} ({state.accel_reason}); {os.cpu_count()} host cores")
     print(f"llmdeploy local up, whole command:        {clock(up_seconds)}")
-    print(f"boot -> SSH login:                        {clock(t['ssh_up'] - t['qemu_started'])}")
-    print(f"boot -> provisioning finished (ready):    {clock(t['ready_marker'] - t['qemu_started'])}")
+    print(f"boot -> SSH login:                        {clock(t['ssh_up'] - started)}")
+    print(f"boot -> provisioning finished (ready):    {clock(t['ready_marker'] - started)}")
     print(f"boot -> passing smoke test:               {clock(boot_to_smoke)}  "
           f"(target < {clock(TARGET_S)}: {'MET' if boot_to_smoke < TARGET_S else 'MISSED'})")
     print("\nprovisioning stages (llmdeploy's own markers):")
@@ -73,11 +75,13 @@ def report(state: VmState, up_seconds: float, top: int) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", default="local")
+    parser.add_argument("--runtime", choices=runtime.RUNTIMES, default="qemu",
+                        help="qemu (a VM, the default) or nspawn (a systemd container)")
     parser.add_argument("--top", type=int, default=8, help="how many cloud-init modules to show")
     args = parser.parse_args()
 
     start = time.monotonic()
-    img, built = image.ensure_image(log=lambda line: print(line, flush=True))
+    img, built = runtime.get(args.runtime).ensure_image(lambda line: print(line, flush=True))
     print(f"image: {img.folder} ({'built now in ' + clock(time.monotonic() - start) if built else 'cached'})")
 
     with tempfile.TemporaryDirectory(prefix="llmdeploy-bench-") as tmp:
@@ -86,8 +90,9 @@ def main() -> int:
         try:
             started = time.monotonic()
             with open(log, "wb") as fh:
-                code = subprocess.call(["llmdeploy", "local", "up", "--stack", args.stack, "--project-dir",
-                                        str(ROOT)], stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                code = subprocess.call(["llmdeploy", "local", "up", "--stack", args.stack, "--runtime", args.runtime,
+                                        "--project-dir", str(ROOT)], stdout=fh, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL)
             up_seconds = time.monotonic() - started
             state = VmState.load(args.stack)
             if code != 0 or state is None or state.phase != "ready":

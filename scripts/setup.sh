@@ -28,6 +28,9 @@ APT_PACKAGES=(
   e2fsprogs           # mkfs.ext4 -d: the image's root filesystem from the debootstrap folder
   genisoimage         # the NoCloud seed ISO (label cidata) that hands the VM its user-data
   openssh-client      # `llmdeploy local ssh`
+  systemd-container   # systemd-nspawn: `llmdeploy local up --runtime nspawn` boots the stack in a container
+  iptables            # ... whose network namespace reaches the mirrors through NAT (MASQUERADE)
+  iproute2            # ... over a veth pair (ip netns, ip link)
   iptables            # the firewall test runs the rendered firewall in a network namespace
   iproute2            # ... with a veth pair to a second namespace
   zstd                # the Ollama archive test packs a .tar.zst release, as Ollama ships them from v0.14

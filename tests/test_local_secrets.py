@@ -116,16 +116,19 @@ def test_a_look_alike_host_does_not_get_the_token(monkeypatch: pytest.MonkeyPatc
     assert "hf.env" not in render(cfg).file(f"{STEPS_DIR}/40-engine.sh").content
 
 
-def test_the_host_key_is_confirmed_by_the_fingerprint_cloud_init_prints_as_it_generates_it(tmp_path: Path) -> None:
-    """cloud-init's ssh module (init stage, before any step) prints ssh-keygen's output on the console."""
+@pytest.mark.parametrize("stamp", ["[   55.{n:06d}] ", ""], ids=["vm-console", "container-console"])
+def test_the_host_key_is_confirmed_by_the_fingerprint_cloud_init_prints_as_it_generates_it(tmp_path: Path,
+                                                                                          stamp: str) -> None:
+    """cloud-init's ssh module (init stage, before any step) prints ssh-keygen's output on the console: the
+    VM's serial console puts a timestamp before the unit's name, a systemd container's console may not."""
     keys = []
     console = "[  OK  ] Started cloud-init.service\r\n"
     for kind in ("ed25519", "ecdsa"):
         key = tmp_path / kind
         out = subprocess.run(["ssh-keygen", "-t", kind, "-N", "", "-f", str(key)], capture_output=True, text=True,
                              check=True).stdout
-        # As the serial console shows it: each line of cloud-init's output behind a timestamp and its name.
-        console += "".join(f"[   55.{n:06d}] cloud-init[408]: {line}\r\n" for n, line in enumerate(out.splitlines()))
+        # As the console shows it: each line of cloud-init's output behind its name (and a timestamp).
+        console += "".join(f"{stamp.format(n=n)}cloud-init[408]: {line}\r\n" for n, line in enumerate(out.splitlines()))
         keys.append(" ".join(key.with_suffix(".pub").read_text().split()[:2]))
     serial = tmp_path / "serial.log"
     serial.write_text(console)
@@ -177,7 +180,7 @@ def test_local_up_delivers_the_secrets_once_the_host_key_is_confirmed_then_follo
     import tarfile
     from types import SimpleNamespace
 
-    from llmdeploy.local import lifecycle, qemu
+    from llmdeploy.local import lifecycle, qemu, runtime
     from llmdeploy.local.localconfig import ModelSource
     from llmdeploy.local.state import new_state
 
@@ -190,10 +193,10 @@ def test_local_up_delivers_the_secrets_once_the_host_key_is_confirmed_then_follo
     monkeypatch.delenv("LLMDEPLOY_LOCAL_API_KEYS", raising=False)
     events: list[tuple[str, bytes | None]] = []
 
-    def boot(state: object, *args: object) -> None:
+    def launch(self: object, state: object, *args: object) -> None:  # QEMU itself is not started
         state.timeline["qemu_started"] = 0.0  # type: ignore[attr-defined]
 
-    monkeypatch.setattr(lifecycle, "_boot", boot)
+    monkeypatch.setattr(runtime.QemuRuntime, "_launch", launch)
     monkeypatch.setattr(lifecycle, "_wait_for_ssh", lambda *a: FakeSession(events))
     monkeypatch.setattr(lifecycle, "_confirm_host_key", lambda *a: events.append(("host key", None)))
     monkeypatch.setattr(lifecycle, "watch", lambda *a, **k: events.append(("watch stages", None)))
@@ -209,7 +212,7 @@ def test_local_up_delivers_the_secrets_once_the_host_key_is_confirmed_then_follo
     state = new_state("t")
     try:
         lifecycle._up(opts, cfg0, ModelSource("m.gguf", weights, cfg0.model.url), img,  # type: ignore[arg-type]
-                      state, lifecycle.Clock(), lambda text: None, io.StringIO())
+                      runtime.QemuRuntime(), state, lifecycle.Clock(), lambda text: None, io.StringIO())
     finally:
         procs.stop(state.pids.get("model_server"), state.markers.get("model_server", "\0"))
     assert [name for name, _ in events] == ["host key", "deliver", "watch stages", "wait-ready"]

@@ -39,8 +39,10 @@ import pytest
 
 from conftest import ROOT
 from llmdeploy.local import checks, procs
+from llmdeploy.local.runtime import of as runtime_of
 from llmdeploy.local.image import OCI_RULES_V4
 from llmdeploy.local.lifecycle import PROCESS_NAMES
+from llmdeploy.local.nspawn import SPEC_FILE, ContainerSpec
 from llmdeploy.local.ssh import Session, SshError, connect
 from llmdeploy.local.state import VmState
 
@@ -106,9 +108,9 @@ def llmdeploy(args: list[str], env: dict[str, str], log: Path, timeout: float) -
                 return proc.wait()
 
 
-@pytest.fixture(scope="module")
-def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
-    state_dir = tmp_path_factory.mktemp("local-vm-state")
+def booted(tmp_path_factory: pytest.TempPathFactory, runtime: str) -> Iterator[Vm]:
+    """`llmdeploy local up --runtime RUNTIME` of the example stack, and `down` afterwards, also on failure."""
+    state_dir = tmp_path_factory.mktemp(f"local-{runtime}-state")
     # A gated model: the stack's hfToken as a user passes a secret to `local up` (the environment).
     hf_token = "hf_" + secrets.token_urlsafe(24)
     env = {**os.environ, "LLMDEPLOY_STATE_DIR": str(state_dir), "LLMDEPLOY_HF_TOKEN": hf_token}
@@ -117,8 +119,8 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
         mp.setenv("LLMDEPLOY_STATE_DIR", str(state_dir))
         start = time.monotonic()
         try:
-            code = llmdeploy(["local", "up", "--stack", STACK, "--project-dir", str(ROOT), "--forward",
-                              str(ENGINE_PORT)], env, log, UP_TIMEOUT_S)
+            code = llmdeploy(["local", "up", "--stack", STACK, "--project-dir", str(ROOT), "--runtime", runtime,
+                              "--forward", str(ENGINE_PORT)], env, log, UP_TIMEOUT_S)
             elapsed = time.monotonic() - start
             text = log.read_text(errors="replace")
             print(f"\nllmdeploy local up: exit {code} after {elapsed:.0f}s\n{text}")
@@ -130,9 +132,15 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
             left = VmState.load(STACK)
             llmdeploy(["local", "down", "--stack", STACK], env, log, 300)
             if left is not None:  # belt and braces: nothing of the VM may outlive the module
+                runtime_of(left).stop(left)
                 for name in PROCESS_NAMES:
                     procs.stop(left.pids.get(name), left.markers.get(name, "\0"))
             assert VmState.load(STACK) is None
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
+    yield from booted(tmp_path_factory, "qemu")
 
 
 def smoke(vm: Vm) -> None:
@@ -150,7 +158,8 @@ def test_up_boots_provisions_and_smoke_tests_the_stack(vm: Vm) -> None:
         assert f"{step} done" in vm.up_log  # live progress, stage by stage
     assert "endpoint: https://llm.test:" in vm.up_log and "curl --cacert" in vm.up_log
     timeline = vm.state.timeline
-    print(f"\nboot to passing smoke: {timeline['smoke_done'] - timeline['qemu_started']:.0f}s; timeline: "
+    started = timeline[f"{vm.state.runtime}_started"]
+    print(f"\nboot to passing smoke ({vm.state.runtime}): {timeline['smoke_done'] - started:.0f}s; timeline: "
           f"{json.dumps(timeline)}")
     smoke(vm)  # again, from the test: HTTPS (TLS, auth, API, streams) and SSH
 
@@ -179,16 +188,20 @@ SECRET_HOMES = {"api key": "/etc/llmdeploy/secrets/api-keys.map", "hfToken": "/e
 
 def assert_only_at_home(vm: Vm, secret: str, home: str) -> None:
     # This machine: the VM's folder (user-data, seed, console, QEMU's and the servers' logs; not api-keys.json,
-    # the user's own copy, nor the disk, which holds the VM's) and every process's command line.
-    leaks = [str(p) for p in vm.state.dir.rglob("*") if p.is_file() and p.name not in ("api-keys.json", "disk.qcow2")
-             and secret.encode() in p.read_bytes()]
+    # the user's own copy, nor the model server's 0600 token file, its copy of hfToken, nor the disk or the
+    # container's root, which hold the guest's) and every process's command line.
+    guest_root = vm.state.dir / "rootfs"
+    own_copies = ("api-keys.json", "model-server.log.token", "disk.qcow2")
+    leaks = [str(p) for p in vm.state.dir.rglob("*") if p.is_file() and p.name not in own_copies
+             and guest_root not in p.parents and secret.encode() in p.read_bytes()]
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             if secret.encode() in (proc / "cmdline").read_bytes():
                 leaks.append(f"command line of pid {proc.name}")
         except OSError:
             continue
-    assert (vm.state.dir / "user-data").is_file() and vm.state.seed.is_file() and vm.state.serial_log.is_file()
+    seed = vm.state.seed if vm.state.runtime == "qemu" else guest_root / "var/lib/cloud/seed/nocloud/user-data"
+    assert (vm.state.dir / "user-data").is_file() and seed.is_file() and vm.state.serial_log.is_file()
     # The VM: files, the journal and command lines. The secret travels on stdin into a file in /dev/shm that
     # grep reads its pattern from, so this search puts it on no command line (sudo logs command lines; ps
     # shows them).
@@ -224,14 +237,15 @@ def test_the_model_came_from_a_server_that_refuses_it_without_the_token(vm: Vm) 
     """The issue's proof: hfEndpoint points at a server that refuses downloads without the right bearer
     token; the model downloaded (the step waited for the token, delivered over SSH) and smoke passed."""
     log_path = vm.state.dir / "model-server.log"
-    served = re.search(r"serving \S+ on 127\.0\.0\.1:(\d+), bearer token required", log_path.read_text())
+    served = re.search(r"serving \S+ on \S+:(\d+), bearer token required", log_path.read_text())
     assert served, log_path.read_text()
-    url = f"http://10.0.2.2:{served.group(1)}/tiny-llama.gguf"
+    guest_host = "10.0.2.2" if vm.state.runtime == "qemu" else ContainerSpec.load(vm.state.dir / SPEC_FILE).host_ip
+    url = f"http://{guest_host}:{served.group(1)}/tiny-llama.gguf"
     assert vm.sudo(f"curl -s -o /dev/null -w '%{{http_code}}' {url}") == "401"  # no token: refused
     log = log_path.read_text()
     assert "authorized /tiny-llama.gguf (bearer token)" in log
     assert "refused /tiny-llama.gguf: no bearer token" in log
-    assert "hfEndpoint http://10.0.2.2:" in vm.up_log and "PASS  ssh: stage markers" in vm.up_log
+    assert f"hfEndpoint http://{guest_host}:" in vm.up_log and "PASS  ssh: stage markers" in vm.up_log
     engine_log = vm.sudo("cat /var/log/llmdeploy/40-engine.log")
     assert "hfToken was not delivered" not in engine_log
 
@@ -334,15 +348,15 @@ def test_the_image_firewall_rules_are_kept(vm: Vm) -> None:
 
 
 def test_after_a_reboot_every_service_comes_back(vm: Vm) -> None:
-    boot_id = vm.sudo("cat /proc/sys/kernel/random/boot_id").strip()
+    # A marker in /run (a tmpfs, new at every boot); the kernel's boot_id would not change in a container.
+    vm.sudo("echo before-reboot > /run/llmdeploy-test-boot")
     try:
         vm.run("sudo -n systemctl reboot", timeout=20)
     except SshError:
         pass  # the connection may drop before the command returns
 
     def rebooted() -> str | None:
-        new = vm.sudo("cat /proc/sys/kernel/random/boot_id").strip()
-        if new == boot_id:
+        if vm.sudo("cat /run/llmdeploy-test-boot 2>/dev/null || true").strip():
             return "still the old boot"
         out = vm.sudo("systemctl is-active llamacpp nginx ssh netfilter-persistent certbot.timer || true; "
                       f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{ENGINE_PORT}/health")

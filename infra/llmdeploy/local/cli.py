@@ -1,4 +1,5 @@
-"""`llmdeploy local up | status | ssh | logs | down | image`: the whole stack in a QEMU VM on this machine.
+"""`llmdeploy local up | status | ssh | logs | down | image`: the whole stack in a QEMU VM on this machine
+(or, with --runtime nspawn, in a systemd container at native speed).
 
 Exit codes: 0 done, 1 failed (the message says where and why; nothing is left half-created), 2 bad input.
 """
@@ -18,8 +19,10 @@ from ..textfiles import FileProblem
 from . import image, lifecycle
 from .hostsrv import HostServerError
 from .localconfig import LocalConfigError
+from .nspawn import NspawnError
 from .progress import ProvisionFailed
 from .qemu import QemuError
+from .runtime import RUNTIMES, RuntimeFailure
 from .seed import SeedError
 from .ssh import SshError
 from .state import StateError
@@ -27,11 +30,12 @@ from .state import StateError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_STACK = "local"
 FAILURES = (lifecycle.LocalError, image.ImageError, QemuError, SeedError, HostServerError, SshError, ProvisionFailed,
-            StateError)
+            StateError, NspawnError, RuntimeFailure)
 
 EPILOG = """\
 examples:
   llmdeploy local up                      # the example stack Pulumi.local.yaml: llama.cpp, tiny model, pebble TLS
+  sudo llmdeploy local up --runtime nspawn  # the same in a systemd container: native speed, no own kernel
   llmdeploy local up --model-file ~/models/qwen2.5-0.5b-instruct-q4_k_m.gguf
   llmdeploy local status; llmdeploy local ssh -- sudo systemctl status llamacpp
   llmdeploy local logs --step 40-engine; llmdeploy local logs --serial
@@ -79,7 +83,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     opts = lifecycle.UpOptions(stack=args.stack, project_dir=_project_dir(args.project_dir), accel=args.accel,
-                               model_file=args.model_file, forward=list(args.forward or []),
+                               runtime=args.runtime, model_file=args.model_file, forward=list(args.forward or []),
                                keep_on_failure=args.keep_on_failure)
     lifecycle.up(opts)
     return EXIT_OK
@@ -167,7 +171,7 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add `local` to the llmdeploy command."""
-    p = subparsers.add_parser("local", help="the whole stack in a QEMU VM on this machine, smoke-tested",
+    p = subparsers.add_parser("local", help="the whole stack in a QEMU VM (or a systemd container) on this machine, smoke-tested",
                               description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="local_command", required=True, metavar="{up,status,ssh,logs,down,image}")
     stack = argparse.ArgumentParser(add_help=False)
@@ -176,8 +180,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     up = sub.add_parser("up", parents=[stack], help="build (once), boot, provision, smoke-test; print endpoint and key",
                         epilog=UP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     up.add_argument("--project-dir", help="folder holding Pulumi.yaml (default: here, else the checkout)")
+    up.add_argument("--runtime", choices=RUNTIMES, default="qemu",
+                    help="qemu (default): a VM with its own kernel, firewall and reboot; nspawn: a systemd container "
+                         "booting the same image and user-data at native speed (root; no own kernel)")
     up.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
-                    help="auto (default) uses KVM only if a probe boot works, else TCG")
+                    help="QEMU only: auto (default) uses KVM only if a probe boot works, else TCG")
     up.add_argument("--model-file", metavar="PATH", help="a GGUF file on this machine to serve to the VM")
     up.add_argument("--forward", type=int, action="append", metavar="PORT",
                     help="also forward this guest port to a loopback port (22, 80 and 443 always are)")
@@ -194,7 +201,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     lg = sub.add_parser("logs", parents=[stack], help="cloud-init's output, a step's log, or the serial console")
     which = lg.add_mutually_exclusive_group()
     which.add_argument("--step", metavar="NAME", help="a provisioning step's log (e.g. 40-engine)")
-    which.add_argument("--serial", action="store_true", help="the VM's serial console (kept on this machine)")
+    which.add_argument("--serial", action="store_true", help="the VM's serial console, or the container's console (kept on this machine)")
     lg.add_argument("-n", "--lines", type=int, default=100, help="last N lines (default 100)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     lg.set_defaults(func=lambda a: _run(cmd_logs, a))

@@ -1,5 +1,6 @@
-"""The servers on this machine that the VM reaches at 10.0.2.2 (QEMU's user-mode network maps that
-address to the host's loopback):
+"""The servers on this machine that the guest reaches: in the QEMU VM at 10.0.2.2 (QEMU's user-mode network
+maps that address to the host's loopback, where they listen); in the systemd container at the host side of
+its veth pair (where they listen instead, see nspawn.py):
 
 - the model server: an HTTP server holding the GGUF file the stack's llamacppModelUrl names
   (the guest has no model hub; the tiny model is written here, or `--model-file` serves a real one), and a
@@ -62,15 +63,16 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
         return False
 
 
-def wait_ports(ports: list[int], pid: int, what: str, log: Path, timeout: float = 20.0) -> None:
+def wait_ports(ports: list[int], pid: int, what: str, log: Path, timeout: float = 20.0,
+               host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not procs.alive(pid):
             raise HostServerError(f"{what} exited at once; last lines of {log}:\n{procs.tail(log, 15)}")
-        if all(port_open(p) for p in ports):
+        if all(port_open(p, host) for p in ports):
             return
         time.sleep(0.1)
-    raise HostServerError(f"{what} did not listen on 127.0.0.1 port(s) {ports} within {timeout:.0f}s; last lines of "
+    raise HostServerError(f"{what} did not listen on {host} port(s) {ports} within {timeout:.0f}s; last lines of "
                           f"{log}:\n{procs.tail(log, 15)}")
 
 
@@ -81,19 +83,21 @@ class ModelServer:
     pid: int
     port: int
     folder: Path
+    guest_host: str = GUEST_HOST_IP  # this machine as the guest reaches it
 
     @property
     def guest_endpoint(self) -> str:
         """Its base URL as the guest reaches it: the stack's hfEndpoint when it stands in for the Hub."""
-        return f"http://{GUEST_HOST_IP}:{self.port}"
+        return f"http://{self.guest_host}:{self.port}"
 
     def guest_url(self, filename: str) -> str:
         return f"{self.guest_endpoint}/{filename}"
 
 
 def start_model_server(folder: Path, log: Path, token: str = "", host: str = "127.0.0.1",
-                       port: int = 0) -> ModelServer:
-    """Serve `folder` over HTTP on a free loopback port: its files by name, and its <org>/<name>/ folders as
+                       port: int = 0, guest_host: str = GUEST_HOST_IP) -> ModelServer:
+    """Serve `folder` over HTTP on a free port of `host` (loopback for QEMU; the guest reaches it as
+    `guest_host`): its files by name, and its <org>/<name>/ folders as
     Hugging Face repositories (HubHandler). With a token (the stack's hfToken), every request needs
     `Authorization: Bearer <token>`; the token reaches the server in a private file, never on its command line."""
     port = port or free_ports(1)[0]
@@ -107,11 +111,11 @@ def start_model_server(folder: Path, log: Path, token: str = "", host: str = "12
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     pid = procs.start_daemon(cmd, log, env=env)
     try:
-        wait_ports([port], pid, "the model server", log)
+        wait_ports([port], pid, "the model server", log, host=host)
     except BaseException:
         procs.stop(pid, str(folder))
         raise
-    return ModelServer(pid, port, folder)
+    return ModelServer(pid, port, folder, guest_host)
 
 
 # ---------------------------------------------------------------------------------------------- Hugging Face stand-in
@@ -368,8 +372,9 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def listener_certificate(folder: Path) -> tuple[Path, Path, str]:
-    """A CA and a leaf for pebble's listener naming 10.0.2.2, 127.0.0.1 and localhost: (cert, key, CA PEM)."""
+def listener_certificate(folder: Path, guest_host: str = GUEST_HOST_IP) -> tuple[Path, Path, str]:
+    """A CA and a leaf for pebble's listener naming the guest's address of this machine (10.0.2.2 for QEMU),
+    127.0.0.1 and localhost: (cert, key, CA PEM)."""
     import ipaddress
 
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -382,7 +387,7 @@ def listener_certificate(folder: Path) -> tuple[Path, Path, str]:
           .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
           .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
-    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(GUEST_HOST_IP)),
+    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(guest_host)),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     leaf = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "llmdeploy local ACME")]))
@@ -401,18 +406,20 @@ def listener_certificate(folder: Path) -> tuple[Path, Path, str]:
     return cert_path, key_path, _pem(ca)
 
 
-def start_pebble(folder: Path, http_port: int) -> PebbleServer:
-    """pebble + challtestsrv on free loopback ports; http-01 validation goes to 127.0.0.1:http_port."""
+def start_pebble(folder: Path, http_port: int, bind: str = "127.0.0.1",
+                 guest_host: str = GUEST_HOST_IP) -> PebbleServer:
+    """pebble + challtestsrv on free loopback ports, pebble's ACME API on `bind` (where the guest reaches it as
+    `guest_host`); http-01 validation goes to 127.0.0.1:http_port."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     for tool in ("pebble", "pebble-challtestsrv"):
         if not any((Path(d) / tool).is_file() for d in os.environ.get("PATH", "").split(os.pathsep)):
             raise HostServerError(f"{tool} is not installed: apt-get install pebble (scripts/setup.sh installs it); "
                                   "or use tlsMode self-signed for the local stack")
-    cert, key, ca_pem = listener_certificate(folder)
+    cert, key, ca_pem = listener_certificate(folder, guest_host)
     acme, management, dns, dns_management, tls_port = free_ports(5)
     config = folder / "pebble-config.json"
     config.write_text(json.dumps({"pebble": {
-        "listenAddress": f"127.0.0.1:{acme}", "managementListenAddress": f"127.0.0.1:{management}",
+        "listenAddress": f"{bind}:{acme}", "managementListenAddress": f"127.0.0.1:{management}",
         "certificate": str(cert), "privateKey": str(key), "httpPort": http_port, "tlsPort": tls_port,
         "ocspResponderURL": "", "externalAccountBindingRequired": False}}, indent=2))
     dns_marker = f"127.0.0.1:{dns_management}"
@@ -425,7 +432,8 @@ def start_pebble(folder: Path, http_port: int) -> PebbleServer:
         wait_ports([dns, dns_management], dns_pid, "pebble-challtestsrv", log_dns)
         pebble_pid = procs.start_daemon(["pebble", "-config", str(config), "-dnsserver", f"127.0.0.1:{dns}"],
                                         log_pebble, env={**os.environ, **PEBBLE_ENV})
-        wait_ports([acme, management], pebble_pid, "pebble", log_pebble)
+        wait_ports([acme], pebble_pid, "pebble", log_pebble, host=bind)
+        wait_ports([management], pebble_pid, "pebble", log_pebble)
         with requests.Session() as session:
             session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify=
             resp = session.get(f"https://127.0.0.1:{management}/roots/0", verify=str(folder / "listener-ca.pem"),
@@ -437,7 +445,7 @@ def start_pebble(folder: Path, http_port: int) -> PebbleServer:
         procs.stop(dns_pid, dns_marker)
         raise
     (folder / "acme-root.pem").write_text(root)
-    return PebbleServer(pebble_pid, dns_pid, dns_marker, f"https://{GUEST_HOST_IP}:{acme}/dir", ca_pem, root)
+    return PebbleServer(pebble_pid, dns_pid, dns_marker, f"https://{guest_host}:{acme}/dir", ca_pem, root)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ unconfigured) and the en_US.UTF-8 locale (cloud-init's locale module fails witho
 looks for a NoCloud seed, so it does not spend a minute probing cloud metadata services, and makes no RSA
 host key (20 s under TCG).
 
-The build runs in a temporary folder next to the cache and is renamed into place only when complete, so
-a failed or interrupted build leaves nothing behind; a lock file keeps two builds from racing.
+The configured root filesystem is cached too, as a folder next to the disk (images/<key>/rootfs): the
+systemd container runtime (nspawn.py) boots copies of it, and the VM's disk is made from it by
+`mkfs.ext4 -d`, so both runtimes boot the same tree. Each part is built in a temporary folder next to the
+cache and renamed into place only when complete, so a failed or interrupted build leaves nothing behind; a
+lock file keeps two builds from racing.
 """
 from __future__ import annotations
 
@@ -94,7 +97,8 @@ OCI_RULES_V4 = "\n".join([
 HOST_TOOLS = {"debootstrap": "debootstrap", "mkfs.ext4": "e2fsprogs", "qemu-img": "qemu-utils", "chroot": "coreutils"}
 
 CLOUD_CFG = """\
-# llmdeploy local: the seed is a NoCloud ISO (label cidata); do not probe cloud metadata services.
+# llmdeploy local: the seed is a NoCloud ISO (label cidata) in the VM, a seed folder in the container;
+# do not probe cloud metadata services.
 datasource_list: [NoCloud, None]
 # The hostname resolves (sudo complains otherwise), as on cloud images.
 manage_etc_hosts: localhost
@@ -129,6 +133,11 @@ class Image:
     @property
     def disk(self) -> Path:
         return self.folder / "root.qcow2"
+
+    @property
+    def rootfs(self) -> Path:
+        """The configured tree the disk was made from; a folder only once complete (renamed into place)."""
+        return self.folder / "rootfs"
 
     @property
     def manifest(self) -> dict[str, object]:
@@ -203,30 +212,66 @@ def remove_tree(path: Path) -> None:
     subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False, capture_output=True)
 
 
+def _checked_host(what: str) -> None:
+    problems = missing_tools()
+    if problems:
+        raise ImageError(f"building {what} needs {', '.join(problems)}: apt-get install {' '.join(problems)} "
+                         "(scripts/setup.sh installs them)")
+    if os.geteuid() != 0:
+        raise ImageError(f"building {what} needs root (debootstrap and chroot); run "
+                         "`sudo llmdeploy local image` once, then `llmdeploy local up` as yourself")
+
+
+@contextmanager
+def _building(folder: Path) -> Iterator[Path]:
+    """A temporary build folder next to the cache, removed again whatever happens."""
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=folder))
+    try:
+        yield work
+    finally:
+        remove_tree(work)
+
+
+def _ensure_rootfs(image: Image, mirror: str, security: str, log: Callable[[str], None]) -> bool:
+    """The configured root filesystem under image.rootfs, built now if missing (the lock is held)."""
+    if image.rootfs.is_dir():
+        return False
+    _checked_host("the Debian 12 root filesystem")
+    with _building(image.folder.parent) as work:
+        start = time.monotonic()
+        _build_rootfs(work / "rootfs", mirror, security, work / "build.log", log)
+        (work / "rootfs").chmod(0o755)
+        image.folder.mkdir(mode=0o755, exist_ok=True)
+        (work / "rootfs").rename(image.rootfs)
+        log(f"  root filesystem ready in {time.monotonic() - start:.0f}s")
+    return True
+
+
+def ensure_rootfs(log: Callable[[str], None] = print, mirror: str | None = None) -> tuple[Image, bool]:
+    """The cached image folder with its configured root filesystem (what the container runtime boots),
+    building the tree first if there is none; the disk is not made. Returns (image, built_now)."""
+    mirror, security = (mirror, DEFAULT_SECURITY_MIRROR) if mirror else host_mirror()
+    folder = paths.images_dir()
+    with _lock(folder):
+        image = Image(folder / cache_key(mirror))
+        return image, _ensure_rootfs(image, mirror, security, log)
+
+
 def ensure_image(log: Callable[[str], None] = print, mirror: str | None = None) -> tuple[Image, bool]:
-    """The cached image, building it first if there is none. Returns (image, built_now)."""
+    """The cached image (kernel, initrd, disk), building it first if there is none. Returns (image, built_now)."""
     mirror, security = (mirror, DEFAULT_SECURITY_MIRROR) if mirror else host_mirror()
     folder = paths.images_dir()
     with _lock(folder):
         image = Image(folder / cache_key(mirror))
         if image.complete():
             return image, False
-        problems = missing_tools()
-        if problems:
-            raise ImageError(f"building the VM image needs {', '.join(problems)}: apt-get install {' '.join(problems)} "
-                             "(scripts/setup.sh installs them)")
-        if os.geteuid() != 0:
-            raise ImageError("building the VM image needs root (debootstrap and chroot); run "
-                             "`sudo llmdeploy local image` once, then `llmdeploy local up` as yourself")
-        work = Path(tempfile.mkdtemp(prefix=".build-", dir=folder))
-        try:
-            _build(work, mirror, security, log)
-            work.chmod(0o755)
-            remove_tree(image.folder)
-            work.rename(image.folder)
-        except BaseException:
-            remove_tree(work)
-            raise
+        _checked_host("the VM image")
+        start = time.monotonic()
+        _ensure_rootfs(image, mirror, security, log)
+        with _building(folder) as work:
+            _build_disk(image.rootfs, work, mirror, start, log)
+            for name in ("vmlinuz", "initrd.img", "root.qcow2", "manifest.json"):  # the manifest last: complete()
+                (work / name).rename(image.folder / name)
         return image, True
 
 
@@ -240,15 +285,19 @@ def _run(cmd: list[str], logfile: Path, what: str, env: dict[str, str] | None = 
         raise ImageError(f"{what} failed (exit {proc.returncode}); last lines of {logfile}:\n{tail}")
 
 
-def _build(work: Path, mirror: str, security: str, log: Callable[[str], None]) -> None:
-    rootfs, logfile = work / "rootfs", work / "build.log"
+def _build_rootfs(rootfs: Path, mirror: str, security: str, logfile: Path, log: Callable[[str], None]) -> None:
     start = time.monotonic()
-    log(f"building the Debian 12 VM image (once; cached in {work.parent}) from {mirror} ...")
+    log(f"building the Debian 12 root filesystem (once; cached in {rootfs.parent.parent}) from {mirror} ...")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
     _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", "--components=main",
           SUITE, str(rootfs), mirror], logfile, "debootstrap", env)
     log(f"  debootstrap done in {time.monotonic() - start:.0f}s")
     _configure(rootfs, mirror, security, logfile, env)
+
+
+def _build_disk(rootfs: Path, work: Path, mirror: str, start: float, log: Callable[[str], None]) -> None:
+    """Kernel, initrd and the qcow2 disk made from the configured tree, with the manifest, in `work`."""
+    logfile = work / "build.log"
     kernel, initrd = _newest_kernel(rootfs)
     shutil.copyfile(kernel, work / "vmlinuz")
     shutil.copyfile(initrd, work / "initrd.img")
@@ -257,7 +306,6 @@ def _build(work: Path, mirror: str, security: str, log: Callable[[str], None]) -
     _run(["mkfs.ext4", "-q", "-F", "-L", "llmdeploy-root", "-d", str(rootfs), str(raw)], logfile, "mkfs.ext4 -d")
     _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(work / "root.qcow2")], logfile, "qemu-img convert")
     raw.unlink()
-    remove_tree(rootfs)
     manifest = {"suite": SUITE, "mirror": mirror, "packages": list(PACKAGES) + list(CLOUD_IMAGE_PACKAGES),
                 "kernel": kernel.name,
                 "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

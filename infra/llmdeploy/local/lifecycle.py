@@ -1,15 +1,16 @@
-"""`llmdeploy local up | status | down`: the whole stack in a QEMU VM on this machine.
+"""`llmdeploy local up | status | down`: the whole stack in a QEMU VM on this machine, or in a systemd
+container (--runtime nspawn: native speed, see runtime.py for what each proves).
 
 up: validate the stack, build (once) or reuse the cached image, start the host-side servers the guest
 needs (the model server; pebble for letsencrypt), render the stack's user-data with what only this
-command knows, boot QEMU (KVM if it really works, else TCG) with a NoCloud seed,
+command knows, boot the guest (QEMU: KVM if it really works, else TCG; or the container) with a NoCloud seed,
 deliver the API keys and hfToken over SSH (stdin, never user-data) as soon as it can log in (the engine
 step waits for the token), follow provisioning stage by stage, run the smoke test, and print the endpoint,
 the key and a curl line. Anything that fails on the way is stopped and removed again
 (unless --keep-on-failure), so nothing is left half-created.
 
-down: stop QEMU and the host-side servers by their PIDs and remove the VM's folder (its disk overlay, seed,
-keys). The image cache stays.
+down: stop the guest and the host-side servers by their PIDs and remove the VM's folder (its disk overlay,
+seed, keys; a container's root copy, veth pair, namespace and NAT rules). The image cache stays.
 """
 from __future__ import annotations
 
@@ -36,17 +37,18 @@ from ..smoke.redact import Redactor
 from ..smoke.report import check_line
 from ..smoke.targets import Credentials
 from ..stackfile import load_stack_config
-from . import API_KEYS_ENV, checks, hostsrv, image, procs, qemu
+from . import API_KEYS_ENV, checks, hostsrv, image, procs, qemu, runtime
 from .localconfig import ModelSource, host_ca_certs, local_config, model_source
 from .progress import Progress, ProvisionFailed, clock, watch
-from .seed import build_seed
+from .runtime import Runtime
 from .ssh import (Session, SshError, connect, console_host_fingerprints, console_host_keys, host_key_fingerprint,
                   known_hosts_line, make_key_pair, ssh_banner)
 from .state import VmState, new_state, remove_folder, stack_lock
 
 SSH_DEADLINE_S = 600.0
 CONSOLE_KEYS_DEADLINE_S = 120.0
-PROCESS_NAMES = ("qemu", "model_server", "pebble", "challtestsrv")
+HOST_SERVERS = ("model_server", "pebble", "challtestsrv")
+PROCESS_NAMES = (*runtime.RUNTIMES, *HOST_SERVERS)
 BASE_GUEST_PORTS = (22, 80, 443)
 Say = Callable[[str], None]
 
@@ -64,6 +66,7 @@ class UpOptions:
     stack: str = "local"
     project_dir: Path = Path(".")
     accel: str = "auto"
+    runtime: str = "qemu"
     model_file: str | None = None
     forward: list[int] = field(default_factory=list)
     keep_on_failure: bool = False
@@ -77,11 +80,9 @@ class Clock:
         return time.monotonic() - self.start
 
 
-def _tool_problems(cfg: StackConfig) -> list[str]:
-    needed = {qemu.QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "genisoimage": "genisoimage"}
-    if cfg.tls.mode == "letsencrypt":
-        needed.update({"pebble": "pebble", "pebble-challtestsrv": "pebble"})
-    return sorted({pkg for tool, pkg in needed.items() if shutil.which(tool) is None})
+def _tool_problems(cfg: StackConfig, guest: Runtime) -> list[str]:
+    needed = {"pebble": "pebble", "pebble-challtestsrv": "pebble"} if cfg.tls.mode == "letsencrypt" else {}
+    return sorted({pkg for tool, pkg in needed.items() if shutil.which(tool) is None} | set(guest.tool_problems()))
 
 
 def check_stack(opts: UpOptions) -> StackConfig:
@@ -97,7 +98,12 @@ def check_stack(opts: UpOptions) -> StackConfig:
                              "(those are always forwarded)")
     if opts.accel not in ("auto", "kvm", "tcg"):
         raise UsageError(f"--accel {opts.accel}: expected auto, kvm or tcg")
-    missing = _tool_problems(cfg)
+    if opts.runtime not in runtime.RUNTIMES:
+        raise UsageError(f"--runtime {opts.runtime}: expected {' or '.join(runtime.RUNTIMES)} (qemu: a VM, the "
+                         "default; nspawn: a systemd container, native speed)")
+    if opts.runtime != "qemu" and opts.accel != "auto":
+        raise UsageError(f"--accel {opts.accel}: applies to --runtime qemu only (a container runs natively)")
+    missing = _tool_problems(cfg, runtime.get(opts.runtime, opts.accel))
     if missing:
         raise LocalError(f"missing on this machine: {', '.join(missing)}; install with apt-get install "
                          f"{' '.join(missing)} (scripts/setup.sh installs them)")
@@ -109,6 +115,7 @@ def check_stack(opts: UpOptions) -> StackConfig:
 def up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
     out: TextIO = stream or sys.stdout  # a new name: the closures below need it narrowed
     cfg0 = check_stack(opts)
+    guest = runtime.get(opts.runtime, opts.accel)
     model = model_source(cfg0, opts.model_file)
     elapsed = Clock()
 
@@ -118,7 +125,7 @@ def up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
     with stack_lock(opts.stack):
         existing = VmState.load(opts.stack)
         if existing is not None:
-            if procs.alive(existing.pids.get("qemu"), existing.markers.get("qemu", "")):
+            if running(existing):
                 if existing.phase == "ready":
                     say(f"the VM of stack '{opts.stack}' is already up")
                     print_summary(existing, out)
@@ -127,12 +134,13 @@ def up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
                                  f"remove it first: llmdeploy local down --stack {opts.stack}")
             say(f"removing what a previous VM of stack '{opts.stack}' left behind")
             teardown(existing)
-        img, built = image.ensure_image(log=lambda line: say(line.strip()))
+        img, built = guest.ensure_image(say)
         if not built:
             say(f"image: {img.folder} (cached)")
         state = new_state(opts.stack)
+        state.runtime = guest.name
         try:
-            _up(opts, cfg0, model, img, state, elapsed, say, out)
+            _up(opts, cfg0, model, img, guest, state, elapsed, say, out)
         except BaseException as exc:
             state.phase = "failed"
             state.save()
@@ -147,8 +155,8 @@ def up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
     return state
 
 
-def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image, state: VmState, elapsed: Clock,
-        say: Say, out: TextIO) -> None:
+def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image, guest: Runtime, state: VmState,
+        elapsed: Clock, say: Say, out: TextIO) -> None:
     state.project_dir = str(opts.project_dir)
     state.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     state.instance_id = f"llmdeploy-{opts.stack}-{_random.token_hex(4)}"
@@ -157,8 +165,10 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
     guest_ports = [*BASE_GUEST_PORTS, *opts.forward]
     state.ports = {str(g): h for g, h in zip(guest_ports, qemu.free_ports(len(guest_ports)))}
     state.save()
+    guest.prepare(state)
 
-    # Host-side servers the guest reaches at 10.0.2.2.
+    # Host-side servers the guest reaches (QEMU: at 10.0.2.2; the container: at its veth pair's host side).
+    bind, guest_host = guest.bind_host(state), guest.guest_host(state)
     model_url, hf_endpoint = model.url, ""
     if model.serve is not None:
         folder = state.dir / "model"
@@ -166,7 +176,8 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
         (folder / model.filename).symlink_to(model.serve)
         # With an hfToken it stands in for Hugging Face (hfEndpoint): no download without that bearer token.
         token = cfg0.hf_token.reveal()
-        server = hostsrv.start_model_server(folder, state.dir / "model-server.log", token=token)
+        server = hostsrv.start_model_server(folder, state.dir / "model-server.log", token=token, host=bind,
+                                            guest_host=guest_host)
         state.pids["model_server"], state.markers["model_server"] = server.pid, str(folder)
         state.save()
         model_url = server.guest_url(model.filename)
@@ -177,7 +188,7 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
     acme_url = ""
     if cfg0.tls.mode == "letsencrypt":
         acme_folder = state.dir / "acme"
-        pebble = hostsrv.start_pebble(acme_folder, http_port=state.port(80))
+        pebble = hostsrv.start_pebble(acme_folder, http_port=state.port(80), bind=bind, guest_host=guest_host)
         state.pids["pebble"], state.markers["pebble"] = pebble.pid, str(acme_folder / "pebble-config.json")
         state.pids["challtestsrv"], state.markers["challtestsrv"] = pebble.challtestsrv_pid, pebble.challtestsrv_marker
         state.save()
@@ -199,14 +210,11 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
     rendered = render(cfg, Layout(https_port=state.port(443)))
     state.stages = list(rendered.steps)
     hostname = "llmdeploy-" + re.sub(r"[^a-z0-9-]", "-", opts.stack.lower())[:40].strip("-")
-    build_seed(state.seed, rendered.user_data, state.instance_id, hostname)
     write_private(state.dir / "user-data", rendered.user_data)
 
     # Boot.
-    accel = qemu.choose_accel(img.kernel, opts.accel)
-    spec = _spec(state, img, accel)
-    _boot(state, spec, say, elapsed)
-    session = _wait_for_ssh(state, spec, img, say, elapsed)
+    guest.boot(state, img, rendered.user_data, hostname, say, elapsed)
+    session = _wait_for_ssh(state, guest, img, say, elapsed)
     try:
         # Secrets as soon as the host key is confirmed, while cloud-init provisions: the engine step waits
         # for hfToken.
@@ -223,13 +231,8 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
     def on_event(name: str, t: float) -> None:
         state.timeline[name] = round(t, 1)
 
-    def vm_gone() -> str | None:
-        if not procs.alive(state.pids.get("qemu"), state.markers.get("qemu", "")):
-            return f"QEMU exited; last lines of {state.qemu_log}:\n{procs.tail(state.qemu_log, 10)}"
-        return None
-
     progress = Progress(state.stages, elapsed, out, on_event)
-    watch(lambda: login(state), progress, cfg.readiness_timeout_minutes * 60.0, alive=vm_gone)
+    watch(lambda: login(state), progress, cfg.readiness_timeout_minutes * 60.0, alive=lambda: guest.gone(state))
     state.timeline["ready_marker"] = round(elapsed(), 1)
     say("provisioning finished: every stage done")
 
@@ -260,7 +263,7 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
     state.phase = "ready"
     state.save()
     say(f"ready in {clock(elapsed())} (boot to passing smoke test: "
-        f"{clock(state.timeline['smoke_done'] - state.timeline['qemu_started'])})")
+        f"{clock(state.timeline['smoke_done'] - state.timeline[guest.started_event])})")
     print_summary(state, out)
 
 
@@ -324,43 +327,12 @@ def _basic(cfg: StackConfig) -> tuple[str, str] | None:
     return None
 
 
-def _spec(state: VmState, img: image.Image, accel: qemu.Accel) -> qemu.VmSpec:
-    return qemu.VmSpec(name=f"llmdeploy-{state.stack}", kernel=img.kernel, initrd=img.initrd, base_disk=img.disk,
-                       overlay=state.overlay, seed=state.seed, serial_log=state.serial_log, qemu_log=state.qemu_log,
-                       forwards={int(g): h for g, h in state.ports.items()}, vcpus=state.vcpus,
-                       memory_mb=state.memory_mb, accel=accel)
-
-
-def _boot(state: VmState, spec: qemu.VmSpec, say: Say, elapsed: Clock) -> None:
-    qemu.create_overlay(spec.base_disk, spec.overlay)
-    pid = qemu.launch(spec)
-    state.pids["qemu"], state.markers["qemu"] = pid, str(spec.overlay)
-    state.accel, state.accel_reason = spec.accel.name, spec.accel.reason
-    state.phase = "booting"
-    state.timeline["qemu_started"] = round(elapsed(), 1)
-    state.save()
-    ports = ", ".join(f"{g}->127.0.0.1:{h}" for g, h in state.ports.items())
-    say(f"booting: QEMU pid {pid}, {spec.accel.name.upper()} ({spec.accel.reason}), {spec.vcpus} vCPU, "
-        f"{spec.memory_mb} MB; ports {ports}")
-
-
-def _wait_for_ssh(state: VmState, spec: qemu.VmSpec, img: image.Image, say: Say,
-                  elapsed: Clock) -> Session:
-    """Log in once sshd and the admin user exist; a VM whose KVM fails is restarted under TCG."""
+def _wait_for_ssh(state: VmState, guest: Runtime, img: image.Image, say: Say, elapsed: Clock) -> Session:
+    """Log in once sshd and the admin user exist (the runtime raises if the guest dies on the way)."""
     deadline = time.monotonic() + SSH_DEADLINE_S
     last = "nothing yet"
     while time.monotonic() < deadline:
-        failure = qemu.kvm_failed(spec) if spec.accel.name == "kvm" else None
-        dead = not procs.alive(state.pids.get("qemu"), state.markers.get("qemu", ""))
-        if failure or (dead and spec.accel.name == "kvm"):
-            say(f"KVM failed ({failure or 'QEMU exited'}); restarting the VM under TCG")
-            procs.stop(state.pids.get("qemu"), state.markers.get("qemu", ""))
-            spec.accel = qemu.Accel("tcg", f"KVM failed at boot ({failure or 'QEMU exited'})")
-            _boot(state, spec, say, elapsed)
-            continue
-        if dead:
-            raise LocalError(f"QEMU exited during boot; last lines of {state.qemu_log}:\n"
-                             f"{procs.tail(state.qemu_log, 15)}\nconsole: {procs.tail(state.serial_log, 15)}")
+        guest.check_boot(state, img, say, elapsed)
         if not ssh_banner(state.port(22)):
             last = "no SSH banner yet"
             time.sleep(3)
@@ -375,7 +347,7 @@ def _wait_for_ssh(state: VmState, spec: qemu.VmSpec, img: image.Image, say: Say,
         state.known_hosts.write_text(known_hosts_line(state.port(22), state.host_key))
         state.timeline["ssh_up"] = round(elapsed(), 1)
         state.save()
-        say(f"SSH up ({clock(elapsed() - state.timeline['qemu_started'])} after boot); cloud-init is provisioning")
+        say(f"SSH up ({clock(elapsed() - state.timeline[guest.started_event])} after boot); cloud-init is provisioning")
         return session
     raise LocalError(f"no SSH login after {SSH_DEADLINE_S / 60:.0f} min; last: {last}; console: "
                      f"{procs.tail(state.serial_log, 15)}")
@@ -412,7 +384,10 @@ def _confirm_host_key(state: VmState, session: Session, say: Say) -> None:
 def teardown(state: VmState) -> list[str]:
     """Stop every process of the VM by PID and remove its folder; returns what was stopped."""
     stopped = []
-    for name in PROCESS_NAMES:
+    guest = runtime.of(state)
+    if guest.stop(state):
+        stopped.append(f"{guest.name} (pid {state.pids.get(guest.name)})")
+    for name in HOST_SERVERS:
         pid = state.pids.get(name)
         if pid and procs.stop(pid, state.markers.get(name, "\0never")):
             stopped.append(f"{name} (pid {pid})")
@@ -441,7 +416,7 @@ def require_state(stack: str) -> VmState:
 
 
 def running(state: VmState) -> bool:
-    return procs.alive(state.pids.get("qemu"), state.markers.get("qemu", ""))
+    return runtime.of(state).alive(state)
 
 
 def status(stack: str, out: TextIO | None = None) -> int:
@@ -451,13 +426,13 @@ def status(stack: str, out: TextIO | None = None) -> int:
     if state is None:
         print(f"no local VM for stack '{stack}'", file=out)
         return 1
-    up_now = running(state)
-    print(f"stack:        {stack} ({state.phase}{'' if up_now else ', QEMU NOT running'})", file=out)
-    print(f"vm:           QEMU pid {state.pids.get('qemu')}, {state.accel.upper()}, {state.vcpus} vCPU, "
-          f"{state.memory_mb} MB, created {state.created}", file=out)
+    guest = runtime.of(state)
+    up_now = guest.alive(state)
+    print(f"stack:        {stack} ({state.phase}{'' if up_now else f', {guest.label} NOT running'})", file=out)
+    print(f"vm:           {guest.describe(state)}, created {state.created}", file=out)
     print(f"endpoint:     {state.endpoint}  (model {state.model_name}, TLS {state.tls_mode})", file=out)
     print("ports:        " + ", ".join(f"{g} -> 127.0.0.1:{h}" for g, h in state.ports.items()), file=out)
-    for name in PROCESS_NAMES[1:]:
+    for name in HOST_SERVERS:
         if name in state.pids:
             alive = procs.alive(state.pids[name], state.markers.get(name, ""))
             print(f"{name + ':':<14}pid {state.pids[name]} {'running' if alive else 'NOT running'}", file=out)

@@ -31,8 +31,9 @@ CONSOLE_KEYS = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----\r?\n(.*?)-----END 
 # cloud-init's ssh module writes ssh-keygen's output to the console for each host key it generates, unless
 # ssh_quiet_keygen is set (it is not): "The key fingerprint is:" then "SHA256:<43 base64> root@host".
 CONSOLE_FINGERPRINT = re.compile(r"The key fingerprint is:\s*(SHA256:[A-Za-z0-9+/]{43})(?![A-Za-z0-9+/])")
-# The console shows a service's output line by line behind its timestamp and name: "[   55.52] cloud-init[408]: ".
-CONSOLE_PREFIX = re.compile(r"^\[\s*[0-9]+\.[0-9]+\]\s+[\w.@-]+\[[0-9]+\]:\s?", re.M)
+# The console shows a service's output line by line behind its name, on the VM's serial console behind a
+# timestamp too: "[   55.52] cloud-init[408]: " (a systemd container's console: "cloud-init[408]: ").
+CONSOLE_PREFIX = re.compile(r"^(?:\[\s*[0-9]+\.[0-9]+\]\s+)?[\w.@-]+\[[0-9]+\]:\s?", re.M)
 
 
 class SshError(RuntimeError):

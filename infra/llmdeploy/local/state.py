@@ -1,5 +1,6 @@
-"""What `llmdeploy local` knows about one stack's VM, in vms/<stack>/state.json (0600), plus the files next
-to it: the disk overlay, the seed, the SSH key pair, the API keys (api-keys.json, 0600), logs.
+"""What `llmdeploy local` knows about one stack's VM or container, in vms/<stack>/state.json (0600), plus the
+files next to it: the disk overlay and seed (QEMU) or the root copy and container.json (nspawn), the SSH key
+pair, the API keys (api-keys.json, 0600), logs.
 
 Nothing secret is in state.json itself; the key files are 0600 and the folder 0700.
 """
@@ -28,6 +29,7 @@ class VmState:
     instance_id: str = ""
     created: str = ""
     phase: str = "creating"  # creating | booting | provisioning | ready | failed
+    runtime: str = "qemu"  # qemu | nspawn (runtime.py); a state written before there was a choice is qemu's
     accel: str = ""
     accel_reason: str = ""
     vcpus: int = 0
@@ -40,7 +42,7 @@ class VmState:
     domain: str = ""
     endpoint: str = ""  # https://host:port as this machine reaches it
     ports: dict[str, int] = field(default_factory=dict)  # guest port -> loopback port
-    pids: dict[str, int] = field(default_factory=dict)  # qemu, model_server, pebble, challtestsrv
+    pids: dict[str, int] = field(default_factory=dict)  # qemu or nspawn, model_server, pebble, challtestsrv
     markers: dict[str, str] = field(default_factory=dict)  # what each pid's command line must hold
     host_key: str = ""  # the guest's SSH host key, "ssh-ed25519 AAAA..."
     keys_from_caller: bool = False  # the API keys came from $LLMDEPLOY_LOCAL_API_KEYS: never printed
@@ -83,6 +85,11 @@ class VmState:
     @property
     def qemu_log(self) -> Path:
         return self.dir / "qemu.log"
+
+    @property
+    def runtime_log(self) -> Path:
+        """QEMU's output, or the container supervisor's."""
+        return self.qemu_log if self.runtime == "qemu" else self.dir / f"{self.runtime}.log"
 
     def port(self, guest: int) -> int:
         return int(self.ports[str(guest)])
