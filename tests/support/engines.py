@@ -81,7 +81,9 @@ KEYS = ["default", "ops:admin"]
 def engine_overrides(engine: str, hub: ModelServer, token: str) -> dict[str, object]:
     """The config of a CPU stack of `engine` on the tiny models of `hub`: vLLM on the tiny HF llama; Xinference as
     Pulumi.local-xinference.yaml has it (its custom GGUF), in a virtualenv, torch pinned to this machine's CPU build."""
-    common = {"engine": engine, "shape": "VM.Standard.E4.Flex", "os": "debian-12", "apiKeys": KEYS,
+    # This machine's OS (Debian 12) on the vm target boots only from an imported image: name one.
+    common = {"engine": engine, "shape": "VM.Standard.E4.Flex", "os": "debian-12",
+              "imageId": "ocid1.image.oc1..debian12test", "apiKeys": KEYS,
               "hfEndpoint": hub_url(hub), "hfToken": token, "basicAuthUsers": [], "basicAuthPasswords": ""}
     if engine == "vllm":
         return {**common, "vllmModel": TINY_HF_REPO, "vllmMaxModelLen": 512, "modelName": "tiny-llama",
