@@ -7,14 +7,13 @@ systemd refuses, a directive smuggled into the nginx map, a rate nginx cannot ho
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support.project import empty_project
 from conftest import ROOT, minimal_raw
 from llmdeploy.cli import EXIT_USAGE, main
 from llmdeploy.config import ConfigError, StackConfig, parse
@@ -64,12 +63,7 @@ def test_an_integer_beyond_floats_range_is_a_config_problem() -> None:
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("LLMDEPLOY_"):
-            monkeypatch.delenv(name)
-    root = tmp_path / "project"
-    root.mkdir()
-    shutil.copy(ROOT / "Pulumi.yaml", root / "Pulumi.yaml")
+    root = empty_project(tmp_path, monkeypatch)
     return root
 
 

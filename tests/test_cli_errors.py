@@ -6,7 +6,6 @@ message, not as a Python traceback, and a failed render must not leave half-writ
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from llmdeploy.cli import EXIT_OK, EXIT_USAGE, main
 
+from support.project import empty_project
 from conftest import ROOT, SSH_KEY
 PASSWORD = "SECRET-basic-auth-passphrase"
 GOOD = f"""\
@@ -45,12 +45,7 @@ SECURE = GOOD + "  llmdeploy:hfToken:\n    secure: v1:AAAAciphertext==\n"
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("LLMDEPLOY_"):
-            monkeypatch.delenv(name)
-    root = tmp_path / "project"
-    root.mkdir()
-    shutil.copy(ROOT / "Pulumi.yaml", root / "Pulumi.yaml")
+    root = empty_project(tmp_path, monkeypatch)
     for stack, text in (("good", GOOD), ("bad", BAD), ("secure", SECURE)):
         (root / f"Pulumi.{stack}.yaml").write_text(text, encoding="utf-8")
     return root

@@ -94,7 +94,9 @@ class StubHandler(BaseHTTPRequestHandler, Generic[S]):
         return self.state.stop.wait(seconds) if seconds > 0 else self.state.stop.is_set()
 
     def send_json(self, status: int, payload: Any, content_type: str = "application/json") -> None:
-        data = json.dumps(payload).encode()
+        self.send_body(status, json.dumps(payload).encode(), content_type)
+
+    def send_body(self, status: int, data: bytes, content_type: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))

@@ -124,14 +124,7 @@ def _normalize_entry(entry: dict[str, Any]) -> dict[str, Any]:
 class _Handler(StubHandler[XinferenceStub]):
     def send_json(self, status: int, payload: Any, content_type: str = "application/json") -> None:
         """Starlette's JSONResponse: compact separators, no spaces (what a grep of the text would see)."""
-        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
-        self.close_connection = True
+        self.send_body(status, json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(), content_type)
 
     def _route(self) -> tuple[str, list[str]]:
         path = urlsplit(self.path).path
