@@ -17,7 +17,8 @@ import requests
 
 from conftest import ROOT
 from llmdeploy.config import StackConfig
-from llmdeploy.local import procs
+from llmdeploy.local import checks, procs
+from llmdeploy.local.state import new_state
 from llmdeploy.local.hostsrv import ModelServer, start_model_server
 from llmdeploy.local.localconfig import LocalConfigError, local_config, torch_wheel_dirs
 from llmdeploy.render import STEPS_DIR, Layout, render
@@ -104,3 +105,16 @@ def test_the_wheel_folders_come_from_pip_find_links_or_the_option(tmp_path: Path
     llama = local_config(ROOT, "local", ssh_public_key=SSH_KEY, model_url="http://10.0.2.2:1/tiny-llama.gguf",
                          extra_ca_certs=[])
     assert torch_wheel_dirs(llama, [], stack_sets_index=False) == []  # llama.cpp needs no torch
+
+
+@pytest.mark.parametrize(("engine", "kind"), [("xinference", "xinference"), ("vllm", "openai"),
+                                              ("llamacpp", "openai")])
+def test_local_smoke_speaks_the_engines_dialect(engine: str, kind: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`llmdeploy local up`'s smoke test of an Xinference stack is `llmdeploy smoke --kind xinference` (CRLF stream
+    lines, completion streams without [DONE]); the others speak plain OpenAI."""
+    monkeypatch.setenv("LLMDEPLOY_STATE_DIR", str(tmp_path))
+    state = new_state("s")
+    state.engine, state.endpoint, state.model_name = engine, "https://llm.test:1", "m"
+    state.ports = {"22": 2, "80": 3, "443": 4}
+    assert checks.target(state, checks.credentials(state)).kind == kind
