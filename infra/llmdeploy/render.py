@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import bcrypt
 import jinja2
@@ -252,7 +252,15 @@ def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
         "xinference_install": cfg.xinference_install, "xinference_prefix": xinference_prefix(cfg),
         # CPU machines take torch from the PyTorch CPU index: pip would otherwise fetch GBs of CUDA wheels.
         "cpu_torch_index": "" if cfg.gpu else cfg.sources.torch_index_url,
+        # pip trusts a plain-HTTP index only when told to (a mirror on the LAN, or llmdeploy local's own).
+        "torch_trusted_host": _http_host(cfg.sources.torch_index_url),
     }
+
+
+def _http_host(url: str) -> str:
+    """The host of an http:// URL (pip's --trusted-host), empty for https."""
+    parts = urlsplit(url)
+    return (parts.hostname or "") if parts.scheme == "http" else ""
 
 
 def _secret_context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:

@@ -48,7 +48,9 @@ def credentials(state: VmState, basic: tuple[str, str] | None = None) -> Credent
 
 
 def target(state: VmState, creds: Credentials) -> Target:
-    return Target(url=state.endpoint, credentials=creds, kind="openai", model=state.model_name,
+    # Xinference's dialect: its CRLF stream lines, completions streams without [DONE].
+    kind = "xinference" if state.engine == "xinference" else "openai"
+    return Target(url=state.endpoint, credentials=creds, kind=kind, model=state.model_name,
                   ca_bundle=str(state.ca_file), http_url=f"http://{state.host}:{state.port(80)}",
                   timeout=SMOKE_TIMEOUT, name=f"local:{state.stack}",
                   ssh=SshAccess(state.admin_user, "127.0.0.1", str(state.ssh_key), state.port(22), state.host_key))

@@ -84,7 +84,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     opts = lifecycle.UpOptions(stack=args.stack, project_dir=_project_dir(args.project_dir), accel=args.accel,
                                runtime=args.runtime, model_file=args.model_file, forward=list(args.forward or []),
-                               keep_on_failure=args.keep_on_failure)
+                               keep_on_failure=args.keep_on_failure, torch_wheels=list(args.torch_wheels or []))
     lifecycle.up(opts)
     return EXIT_OK
 
@@ -188,6 +188,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     up.add_argument("--model-file", metavar="PATH", help="a GGUF file on this machine to serve to the VM")
     up.add_argument("--forward", type=int, action="append", metavar="PORT",
                     help="also forward this guest port to a loopback port (22, 80 and 443 always are)")
+    up.add_argument("--torch-wheels", action="append", metavar="DIR",
+                    help="a folder of CPU torch wheels served to the guest as its torchIndexUrl (default: the "
+                         "folders of pip's find-links holding one)")
     up.add_argument("--keep-on-failure", action="store_true", help="leave a failed VM running for inspection")
     up.set_defaults(func=lambda a: _run(cmd_up, a))
 

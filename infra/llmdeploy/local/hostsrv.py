@@ -10,6 +10,9 @@ its veth pair (where they listen instead, see nspawn.py):
   When the stack has an hfToken it answers as the Hub does for a gated repository: every file and route needs
   `Authorization: Bearer <token>` (401 with X-Error-Code GatedRepo without it), and it logs each decision,
   never the token;
+  and a PEP 503 simple index (/simple/<project>/, files at /wheels/<name>) of the wheels in its wheel folders
+  (pip's find-links on this machine, or `--torch-wheels`): the stack's torchIndexUrl, so that the guest gets this
+  machine's CPU torch instead of reaching download.pytorch.org;
 - pebble, Let's Encrypt's ACME test server, with pebble-challtestsrv as its DNS (every name answers
   127.0.0.1): certbot in the guest talks to pebble at https://10.0.2.2:PORT/dir, and pebble's http-01
   validation reaches the guest's nginx through the loopback port forwarded to the guest's port 80.
@@ -86,6 +89,11 @@ class ModelServer:
     guest_host: str = GUEST_HOST_IP  # this machine as the guest reaches it
 
     @property
+    def guest_simple_index(self) -> str:
+        """Its PEP 503 index of this machine's wheel folders, as the guest reaches it."""
+        return f"{self.guest_endpoint}/simple"
+
+    @property
     def guest_endpoint(self) -> str:
         """Its base URL as the guest reaches it: the stack's hfEndpoint when it stands in for the Hub."""
         return f"http://{self.guest_host}:{self.port}"
@@ -95,7 +103,8 @@ class ModelServer:
 
 
 def start_model_server(folder: Path, log: Path, token: str = "", host: str = "127.0.0.1",
-                       port: int = 0, guest_host: str = GUEST_HOST_IP) -> ModelServer:
+                       port: int = 0, guest_host: str = GUEST_HOST_IP,
+                       wheel_dirs: tuple[Path, ...] = ()) -> ModelServer:
     """Serve `folder` over HTTP on a free port of `host` (loopback for QEMU; the guest reaches it as
     `guest_host`): its files by name, and its <org>/<name>/ folders as
     Hugging Face repositories (HubHandler). With a token (the stack's hfToken), every request needs
@@ -107,6 +116,8 @@ def start_model_server(folder: Path, log: Path, token: str = "", host: str = "12
         token_file = log.with_name(log.name + ".token")
         write_private(token_file, token.encode())
         cmd += ["--token-file", str(token_file)]
+    for wheels in wheel_dirs:
+        cmd += ["--wheels", str(wheels)]
     package_root = str(Path(__file__).resolve().parents[2])  # llmdeploy's parent: the child imports this module
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     pid = procs.start_daemon(cmd, log, env=env)
@@ -128,6 +139,22 @@ _HUB_ROUTES = {
     "resolve": re.compile(rf"^/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"),
 }
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_SIMPLE_RE = re.compile(r"^/simple/(?P<project>[A-Za-z0-9._-]+)/?$")
+
+
+def normalize_project(name: str) -> str:
+    """PEP 503's normalized project name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def wheel_index(dirs: tuple[Path, ...]) -> dict[str, dict[str, Path]]:
+    """{normalized project: {wheel file name: path}} of the wheels in `dirs` (the first folder wins a name)."""
+    index: dict[str, dict[str, Path]] = {}
+    for folder in dirs:
+        for path in sorted(folder.glob("*.whl")) if folder.is_dir() else []:
+            files = index.setdefault(normalize_project(path.name.split("-", 1)[0]), {})
+            files.setdefault(path.name, path)
+    return index
 
 
 class HubError(Exception):
@@ -175,6 +202,7 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
 
     folder: Path = Path(".")
     token: str = ""
+    wheel_dirs: tuple[Path, ...] = ()
     server_version = "llmdeploy-hub"
     protocol_version = "HTTP/1.1"
 
@@ -200,6 +228,9 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
                     return
             if self.command == "POST":
                 raise HubError(404, "", "Not Found")
+            if path.startswith(("/simple/", "/wheels/")):
+                self._pip_index(path, body)
+                return
             self._static(path, body)
         except HubError as err:
             headers = {"X-Error-Code": err.code} if err.code else {}
@@ -274,6 +305,31 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
             raise HubError(404, "EntryNotFound", f"Entry not found: {path}")
         self._file(full, body, {"X-Repo-Commit": repo.commit(), "ETag": f'"{repo.sha256(path)}"'})
 
+    # -- the PEP 503 index of the wheel folders (pip sends no token: these are this machine's public wheels)
+    def _pip_index(self, path: str, body: bool) -> None:
+        index = wheel_index(self.wheel_dirs)
+        if path.startswith("/wheels/"):
+            name = path[len("/wheels/"):]
+            found = [files[name] for files in index.values() if name in files]
+            if not found:
+                raise HubError(404, "", "Not Found")
+            self._file(found[0], body, {})
+            return
+        if path.rstrip("/") == "/simple":
+            links = [f'<a href="/simple/{p}/">{p}</a>' for p in sorted(index)]
+        elif (match := _SIMPLE_RE.match(path)) and normalize_project(match["project"]) in index:
+            files = index[normalize_project(match["project"])]
+            links = [f'<a href="/wheels/{n}#sha256={_sha256(files[n])}">{n}</a>' for n in sorted(files)]
+        else:
+            raise HubError(404, "", "Not Found")  # pip then looks in its other indexes
+        raw = ("<!DOCTYPE html>\n<html><body>\n" + "<br>\n".join(links) + "\n</body></html>\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        if body:
+            self.wfile.write(raw)
+
     # -- answers
     def _static(self, path: str, body: bool) -> None:
         name = path.lstrip("/")
@@ -328,8 +384,25 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
                          f"{args[1] if len(args) > 1 else ''}\n")
 
 
-def serve(folder: Path, host: str, port: int, token: str = "") -> None:
-    handler = type("Handler", (HubHandler,), {"folder": folder.resolve(), "token": token})
+_SHA256: dict[tuple[str, float, int], str] = {}
+
+
+def _sha256(path: Path) -> str:
+    """A wheel's sha256 for pip's hash check, computed once per file version."""
+    st = path.stat()
+    key = (str(path), st.st_mtime, st.st_size)
+    if key not in _SHA256:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        _SHA256[key] = digest.hexdigest()
+    return _SHA256[key]
+
+
+def serve(folder: Path, host: str, port: int, token: str = "", wheel_dirs: tuple[Path, ...] = ()) -> None:
+    handler = type("Handler", (HubHandler,), {"folder": folder.resolve(), "token": token,
+                                              "wheel_dirs": tuple(d.resolve() for d in wheel_dirs)})
     with http.server.ThreadingHTTPServer((host, port), handler) as server:
         server.serve_forever()
 
@@ -340,11 +413,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", required=True, type=int)
     parser.add_argument("--token-file", type=Path, help="the Bearer token the Hub routes require")
+    parser.add_argument("--wheels", type=Path, action="append", default=[],
+                        help="a folder of wheels served as a PEP 503 index at /simple/")
     args = parser.parse_args(argv)
     token = args.token_file.read_text().strip() if args.token_file else ""
     sys.stderr.write(f"serving {args.folder} on {args.host}:{args.port}{', bearer token required' if token else ''}\n")
     sys.stderr.flush()
-    serve(args.folder, args.host, args.port, token)
+    serve(args.folder, args.host, args.port, token, tuple(args.wheels))
 
 
 # ---------------------------------------------------------------------------------------------- pebble

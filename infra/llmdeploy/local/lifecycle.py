@@ -36,9 +36,9 @@ from ..secrets import INSTALLER_WAIT_S, delivery_command, generate_api_key, secr
 from ..smoke.redact import Redactor
 from ..smoke.report import check_line
 from ..smoke.targets import Credentials
-from ..stackfile import load_stack_config
+from ..stackfile import load_stack_config, read_stack
 from . import API_KEYS_ENV, checks, hostsrv, image, procs, qemu, runtime
-from .localconfig import ModelSource, host_ca_certs, local_config, model_source
+from .localconfig import ModelSource, host_ca_certs, local_config, model_source, torch_wheel_dirs
 from .progress import Progress, ProvisionFailed, clock, watch
 from .runtime import Runtime
 from .ssh import (Session, SshError, connect, console_host_fingerprints, console_host_keys, host_key_fingerprint,
@@ -70,6 +70,7 @@ class UpOptions:
     model_file: str | None = None
     forward: list[int] = field(default_factory=list)
     keep_on_failure: bool = False
+    torch_wheels: list[str] = field(default_factory=list)
 
 
 class Clock:
@@ -117,6 +118,8 @@ def up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
     cfg0 = check_stack(opts)
     guest = runtime.get(opts.runtime, opts.accel)
     model = model_source(cfg0, opts.model_file)
+    # The guest's pip gets CPU torch from this machine (its find-links, or --torch-wheels), not download.pytorch.org.
+    wheels = torch_wheel_dirs(cfg0, opts.torch_wheels, "torchIndexUrl" in read_stack(opts.project_dir, opts.stack))
     elapsed = Clock()
 
     def say(text: str) -> None:
@@ -140,7 +143,7 @@ def up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
         state = new_state(opts.stack)
         state.runtime = guest.name
         try:
-            _up(opts, cfg0, model, img, guest, state, elapsed, say, out)
+            _up(opts, cfg0, model, wheels, img, guest, state, elapsed, say, out)
         except BaseException as exc:
             state.phase = "failed"
             state.save()
@@ -155,8 +158,8 @@ def up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
     return state
 
 
-def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image, guest: Runtime, state: VmState,
-        elapsed: Clock, say: Say, out: TextIO) -> None:
+def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, wheels: list[Path], img: image.Image,
+        guest: Runtime, state: VmState, elapsed: Clock, say: Say, out: TextIO) -> None:
     state.project_dir = str(opts.project_dir)
     state.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     state.instance_id = f"llmdeploy-{opts.stack}-{_random.token_hex(4)}"
@@ -169,21 +172,26 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
 
     # Host-side servers the guest reaches (QEMU: at 10.0.2.2; the container: at its veth pair's host side).
     bind, guest_host = guest.bind_host(state), guest.guest_host(state)
-    model_url, hf_endpoint = model.url, ""
-    if model.serve is not None:
+    model_url, hf_endpoint, torch_index = model.url, "", ""
+    if model.serve is not None or wheels:
         folder = state.dir / "model"
         folder.mkdir(mode=0o700, exist_ok=True)
-        (folder / model.filename).symlink_to(model.serve)
+        if model.serve is not None:
+            (folder / model.filename).symlink_to(model.serve)
         # With an hfToken it stands in for Hugging Face (hfEndpoint): no download without that bearer token.
         token = cfg0.hf_token.reveal()
         server = hostsrv.start_model_server(folder, state.dir / "model-server.log", token=token, host=bind,
-                                            guest_host=guest_host)
+                                            guest_host=guest_host, wheel_dirs=tuple(wheels))
         state.pids["model_server"], state.markers["model_server"] = server.pid, str(folder)
         state.save()
-        model_url = server.guest_url(model.filename)
-        hf_endpoint = server.guest_endpoint if token else ""
-        gated = f"; hfEndpoint {hf_endpoint}: downloads need the stack's hfToken" if token else ""
-        say(f"model server: {model.serve.name} at {model_url} (pid {server.pid}){gated}")
+        if model.serve is not None:
+            model_url = server.guest_url(model.filename)
+            hf_endpoint = server.guest_endpoint if token else ""
+            gated = f"; hfEndpoint {hf_endpoint}: downloads need the stack's hfToken" if token else ""
+            say(f"model server: {model.serve.name} at {model_url} (pid {server.pid}){gated}")
+        if wheels:
+            torch_index = server.guest_simple_index
+            say(f"torch index: {torch_index}, the CPU torch wheels of {', '.join(map(str, wheels))}")
     extra_cas = host_ca_certs()
     acme_url = ""
     if cfg0.tls.mode == "letsencrypt":
@@ -199,7 +207,8 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, img: image.Image
 
     try:
         cfg = local_config(opts.project_dir, opts.stack, ssh_public_key=public_key, model_url=model_url,
-                           extra_ca_certs=extra_cas, acme_directory_url=acme_url, hf_endpoint=hf_endpoint)
+                           extra_ca_certs=extra_cas, acme_directory_url=acme_url, hf_endpoint=hf_endpoint,
+                           torch_index_url=torch_index)
     except ConfigError as exc:
         raise LocalError(f"the stack with llmdeploy local's own values is not valid: {exc}") from None
     state.vcpus, state.memory_mb = cfg.local_vm.vcpus, cfg.local_vm.memory_mb

@@ -5,7 +5,10 @@ validated by the same config.parse as every other target."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +134,43 @@ def model_source(cfg: StackConfig, model_file: str | None) -> ModelSource:
                            f"PATH/{name}, or copy it there")
 
 
+def pip_find_links() -> list[Path]:
+    """The local folders in this machine's pip find-links (PIP_FIND_LINKS, or `pip config`'s find-links)."""
+    values = [os.environ.get("PIP_FIND_LINKS", "")]
+    try:
+        listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                                 timeout=30, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        listing = ""
+    for line in listing.splitlines():
+        key, _, value = line.partition("=")
+        if key.endswith(".find-links"):
+            values.append(value.strip().strip("'\""))
+    folders: list[Path] = []
+    for entry in " ".join(values).split():
+        entry = entry.removeprefix("file://")
+        if "://" not in entry and Path(entry).is_dir():
+            folders.append(Path(entry).resolve())
+    return list(dict.fromkeys(folders))
+
+
+def torch_wheel_dirs(cfg: StackConfig, explicit: list[str], stack_sets_index: bool) -> list[Path]:
+    """The folders of CPU torch wheels this machine serves to the guest as its torchIndexUrl: --torch-wheels DIR,
+    else the folders of pip's find-links that hold a torch wheel. None when the engine needs no torch (llama.cpp),
+    or the stack names its own torchIndexUrl (a mirror)."""
+    if explicit:
+        folders = [Path(d).expanduser().resolve() for d in explicit]
+        for folder in folders:
+            if not any(folder.glob("torch-*.whl")):
+                raise LocalConfigError(f"--torch-wheels {folder}: no torch wheel (torch-*.whl) in it; pass a folder "
+                                       "holding PyTorch's CPU wheel (pip download --no-deps torch==X+cpu "
+                                       "--index-url https://download.pytorch.org/whl/cpu -d DIR)")
+        return folders
+    if cfg.engine not in ("vllm", "xinference") or cfg.gpu or stack_sets_index:
+        return []
+    return [d for d in pip_find_links() if any(d.glob("torch-*.whl"))]
+
+
 def host_ca_certs(folder: Path = HOST_CA_DIR) -> list[str]:
     """The CA certificates added to this machine's store (update-ca-certificates' local folder): a
     TLS-inspecting proxy or an internal CA that the guest needs too, for pip and apt over HTTPS."""
@@ -153,7 +193,7 @@ def _as_list(value: Any) -> list[str]:
 
 
 def local_config(root: Path, stack: str, *, ssh_public_key: str, model_url: str, extra_ca_certs: list[str],
-                 acme_directory_url: str = "", hf_endpoint: str = "") -> StackConfig:
+                 acme_directory_url: str = "", hf_endpoint: str = "", torch_index_url: str = "") -> StackConfig:
     raw = dict(read_stack(root, stack))
     raw["sshPublicKeys"] = _as_list(raw.get("sshPublicKeys")) + [ssh_public_key]
     raw["extraCaCerts"] = list(dict.fromkeys(_as_list(raw.get("extraCaCerts")) + extra_ca_certs))
@@ -168,4 +208,6 @@ def local_config(root: Path, stack: str, *, ssh_public_key: str, model_url: str,
         raw["acmeDirectoryUrl"] = acme_directory_url
     if hf_endpoint:
         raw["hfEndpoint"] = hf_endpoint
+    if torch_index_url:  # this machine's CPU torch wheels, served by the model server (hostsrv's /simple/)
+        raw["torchIndexUrl"] = torch_index_url
     return parse(raw, stack=stack, decls=decls)
