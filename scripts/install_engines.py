@@ -36,8 +36,10 @@ SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHt2OCpI0iCvVGd2ky1nGPFv4n4Yf5vUb
 
 
 def cpu_config(**overrides: object) -> StackConfig:
+    # This machine's OS, Debian 12, which the vm target boots only from an imported image: name one.
     raw: dict[str, object] = {"compartmentId": "ocid1.compartment.oc1..engines", "sshPublicKeys": [SSH_KEY],
-                              "shape": "VM.Standard.E4.Flex", "os": "debian-12", **overrides}
+                              "shape": "VM.Standard.E4.Flex", "os": "debian-12",
+                              "imageId": "ocid1.image.oc1..debian12", **overrides}
     return parse(raw, stack="engines")
 
 
