@@ -1,0 +1,42 @@
+"""scripts/audit_local_vm.py, which measures lynis's hardening index inside the local VM (README "Security"):
+it reads lynis's report, and says which VM is missing rather than failing with a traceback. The measurement
+itself boots a VM: `python3 scripts/audit_local_vm.py --boot`."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+from pathlib import Path
+from types import ModuleType
+
+from conftest import ROOT
+
+
+def load_audit_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("audit_local_vm", ROOT / "scripts" / "audit_local_vm.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_audit_script_reads_lynis_s_report() -> None:
+    report = "\n".join([
+        "# Lynis Report", "report_version_major=1", "hardening_index=83",
+        "warning[]=SSH-7408|Something is weak|-|-|",
+        "suggestion[]=DEB-0880|Copy /etc/fail2ban/jail.conf to jail.local|-|-|",
+        "suggestion[]=BOOT-5264|Consider hardening system services|Run 'systemd-analyze security SERVICE'|-|",
+    ])
+    index, warnings, suggestions = load_audit_script().parse_report(report)
+    assert index == 83
+    assert warnings == [("SSH-7408", "Something is weak")]
+    assert suggestions == [("DEB-0880", "Copy /etc/fail2ban/jail.conf to jail.local"),
+                           ("BOOT-5264", "Consider hardening system services [Run 'systemd-analyze security SERVICE']")]
+
+
+def test_the_audit_script_says_which_vm_is_missing(tmp_path: Path) -> None:
+    env = {**os.environ, "LLMDEPLOY_STATE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT / "infra")}
+    result = subprocess.run(["python3", str(ROOT / "scripts" / "audit_local_vm.py"), "--stack", "nosuch"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 1
+    assert "no local VM for stack 'nosuch'" in result.stderr and "Traceback" not in result.stderr
