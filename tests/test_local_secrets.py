@@ -211,7 +211,7 @@ def test_local_up_delivers_the_secrets_once_the_host_key_is_confirmed_then_follo
     img = SimpleNamespace(kernel=tmp_path / "vmlinuz", initrd=tmp_path / "initrd", disk=tmp_path / "disk.qcow2")
     state = new_state("t")
     try:
-        lifecycle._up(opts, cfg0, ModelSource("m.gguf", weights, cfg0.model.url), img,  # type: ignore[arg-type]
+        lifecycle._up(opts, cfg0, ModelSource("m.gguf", weights, cfg0.model.url), [], img,  # type: ignore[arg-type]
                       runtime.QemuRuntime(), state, lifecycle.Clock(), lambda text: None, io.StringIO())
     finally:
         procs.stop(state.pids.get("model_server"), state.markers.get("model_server", "\0"))
