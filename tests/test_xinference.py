@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from llmdeploy.config import ConfigError, StackConfig
 from llmdeploy.render import FILES_DIR, STEPS_DIR, XINFERENCE_MODELS, Rendered, render
 from llmdeploy.stackfile import load_stack_config
 from support.endpoint import endpoint_config
+from support.xinference_script import run_models_script
 from support.xinference_stub import XinferenceStub, wait_for, xinference_stub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,18 +41,7 @@ def with_custom(name: str, uid: str) -> StackConfig:
 def run_script(work: Path, rendered: Rendered, api: str, uptime: float = 100.0,
                readiness: int = 60) -> subprocess.CompletedProcess[str]:
     """Run the rendered script as the 40-engine step does, with the rendered bodies."""
-    work.mkdir(parents=True, exist_ok=True)
-    script = work / "xinference-models.py"
-    script.write_text(rendered.file(XINFERENCE_MODELS).content)
-    (work / "uptime").write_text(f"{uptime} {uptime}\n")
-    args = [sys.executable, str(script), "--api", api, "--readiness-minutes", str(readiness),
-            "--uptime-file", str(work / "uptime"), "--poll", "0.1"]
-    for name in ("launch", "autostart", "register"):
-        path = f"{FILES_DIR}/xinference-{name}.json"
-        if any(f.path == path for f in rendered.files):
-            (work / f"{name}.json").write_text(rendered.file(path).content)
-            args += [f"--{name}", str(work / f"{name}.json")]
-    return subprocess.run(args, capture_output=True, text=True, timeout=60)
+    return run_models_script(rendered, api, work, readiness_minutes=readiness, uptime=uptime)
 
 
 def autostart_entries(stub: XinferenceStub) -> list[dict[str, Any]]:

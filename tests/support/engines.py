@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,10 +32,11 @@ from llmdeploy.local.hostsrv import ModelServer, start_model_server
 from llmdeploy.local.localconfig import TINY_GGUF_REPO, TINY_HF_REPO, TINY_MODEL
 from llmdeploy.local.paths import cache_root
 from llmdeploy.local.tinymodel import write_tiny_gguf, write_tiny_hf_llama
-from llmdeploy.render import FILES_DIR, XINFERENCE_MODELS, Layout, Rendered, render
+from llmdeploy.render import FILES_DIR, Layout, Rendered, render
 
 from .ports import free_port
 from .procs import stop_process, tail
+from .xinference_script import run_models_script
 
 # Where scripts/setup.sh installs the engines (one virtualenv each), and what it installs.
 ENGINES_DIR = Path(os.environ.get("LLMDEPLOY_ENGINES_DIR") or cache_root() / "engines")
@@ -222,14 +222,4 @@ def xinference_engine(cfg: StackConfig, work: Path, hf_token: str, cores: str = 
 def run_xinference_models(rendered: Rendered, engine: Engine, work: Path,
                           readiness_minutes: int = 60) -> subprocess.CompletedProcess[str]:
     """The rendered xinference-models.py with the rendered bodies, as the 40-engine step runs it."""
-    work.mkdir(parents=True, exist_ok=True)
-    script = work / "xinference-models.py"
-    script.write_text(rendered.file(XINFERENCE_MODELS).content)
-    args = [sys.executable, str(script), "--api", engine.url, "--readiness-minutes", str(readiness_minutes),
-            "--poll", "1"]
-    for name in ("launch", "autostart", "register"):
-        path = f"{FILES_DIR}/xinference-{name}.json"
-        if any(f.path == path for f in rendered.files):
-            (work / f"{name}.json").write_text(rendered.file(path).content)
-            args += [f"--{name}", str(work / f"{name}.json")]
-    return subprocess.run(args, capture_output=True, text=True, timeout=600)
+    return run_models_script(rendered, engine.url, work, readiness_minutes=readiness_minutes, poll=1, timeout=600)
