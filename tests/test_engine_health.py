@@ -7,18 +7,17 @@ without its model was healthy.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
 
-from llmdeploy.render import ENGINE_HEALTH, FILES_DIR, XINFERENCE_MODELS, render
+from llmdeploy.render import ENGINE_HEALTH, FILES_DIR, render
 from support.endpoint import Endpoint, endpoint_config
 from support.ollama_stub import ollama_stub
 from support.openai_stub import openai_stub
 from support.site import site_endpoint
+from support.xinference_script import run_models_script
 from support.xinference_stub import XinferenceStub, wait_for, xinference_stub
 
 pytestmark = pytest.mark.integration
@@ -36,17 +35,7 @@ def healthz(ep: Endpoint) -> int:
 
 def launch_with_the_rendered_script(ep: Endpoint, stub: XinferenceStub, work: Path) -> None:
     """What the 40-engine step does once Xinference answers /status."""
-    script = work / "xinference-models.py"
-    script.write_text(ep.rendered.file(XINFERENCE_MODELS).content)
-    bodies = {}
-    for name in ("launch", "autostart"):
-        bodies[name] = work / f"{name}.json"
-        bodies[name].write_text(ep.rendered.file(f"{FILES_DIR}/xinference-{name}.json").content)
-    (work / "uptime").write_text("100.0 100.0\n")
-    result = subprocess.run([sys.executable, str(script), "--api", stub.url, "--readiness-minutes", "60",
-                             "--launch", str(bodies["launch"]), "--autostart", str(bodies["autostart"]),
-                             "--uptime-file", str(work / "uptime"), "--poll", "0.1"],
-                            capture_output=True, text=True, timeout=60)
+    result = run_models_script(ep.rendered, stub.url, work, uptime=100.0)
     assert result.returncode == 0, result.stderr
 
 
