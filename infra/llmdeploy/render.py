@@ -23,7 +23,8 @@ import bcrypt
 import jinja2
 import yaml
 
-from .config import ENGINE_PORTS, LlamacppModel, OllamaModel, StackConfig, VllmModel, XinferenceModel
+from .config import (ENGINE_PORTS, OPEN_WEBUI_MEMORY_MB, LlamacppModel, OllamaModel, StackConfig, VllmModel,
+                     XinferenceModel)
 from .declared import PROJECT_ROOT
 from .nvidia import CUDA_MIN_DRIVER
 from .routes import ENGINE_ROUTES
@@ -41,6 +42,7 @@ READY_MARKER = "/var/lib/llmdeploy/ready"
 LIBEXEC = "/usr/local/lib/llmdeploy"
 XINFERENCE_MODELS = f"{LIBEXEC}/xinference-models.py"
 XINFERENCE_VENV = "/opt/llmdeploy/xinference"
+OPEN_WEBUI_ADMIN = f"{LIBEXEC}/open-webui-admin"
 
 
 
@@ -167,7 +169,9 @@ def step_names(cfg: StackConfig) -> list[str]:
     steps += ["20-conda"] if cfg.conda else []
     steps += ["25-nvidia"] if cfg.gpu else []  # the driver, checked, before Docker's toolkit and the engine
     steps += ["30-docker"] if cfg.docker else []
-    steps += ["40-engine", "50-tls", "60-nginx"]
+    steps += ["40-engine"]
+    steps += ["45-open-webui"] if cfg.chat.ui == "open-webui" else []  # before 60-nginx opens the chat host
+    steps += ["50-tls", "60-nginx"]
     steps += ["70-acme"] if cfg.tls.mode == "letsencrypt" else []
     return steps + ["90-ready"]
 
@@ -257,6 +261,16 @@ def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
     }
 
 
+def _chat_context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
+    """Open WebUI's memory and secret file, and the admin key whose user signs in first."""
+    # config.py demands an admin key for chatUi open-webui; attendees never hold one (workshop/configs.py).
+    admin = next((k.name for k in cfg.auth.api_keys if k.admin), "")
+    return {"chat_ui": cfg.chat.ui, "chat_memory_mb": OPEN_WEBUI_MEMORY_MB,
+            "chat_admin_email": web_user_email(admin), "chat_admin_name": admin,
+            "chat_secret_env": f"{layout.paths['secrets_dir']}/open-webui.env",
+            "chat_secret_wait_s": cfg.readiness_timeout_minutes * 60, "chat_admin_script": OPEN_WEBUI_ADMIN}
+
+
 def _http_host(url: str) -> str:
     """The host of an http:// URL (pip's --trusted-host), empty for https."""
     parts = urlsplit(url)
@@ -311,6 +325,9 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
         files.append(VmFile(f"{LIBEXEC}/vllm-cuda-check", _render("files/vllm-cuda-check.sh.j2", ctx), "0755"))
     if cfg.engine == "vllm":
         files.append(VmFile(f"{LIBEXEC}/vllm-log-cause", _render("files/vllm-log-cause.sh.j2", ctx), "0755"))
+    if cfg.chat.ui == "open-webui":
+        files.append(VmFile(f"{FILES_DIR}/open-webui.service", _render("files/open-webui.service.j2", ctx)))
+        files.append(VmFile(OPEN_WEBUI_ADMIN, _render("files/open-webui-admin.sh.j2", ctx), "0755"))
     if cfg.engine == "llamacpp":
         files.append(VmFile(f"{FILES_DIR}/llamacpp-server.py", _render("files/llamacpp-server.py.j2", ctx), "0755"))
     return files
@@ -362,7 +379,7 @@ def stack_info(cfg: StackConfig, steps: list[str]) -> dict[str, Any]:
 
 
 def render(cfg: StackConfig, layout: Layout = Layout()) -> Rendered:
-    ctx = {**_context(cfg, layout), **_secret_context(cfg, layout)}
+    ctx = {**_context(cfg, layout), **_secret_context(cfg, layout), **_chat_context(cfg, layout)}
     steps = step_names(cfg)
     files = [
         VmFile("/usr/local/lib/llmdeploy/lib.sh", _render("lib.sh.j2", ctx)),

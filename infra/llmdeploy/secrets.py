@@ -1,7 +1,7 @@
 """Secrets that must never sit in user-data, packed for delivery after boot.
 
 OCI keeps user-data in instance metadata, readable by anyone with read access to the instance, so
-API keys, a provided TLS key and the Hugging Face token travel instead over SSH, as a tar archive on
+API keys, a provided TLS key, the Hugging Face token and Open WebUI's secret key travel instead over SSH, as a tar archive on
 the standard input of /usr/local/sbin/llmdeploy-install-secrets (never on a command line). They are
 delivered as soon as SSH logs in, while the steps run: a step that needs one (the engine's download
 needs hfToken) waits for it.
@@ -41,6 +41,11 @@ def generate_api_key() -> str:
     return KEY_PREFIX + _random.token_urlsafe(32)
 
 
+def generate_webui_secret_key() -> str:
+    """Open WebUI's WEBUI_SECRET_KEY (it signs the frontend's session tokens): 256 random bits."""
+    return _random.token_urlsafe(32)
+
+
 def api_keys_map(keys: Mapping[str, str]) -> str:
     """nginx map entries: the full Authorization header of each key -> the key's name."""
     lines = []
@@ -49,6 +54,13 @@ def api_keys_map(keys: Mapping[str, str]) -> str:
             raise ValueError(f"API key '{name}' must be 24-128 characters of A-Z, a-z, 0-9, '_' or '-'")
         lines.append(f'"Bearer {key}" {name};')
     return "".join(f"{line}\n" for line in lines)
+
+
+def open_webui_env(secret_key: str) -> str:
+    """open-webui.env, the unit's EnvironmentFile: one URL-safe word, so systemd reads it as it is."""
+    if not _KEY_RE.fullmatch(secret_key):
+        raise ValueError("Open WebUI's secret key must be 24-128 characters of A-Z, a-z, 0-9, '_' or '-'")
+    return f"WEBUI_SECRET_KEY={secret_key}\n"
 
 
 def hf_env(token: str) -> str:
@@ -63,17 +75,22 @@ def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str = "") -> bytes:
-    """The tar archive llmdeploy-install-secrets reads: one key for every name in cfg.auth.api_keys, and
-    for self-signed TLS the public IP the certificate must also name."""
+def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str = "",
+                   webui_secret_key: str = "") -> bytes:
+    """The tar archive llmdeploy-install-secrets reads: one key for every name in cfg.auth.api_keys, for
+    self-signed TLS the public IP the certificate must also name, and for chatUi open-webui its secret key."""
     missing = sorted({k.name for k in cfg.auth.api_keys} - set(api_keys))
     if missing:
         raise ValueError(f"no key value for API key name(s): {', '.join(missing)}")
+    if cfg.chat.ui == "open-webui" and not webui_secret_key:
+        raise ValueError("chatUi open-webui needs Open WebUI's secret key (WEBUI_SECRET_KEY) in the secrets bundle")
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         _add(tar, "api-keys.map", api_keys_map({k.name: api_keys[k.name] for k in cfg.auth.api_keys}))
         if cfg.hf_token:
             _add(tar, "hf.env", hf_env(cfg.hf_token.reveal()))
+        if cfg.chat.ui == "open-webui":
+            _add(tar, "open-webui.env", open_webui_env(webui_secret_key))
         if cfg.tls.mode == "self-signed" and public_ip:
             _add(tar, "tls/extra-sans", f"IP:{public_ip}\n")
         if cfg.tls.mode == "provided":

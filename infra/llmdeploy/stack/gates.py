@@ -72,9 +72,9 @@ def check_connection_settings(cfg: StackConfig) -> None:
 
 def readiness(name: str, cfg: StackConfig, host: pulumi.Output[str], api_keys: pulumi.Output[dict[str, str]],
               depends_on: list[pulumi.Resource], triggers: list[pulumi.Input[str]],
-              parent: pulumi.Resource) -> remote.Command:
-    bundle = pulumi.Output.all(api_keys, host).apply(
-        lambda args: base64.b64encode(secrets_bundle(cfg, args[0], args[1])).decode())
+              parent: pulumi.Resource, webui_secret_key: pulumi.Input[str] = "") -> remote.Command:
+    bundle = pulumi.Output.all(api_keys, host, webui_secret_key).apply(
+        lambda args: base64.b64encode(secrets_bundle(cfg, args[0], args[1], args[2])).decode())
     return remote.Command(
         f"{name}-readiness", connection=ssh_connection(cfg, host),
         create=readiness_script(cfg.readiness_timeout_minutes * 60), stdin=pulumi.Output.secret(bundle),

@@ -16,11 +16,11 @@ from pulumi_command import local
 
 from ..config import StackConfig
 from ..declared import PROJECT_ROOT, declarations
-from ..local import API_KEYS_ENV
+from ..local import API_KEYS_ENV, WEBUI_SECRET_KEY_ENV
 from ..render import render
 from ..secrets import KEY_PREFIX
 from ..stackfile import secret_env_name
-from .vm import KEY_LENGTH
+from .vm import KEY_LENGTH, webui_secret_key
 
 ENDPOINT_LINE = re.compile(r"^endpoint:\s+(https://\S+)\s*$", re.M)
 
@@ -66,6 +66,9 @@ class LocalVmEndpoint(pulumi.ComponentResource):
         self.api_keys = pulumi.Output.secret(keys)
         environment: dict[str, pulumi.Input[str]] = {API_KEYS_ENV: self.api_keys.apply(json.dumps),
                                                      **secret_environment(cfg)}
+        webui_key = webui_secret_key(name, cfg, child)
+        if webui_key:
+            environment[WEBUI_SECRET_KEY_ENV] = webui_key.result
         # A new VM whenever what it would boot changes; the old one goes first (same stack, same state folder).
         fingerprint = hashlib.sha256(render(cfg).user_data.encode()).hexdigest()
         vm = local.Command(

@@ -73,6 +73,14 @@ def reserved_ip(name: str, cfg: StackConfig, instance: core.Instance, tags: dict
                          opts=pulumi.ResourceOptions(parent=parent))
 
 
+def webui_secret_key(name: str, cfg: StackConfig, opts: pulumi.ResourceOptions) -> random.RandomPassword | None:
+    """Open WebUI's WEBUI_SECRET_KEY (chatUi open-webui): random, secret, stable across runs, delivered over SSH
+    with the API keys."""
+    if cfg.chat.ui != "open-webui":
+        return None
+    return random.RandomPassword(f"{name}-open-webui-secret-key", length=KEY_LENGTH, special=False, opts=opts)
+
+
 class VmEndpoint(pulumi.ComponentResource):
     endpoint_url: pulumi.Output[str]
     public_ip: pulumi.Output[str]
@@ -112,8 +120,10 @@ class VmEndpoint(pulumi.ComponentResource):
         keys: pulumi.Output[dict[str, str]] = pulumi.Output.all(**{n: p.result for n, p in passwords.items()}).apply(
             lambda found: {n: KEY_PREFIX + v for n, v in found.items()}) if passwords else pulumi.Output.from_input({})
         self.api_keys = pulumi.Output.secret(keys)
+        webui_key = webui_secret_key(name, cfg, child)
         ready = gates.readiness(name, cfg, ip.ip_address, self.api_keys, waits_for,
-                                [instance.id, *[p.id for p in passwords.values()]], self)
+                                [instance.id, *[p.id for p in passwords.values()]], self,
+                                webui_key.result if webui_key else "")
 
         host = cfg.domain or None
         self.public_ip = ip.ip_address
