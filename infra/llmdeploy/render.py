@@ -164,13 +164,19 @@ def _render(name: str, context: dict[str, Any]) -> str:
     return _ENV.get_template(name).render(**context)
 
 
+# The chat frontends with an install step of their own (45-chat-<ui>.sh.j2).
+CHAT_STEP_UIS = ("biochatter-light",)
+
+
 def step_names(cfg: StackConfig) -> list[str]:
     """The provisioning steps this config runs, in order; their names are the stage markers."""
     steps = ["10-base"]
     steps += ["20-conda"] if cfg.conda else []
     steps += ["25-nvidia"] if cfg.gpu else []  # the driver, checked, before Docker's toolkit and the engine
     steps += ["30-docker"] if cfg.docker else []
-    steps += ["40-engine", "50-tls", "60-nginx"]
+    steps += ["40-engine"]
+    steps += ["45-chat"] if cfg.chat.ui in CHAT_STEP_UIS else []  # the frontend, once its engine serves
+    steps += ["50-tls", "60-nginx"]
     steps += ["70-acme"] if cfg.tls.mode == "letsencrypt" else []
     return steps + ["90-ready"]
 
@@ -313,6 +319,8 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
         files.append(VmFile(f"{FILES_DIR}/apt-mirror.sources", _render("files/apt-mirror.sources.j2", ctx)))
     if cfg.conda:
         files.append(VmFile(f"{FILES_DIR}/condarc", _render("files/condarc.j2", ctx)))
+    if cfg.chat.ui == "biochatter-light":
+        files.append(VmFile(f"{FILES_DIR}/biochatter-light.service", _render("files/biochatter-light.service.j2", ctx)))
     if cfg.chat.enabled:
         files += [VmFile(f"{FILES_DIR}/chat-{name}.html", _render("files/chat-login.html.j2", {**ctx, "failed": failed}))
                   for name, failed in (("login", False), ("login-failed", True))]
@@ -391,7 +399,8 @@ def render(cfg: StackConfig, layout: Layout = Layout()) -> Rendered:
         VmFile(WAIT_READY, _render("wait-ready.sh.j2", ctx), "0755"),
     ]
     for step in steps:
-        template = f"steps/40-engine-{engine_template(cfg)}.sh.j2" if step == "40-engine" else f"steps/{step}.sh.j2"
+        template = {"40-engine": f"steps/40-engine-{engine_template(cfg)}.sh.j2",
+                    "45-chat": f"steps/45-chat-{cfg.chat.ui}.sh.j2"}.get(step, f"steps/{step}.sh.j2")
         files.append(VmFile(f"{STEPS_DIR}/{step}.sh", _render(template, ctx), "0755"))
     files += _support_files(cfg, ctx)
     info = stack_info(cfg, steps)
