@@ -34,14 +34,16 @@ class ChatSite:
 
 
 @contextmanager
-def chat_site(work: Path, frontend_port: int, ui: str = "open-webui", **overrides: object) -> Iterator[ChatSite]:
-    """nginx with the rendered site: the API in front of an engine stub, the chat host in front of the frontend
-    on frontend_port. Keys KEYS, delivered as on the VM; no basic-auth users (the chat signs in with keys)."""
+def chat_site(work: Path, frontend_port: int, ui: str = "open-webui", engine_port: int = 0,
+              **overrides: object) -> Iterator[ChatSite]:
+    """nginx with the rendered site: the API in front of the engine on engine_port (default: the frontend's), the
+    chat host in front of the frontend on frontend_port. Keys KEYS, delivered as on the VM; no basic-auth users
+    (the chat signs in with keys)."""
     settings: dict[str, object] = dict(chatUi=ui, chatHost="localhost", apiKeys=KEYS, basicAuthUsers=[],
                                        basicAuthPasswords="")
     if ui == "biochatter-light":
         settings.update(modelName="gpt-3.5-turbo", os="debian-12", imageId="ocid1.image.oc1..debian12")
     settings.update(overrides)
-    with site_endpoint(work, frontend_port, chat_port=frontend_port, **settings) as ep:
+    with site_endpoint(work, engine_port or frontend_port, chat_port=frontend_port, **settings) as ep:
         port = ep.layout.https_port
         yield ChatSite(ep, f"https://localhost:{port}", f"https://127.0.0.1:{port}", work / "nginx")
