@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
 from . import models, nvidia
+from .certnames import hostname_matches, pem_names
 from .declared import Declaration, declarations
 from .shapes import SHAPES, Shape, required_memory_gb, smallest_gpu_shape_for
 
@@ -565,7 +566,7 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         ssh_private_key=_ssh_private_key(r), readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
         smoke_ca_bundle=r.str("smokeCaBundle"), datascience=_datascience(r, target),
         workshop=_workshop(r, target), local_vm=_local_vm(r, target, engine, os_name),
-        chat=_chat(r, target, domain, auth, engine, model_name, os_name), sources=sources)
+        chat=_chat(r, target, domain, auth, engine, model_name, os_name, tls), sources=sources)
     if r.problems:
         raise ConfigError(r.problems, stack)
     return cfg
@@ -1088,7 +1089,8 @@ _GIT_REF_RE = re.compile(r"[0-9a-f]{40}|[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
 _BIOCHATTER_LIGHT_OSES = ("ubuntu-22.04", "debian-12")
 
 
-def _chat(r: _Reader, target: str, domain: str, auth: Auth, engine: str, model_name: str, os_name: str) -> Chat:
+def _chat(r: _Reader, target: str, domain: str, auth: Auth, engine: str, model_name: str, os_name: str,
+          tls: Tls) -> Chat:
     ui = r.choice("chatUi", CHAT_UIS)
     repo, ref = r.str("biochatterLightRepo"), r.str("biochatterLightRef")
     if not re.fullmatch(r"(https?|ssh|git|file)://[^\s'\"`$\\;&|<>]+", repo):
@@ -1110,7 +1112,20 @@ def _chat(r: _Reader, target: str, domain: str, auth: Auth, engine: str, model_n
             "pulumi config set --path 'apiKeys[0]' default; or pulumi config set chatUi none"))
     if ui == "biochatter-light":
         _check_biochatter_light(r, engine, model_name, os_name)
+    if host and tls.mode == "provided":
+        _check_provided_names(r, tls, host)
     return Chat(ui, host, repo, ref)
+
+
+def _check_provided_names(r: _Reader, tls: Tls, host: str) -> None:
+    """A provided certificate must name the chat host too: nginx serves it for both names."""
+    names = pem_names(tls.certificate.reveal()) if "-----BEGIN CERTIFICATE-----" in tls.certificate.reveal() else None
+    if names is not None and not hostname_matches(host, *names):
+        shown = ", ".join(names[0] + names[1]) or "no names"
+        r.problems.append(Problem(
+            "tlsCertificate", f"a certificate for {shown}", f"a certificate that also names the chat host {host} "
+            "(chatUi serves it on the same certificate)", "reissue it with both names (or *.<domain>), then "
+            "pulumi config set --secret tlsCertificate -- \"$(cat fullchain.pem)\"; or pulumi config set chatHost NAME"))
 
 
 def _chat_host(r: _Reader, ui: str, target: str, domain: str) -> str:
