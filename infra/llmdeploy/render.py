@@ -23,8 +23,8 @@ import bcrypt
 import jinja2
 import yaml
 
-from .config import (ENGINE_PORTS, OPEN_WEBUI_MEMORY_MB, LlamacppModel, OllamaModel, StackConfig, VllmModel,
-                     XinferenceModel)
+from .config import (CHAT_UI_PORTS, ENGINE_PORTS, OPEN_WEBUI_MEMORY_MB, LlamacppModel, OllamaModel, StackConfig,
+                     VllmModel, XinferenceModel)
 from .declared import PROJECT_ROOT
 from .nvidia import CUDA_MIN_DRIVER
 from .routes import ENGINE_ROUTES
@@ -88,6 +88,8 @@ class Layout:
     https_listen: str = "443"
     https_port: int = 443
     engine_port: int = 0  # 0: the engine's own port; tests put a real server on a free one
+    chat_port: int = 0  # 0: the chat frontend's own port (CHAT_UI_PORTS)
+    login_port: int = 8399  # nginx's own loopback server that checks a pasted key (chat sign-in)
 
     @property
     def https_port_suffix(self) -> str:
@@ -97,7 +99,8 @@ class Layout:
     def paths(self) -> dict[str, str]:
         etc = f"{self.root}/etc/llmdeploy"
         return {"tls_dir": f"{etc}/tls", "secrets_dir": f"{etc}/secrets", "htpasswd": f"{etc}/htpasswd",
-                "api_keys_map": f"{etc}/secrets/api-keys.map", "acme_webroot": f"{self.root}/var/www/llmdeploy-acme"}
+                "api_keys_map": f"{etc}/secrets/api-keys.map", "acme_webroot": f"{self.root}/var/www/llmdeploy-acme",
+                "chat_root": f"{self.root}/var/www/llmdeploy-chat"}
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,10 @@ def _render(name: str, context: dict[str, Any]) -> str:
     return _ENV.get_template(name).render(**context)
 
 
+# The chat frontends with an install step of their own (45-chat-<ui>.sh.j2).
+CHAT_STEP_UIS = ("open-webui", "biochatter-light")
+
+
 def step_names(cfg: StackConfig) -> list[str]:
     """The provisioning steps this config runs, in order; their names are the stage markers."""
     steps = ["10-base"]
@@ -170,7 +177,8 @@ def step_names(cfg: StackConfig) -> list[str]:
     steps += ["25-nvidia"] if cfg.gpu else []  # the driver, checked, before Docker's toolkit and the engine
     steps += ["30-docker"] if cfg.docker else []
     steps += ["40-engine"]
-    steps += ["45-open-webui"] if cfg.chat.ui == "open-webui" else []  # before 60-nginx opens the chat host
+    steps += ["45-chat"] if cfg.chat.ui in CHAT_STEP_UIS else []  # the frontend, once its engine serves, before
+    # 60-nginx opens the chat host
     steps += ["50-tls", "60-nginx"]
     steps += ["70-acme"] if cfg.tls.mode == "letsencrypt" else []
     return steps + ["90-ready"]
@@ -190,6 +198,17 @@ class AuthFailureLimit:
 
 
 AUTH_FAILURES = AuthFailureLimit()
+# A chat page load fetches dozens of scripts and styles at once: the chat host's requests count against the key's
+# own rate, as the API's do, with room for one page load above it.
+CHAT_PAGE_BURST = 200
+# The frontend learns who signed in from X-User-Email, NAME@<this>, which nginx sets (RFC 2606: never a real
+# mailbox).
+WEB_USER_DOMAIN = "workshop.invalid"
+
+
+def web_user_email(key_name: str) -> str:
+    """The identity the chat frontend gets for the API key named key_name (X-User-Email)."""
+    return f"{key_name}@{WEB_USER_DOMAIN}"
 
 
 def retry_after_seconds(rate: str) -> int:
@@ -231,7 +250,7 @@ def htpasswd(cfg: StackConfig) -> str:
 
 
 def tls_sans(cfg: StackConfig) -> str:
-    names = [cfg.domain] if cfg.domain else []
+    names = [n for n in (cfg.domain, cfg.chat.host) if n]
     return ",".join([f"DNS:{n}" for n in names + ["localhost"]] + ["IP:127.0.0.1"])
 
 
@@ -244,6 +263,8 @@ def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
         "os_family": cfg.os_family, "admin_user": cfg.admin_user, "layout": layout, "paths": layout.paths,
         "health": ENGINE_HEALTH[cfg.engine](cfg), "routes": ENGINE_ROUTES[cfg.engine], "tls_sans": tls_sans(cfg),
         "admin_keys": [k.name for k in cfg.auth.api_keys if k.admin],
+        "chat": cfg.chat, "chat_port": layout.chat_port or CHAT_UI_PORTS.get(cfg.chat.ui, 0),
+        "chat_burst": max(cfg.auth.burst, CHAT_PAGE_BURST), "web_user_domain": WEB_USER_DOMAIN,
         "auth_failures": AUTH_FAILURES, "auth_failures_retry_after": retry_after_seconds(AUTH_FAILURES.rate),
         "basic_retry_after": retry_after_seconds(cfg.auth.rate),
         "tensor_parallel": cfg.tensor_parallel_size if isinstance(cfg.model, VllmModel) else 1,
@@ -311,6 +332,11 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
         files.append(VmFile(f"{FILES_DIR}/apt-mirror.sources", _render("files/apt-mirror.sources.j2", ctx)))
     if cfg.conda:
         files.append(VmFile(f"{FILES_DIR}/condarc", _render("files/condarc.j2", ctx)))
+    if cfg.chat.ui == "biochatter-light":
+        files.append(VmFile(f"{FILES_DIR}/biochatter-light.service", _render("files/biochatter-light.service.j2", ctx)))
+    if cfg.chat.enabled:
+        files += [VmFile(f"{FILES_DIR}/chat-{name}.html", _render("files/chat-login.html.j2", {**ctx, "failed": failed}))
+                  for name, failed in (("login", False), ("login-failed", True))]
     if cfg.tls.mode == "letsencrypt":
         files.append(VmFile(f"{FILES_DIR}/certbot-deploy-hook", _render("files/certbot-deploy-hook.j2", ctx),
                             "0755"))
@@ -389,7 +415,8 @@ def render(cfg: StackConfig, layout: Layout = Layout()) -> Rendered:
         VmFile(WAIT_READY, _render("wait-ready.sh.j2", ctx), "0755"),
     ]
     for step in steps:
-        template = f"steps/40-engine-{engine_template(cfg)}.sh.j2" if step == "40-engine" else f"steps/{step}.sh.j2"
+        template = {"40-engine": f"steps/40-engine-{engine_template(cfg)}.sh.j2",
+                    "45-chat": f"steps/45-chat-{cfg.chat.ui}.sh.j2"}.get(step, f"steps/{step}.sh.j2")
         files.append(VmFile(f"{STEPS_DIR}/{step}.sh", _render(template, ctx), "0755"))
     files += _support_files(cfg, ctx)
     info = stack_info(cfg, steps)

@@ -15,6 +15,11 @@ from .network import Network
 KEY_LENGTH = 43  # random part of a key: 43 letters and digits, about 256 bits
 
 
+def chat_url(cfg: StackConfig) -> str:
+    """The chat frontend's sign-in page (chatUi), or "" without one."""
+    return f"https://{cfg.chat.host}/_login" if cfg.chat.enabled and cfg.chat.host else ""
+
+
 def availability_domain(cfg: StackConfig) -> pulumi.Input[str]:
     if cfg.availability_domain:
         return cfg.availability_domain
@@ -83,6 +88,7 @@ def webui_secret_key(name: str, cfg: StackConfig, opts: pulumi.ResourceOptions) 
 
 class VmEndpoint(pulumi.ComponentResource):
     endpoint_url: pulumi.Output[str]
+    chat_url: str
     public_ip: pulumi.Output[str]
     api_keys: pulumi.Output[dict[str, str]]
     ca_certificate: pulumi.Output[str]
@@ -109,10 +115,13 @@ class VmEndpoint(pulumi.ComponentResource):
         ip = reserved_ip(name, cfg, instance, tags, self)
         waits_for: list[pulumi.Resource] = [instance, ip]
         if cfg.dns_zone and cfg.domain:
-            waits_for.append(dns.Rrset(
-                f"{name}-dns", zone_name_or_id=cfg.dns_zone, domain=cfg.domain, rtype="A",
+            # The chat frontend's name points at the same VM (its certificate names both).
+            records = {"dns": cfg.domain, **({"chat-dns": cfg.chat.host} if cfg.chat.enabled else {})}
+            waits_for += [dns.Rrset(
+                f"{name}-{role}", zone_name_or_id=cfg.dns_zone, domain=host, rtype="A",
                 compartment_id=cfg.compartment_id, opts=child,
-                items=[dns.RrsetItemArgs(domain=cfg.domain, rdata=ip.ip_address, rtype="A", ttl=300)]))
+                items=[dns.RrsetItemArgs(domain=host, rdata=ip.ip_address, rtype="A", ttl=300)])
+                for role, host in records.items()]
 
         passwords = {k.name: random.RandomPassword(f"{name}-key-{k.name}", length=KEY_LENGTH, special=False,
                                                    opts=child) for k in cfg.auth.api_keys}
@@ -128,6 +137,7 @@ class VmEndpoint(pulumi.ComponentResource):
         host = cfg.domain or None
         self.public_ip = ip.ip_address
         self.endpoint_url = ip.ip_address.apply(lambda addr: f"https://{host or addr}")
+        self.chat_url = chat_url(cfg)
         self.ca_certificate = ready.stdout.apply(gates.ca_from_readiness)
         env: dict[str, pulumi.Input[str]] = {"LLMDEPLOY_CA_PEM": self.ca_certificate,
                                              "LLMDEPLOY_ACME_ROOTS_PEM": acme_roots,

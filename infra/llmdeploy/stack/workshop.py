@@ -19,7 +19,7 @@ def _entry(plan: EndpointPlan, vm: VmEndpoint, attendee_id: str) -> pulumi.Outpu
     return pulumi.Output.all(vm.endpoint_url, vm.api_keys, vm.ca_certificate).apply(lambda v: {
         "name": attendee.name, "email": attendee.email, "endpointUrl": v[0], "openaiBaseUrl": f"{v[0]}/v1",
         "apiKey": v[1].get(key_name, ""), "model": plan.cfg.model_name, "caCertificate": v[2],
-        "endpoint": plan.key})
+        "endpoint": plan.key, **({"chatUrl": vm.chat_url} if vm.chat_url else {})})
 
 
 class Workshop(pulumi.ComponentResource):

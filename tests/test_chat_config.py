@@ -1,0 +1,121 @@
+"""chatUi and chatHost: the typed config, its errors (each names the key, what is accepted and the fix), and what
+the rendering derives from them (the certificate's names, certbot's, the sign-in pages, the frontend's step)."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import minimal_raw
+from llmdeploy.config import ConfigError, parse
+from llmdeploy.render import FILES_DIR, STEPS_DIR, render, tls_sans
+
+LLAMA = dict(engine="llamacpp", shape="VM.Standard.E4.Flex", llamacppModelUrl="https://models.invalid/m.gguf")
+
+
+def problems(**overrides: object) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse(minimal_raw(**overrides))
+    return str(caught.value)
+
+
+def test_chat_is_off_by_default_and_renders_no_chat_host() -> None:
+    cfg = parse(minimal_raw(domain="llm.example.org"))
+    assert cfg.chat.ui == "none" and cfg.chat.host == ""
+    assert "llmdeploy_web_user" not in render(cfg).nginx_site
+
+
+@pytest.mark.parametrize(("overrides", "host"), [
+    (dict(domain="llm.example.org"), "chat.llm.example.org"),
+    (dict(domain="llm.example.org", chatHost="talk.example.org"), "talk.example.org"),
+    (dict(target="local", os="debian-12", **LLAMA), "chat.localhost"),
+])
+def test_the_chat_host_is_chat_dot_domain_unless_set(overrides: dict[str, object], host: str) -> None:
+    cfg = parse(minimal_raw(chatUi="open-webui", **overrides))
+    assert cfg.chat.host == host and cfg.chat.path == "/"
+    assert f"DNS:{host}" in tls_sans(cfg).split(",")
+    assert f"server_name {host};" in render(cfg).nginx_site
+
+
+def test_certbot_asks_for_both_names_and_expands_an_older_certificate() -> None:
+    cfg = parse(minimal_raw(chatUi="open-webui", domain="llm.example.org", tlsMode="letsencrypt"))
+    step = render(cfg).file(f"{STEPS_DIR}/70-acme.sh").content
+    assert '--cert-name "$domain" --expand -d "$domain" -d chat.llm.example.org' in step
+    assert "covers_chat" in step
+
+
+def test_the_sign_in_pages_are_installed_by_the_nginx_step() -> None:
+    rendered = render(parse(minimal_raw(chatUi="open-webui", domain="llm.example.org")))
+    page = rendered.file(f"{FILES_DIR}/chat-login.html").content
+    failed = rendered.file(f"{FILES_DIR}/chat-login-failed.html").content
+    assert '<form method="post" action="/_login">' in page and "not accepted" not in page and "not accepted" in failed
+    assert "chat-login-failed.html" in rendered.file(f"{STEPS_DIR}/60-nginx.sh").content
+
+
+def test_biochatter_light_gets_its_step_and_unit_and_the_light_path() -> None:
+    cfg = parse(minimal_raw(chatUi="biochatter-light", domain="llm.example.org", modelName="gpt-3.5-turbo", **LLAMA))
+    rendered = render(cfg)
+    assert "45-chat" in rendered.steps and cfg.chat.path == "/light/"
+    step = rendered.file(f"{STEPS_DIR}/45-chat.sh").content
+    assert "repo=https://github.com/biocypher/biochatter-light.git" in step and "ref=v0.8.5" in step
+    unit = rendered.file(f"{FILES_DIR}/biochatter-light.service").content
+    assert "Environment=OPENAI_BASE_URL=http://127.0.0.1:8080/v1" in unit and "--server.baseUrlPath light" in unit
+    assert "location /light/ {" in rendered.nginx_site
+
+
+def test_a_mirror_and_a_commit_pin_the_biochatter_light_source() -> None:
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cfg = parse(minimal_raw(chatUi="biochatter-light", domain="llm.example.org", modelName="gpt-3.5-turbo",
+                            biochatterLightRepo="https://git.mirror.example.org/biochatter-light.git",
+                            biochatterLightRef=commit, **LLAMA))
+    step = render(cfg).file(f"{STEPS_DIR}/45-chat.sh").content
+    assert "repo=https://git.mirror.example.org/biochatter-light.git" in step and f"ref={commit}" in step
+    done = subprocess.run(["shellcheck", "-s", "bash", "-"], input=step, text=True, capture_output=True)
+    assert done.returncode == 0, done.stdout
+
+
+def test_ollama_feeds_biochatter_light_its_own_model_variables() -> None:
+    cfg = parse(minimal_raw(chatUi="biochatter-light", domain="llm.example.org", engine="ollama"))
+    unit = render(cfg).file(f"{FILES_DIR}/biochatter-light.service").content
+    assert "Environment=OLLAMA_URL=http://127.0.0.1:11434" in unit and "Environment=OLLAMA_MODEL=llama3.1:8b" in unit
+    assert "OPENAI_BASE_URL" not in unit
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (dict(chatUi="webui", domain="llm.example.org"),
+     "chatUi: got 'webui'; expected one of none, open-webui, biochatter-light"),
+    (dict(chatUi="open-webui"), "a domain for the chat frontend's own host name"),
+    (dict(chatUi="open-webui", domain="llm.example.org", chatHost="llm.example.org"),
+     "a host name other than domain"),
+    (dict(chatUi="open-webui", domain="llm.example.org", chatHost="not a host"), "chatHost: got 'not a host'"),
+    (dict(chatUi="open-webui", domain="llm.example.org", apiKeys=[], basicAuthUsers=["bob"],
+          basicAuthPasswords=json.dumps({"bob": "a-long-passphrase"})),
+     "API keys to sign in with"),
+    (dict(chatUi="open-webui", target="datascience", dsContainerImage="iad.ocir.io/t/vllm:v1", engine="vllm",
+          domain="llm.example.org"), "none on the datascience target"),
+    (dict(chatUi="biochatter-light", domain="llm.example.org", os="ubuntu-24.04", modelName="gpt-3.5-turbo", **LLAMA),
+     "os: got 'ubuntu-24.04'; expected one of ubuntu-22.04, debian-12 for chatUi biochatter-light"),
+    (dict(chatUi="biochatter-light", domain="llm.example.org", **LLAMA),
+     "modelName: got 'm'; expected gpt-3.5-turbo for chatUi biochatter-light"),
+    (dict(biochatterLightRef="v1; rm -rf /"), "biochatterLightRef: got"),
+    (dict(biochatterLightRepo="github.com/x/y"), "biochatterLightRepo: got"),
+])
+def test_bad_chat_settings_name_the_key_and_the_fix(overrides: dict[str, object], message: str) -> None:
+    text = problems(**overrides)
+    assert message in text and "pulumi config" in text
+
+
+def test_a_provided_certificate_must_also_name_the_chat_host(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from support.certs import issue_leaf, make_ca
+    ca = make_ca(tmp_path / "ca")
+    only_api = issue_leaf(ca, tmp_path / "api", hostnames=["llm.example.org"], ips=[])
+    both = issue_leaf(ca, tmp_path / "both", hostnames=["llm.example.org", "chat.llm.example.org"], ips=[])
+    settings = dict(chatUi="open-webui", domain="llm.example.org", tlsMode="provided")
+
+    def provided(leaf) -> dict[str, object]:  # type: ignore[no-untyped-def]
+        return dict(tlsCertificate=leaf.fullchain.read_text(), tlsPrivateKey=leaf.key.read_text(), **settings)
+
+    text = problems(**provided(only_api))
+    assert "also names the chat host chat.llm.example.org" in text and "llm.example.org" in text
+    assert parse(minimal_raw(**provided(both))).chat.host == "chat.llm.example.org"
