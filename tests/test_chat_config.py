@@ -12,6 +12,7 @@ from llmdeploy.config import ConfigError, parse
 from llmdeploy.render import FILES_DIR, STEPS_DIR, render, tls_sans
 
 LLAMA = dict(engine="llamacpp", shape="VM.Standard.E4.Flex", llamacppModelUrl="https://models.invalid/m.gguf")
+WEBUI_KEYS = ["default", "ops:admin"]  # Open WebUI's admin is the admin key's user (test_chat_webui_config.py)
 
 
 def problems(**overrides: object) -> str:
@@ -32,21 +33,21 @@ def test_chat_is_off_by_default_and_renders_no_chat_host() -> None:
     (dict(target="local", os="debian-12", **LLAMA), "chat.localhost"),
 ])
 def test_the_chat_host_is_chat_dot_domain_unless_set(overrides: dict[str, object], host: str) -> None:
-    cfg = parse(minimal_raw(chatUi="open-webui", **overrides))
+    cfg = parse(minimal_raw(chatUi="open-webui", apiKeys=WEBUI_KEYS, **overrides))
     assert cfg.chat.host == host and cfg.chat.path == "/"
     assert f"DNS:{host}" in tls_sans(cfg).split(",")
     assert f"server_name {host};" in render(cfg).nginx_site
 
 
 def test_certbot_asks_for_both_names_and_expands_an_older_certificate() -> None:
-    cfg = parse(minimal_raw(chatUi="open-webui", domain="llm.example.org", tlsMode="letsencrypt"))
+    cfg = parse(minimal_raw(chatUi="open-webui", apiKeys=WEBUI_KEYS, domain="llm.example.org", tlsMode="letsencrypt"))
     step = render(cfg).file(f"{STEPS_DIR}/70-acme.sh").content
     assert '--cert-name "$domain" --expand -d "$domain" -d chat.llm.example.org' in step
     assert "covers_chat" in step
 
 
 def test_the_sign_in_pages_are_installed_by_the_nginx_step() -> None:
-    rendered = render(parse(minimal_raw(chatUi="open-webui", domain="llm.example.org")))
+    rendered = render(parse(minimal_raw(chatUi="open-webui", apiKeys=WEBUI_KEYS, domain="llm.example.org")))
     page = rendered.file(f"{FILES_DIR}/chat-login.html").content
     failed = rendered.file(f"{FILES_DIR}/chat-login-failed.html").content
     assert '<form method="post" action="/_login">' in page and "not accepted" not in page and "not accepted" in failed
@@ -111,7 +112,7 @@ def test_a_provided_certificate_must_also_name_the_chat_host(tmp_path) -> None: 
     ca = make_ca(tmp_path / "ca")
     only_api = issue_leaf(ca, tmp_path / "api", hostnames=["llm.example.org"], ips=[])
     both = issue_leaf(ca, tmp_path / "both", hostnames=["llm.example.org", "chat.llm.example.org"], ips=[])
-    settings = dict(chatUi="open-webui", domain="llm.example.org", tlsMode="provided")
+    settings = dict(chatUi="open-webui", apiKeys=WEBUI_KEYS, domain="llm.example.org", tlsMode="provided")
 
     def provided(leaf) -> dict[str, object]:  # type: ignore[no-untyped-def]
         return dict(tlsCertificate=leaf.fullchain.read_text(), tlsPrivateKey=leaf.key.read_text(), **settings)

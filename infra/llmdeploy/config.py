@@ -1183,8 +1183,8 @@ def _check_open_webui(r: _Reader, cfg: StackConfig) -> None:
     need_gb = weights + OPEN_WEBUI_MEMORY_MB / 1024
     if cfg.memory_gb >= need_gb:
         return
-    key, fix = (("localMemoryMb", set_cmd("localMemoryMb", str(math.ceil(need_gb + 1) * 1024)))
-                if cfg.target == "local" else ("shapeMemoryGbs", set_cmd("shapeMemoryGbs", str(math.ceil(need_gb + 1)))))
+    key, fix = (("localMemoryMb", set_cmd("localMemoryMb", str(math.ceil(need_gb) * 1024))) if cfg.target == "local"
+                else ("shapeMemoryGbs", set_cmd("shapeMemoryGbs", str(math.ceil(need_gb)))))
     have = cfg.local_vm.memory_mb if cfg.target == "local" else cfg.shape_memory_gbs
     r.problems.append(Problem(key, have, f"at least {need_gb:.1f} GB of RAM for chatUi open-webui ({weights:.1f} GB "
                               f"for the model's weights and {OPEN_WEBUI_MEMORY_MB} MB for Open WebUI)", fix))

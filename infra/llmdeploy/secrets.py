@@ -78,18 +78,17 @@ def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
 def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str = "",
                    webui_secret_key: str = "") -> bytes:
     """The tar archive llmdeploy-install-secrets reads: one key for every name in cfg.auth.api_keys, for
-    self-signed TLS the public IP the certificate must also name, and for chatUi open-webui its secret key."""
+    self-signed TLS the public IP the certificate must also name, and for chatUi open-webui its secret key (step
+    45-chat waits for the first one)."""
     missing = sorted({k.name for k in cfg.auth.api_keys} - set(api_keys))
     if missing:
         raise ValueError(f"no key value for API key name(s): {', '.join(missing)}")
-    if cfg.chat.ui == "open-webui" and not webui_secret_key:
-        raise ValueError("chatUi open-webui needs Open WebUI's secret key (WEBUI_SECRET_KEY) in the secrets bundle")
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         _add(tar, "api-keys.map", api_keys_map({k.name: api_keys[k.name] for k in cfg.auth.api_keys}))
         if cfg.hf_token:
             _add(tar, "hf.env", hf_env(cfg.hf_token.reveal()))
-        if cfg.chat.ui == "open-webui":
+        if cfg.chat.ui == "open-webui" and webui_secret_key:  # without it, the VM keeps the one it has
             _add(tar, "open-webui.env", open_webui_env(webui_secret_key))
         if cfg.tls.mode == "self-signed" and public_ip:
             _add(tar, "tls/extra-sans", f"IP:{public_ip}\n")
