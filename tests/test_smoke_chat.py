@@ -85,3 +85,28 @@ def test_bad_chat_input_exits_2_with_the_fix(argv: list[str], message: str, caps
     assert main(["smoke", "https://llm.example.com", *key, *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_the_pulumi_smoke_gate_signs_in_on_the_chat_host(site: ChatSite, tmp_path: Path) -> None:
+    """The gate's script as Pulumi runs it (gates.SMOKE_SCRIPT) with the chat URL the program hands it: this
+    checkout's llmdeploy (plus --http-url: nginx's plain HTTP is not on port 80 here) runs the chat checks too."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    from llmdeploy.stack.gates import SMOKE_SCRIPT
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    http = site.ep.http_base.replace("localhost", "127.0.0.1")
+    (bin_dir / "llmdeploy").write_text(f"#!/bin/bash\nexec {shlex.quote(sys.executable)} -m llmdeploy.cli "
+                                       f"\"$@\" --http-url {http}\n")
+    (bin_dir / "llmdeploy").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": os.pathsep.join(sys.path),
+           "LLMDEPLOY_SMOKE_URL": site.api, "LLMDEPLOY_SMOKE_KIND": "openai", "LLMDEPLOY_SMOKE_MODEL": MODEL_ID,
+           "LLMDEPLOY_API_KEY": site.ep.keys["bob"], "LLMDEPLOY_CA_PEM": Path(site.ep.ca).read_text(),
+           "LLMDEPLOY_SMOKE_CHAT_URL": f"{site.chat}/_login"}
+    done = subprocess.run(["/bin/bash", "-c", SMOKE_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("PASS  chat-ui:") == 3 and site.ep.keys["bob"] not in done.stdout

@@ -145,6 +145,8 @@ class VmEndpoint(pulumi.ComponentResource):
         if cfg.auth.api_keys:
             first_key = cfg.auth.api_keys[0].name
             env["LLMDEPLOY_API_KEY"] = self.api_keys.apply(lambda keys: keys[first_key])
+            if self.chat_url:
+                env["LLMDEPLOY_SMOKE_CHAT_URL"] = self.chat_url
         else:  # basic-auth users only
             user = cfg.auth.basic_users[0]
             env["LLMDEPLOY_BASIC_USER"] = user
