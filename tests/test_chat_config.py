@@ -11,17 +11,22 @@ from conftest import minimal_raw
 from llmdeploy.config import ConfigError, parse
 from llmdeploy.render import FILES_DIR, STEPS_DIR, render, tls_sans
 
+def chat_raw(**overrides: object) -> dict[str, object]:
+    """A stack with an admin key (Open WebUI's first user) and an attendee's, unless overridden."""
+    return minimal_raw(**{"apiKeys": ["instructor:admin", "default"], **overrides})
+
+
 LLAMA = dict(engine="llamacpp", shape="VM.Standard.E4.Flex", llamacppModelUrl="https://models.invalid/m.gguf")
 
 
 def problems(**overrides: object) -> str:
     with pytest.raises(ConfigError) as caught:
-        parse(minimal_raw(**overrides))
+        parse(chat_raw(**overrides))
     return str(caught.value)
 
 
 def test_chat_is_off_by_default_and_renders_no_chat_host() -> None:
-    cfg = parse(minimal_raw(domain="llm.example.org"))
+    cfg = parse(chat_raw(domain="llm.example.org"))
     assert cfg.chat.ui == "none" and cfg.chat.host == ""
     assert "llmdeploy_web_user" not in render(cfg).nginx_site
 
@@ -32,21 +37,21 @@ def test_chat_is_off_by_default_and_renders_no_chat_host() -> None:
     (dict(target="local", os="debian-12", **LLAMA), "chat.localhost"),
 ])
 def test_the_chat_host_is_chat_dot_domain_unless_set(overrides: dict[str, object], host: str) -> None:
-    cfg = parse(minimal_raw(chatUi="open-webui", **overrides))
+    cfg = parse(chat_raw(chatUi="open-webui", **overrides))
     assert cfg.chat.host == host and cfg.chat.path == "/"
     assert f"DNS:{host}" in tls_sans(cfg).split(",")
     assert f"server_name {host};" in render(cfg).nginx_site
 
 
 def test_certbot_asks_for_both_names_and_expands_an_older_certificate() -> None:
-    cfg = parse(minimal_raw(chatUi="open-webui", domain="llm.example.org", tlsMode="letsencrypt"))
+    cfg = parse(chat_raw(chatUi="open-webui", domain="llm.example.org", tlsMode="letsencrypt"))
     step = render(cfg).file(f"{STEPS_DIR}/70-acme.sh").content
     assert '--cert-name "$domain" --expand -d "$domain" -d chat.llm.example.org' in step
     assert "covers_chat" in step
 
 
 def test_the_sign_in_pages_are_installed_by_the_nginx_step() -> None:
-    rendered = render(parse(minimal_raw(chatUi="open-webui", domain="llm.example.org")))
+    rendered = render(parse(chat_raw(chatUi="open-webui", domain="llm.example.org")))
     page = rendered.file(f"{FILES_DIR}/chat-login.html").content
     failed = rendered.file(f"{FILES_DIR}/chat-login-failed.html").content
     assert '<form method="post" action="/_login">' in page and "not accepted" not in page and "not accepted" in failed
@@ -54,7 +59,7 @@ def test_the_sign_in_pages_are_installed_by_the_nginx_step() -> None:
 
 
 def test_biochatter_light_gets_its_step_and_unit_and_the_light_path() -> None:
-    cfg = parse(minimal_raw(chatUi="biochatter-light", domain="llm.example.org", modelName="gpt-3.5-turbo", **LLAMA))
+    cfg = parse(chat_raw(chatUi="biochatter-light", domain="llm.example.org", modelName="gpt-3.5-turbo", **LLAMA))
     rendered = render(cfg)
     assert "45-chat" in rendered.steps and cfg.chat.path == "/light/"
     step = rendered.file(f"{STEPS_DIR}/45-chat.sh").content
@@ -66,7 +71,7 @@ def test_biochatter_light_gets_its_step_and_unit_and_the_light_path() -> None:
 
 def test_a_mirror_and_a_commit_pin_the_biochatter_light_source() -> None:
     commit = "0123456789abcdef0123456789abcdef01234567"
-    cfg = parse(minimal_raw(chatUi="biochatter-light", domain="llm.example.org", modelName="gpt-3.5-turbo",
+    cfg = parse(chat_raw(chatUi="biochatter-light", domain="llm.example.org", modelName="gpt-3.5-turbo",
                             biochatterLightRepo="https://git.mirror.example.org/biochatter-light.git",
                             biochatterLightRef=commit, **LLAMA))
     step = render(cfg).file(f"{STEPS_DIR}/45-chat.sh").content
@@ -76,7 +81,7 @@ def test_a_mirror_and_a_commit_pin_the_biochatter_light_source() -> None:
 
 
 def test_ollama_feeds_biochatter_light_its_own_model_variables() -> None:
-    cfg = parse(minimal_raw(chatUi="biochatter-light", domain="llm.example.org", engine="ollama"))
+    cfg = parse(chat_raw(chatUi="biochatter-light", domain="llm.example.org", engine="ollama"))
     unit = render(cfg).file(f"{FILES_DIR}/biochatter-light.service").content
     assert "Environment=OLLAMA_URL=http://127.0.0.1:11434" in unit and "Environment=OLLAMA_MODEL=llama3.1:8b" in unit
     assert "OPENAI_BASE_URL" not in unit
@@ -98,6 +103,8 @@ def test_ollama_feeds_biochatter_light_its_own_model_variables() -> None:
      "os: got 'ubuntu-24.04'; expected one of ubuntu-22.04, debian-12 for chatUi biochatter-light"),
     (dict(chatUi="biochatter-light", domain="llm.example.org", **LLAMA),
      "modelName: got 'm'; expected gpt-3.5-turbo for chatUi biochatter-light"),
+    (dict(chatUi="open-webui", domain="llm.example.org", apiKeys=["default"]),
+     "an admin key (NAME:admin) for chatUi open-webui"),
     (dict(biochatterLightRef="v1; rm -rf /"), "biochatterLightRef: got"),
     (dict(biochatterLightRepo="github.com/x/y"), "biochatterLightRepo: got"),
 ])
@@ -118,4 +125,19 @@ def test_a_provided_certificate_must_also_name_the_chat_host(tmp_path) -> None: 
 
     text = problems(**provided(only_api))
     assert "also names the chat host chat.llm.example.org" in text and "llm.example.org" in text
-    assert parse(minimal_raw(**provided(both))).chat.host == "chat.llm.example.org"
+    assert parse(chat_raw(**provided(both))).chat.host == "chat.llm.example.org"
+
+
+def test_the_first_admin_key_is_the_frontends_admin_and_shared_endpoints_keep_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from llmdeploy.workshop.configs import plan_endpoints
+    from llmdeploy.workshop.roster import read_roster
+
+    raw = chat_raw(chatUi="open-webui", apiKeys=["ops", "instructor:admin"], workshopRoster="r.csv",
+                   workshopLayout="shared", workshopEndpoints=1, workshopDomain="ws.example.org")
+    cfg = parse(raw)
+    assert cfg.chat.admin == "instructor" and cfg.chat.host == ""  # each endpoint gets its own
+    (tmp_path / "r.csv").write_text("id,name,email\nalice,Alice,a@example.org\nbob,Bob,b@example.org\n")
+    [plan] = plan_endpoints(raw, cfg, read_roster(tmp_path / "r.csv"))
+    assert [k.name for k in plan.cfg.auth.api_keys] == ["alice", "bob", "instructor"]
+    assert plan.cfg.chat.admin == "instructor" and plan.cfg.chat.host == "chat.ep0.ws.example.org"
+    assert not any(k.admin for k in plan.cfg.auth.api_keys if k.name in ("alice", "bob"))

@@ -267,6 +267,7 @@ class Chat:
     host: str  # chat.<domain> unless chatHost says otherwise; empty when ui is none
     biochatter_light_repo: str
     biochatter_light_ref: str
+    admin: str = ""  # the first admin key's name: it signs in first, so it is the frontend's admin (Open WebUI)
 
     @property
     def enabled(self) -> bool:
@@ -1114,7 +1115,13 @@ def _chat(r: _Reader, target: str, domain: str, auth: Auth, engine: str, model_n
         _check_biochatter_light(r, engine, model_name, os_name)
     if host and tls.mode == "provided":
         _check_provided_names(r, tls, host)
-    return Chat(ui, host, repo, ref)
+    admin = next((k.name for k in auth.api_keys if k.admin), "")
+    if ui == "open-webui" and auth.api_keys and not admin and not r.failed("apiKeys"):
+        r.problems.append(Problem(
+            "apiKeys", [k.name for k in auth.api_keys], "an admin key (NAME:admin) for chatUi open-webui: Open WebUI "
+            "makes the first user to sign in its admin, and llmdeploy signs the first admin key in before any "
+            "attendee can", set_cmd("apiKeys", f"--path 'apiKeys[{len(auth.api_keys)}]' instructor:admin")))
+    return Chat(ui, host, repo, ref, admin)
 
 
 def _check_provided_names(r: _Reader, tls: Tls, host: str) -> None:
