@@ -87,8 +87,10 @@ def test_a_hostile_roster_is_a_message_naming_it(tmp_path: Path, capsys: pytest.
     assert code == EXIT_USAGE and "roster.csv" in err and "Traceback" not in err, err
 
 
+# Short ids: pytest would otherwise spell out the whole content, and a 100,000-character id costs seconds.
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
-@pytest.mark.parametrize("content", [b"\xff\xfe\x00x", b"[" * 100_000, ("x: " + "9" * 5000).encode()])
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00x", b"[" * 100_000, ("x: " + "9" * 5000).encode()],
+                         ids=["not UTF-8", "100,000 brackets", "a 5,000-digit number"])
 def test_a_hostile_targets_file_is_a_message_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                        suffix: str, content: bytes) -> None:
     path = tmp_path / f"targets{suffix}"
@@ -97,7 +99,8 @@ def test_a_hostile_targets_file_is_a_message_naming_it(tmp_path: Path, capsys: p
     assert code == EXIT_USAGE and str(path) in err and "Traceback" not in err, err
 
 
-@pytest.mark.parametrize("content", [b"\xff\xfe\x00x", b"[" * 100_000, b'{"x": ' + b"9" * 5000 + b"}"])
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00x", b"[" * 100_000, b'{"x": ' + b"9" * 5000 + b"}"],
+                         ids=["not UTF-8", "100,000 brackets", "a 5,000-digit number"])
 def test_a_hostile_outputs_file_is_a_message_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                        content: bytes) -> None:
     root = workshop_project(tmp_path, [{"id": "u1", "name": "U", "email": "u1@example.org"}])
@@ -109,7 +112,7 @@ def test_a_hostile_outputs_file_is_a_message_naming_it(tmp_path: Path, capsys: p
     assert not (tmp_path / "handouts").exists()
 
 
-@pytest.mark.parametrize("content", [b"\xff\xfe\x00x", NESTED_BLOCK.encode()])
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00x", NESTED_BLOCK.encode()], ids=["not UTF-8", "YAML nested 4,000 deep"])
 def test_a_hostile_limits_file_is_a_message_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                       content: bytes) -> None:
     root = workshop_project(tmp_path, [{"id": "u1", "name": "U", "email": "u1@example.org"}])
