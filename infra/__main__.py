@@ -4,6 +4,8 @@ import pulumi
 
 from llmdeploy.config import ConfigError, StackConfig, parse
 from llmdeploy.declared import declarations
+from llmdeploy.endpoints import load_plans
+from llmdeploy.roster import RosterError
 from llmdeploy.stack import outputs
 from llmdeploy.stack.datascience import DataScienceEndpoint
 from llmdeploy.stack.gates import check_connection_settings
@@ -12,8 +14,6 @@ from llmdeploy.stack.pulumi_config import load_raw
 from llmdeploy.stack.tags import freeform_tags
 from llmdeploy.stack.vm import VmEndpoint
 from llmdeploy.stack.workshop import Workshop
-from llmdeploy.workshop.configs import load_plans
-from llmdeploy.workshop.roster import RosterError
 
 
 def curl_example(url: str, model: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 import pulumi
 
 from ..config import StackConfig
-from ..workshop.configs import EndpointPlan
+from ..endpoints import EndpointPlan
 from .network import Network
 from .tags import freeform_tags
 from .vm import VmEndpoint

@@ -1,5 +1,5 @@
 """A workshop stack as the workshop commands see it: the stack's raw values, its typed config, its roster and
-the endpoints `pulumi up` makes of them (llmdeploy.workshop.configs, the same code the Pulumi program runs).
+the endpoints `pulumi up` makes of them (llmdeploy.endpoints, the same code the Pulumi program runs).
 
 Secrets: a `secure:` value can only be decrypted by the Pulumi CLI. The workshop commands need none of them
 (plan, handouts, status, rotate, revoke and teardown read shapes, names, tags and the roster), so a secret
@@ -15,11 +15,11 @@ from typing import Any
 
 from ..config import ConfigError, StackConfig, parse
 from ..declared import PROJECT_ROOT, declarations, project_name
+from ..endpoints import EndpointPlan, plan_endpoints
+from ..roster import Attendee, RosterError, read_roster
 from ..stackfile import StackFileError, read_stack, secret_env_name, stack_file
-from .configs import EndpointPlan, plan_endpoints
 from ..textfiles import FileProblem, load_yaml, read_text
 from .errors import WorkshopError
-from .roster import Attendee, RosterError, read_roster
 
 
 def project_dir(arg: str | None) -> Path:

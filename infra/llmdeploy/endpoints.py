@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..config import ConfigError, Problem, StackConfig, is_rate, parse, set_cmd
-from ..declared import PROJECT_ROOT, Declaration, declarations
+from .config import ConfigError, Problem, StackConfig, is_rate, parse, set_cmd
+from .declared import PROJECT_ROOT, Declaration, declarations
 from .roster import Attendee, active, assign, read_roster
 
 
