@@ -22,9 +22,9 @@ def curl_example(url: str, model: str) -> str:
             f"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'")
 
 
-def workshop(name: str, cfg: StackConfig, raw: dict[str, str]) -> None:
+def workshop(name: str, cfg: StackConfig) -> None:
     try:
-        plans = load_plans(raw, cfg)  # every attendee's config validated before any resource
+        plans = load_plans(cfg)  # every attendee's config validated before any resource
         for plan in plans:
             check_connection_settings(plan.cfg)
     except (ConfigError, RosterError, ValueError) as exc:
@@ -44,7 +44,7 @@ def main() -> None:
     tags = freeform_tags(cfg, pulumi.get_project())
     pulumi.export(outputs.MODEL_NAME, cfg.model_name)
     if cfg.workshop.roster:
-        workshop(name, cfg, raw)
+        workshop(name, cfg)
     elif cfg.target == "vm":
         vm = VmEndpoint(name, cfg, tags)
         pulumi.export(outputs.ENDPOINT_URL, vm.endpoint_url)

@@ -37,7 +37,7 @@ def _endpoints(root: Path, stack: str) -> list[tuple[str, StackConfig]]:
     if not cfg.workshop.roster:
         return [("", cfg)]
     try:
-        plans = plan_endpoints(raw, cfg, read_roster(root / cfg.workshop.roster), declarations(root))
+        plans = plan_endpoints(cfg, read_roster(root / cfg.workshop.roster))
     except (RosterError, ValueError) as exc:
         raise StackFileError(f"stack '{stack}': {exc}") from None
     return [(plan.key, plan.cfg) for plan in plans]
