@@ -10,7 +10,7 @@ from ..config import OSES, StackConfig
 from ..render import encode_user_data, render
 from ..secrets import KEY_PREFIX
 from . import gates
-from .network import Network
+from .network import Network, NetworkArgs
 
 KEY_LENGTH = 43  # random part of a key: 43 letters and digits, about 256 bits
 
@@ -86,7 +86,7 @@ class VmEndpoint(pulumi.ComponentResource):
         acme_roots = gates.smoke_acme_roots(cfg)
         super().__init__("llmdeploy:vm:VmEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        network = network or Network(f"{name}-net", cfg, tags, opts=child)  # a workshop shares one
+        network = network or Network(f"{name}-net", NetworkArgs.from_config(cfg), tags, opts=child)  # a workshop shares one
         instance = core.Instance(
             f"{name}-instance", availability_domain=availability_domain(cfg), compartment_id=cfg.compartment_id,
             shape=cfg.shape.name, shape_config=shape_config(cfg), display_name=f"{name}-instance",

@@ -8,7 +8,7 @@ import pulumi
 
 from ..config import StackConfig
 from ..endpoints import EndpointPlan
-from .network import Network
+from .network import Network, NetworkArgs
 from .tags import freeform_tags
 from .vm import VmEndpoint
 
@@ -30,7 +30,7 @@ class Workshop(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmdeploy:workshop:Workshop", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        network = Network(f"{name}-net", cfg, freeform_tags(cfg, project), opts=child)
+        network = Network(f"{name}-net", NetworkArgs.from_config(cfg), freeform_tags(cfg, project), opts=child)
         entries: dict[str, pulumi.Output[dict[str, Any]]] = {}
         urls: dict[str, pulumi.Output[str]] = {}
         for plan in plans:
