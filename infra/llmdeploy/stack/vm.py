@@ -3,17 +3,13 @@ optional DNS record, generated API keys, and the readiness and smoke gates."""
 from __future__ import annotations
 
 import pulumi
-import pulumi_random as random
 from pulumi_oci import core, dns, identity
 
 from ..config import OSES, StackConfig
 from ..render import encode_user_data, render
-from ..secrets import KEY_PREFIX
 from . import gates
+from .api_keys import generate_api_keys
 from .network import Network, NetworkArgs
-
-KEY_LENGTH = 43  # random part of a key: 43 letters and digits, about 256 bits
-
 
 def availability_domain(cfg: StackConfig) -> pulumi.Input[str]:
     if cfg.availability_domain:
@@ -106,14 +102,9 @@ class VmEndpoint(pulumi.ComponentResource):
                 compartment_id=cfg.compartment_id, opts=child,
                 items=[dns.RrsetItemArgs(domain=cfg.domain, rdata=ip.ip_address, rtype="A", ttl=300)]))
 
-        passwords = {k.name: random.RandomPassword(f"{name}-key-{k.name}", length=KEY_LENGTH, special=False,
-                                                   opts=child) for k in cfg.auth.api_keys}
-        # Output.all() with no arguments gives a list, not a dict: a basic-auth-only stack has no keys.
-        keys: pulumi.Output[dict[str, str]] = pulumi.Output.all(**{n: p.result for n, p in passwords.items()}).apply(
-            lambda found: {n: KEY_PREFIX + v for n, v in found.items()}) if passwords else pulumi.Output.from_input({})
-        self.api_keys = pulumi.Output.secret(keys)
-        ready = gates.readiness(name, cfg, ip.ip_address, self.api_keys, waits_for,
-                                [instance.id, *[p.id for p in passwords.values()]], self)
+        keys = generate_api_keys(name, [k.name for k in cfg.auth.api_keys], self)
+        self.api_keys = keys.values
+        ready = gates.readiness(name, cfg, ip.ip_address, self.api_keys, waits_for, [instance.id, *keys.ids], self)
 
         host = cfg.domain or None
         self.public_ip = ip.ip_address
