@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from llmdeploy.workshop.roster import read_roster
+from llmdeploy.roster import read_roster
 from support.fake_pulumi import FakePulumi
 from support.workshop_access import pulumi, run
 from support.workshop_stack import STACK, people, workshop_project
