@@ -13,7 +13,7 @@ demo: setup
 test: setup
 	python3 -m pytest -q
 
-# The unit tier: pure Python, no server or tool, under 15 s (tests/conftest.py marks each folder's tier).
+# The unit tier: pure Python, no server or program (tests/unit/conftest.py enforces it); scripts/bench_unit_tier.py times it.
 unit:
 	python3 -m pytest -q tests/unit
 
