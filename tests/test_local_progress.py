@@ -118,6 +118,17 @@ def test_a_guest_that_dies_ends_the_wait() -> None:
         run_wait(vm, alive=lambda: "QEMU exited 1")
 
 
+def test_a_guest_that_dies_before_a_login_works_ends_the_wait() -> None:
+    from llmdeploy.local.ssh import SshError
+
+    def refused() -> ScriptedVm:
+        raise SshError("connection refused")
+
+    with pytest.raises(ProvisionFailed, match="the VM stopped during provisioning: the container exited"):
+        wait_ready(refused, Progress(STEPS, lambda: 1.0, io.StringIO()), 600,  # type: ignore[arg-type]
+                   alive=lambda: "the container exited", poll_s=0.01)
+
+
 def test_no_login_until_the_deadline_says_what_it_last_saw() -> None:
     from llmdeploy.local.ssh import SshError
 

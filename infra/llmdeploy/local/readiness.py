@@ -25,6 +25,7 @@ def wait_ready(login: Callable[[], Session], progress: Progress, timeout_s: int,
     end = time.monotonic() + timeout_s
     last = "no SSH login yet"
     while time.monotonic() < end:
+        _check_alive(alive)
         try:
             session = login()
         except SshError as exc:
@@ -44,6 +45,7 @@ def wait_ready(login: Callable[[], Session], progress: Progress, timeout_s: int,
         if code != -1:
             raise ProvisionFailed(f"{WAIT_READY} exited {code}:\n{(stderr or stdout).strip()[-3000:]}")
         last = stderr if stderr.startswith("SSH: ") else "the SSH connection dropped while wait-ready ran"
+        time.sleep(poll_s)
     raise ProvisionFailed(f"provisioning not finished after {timeout_s / 60:.0f} min; last seen: {last}")
 
 
@@ -51,9 +53,7 @@ def _follow(running: Running, session: Session, progress: Progress, alive: Calla
             poll_s: float, give_up_at: float) -> int:
     """wait-ready's exit code (-1: the connection dropped), showing the stages until then and once after."""
     while (code := running.poll()) is None:
-        dead = alive()
-        if dead:
-            raise ProvisionFailed(f"the VM stopped during provisioning: {dead}")
+        _check_alive(alive)
         if time.monotonic() > give_up_at:
             return -1
         _show(session, progress)
@@ -61,6 +61,12 @@ def _follow(running: Running, session: Session, progress: Progress, alive: Calla
     if code == 0:
         _show(session, progress)  # every stage is done now: report each one
     return code
+
+
+def _check_alive(alive: Callable[[], str | None]) -> None:
+    dead = alive()
+    if dead:
+        raise ProvisionFailed(f"the VM stopped during provisioning: {dead}")
 
 
 def _show(session: Session, progress: Progress) -> None:
