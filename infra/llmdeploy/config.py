@@ -3,7 +3,8 @@
 `parse()` is the only way to build a StackConfig. It takes the values of the keys declared in
 Pulumi.yaml (as the Pulumi CLI passes them, strings, or as YAML gives them, native types) and
 either returns a StackConfig or raises ConfigError listing each problem with the key, the bad
-value, what is accepted and the command that fixes it.
+value, what is accepted and the command that fixes it. `derive()` builds a variant of a parsed
+config (a workshop endpoint's) with some keys set otherwise, validated the same way.
 """
 from __future__ import annotations
 
@@ -269,6 +270,7 @@ class Chat:
     host: str  # chat.<domain> unless chatHost says otherwise; empty when ui is none
     biochatter_light_repo: str
     biochatter_light_ref: str
+    admin: str = ""  # the first admin key's name: it signs in first, so it is the frontend's admin (Open WebUI)
 
     @property
     def enabled(self) -> bool:
@@ -287,6 +289,18 @@ class LocalVm:
 
     vcpus: int
     memory_mb: int
+
+
+@dataclass(frozen=True, repr=False)
+class ParsedFrom:
+    """The values and declarations a StackConfig was parsed from, so that derive() validates a variant exactly
+    as parse() validated the original. The values include secrets' text: never printed (see __repr__)."""
+
+    values: Mapping[str, Any]
+    decls: Mapping[str, Declaration]
+
+    def __repr__(self) -> str:
+        return f"ParsedFrom({len(self.values)} values)"
 
 
 @dataclass(frozen=True)
@@ -331,6 +345,8 @@ class StackConfig:
     local_vm: LocalVm
     chat: Chat
     sources: Sources = field(repr=False)
+    # Not part of what a config is: two configs parsed from different spellings of the same values are equal.
+    parsed_from: ParsedFrom = field(repr=False, compare=False)
 
     @property
     def gpu(self) -> bool:
@@ -568,12 +584,19 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         ssh_private_key=_ssh_private_key(r), readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
         smoke_ca_bundle=r.str("smokeCaBundle"), datascience=_datascience(r, target),
         workshop=_workshop(r, target), local_vm=_local_vm(r, target, engine, os_name),
-        chat=_chat(r, target, domain, auth, engine, model_name, os_name, tls), sources=sources)
+        chat=_chat(r, target, domain, auth, engine, model_name, os_name, tls), sources=sources,
+        parsed_from=ParsedFrom(dict(raw), decls))
     if cfg.chat.ui == "open-webui":
         _check_open_webui(r, cfg)
     if r.problems:
         raise ConfigError(r.problems, stack)
     return cfg
+
+
+def derive(cfg: StackConfig, overrides: Mapping[str, Any]) -> StackConfig:
+    """cfg with the overrides' keys set to their values, validated as parse() validates a stack: a bad override
+    raises the ConfigError that parsing the edited values would (a workshop endpoint's config is one)."""
+    return parse({**cfg.parsed_from.values, **overrides}, stack=cfg.stack, decls=cfg.parsed_from.decls)
 
 
 def _conda_env(r: _Reader) -> str:
@@ -1120,7 +1143,13 @@ def _chat(r: _Reader, target: str, domain: str, auth: Auth, engine: str, model_n
         _check_biochatter_light(r, engine, model_name, os_name)
     if host and tls.mode == "provided":
         _check_provided_names(r, tls, host)
-    return Chat(ui, host, repo, ref)
+    admin = next((k.name for k in auth.api_keys if k.admin), "")
+    if ui == "open-webui" and auth.api_keys and not admin and not r.failed("apiKeys"):
+        r.problems.append(Problem(
+            "apiKeys", [k.name for k in auth.api_keys], "an admin key (NAME:admin) for chatUi open-webui: Open WebUI "
+            "makes the first user to sign in its admin, and llmdeploy signs the first admin key in before any "
+            "attendee can", set_cmd("apiKeys", f"--path 'apiKeys[{len(auth.api_keys)}]' instructor:admin")))
+    return Chat(ui, host, repo, ref, admin)
 
 
 def _check_provided_names(r: _Reader, tls: Tls, host: str) -> None:
@@ -1171,14 +1200,7 @@ OPEN_WEBUI_MEMORY_MB = 2048  # its unit's MemoryMax: about 900 MB PSS idle (meas
 
 
 def _check_open_webui(r: _Reader, cfg: StackConfig) -> None:
-    """chatUi open-webui: an admin key whose user signs in first (Open WebUI makes its first user the admin), and
-    RAM for it next to the engine's weights on a CPU machine."""
-    if cfg.auth.api_keys and not any(k.admin for k in cfg.auth.api_keys) and not r.failed("apiKeys"):
-        entries = [k.name for k in cfg.auth.api_keys]
-        r.problems.append(Problem(
-            "apiKeys", entries, "an admin key (NAME:admin) for chatUi open-webui: its user signs in first, at "
-            "provisioning, and is Open WebUI's admin (attendees never hold one)",
-            set_cmd("apiKeys", f"--path 'apiKeys[{len(entries)}]' ops:admin")))
+    """chatUi open-webui: RAM for it next to the engine's weights on a CPU machine (its admin key: _chat)."""
     weights = 0.0 if cfg.gpu or not cfg.params_billions else required_memory_gb(cfg.params_billions, cfg.quant_bits)
     need_gb = weights + OPEN_WEBUI_MEMORY_MB / 1024
     if cfg.memory_gb >= need_gb:

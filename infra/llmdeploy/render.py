@@ -23,26 +23,19 @@ import bcrypt
 import jinja2
 import yaml
 
+from . import vmpaths
 from .config import (CHAT_UI_PORTS, ENGINE_PORTS, OPEN_WEBUI_MEMORY_MB, LlamacppModel, OllamaModel, StackConfig,
                      VllmModel, XinferenceModel)
 from .declared import PROJECT_ROOT
 from .nvidia import CUDA_MIN_DRIVER
 from .routes import ENGINE_ROUTES
+# The VM's paths are defined in vmpaths; render re-exports the ones other modules import from it.
+from .vmpaths import (ETC_DIR, FILES_DIR, FIREWALL, INSTALL_SECRETS, LIBEXEC, OPEN_WEBUI_ADMIN, PROVISION,
+                      READY_MARKER, SECRETS_DIR, STACK_INFO, STAGES_DIR, STEPS_DIR, WAIT_READY)
 
 TEMPLATES = PROJECT_ROOT / "templates"
-STEPS_DIR = "/usr/local/lib/llmdeploy/steps"
-FILES_DIR = "/usr/local/share/llmdeploy/files"
-PROVISION = "/usr/local/sbin/llmdeploy-provision"
-INSTALL_SECRETS = "/usr/local/sbin/llmdeploy-install-secrets"
-WAIT_READY = "/usr/local/sbin/llmdeploy-wait-ready"
-STACK_INFO = "/etc/llmdeploy/stack.json"
-FIREWALL = "/usr/local/lib/llmdeploy/firewall.sh"
-STAGES_DIR = "/var/lib/llmdeploy/stages"
-READY_MARKER = "/var/lib/llmdeploy/ready"
-LIBEXEC = "/usr/local/lib/llmdeploy"
 XINFERENCE_MODELS = f"{LIBEXEC}/xinference-models.py"
 XINFERENCE_VENV = "/opt/llmdeploy/xinference"
-OPEN_WEBUI_ADMIN = f"{LIBEXEC}/open-webui-admin"
 
 
 
@@ -97,9 +90,10 @@ class Layout:
 
     @property
     def paths(self) -> dict[str, str]:
-        etc = f"{self.root}/etc/llmdeploy"
-        return {"tls_dir": f"{etc}/tls", "secrets_dir": f"{etc}/secrets", "htpasswd": f"{etc}/htpasswd",
-                "api_keys_map": f"{etc}/secrets/api-keys.map", "acme_webroot": f"{self.root}/var/www/llmdeploy-acme",
+        etc = f"{self.root}{ETC_DIR}"
+        secrets = f"{self.root}{SECRETS_DIR}"
+        return {"tls_dir": f"{etc}/tls", "secrets_dir": secrets, "htpasswd": f"{etc}/htpasswd",
+                "api_keys_map": f"{secrets}/api-keys.map", "acme_webroot": f"{self.root}/var/www/llmdeploy-acme",
                 "chat_root": f"{self.root}/var/www/llmdeploy-chat"}
 
 
@@ -269,7 +263,7 @@ def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
         "basic_retry_after": retry_after_seconds(cfg.auth.rate),
         "tensor_parallel": cfg.tensor_parallel_size if isinstance(cfg.model, VllmModel) else 1,
         "apt_suites": _apt_suites(cfg), "apt_components": APT_SUITES[cfg.os][1],
-        "steps": step_names(cfg), "steps_dir": STEPS_DIR, "stages_dir": STAGES_DIR,
+        "steps": step_names(cfg), "vm": vmpaths.template_vars(),
         "readiness_timeout_s": cfg.readiness_timeout_minutes * 60,
         "readiness_timeout_minutes": cfg.readiness_timeout_minutes,
         "nvidia_branch": cfg.nvidia_driver_branch, "cuda_min_driver": CUDA_MIN_DRIVER, "gpu": cfg.gpu,
@@ -284,8 +278,7 @@ def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
 
 def _chat_context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
     """Open WebUI's memory and secret file, and the admin key whose user signs in first."""
-    # config.py demands an admin key for chatUi open-webui; attendees never hold one (workshop/configs.py).
-    admin = next((k.name for k in cfg.auth.api_keys if k.admin), "")
+    admin = cfg.chat.admin  # config demands one for chatUi open-webui; attendees never hold one (endpoints.py)
     return {"chat_ui": cfg.chat.ui, "chat_memory_mb": OPEN_WEBUI_MEMORY_MB,
             "chat_admin_email": web_user_email(admin), "chat_admin_name": admin,
             "chat_secret_env": f"{layout.paths['secrets_dir']}/open-webui.env",
@@ -408,7 +401,7 @@ def render(cfg: StackConfig, layout: Layout = Layout()) -> Rendered:
     ctx = {**_context(cfg, layout), **_secret_context(cfg, layout), **_chat_context(cfg, layout)}
     steps = step_names(cfg)
     files = [
-        VmFile("/usr/local/lib/llmdeploy/lib.sh", _render("lib.sh.j2", ctx)),
+        VmFile(vmpaths.LIB_SH, _render("lib.sh.j2", ctx)),
         VmFile(FIREWALL, _render("firewall.sh.j2", ctx), "0755"),
         VmFile(PROVISION, _render("provision.sh.j2", ctx), "0755"),
         VmFile(INSTALL_SECRETS, _render("install-secrets.sh.j2", ctx), "0755"),
@@ -425,7 +418,7 @@ def render(cfg: StackConfig, layout: Layout = Layout()) -> Rendered:
 
 
 # libyaml's emitter writes the same document as PyYAML's pure-Python one about 15 times faster (a workshop
-# renders thousands); tests/test_bad_input.py checks that user-data reads back as the files it holds.
+# renders thousands); tests/unit/test_bad_input.py checks that user-data reads back as the files it holds.
 _SafeDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 

@@ -12,10 +12,11 @@ import io
 import re
 import secrets as _random
 import tarfile
+from dataclasses import dataclass
 from typing import Mapping
 
-from .config import StackConfig
-from .render import INSTALL_SECRETS
+from .config import Secret, StackConfig, Tls
+from .vmpaths import CLOUD_INIT_OUTPUT, INSTALL_SECRETS
 
 KEY_PREFIX = "sk-llm-"
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{24,128}")  # fullmatch: `$` lets a final newline through
@@ -28,7 +29,7 @@ def wait_for_installer(timeout_s: int = INSTALLER_WAIT_S) -> str:
     """Shell: wait until the installer is in place, reading nothing from stdin (the bundle is stdin)."""
     return (f"i=0; until [ -x {INSTALL_SECRETS} ]; do if [ \"$i\" -ge {int(timeout_s)} ]; then "
             f"echo \"{INSTALL_SECRETS} is not on the VM after {int(timeout_s)}s: cloud-init's write_files has not "
-            f"run (see /var/log/cloud-init-output.log on the VM)\" >&2; exit 1; fi; sleep 2; i=$((i + 2)); "
+            f"run (see {CLOUD_INIT_OUTPUT} on the VM)\" >&2; exit 1; fi; sleep 2; i=$((i + 2)); "
             "done </dev/null")
 
 
@@ -75,24 +76,44 @@ def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+@dataclass(frozen=True)
+class DeliveredSecrets:
+    """What a VM gets after boot, apart from the key values (Pulumi generates those): the API key names, the
+    Hugging Face token and the TLS mode with a provided certificate. The readiness gate takes this, not the
+    whole config."""
+
+    key_names: tuple[str, ...]
+    hf_token: Secret
+    tls: Tls
+    webui: bool = False  # chatUi open-webui: its secret key (WEBUI_SECRET_KEY) goes too
+
+    @classmethod
+    def from_config(cls, cfg: StackConfig) -> DeliveredSecrets:
+        return cls(tuple(k.name for k in cfg.auth.api_keys), cfg.hf_token, cfg.tls, cfg.chat.ui == "open-webui")
+
+    def bundle(self, api_keys: Mapping[str, str], public_ip: str = "", webui_secret_key: str = "") -> bytes:
+        """The tar archive llmdeploy-install-secrets reads: one key for every name in key_names, for self-signed
+        TLS the public IP the certificate must also name, and for chatUi open-webui its secret key (step 45-chat
+        waits for the first one; a bundle without it leaves the VM the one it has)."""
+        missing = sorted(set(self.key_names) - set(api_keys))
+        if missing:
+            raise ValueError(f"no key value for API key name(s): {', '.join(missing)}")
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            _add(tar, "api-keys.map", api_keys_map({name: api_keys[name] for name in self.key_names}))
+            if self.hf_token:
+                _add(tar, "hf.env", hf_env(self.hf_token.reveal()))
+            if self.webui and webui_secret_key:
+                _add(tar, "open-webui.env", open_webui_env(webui_secret_key))
+            if self.tls.mode == "self-signed" and public_ip:
+                _add(tar, "tls/extra-sans", f"IP:{public_ip}\n")
+            if self.tls.mode == "provided":
+                _add(tar, "tls/fullchain.pem", self.tls.certificate.reveal())
+                _add(tar, "tls/privkey.pem", self.tls.private_key.reveal())
+        return out.getvalue()
+
+
 def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str = "",
                    webui_secret_key: str = "") -> bytes:
-    """The tar archive llmdeploy-install-secrets reads: one key for every name in cfg.auth.api_keys, for
-    self-signed TLS the public IP the certificate must also name, and for chatUi open-webui its secret key (step
-    45-chat waits for the first one)."""
-    missing = sorted({k.name for k in cfg.auth.api_keys} - set(api_keys))
-    if missing:
-        raise ValueError(f"no key value for API key name(s): {', '.join(missing)}")
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        _add(tar, "api-keys.map", api_keys_map({k.name: api_keys[k.name] for k in cfg.auth.api_keys}))
-        if cfg.hf_token:
-            _add(tar, "hf.env", hf_env(cfg.hf_token.reveal()))
-        if cfg.chat.ui == "open-webui" and webui_secret_key:  # without it, the VM keeps the one it has
-            _add(tar, "open-webui.env", open_webui_env(webui_secret_key))
-        if cfg.tls.mode == "self-signed" and public_ip:
-            _add(tar, "tls/extra-sans", f"IP:{public_ip}\n")
-        if cfg.tls.mode == "provided":
-            _add(tar, "tls/fullchain.pem", cfg.tls.certificate.reveal())
-            _add(tar, "tls/privkey.pem", cfg.tls.private_key.reveal())
-    return out.getvalue()
+    """DeliveredSecrets.bundle for the config's secrets."""
+    return DeliveredSecrets.from_config(cfg).bundle(api_keys, public_ip, webui_secret_key)

@@ -1,7 +1,9 @@
 """The local target under `pulumi up`: one `command.local.Command` whose create runs `llmdeploy local up`
 (a QEMU VM on the machine that runs Pulumi, provisioned and smoke-tested) and whose delete runs
-`llmdeploy local down`. The API keys are Pulumi's (random, secret, stable across runs) and reach the
-command as secret environment, as do the stack's secret config values: never on a command line.
+`llmdeploy local down`. The stack's config reaches `local up` as Pulumi resolved and validated it (whatever its
+source: stack file, another config file, ESC), never re-read from disk: the non-secret values as JSON, the
+secret ones and the API keys (Pulumi's: random, secret, stable across runs) as secret environment, never on a
+command line.
 """
 from __future__ import annotations
 
@@ -9,24 +11,25 @@ import hashlib
 import json
 import re
 import shlex
+from collections.abc import Mapping
+from typing import Any
 
 import pulumi
-import pulumi_random as random
 from pulumi_command import local
 
 from ..config import StackConfig
-from ..declared import PROJECT_ROOT, declarations
+from ..declared import PROJECT_ROOT
 from ..local import API_KEYS_ENV, WEBUI_SECRET_KEY_ENV
 from ..render import render
-from ..secrets import KEY_PREFIX
-from ..stackfile import secret_env_name
-from .vm import KEY_LENGTH, webui_secret_key
+from ..stackfile import config_environment
+from .api_keys import generate_api_keys, generate_webui_secret_key
 
 ENDPOINT_LINE = re.compile(r"^endpoint:\s+(https://\S+)\s*$", re.M)
 
 
 def up_command(stack: str, project_dir: str) -> str:
-    return f"llmdeploy local up --stack {shlex.quote(stack)} --project-dir {shlex.quote(project_dir)}"
+    return (f"llmdeploy local up --stack {shlex.quote(stack)} --project-dir {shlex.quote(project_dir)} "
+            "--config-from-env")
 
 
 def down_command(stack: str) -> str:
@@ -39,42 +42,27 @@ def endpoint_from(stdout: str | None) -> str:
     return match.group(1) if match else ""
 
 
-def secret_environment(cfg: StackConfig) -> dict[str, str]:
-    """The stack's secret values, under the names `llmdeploy` reads them from (its stack file holds them
-    encrypted, which only the Pulumi CLI can read)."""
-    values = {"hfToken": cfg.hf_token.reveal(), "tlsCertificate": cfg.tls.certificate.reveal(),
-              "tlsPrivateKey": cfg.tls.private_key.reveal()}
-    if cfg.auth.basic_passwords:
-        values["basicAuthPasswords"] = json.dumps({u: p.reveal() for u, p in cfg.auth.basic_passwords.items()})
-    secret_keys = {k for k, d in declarations().items() if d.secret}
-    return {secret_env_name(k): v for k, v in values.items() if v and k in secret_keys}
-
-
 class LocalVmEndpoint(pulumi.ComponentResource):
     endpoint_url: pulumi.Output[str]
     api_keys: pulumi.Output[dict[str, str]]
     smoke_report: pulumi.Output[str]
 
-    def __init__(self, name: str, cfg: StackConfig, project_dir: str = str(PROJECT_ROOT),
+    def __init__(self, name: str, cfg: StackConfig, values: Mapping[str, Any], project_dir: str = str(PROJECT_ROOT),
                  opts: pulumi.ResourceOptions | None = None) -> None:
+        """`values`: the raw config values `cfg` was parsed from, as Pulumi resolved them."""
         super().__init__("llmdeploy:local:LocalVmEndpoint", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        passwords = {k.name: random.RandomPassword(f"{name}-key-{k.name}", length=KEY_LENGTH, special=False,
-                                                   opts=child) for k in cfg.auth.api_keys}
-        keys: pulumi.Output[dict[str, str]] = pulumi.Output.all(**{n: p.result for n, p in passwords.items()}).apply(
-            lambda found: {n: KEY_PREFIX + v for n, v in found.items()}) if passwords else pulumi.Output.from_input({})
-        self.api_keys = pulumi.Output.secret(keys)
+        keys = generate_api_keys(name, [k.name for k in cfg.auth.api_keys], self)
+        self.api_keys = keys.values
         environment: dict[str, pulumi.Input[str]] = {API_KEYS_ENV: self.api_keys.apply(json.dumps),
-                                                     **secret_environment(cfg)}
-        webui_key = webui_secret_key(name, cfg, child)
-        if webui_key:
-            environment[WEBUI_SECRET_KEY_ENV] = webui_key.result
+                                                     **config_environment(values)}
+        if cfg.chat.ui == "open-webui":
+            environment[WEBUI_SECRET_KEY_ENV] = generate_webui_secret_key(name, self)
         # A new VM whenever what it would boot changes; the old one goes first (same stack, same state folder).
         fingerprint = hashlib.sha256(render(cfg).user_data.encode()).hexdigest()
         vm = local.Command(
             f"{name}-vm", create=up_command(cfg.stack, project_dir), delete=down_command(cfg.stack),
             dir=project_dir, environment=pulumi.Output.secret(environment),
-            triggers=[fingerprint, *[p.id for p in passwords.values()]],
+            triggers=[fingerprint, *keys.ids],
             logging=local.Logging.STDOUT_AND_STDERR,
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, custom_timeouts=pulumi.CustomTimeouts(
                 create=f"{cfg.readiness_timeout_minutes + 30}m")))
