@@ -8,14 +8,17 @@ import base64
 import gzip
 import io
 import tarfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from llmdeploy import addresses, raycluster
+from conftest import ROOT
 from llmdeploy.stack import outputs as out
-from support.pulumi_mocks import PUBLIC_IP, Registered, Run, is_secret, unwrap
-from test_pulumi_program import run_stack
+from llmdeploy.stackfile import read_stack
+from support.pulumi_mocks import PUBLIC_IP, Registered, Run, is_secret, run_program, unwrap
+from test_pulumi_program import MAIN, PRIVATE_KEY, run_stack
 
 INSTANCE = "oci:Core/instance:Instance"
 RULE = "oci:Core/networkSecurityGroupSecurityRule:NetworkSecurityGroupSecurityRule"
@@ -34,7 +37,8 @@ def _instances(run: Run) -> tuple[Registered, list[Registered]]:
     instances = run.of_type(INSTANCE)
     head = [i for i in instances if i.name.endswith("-head")]
     assert len(head) == 1
-    return head[0], [i for i in instances if "-worker-" in i.name]
+    # Registration order is not creation order: sort the workers by their index.
+    return head[0], sorted((i for i in instances if "-worker-" in i.name), key=lambda i: int(i.name.rsplit("-", 1)[1]))
 
 
 def _bundle(command: Registered) -> dict[str, str]:
@@ -154,3 +158,16 @@ def test_each_worker_boots_its_own_user_data(ray_run: tuple[Run, dict[str, Any]]
         assert f"--node-ip-address {addresses.worker_ip(index)}" in text
         assert f"--address {addresses.head_ip()}:{raycluster.PORTS.gcs}" in text
         assert "nginx-site.conf" not in text
+
+
+def test_a_ray_workshop_is_one_cluster_with_a_key_per_attendee(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_text("id,name,email\nada,Ada L,ada@example.org\nbob,Bob K,bob@example.org\n")
+    values = read_stack(ROOT, "ray-a10") | {"sshPrivateKey": PRIVATE_KEY, "workshopRoster": str(roster),
+                                            "workshopLayout": "shared", "workshopEndpoints": 1}
+    run = run_program(MAIN, values, stack="ws", secret_keys=("sshPrivateKey",))
+    (cluster,) = run.of_type("llmdeploy:ray:RayClusterEndpoint")
+    assert len(run.of_type(INSTANCE)) == 2 and len(run.of_type("oci:Core/vcn:Vcn")) == 1
+    attendees = run.outputs[out.ATTENDEES]
+    assert set(attendees) == {"ada", "bob"} and attendees["ada"]["apiKey"] != attendees["bob"]["apiKey"]
+    assert {a["endpointUrl"] for a in attendees.values()} == {"https://llm.example.org"}

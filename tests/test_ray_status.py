@@ -3,7 +3,7 @@
 - serve-app.yaml is a config Ray's own ServeDeploySchema accepts, with the proxy on the head, on 127.0.0.1:8000;
 - ray-cluster-status, run against a real head started with raycluster.head_command and token auth from a file
   (RAY_AUTH_TOKEN_PATH), in a network namespace of its own: it names the worker that has not joined and the app
-  that is not deployed (exit 1), and says the dashboard does not answer with a wrong token (exit 2).
+  that is not deployed (exit 1), and says the dashboard does not answer with another token (403, exit 2).
 
 Heavy (a Ray head starts and stops: about 30 s); run it under flock /tmp/llmdeploy-heavy.lock.
 """
@@ -55,10 +55,10 @@ export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$WORK/token" RAY_USAGE_STATS_ENA
 setsid $HEAD_COMMAND >"$WORK/head.log" 2>&1 & pid=$!
 trap '"$RAY" stop >/dev/null 2>&1; kill -KILL -- -"$pid" 2>/dev/null' EXIT
 check() { python3 "$WORK/status.py" --dashboard http://127.0.0.1:8265 "$@"; echo "rc=$?"; }
+# Until the dashboard answers and lists the head itself as ALIVE.
 for _ in $(seq 120); do
-  python3 "$WORK/status.py" --dashboard http://127.0.0.1:8265 --token-file "$WORK/token" >/dev/null; rc=$?
-  [ "$rc" -ne 2 ] && break
-  sleep 1
+  seen=$(python3 "$WORK/status.py" --dashboard http://127.0.0.1:8265 --token-file "$WORK/token" --expect 127.0.0.1)
+  case "$seen" in *"not joined"*|*"does not answer"*) sleep 1 ;; *) break ;; esac
 done
 printf '=== missing\n'; check --token-file "$WORK/token" --expect 127.0.0.1 10.42.2.10
 printf '=== wrong-token\n'; check --token-file "$WORK/wrong" --expect 127.0.0.1
@@ -83,4 +83,5 @@ def test_the_cluster_check_names_what_is_missing_on_a_real_head(ray_python: Path
     assert missing.splitlines() == ["1 of 2 Ray nodes not joined: 10.42.2.10; Serve app 'llm' is NOT_DEPLOYED: "
                                     "serve deploy has not run yet (ray-serve-app.service)", "rc=1"], log
     wrong = out.split("=== wrong-token\n", 1)[1]
-    assert "does not answer" in wrong and "401" in wrong and wrong.strip().endswith("rc=2")
+    # The head took its token from RAY_AUTH_TOKEN_PATH: another token is refused.
+    assert "does not answer" in wrong and "403" in wrong and wrong.strip().endswith("rc=2")

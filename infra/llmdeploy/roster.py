@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..textfiles import FileProblem, read_text
+from .textfiles import FileProblem, read_text
 
 REQUIRED = ("id", "name", "email")
 STATUS_COLUMN = "status"  # "revoked" removes the attendee's endpoint or key at the next pulumi up
