@@ -40,7 +40,7 @@ def test_the_serve_config_is_one_ray_accepts(ray_python: Path, tmp_path: Path) -
     config.write_text(render(load_stack_config(ROOT, "ray-a10")).file(f"{FILES_DIR}/serve-app.yaml").content)
     check = ("import sys, yaml; from ray.serve.schema import ServeDeploySchema; "
              "s = ServeDeploySchema.parse_obj(yaml.safe_load(open(sys.argv[1]))); "
-             "print(s.proxy_location, s.http_options.host, s.http_options.port, s.applications[0].import_path)")
+             "print(s.proxy_location.value, s.http_options.host, s.http_options.port, s.applications[0].import_path)")
     result = subprocess.run([str(ray_python), "-c", check, str(config)], capture_output=True, text=True, timeout=120,
                             cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
