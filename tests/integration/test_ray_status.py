@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from support.project import ROOT
 from llmdeploy import raycluster
 from llmdeploy.render import FILES_DIR, RAY_STATUS, render
 from llmdeploy.stackfile import load_stack_config

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from llmdeploy import addresses, raycluster
-from conftest import ROOT
+from support.project import ROOT
 from llmdeploy.stack import outputs as out
 from llmdeploy.stackfile import read_stack
 from support.pulumi_mocks import PUBLIC_IP, Registered, Run, is_secret, run_program, unwrap
