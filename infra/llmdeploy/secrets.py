@@ -91,18 +91,19 @@ class DeliveredSecrets:
     def from_config(cls, cfg: StackConfig) -> DeliveredSecrets:
         return cls(tuple(k.name for k in cfg.auth.api_keys), cfg.hf_token, cfg.tls, cfg.chat.ui == "open-webui")
 
-    def bundle(self, api_keys: Mapping[str, str], public_ip: str = "", webui_secret_key: str = "") -> bytes:
-        """The tar archive llmdeploy-install-secrets reads: one key for every name in key_names, for self-signed
-        TLS the public IP the certificate must also name, and for chatUi open-webui its secret key (step 45-chat
-        waits for the first one; a bundle without it leaves the VM the one it has)."""
+    def bundle(self, api_keys: Mapping[str, str], public_ip: str = "", ray_token: str = "",
+               webui_secret_key: str = "") -> bytes:
+        """The tar archive llmdeploy-install-secrets reads: one key for every name in key_names, for
+        self-signed TLS the public IP the certificate must also name, on a Ray head the cluster's token, and for
+        chatUi open-webui its secret key (step 45-chat waits for the first one; a bundle without it leaves the VM
+        the one it has)."""
         missing = sorted(set(self.key_names) - set(api_keys))
         if missing:
             raise ValueError(f"no key value for API key name(s): {', '.join(missing)}")
         out = io.BytesIO()
         with tarfile.open(fileobj=out, mode="w") as tar:
             _add(tar, "api-keys.map", api_keys_map({name: api_keys[name] for name in self.key_names}))
-            if self.hf_token:
-                _add(tar, "hf.env", hf_env(self.hf_token.reveal()))
+            self._add_node_secrets(tar, ray_token)
             if self.webui and webui_secret_key:
                 _add(tar, "open-webui.env", open_webui_env(webui_secret_key))
             if self.tls.mode == "self-signed" and public_ip:
@@ -112,8 +113,38 @@ class DeliveredSecrets:
                 _add(tar, "tls/privkey.pem", self.tls.private_key.reveal())
         return out.getvalue()
 
+    def worker_bundle(self, ray_token: str) -> bytes:
+        """The archive of a Ray worker: no API keys or TLS (nginx runs on the head only)."""
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            self._add_node_secrets(tar, ray_token)
+        return out.getvalue()
 
-def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str = "",
+    def _add_node_secrets(self, tar: tarfile.TarFile, ray_token: str) -> None:
+        """What every machine of a stack gets: the Hugging Face token (the engine, or each Ray node's vLLM
+        workers, download the weights) and the Ray cluster's token."""
+        if self.hf_token:
+            _add(tar, "hf.env", hf_env(self.hf_token.reveal()))
+        if ray_token:
+            _add(tar, "ray-token", check_ray_token(ray_token))
+
+
+def check_ray_token(token: str) -> str:
+    """A Ray cluster token: one word (Ray's own are 64 hex digits), as the token file holds it."""
+    if not _RAY_TOKEN_RE.fullmatch(token):
+        raise ValueError("the Ray token must be 32-128 characters of A-Z, a-z, 0-9, '_' or '-'")
+    return token + "\n"
+
+
+_RAY_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32,128}")
+
+
+def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str = "", ray_token: str = "",
                    webui_secret_key: str = "") -> bytes:
     """DeliveredSecrets.bundle for the config's secrets."""
-    return DeliveredSecrets.from_config(cfg).bundle(api_keys, public_ip, webui_secret_key)
+    return DeliveredSecrets.from_config(cfg).bundle(api_keys, public_ip, ray_token, webui_secret_key)
+
+
+def worker_bundle(cfg: StackConfig, ray_token: str) -> bytes:
+    """DeliveredSecrets.worker_bundle for the config's secrets."""
+    return DeliveredSecrets.from_config(cfg).worker_bundle(ray_token)

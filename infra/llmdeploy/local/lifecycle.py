@@ -33,8 +33,8 @@ from ..config import ConfigError, StackConfig, parse
 from ..declared import declarations
 from ..private_files import write_private
 from ..render import Layout, render
-from ..secrets import INSTALLER_WAIT_S, delivery_command, generate_api_key, generate_webui_secret_key,
-                       secrets_bundle
+from ..secrets import (INSTALLER_WAIT_S, delivery_command, generate_api_key, generate_webui_secret_key,
+                       secrets_bundle)
 from ..smoke.redact import Redactor
 from ..smoke.report import check_line
 from ..smoke.targets import Credentials
