@@ -1,0 +1,156 @@
+"""A real Ray cluster on this machine: a head and a worker, each `ray start --block` in its own network namespace,
+with token auth, stopped by PID; the dashboard and `serve deploy` reached from inside the head's namespace.
+
+Why: the ray target's VMs run Ray with fixed ports and a cluster token; this runs the same commands, with the
+Ray venv scripts/install_engines.py installs (`ray`), so the test proves what the VMs do. The token is in a file
+(RAY_AUTH_TOKEN_PATH) and in curl's header file, never on a command line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmdeploy.local.paths import cache_root
+
+from .netns import Netns
+from .procs import start_process, stop_process, tail
+
+RAY_VENV = Path(os.environ.get("LLMDEPLOY_ENGINES_DIR") or cache_root() / "engines") / "ray"
+SUPPORT = Path(__file__).resolve().parent  # holds ray_echo_app.py, on the nodes' PYTHONPATH
+GCS_PORT, DASHBOARD_PORT, SERVE_PORT = 6379, 8265, 8000
+NODE_PORTS = ["--node-manager-port", "6380", "--object-manager-port", "6381", "--runtime-env-agent-port", "6382",
+              "--dashboard-agent-grpc-port", "6383", "--dashboard-agent-listen-port", "52365",
+              "--metrics-export-port", "6384", "--min-worker-port", "10002", "--max-worker-port", "10100"]
+
+
+def ray_bin(name: str) -> str:
+    return str(RAY_VENV / "bin" / name)
+
+
+def head_command(ip: str, num_cpus: int) -> list[str]:
+    return [ray_bin("ray"), "start", "--head", "--block", "--node-ip-address", ip, "--port", str(GCS_PORT),
+            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(DASHBOARD_PORT),
+            "--ray-client-server-port", "10001", "--num-cpus", str(num_cpus), *NODE_PORTS]
+
+
+def worker_command(ip: str, head_ip: str, num_cpus: int) -> list[str]:
+    return [ray_bin("ray"), "start", "--block", "--address", f"{head_ip}:{GCS_PORT}", "--node-ip-address", ip,
+            "--num-cpus", str(num_cpus), *NODE_PORTS]
+
+
+def node_env(token_path: Path | None) -> dict[str, str]:
+    """The environment of a node's unit: token auth from a file, no usage stats, the echo app importable.
+    Without a token path: a node that knows nothing of the cluster's auth (what an intruder would start)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(SUPPORT))
+    if token_path is not None:
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path))
+    return env
+
+
+@dataclass
+class RayNode:
+    ns: Netns
+    proc: subprocess.Popen[bytes]
+    log: Path
+    temp_dir: Path
+
+    def stop(self) -> int:
+        return stop_process(self.proc, grace=10.0)
+
+
+@dataclass
+class Cluster:
+    head_ns: Netns
+    token_path: Path
+    work: Path
+    nodes: dict[str, RayNode] = field(default_factory=dict)
+    header_file: Path = Path()
+
+    def __post_init__(self) -> None:
+        self.header_file = self.work / "auth-header"
+        self.header_file.write_text(f"Authorization: Bearer {self.token_path.read_text().strip()}\n")
+        self.header_file.chmod(0o600)
+
+    def dashboard(self, path: str, token: bool = True) -> tuple[int, str]:
+        """GET the dashboard (127.0.0.1 in the head's namespace) with curl; (status, body)."""
+        auth = ["-H", f"@{self.header_file}"] if token else []
+        result = subprocess.run(self.head_ns.command(
+            ["curl", "-s", "-m", "10", "-o", "-", "-w", "\n%{http_code}", *auth,
+             f"http://127.0.0.1:{DASHBOARD_PORT}{path}"]), capture_output=True, text=True, timeout=30)
+        body, _, status = result.stdout.rpartition("\n")
+        return int(status or 0), body
+
+    def alive_nodes(self) -> list[dict[str, Any]]:
+        status, body = self.dashboard("/nodes?view=summary")
+        if status != 200:
+            return []
+        summary = json.loads(body).get("data", {}).get("summary", [])
+        return [n for n in summary if n.get("raylet", {}).get("state") == "ALIVE"]
+
+    def serve_app(self, name: str) -> dict[str, Any]:
+        status, body = self.dashboard("/api/serve/applications/")
+        if status != 200:
+            return {}
+        return json.loads(body).get("applications", {}).get(name, {})
+
+    def replicas(self, app: str, deployment: str) -> list[dict[str, Any]]:
+        deployments = self.serve_app(app).get("deployments", {})
+        return [r for r in deployments.get(deployment, {}).get("replicas", []) if r.get("state") == "RUNNING"]
+
+    def serve_deploy(self, config: Path) -> subprocess.CompletedProcess[str]:
+        """`serve deploy` as the head's oneshot unit runs it, the token from the node's file."""
+        return subprocess.run(self.head_ns.command([ray_bin("serve"), "deploy", str(config), "--address",
+                                                    f"http://127.0.0.1:{DASHBOARD_PORT}"]),
+                              env=node_env(self.token_path), capture_output=True, text=True, timeout=120)
+
+
+def start_node(ns: Netns, cmd: list[str], token_path: Path | None, log: Path) -> RayNode:
+    temp_dir = Path(tempfile.mkdtemp(prefix=f"ray-{ns.name}-", dir="/tmp"))  # short: Ray's socket paths
+    proc = start_process(ns.command([*cmd, "--temp-dir", str(temp_dir)]), log, env=node_env(token_path))
+    return RayNode(ns, proc, log, temp_dir)
+
+
+def wait_for(check: Callable[[], str | None], timeout: float, what: str, node: RayNode,
+             interval: float = 0.2) -> float:
+    """Poll until `check` returns None; the seconds it took. On timeout: what it last saw and the node's log."""
+    started = time.monotonic()
+    last = "nothing checked yet"
+    while time.monotonic() - started < timeout:
+        seen = check()
+        if seen is None:
+            return time.monotonic() - started
+        last = seen
+        if node.proc.poll() is not None:
+            break
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not after {time.monotonic() - started:.0f} s; last seen: {last}\n"
+                         f"--- {node.log} ---\n{tail(node.log)}")
+
+
+@contextmanager
+def running(node: RayNode) -> Iterator[RayNode]:
+    try:
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(node.temp_dir, ignore_errors=True)
+
+
+def make_token(work: Path) -> Path:
+    """The cluster token, as the ray target delivers it: a root-only file."""
+    token = secrets.token_hex(32)  # what `ray get-auth-token --generate` makes: 256 bits
+    path = work / "ray-token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path
