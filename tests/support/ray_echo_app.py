@@ -6,7 +6,7 @@ from the import path `ray_echo_app:app` (the nodes' PYTHONPATH holds this folder
 FastAPI. Every answer names the node that served it (header X-Ray-Node), which is how the test sees the spread;
 `?sleep=S` on /v1/chat/completions holds the request S seconds, the bounded load that drives the autoscaler.
 """
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at runtime.
 
 import asyncio
 import json

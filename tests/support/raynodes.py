@@ -22,40 +22,42 @@ from typing import Any
 
 from llmdeploy.local.paths import cache_root
 
+from llmdeploy import raycluster
+
 from .netns import Netns
 from .procs import start_process, stop_process, tail
 
 RAY_VENV = Path(os.environ.get("LLMDEPLOY_ENGINES_DIR") or cache_root() / "engines") / "ray"
 SUPPORT = Path(__file__).resolve().parent  # holds ray_echo_app.py, on the nodes' PYTHONPATH
-GCS_PORT, DASHBOARD_PORT, SERVE_PORT = 6379, 8265, 8000
-NODE_PORTS = ["--node-manager-port", "6380", "--object-manager-port", "6381", "--runtime-env-agent-port", "6382",
-              "--dashboard-agent-grpc-port", "6383", "--dashboard-agent-listen-port", "52365",
-              "--metrics-export-port", "6384", "--min-worker-port", "10002", "--max-worker-port", "10100"]
+ECHO_APP = "echo"
 
 
 def ray_bin(name: str) -> str:
     return str(RAY_VENV / "bin" / name)
 
 
-def head_command(ip: str, num_cpus: int) -> list[str]:
-    return [ray_bin("ray"), "start", "--head", "--block", "--node-ip-address", ip, "--port", str(GCS_PORT),
-            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(DASHBOARD_PORT),
-            "--ray-client-server-port", "10001", "--num-cpus", str(num_cpus), *NODE_PORTS]
-
-
-def worker_command(ip: str, head_ip: str, num_cpus: int) -> list[str]:
-    return [ray_bin("ray"), "start", "--block", "--address", f"{head_ip}:{GCS_PORT}", "--node-ip-address", ip,
-            "--num-cpus", str(num_cpus), *NODE_PORTS]
-
-
 def node_env(token_path: Path | None) -> dict[str, str]:
-    """The environment of a node's unit: token auth from a file, no usage stats, the echo app importable.
-    Without a token path: a node that knows nothing of the cluster's auth (what an intruder would start)."""
+    """The environment of a node's unit (raycluster.environment: token auth from a file, no usage stats), with
+    the echo app importable. Without a token path: a node that knows nothing of the cluster's token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(SUPPORT))
+    env.update(PYTHONPATH=str(SUPPORT))
     if token_path is not None:
-        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path))
+        env.update(raycluster.environment(str(token_path)))
+    else:
+        env.update(RAY_USAGE_STATS_ENABLED="0")
     return env
+
+
+def echo_serve_config(autoscaling: dict[str, Any]) -> dict[str, Any]:
+    """The ray target's `serve deploy` config (proxy on the head, bound to 127.0.0.1) with the echo app in place
+    of the LLM app: one replica per node at most, so that two replicas must use both nodes."""
+    shell = raycluster.serve_config(raycluster.LlmApp(model_id="echo", model_source="echo"))
+    # max_ongoing_requests 2: Serve's proxy prefers the replica on its own node (the head) until that one is full.
+    deployment = {"name": "echo", "max_replicas_per_node": 1, "max_ongoing_requests": 2,
+                  "ray_actor_options": {"num_cpus": 0.5},
+                  "autoscaling_config": autoscaling}
+    app = {"name": ECHO_APP, "route_prefix": "/", "import_path": "ray_echo_app:app", "deployments": [deployment]}
+    return {**{k: v for k, v in shell.items() if k != "applications"}, "applications": [app]}
 
 
 @dataclass
@@ -87,7 +89,7 @@ class Cluster:
         auth = ["-H", f"@{self.header_file}"] if token else []
         result = subprocess.run(self.head_ns.command(
             ["curl", "-s", "-m", "10", "-o", "-", "-w", "\n%{http_code}", *auth,
-             f"http://127.0.0.1:{DASHBOARD_PORT}{path}"]), capture_output=True, text=True, timeout=30)
+             f"{raycluster.dashboard_url()}{path}"]), capture_output=True, text=True, timeout=30)
         body, _, status = result.stdout.rpartition("\n")
         return int(status or 0), body
 
@@ -110,9 +112,17 @@ class Cluster:
 
     def serve_deploy(self, config: Path) -> subprocess.CompletedProcess[str]:
         """`serve deploy` as the head's oneshot unit runs it, the token from the node's file."""
-        return subprocess.run(self.head_ns.command([ray_bin("serve"), "deploy", str(config), "--address",
-                                                    f"http://127.0.0.1:{DASHBOARD_PORT}"]),
+        return subprocess.run(self.head_ns.command(raycluster.serve_deploy_command(ray_bin("serve"), str(config))),
                               env=node_env(self.token_path), capture_output=True, text=True, timeout=120)
+
+
+def start_head(ns: Netns, token_path: Path, log: Path, num_cpus: int) -> RayNode:
+    return start_node(ns, raycluster.head_command(ray_bin("ray"), ns.ip, num_cpus=num_cpus), token_path, log)
+
+
+def start_worker(ns: Netns, head_ip: str, token_path: Path | None, log: Path, num_cpus: int) -> RayNode:
+    return start_node(ns, raycluster.worker_command(ray_bin("ray"), ns.ip, head_ip, num_cpus=num_cpus),
+                      token_path, log)
 
 
 def start_node(ns: Netns, cmd: list[str], token_path: Path | None, log: Path) -> RayNode:
