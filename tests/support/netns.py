@@ -91,9 +91,10 @@ def subnet() -> str:
     return f"10.{random.randint(100, 199)}.{random.randint(0, 255)}"
 
 
-def link(a: Netns | None, b: Netns, a_ip: str, b_ip: str, tag: str) -> None:
-    """A veth pair between a and b (None: the host's own namespace), addressed a_ip/24 and b_ip/24. The pair is
-    gone when either namespace is."""
+def link(a: Netns | None, b: Netns, a_ip: str, b_ip: str, tag: str) -> str:
+    """A veth pair between a and b (None: the host's own namespace), addressed a_ip/24 and b_ip/24; returns the
+    name of a's end. The kernel drops the pair with either namespace, but may free a namespace late (a socket
+    closing): delete a host-side end yourself."""
     left, right = f"lv{os.getpid() % 100000}{tag}", f"rv{os.getpid() % 100000}{tag}"
     subprocess.run(["ip", "link", "add", left, "type", "veth", "peer", "name", right], check=True)
     for end, ns, ip in ((left, a, a_ip), (right, b, b_ip)):
@@ -102,6 +103,7 @@ def link(a: Netns | None, b: Netns, a_ip: str, b_ip: str, tag: str) -> None:
         run = ns.run if ns is not None else _host_run
         run(["ip", "addr", "add", f"{ip}/24", "dev", end])
         run(["ip", "link", "set", end, "up"])
+    return left
 
 
 def _host_run(cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
@@ -119,6 +121,7 @@ def two_nodes(log_dir: Path) -> Iterator[tuple[Netns, Netns, str]]:
         while front == cluster:
             front = subnet()
         link(head, worker, f"{cluster}.1", f"{cluster}.2", "c")
-        link(None, head, f"{front}.1", f"{front}.2", "f")
+        host_end = link(None, head, f"{front}.1", f"{front}.2", "f")
+        stack.callback(subprocess.run, ["ip", "link", "del", host_end], capture_output=True, check=False)
         yield Netns(head.name, head.pid, f"{cluster}.1"), Netns(worker.name, worker.pid, f"{cluster}.2"), \
             f"{front}.2"

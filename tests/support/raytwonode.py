@@ -59,6 +59,7 @@ class TwoNode:
     refusal: Refusal
     dashboard_without_token: int
     dashboard_with_token: int
+    worker_node: str
     timings: dict[str, float] = field(default_factory=dict)
 
     def session(self) -> requests.Session:
@@ -98,6 +99,36 @@ class TwoNode:
                 yield statuses
             finally:
                 stop.set()
+
+
+    def autoscale_cycle(self, up_s: float, down_s: float) -> list[int]:
+        """Idle down to 1 replica, a bounded load (4 clients, 1.5 s each) until 2 replicas run (scale_up_s),
+        then idle again down to 1 (scale_down_s). Returns the statuses the load saw."""
+        self.wait_replicas(1, down_s + DOWNSCALE_DELAY_S, "idle: down to 1 replica")
+        with self.load(clients=4, sleep=1.5) as statuses:
+            self.timings["scale_up_s"] = self.wait_replicas(2, up_s, "under load: up to 2 replicas")
+            time.sleep(3)  # both replicas serve some of the load
+        self.timings["scale_down_s"] = self.wait_replicas(1, down_s, "after load: down to 1 replica")
+        return list(statuses)
+
+    def lose_worker(self, deadline_s: float) -> list[int]:
+        """Kill the worker (its process group, by PID) and ask until 3 answers in a row are 200 or the deadline
+        passes (answering_after_worker_lost_s). Returns every status seen (0: no answer)."""
+        self.worker.stop()
+        killed, statuses = time.monotonic(), []
+        with self.session() as s:
+            while time.monotonic() - killed < deadline_s and statuses[-3:] != [200, 200, 200]:
+                try:
+                    statuses.append(self.chat(s, timeout=10).status_code)
+                except requests.RequestException:
+                    statuses.append(0)
+                time.sleep(0.5)
+        self.timings["answering_after_worker_lost_s"] = time.monotonic() - killed
+        return statuses
+
+
+def node_ids(cluster: Cluster) -> set[str]:
+    return {n["raylet"]["nodeId"] for n in cluster.alive_nodes()}
 
 
 def raycluster_echo_app() -> str:
@@ -144,6 +175,7 @@ def two_node_cluster(work: Path) -> Iterator[TwoNode]:
         wait_for(lambda: None if len(cluster.alive_nodes()) == 1 else "head not listed yet", HEAD_UP_S,
                  "head up", head)
         timings["head_up_s"] = time.monotonic() - started
+        head_node = node_ids(cluster)
         without, with_token = cluster.dashboard("/api/version", token=False)[0], cluster.dashboard("/api/version")[0]
         refusal = _refused_worker(head_ns, worker_ns, cluster, work)
         started = time.monotonic()
@@ -152,8 +184,9 @@ def two_node_cluster(work: Path) -> Iterator[TwoNode]:
         wait_for(lambda: None if len(cluster.alive_nodes()) == 2 else f"{len(cluster.alive_nodes())} node(s)",
                  JOIN_S, "worker joined", worker)
         timings["worker_join_s"] = time.monotonic() - started
+        (worker_node,) = node_ids(cluster) - head_node
         timings["deploy_to_running_s"] = _deploy(cluster, head, work)
         ep = stack.enter_context(site_endpoint(
             work / "site", raycluster.PORTS.serve, netns=(front, head_ns.command([])), engine="llamacpp",
             modelName="echo", rateLimitBurst=100))
-        yield TwoNode(head_ns, worker_ns, cluster, worker, ep, refusal, without, with_token, timings)
+        yield TwoNode(head_ns, worker_ns, cluster, worker, ep, refusal, without, with_token, worker_node, timings)
