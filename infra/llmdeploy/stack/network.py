@@ -7,10 +7,9 @@ import re
 import pulumi
 from pulumi_oci import core
 
+from ..addresses import SUBNET_CIDR, VCN_CIDR
 from ..config import StackConfig
 
-VCN_CIDR = "10.42.0.0/16"
-SUBNET_CIDR = "10.42.1.0/24"
 PUBLIC_PORTS = (80, 443)
 SSH_PORT = 22
 TCP, ICMP = "6", "1"
