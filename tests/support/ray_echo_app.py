@@ -55,6 +55,12 @@ class Echo:
         return JSONResponse({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "ray"}]},
                             headers=self._headers())
 
+    @api.get("/v1/models/{model}")  # the ray target's health check (nginx's /healthz) asks for the model's card
+    def model(self, model: str) -> JSONResponse:
+        if model != MODEL:
+            return JSONResponse({"error": {"message": f"model {model!r} not found"}}, status_code=404)
+        return JSONResponse({"id": MODEL, "object": "model", "owned_by": "ray"}, headers=self._headers())
+
     @api.get("/health")
     def health(self) -> JSONResponse:
         return JSONResponse({"status": "ok"}, headers=self._headers())

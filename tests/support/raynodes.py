@@ -29,7 +29,7 @@ from .procs import start_process, stop_process, tail
 
 RAY_VENV = Path(os.environ.get("LLMDEPLOY_ENGINES_DIR") or cache_root() / "engines") / "ray"
 SUPPORT = Path(__file__).resolve().parent  # holds ray_echo_app.py, on the nodes' PYTHONPATH
-ECHO_APP = "echo"
+ECHO_APP = ECHO_MODEL = "echo"  # the Serve app's name, and the model name ray_echo_app.py answers to
 
 
 def ray_bin(name: str) -> str:

@@ -28,7 +28,7 @@ from llmdeploy import raycluster
 from .endpoint import Endpoint
 from .netns import Netns, two_nodes
 from .procs import tail
-from .raynodes import Cluster, RayNode, echo_serve_config, make_token, running, start_head, start_worker, wait_for
+from .raynodes import ECHO_MODEL, Cluster, RayNode, echo_serve_config, make_token, running, start_head, start_worker, wait_for
 from .site import site_endpoint
 
 NUM_CPUS = 2  # per node: Serve's controller and proxy (head) plus one echo replica (0.5 CPU) fit
@@ -66,7 +66,7 @@ class TwoNode:
         return self.ep.session()
 
     def chat(self, session: requests.Session, sleep: float = 0.0, timeout: float = 30.0) -> requests.Response:
-        body = {"model": "echo", "messages": [{"role": "user", "content": "hello ray"}], "max_tokens": 4}
+        body = {"model": ECHO_MODEL, "messages": [{"role": "user", "content": "hello ray"}], "max_tokens": 4}
         return session.post(f"{self.ep.base}/v1/chat/completions?sleep={sleep}", json=body,
                             headers=self.ep.bearer("default"), timeout=timeout)
 
@@ -125,6 +125,14 @@ class TwoNode:
                 time.sleep(0.5)
         self.timings["answering_after_worker_lost_s"] = time.monotonic() - killed
         return statuses
+
+
+def ray_site(model_name: str) -> dict[str, object]:
+    """Config of a ray stack (as Pulumi.ray-a10.yaml) whose site fronts the test's Serve app: the ray target's
+    nginx (its routes, its health check on /v1/models/NAME, Serve's port)."""
+    return {"target": "ray", "engine": "vllm", "shape": "VM.GPU.A10.2", "rayWorkers": 1, "os": "ubuntu-24.04",
+            "vllmModel": "Qwen/Qwen2.5-0.5B-Instruct", "modelName": model_name, "llamacppModelUrl": None,
+            "rateLimitBurst": 100}
 
 
 def node_ids(cluster: Cluster) -> set[str]:
@@ -186,7 +194,6 @@ def two_node_cluster(work: Path) -> Iterator[TwoNode]:
         timings["worker_join_s"] = time.monotonic() - started
         (worker_node,) = node_ids(cluster) - head_node
         timings["deploy_to_running_s"] = _deploy(cluster, head, work)
-        ep = stack.enter_context(site_endpoint(
-            work / "site", raycluster.PORTS.serve, netns=(front, head_ns.command([])), engine="llamacpp",
-            modelName="echo", rateLimitBurst=100))
+        ep = stack.enter_context(site_endpoint(work / "site", raycluster.PORTS.serve,
+                                               netns=(front, head_ns.command([])), **ray_site(ECHO_MODEL)))
         yield TwoNode(head_ns, worker_ns, cluster, worker, ep, refusal, without, with_token, worker_node, timings)
