@@ -9,6 +9,7 @@ from llmdeploy.stack.datascience import DataScienceEndpoint
 from llmdeploy.stack.gates import check_connection_settings
 from llmdeploy.stack.local import LocalVmEndpoint
 from llmdeploy.stack.pulumi_config import load_raw
+from llmdeploy.stack.ray import RayClusterEndpoint
 from llmdeploy.stack.tags import freeform_tags
 from llmdeploy.stack.vm import VmEndpoint
 from llmdeploy.stack.workshop import Workshop
@@ -45,8 +46,9 @@ def main() -> None:
     pulumi.export(outputs.MODEL_NAME, cfg.model_name)
     if cfg.workshop.roster:
         workshop(name, cfg, raw)
-    elif cfg.target == "vm":
-        vm = VmEndpoint(name, cfg, tags)
+    elif cfg.target in ("vm", "ray"):
+        vm: VmEndpoint | RayClusterEndpoint = VmEndpoint(name, cfg, tags) if cfg.target == "vm" else \
+            RayClusterEndpoint(name, cfg, tags)
         pulumi.export(outputs.ENDPOINT_URL, vm.endpoint_url)
         pulumi.export(outputs.OPENAI_BASE_URL, vm.endpoint_url.apply(lambda url: f"{url}/v1"))
         pulumi.export(outputs.API_KEYS, vm.api_keys)
@@ -67,7 +69,7 @@ def main() -> None:
         pulumi.export(outputs.API_KEYS, lv.api_keys)
         pulumi.export(outputs.SMOKE_REPORT, lv.smoke_report)
     else:
-        raise pulumi.RunError(f"target: got '{cfg.target}'; expected vm, datascience or local")
+        raise pulumi.RunError(f"target: got '{cfg.target}'; expected vm, ray, datascience or local")
 
 
 main()

@@ -10,7 +10,7 @@ from .config import ConfigError, StackConfig, parse
 from .declared import PROJECT_ROOT, declarations
 from .docs import config_table, route_table, update_readme
 from .local import cli as local_cli
-from .render import machine_name, render_nodes
+from .render import machine_name, nodes, render
 from .smoke import cli as smoke_cli
 from .stackfile import StackFileError, read_stack
 from .textfiles import FileProblem
@@ -48,7 +48,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     endpoints = _endpoints(root, args.stack)
     out = Path(args.out) if args.out else root / "build" / args.stack
     # Every endpoint renders before the first file is written: a config that fails leaves no output behind.
-    rendered = [(machine_name(name, node), cfg, result) for name, cfg in endpoints for node, result in render_nodes(cfg)]
+    rendered = [(machine_name(name, node), cfg, render(cfg) if worker is None else render(cfg, worker=worker))
+                for name, cfg in endpoints for node, worker in nodes(cfg)]
     for name, cfg, result in rendered:
         folder = out / name if name else out
         written = result.write(folder)

@@ -505,11 +505,15 @@ def machine_name(endpoint: str, node: str) -> str:
     return "/".join(part for part in (endpoint, node) if part)
 
 
+def nodes(cfg: StackConfig) -> list[tuple[str, int | None]]:
+    """Every machine the stack boots, as (name, worker index for render): "" for the one machine, or the Ray
+    head and each worker."""
+    machines: list[tuple[str, int | None]] = [("head" if cfg.target == "ray" else "", None)]
+    return machines + [(f"worker-{i}", i) for i in range(cfg.ray.workers if cfg.target == "ray" else 0)]
+
+
 def render_nodes(cfg: StackConfig, layout: Layout = Layout()) -> list[tuple[str, Rendered]]:
-    """Every machine the stack boots, named: "" for the one machine, or the Ray head and each worker."""
-    if cfg.target != "ray":
-        return [("", render(cfg, layout))]
-    return [("head", render(cfg, layout))] + [(f"worker-{i}", render(cfg, layout, i)) for i in range(cfg.ray.workers)]
+    return [(name, render(cfg, layout, worker)) for name, worker in nodes(cfg)]
 
 
 # libyaml's emitter writes the same document as PyYAML's pure-Python one about 15 times faster (a workshop

@@ -63,20 +63,46 @@ def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str = "") -> bytes:
-    """The tar archive llmdeploy-install-secrets reads: one key for every name in cfg.auth.api_keys, and
-    for self-signed TLS the public IP the certificate must also name."""
+def check_ray_token(token: str) -> str:
+    """A Ray cluster token: one word (Ray's own are 64 hex digits), as the token file holds it."""
+    if not _RAY_TOKEN_RE.fullmatch(token):
+        raise ValueError("the Ray token must be 32-128 characters of A-Z, a-z, 0-9, '_' or '-'")
+    return token + "\n"
+
+
+_RAY_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32,128}")
+
+
+def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str = "", ray_token: str = "") -> bytes:
+    """The tar archive llmdeploy-install-secrets reads: one key for every name in cfg.auth.api_keys, for
+    self-signed TLS the public IP the certificate must also name, and on a Ray head the cluster's token."""
     missing = sorted({k.name for k in cfg.auth.api_keys} - set(api_keys))
     if missing:
         raise ValueError(f"no key value for API key name(s): {', '.join(missing)}")
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         _add(tar, "api-keys.map", api_keys_map({k.name: api_keys[k.name] for k in cfg.auth.api_keys}))
-        if cfg.hf_token:
-            _add(tar, "hf.env", hf_env(cfg.hf_token.reveal()))
+        _add_node_secrets(tar, cfg, ray_token)
         if cfg.tls.mode == "self-signed" and public_ip:
             _add(tar, "tls/extra-sans", f"IP:{public_ip}\n")
         if cfg.tls.mode == "provided":
             _add(tar, "tls/fullchain.pem", cfg.tls.certificate.reveal())
             _add(tar, "tls/privkey.pem", cfg.tls.private_key.reveal())
+    return out.getvalue()
+
+
+def _add_node_secrets(tar: tarfile.TarFile, cfg: StackConfig, ray_token: str) -> None:
+    """What every machine of a stack gets: the Hugging Face token (the engine, or each Ray node's vLLM workers,
+    download the weights) and the Ray cluster's token."""
+    if cfg.hf_token:
+        _add(tar, "hf.env", hf_env(cfg.hf_token.reveal()))
+    if ray_token:
+        _add(tar, "ray-token", check_ray_token(ray_token))
+
+
+def worker_bundle(cfg: StackConfig, ray_token: str) -> bytes:
+    """The archive of a Ray worker: no API keys or TLS (nginx runs on the head only)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        _add_node_secrets(tar, cfg, ray_token)
     return out.getvalue()

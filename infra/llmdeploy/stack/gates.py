@@ -15,7 +15,7 @@ from pulumi_command import local, remote
 from .. import acme_roots
 from ..config import StackConfig
 from ..render import INSTALL_SECRETS, WAIT_READY
-from ..secrets import secrets_bundle, wait_for_installer
+from ..secrets import secrets_bundle, wait_for_installer, worker_bundle
 
 def readiness_script(timeout_s: int) -> str:
     """The remote side: deliver the base64 bundle from stdin as soon as SSH logs in (the engine step may be
@@ -51,15 +51,22 @@ def ca_from_readiness(stdout: str | None) -> str:
     return match.group(0) + "\n" if match else ""
 
 
-def ssh_connection(cfg: StackConfig, host: pulumi.Input[str]) -> remote.ConnectionArgs:
-    """Key from config (secret) or, when none is set, the running ssh-agent. Keeps retrying while the
-    VM boots (sshd comes up a minute or two after launch)."""
+def _credentials(cfg: StackConfig) -> tuple[pulumi.Input[str] | None, str | None]:
+    """(private key, agent socket): the key from config (secret) or, when none is set, the running ssh-agent."""
     if cfg.ssh_private_key:
-        return remote.ConnectionArgs(host=host, user=cfg.admin_user,
-                                     private_key=pulumi.Output.secret(cfg.ssh_private_key.reveal()),
-                                     dial_error_limit=60, per_dial_timeout=30)
-    return remote.ConnectionArgs(host=host, user=cfg.admin_user, agent_socket_path=os.environ["SSH_AUTH_SOCK"],
-                                 dial_error_limit=60, per_dial_timeout=30)
+        return pulumi.Output.secret(cfg.ssh_private_key.reveal()), None
+    return None, os.environ["SSH_AUTH_SOCK"]
+
+
+def ssh_connection(cfg: StackConfig, host: pulumi.Input[str],
+                   jump_host: pulumi.Input[str] | None = None) -> remote.ConnectionArgs:
+    """An SSH connection as the admin user; through jump_host (a Ray worker has no public IP: the head is
+    its bastion). Keeps retrying while the VM boots (sshd comes up a minute or two after launch)."""
+    key, agent = _credentials(cfg)
+    proxy = remote.ProxyConnectionArgs(host=jump_host, user=cfg.admin_user, private_key=key, agent_socket_path=agent,
+                                       dial_error_limit=60, per_dial_timeout=30) if jump_host is not None else None
+    return remote.ConnectionArgs(host=host, user=cfg.admin_user, private_key=key, agent_socket_path=agent,
+                                 dial_error_limit=60, per_dial_timeout=30, proxy=proxy)
 
 
 def check_connection_settings(cfg: StackConfig) -> None:
@@ -72,11 +79,27 @@ def check_connection_settings(cfg: StackConfig) -> None:
 
 def readiness(name: str, cfg: StackConfig, host: pulumi.Output[str], api_keys: pulumi.Output[dict[str, str]],
               depends_on: list[pulumi.Resource], triggers: list[pulumi.Input[str]],
-              parent: pulumi.Resource) -> remote.Command:
-    bundle = pulumi.Output.all(api_keys, host).apply(
-        lambda args: base64.b64encode(secrets_bundle(cfg, args[0], args[1])).decode())
+              parent: pulumi.Resource, ray_token: pulumi.Output[str] | None = None) -> remote.Command:
+    token = ray_token if ray_token is not None else pulumi.Output.from_input("")
+    bundle = pulumi.Output.all(api_keys, host, token).apply(
+        lambda args: base64.b64encode(secrets_bundle(cfg, args[0], args[1], args[2])).decode())
+    return _readiness_command(name, cfg, ssh_connection(cfg, host), bundle, depends_on, triggers, parent)
+
+
+def worker_readiness(name: str, cfg: StackConfig, worker_ip: str, jump_host: pulumi.Output[str],
+                     ray_token: pulumi.Output[str], depends_on: list[pulumi.Resource],
+                     triggers: list[pulumi.Input[str]], parent: pulumi.Resource) -> remote.Command:
+    """A Ray worker's gate, over SSH through the head: its token (and hfToken) delivered, provisioning done."""
+    bundle = ray_token.apply(lambda token: base64.b64encode(worker_bundle(cfg, token)).decode())
+    return _readiness_command(name, cfg, ssh_connection(cfg, worker_ip, jump_host), bundle, depends_on, triggers,
+                              parent)
+
+
+def _readiness_command(name: str, cfg: StackConfig, connection: remote.ConnectionArgs, bundle: pulumi.Output[str],
+                       depends_on: list[pulumi.Resource], triggers: list[pulumi.Input[str]],
+                       parent: pulumi.Resource) -> remote.Command:
     return remote.Command(
-        f"{name}-readiness", connection=ssh_connection(cfg, host),
+        f"{name}-readiness", connection=connection,
         create=readiness_script(cfg.readiness_timeout_minutes * 60), stdin=pulumi.Output.secret(bundle),
         triggers=triggers, logging=remote.Logging.STDOUT_AND_STDERR,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on, custom_timeouts=pulumi.CustomTimeouts(

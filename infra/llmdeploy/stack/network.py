@@ -1,5 +1,7 @@
 """The VM's network: a VCN with one regional public subnet, and a network security group that lets in
-TCP 22 (from the allowed CIDRs), 80 and 443, and nothing else."""
+TCP 22 (from the allowed CIDRs), 80 and 443, and nothing else. On the ray target also a private subnet for
+the workers (out through a NAT gateway, no public IPs) and the cluster's NSG, whose one ingress rule admits
+its own members only (Ray, NCCL and Gloo use fixed and ephemeral ports alike)."""
 from __future__ import annotations
 
 import re
@@ -7,7 +9,7 @@ import re
 import pulumi
 from pulumi_oci import core
 
-from ..addresses import SUBNET_CIDR, VCN_CIDR
+from ..addresses import SUBNET_CIDR, VCN_CIDR, WORKER_SUBNET_CIDR
 from ..config import StackConfig
 
 PUBLIC_PORTS = (80, 443)
@@ -30,6 +32,8 @@ def tcp_ingress(port: int) -> core.NetworkSecurityGroupSecurityRuleTcpOptionsArg
 class Network(pulumi.ComponentResource):
     subnet_id: pulumi.Output[str]
     nsg_id: pulumi.Output[str]
+    worker_subnet_id: pulumi.Output[str] | None = None  # ray target only
+    cluster_nsg_id: pulumi.Output[str] | None = None  # ray target only
 
     def __init__(self, name: str, cfg: StackConfig, tags: dict[str, str],
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -61,7 +65,46 @@ class Network(pulumi.ComponentResource):
         self._rules(name, nsg, cfg, child)
         self.subnet_id = subnet.id
         self.nsg_id = nsg.id
-        self.register_outputs({"subnetId": subnet.id, "nsgId": nsg.id, "vcnId": vcn.id})
+        outputs: dict[str, pulumi.Input[str]] = {"subnetId": subnet.id, "nsgId": nsg.id, "vcnId": vcn.id}
+        if cfg.target == "ray":
+            worker_subnet, cluster_nsg = self._ray_cluster(name, cfg, vcn, egress_only, tags, child)
+            self.worker_subnet_id, self.cluster_nsg_id = worker_subnet.id, cluster_nsg.id
+            outputs |= {"workerSubnetId": worker_subnet.id, "clusterNsgId": cluster_nsg.id}
+        self.register_outputs(outputs)
+
+    @staticmethod
+    def _ray_cluster(name: str, cfg: StackConfig, vcn: core.Vcn, egress_only: core.SecurityList,
+                     tags: dict[str, str], child: pulumi.ResourceOptions
+                     ) -> tuple[core.Subnet, core.NetworkSecurityGroup]:
+        """The workers' private subnet (pip and the weights come in through the NAT gateway) and the cluster
+        NSG: TCP among its members only, so no Ray port is reachable from outside the cluster."""
+        compartment = cfg.compartment_id
+        nat = core.NatGateway(f"{name}-nat", compartment_id=compartment, vcn_id=vcn.id, display_name=f"{name}-nat",
+                              freeform_tags=tags, opts=child)
+        routes = core.RouteTable(f"{name}-private-routes", compartment_id=compartment, vcn_id=vcn.id,
+                                 display_name=f"{name}-private-routes", freeform_tags=tags, opts=child,
+                                 route_rules=[core.RouteTableRouteRuleArgs(
+                                     network_entity_id=nat.id, destination="0.0.0.0/0",
+                                     destination_type="CIDR_BLOCK")])
+        subnet = core.Subnet(f"{name}-workers", compartment_id=compartment, vcn_id=vcn.id,
+                             cidr_block=WORKER_SUBNET_CIDR, route_table_id=routes.id,
+                             security_list_ids=[egress_only.id], prohibit_public_ip_on_vnic=True,
+                             dns_label="workers", display_name=f"{name}-workers", freeform_tags=tags, opts=child)
+        nsg = core.NetworkSecurityGroup(f"{name}-cluster", compartment_id=compartment, vcn_id=vcn.id,
+                                        display_name=f"{name}-cluster", freeform_tags=tags, opts=child)
+        core.NetworkSecurityGroupSecurityRule(
+            f"{name}-cluster-members", network_security_group_id=nsg.id, direction="INGRESS", protocol=TCP,
+            source=nsg.id, source_type="NETWORK_SECURITY_GROUP",
+            description="Ray (GCS, raylets, object managers, agents, workers), NCCL and Gloo among the cluster's VMs",
+            opts=child)
+        core.NetworkSecurityGroupSecurityRule(
+            f"{name}-cluster-mtu", network_security_group_id=nsg.id, direction="INGRESS", protocol=ICMP,
+            source=nsg.id, source_type="NETWORK_SECURITY_GROUP", description="path MTU discovery in the cluster",
+            icmp_options=core.NetworkSecurityGroupSecurityRuleIcmpOptionsArgs(type=3, code=4), opts=child)
+        core.NetworkSecurityGroupSecurityRule(f"{name}-cluster-egress", network_security_group_id=nsg.id,
+                                              direction="EGRESS", protocol="all", destination="0.0.0.0/0",
+                                              destination_type="CIDR_BLOCK", description="all outbound", opts=child)
+        return subnet, nsg
 
     @staticmethod
     def _rules(name: str, nsg: core.NetworkSecurityGroup, cfg: StackConfig, child: pulumi.ResourceOptions) -> None:

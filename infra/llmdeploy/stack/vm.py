@@ -8,6 +8,7 @@ from pulumi_oci import core, dns, identity
 
 from ..config import OSES, StackConfig
 from ..render import encode_user_data, render
+from ..shapes import Shape
 from ..secrets import KEY_PREFIX
 from . import gates
 from .network import Network
@@ -73,6 +74,58 @@ def reserved_ip(name: str, cfg: StackConfig, instance: core.Instance, tags: dict
                          opts=pulumi.ResourceOptions(parent=parent))
 
 
+def launch(name: str, cfg: StackConfig, user_data: str, subnet_id: pulumi.Input[str],
+           nsg_ids: list[pulumi.Input[str]], hostname: str, tags: dict[str, str], opts: pulumi.ResourceOptions,
+           shape: Shape | None = None, private_ip: str | None = None) -> core.Instance:
+    """An instance booting user_data, without a public IP of its own (a reserved one is attached, or none)."""
+    shape = shape or cfg.shape
+    return core.Instance(
+        name, availability_domain=availability_domain(cfg), compartment_id=cfg.compartment_id,
+        shape=shape.name, shape_config=shape_config(cfg) if shape.flex else None, display_name=name,
+        source_details=core.InstanceSourceDetailsArgs(source_type="image", source_id=image_id(cfg),
+                                                      boot_volume_size_in_gbs=str(cfg.boot_volume_gbs)),
+        create_vnic_details=core.InstanceCreateVnicDetailsArgs(
+            subnet_id=subnet_id, assign_public_ip="false", nsg_ids=nsg_ids, hostname_label=hostname,
+            private_ip=private_ip),
+        metadata={"ssh_authorized_keys": "\n".join(cfg.ssh_public_keys), "user_data": encode_user_data(user_data)},
+        preserve_boot_volume=False, freeform_tags=tags, opts=opts)
+
+
+def dns_record(name: str, cfg: StackConfig, ip: core.PublicIp, opts: pulumi.ResourceOptions) -> list[dns.Rrset]:
+    """The A record of cfg.domain, when the project manages the zone."""
+    if not (cfg.dns_zone and cfg.domain):
+        return []
+    return [dns.Rrset(f"{name}-dns", zone_name_or_id=cfg.dns_zone, domain=cfg.domain, rtype="A",
+                      compartment_id=cfg.compartment_id, opts=opts,
+                      items=[dns.RrsetItemArgs(domain=cfg.domain, rdata=ip.ip_address, rtype="A", ttl=300)])]
+
+
+def api_keys(name: str, cfg: StackConfig, opts: pulumi.ResourceOptions
+             ) -> tuple[list[random.RandomPassword], pulumi.Output[dict[str, str]]]:
+    """A generated key per apiKeys name (secret), and the passwords behind them (their IDs trigger readiness)."""
+    passwords = {k.name: random.RandomPassword(f"{name}-key-{k.name}", length=KEY_LENGTH, special=False,
+                                               opts=opts) for k in cfg.auth.api_keys}
+    # Output.all() with no arguments gives a list, not a dict: a basic-auth-only stack has no keys.
+    keys: pulumi.Output[dict[str, str]] = pulumi.Output.all(**{n: p.result for n, p in passwords.items()}).apply(
+        lambda found: {n: KEY_PREFIX + v for n, v in found.items()}) if passwords else pulumi.Output.from_input({})
+    return list(passwords.values()), pulumi.Output.secret(keys)
+
+
+def smoke_environment(cfg: StackConfig, keys: pulumi.Output[dict[str, str]], ca_certificate: pulumi.Output[str],
+                      acme_roots: str) -> dict[str, pulumi.Input[str]]:
+    """What the smoke gate needs: the CAs to trust and the first key (or basic-auth password), as secrets."""
+    env: dict[str, pulumi.Input[str]] = {"LLMDEPLOY_CA_PEM": ca_certificate, "LLMDEPLOY_ACME_ROOTS_PEM": acme_roots,
+                                         "LLMDEPLOY_SMOKE_CA_BUNDLE": cfg.smoke_ca_bundle}
+    if cfg.auth.api_keys:
+        first_key = cfg.auth.api_keys[0].name
+        env["LLMDEPLOY_API_KEY"] = keys.apply(lambda found: found[first_key])
+    else:  # basic-auth users only
+        user = cfg.auth.basic_users[0]
+        env["LLMDEPLOY_BASIC_USER"] = user
+        env["LLMDEPLOY_BASIC_PASSWORD"] = pulumi.Output.secret(cfg.auth.basic_passwords[user].reveal())
+    return env
+
+
 class VmEndpoint(pulumi.ComponentResource):
     endpoint_url: pulumi.Output[str]
     public_ip: pulumi.Output[str]
@@ -87,48 +140,19 @@ class VmEndpoint(pulumi.ComponentResource):
         super().__init__("llmdeploy:vm:VmEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         network = network or Network(f"{name}-net", cfg, tags, opts=child)  # a workshop shares one
-        instance = core.Instance(
-            f"{name}-instance", availability_domain=availability_domain(cfg), compartment_id=cfg.compartment_id,
-            shape=cfg.shape.name, shape_config=shape_config(cfg), display_name=f"{name}-instance",
-            source_details=core.InstanceSourceDetailsArgs(source_type="image", source_id=image_id(cfg),
-                                                          boot_volume_size_in_gbs=str(cfg.boot_volume_gbs)),
-            create_vnic_details=core.InstanceCreateVnicDetailsArgs(
-                subnet_id=network.subnet_id, assign_public_ip="false", nsg_ids=[network.nsg_id],
-                hostname_label="llm"),
-            metadata={"ssh_authorized_keys": "\n".join(cfg.ssh_public_keys),
-                      "user_data": encode_user_data(render(cfg).user_data)},
-            preserve_boot_volume=False, freeform_tags=tags, opts=child)
+        instance = launch(f"{name}-instance", cfg, render(cfg).user_data, network.subnet_id, [network.nsg_id], "llm",
+                          tags, child)
         ip = reserved_ip(name, cfg, instance, tags, self)
-        waits_for: list[pulumi.Resource] = [instance, ip]
-        if cfg.dns_zone and cfg.domain:
-            waits_for.append(dns.Rrset(
-                f"{name}-dns", zone_name_or_id=cfg.dns_zone, domain=cfg.domain, rtype="A",
-                compartment_id=cfg.compartment_id, opts=child,
-                items=[dns.RrsetItemArgs(domain=cfg.domain, rdata=ip.ip_address, rtype="A", ttl=300)]))
-
-        passwords = {k.name: random.RandomPassword(f"{name}-key-{k.name}", length=KEY_LENGTH, special=False,
-                                                   opts=child) for k in cfg.auth.api_keys}
-        # Output.all() with no arguments gives a list, not a dict: a basic-auth-only stack has no keys.
-        keys: pulumi.Output[dict[str, str]] = pulumi.Output.all(**{n: p.result for n, p in passwords.items()}).apply(
-            lambda found: {n: KEY_PREFIX + v for n, v in found.items()}) if passwords else pulumi.Output.from_input({})
-        self.api_keys = pulumi.Output.secret(keys)
+        waits_for: list[pulumi.Resource] = [instance, ip, *dns_record(name, cfg, ip, child)]
+        passwords, self.api_keys = api_keys(name, cfg, child)
         ready = gates.readiness(name, cfg, ip.ip_address, self.api_keys, waits_for,
-                                [instance.id, *[p.id for p in passwords.values()]], self)
+                                [instance.id, *[p.id for p in passwords]], self)
 
         host = cfg.domain or None
         self.public_ip = ip.ip_address
         self.endpoint_url = ip.ip_address.apply(lambda addr: f"https://{host or addr}")
         self.ca_certificate = ready.stdout.apply(gates.ca_from_readiness)
-        env: dict[str, pulumi.Input[str]] = {"LLMDEPLOY_CA_PEM": self.ca_certificate,
-                                             "LLMDEPLOY_ACME_ROOTS_PEM": acme_roots,
-                                             "LLMDEPLOY_SMOKE_CA_BUNDLE": cfg.smoke_ca_bundle}
-        if cfg.auth.api_keys:
-            first_key = cfg.auth.api_keys[0].name
-            env["LLMDEPLOY_API_KEY"] = self.api_keys.apply(lambda keys: keys[first_key])
-        else:  # basic-auth users only
-            user = cfg.auth.basic_users[0]
-            env["LLMDEPLOY_BASIC_USER"] = user
-            env["LLMDEPLOY_BASIC_PASSWORD"] = pulumi.Output.secret(cfg.auth.basic_passwords[user].reveal())
+        env = smoke_environment(cfg, self.api_keys, self.ca_certificate, acme_roots)
         check = gates.smoke(name, self.endpoint_url, "openai", cfg.model_name, env, [ready], self)
         self.smoke_report = check.stdout
         self.register_outputs({"endpointUrl": self.endpoint_url, "publicIp": self.public_ip,
