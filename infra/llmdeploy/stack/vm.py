@@ -6,6 +6,7 @@ import pulumi
 import pulumi_random as random
 from pulumi_oci import core, dns, identity
 
+from .. import addresses
 from ..config import OSES, StackConfig
 from ..render import encode_user_data, render
 from ..shapes import Shape
@@ -126,12 +127,34 @@ def smoke_environment(cfg: StackConfig, keys: pulumi.Output[dict[str, str]], ca_
     return env
 
 
+def replica_nsgs(cfg: StackConfig, network: Network) -> list[pulumi.Input[str]]:
+    """The cluster NSG, for the head and its engine replicas (replicas > 1) to reach each other."""
+    if cfg.replicas < 2:
+        return []
+    assert network.cluster_nsg_id is not None, "Network builds the cluster NSG when replicas > 1"
+    return [network.cluster_nsg_id]
+
+
+def launch_replicas(name: str, cfg: StackConfig, network: Network, tags: dict[str, str],
+                    opts: pulumi.ResourceOptions) -> list[str]:
+    """Engine VMs 2..replicas: private IPs only (the workers' subnet, out through the NAT gateway), the engine
+    alone, reached by the head's nginx through the cluster NSG. They need no secret (hfToken is refused with
+    replicas), so nothing is delivered to them; nginx passes over one until it answers. Returns their IPs."""
+    ips = addresses.worker_ips(cfg.replicas - 1)
+    for index, replica_ip in enumerate(ips):
+        assert network.worker_subnet_id is not None
+        launch(f"{name}-replica-{index}", cfg, render(cfg, worker=index).user_data, network.worker_subnet_id,
+               replica_nsgs(cfg, network), f"replica{index}", tags, opts, private_ip=replica_ip)
+    return ips
+
+
 class VmEndpoint(pulumi.ComponentResource):
     endpoint_url: pulumi.Output[str]
     public_ip: pulumi.Output[str]
     api_keys: pulumi.Output[dict[str, str]]
     ca_certificate: pulumi.Output[str]
     smoke_report: pulumi.Output[str]
+    replica_ips: list[str]  # the engine replicas' private IPs (replicas > 1), behind this VM's nginx
 
     def __init__(self, name: str, cfg: StackConfig, tags: dict[str, str], network: Network | None = None,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -140,8 +163,9 @@ class VmEndpoint(pulumi.ComponentResource):
         super().__init__("llmdeploy:vm:VmEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         network = network or Network(f"{name}-net", cfg, tags, opts=child)  # a workshop shares one
-        instance = launch(f"{name}-instance", cfg, render(cfg).user_data, network.subnet_id, [network.nsg_id], "llm",
-                          tags, child)
+        instance = launch(f"{name}-instance", cfg, render(cfg).user_data, network.subnet_id,
+                          [network.nsg_id, *replica_nsgs(cfg, network)], "llm", tags, child)
+        self.replica_ips = launch_replicas(name, cfg, network, tags, child)
         ip = reserved_ip(name, cfg, instance, tags, self)
         waits_for: list[pulumi.Resource] = [instance, ip, *dns_record(name, cfg, ip, child)]
         passwords, self.api_keys = api_keys(name, cfg, child)
