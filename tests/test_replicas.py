@@ -1,0 +1,207 @@
+"""`replicas: N` on the vm target, without Ray: N engine VMs behind the head's nginx.
+
+- The Pulumi program under mocks (infra/__main__.py): the head with the only public IP, N - 1 engine replicas
+  at fixed private IPs in the workers' subnet, head and replicas in the cluster NSG (which admits only its own
+  members), and the head's nginx upstream naming every engine.
+- Config: replicas is refused where no engine VMs are built (ray, datascience, local, a workshop, hfToken).
+- The real thing: the rendered site in a real nginx in front of two real llama.cpp servers (the head's on
+  127.0.0.1, the replica's on 127.0.0.2: the same port, as on the VMs, with the replica's private IP swapped
+  for a loopback one). Requests spread over both (least_conn); with one killed, every request still answers
+  (passive health checks: nginx moves a refused connection to the other server and passes over the dead one).
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import os
+import signal
+import time
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmdeploy import addresses
+from llmdeploy.config import ConfigError
+from llmdeploy.render import UPSTREAM, render, render_nodes
+from support.endpoint import Endpoint, endpoint_config
+from support.llamaserver import LlamaServer, llama_server
+from support.ports import free_port, port_open
+from support.pulumi_mocks import Registered, Run, unwrap
+from support.site import site_endpoint
+from support.tinymodel import write_tiny_gguf
+from test_pulumi_program import run_stack
+
+INSTANCE = "oci:Core/instance:Instance"
+RULE = "oci:Core/networkSecurityGroupSecurityRule:NetworkSecurityGroupSecurityRule"
+REPLICA_HOST = "127.0.0.2"  # the replica's stand-in for its private IP: loopback too, and the same port
+
+
+# ---------------------------------------------------------------------------------------------- Pulumi
+
+@pytest.fixture(scope="module")
+def replicas_run() -> tuple[Run, dict[str, Any]]:
+    return run_stack("llamacpp-cpu", replicas=3)
+
+
+def _user_data(instance: Registered) -> str:
+    return gzip.decompress(base64.b64decode(unwrap(instance.inputs)["metadata"]["user_data"])).decode()
+
+
+def test_head_and_replicas_at_their_fixed_private_ips(replicas_run: tuple[Run, dict[str, Any]]) -> None:
+    run, _ = replicas_run
+    instances = run.of_type(INSTANCE)
+    heads = [i for i in instances if "-replica-" not in i.name]
+    replicas = [i for i in instances if "-replica-" in i.name]
+    assert len(heads) == 1 and len(replicas) == 2
+    vnics = [unwrap(r.inputs)["createVnicDetails"] for r in replicas]
+    assert [v["privateIp"] for v in vnics] == addresses.worker_ips(2)
+    assert {v["assignPublicIp"] for v in vnics} == {"false"}
+    assert len(run.of_type("oci:Core/publicIp:PublicIp")) == 1  # the head's, only
+    subnets = {s.name: s for s in run.of_type("oci:Core/subnet:Subnet")}
+    private = next(s for s in subnets.values() if unwrap(s.inputs)["cidrBlock"] == addresses.WORKER_SUBNET_CIDR)
+    assert unwrap(private.inputs)["prohibitPublicIpOnVnic"] is True
+    assert {v["subnetId"] for v in vnics} == {f"{private.name}-id"}
+    cluster = next(n for n in run.of_type("oci:Core/networkSecurityGroup:NetworkSecurityGroup")
+                   if n.name.endswith("-cluster"))
+    assert f"{cluster.name}-id" in unwrap(heads[0].inputs)["createVnicDetails"]["nsgIds"]
+    assert {tuple(v["nsgIds"]) for v in vnics} == {(f"{cluster.name}-id",)}
+
+
+def test_no_engine_port_is_open_to_the_internet(replicas_run: tuple[Run, dict[str, Any]]) -> None:
+    run, _ = replicas_run
+    open_ports = set()
+    for rule in run.of_type(RULE):
+        inputs = unwrap(rule.inputs)
+        if inputs.get("direction") == "INGRESS" and inputs.get("source") == "0.0.0.0/0" and inputs.get("tcpOptions"):
+            r = inputs["tcpOptions"]["destinationPortRange"]
+            open_ports |= set(range(int(r["min"]), int(r["max"]) + 1))
+    assert {80, 443} <= open_ports <= {22, 80, 443}  # nginx, and SSH as sshAllowedCidrs says: no engine port
+    cluster_rules = [unwrap(r.inputs) for r in run.of_type(RULE) if "-cluster-members" in r.name]
+    assert [r["sourceType"] for r in cluster_rules] == ["NETWORK_SECURITY_GROUP"]
+
+
+def test_head_nginx_names_every_engine_and_replicas_run_the_engine_alone(
+        replicas_run: tuple[Run, dict[str, Any]]) -> None:
+    run, _ = replicas_run
+    instances = {i.name: _user_data(i) for i in run.of_type(INSTANCE)}
+    head = next(text for name, text in instances.items() if "-replica-" not in name)
+    port = 8080
+    for server in [f"127.0.0.1:{port}", *(f"{ip}:{port}" for ip in addresses.worker_ips(2))]:
+        assert f"server {server} max_fails=2 fail_timeout=10s;" in head
+    assert f"proxy_pass http://{UPSTREAM};" in head
+    for name, text in instances.items():
+        if "-replica-" in name:
+            assert "nginx-site.conf" not in text and "60-nginx" not in text
+            assert f"--host 0.0.0.0 --port {port}" in text  # for the head's nginx, through the cluster NSG
+
+
+def test_one_vm_renders_as_before() -> None:
+    """replicas 1 (the default): no upstream, nginx proxies to the engine on loopback."""
+    site = render(endpoint_config()).nginx_site
+    assert "upstream" not in site and "proxy_pass http://127.0.0.1:8080;" in site
+    assert [name for name, _ in render_nodes(endpoint_config())] == [""]
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+@pytest.mark.parametrize("overrides, accepted", [
+    ({"target": "ray", "engine": "vllm", "shape": "VM.GPU.A10.2", "vllmModel": "Qwen/Qwen2.5-0.5B-Instruct",
+      "os": "ubuntu-24.04"}, "rayMinReplicas and rayMaxReplicas"),
+    ({"target": "local"}, "1 on the local target"),
+    ({"hfToken": "hf_secret_token_value"}, "1 with hfToken set"),
+    ({"workshopRoster": "rosters/example.csv"}, "1 for a workshop"),
+])
+def test_replicas_refused_where_no_engine_vms_are_built(overrides: dict[str, object], accepted: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        endpoint_config(replicas=2, **overrides)
+    message = str(error.value)
+    assert "replicas" in message and accepted in message, message
+    assert "hf_secret_token_value" not in message
+
+
+def test_replicas_out_of_range() -> None:
+    with pytest.raises(ConfigError) as error:
+        endpoint_config(replicas=0)
+    assert "replicas" in str(error.value) and "a whole number from 1" in str(error.value)
+
+
+# ---------------------------------------------------------------------------------------------- real nginx
+
+def _with_upstream_log(site: str, log: Path) -> str:
+    """The rendered site plus a log of which server answered each request (what the test observes)."""
+    return site + f"\nlog_format llmdeploy_upstreams '$upstream_addr $status';\n" \
+                  f"access_log {log} llmdeploy_upstreams;\n"
+
+
+@pytest.fixture
+def two_engines(tmp_path: Path) -> Iterator[tuple[Endpoint, LlamaServer, LlamaServer, Path]]:
+    model = write_tiny_gguf(tmp_path / "tiny.gguf")
+    port = free_port()
+    log = tmp_path / "upstreams.log"
+    replica_ip = addresses.worker_ip(0)
+    with llama_server(model, port=port, alias="tiny", parallel=1, log_dir=tmp_path) as head, \
+            llama_server(model, port=port, alias="tiny", parallel=1, log_dir=tmp_path / "replica",
+                         host=REPLICA_HOST) as replica:
+        def edit(site: str) -> str:
+            assert f"server {replica_ip}:{port} " in site
+            return _with_upstream_log(site.replace(f"{replica_ip}:{port}", f"{REPLICA_HOST}:{port}"), log)
+        with site_endpoint(tmp_path / "site", port, edit=edit, replicas=2) as ep:
+            yield ep, head, replica, log
+
+
+def _chat(ep: Endpoint, n: int) -> list[int]:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    with ep.session() as s:
+        return [s.post(f"{ep.base}/v1/chat/completions", json=body, headers=ep.bearer("default"),
+                       timeout=60).status_code for _ in range(n)]
+
+
+def wait_closed(host: str, port: int) -> None:
+    deadline = time.monotonic() + 10
+    while port_open(port, host) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not port_open(port, host), f"{host}:{port} still accepts connections after SIGKILL"
+
+
+def _tried(log: Path) -> list[list[str]]:
+    """Per request answered 200, the servers nginx tried in order ($upstream_addr: "a:p, b:p"); the last answered."""
+    return [line.rsplit(" ", 1)[0].split(", ") for line in log.read_text().splitlines() if line.endswith(" 200")]
+
+
+def _served(log: Path) -> Counter[str]:
+    return Counter(servers[-1] for servers in _tried(log))
+
+
+@pytest.mark.integration
+def test_requests_spread_over_both_engines(two_engines: tuple[Endpoint, LlamaServer, LlamaServer, Path]) -> None:
+    ep, head, replica, log = two_engines
+    assert _chat(ep, 20) == [200] * 20
+    served = _served(log)
+    head_addr, replica_addr = f"127.0.0.1:{head.port}", f"{REPLICA_HOST}:{replica.port}"
+    assert set(served) == {head_addr, replica_addr} and min(served.values()) >= 5, served
+
+
+@pytest.mark.integration
+def test_keeps_answering_when_one_engine_is_killed(
+        two_engines: tuple[Endpoint, LlamaServer, LlamaServer, Path], tmp_path: Path) -> None:
+    ep, head, replica, log = two_engines
+    assert _chat(ep, 4) == [200] * 4
+    os.kill(replica.pid, signal.SIGKILL)  # the replica's VM gone: connections to it are refused (reaped at exit)
+    wait_closed(REPLICA_HOST, replica.port)
+    log.write_text("")
+    assert _chat(ep, 20) == [200] * 20
+    assert set(_served(log)) == {f"127.0.0.1:{head.port}"}
+    # Passive health check: the dead server is tried at most max_fails (2) times, then passed over.
+    dead = f"{REPLICA_HOST}:{replica.port}"
+    assert sum(servers.count(dead) for servers in _tried(log)) <= 2, log.read_text()
+    # smoke, as a user runs it, through TLS, the key and the upstream with one engine down
+    env = {**os.environ, "LLMDEPLOY_API_KEY": ep.keys["default"]}
+    result = subprocess.run([sys.executable, "-m", "llmdeploy.cli", "smoke", ep.base, "--ca-bundle", ep.ca,
+                             "--http-url", ep.http_base, "--model", "tiny", "--timeout", "60"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
