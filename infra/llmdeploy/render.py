@@ -277,9 +277,9 @@ def engine_host(cfg: StackConfig, worker: int | None) -> str:
     return "0.0.0.0" if worker is not None and cfg.target == "vm" else "127.0.0.1"
 
 
-def engine_proxy(cfg: StackConfig, engine_port: int) -> str:
+def engine_url(cfg: StackConfig, engine_port: int) -> str:
     """What nginx's proxy_pass names: the upstream of the engine VMs, or the one engine on loopback."""
-    return UPSTREAM if replica_upstreams(cfg, engine_port) else f"127.0.0.1:{engine_port}"
+    return f"http://{UPSTREAM if replica_upstreams(cfg, engine_port) else f'127.0.0.1:{engine_port}'}"
 
 
 def replica_upstreams(cfg: StackConfig, engine_port: int) -> list[str]:
@@ -328,7 +328,7 @@ def _context(cfg: StackConfig, layout: Layout, worker: int | None = None) -> dic
         "engine_unit": engine_unit(cfg, worker), "model": cfg.model, "engine_host": engine_host(cfg, worker),
         "replica": worker is not None and cfg.target == "vm",
         "upstreams": replica_upstreams(cfg, layout.engine_port or cfg.engine_port), "upstream": UPSTREAM,
-        "engine_proxy": engine_proxy(cfg, layout.engine_port or cfg.engine_port),
+        "engine_url": engine_url(cfg, layout.engine_port or cfg.engine_port),
         "ray": _ray_context(cfg, worker), "firewall": _firewall(cfg, worker), "model_name": cfg.model_name, "domain": cfg.domain,
         "server_name": cfg.domain or "_", "tls": cfg.tls, "auth": cfg.auth, "rate_zones": rate_zones(cfg),
         "sources": cfg.sources, "conda_env": cfg.conda_env, "nvidia_toolkit": cfg.nvidia_toolkit,
@@ -413,8 +413,10 @@ def _mirror_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
 def _worker_files(cfg: StackConfig, ctx: dict[str, Any], worker: int) -> list[VmFile]:
     """A Ray worker's or an engine replica's: the base, the driver's upgrades, its node or engine; no nginx, TLS or
     keys (the head has them)."""
-    node = _ray_files(cfg, ctx, worker) if cfg.target == "ray" else _engine_files(cfg, ctx)
-    return _base_files(cfg, ctx) + _mirror_files(cfg, ctx) + _gpu_files(cfg, ctx) + node
+    if cfg.target == "ray":
+        return _base_files(cfg, ctx) + _mirror_files(cfg, ctx) + _gpu_files(cfg, ctx) + _ray_files(cfg, ctx, worker)
+    return [*_base_files(cfg, ctx), _engine_unit_file(cfg, ctx), *_mirror_files(cfg, ctx), *_condarc(cfg, ctx),
+            *_engine_support_files(cfg, ctx)]
 
 
 def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
@@ -423,21 +425,29 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
         VmFile(f"{FILES_DIR}/nginx-site.conf", _render("files/nginx-site.conf.j2", ctx)),
         VmFile(f"{FILES_DIR}/htpasswd", htpasswd(cfg)),
     ]
-    files += _ray_files(cfg, ctx, None) if cfg.target == "ray" else _engine_files(cfg, ctx)
-    files += _mirror_files(cfg, ctx)
+    files += _ray_files(cfg, ctx, None) if cfg.target == "ray" else [_engine_unit_file(cfg, ctx)]
+    files += _mirror_files(cfg, ctx) + _condarc(cfg, ctx)
     if cfg.tls.mode == "letsencrypt":
         files.append(VmFile(f"{FILES_DIR}/certbot-deploy-hook", _render("files/certbot-deploy-hook.j2", ctx),
                             "0755"))
-    return files + _gpu_files(cfg, ctx)
+    return files + _engine_support_files(cfg, ctx)
 
 
-def _engine_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
-    """The engine's unit and what it runs with (the head's, and each engine replica's alike)."""
-    files = [VmFile(f"{FILES_DIR}/{cfg.engine}.service", _render(f"files/{engine_template(cfg)}.service.j2", ctx))]
-    if cfg.conda:
-        files.append(VmFile(f"{FILES_DIR}/condarc", _render("files/condarc.j2", ctx)))
+def _engine_unit_file(cfg: StackConfig, ctx: dict[str, Any]) -> VmFile:
+    """The engine's systemd unit (the head's, and each engine replica's alike)."""
+    return VmFile(f"{FILES_DIR}/{cfg.engine}.service", _render(f"files/{engine_template(cfg)}.service.j2", ctx))
+
+
+def _condarc(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
+    return [VmFile(f"{FILES_DIR}/condarc", _render("files/condarc.j2", ctx))] if cfg.conda else []
+
+
+def _engine_support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
+    """What the engine runs with besides its unit: model scripts, the GPU's checks and upgrade rules."""
+    files: list[VmFile] = []
     if isinstance(cfg.model, XinferenceModel):
         files += _xinference_files(cfg, cfg.model, ctx)
+    files += _gpu_files(cfg, ctx)
     if cfg.engine == "ollama" and cfg.gpu:
         files.append(VmFile(f"{LIBEXEC}/ollama-gpu-check", _render("files/ollama-gpu-check.sh.j2", ctx), "0755"))
     vllm_on_its_own = cfg.engine == "vllm" and cfg.target != "ray"  # Ray Serve LLM runs vLLM itself
@@ -540,7 +550,8 @@ def nodes(cfg: StackConfig) -> list[tuple[str, int | None]]:
     and each Ray worker or engine replica."""
     head = "head" if cfg.target == "ray" or cfg.replicas > 1 else ""
     role = "worker" if cfg.target == "ray" else "replica"
-    return [(head, None)] + [(f"{role}-{i}", i) for i in range(worker_count(cfg))]
+    machines: list[tuple[str, int | None]] = [(head, None)]
+    return machines + [(f"{role}-{i}", i) for i in range(worker_count(cfg))]
 
 
 def worker_count(cfg: StackConfig) -> int:
