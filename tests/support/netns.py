@@ -110,6 +110,25 @@ def _host_run(cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(cmd), capture_output=True, text=True, timeout=60, check=True)
 
 
+def _front(stack: ExitStack, head: Netns, avoid: str = "") -> str:
+    """A link from the host to `head` (host .1, head .2 of a fresh /24); the head's address seen from here."""
+    front = subnet()
+    while front == avoid:
+        front = subnet()
+    host_end = link(None, head, f"{front}.1", f"{front}.2", "f")
+    stack.callback(subprocess.run, ["ip", "link", "del", host_end], capture_output=True, check=False)
+    return f"{front}.2"
+
+
+@contextmanager
+def head_node(log_dir: Path) -> Iterator[tuple[Netns, str]]:
+    """One namespace reachable from the host; yields (it, its address seen from the host, also its own)."""
+    with ExitStack() as stack:
+        head = stack.enter_context(netns("head", log_dir))
+        front = _front(stack, head)
+        yield Netns(head.name, head.pid, front), front
+
+
 @contextmanager
 def two_nodes(log_dir: Path) -> Iterator[tuple[Netns, Netns, str]]:
     """A head and a worker namespace on one link (x.x.x.1 and .2), and the head reachable from the host on a
@@ -117,11 +136,7 @@ def two_nodes(log_dir: Path) -> Iterator[tuple[Netns, Netns, str]]:
     with ExitStack() as stack:
         head = stack.enter_context(netns("head", log_dir))
         worker = stack.enter_context(netns("worker", log_dir))
-        cluster, front = subnet(), subnet()
-        while front == cluster:
-            front = subnet()
+        cluster = subnet()
         link(head, worker, f"{cluster}.1", f"{cluster}.2", "c")
-        host_end = link(None, head, f"{front}.1", f"{front}.2", "f")
-        stack.callback(subprocess.run, ["ip", "link", "del", host_end], capture_output=True, check=False)
-        yield Netns(head.name, head.pid, f"{cluster}.1"), Netns(worker.name, worker.pid, f"{cluster}.2"), \
-            f"{front}.2"
+        front = _front(stack, head, avoid=cluster)
+        yield Netns(head.name, head.pid, f"{cluster}.1"), Netns(worker.name, worker.pid, f"{cluster}.2"), front

@@ -32,8 +32,8 @@ SUPPORT = Path(__file__).resolve().parent  # holds ray_echo_app.py, on the nodes
 ECHO_APP = ECHO_MODEL = "echo"  # the Serve app's name, and the model name ray_echo_app.py answers to
 
 
-def ray_bin(name: str) -> str:
-    return str(RAY_VENV / "bin" / name)
+def ray_bin(name: str, venv: Path = RAY_VENV) -> str:
+    return str(venv / "bin" / name)
 
 
 def node_env(token_path: Path | None) -> dict[str, str]:
@@ -110,14 +110,17 @@ class Cluster:
         deployments = self.serve_app(app).get("deployments", {})
         return [r for r in deployments.get(deployment, {}).get("replicas", []) if r.get("state") == "RUNNING"]
 
-    def serve_deploy(self, config: Path) -> subprocess.CompletedProcess[str]:
+    def serve_deploy(self, config: Path, venv: Path = RAY_VENV) -> subprocess.CompletedProcess[str]:
         """`serve deploy` as the head's oneshot unit runs it, the token from the node's file."""
-        return subprocess.run(self.head_ns.command(raycluster.serve_deploy_command(ray_bin("serve"), str(config))),
+        return subprocess.run(self.head_ns.command(raycluster.serve_deploy_command(ray_bin("serve", venv),
+                                                                                   str(config))),
                               env=node_env(self.token_path), capture_output=True, text=True, timeout=120)
 
 
-def start_head(ns: Netns, token_path: Path, log: Path, num_cpus: int) -> RayNode:
-    return start_node(ns, raycluster.head_command(ray_bin("ray"), ns.ip, num_cpus=num_cpus), token_path, log)
+def start_head(ns: Netns, token_path: Path, log: Path, num_cpus: int, venv: Path = RAY_VENV,
+               extra_env: dict[str, str] | None = None) -> RayNode:
+    return start_node(ns, raycluster.head_command(ray_bin("ray", venv), ns.ip, num_cpus=num_cpus), token_path, log,
+                      extra_env)
 
 
 def start_worker(ns: Netns, head_ip: str, token_path: Path | None, log: Path, num_cpus: int) -> RayNode:
@@ -125,9 +128,11 @@ def start_worker(ns: Netns, head_ip: str, token_path: Path | None, log: Path, nu
                       token_path, log)
 
 
-def start_node(ns: Netns, cmd: list[str], token_path: Path | None, log: Path) -> RayNode:
+def start_node(ns: Netns, cmd: list[str], token_path: Path | None, log: Path,
+               extra_env: dict[str, str] | None = None) -> RayNode:
     temp_dir = Path(tempfile.mkdtemp(prefix=f"ray-{ns.name}-", dir="/tmp"))  # short: Ray's socket paths
-    proc = start_process(ns.command([*cmd, "--temp-dir", str(temp_dir)]), log, env=node_env(token_path))
+    proc = start_process(ns.command([*cmd, "--temp-dir", str(temp_dir)]), log,
+                         env={**node_env(token_path), **(extra_env or {})})
     return RayNode(ns, proc, log, temp_dir)
 
 
