@@ -337,6 +337,11 @@ class StackConfig:
     def engine_port(self) -> int:
         return RAY_SERVE_PORT if self.target == "ray" else ENGINE_PORTS[self.engine]
 
+    def machine_shapes(self) -> list[Shape]:
+        """The shape of every VM the stack boots: the one machine, or the Ray head and each worker."""
+        workers = [self.ray.worker_shape] * self.ray.workers if self.target == "ray" else []
+        return [self.shape, *workers]
+
     @property
     def cluster_gpus(self) -> int:
         """GPUs the stack runs: the whole Ray cluster's on the ray target, else the one machine's."""
@@ -1113,8 +1118,12 @@ def _workshop(r: _Reader, target: str) -> Workshop:
     rate = r.str("workshopAttendeeRate")
     if not _RATE_RE.fullmatch(rate):
         r.bad("workshopAttendeeRate", rate, "an nginx rate such as 30r/m", "30r/m")
-    if roster and target != "vm":
-        r.bad("target", target, "vm for a workshop (workshopRoster is set)", "vm")
+    if roster and target not in CLOUD_VM_TARGETS:
+        r.bad("target", target, "vm or ray for a workshop (workshopRoster is set)", "vm")
+    elif roster and target == "ray" and (layout != "shared" or r.int("workshopEndpoints", 1, 100) != 1):
+        r.bad("workshopLayout", layout, "shared with workshopEndpoints 1 on the ray target (one cluster serves "
+              "every attendee, each with a key of their own; rayMaxReplicas scales it)",
+              "shared; pulumi config set workshopEndpoints 1")
     return Workshop(roster, layout, r.int("workshopEndpoints", 1, 100), domain, rate, r.int("workshopHours", 1, 720))
 
 

@@ -1,5 +1,6 @@
 """A workshop: one VM per attendee (dedicated) or a few VMs with a key per attendee (shared), all in one
-network, every resource named after the attendee or endpoint it serves, never after a list position."""
+network, every resource named after the attendee or endpoint it serves, never after a list position. On the
+ray target, one Ray cluster (with its own network) serves every attendee, each with a key of their own."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,11 +10,12 @@ import pulumi
 from ..config import StackConfig
 from ..workshop.configs import EndpointPlan
 from .network import Network
+from .ray import RayClusterEndpoint
 from .tags import freeform_tags
 from .vm import VmEndpoint
 
 
-def _entry(plan: EndpointPlan, vm: VmEndpoint, attendee_id: str) -> pulumi.Output[dict[str, Any]]:
+def _entry(plan: EndpointPlan, vm: VmEndpoint | RayClusterEndpoint, attendee_id: str) -> pulumi.Output[dict[str, Any]]:
     attendee = next(a for a in plan.attendees if a.id == attendee_id)
     key_name = plan.key_for(attendee)
     return pulumi.Output.all(vm.endpoint_url, vm.api_keys, vm.ca_certificate).apply(lambda v: {
@@ -30,13 +32,16 @@ class Workshop(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmdeploy:workshop:Workshop", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        network = Network(f"{name}-net", cfg, freeform_tags(cfg, project), opts=child)
+        # A Ray cluster has a network of its own (its nodes' addresses are fixed); VMs share one.
+        network = Network(f"{name}-net", cfg, freeform_tags(cfg, project), opts=child) if cfg.target == "vm" else None
         entries: dict[str, pulumi.Output[dict[str, Any]]] = {}
         urls: dict[str, pulumi.Output[str]] = {}
         for plan in plans:
             attendee = plan.attendees[0].id if not plan.shared else ""
-            vm = VmEndpoint(f"{name}-{plan.key}", plan.cfg, freeform_tags(plan.cfg, project, attendee),
-                            network=network, opts=child)
+            tags = freeform_tags(plan.cfg, project, attendee)
+            vm: VmEndpoint | RayClusterEndpoint = VmEndpoint(
+                f"{name}-{plan.key}", plan.cfg, tags, network=network, opts=child) if network else \
+                RayClusterEndpoint(f"{name}-{plan.key}", plan.cfg, tags, opts=child)
             urls[plan.key] = vm.endpoint_url
             for a in plan.attendees:
                 entries[a.id] = _entry(plan, vm, a.id)
