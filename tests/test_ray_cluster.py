@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from support.netns import pids_in
 from support.raynodes import ECHO_MODEL, RAY_VENV
 from support.raytwonode import TwoNode, node_ids, two_node_cluster
 
@@ -78,6 +79,25 @@ def test_autoscaling_up_under_load_and_down_after(ray2: TwoNode) -> None:
     assert ray2.timings["scale_up_s"] > 0 and ray2.timings["scale_down_s"] > 0
 
 
+def test_token_in_no_log_and_no_command_line(ray2: TwoNode) -> None:
+    """The token reaches Ray through RAY_AUTH_TOKEN_PATH (a 0600 file) only: it is in no command line of the
+    nodes' processes (Ray's own included) and in none of Ray's logs, on either node."""
+    token = ray2.cluster.token_path.read_text().strip()
+    processes = [p for ns in (ray2.head_ns, ray2.worker_ns) for p in pids_in(ns.inode())]
+    assert len(processes) > 10  # raylets, GCS, dashboard, agents, Serve's actors...
+    for pid in processes:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            continue
+        assert token not in cmdline, f"PID {pid} has the token on its command line"
+    logs = [f for node in (ray2.head, ray2.worker) for f in node.temp_dir.rglob("*") if f.is_file()]
+    assert any(f.suffix in (".log", ".out", ".err") for f in logs)
+    leaked = [str(f) for f in logs if f.stat().st_size < 50_000_000 and token.encode() in f.read_bytes()]
+    assert not leaked, f"the token is in {leaked}"
+    assert oct(ray2.cluster.token_path.stat().st_mode & 0o777) == "0o600"
+
+
 def test_endpoint_answers_again_after_worker_killed(ray2: TwoNode) -> None:
     where = {r["node_id"] == ray2.worker_node for r in ray2.running_replicas()}
     statuses = ray2.lose_worker(WORKER_LOST_S)
@@ -86,7 +106,6 @@ def test_endpoint_answers_again_after_worker_killed(ray2: TwoNode) -> None:
           f"failures {[x for x in statuses if x != 200]}")
 
 
-def test_nothing_left_running(ray2: TwoNode, tmp_path: Path) -> None:
+def test_nothing_left_running(ray2: TwoNode) -> None:
     """The killed worker's namespace holds nothing but its holder (the rest is checked at teardown)."""
-    from support.netns import pids_in
     assert pids_in(ray2.worker_ns.inode()) == [ray2.worker_ns.pid]

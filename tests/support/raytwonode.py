@@ -54,6 +54,7 @@ class TwoNode:
     head_ns: Netns
     worker_ns: Netns
     cluster: Cluster
+    head: RayNode
     worker: RayNode
     ep: Endpoint
     refusal: Refusal
@@ -196,4 +197,5 @@ def two_node_cluster(work: Path) -> Iterator[TwoNode]:
         timings["deploy_to_running_s"] = _deploy(cluster, head, work)
         ep = stack.enter_context(site_endpoint(work / "site", raycluster.PORTS.serve,
                                                netns=(front, head_ns.command([])), **ray_site(ECHO_MODEL)))
-        yield TwoNode(head_ns, worker_ns, cluster, worker, ep, refusal, without, with_token, worker_node, timings)
+        yield TwoNode(head_ns, worker_ns, cluster, head, worker, ep, refusal, without, with_token, worker_node,
+                      timings)
