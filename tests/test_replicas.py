@@ -27,7 +27,7 @@ import pytest
 
 from llmdeploy import addresses
 from llmdeploy.config import ConfigError
-from llmdeploy.render import UPSTREAM, render, render_nodes
+from llmdeploy.render import FIREWALL, UPSTREAM, render, render_nodes
 from support.endpoint import Endpoint, endpoint_config
 from support.llamaserver import LlamaServer, llama_server
 from support.ports import free_port, port_open
@@ -98,6 +98,15 @@ def test_head_nginx_names_every_engine_and_replicas_run_the_engine_alone(
         if "-replica-" in name:
             assert "nginx-site.conf" not in text and "60-nginx" not in text
             assert f"--host 0.0.0.0 --port {port}" in text  # for the head's nginx, through the cluster NSG
+
+
+def test_replica_firewall_admits_the_cluster_not_the_web() -> None:
+    replica = render(endpoint_config(replicas=2), worker=0).file(FIREWALL).content
+    assert 'readonly PORTS="22"' in replica and f"readonly CLUSTER_CIDR={addresses.VCN_CIDR}" in replica
+    head = render(endpoint_config(replicas=2)).file(FIREWALL).content
+    assert 'readonly PORTS="22 80 443"' in head and "readonly CLUSTER_CIDR=''" in head
+    with pytest.raises(ValueError, match="no such Ray worker or engine replica"):
+        render(endpoint_config(replicas=2), worker=1)
 
 
 def test_one_vm_renders_as_before() -> None:
