@@ -1,7 +1,8 @@
 """The VM's network: a VCN with one regional public subnet, and a network security group that lets in
 TCP 22 (from the allowed CIDRs), 80 and 443, and nothing else. On the ray target (and with replicas > 1, for
 the engine replicas) also a private subnet for the workers (out through a NAT gateway, no public IPs) and the
-cluster's NSG, whose one ingress rule admits its own members only (Ray, NCCL and Gloo use fixed and ephemeral ports alike)."""
+cluster's NSG, whose one ingress rule admits its own members only (Ray, NCCL and Gloo use fixed and ephemeral
+ports alike)."""
 from __future__ import annotations
 
 import re
