@@ -11,7 +11,7 @@ from llmdeploy.stack.local import LocalVmEndpoint
 from llmdeploy.stack.pulumi_config import load_raw
 from llmdeploy.stack.ray import RayClusterEndpoint
 from llmdeploy.stack.tags import freeform_tags
-from llmdeploy.stack.vm import VmEndpoint
+from llmdeploy.stack.vm import PublicEndpoint, VmEndpoint
 from llmdeploy.stack.workshop import Workshop
 from llmdeploy.workshop.configs import load_plans
 from llmdeploy.workshop.roster import RosterError
@@ -47,8 +47,7 @@ def main() -> None:
     if cfg.workshop.roster:
         workshop(name, cfg, raw)
     elif cfg.target in ("vm", "ray"):
-        vm: VmEndpoint | RayClusterEndpoint = VmEndpoint(name, cfg, tags) if cfg.target == "vm" else \
-            RayClusterEndpoint(name, cfg, tags)
+        vm: PublicEndpoint = VmEndpoint(name, cfg, tags) if cfg.target == "vm" else RayClusterEndpoint(name, cfg, tags)
         pulumi.export(outputs.ENDPOINT_URL, vm.endpoint_url)
         pulumi.export(outputs.OPENAI_BASE_URL, vm.endpoint_url.apply(lambda url: f"{url}/v1"))
         pulumi.export(outputs.API_KEYS, vm.api_keys)

