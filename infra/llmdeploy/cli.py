@@ -9,15 +9,15 @@ from typing import Sequence
 from .config import ConfigError, StackConfig, parse
 from .declared import PROJECT_ROOT, declarations
 from .docs import config_table, route_table, update_readme
+from .endpoints import plan_endpoints
 from .local import cli as local_cli
 from .render import machine_name, nodes, render
+from .roster import RosterError, read_roster
 from .smoke import cli as smoke_cli
 from .stackfile import StackFileError, read_stack
 from .textfiles import FileProblem
 from .validate import run_endpoints
 from .workshop import cli as workshop_cli
-from .workshop.configs import plan_endpoints
-from .workshop.roster import RosterError, read_roster
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -37,7 +37,7 @@ def _endpoints(root: Path, stack: str) -> list[tuple[str, StackConfig]]:
     if not cfg.workshop.roster:
         return [("", cfg)]
     try:
-        plans = plan_endpoints(raw, cfg, read_roster(root / cfg.workshop.roster), declarations(root))
+        plans = plan_endpoints(cfg, read_roster(root / cfg.workshop.roster))
     except (RosterError, ValueError) as exc:
         raise StackFileError(f"stack '{stack}': {exc}") from None
     return [(plan.key, plan.cfg) for plan in plans]

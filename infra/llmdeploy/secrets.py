@@ -12,9 +12,10 @@ import io
 import re
 import secrets as _random
 import tarfile
+from dataclasses import dataclass
 from typing import Mapping
 
-from .config import StackConfig
+from .config import Secret, StackConfig, Tls
 from .render import INSTALL_SECRETS
 
 KEY_PREFIX = "sk-llm-"
@@ -63,6 +64,53 @@ def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+@dataclass(frozen=True)
+class DeliveredSecrets:
+    """What a VM gets after boot, apart from the key values (Pulumi generates those): the API key names, the
+    Hugging Face token and the TLS mode with a provided certificate. The readiness gate takes this, not the
+    whole config."""
+
+    key_names: tuple[str, ...]
+    hf_token: Secret
+    tls: Tls
+
+    @classmethod
+    def from_config(cls, cfg: StackConfig) -> DeliveredSecrets:
+        return cls(tuple(k.name for k in cfg.auth.api_keys), cfg.hf_token, cfg.tls)
+
+    def bundle(self, api_keys: Mapping[str, str], public_ip: str = "", ray_token: str = "") -> bytes:
+        """The tar archive llmdeploy-install-secrets reads: one key for every name in key_names, for
+        self-signed TLS the public IP the certificate must also name, and on a Ray head the cluster's token."""
+        missing = sorted(set(self.key_names) - set(api_keys))
+        if missing:
+            raise ValueError(f"no key value for API key name(s): {', '.join(missing)}")
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            _add(tar, "api-keys.map", api_keys_map({name: api_keys[name] for name in self.key_names}))
+            self._add_node_secrets(tar, ray_token)
+            if self.tls.mode == "self-signed" and public_ip:
+                _add(tar, "tls/extra-sans", f"IP:{public_ip}\n")
+            if self.tls.mode == "provided":
+                _add(tar, "tls/fullchain.pem", self.tls.certificate.reveal())
+                _add(tar, "tls/privkey.pem", self.tls.private_key.reveal())
+        return out.getvalue()
+
+    def worker_bundle(self, ray_token: str) -> bytes:
+        """The archive of a Ray worker: no API keys or TLS (nginx runs on the head only)."""
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            self._add_node_secrets(tar, ray_token)
+        return out.getvalue()
+
+    def _add_node_secrets(self, tar: tarfile.TarFile, ray_token: str) -> None:
+        """What every machine of a stack gets: the Hugging Face token (the engine, or each Ray node's vLLM
+        workers, download the weights) and the Ray cluster's token."""
+        if self.hf_token:
+            _add(tar, "hf.env", hf_env(self.hf_token.reveal()))
+        if ray_token:
+            _add(tar, "ray-token", check_ray_token(ray_token))
+
+
 def check_ray_token(token: str) -> str:
     """A Ray cluster token: one word (Ray's own are 64 hex digits), as the token file holds it."""
     if not _RAY_TOKEN_RE.fullmatch(token):
@@ -74,35 +122,10 @@ _RAY_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
 def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str = "", ray_token: str = "") -> bytes:
-    """The tar archive llmdeploy-install-secrets reads: one key for every name in cfg.auth.api_keys, for
-    self-signed TLS the public IP the certificate must also name, and on a Ray head the cluster's token."""
-    missing = sorted({k.name for k in cfg.auth.api_keys} - set(api_keys))
-    if missing:
-        raise ValueError(f"no key value for API key name(s): {', '.join(missing)}")
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        _add(tar, "api-keys.map", api_keys_map({k.name: api_keys[k.name] for k in cfg.auth.api_keys}))
-        _add_node_secrets(tar, cfg, ray_token)
-        if cfg.tls.mode == "self-signed" and public_ip:
-            _add(tar, "tls/extra-sans", f"IP:{public_ip}\n")
-        if cfg.tls.mode == "provided":
-            _add(tar, "tls/fullchain.pem", cfg.tls.certificate.reveal())
-            _add(tar, "tls/privkey.pem", cfg.tls.private_key.reveal())
-    return out.getvalue()
-
-
-def _add_node_secrets(tar: tarfile.TarFile, cfg: StackConfig, ray_token: str) -> None:
-    """What every machine of a stack gets: the Hugging Face token (the engine, or each Ray node's vLLM workers,
-    download the weights) and the Ray cluster's token."""
-    if cfg.hf_token:
-        _add(tar, "hf.env", hf_env(cfg.hf_token.reveal()))
-    if ray_token:
-        _add(tar, "ray-token", check_ray_token(ray_token))
+    """DeliveredSecrets.bundle for the config's secrets."""
+    return DeliveredSecrets.from_config(cfg).bundle(api_keys, public_ip, ray_token)
 
 
 def worker_bundle(cfg: StackConfig, ray_token: str) -> bytes:
-    """The archive of a Ray worker: no API keys or TLS (nginx runs on the head only)."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        _add_node_secrets(tar, cfg, ray_token)
-    return out.getvalue()
+    """DeliveredSecrets.worker_bundle for the config's secrets."""
+    return DeliveredSecrets.from_config(cfg).worker_bundle(ray_token)

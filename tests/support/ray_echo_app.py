@@ -1,4 +1,4 @@
-"""An OpenAI-shaped echo app for Ray Serve on CPU (tests/test_ray_cluster.py, scripts/bench_ray_cluster.py).
+"""An OpenAI-shaped echo app for Ray Serve on CPU (tests/integration/test_ray_cluster.py, scripts/bench_ray_cluster.py).
 
 Why: the 2-node cluster test proves Ray itself (token auth, replica spread, autoscaling, a lost worker, nginx in
 front of Serve) without the GB of an LLM. This module runs inside the Ray venv, imported by Serve on every node

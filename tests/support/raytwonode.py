@@ -1,4 +1,4 @@
-"""A 2-node Ray cluster behind the project's nginx, as the ray target builds it, for tests/test_ray_cluster.py and
+"""A 2-node Ray cluster behind the project's nginx, as the ray target builds it, for tests/integration/test_ray_cluster.py and
 scripts/bench_ray_cluster.py.
 
 The head and the worker each run in a network namespace of their own (tests/support/netns.py) with the ray

@@ -5,7 +5,9 @@ cluster's NSG, whose one ingress rule admits its own members only (Ray, NCCL and
 ports alike)."""
 from __future__ import annotations
 
+import ipaddress
 import re
+from dataclasses import dataclass
 
 import pulumi
 from pulumi_oci import core
@@ -30,19 +32,39 @@ def tcp_ingress(port: int) -> core.NetworkSecurityGroupSecurityRuleTcpOptionsArg
             min=port, max=port))
 
 
+def ssh_rule_key(cidr: str) -> str:
+    """The SSH rule's name part, from its network (never its list position, so reordering sshAllowedCidrs
+    replaces nothing): 10.0.0.0-8, 2001-db8---32 (a URN cannot hold "::"). Spellings of one network agree."""
+    network = ipaddress.ip_network(cidr)
+    return f"{network.network_address}-{network.prefixlen}".replace(":", "-")
+
+
+@dataclass(frozen=True)
+class NetworkArgs:
+    compartment_id: str
+    vcn_dns_label: str
+    ssh_allowed_cidrs: tuple[str, ...]
+    private_nodes: bool = False  # also the private subnet and the cluster NSG: Ray workers, or engine replicas
+
+    @classmethod
+    def from_config(cls, cfg: StackConfig) -> NetworkArgs:
+        return cls(cfg.compartment_id, dns_label(cfg.stack), cfg.ssh_allowed_cidrs,
+                   cfg.target == "ray" or cfg.replicas > 1)
+
+
 class Network(pulumi.ComponentResource):
     subnet_id: pulumi.Output[str]
     nsg_id: pulumi.Output[str]
     worker_subnet_id: pulumi.Output[str] | None = None  # ray target, or replicas > 1
     cluster_nsg_id: pulumi.Output[str] | None = None  # ray target, or replicas > 1
 
-    def __init__(self, name: str, cfg: StackConfig, tags: dict[str, str],
+    def __init__(self, name: str, args: NetworkArgs, tags: dict[str, str],
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmdeploy:vm:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        compartment = cfg.compartment_id
+        compartment = args.compartment_id
         vcn = core.Vcn(f"{name}-vcn", compartment_id=compartment, cidr_blocks=[VCN_CIDR],
-                       display_name=f"{name}-vcn", dns_label=dns_label(cfg.stack), freeform_tags=tags, opts=child)
+                       display_name=f"{name}-vcn", dns_label=args.vcn_dns_label, freeform_tags=tags, opts=child)
         gateway = core.InternetGateway(f"{name}-igw", compartment_id=compartment, vcn_id=vcn.id, enabled=True,
                                        display_name=f"{name}-igw", freeform_tags=tags, opts=child)
         routes = core.RouteTable(f"{name}-routes", compartment_id=compartment, vcn_id=vcn.id,
@@ -63,23 +85,22 @@ class Network(pulumi.ComponentResource):
                              display_name=f"{name}-subnet", freeform_tags=tags, opts=child)
         nsg = core.NetworkSecurityGroup(f"{name}-nsg", compartment_id=compartment, vcn_id=vcn.id,
                                         display_name=f"{name}-nsg", freeform_tags=tags, opts=child)
-        self._rules(name, nsg, cfg, child)
+        self._rules(name, nsg, args.ssh_allowed_cidrs, child)
         self.subnet_id = subnet.id
         self.nsg_id = nsg.id
         outputs: dict[str, pulumi.Input[str]] = {"subnetId": subnet.id, "nsgId": nsg.id, "vcnId": vcn.id}
-        if cfg.target == "ray" or cfg.replicas > 1:  # Ray workers, or engine replicas behind the head
-            worker_subnet, cluster_nsg = self._ray_cluster(name, cfg, vcn, egress_only, tags, child)
+        if args.private_nodes:  # Ray workers, or engine replicas behind the head
+            worker_subnet, cluster_nsg = self._ray_cluster(name, compartment, vcn, egress_only, tags, child)
             self.worker_subnet_id, self.cluster_nsg_id = worker_subnet.id, cluster_nsg.id
             outputs |= {"workerSubnetId": worker_subnet.id, "clusterNsgId": cluster_nsg.id}
         self.register_outputs(outputs)
 
     @staticmethod
-    def _ray_cluster(name: str, cfg: StackConfig, vcn: core.Vcn, egress_only: core.SecurityList,
+    def _ray_cluster(name: str, compartment: str, vcn: core.Vcn, egress_only: core.SecurityList,
                      tags: dict[str, str], child: pulumi.ResourceOptions
                      ) -> tuple[core.Subnet, core.NetworkSecurityGroup]:
         """The workers' private subnet (pip and the weights come in through the NAT gateway) and the cluster
         NSG: TCP among its members only, so no Ray port is reachable from outside the cluster."""
-        compartment = cfg.compartment_id
         nat = core.NatGateway(f"{name}-nat", compartment_id=compartment, vcn_id=vcn.id, display_name=f"{name}-nat",
                               freeform_tags=tags, opts=child)
         routes = core.RouteTable(f"{name}-private-routes", compartment_id=compartment, vcn_id=vcn.id,
@@ -108,7 +129,8 @@ class Network(pulumi.ComponentResource):
         return subnet, nsg
 
     @staticmethod
-    def _rules(name: str, nsg: core.NetworkSecurityGroup, cfg: StackConfig, child: pulumi.ResourceOptions) -> None:
+    def _rules(name: str, nsg: core.NetworkSecurityGroup, ssh_cidrs: tuple[str, ...],
+               child: pulumi.ResourceOptions) -> None:
         def ingress(rule: str, source: str, description: str, protocol: str,
                     tcp: core.NetworkSecurityGroupSecurityRuleTcpOptionsArgs | None = None,
                     icmp: core.NetworkSecurityGroupSecurityRuleIcmpOptionsArgs | None = None) -> None:
@@ -117,8 +139,11 @@ class Network(pulumi.ComponentResource):
                 source_type="CIDR_BLOCK", description=description, protocol=protocol, tcp_options=tcp,
                 icmp_options=icmp, opts=child)
 
-        for index, cidr in enumerate(cfg.ssh_allowed_cidrs):
-            ingress(f"ssh-{index}", cidr, f"SSH from {cidr}", TCP, tcp=tcp_ingress(SSH_PORT))
+        rules: dict[str, str] = {}  # one rule per network: a CIDR listed twice would be two rules of one name
+        for cidr in ssh_cidrs:
+            rules.setdefault(ssh_rule_key(cidr), cidr)
+        for key, cidr in rules.items():
+            ingress(f"ssh-{key}", cidr, f"SSH from {cidr}", TCP, tcp=tcp_ingress(SSH_PORT))
         for port in PUBLIC_PORTS:
             ingress(f"tcp-{port}", "0.0.0.0/0", f"nginx on {port}", TCP, tcp=tcp_ingress(port))
         # "Fragmentation needed" must get through, or path MTU discovery breaks large responses.

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import ConfigError
-from .configs import EndpointPlan
+from ..endpoints import EndpointPlan
+from ..roster import Attendee
 from .errors import WorkshopError
 from .pulumi_cli import resources, urn_name
-from .roster import Attendee
 from .stackinfo import WorkshopStack
 
 

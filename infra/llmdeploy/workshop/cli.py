@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
+from ..roster import RosterError, set_status
 from ..smoke.report import Progress, check_line, summary_table, to_json, totals_line, write_text
 from ..smoke.runner import run_targets
 from ..textfiles import FileProblem
 from . import pulumi_cli
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, WorkshopError
-from .roster import RosterError, set_status
 
 Handler = Callable[[argparse.Namespace], int]
 # Endpoints smoke-tested at once by `workshop status`: scripts/bench_workshop_smoke.py measured 32 as the fastest
