@@ -6,7 +6,9 @@ replicas spread over both nodes; `llmdeploy smoke` passes through TLS and a key;
 idle, up under a bounded load and down after it; after the worker is killed (by PID) the endpoint answers again
 within WORKER_LOST_S. The timings are printed (`-s`); scripts/bench_ray_cluster.py prints them alone.
 
-Ray's venv comes from scripts/install_engines.py (`ray`, 20-30 s, 460 MB), which scripts/setup.sh runs.
+Ray's venv comes from scripts/install_engines.py (`ray`, 20-30 s, 460 MB), which scripts/setup.sh runs. Run it
+under flock /tmp/llmdeploy-heavy.lock beside other Ray tests: a `ray stop` anywhere on the machine kills every Ray
+process by name, this cluster's too (seen here: its GCS gone, the worker never joined). Measured: 89-118 s.
 """
 from __future__ import annotations
 
