@@ -66,7 +66,7 @@ def main() -> None:
         pulumi.export(outputs.SMOKE_REPORT, md.smoke_report)
     elif cfg.target == "local":
         # A QEMU VM on this machine: `llmdeploy local up` on create, `llmdeploy local down` on delete.
-        lv = LocalVmEndpoint(name, cfg)
+        lv = LocalVmEndpoint(name, cfg, raw)
         pulumi.export(outputs.ENDPOINT_URL, lv.endpoint_url)
         pulumi.export(outputs.OPENAI_BASE_URL, lv.endpoint_url.apply(lambda url: f"{url}/v1"))
         pulumi.export(outputs.API_KEYS, lv.api_keys)

@@ -23,24 +23,17 @@ import bcrypt
 import jinja2
 import yaml
 
-from . import addresses, raycluster
+from . import addresses, raycluster, vmpaths
 from .config import ENGINE_PORTS, LlamacppModel, OllamaModel, StackConfig, VllmModel, XinferenceModel
 from .declared import PROJECT_ROOT
 from .nvidia import CUDA_MIN_DRIVER
 from .routes import ENGINE_ROUTES, RAY_SERVE_ROUTES, EngineRoutes
+# The VM's paths are defined in vmpaths; render re-exports the ones other modules import from it.
+from .vmpaths import (ETC_DIR, FILES_DIR, FIREWALL, INSTALL_SECRETS, LIBEXEC, PROVISION, READY_MARKER,
+                      SECRETS_DIR, STACK_INFO, STAGES_DIR, STEPS_DIR, WAIT_READY)
 
 TEMPLATES = PROJECT_ROOT / "templates"
-STEPS_DIR = "/usr/local/lib/llmdeploy/steps"
-FILES_DIR = "/usr/local/share/llmdeploy/files"
-PROVISION = "/usr/local/sbin/llmdeploy-provision"
-INSTALL_SECRETS = "/usr/local/sbin/llmdeploy-install-secrets"
-WAIT_READY = "/usr/local/sbin/llmdeploy-wait-ready"
-STACK_INFO = "/etc/llmdeploy/stack.json"
-FIREWALL = "/usr/local/lib/llmdeploy/firewall.sh"
 UPSTREAM = "llmdeploy_engines"  # nginx's upstream of the engine VMs (replicas > 1)
-STAGES_DIR = "/var/lib/llmdeploy/stages"
-READY_MARKER = "/var/lib/llmdeploy/ready"
-LIBEXEC = "/usr/local/lib/llmdeploy"
 XINFERENCE_MODELS = f"{LIBEXEC}/xinference-models.py"
 XINFERENCE_VENV = "/opt/llmdeploy/xinference"
 RAY_VENV = "/opt/llmdeploy/ray"
@@ -97,9 +90,10 @@ class Layout:
 
     @property
     def paths(self) -> dict[str, str]:
-        etc = f"{self.root}/etc/llmdeploy"
-        return {"tls_dir": f"{etc}/tls", "secrets_dir": f"{etc}/secrets", "htpasswd": f"{etc}/htpasswd",
-                "api_keys_map": f"{etc}/secrets/api-keys.map", "acme_webroot": f"{self.root}/var/www/llmdeploy-acme"}
+        etc = f"{self.root}{ETC_DIR}"
+        secrets = f"{self.root}{SECRETS_DIR}"
+        return {"tls_dir": f"{etc}/tls", "secrets_dir": secrets, "htpasswd": f"{etc}/htpasswd",
+                "api_keys_map": f"{secrets}/api-keys.map", "acme_webroot": f"{self.root}/var/www/llmdeploy-acme"}
 
 
 @dataclass(frozen=True)
@@ -339,7 +333,7 @@ def _context(cfg: StackConfig, layout: Layout, worker: int | None = None) -> dic
         "basic_retry_after": retry_after_seconds(cfg.auth.rate),
         "tensor_parallel": cfg.tensor_parallel_size if isinstance(cfg.model, VllmModel) else 1,
         "apt_suites": _apt_suites(cfg), "apt_components": APT_SUITES[cfg.os][1],
-        "steps": step_names(cfg, worker), "steps_dir": STEPS_DIR, "stages_dir": STAGES_DIR,
+        "steps": step_names(cfg, worker), "vm": vmpaths.template_vars(),
         "readiness_timeout_s": cfg.readiness_timeout_minutes * 60,
         "readiness_timeout_minutes": cfg.readiness_timeout_minutes,
         "nvidia_branch": cfg.nvidia_driver_branch, "cuda_min_driver": CUDA_MIN_DRIVER, "gpu": cfg.gpu,
@@ -518,7 +512,7 @@ def render(cfg: StackConfig, layout: Layout = Layout(), worker: int | None = Non
     ctx = {**_context(cfg, layout, worker), **_secret_context(cfg, layout)}
     steps = step_names(cfg, worker)
     files = [
-        VmFile("/usr/local/lib/llmdeploy/lib.sh", _render("lib.sh.j2", ctx)),
+        VmFile(vmpaths.LIB_SH, _render("lib.sh.j2", ctx)),
         VmFile(FIREWALL, _render("firewall.sh.j2", ctx), "0755"),
         VmFile(PROVISION, _render("provision.sh.j2", ctx), "0755"),
         VmFile(INSTALL_SECRETS, _render("install-secrets.sh.j2", ctx), "0755"),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .config import Secret, StackConfig, Tls
-from .render import INSTALL_SECRETS
+from .vmpaths import CLOUD_INIT_OUTPUT, INSTALL_SECRETS
 
 KEY_PREFIX = "sk-llm-"
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{24,128}")  # fullmatch: `$` lets a final newline through
@@ -29,7 +29,7 @@ def wait_for_installer(timeout_s: int = INSTALLER_WAIT_S) -> str:
     """Shell: wait until the installer is in place, reading nothing from stdin (the bundle is stdin)."""
     return (f"i=0; until [ -x {INSTALL_SECRETS} ]; do if [ \"$i\" -ge {int(timeout_s)} ]; then "
             f"echo \"{INSTALL_SECRETS} is not on the VM after {int(timeout_s)}s: cloud-init's write_files has not "
-            f"run (see /var/log/cloud-init-output.log on the VM)\" >&2; exit 1; fi; sleep 2; i=$((i + 2)); "
+            f"run (see {CLOUD_INIT_OUTPUT} on the VM)\" >&2; exit 1; fi; sleep 2; i=$((i + 2)); "
             "done </dev/null")
 
 

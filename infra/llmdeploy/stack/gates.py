@@ -14,8 +14,8 @@ from pulumi_command import local, remote
 
 from .. import acme_roots
 from ..config import Secret, StackConfig
-from ..render import INSTALL_SECRETS, WAIT_READY
 from ..secrets import DeliveredSecrets, wait_for_installer
+from ..vmpaths import INSTALL_SECRETS, WAIT_READY
 
 def readiness_script(timeout_s: int) -> str:
     """The remote side: deliver the base64 bundle from stdin as soon as SSH logs in (the engine step may be
