@@ -25,7 +25,7 @@ SCALE_UP_S, SCALE_DOWN_S, WORKER_LOST_S = 60, 90, 90
 def one_run(work: Path) -> dict[str, float]:
     with two_node_cluster(work) as ray2:
         ray2.autoscale_cycle(SCALE_UP_S, SCALE_DOWN_S)
-        ray2.lose_worker(WORKER_LOST_S)
+        ray2.lose_worker(SCALE_UP_S, WORKER_LOST_S)
         return dict(ray2.timings)
 
 

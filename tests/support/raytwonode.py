@@ -112,20 +112,24 @@ class TwoNode:
         self.timings["scale_down_s"] = self.wait_replicas(1, down_s, "after load: down to 1 replica")
         return list(statuses)
 
-    def lose_worker(self, deadline_s: float) -> list[int]:
-        """Kill the worker (its process group, by PID) and ask until 3 answers in a row are 200 or the deadline
-        passes (answering_after_worker_lost_s). Returns every status seen (0: no answer)."""
-        self.worker.stop()
-        killed, statuses = time.monotonic(), []
-        with self.session() as s:
-            while time.monotonic() - killed < deadline_s and statuses[-3:] != [200, 200, 200]:
-                try:
-                    statuses.append(self.chat(s, timeout=10).status_code)
-                except requests.RequestException:
-                    statuses.append(0)
-                time.sleep(0.5)
-        self.timings["answering_after_worker_lost_s"] = time.monotonic() - killed
-        return statuses
+    def lose_worker(self, up_s: float, deadline_s: float) -> tuple[bool, list[int]]:
+        """Under a bounded load, once 2 replicas run (one on the worker), kill the worker (its process group, by
+        PID) and ask until 3 answers in a row are 200 or the deadline passes (answering_after_worker_lost_s).
+        Returns whether a replica ran on the worker when it was killed, and every status seen after (0: none)."""
+        with self.load(clients=4, sleep=1.0):
+            self.wait_replicas(2, up_s, "under load before the kill: 2 replicas")
+            on_worker = any(r["node_id"] == self.worker_node for r in self.running_replicas())
+            self.worker.stop()
+            killed, statuses = time.monotonic(), []
+            with self.session() as s:
+                while time.monotonic() - killed < deadline_s and statuses[-3:] != [200, 200, 200]:
+                    try:
+                        statuses.append(self.chat(s, timeout=10).status_code)
+                    except requests.RequestException:
+                        statuses.append(0)
+                    time.sleep(0.5)
+            self.timings["answering_after_worker_lost_s"] = time.monotonic() - killed
+        return on_worker, statuses
 
 
 def ray_site(model_name: str) -> dict[str, object]:
