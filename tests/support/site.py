@@ -44,15 +44,17 @@ def install_leaf(layout: Layout, leaf: Leaf) -> None:
 
 @contextmanager
 def site_endpoint(work: Path, backend_port: int, cert: str = "good", edit: Callable[[str], str] | None = None,
-                  netns: tuple[str, Sequence[str]] | None = None, **overrides: object) -> Iterator[Endpoint]:
-    """The rendered site (engine and settings from `overrides`) in front of 127.0.0.1:backend_port, keys
-    delivered; `edit` may rewrite the site text first (e.g. to turn proxy buffering on). `netns`: (address, nsenter
-    prefix) runs nginx in a network namespace, listening on 8080/8443 of that address (as on a head VM)."""
+                  chat_port: int = 0, netns: tuple[str, Sequence[str]] | None = None,
+                  **overrides: object) -> Iterator[Endpoint]:
+    """The rendered site (engine and settings from `overrides`) in front of 127.0.0.1:backend_port (and a chat
+    frontend on chat_port, with chatUi), keys delivered; `edit` may rewrite the site text first (e.g. to turn
+    proxy buffering on). `netns`: (address, nsenter prefix) runs nginx in a network namespace, listening on
+    8080/8443 of that address (as on a head VM)."""
     cfg = endpoint_config(**overrides)
     host, prefix = netns or (LOOPBACK, ())
-    layout = (loopback_layout(work / "root", backend_port) if netns is None else
+    layout = (loopback_layout(work / "root", backend_port, chat_port) if netns is None else
               Layout(root=str(work / "root"), http_listen=f"{host}:8080", https_listen=f"{host}:8443",
-                     https_port=8443, engine_port=backend_port))
+                     https_port=8443, engine_port=backend_port, chat_port=chat_port))
     rendered = render(cfg, layout)
     ca, leaf = leaf_for(work, cert, host)
     install_leaf(layout, leaf)

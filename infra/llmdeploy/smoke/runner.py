@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from .chat_checks import run_chat_checks
 from .http_checks import Emit, run_http_checks
 from .result import FAIL, PASS, WARN, CheckResult
 from .targets import Target
@@ -114,6 +115,8 @@ def run_target(target: Target, emit: Emit | None = None) -> TargetReport:
             add_all(oci_ds_results(target))
         else:
             add_all(run_http_checks(target, emit), already_emitted=True)
+        if target.chat_url:
+            add_all(run_chat_checks(target))
         if target.ssh:
             add_all(ssh_results(target))
     except Exception as exc:

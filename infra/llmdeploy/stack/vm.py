@@ -59,6 +59,12 @@ class VmArgs:
     network: NetworkArgs  # the VM's own network, when it is not given one to share
     # replicas > 1: the user-data of engine replicas 2..N, replica i at addresses.worker_ip(i) (empty: one VM)
     replica_user_data: tuple[str, ...] = ()
+    chat_host: str = ""  # the chat frontend's host name (chatUi), on the same VM; "": none
+
+    @property
+    def chat_url(self) -> str:
+        """The chat frontend's sign-in page, or "" without one."""
+        return f"https://{self.chat_host}/_login" if self.chat_host else ""
 
     @classmethod
     def from_config(cls, cfg: StackConfig, ssh: gates.SshAuth) -> VmArgs:
@@ -71,6 +77,7 @@ class VmArgs:
             api_key_names=tuple(k.name for k in cfg.auth.api_keys), readiness=gates.ReadinessArgs.from_config(cfg, ssh),
             model_name=cfg.model_name, smoke_login=SmokeLogin.from_config(cfg), smoke_ca_bundle=cfg.smoke_ca_bundle,
             acme_roots=gates.smoke_acme_roots(cfg), network=NetworkArgs.from_config(cfg),
+            chat_host=cfg.chat.host if cfg.chat.enabled else "",
             replica_user_data=tuple(render(cfg, worker=i).user_data for i in range(cfg.replicas - 1)))
 
 
@@ -151,12 +158,15 @@ def launch(name: str, args: VmArgs, user_data: str, subnet_id: pulumi.Input[str]
 
 
 def dns_record(name: str, args: VmArgs, ip: core.PublicIp, opts: pulumi.ResourceOptions) -> list[dns.Rrset]:
-    """The A record of the domain, when the project manages the zone."""
+    """The A record of the domain, when the project manages the zone, and the chat frontend's beside it (its
+    certificate names both)."""
     if not (args.dns_zone and args.domain):
         return []
-    return [dns.Rrset(f"{name}-dns", zone_name_or_id=args.dns_zone, domain=args.domain, rtype="A",
+    records = {"dns": args.domain, **({"chat-dns": args.chat_host} if args.chat_host else {})}
+    return [dns.Rrset(f"{name}-{role}", zone_name_or_id=args.dns_zone, domain=host, rtype="A",
                       compartment_id=args.compartment_id, opts=opts,
-                      items=[dns.RrsetItemArgs(domain=args.domain, rdata=ip.ip_address, rtype="A", ttl=300)])]
+                      items=[dns.RrsetItemArgs(domain=host, rdata=ip.ip_address, rtype="A", ttl=300)])
+            for role, host in records.items()]
 
 
 def replica_nsgs(args: VmArgs, network: Network) -> list[pulumi.Input[str]]:
@@ -184,6 +194,7 @@ class PublicEndpoint(pulumi.ComponentResource):
     """An endpoint behind a reserved public IP with nginx in front: the vm target's VM, the ray target's head."""
 
     endpoint_url: pulumi.Output[str]
+    chat_url: str
     public_ip: pulumi.Output[str]
     api_keys: pulumi.Output[dict[str, str]]
     ca_certificate: pulumi.Output[str]
@@ -194,6 +205,7 @@ class PublicEndpoint(pulumi.ComponentResource):
         host = args.domain or None
         self.public_ip = ip.ip_address
         self.endpoint_url = ip.ip_address.apply(lambda addr: f"https://{host or addr}")
+        self.chat_url = args.chat_url
         self.ca_certificate = ready.stdout.apply(gates.ca_from_readiness)
         check = gates.smoke(name, self.endpoint_url, "openai", args.model_name, self._smoke_env(args), [ready], self)
         self.smoke_report = check.stdout
@@ -207,6 +219,8 @@ class PublicEndpoint(pulumi.ComponentResource):
         login = args.smoke_login
         if login.key_name:
             env["LLMDEPLOY_API_KEY"] = self.api_keys.apply(lambda keys: keys[login.key_name])
+            if args.chat_url:  # chatUi: the chat host's sign-in too, with the same key
+                env["LLMDEPLOY_SMOKE_CHAT_URL"] = args.chat_url
         else:  # basic-auth users only
             env["LLMDEPLOY_BASIC_USER"] = login.basic_user
             env["LLMDEPLOY_BASIC_PASSWORD"] = pulumi.Output.secret(login.basic_password.reveal())
