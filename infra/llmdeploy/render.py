@@ -34,6 +34,7 @@ from .vmpaths import (ETC_DIR, FILES_DIR, FIREWALL, INSTALL_SECRETS, LIBEXEC, OP
                       READY_MARKER, SECRETS_DIR, STACK_INFO, STAGES_DIR, STEPS_DIR, WAIT_READY)
 
 TEMPLATES = PROJECT_ROOT / "templates"
+UPSTREAM = "llmdeploy_engines"  # nginx's upstream of the engine VMs (replicas > 1)
 XINFERENCE_MODELS = f"{LIBEXEC}/xinference-models.py"
 XINFERENCE_VENV = "/opt/llmdeploy/xinference"
 RAY_VENV = "/opt/llmdeploy/ray"
@@ -173,12 +174,14 @@ CHAT_STEP_UIS = ("open-webui", "biochatter-light")
 def step_names(cfg: StackConfig, worker: int | None = None) -> list[str]:
     """The provisioning steps this config runs, in order; their names are the stage markers. A Ray worker
     (worker: its index) runs the base, the driver and its Ray node only: nginx and TLS live on the head."""
-    if worker is not None:
+    if worker is not None and cfg.target == "ray":
         return ["10-base", "25-nvidia", "40-engine", "90-ready"]
     steps = ["10-base"]
     steps += ["20-conda"] if cfg.conda else []
     steps += ["25-nvidia"] if cfg.gpu else []  # the driver, checked, before Docker's toolkit and the engine
     steps += ["30-docker"] if cfg.docker else []
+    if worker is not None:  # an engine replica (replicas > 1): the engine alone, nginx is the head's
+        return steps + ["40-engine", "90-ready"]
     steps += ["40-engine"]
     steps += ["45-chat"] if cfg.chat.ui in CHAT_STEP_UIS else []  # the frontend, once its engine serves, before
     # 60-nginx opens the chat host
@@ -276,11 +279,31 @@ def _ray_context(cfg: StackConfig, worker: int | None) -> dict[str, Any] | None:
 
 
 def _firewall(cfg: StackConfig, worker: int | None) -> dict[str, Any]:
-    """Inbound TCP the host accepts: SSH, and nginx's ports where nginx runs; on Ray nodes any TCP from the
-    cluster's VCN too (the cluster NSG confines it to the cluster's own VMs)."""
+    """Inbound TCP the host accepts: SSH, and nginx's ports where nginx runs; on Ray nodes and engine replicas any
+    TCP from the cluster's VCN too (the cluster NSG confines it to the cluster's own VMs)."""
     ports = [22] if worker is not None else [22, 80, 443]
     text = ", ".join(map(str, ports[:-1])) + f" and {ports[-1]}" if len(ports) > 1 else str(ports[0])
-    return {"ports": ports, "ports_text": text, "cluster_cidr": addresses.VCN_CIDR if cfg.target == "ray" else ""}
+    from_cluster = cfg.target == "ray" or worker is not None
+    return {"ports": ports, "ports_text": text, "cluster_cidr": addresses.VCN_CIDR if from_cluster else ""}
+
+
+def engine_host(cfg: StackConfig, worker: int | None) -> str:
+    """Where the engine listens: loopback behind the same VM's nginx; every interface on an engine replica,
+    whose callers are the head's nginx (the host firewall and the cluster NSG admit the cluster only)."""
+    return "0.0.0.0" if worker is not None and cfg.target == "vm" else "127.0.0.1"
+
+
+def engine_url(cfg: StackConfig, engine_port: int) -> str:
+    """What nginx's proxy_pass names: the upstream of the engine VMs, or the one engine on loopback."""
+    return f"http://{UPSTREAM if replica_upstreams(cfg, engine_port) else f'127.0.0.1:{engine_port}'}"
+
+
+def replica_upstreams(cfg: StackConfig, engine_port: int) -> list[str]:
+    """The servers of nginx's engine upstream when replicas > 1: the head's own engine, then each replica's
+    (fixed private IPs in the workers' subnet); empty for one VM, whose nginx proxies to loopback directly."""
+    if cfg.target != "vm" or cfg.replicas < 2:
+        return []
+    return [f"127.0.0.1:{engine_port}", *(f"{ip}:{engine_port}" for ip in addresses.worker_ips(cfg.replicas - 1))]
 
 
 def xinference_prefix(cfg: StackConfig) -> str:
@@ -318,7 +341,10 @@ def tls_sans(cfg: StackConfig) -> str:
 def _context(cfg: StackConfig, layout: Layout, worker: int | None = None) -> dict[str, Any]:
     return {
         "stack": cfg.stack or "default", "engine": cfg.engine, "engine_port": layout.engine_port or cfg.engine_port,
-        "engine_unit": engine_unit(cfg, worker), "model": cfg.model,
+        "engine_unit": engine_unit(cfg, worker), "model": cfg.model, "engine_host": engine_host(cfg, worker),
+        "replica": worker is not None and cfg.target == "vm",
+        "upstreams": replica_upstreams(cfg, layout.engine_port or cfg.engine_port), "upstream": UPSTREAM,
+        "engine_url": engine_url(cfg, layout.engine_port or cfg.engine_port),
         "ray": _ray_context(cfg, worker), "firewall": _firewall(cfg, worker), "model_name": cfg.model_name, "domain": cfg.domain,
         "server_name": cfg.domain or "_", "tls": cfg.tls, "auth": cfg.auth, "rate_zones": rate_zones(cfg),
         "sources": cfg.sources, "conda_env": cfg.conda_env, "nvidia_toolkit": cfg.nvidia_toolkit,
@@ -412,8 +438,12 @@ def _mirror_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
 
 
 def _worker_files(cfg: StackConfig, ctx: dict[str, Any], worker: int) -> list[VmFile]:
-    """A Ray worker's: the base, the driver's upgrades, its node; no nginx, TLS or keys (the head has them)."""
-    return _base_files(cfg, ctx) + _mirror_files(cfg, ctx) + _gpu_files(cfg, ctx) + _ray_files(cfg, ctx, worker)
+    """A Ray worker's or an engine replica's: the base, the driver's upgrades, its node or engine; no nginx, TLS or
+    keys (the head has them)."""
+    if cfg.target == "ray":
+        return _base_files(cfg, ctx) + _mirror_files(cfg, ctx) + _gpu_files(cfg, ctx) + _ray_files(cfg, ctx, worker)
+    return [*_base_files(cfg, ctx), _engine_unit_file(cfg, ctx), *_mirror_files(cfg, ctx), *_condarc(cfg, ctx),
+            *_engine_support_files(cfg, ctx)]
 
 
 def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
@@ -422,14 +452,8 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
         VmFile(f"{FILES_DIR}/nginx-site.conf", _render("files/nginx-site.conf.j2", ctx)),
         VmFile(f"{FILES_DIR}/htpasswd", htpasswd(cfg)),
     ]
-    if cfg.target == "ray":
-        files += _ray_files(cfg, ctx, None)
-    else:
-        files.append(VmFile(f"{FILES_DIR}/{cfg.engine}.service",
-                            _render(f"files/{engine_template(cfg)}.service.j2", ctx)))
-    files += _mirror_files(cfg, ctx)
-    if cfg.conda:
-        files.append(VmFile(f"{FILES_DIR}/condarc", _render("files/condarc.j2", ctx)))
+    files += _ray_files(cfg, ctx, None) if cfg.target == "ray" else [_engine_unit_file(cfg, ctx)]
+    files += _mirror_files(cfg, ctx) + _condarc(cfg, ctx)
     if cfg.chat.ui == "biochatter-light":
         files.append(VmFile(f"{FILES_DIR}/biochatter-light.service", _render("files/biochatter-light.service.j2", ctx)))
     if cfg.chat.enabled:
@@ -438,6 +462,21 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
     if cfg.tls.mode == "letsencrypt":
         files.append(VmFile(f"{FILES_DIR}/certbot-deploy-hook", _render("files/certbot-deploy-hook.j2", ctx),
                             "0755"))
+    return files + _engine_support_files(cfg, ctx)
+
+
+def _engine_unit_file(cfg: StackConfig, ctx: dict[str, Any]) -> VmFile:
+    """The engine's systemd unit (the head's, and each engine replica's alike)."""
+    return VmFile(f"{FILES_DIR}/{cfg.engine}.service", _render(f"files/{engine_template(cfg)}.service.j2", ctx))
+
+
+def _condarc(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
+    return [VmFile(f"{FILES_DIR}/condarc", _render("files/condarc.j2", ctx))] if cfg.conda else []
+
+
+def _engine_support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
+    """What the engine runs with besides its unit: model scripts, the GPU's checks and upgrade rules."""
+    files: list[VmFile] = []
     if isinstance(cfg.model, XinferenceModel):
         files += _xinference_files(cfg, cfg.model, ctx)
     files += _gpu_files(cfg, ctx)
@@ -506,10 +545,11 @@ def stack_info(cfg: StackConfig, steps: list[str], worker: int | None = None) ->
 
 
 def render(cfg: StackConfig, layout: Layout = Layout(), worker: int | None = None) -> Rendered:
-    """The user-data of the stack's machine; on the ray target the head's, or worker `worker`'s."""
-    if worker is not None and not (cfg.target == "ray" and 0 <= worker < cfg.ray.workers):
-        raise ValueError(f"worker {worker}: the stack has no such Ray worker (target {cfg.target}, "
-                         f"{cfg.ray.workers if cfg.target == 'ray' else 0} workers)")
+    """The user-data of the stack's machine; on the ray target the head's, or worker `worker`'s; with replicas the
+    head's, or engine replica `worker`'s (0 is the second engine VM)."""
+    if worker is not None and not 0 <= worker < worker_count(cfg):
+        raise ValueError(f"worker {worker}: the stack has no such Ray worker or engine replica (target "
+                         f"{cfg.target}, {worker_count(cfg)} besides the head)")
     ctx = {**_context(cfg, layout, worker), **_secret_context(cfg, layout), **_chat_context(cfg, layout)}
     steps = step_names(cfg, worker)
     files = [
@@ -533,7 +573,7 @@ def _step_template(cfg: StackConfig, step: str, worker: int | None) -> str:
     if step == "45-chat":
         return f"steps/45-chat-{cfg.chat.ui}.sh.j2"
     if step == "90-ready" and worker is not None:
-        return "steps/90-ready-ray-worker.sh.j2"
+        return "steps/90-ready-ray-worker.sh.j2" if cfg.target == "ray" else "steps/90-ready-replica.sh.j2"
     return f"steps/{step}.sh.j2"
 
 
@@ -543,10 +583,19 @@ def machine_name(endpoint: str, node: str) -> str:
 
 
 def nodes(cfg: StackConfig) -> list[tuple[str, int | None]]:
-    """Every machine the stack boots, as (name, worker index for render): "" for the one machine, or the Ray
-    head and each worker."""
-    machines: list[tuple[str, int | None]] = [("head" if cfg.target == "ray" else "", None)]
-    return machines + [(f"worker-{i}", i) for i in range(cfg.ray.workers if cfg.target == "ray" else 0)]
+    """Every machine the stack boots, as (name, worker index for render): "" for the one machine, or the head
+    and each Ray worker or engine replica."""
+    head = "head" if cfg.target == "ray" or cfg.replicas > 1 else ""
+    role = "worker" if cfg.target == "ray" else "replica"
+    machines: list[tuple[str, int | None]] = [(head, None)]
+    return machines + [(f"{role}-{i}", i) for i in range(worker_count(cfg))]
+
+
+def worker_count(cfg: StackConfig) -> int:
+    """The stack's VMs besides the head: Ray workers, or engine replicas after the first (replicas > 1)."""
+    if cfg.target == "ray":
+        return cfg.ray.workers
+    return cfg.replicas - 1 if cfg.target == "vm" else 0
 
 
 def render_nodes(cfg: StackConfig, layout: Layout = Layout()) -> list[tuple[str, Rendered]]:

@@ -52,10 +52,10 @@ class LlamaServer:
 
 
 def _child_command(script: Path, model_path: Path, port: int, alias: str, n_ctx: int, seed: int,
-                   parallel: int = 2) -> list[str]:
+                   parallel: int = 2, host: str = LOOPBACK) -> list[str]:
     return [
         sys.executable, str(script),
-        "--model", str(model_path), "--host", LOOPBACK, "--port", str(port), "--alias", alias,
+        "--model", str(model_path), "--host", host, "--port", str(port), "--alias", alias,
         "--ctx-size", str(n_ctx), "--parallel", str(parallel), "--threads", "1", "--seed", str(seed),
     ]  # fmt: skip
 
@@ -85,16 +85,18 @@ def llama_server(
     timeout: float = 60.0,
     log_dir: Path | None = None,
     parallel: int = 2,
+    host: str = LOOPBACK,
 ) -> Iterator[LlamaServer]:
-    """Start llama.cpp on 127.0.0.1 serving `model_path` as `alias` with `parallel` slots (n_ctx shared
-    between them); stop it on exit."""
-    port = port or free_port()
+    """Start llama.cpp on `host` (127.0.0.1; any 127/8 address is loopback too) serving `model_path` as `alias`
+    with `parallel` slots (n_ctx shared between them); stop it on exit."""
+    port = port or free_port(host)
     with tempfile.TemporaryDirectory(prefix="llama-server-") as tmp:
         log_path = Path(log_dir or tmp) / f"llama-server-{port}.log"
         script = launcher_script(Path(tmp))
-        proc = start_process(_child_command(script, Path(model_path), port, alias, n_ctx, seed, parallel), log_path)
+        proc = start_process(_child_command(script, Path(model_path), port, alias, n_ctx, seed, parallel, host),
+                             log_path)
         try:
-            url = f"http://{LOOPBACK}:{port}"
+            url = f"http://{host}:{port}"
             wait_until(lambda: health_probe(url), proc, timeout, f"llama server on port {port}", log_path)
             yield LlamaServer(url=url, port=port, pid=proc.pid, alias=alias, log_path=log_path)
         finally:

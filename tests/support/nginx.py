@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,32 +45,34 @@ def write_main_conf(site_conf_path: Path, workdir: Path) -> Path:
 _base_command = nginx_command
 
 
-def nginx_test(site_conf_path: Path, workdir: Path) -> tuple[bool, str]:
-    """Run `nginx -t` on the site config; return (ok, nginx's output)."""
+def nginx_test(site_conf_path: Path, workdir: Path, prefix: Sequence[str] = ()) -> tuple[bool, str]:
+    """Run `nginx -t` on the site config (through `prefix`, see run_nginx); return (ok, nginx's output)."""
     conf = write_main_conf(site_conf_path, workdir)
-    result = subprocess.run([*_base_command(conf), "-t"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([*prefix, *_base_command(conf), "-t"], capture_output=True, text=True, timeout=60)
     return result.returncode == 0, (result.stderr + result.stdout).strip()
 
 
-def _ports_probe(ports: list[int]) -> str | None:
-    closed = [p for p in ports if not port_open(p)]
-    return f"no listener yet on {LOOPBACK} port(s) {closed}" if closed else None
+def _ports_probe(ports: list[int], host: str = LOOPBACK) -> str | None:
+    closed = [p for p in ports if not port_open(p, host)]
+    return f"no listener yet on {host} port(s) {closed}" if closed else None
 
 
 @contextmanager
 def run_nginx(
-    site_conf_path: Path, workdir: Path, wait_ports: list[int], timeout: float = 15.0
+    site_conf_path: Path, workdir: Path, wait_ports: list[int], timeout: float = 15.0,
+    prefix: Sequence[str] = (), host: str = LOOPBACK,
 ) -> Iterator[NginxProc]:
     """Check the config with `nginx -t` (RuntimeError with nginx's message if it fails), run
-    nginx in the foreground until the with-block ends, and stop it by PID."""
-    ok, output = nginx_test(site_conf_path, workdir)
+    nginx in the foreground until the with-block ends, and stop it by PID. `prefix` runs it through
+    another command (`nsenter -t PID -n`: in a network namespace, reached from here at `host`)."""
+    ok, output = nginx_test(site_conf_path, workdir, prefix)
     if not ok:
         raise RuntimeError(f"nginx -t failed for {site_conf_path}:\n{output}")
     conf = Path(workdir).resolve() / "nginx.conf"
     log_path = conf.parent / "nginx.out"
-    proc = start_process([*_base_command(conf), "-g", "daemon off;"], log_path, cwd=conf.parent)
+    proc = start_process([*prefix, *_base_command(conf), "-g", "daemon off;"], log_path, cwd=conf.parent)
     try:
-        wait_until(lambda: _ports_probe(wait_ports), proc, timeout, "nginx", conf.parent / "error.log")
+        wait_until(lambda: _ports_probe(wait_ports, host), proc, timeout, "nginx", conf.parent / "error.log")
         yield NginxProc(
             pid=proc.pid,
             conf=conf,

@@ -12,12 +12,14 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 
-def start_process(cmd: Sequence[str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start `cmd` in a new session with stdout and stderr appended to `log_path`."""
+def start_process(cmd: Sequence[str], log_path: Path, cwd: Path | None = None,
+                  env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `cmd` in a new session with stdout and stderr appended to `log_path` (environment: `env`, else
+    this process's)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -26,6 +28,7 @@ def start_process(cmd: Sequence[str], log_path: Path, cwd: Path | None = None) -
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=cwd,
+            env=env,
             start_new_session=True,
         )
 

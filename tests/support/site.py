@@ -7,7 +7,7 @@ Those faults are made here with the real nginx and real certificates (test CA), 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,15 +23,14 @@ from .endpoint import (
     loopback_layout,
 )
 from .nginx import run_nginx
-from .ports import free_port
-
-LOCAL_HOSTS = (["localhost"], ["127.0.0.1"])
+from .ports import LOOPBACK, free_port
 
 
-def leaf_for(work: Path, cert: str) -> tuple[CA, Leaf]:
-    """A test CA and a leaf: "good" (localhost, 30 days), "expired", "soon" (5 days) or "wrong-host"."""
+
+def leaf_for(work: Path, cert: str, host: str = LOOPBACK) -> tuple[CA, Leaf]:
+    """A test CA and a leaf: "good" (localhost and `host`, 30 days), "expired", "soon" (5 days) or "wrong-host"."""
     ca = make_ca(work / "ca")
-    hostnames, ips = (["other.example.test"], []) if cert == "wrong-host" else LOCAL_HOSTS
+    hostnames, ips = (["other.example.test"], []) if cert == "wrong-host" else (["localhost"], sorted({LOOPBACK, host}))
     days = 5 if cert == "soon" else 30
     return ca, issue_leaf(ca, work / "leaf", hostnames=hostnames, ips=ips, days=days, expired=cert == "expired")
 
@@ -45,14 +44,19 @@ def install_leaf(layout: Layout, leaf: Leaf) -> None:
 
 @contextmanager
 def site_endpoint(work: Path, backend_port: int, cert: str = "good", edit: Callable[[str], str] | None = None,
-                  chat_port: int = 0, **overrides: object) -> Iterator[Endpoint]:
+                  chat_port: int = 0, netns: tuple[str, Sequence[str]] | None = None,
+                  **overrides: object) -> Iterator[Endpoint]:
     """The rendered site (engine and settings from `overrides`) in front of 127.0.0.1:backend_port (and a chat
     frontend on chat_port, with chatUi), keys delivered; `edit` may rewrite the site text first (e.g. to turn
-    proxy buffering on)."""
+    proxy buffering on). `netns`: (address, nsenter prefix) runs nginx in a network namespace, listening on
+    8080/8443 of that address (as on a head VM)."""
     cfg = endpoint_config(**overrides)
-    layout = loopback_layout(work / "root", backend_port, chat_port)
+    host, prefix = netns or (LOOPBACK, ())
+    layout = (loopback_layout(work / "root", backend_port, chat_port) if netns is None else
+              Layout(root=str(work / "root"), http_listen=f"{host}:8080", https_listen=f"{host}:8443",
+                     https_port=8443, engine_port=backend_port, chat_port=chat_port))
     rendered = render(cfg, layout)
-    ca, leaf = leaf_for(work, cert)
+    ca, leaf = leaf_for(work, cert, host)
     install_leaf(layout, leaf)
     site = install_site(rendered, layout, work)
     if edit:
@@ -60,8 +64,10 @@ def site_endpoint(work: Path, backend_port: int, cert: str = "good", edit: Calla
     keys = {k.name: generate_api_key() for k in cfg.auth.api_keys}
     deliver_secrets(rendered, secrets_bundle(cfg, keys), work)
     http_port = int(layout.http_listen.rsplit(":", 1)[1])
-    with run_nginx(site, work / "nginx", wait_ports=[http_port, layout.https_port]) as nginx:
-        yield Endpoint(cfg, rendered, f"https://localhost:{layout.https_port}", f"http://localhost:{http_port}",
+    name = "localhost" if netns is None else host
+    with run_nginx(site, work / "nginx", wait_ports=[http_port, layout.https_port], prefix=prefix,
+                   host=host) as nginx:
+        yield Endpoint(cfg, rendered, f"https://{name}:{layout.https_port}", f"http://{name}:{http_port}",
                        str(ca.cert), keys, layout, 0, nginx.pid)
 
 

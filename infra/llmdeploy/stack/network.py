@@ -1,7 +1,8 @@
 """The VM's network: a VCN with one regional public subnet, and a network security group that lets in
-TCP 22 (from the allowed CIDRs), 80 and 443, and nothing else. On the ray target also a private subnet for
-the workers (out through a NAT gateway, no public IPs) and the cluster's NSG, whose one ingress rule admits
-its own members only (Ray, NCCL and Gloo use fixed and ephemeral ports alike)."""
+TCP 22 (from the allowed CIDRs), 80 and 443, and nothing else. On the ray target (and with replicas > 1, for
+the engine replicas) also a private subnet for the workers (out through a NAT gateway, no public IPs) and the
+cluster's NSG, whose one ingress rule admits its own members only (Ray, NCCL and Gloo use fixed and ephemeral
+ports alike)."""
 from __future__ import annotations
 
 import ipaddress
@@ -43,18 +44,19 @@ class NetworkArgs:
     compartment_id: str
     vcn_dns_label: str
     ssh_allowed_cidrs: tuple[str, ...]
-    ray_cluster: bool = False  # also the Ray workers' private subnet and the cluster NSG
+    private_nodes: bool = False  # also the private subnet and the cluster NSG: Ray workers, or engine replicas
 
     @classmethod
     def from_config(cls, cfg: StackConfig) -> NetworkArgs:
-        return cls(cfg.compartment_id, dns_label(cfg.stack), cfg.ssh_allowed_cidrs, cfg.target == "ray")
+        return cls(cfg.compartment_id, dns_label(cfg.stack), cfg.ssh_allowed_cidrs,
+                   cfg.target == "ray" or cfg.replicas > 1)
 
 
 class Network(pulumi.ComponentResource):
     subnet_id: pulumi.Output[str]
     nsg_id: pulumi.Output[str]
-    worker_subnet_id: pulumi.Output[str] | None = None  # ray target only
-    cluster_nsg_id: pulumi.Output[str] | None = None  # ray target only
+    worker_subnet_id: pulumi.Output[str] | None = None  # ray target, or replicas > 1
+    cluster_nsg_id: pulumi.Output[str] | None = None  # ray target, or replicas > 1
 
     def __init__(self, name: str, args: NetworkArgs, tags: dict[str, str],
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -87,7 +89,7 @@ class Network(pulumi.ComponentResource):
         self.subnet_id = subnet.id
         self.nsg_id = nsg.id
         outputs: dict[str, pulumi.Input[str]] = {"subnetId": subnet.id, "nsgId": nsg.id, "vcnId": vcn.id}
-        if args.ray_cluster:
+        if args.private_nodes:  # Ray workers, or engine replicas behind the head
             worker_subnet, cluster_nsg = self._ray_cluster(name, compartment, vcn, egress_only, tags, child)
             self.worker_subnet_id, self.cluster_nsg_id = worker_subnet.id, cluster_nsg.id
             outputs |= {"workerSubnetId": worker_subnet.id, "clusterNsgId": cluster_nsg.id}

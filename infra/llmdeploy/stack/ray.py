@@ -56,7 +56,7 @@ class RayClusterEndpoint(PublicEndpoint):
         head_args = args.head
         network = Network(f"{name}-net", head_args.network, tags, opts=child)
         if network.worker_subnet_id is None or network.cluster_nsg_id is None:
-            raise ValueError("RayArgs.head.network must have ray_cluster set (NetworkArgs.from_config does)")
+            raise ValueError("RayArgs.head.network must have private_nodes set (NetworkArgs.from_config does)")
         token = random.RandomPassword(f"{name}-ray-token", length=RAY_TOKEN_LENGTH, special=False, opts=child)
         ray_token = pulumi.Output.secret(token.result)
 

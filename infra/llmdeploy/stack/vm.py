@@ -8,6 +8,7 @@ import pulumi
 from pulumi_command import remote
 from pulumi_oci import core, dns, identity
 
+from .. import addresses
 from ..config import OSES, Secret, StackConfig
 from ..render import encode_user_data, render
 from ..shapes import Shape
@@ -56,6 +57,8 @@ class VmArgs:
     smoke_ca_bundle: str
     acme_roots: str  # gates.smoke_acme_roots
     network: NetworkArgs  # the VM's own network, when it is not given one to share
+    # replicas > 1: the user-data of engine replicas 2..N, replica i at addresses.worker_ip(i) (empty: one VM)
+    replica_user_data: tuple[str, ...] = ()
     chat_host: str = ""  # the chat frontend's host name (chatUi), on the same VM; "": none
 
     @property
@@ -74,7 +77,8 @@ class VmArgs:
             api_key_names=tuple(k.name for k in cfg.auth.api_keys), readiness=gates.ReadinessArgs.from_config(cfg, ssh),
             model_name=cfg.model_name, smoke_login=SmokeLogin.from_config(cfg), smoke_ca_bundle=cfg.smoke_ca_bundle,
             acme_roots=gates.smoke_acme_roots(cfg), network=NetworkArgs.from_config(cfg),
-            chat_host=cfg.chat.host if cfg.chat.enabled else "")
+            chat_host=cfg.chat.host if cfg.chat.enabled else "",
+            replica_user_data=tuple(render(cfg, worker=i).user_data for i in range(cfg.replicas - 1)))
 
 
 def availability_domain(args: VmArgs) -> pulumi.Input[str]:
@@ -165,6 +169,27 @@ def dns_record(name: str, args: VmArgs, ip: core.PublicIp, opts: pulumi.Resource
             for role, host in records.items()]
 
 
+def replica_nsgs(args: VmArgs, network: Network) -> list[pulumi.Input[str]]:
+    """The cluster NSG, for the head and its engine replicas (replicas > 1) to reach each other."""
+    if not args.replica_user_data:
+        return []
+    assert network.cluster_nsg_id is not None, "Network builds the cluster NSG when replicas > 1"
+    return [network.cluster_nsg_id]
+
+
+def launch_replicas(name: str, args: VmArgs, network: Network, tags: dict[str, str],
+                    opts: pulumi.ResourceOptions) -> list[str]:
+    """Engine VMs 2..replicas: private IPs only (the workers' subnet, out through the NAT gateway), the engine
+    alone, reached by the head's nginx through the cluster NSG. They need no secret (hfToken is refused with
+    replicas), so nothing is delivered to them; nginx passes over one until it answers. Returns their IPs."""
+    ips = addresses.worker_ips(len(args.replica_user_data))
+    for index, (replica_ip, user_data) in enumerate(zip(ips, args.replica_user_data)):
+        assert network.worker_subnet_id is not None
+        launch(f"{name}-replica-{index}", args, user_data, network.worker_subnet_id, replica_nsgs(args, network),
+               f"replica{index}", tags, opts, private_ip=replica_ip)
+    return ips
+
+
 class PublicEndpoint(pulumi.ComponentResource):
     """An endpoint behind a reserved public IP with nginx in front: the vm target's VM, the ray target's head."""
 
@@ -203,13 +228,16 @@ class PublicEndpoint(pulumi.ComponentResource):
 
 
 class VmEndpoint(PublicEndpoint):
+    replica_ips: list[str]  # the engine replicas' private IPs (replicas > 1), behind this VM's nginx
+
     def __init__(self, name: str, args: VmArgs, tags: dict[str, str], network: Network | None = None,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmdeploy:vm:VmEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         network = network or Network(f"{name}-net", args.network, tags, opts=child)  # a workshop shares one
-        instance = launch(f"{name}-instance", args, args.user_data, network.subnet_id, [network.nsg_id], "llm", tags,
-                          child)
+        instance = launch(f"{name}-instance", args, args.user_data, network.subnet_id,
+                          [network.nsg_id, *replica_nsgs(args, network)], "llm", tags, child)
+        self.replica_ips = launch_replicas(name, args, network, tags, child)
         ip = reserved_ip(name, args.compartment_id, instance, tags, self)
         waits_for: list[pulumi.Resource] = [instance, ip, *dns_record(name, args, ip, child)]
         keys = generate_api_keys(name, list(args.api_key_names), self)
