@@ -15,7 +15,8 @@ import pytest
 
 from support.project import empty_project
 from conftest import ROOT, minimal_raw
-from llmdeploy.cli import EXIT_USAGE, main
+from llmdeploy.cli import main
+from llmdeploy.errors import EXIT_USAGE
 from llmdeploy.config import ConfigError, StackConfig, parse
 from llmdeploy.render import FILES_DIR, Layout, render
 from llmdeploy.validate import (check_nginx, check_shell, check_systemd_unit, install_throwaway_files,

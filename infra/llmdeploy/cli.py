@@ -6,20 +6,18 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .config import ConfigError, StackConfig, parse
+from .config import StackConfig, parse
 from .declared import PROJECT_ROOT, declarations
 from .docs import config_table, route_table, update_readme
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LlmdeployError
 from .local import cli as local_cli
 from .render import render
 from .smoke import cli as smoke_cli
 from .stackfile import StackFileError, read_stack
-from .textfiles import FileProblem
 from .validate import run_endpoints
 from .workshop import cli as workshop_cli
 from .workshop.configs import plan_endpoints
 from .workshop.roster import RosterError, read_roster
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _project_dir(arg: str | None) -> Path:
@@ -125,15 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every error llmdeploy raises is caught here, once: its message is printed after the
+    command's name (`llmdeploy workshop plan: ...`), never a traceback, and its exit code returned."""
     args = build_parser().parse_args(argv)
+    name = getattr(args, "command_name", "")  # set by the sub-CLIs: "smoke", "local", "workshop plan"...
+    prog = f"llmdeploy {name}" if name else "llmdeploy"
     try:
         return int(args.func(args))
-    except (ConfigError, StackFileError, FileProblem) as exc:
-        print(f"llmdeploy: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except LlmdeployError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except OSError as exc:
-        print(f"llmdeploy: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(f"{prog}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where a command turns it into one (`local up`)
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from . import models, nvidia
 from .declared import Declaration, declarations
+from .errors import UsageError
 from .shapes import SHAPES, Shape, required_memory_gb, smallest_gpu_shape_for
 
 TARGETS = ("vm", "datascience", "local")
@@ -97,7 +98,7 @@ class Problem:
         return f"{self.key}: got {shown}; expected {self.accepted} ({self.fix})"
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """Raised by parse() with every problem found, not just the first."""
 
     def __init__(self, problems: list[Problem], stack: str = "") -> None:

@@ -30,6 +30,7 @@ from typing import TextIO
 import requests
 
 from ..config import ConfigError, StackConfig
+from ..errors import Failure, UsageError
 from ..private_files import write_private
 from ..render import INSTALL_SECRETS, WAIT_READY, Layout, render
 from ..secrets import INSTALLER_WAIT_S, delivery_command, generate_api_key, secrets_bundle
@@ -53,12 +54,8 @@ BASE_GUEST_PORTS = (22, 80, 443)
 Say = Callable[[str], None]
 
 
-class LocalError(RuntimeError):
+class LocalError(Failure):
     """`llmdeploy local` could not do what was asked; the message says why and what to do."""
-
-
-class UsageError(ValueError):
-    """Bad input (exit code 2)."""
 
 
 @dataclass

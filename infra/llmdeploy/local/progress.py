@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from ..errors import Failure
 from ..render import READY_MARKER, STAGES_DIR
 from .ssh import Session, SshError
 
@@ -22,7 +23,7 @@ POLL_SCRIPT = (
 )
 
 
-class ProvisionFailed(RuntimeError):
+class ProvisionFailed(Failure):
     def __init__(self, message: str, step: str = "") -> None:
         super().__init__(message)
         self.step = step

@@ -20,6 +20,7 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ..errors import Failure
 from ..private_files import write_private
 from ..smoke.ssh_checks import ALL_HOST_KEY_ALGORITHMS, HOST_KEY_ALGORITHMS, exec_command
 
@@ -36,7 +37,7 @@ CONSOLE_FINGERPRINT = re.compile(r"The key fingerprint is:\s*(SHA256:[A-Za-z0-9+
 CONSOLE_PREFIX = re.compile(r"^(?:\[\s*[0-9]+\.[0-9]+\]\s+)?[\w.@-]+\[[0-9]+\]:\s?", re.M)
 
 
-class SshError(RuntimeError):
+class SshError(Failure):
     pass
 
 

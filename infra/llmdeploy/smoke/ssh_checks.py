@@ -22,6 +22,7 @@ from typing import Any
 import paramiko
 from paramiko.ssh_exception import NoValidConnectionsError
 
+from ..errors import Failure
 from ..render import READY_MARKER, STACK_INFO, STAGES_DIR
 from .result import FAIL, CheckResult, timed
 
@@ -69,7 +70,7 @@ def parse_host_key(spec: str) -> tuple[str | None, str]:
     raise ValueError(f"host key {spec!r}: expected 'SHA256:...', 'ssh-ed25519 AAAA...' or a known_hosts line")
 
 
-class HostKeyMismatch(paramiko.SSHException):
+class HostKeyMismatch(Failure, paramiko.SSHException):
     pass
 
 
