@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from llmdeploy.cli import main
 from llmdeploy.smoke import runner
-from llmdeploy.smoke.result import PASS, CheckResult
+from llmdeploy.result import PASS, CheckResult
 from support.endpoint import Endpoint, llama_endpoint
 from support.openai_stub import MODEL_ID, openai_stub
 

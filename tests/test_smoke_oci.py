@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from llmdeploy.smoke.oci_ds import chat_body, predict_url, run_oci_ds_checks, sse_data
-from llmdeploy.smoke.result import FAIL, PASS
+from llmdeploy.result import FAIL, PASS
 from support.oci_server import ANSWER, ApiKey, OciServer, SignatureError, make_api_key, oci_server, verify_request
 
 MODEL = "odsc-llm"

@@ -20,7 +20,7 @@ import pytest
 from conftest import minimal_raw
 from llmdeploy.config import parse
 from llmdeploy.render import READY_MARKER, render
-from llmdeploy.smoke.result import FAIL, PASS, WARN, CheckResult
+from llmdeploy.result import FAIL, PASS, WARN, CheckResult
 from llmdeploy.smoke.ssh_checks import (BOOT_FINISHED, Cmd, check_disk, check_memory, fingerprint,
                                         is_loopback, parse_cloud_init_status, parse_host_key, parse_listeners,
                                         run_ssh_checks, wait_until_ready)

@@ -22,7 +22,7 @@ import yaml
 from llmdeploy.cli import main
 from llmdeploy.smoke.redact import Redactor
 from llmdeploy.smoke.report import Progress, summary_table
-from llmdeploy.smoke.result import FAIL, PASS, CheckResult
+from llmdeploy.result import FAIL, PASS, CheckResult
 from llmdeploy.smoke.runner import TargetReport, run_targets
 from llmdeploy.smoke.targets import Credentials, Target, TargetError, load_targets
 from support.endpoint import Endpoint, llama_endpoint

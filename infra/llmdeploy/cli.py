@@ -14,7 +14,7 @@ from .local import cli as local_cli
 from .render import render
 from .smoke import cli as smoke_cli
 from .stackfile import StackFileError, read_stack
-from .validate import run_endpoints
+from .validate import NAME_WIDTH, run_endpoints
 from .workshop import cli as workshop_cli
 from .workshop.configs import plan_endpoints
 from .workshop.roster import RosterError, read_roster
@@ -64,10 +64,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failures = 0
     for report in run_endpoints(_endpoints(root, args.stack)):
         name, cfg, checks = report.name, report.cfg, report.checks
-        print(f"PASS  {'config':<34} {0:6.2f}s  {_title(args.stack, name)}: {cfg.engine}, {cfg.model_name}, "
-              f"{cfg.shape.name}")
+        print(f"PASS  {'config':<{NAME_WIDTH}} {0:6.2f}s  {_title(args.stack, name)}: {cfg.engine}, "
+              f"{cfg.model_name}, {cfg.shape.name}")
         for check in checks:
-            print(check.line())
+            print(check.line(NAME_WIDTH))
         failed = [c for c in checks if not c.ok]
         for check in failed:
             print(f"\n{check.name}:\n{check.detail}", file=sys.stderr)

@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 import requests
 
 from ..errors import Failure
+from ..result import FAIL, CheckResult, timed
 from .dialects import ApiCall, Dialect, dialect_for, longer_stream, requested_tokens
-from .result import FAIL, CheckResult, timed
 from .streams import StreamTiming, judge_timing, parser_for
 from .targets import Target
 

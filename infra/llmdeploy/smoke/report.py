@@ -14,8 +14,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TextIO
 
+from ..result import FAIL, PASS, WARN, CheckResult
 from .redact import Redactor
-from .result import FAIL, PASS, WARN, CheckResult
 from .runner import TargetReport
 
 

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..result import FAIL, PASS, WARN, CheckResult
 from .http_checks import Emit, run_http_checks
-from .result import FAIL, PASS, WARN, CheckResult
 from .targets import Target
 
 DEFAULT_CONCURRENCY = 8

@@ -24,7 +24,7 @@ from paramiko.ssh_exception import NoValidConnectionsError
 
 from ..errors import Failure
 from ..render import READY_MARKER, STACK_INFO, STAGES_DIR
-from .result import FAIL, CheckResult, timed
+from ..result import FAIL, CheckResult, timed
 
 CLOUD_INIT_OUTPUT = "/var/log/cloud-init-output.log"
 BOOT_FINISHED = "/var/lib/cloud/instance/boot-finished"  # written when cloud-init's final stage ends

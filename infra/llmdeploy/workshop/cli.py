@@ -68,8 +68,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"workshop plan: stack '{ws.stack}', roster {ws.roster_path}, limits from "
           f"{source.description if source else 'nowhere (' + reason + ')'}")
     plan = build(ws.cfg, attendees, endpoints, source, reason, args.le_issued)
-    for check in plan.checks:
-        print(check.line())
+    for line in plan.lines():
+        print(line)
     print("\n" + plan.summary())
     return EXIT_FAILED if plan.failed else EXIT_OK
 
