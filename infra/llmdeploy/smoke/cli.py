@@ -19,7 +19,7 @@ from ..errors import EXIT_FAILED, EXIT_OK, UsageError
 from .dialects import KINDS
 from .redact import Redactor
 from .report import (
-    Progress,
+    SmokeProgress,
     check_line,
     summary_table,
     to_json,
@@ -119,7 +119,7 @@ def run_one(target: Target, redactor: Redactor) -> list[TargetReport]:
 
 
 def run_many(targets: list[Target], concurrency: int, redactor: Redactor) -> list[TargetReport]:
-    progress = Progress(len(targets), sys.stderr, redactor)
+    progress = SmokeProgress(len(targets), sys.stderr, redactor)
     progress.start()
     reports = run_targets(targets, concurrency, on_done=progress.advance)
     progress.finish()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_FAILED, EXIT_OK, Failure, UsageError
-from ..smoke.report import Progress, check_line, summary_table, to_json, totals_line, write_text
+from ..smoke.report import SmokeProgress, check_line, summary_table, to_json, totals_line, write_text
 from ..smoke.runner import run_targets
 from . import pulumi_cli
 from .access import find_attendee, find_urn, key_resource_name, plans_for
@@ -123,7 +123,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         checks = targets(attendees, Path(ca_dir), args.timeout, acme_trust)
         print(f"workshop status: {len(checks)} attendee endpoint(s) of stack '{args.stack}', {args.concurrency} at a "
               "time", flush=True)
-        progress = Progress(len(checks), sys.stderr, red)
+        progress = SmokeProgress(len(checks), sys.stderr, red)
         progress.start()
         reports = run_targets(checks, args.concurrency, on_done=progress.advance)
         progress.finish()
