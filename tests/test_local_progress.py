@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from llmdeploy.local.progress import POLL_SCRIPT, Progress, ProvisionFailed, watch
+from llmdeploy.local.progress import POLL_SCRIPT, BootProgress, ProvisionFailed, watch
 
 STEPS = ["10-base", "40-engine", "90-ready"]
 
@@ -38,7 +38,7 @@ def marker(step: str, state: str = "done") -> str:
 
 def run_watch(polls: list[str], deadline: float = 5.0) -> tuple[str, ScriptedSession]:
     out, session = io.StringIO(), ScriptedSession(polls)
-    watch(lambda: session, Progress(STEPS, lambda: 1.0, out), deadline, poll_s=0.01)  # type: ignore[arg-type]
+    watch(lambda: session, BootProgress(STEPS, lambda: 1.0, out), deadline, poll_s=0.01)  # type: ignore[arg-type]
     return out.getvalue(), session
 
 

@@ -40,7 +40,7 @@ from ..smoke.targets import Credentials
 from ..stackfile import load_stack_config, read_stack
 from . import API_KEYS_ENV, checks, hostsrv, image, procs, qemu, runtime
 from .localconfig import ModelSource, host_ca_certs, local_config, model_source, torch_wheel_dirs
-from .progress import Progress, ProvisionFailed, clock, watch
+from .progress import BootProgress, ProvisionFailed, clock, watch
 from .runtime import Runtime
 from .ssh import (Session, SshError, connect, console_host_fingerprints, console_host_keys, host_key_fingerprint,
                   known_hosts_line, make_key_pair, ssh_banner)
@@ -237,7 +237,7 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, wheels: list[Pat
     def on_event(name: str, t: float) -> None:
         state.timeline[name] = round(t, 1)
 
-    progress = Progress(state.stages, elapsed, out, on_event)
+    progress = BootProgress(state.stages, elapsed, out, on_event)
     watch(lambda: login(state), progress, cfg.readiness_timeout_minutes * 60.0, alive=lambda: guest.gone(state))
     state.timeline["ready_marker"] = round(elapsed(), 1)
     say("provisioning finished: every stage done")

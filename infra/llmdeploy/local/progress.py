@@ -62,7 +62,7 @@ def clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-class Progress:
+class BootProgress:
     """Prints provisioning events; `elapsed` gives the seconds since `up` started (the left column)."""
 
     def __init__(self, steps: list[str], elapsed: Callable[[], float], out: TextIO | None = None,
@@ -115,7 +115,7 @@ class Progress:
             self._status("cloud-init: waiting for the first step")
 
 
-def watch(session_factory: Callable[[], Session], progress: Progress, deadline_s: float, poll_s: float = 3.0,
+def watch(session_factory: Callable[[], Session], progress: BootProgress, deadline_s: float, poll_s: float = 3.0,
           alive: Callable[[], str | None] = lambda: None) -> Snapshot:
     """Poll until the ready marker appears; ProvisionFailed on a failed step, a finished cloud-init without the
     ready marker, a dead VM (`alive` returns why) or the deadline."""
