@@ -70,8 +70,13 @@ def parse_host_key(spec: str) -> tuple[str | None, str]:
     raise ValueError(f"host key {spec!r}: expected 'SHA256:...', 'ssh-ed25519 AAAA...' or a known_hosts line")
 
 
-class HostKeyMismatch(Failure, paramiko.SSHException):
-    pass
+class SshError(Failure):
+    """An SSH login or command that did not work; the message says why."""
+
+
+class HostKeyMismatch(SshError):
+    """The server presented another host key than the pinned one: a re-created VM, or someone in between.
+    Both SSH clients (these checks, and llmdeploy.local's logins) refuse the login with it."""
 
 
 class _HostKeyCheck(paramiko.MissingHostKeyPolicy):
