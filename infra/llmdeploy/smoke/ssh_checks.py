@@ -162,7 +162,7 @@ class Remote:
         return Cmd(command, code, out, err, time.monotonic() - start)
 
 
-def connect(host: str, user: str, key_file: str, port: int = 22, host_key: str | None = None,
+def check_login(host: str, user: str, key_file: str, port: int = 22, host_key: str | None = None,
             timeout: float = 30) -> tuple[paramiko.SSHClient | None, CheckResult]:
     """Log in with the key file; the result passes (pinned key), warns (not pinned) or fails (with why)."""
     with timed("ssh: connect") as r:
@@ -459,7 +459,7 @@ def attach_cloud_init_tail(vm: Remote, results: list[CheckResult]) -> None:
 def run_ssh_checks(host: str, user: str, key_file: str, port: int = 22, host_key: str | None = None,
                    timeout: float = 30, gpu: bool | None = None) -> list[CheckResult]:
     """Every SSH check, in order. gpu=None takes gpu_shape from the VM's stack.json."""
-    client, connected = connect(host, user, key_file, port, host_key, timeout)
+    client, connected = check_login(host, user, key_file, port, host_key, timeout)
     if client is None:
         return [connected]
     results = [connected]
@@ -531,7 +531,7 @@ def wait_until_ready(host: str, user: str, key_file: str, port: int = 22, host_k
     while True:
         polls += 1
         remaining = max(1.0, end - time.monotonic())
-        client, connected = connect(host, user, key_file, port, host_key, min(timeout, remaining))
+        client, connected = check_login(host, user, key_file, port, host_key, min(timeout, remaining))
         if client is None:
             last = connected.summary
             if connected.evidence.get("fatal"):  # a wrong host key or a missing key file: waiting fixes neither
