@@ -244,7 +244,7 @@ class DataScience:
 
 
 @dataclass(frozen=True)
-class Workshop:
+class WorkshopConfig:
     roster: str  # path relative to the project; empty: not a workshop
     layout: str  # dedicated | shared
     endpoints: int
@@ -299,7 +299,7 @@ class StackConfig:
     readiness_timeout_minutes: int
     smoke_ca_bundle: str
     datascience: DataScience
-    workshop: Workshop
+    workshop: WorkshopConfig
     local_vm: LocalVm
     sources: Sources = field(repr=False)
 
@@ -1030,7 +1030,7 @@ def _check_domains(r: _Reader, tls: Tls, domain: str) -> None:
               "(or tlsMode self-signed)", "llm.example.org")
 
 
-def _workshop(r: _Reader, target: str) -> Workshop:
+def _workshop(r: _Reader, target: str) -> WorkshopConfig:
     roster = r.str("workshopRoster")
     layout = r.choice("workshopLayout", ("dedicated", "shared"))
     domain = r.str("workshopDomain").lower().rstrip(".")
@@ -1041,7 +1041,8 @@ def _workshop(r: _Reader, target: str) -> Workshop:
         r.bad("workshopAttendeeRate", rate, "an nginx rate such as 30r/m", "30r/m")
     if roster and target != "vm":
         r.bad("target", target, "vm for a workshop (workshopRoster is set)", "vm")
-    return Workshop(roster, layout, r.int("workshopEndpoints", 1, 100), domain, rate, r.int("workshopHours", 1, 720))
+    return WorkshopConfig(roster, layout, r.int("workshopEndpoints", 1, 100), domain, rate,
+                          r.int("workshopHours", 1, 720))
 
 
 def _local_vm(r: _Reader, target: str, engine: str, os_name: str) -> LocalVm:
