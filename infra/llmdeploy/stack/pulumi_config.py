@@ -1,12 +1,11 @@
-"""The one module that reads pulumi.Config: every declared key, validated by config.parse before any
-resource exists (a ConfigError stops `pulumi up` with the full list of problems)."""
+"""The one module that reads pulumi.Config: every declared key, as text, for the program to validate with
+config.parse before any resource exists (a ConfigError stops `pulumi up` with the full list of problems)."""
 from __future__ import annotations
 
 from typing import Any
 
 import pulumi
 
-from ..config import StackConfig, parse
 from ..declared import declarations
 
 
@@ -15,7 +14,3 @@ def load_raw() -> dict[str, Any]:
     text but only ever held in config.Secret; whatever derives from them is wrapped in Output.secret."""
     config = pulumi.Config()
     return {key: value for key in declarations() if (value := config.get(key)) is not None}
-
-
-def load() -> StackConfig:
-    return parse(load_raw(), stack=pulumi.get_stack(), decls=declarations())

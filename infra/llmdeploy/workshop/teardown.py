@@ -23,7 +23,6 @@ from ..errors import Failure, UsageError
 from . import oci_clients
 
 GONE = frozenset({"TERMINATED", "DELETED"})
-GOING = frozenset({"TERMINATING", "DELETING"})
 POLL_SECONDS = 10.0
 MANAGED_BY = ("managed-by", "llmdeploy")
 
