@@ -16,7 +16,7 @@ from typing import Any
 from ..config import ConfigError, StackConfig, parse
 from ..declared import PROJECT_ROOT, declarations, project_name
 from ..errors import UsageError
-from ..stackfile import StackFileError, read_stack, secret_env_name, stack_file
+from ..stackfile import read_stack, secret_env_name, stack_file
 from .configs import EndpointPlan, plan_endpoints
 from ..textfiles import FileProblem, load_yaml, read_text
 from .roster import Attendee, RosterError, read_roster

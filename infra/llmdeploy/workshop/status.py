@@ -25,7 +25,7 @@ from ..errors import UsageError
 from ..smoke.redact import Redactor
 from ..smoke.runner import TargetReport
 from ..smoke.targets import Credentials, Target
-from ..stackfile import StackFileError, read_stack, secret_env_name
+from ..stackfile import read_stack, secret_env_name
 from ..textfiles import FileProblem, load_json, read_text
 from .stackoutputs import AttendeeOutput
 
