@@ -4,16 +4,15 @@ import pulumi
 
 from llmdeploy.config import ConfigError, StackConfig, parse
 from llmdeploy.declared import declarations
+from llmdeploy.endpoints import load_plans
+from llmdeploy.roster import RosterError
 from llmdeploy.stack import outputs
-from llmdeploy.stack.datascience import DataScienceEndpoint
-from llmdeploy.stack.gates import check_connection_settings
+from llmdeploy.stack.datascience import DataScienceArgs, DataScienceEndpoint
 from llmdeploy.stack.local import LocalVmEndpoint
-from llmdeploy.stack.pulumi_config import load_raw
+from llmdeploy.stack.pulumi_config import load_raw, ssh_auth
 from llmdeploy.stack.tags import freeform_tags
-from llmdeploy.stack.vm import VmEndpoint
-from llmdeploy.stack.workshop import Workshop
-from llmdeploy.workshop.configs import load_plans
-from llmdeploy.workshop.roster import RosterError
+from llmdeploy.stack.vm import VmArgs, VmEndpoint
+from llmdeploy.stack.workshop import Workshop, WorkshopArgs
 
 
 def curl_example(url: str, model: str) -> str:
@@ -22,14 +21,13 @@ def curl_example(url: str, model: str) -> str:
             f"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'")
 
 
-def workshop(name: str, cfg: StackConfig, raw: dict[str, str]) -> None:
+def workshop(name: str, cfg: StackConfig) -> None:
     try:
-        plans = load_plans(raw, cfg)  # every attendee's config validated before any resource
-        for plan in plans:
-            check_connection_settings(plan.cfg)
+        plans = load_plans(cfg)  # every attendee's config validated before any resource
+        args = WorkshopArgs.from_plans(cfg, plans, pulumi.get_project(), ssh_auth(cfg))
     except (ConfigError, RosterError, ValueError) as exc:
         raise pulumi.RunError(str(exc)) from None
-    ws = Workshop(name, cfg, plans, pulumi.get_project())
+    ws = Workshop(name, args)
     pulumi.export(outputs.ATTENDEES, ws.attendees)
     pulumi.export(outputs.WORKSHOP_ENDPOINTS, ws.endpoint_urls)
 
@@ -44,9 +42,13 @@ def main() -> None:
     tags = freeform_tags(cfg, pulumi.get_project())
     pulumi.export(outputs.MODEL_NAME, cfg.model_name)
     if cfg.workshop.roster:
-        workshop(name, cfg, raw)
+        workshop(name, cfg)
     elif cfg.target == "vm":
-        vm = VmEndpoint(name, cfg, tags)
+        try:
+            vm_args = VmArgs.from_config(cfg, ssh_auth(cfg))  # before any resource
+        except ValueError as exc:
+            raise pulumi.RunError(str(exc)) from None
+        vm = VmEndpoint(name, vm_args, tags)
         pulumi.export(outputs.ENDPOINT_URL, vm.endpoint_url)
         pulumi.export(outputs.OPENAI_BASE_URL, vm.endpoint_url.apply(lambda url: f"{url}/v1"))
         pulumi.export(outputs.API_KEYS, vm.api_keys)
@@ -56,7 +58,7 @@ def main() -> None:
         pulumi.export(outputs.CA_CERTIFICATE, vm.ca_certificate)
         pulumi.export(outputs.SMOKE_REPORT, vm.smoke_report)
     elif cfg.target == "datascience":
-        md = DataScienceEndpoint(name, cfg, tags)
+        md = DataScienceEndpoint(name, DataScienceArgs.from_config(cfg), tags)
         pulumi.export(outputs.ENDPOINT_URL, md.endpoint_url)
         pulumi.export(outputs.SMOKE_REPORT, md.smoke_report)
     elif cfg.target == "local":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llmdeploy.workshop.roster import RosterError, active, assign, read_roster
+from llmdeploy.roster import RosterError, active, assign, read_roster
 
 
 def write(tmp_path: Path, text: str) -> Path:

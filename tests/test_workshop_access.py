@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.cli import main
-from llmdeploy.workshop.roster import assign, read_roster
+from llmdeploy.roster import assign, read_roster
 from support.fake_pulumi import FakePulumi, fake_pulumi
 from support.workshop_stack import STACK, export_with, people, workshop_project
 
@@ -60,7 +60,7 @@ def test_rotate_replaces_only_that_attendees_key_on_their_own_vm(tmp_path: Path,
 def test_rotate_on_a_shared_endpoint_replaces_the_key_named_after_the_attendee(
         tmp_path: Path, pulumi: FakePulumi, capsys: pytest.CaptureFixture[str]) -> None:
     root = workshop_project(tmp_path, people(4), workshopLayout="shared", workshopEndpoints=2)
-    # Rows 1..4 go to ep0, ep1, ep0, ep1 (llmdeploy.workshop.roster.assign).
+    # Rows 1..4 go to ep0, ep1, ep0, ep1 (llmdeploy.roster.assign).
     names = ["llmdeploy-ws-ep0-key-u01", "llmdeploy-ws-ep1-key-u02", "llmdeploy-ws-ep0-key-u03",
              "llmdeploy-ws-ep1-key-u04"]
     pulumi.answer("export.json", export_with(STACK, names))

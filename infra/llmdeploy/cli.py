@@ -9,15 +9,15 @@ from typing import Sequence
 from .config import StackConfig, parse
 from .declared import PROJECT_ROOT, declarations
 from .docs import config_table, route_table, update_readme
+from .endpoints import plan_endpoints
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LlmdeployError
 from .local import cli as local_cli
 from .render import render
+from .roster import RosterError, read_roster
 from .smoke import cli as smoke_cli
 from .stackfile import StackFileError, read_stack
 from .validate import NAME_WIDTH, run_endpoints
 from .workshop import cli as workshop_cli
-from .workshop.configs import plan_endpoints
-from .workshop.roster import RosterError, read_roster
 
 
 def _project_dir(arg: str | None) -> Path:
@@ -35,7 +35,7 @@ def _endpoints(root: Path, stack: str) -> list[tuple[str, StackConfig]]:
     if not cfg.workshop.roster:
         return [("", cfg)]
     try:
-        plans = plan_endpoints(raw, cfg, read_roster(root / cfg.workshop.roster), declarations(root))
+        plans = plan_endpoints(cfg, read_roster(root / cfg.workshop.roster))
     except (RosterError, ValueError) as exc:
         raise StackFileError(f"stack '{stack}': {exc}") from None
     return [(plan.key, plan.cfg) for plan in plans]

@@ -3,7 +3,8 @@
 `parse()` is the only way to build a StackConfig. It takes the values of the keys declared in
 Pulumi.yaml (as the Pulumi CLI passes them, strings, or as YAML gives them, native types) and
 either returns a StackConfig or raises ConfigError listing each problem with the key, the bad
-value, what is accepted and the command that fixes it.
+value, what is accepted and the command that fixes it. `derive()` builds a variant of a parsed
+config (a workshop endpoint's) with some keys set otherwise, validated the same way.
 """
 from __future__ import annotations
 
@@ -261,6 +262,18 @@ class LocalVm:
     memory_mb: int
 
 
+@dataclass(frozen=True, repr=False)
+class ParsedFrom:
+    """The values and declarations a StackConfig was parsed from, so that derive() validates a variant exactly
+    as parse() validated the original. The values include secrets' text: never printed (see __repr__)."""
+
+    values: Mapping[str, Any]
+    decls: Mapping[str, Declaration]
+
+    def __repr__(self) -> str:
+        return f"ParsedFrom({len(self.values)} values)"
+
+
 @dataclass(frozen=True)
 class StackConfig:
     stack: str
@@ -302,6 +315,8 @@ class StackConfig:
     workshop: WorkshopConfig
     local_vm: LocalVm
     sources: Sources = field(repr=False)
+    # Not part of what a config is: two configs parsed from different spellings of the same values are equal.
+    parsed_from: ParsedFrom = field(repr=False, compare=False)
 
     @property
     def gpu(self) -> bool:
@@ -538,10 +553,17 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         expires_at=_expires_at(r), extra_ca_certs=_ca_certs(r), image_id=image, ssh_allowed_cidrs=_cidrs(r),
         ssh_private_key=_ssh_private_key(r), readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
         smoke_ca_bundle=r.str("smokeCaBundle"), datascience=_datascience(r, target),
-        workshop=_workshop(r, target), local_vm=_local_vm(r, target, engine, os_name), sources=sources)
+        workshop=_workshop(r, target), local_vm=_local_vm(r, target, engine, os_name), sources=sources,
+        parsed_from=ParsedFrom(dict(raw), decls))
     if r.problems:
         raise ConfigError(r.problems, stack)
     return cfg
+
+
+def derive(cfg: StackConfig, overrides: Mapping[str, Any]) -> StackConfig:
+    """cfg with the overrides' keys set to their values, validated as parse() validates a stack: a bad override
+    raises the ConfigError that parsing the edited values would (a workshop endpoint's config is one)."""
+    return parse({**cfg.parsed_from.values, **overrides}, stack=cfg.stack, decls=cfg.parsed_from.decls)
 
 
 def _conda_env(r: _Reader) -> str:

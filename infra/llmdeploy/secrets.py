@@ -12,9 +12,10 @@ import io
 import re
 import secrets as _random
 import tarfile
+from dataclasses import dataclass
 from typing import Mapping
 
-from .config import StackConfig
+from .config import Secret, StackConfig, Tls
 from .render import INSTALL_SECRETS
 
 KEY_PREFIX = "sk-llm-"
@@ -63,20 +64,39 @@ def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+@dataclass(frozen=True)
+class DeliveredSecrets:
+    """What a VM gets after boot, apart from the key values (Pulumi generates those): the API key names, the
+    Hugging Face token and the TLS mode with a provided certificate. The readiness gate takes this, not the
+    whole config."""
+
+    key_names: tuple[str, ...]
+    hf_token: Secret
+    tls: Tls
+
+    @classmethod
+    def from_config(cls, cfg: StackConfig) -> DeliveredSecrets:
+        return cls(tuple(k.name for k in cfg.auth.api_keys), cfg.hf_token, cfg.tls)
+
+    def bundle(self, api_keys: Mapping[str, str], public_ip: str = "") -> bytes:
+        """The tar archive llmdeploy-install-secrets reads: one key for every name in key_names, and for
+        self-signed TLS the public IP the certificate must also name."""
+        missing = sorted(set(self.key_names) - set(api_keys))
+        if missing:
+            raise ValueError(f"no key value for API key name(s): {', '.join(missing)}")
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            _add(tar, "api-keys.map", api_keys_map({name: api_keys[name] for name in self.key_names}))
+            if self.hf_token:
+                _add(tar, "hf.env", hf_env(self.hf_token.reveal()))
+            if self.tls.mode == "self-signed" and public_ip:
+                _add(tar, "tls/extra-sans", f"IP:{public_ip}\n")
+            if self.tls.mode == "provided":
+                _add(tar, "tls/fullchain.pem", self.tls.certificate.reveal())
+                _add(tar, "tls/privkey.pem", self.tls.private_key.reveal())
+        return out.getvalue()
+
+
 def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str = "") -> bytes:
-    """The tar archive llmdeploy-install-secrets reads: one key for every name in cfg.auth.api_keys, and
-    for self-signed TLS the public IP the certificate must also name."""
-    missing = sorted({k.name for k in cfg.auth.api_keys} - set(api_keys))
-    if missing:
-        raise ValueError(f"no key value for API key name(s): {', '.join(missing)}")
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        _add(tar, "api-keys.map", api_keys_map({k.name: api_keys[k.name] for k in cfg.auth.api_keys}))
-        if cfg.hf_token:
-            _add(tar, "hf.env", hf_env(cfg.hf_token.reveal()))
-        if cfg.tls.mode == "self-signed" and public_ip:
-            _add(tar, "tls/extra-sans", f"IP:{public_ip}\n")
-        if cfg.tls.mode == "provided":
-            _add(tar, "tls/fullchain.pem", cfg.tls.certificate.reveal())
-            _add(tar, "tls/privkey.pem", cfg.tls.private_key.reveal())
-    return out.getvalue()
+    """DeliveredSecrets.bundle for the config's secrets."""
+    return DeliveredSecrets.from_config(cfg).bundle(api_keys, public_ip)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
@@ -25,18 +26,46 @@ PREDICT_ROUTE = "/v1/chat/completions"
 HEALTH_ROUTE = "/health"
 
 P = "ModelDeploymentModelDeploymentConfigurationDetails"
+ScalingPolicy = ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsScalingPolicyArgs
 
 
-def model_artifact(cfg: StackConfig, out_dir: Path) -> Path:
+@dataclass(frozen=True)
+class DataScienceArgs:
+    """What a DataScienceEndpoint is built from: the project, the model's artifact and the deployment."""
+
+    compartment_id: str
+    stack: str  # names the project's description and the artifact's folder
+    model_name: str
+    artifact_readme: str  # what the artifact records: the stack, the model and the name it is served as
+    shape_name: str
+    flex: tuple[float, float] | None  # a Flex shape's OCPUs and memory (GB)
+    bandwidth_mbps: int
+    scaling_policy: ScalingPolicy
+    container_image: str
+    cmds: list[str]  # vllm_arguments
+    environment: dict[str, str]  # environment_variables: never a secret
+
+    @classmethod
+    def from_config(cls, cfg: StackConfig) -> DataScienceArgs:
+        assert isinstance(cfg.model, VllmModel)
+        return cls(compartment_id=cfg.compartment_id, stack=cfg.stack, model_name=cfg.model_name,
+                   artifact_readme=f"llmdeploy stack {cfg.stack}: vLLM serving {cfg.model.hf_id} as {cfg.model_name}\n",
+                   shape_name=cfg.shape.name,
+                   flex=(float(cfg.shape_ocpus), float(cfg.shape_memory_gbs)) if cfg.shape.flex else None,
+                   bandwidth_mbps=cfg.datascience.bandwidth_mbps, scaling_policy=scaling_policy(cfg),
+                   container_image=cfg.datascience.container_image, cmds=vllm_arguments(cfg),
+                   environment=environment_variables(cfg))
+
+
+def model_artifact(readme: str, out_dir: Path) -> Path:
     """The model's artifact. A BYOC container needs no files from it (vLLM fetches its weights), so it
     only records what is served. Built byte-for-byte the same each run so the model is not replaced."""
-    assert isinstance(cfg.model, VllmModel)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model-artifact.zip"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         info = zipfile.ZipInfo("README.txt", date_time=(2020, 1, 1, 0, 0, 0))
-        archive.writestr(info, f"llmdeploy stack {cfg.stack}: vLLM serving {cfg.model.hf_id} as {cfg.model_name}\n")
+        archive.writestr(info, readme)
     if not path.exists() or path.read_bytes() != buffer.getvalue():
         path.write_bytes(buffer.getvalue())
     return path
@@ -50,7 +79,7 @@ def vllm_arguments(cfg: StackConfig) -> list[str]:
             "--tensor-parallel-size", str(cfg.tensor_parallel_size)]
 
 
-def scaling_policy(cfg: StackConfig) -> ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsScalingPolicyArgs:
+def scaling_policy(cfg: StackConfig) -> ScalingPolicy:
     sizing = cfg.datascience
     if not sizing.autoscaling:
         return ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsScalingPolicyArgs(
@@ -80,33 +109,33 @@ def environment_variables(cfg: StackConfig) -> dict[str, str]:
     return env
 
 
-def deployment_configuration(cfg: StackConfig, model_id: pulumi.Input[str]) -> ds.ModelDeploymentModelDeploymentConfigurationDetailsArgs:
+def deployment_configuration(args: DataScienceArgs, model_id: pulumi.Input[str]) -> ds.ModelDeploymentModelDeploymentConfigurationDetailsArgs:
     flex = ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsInstanceConfigurationModelDeploymentInstanceShapeConfigDetailsArgs(
-        ocpus=float(cfg.shape_ocpus), memory_in_gbs=float(cfg.shape_memory_gbs)) if cfg.shape.flex else None
+        ocpus=args.flex[0], memory_in_gbs=args.flex[1]) if args.flex else None
     return ds.ModelDeploymentModelDeploymentConfigurationDetailsArgs(
         deployment_type="SINGLE_MODEL",
         model_configuration_details=ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsArgs(
-            model_id=model_id, bandwidth_mbps=cfg.datascience.bandwidth_mbps, scaling_policy=scaling_policy(cfg),
+            model_id=model_id, bandwidth_mbps=args.bandwidth_mbps, scaling_policy=args.scaling_policy,
             instance_configuration=ds.ModelDeploymentModelDeploymentConfigurationDetailsModelConfigurationDetailsInstanceConfigurationArgs(
-                instance_shape_name=cfg.shape.name, model_deployment_instance_shape_config_details=flex)),
+                instance_shape_name=args.shape_name, model_deployment_instance_shape_config_details=flex)),
         environment_configuration_details=ds.ModelDeploymentModelDeploymentConfigurationDetailsEnvironmentConfigurationDetailsArgs(
-            environment_configuration_type="OCIR_CONTAINER", image=cfg.datascience.container_image,
-            cmds=vllm_arguments(cfg), server_port=SERVER_PORT, health_check_port=SERVER_PORT,
-            environment_variables=environment_variables(cfg)))
+            environment_configuration_type="OCIR_CONTAINER", image=args.container_image,
+            cmds=args.cmds, server_port=SERVER_PORT, health_check_port=SERVER_PORT,
+            environment_variables=args.environment))
 
 
 class DataScienceEndpoint(pulumi.ComponentResource):
     endpoint_url: pulumi.Output[str]
     smoke_report: pulumi.Output[str]
 
-    def __init__(self, name: str, cfg: StackConfig, tags: dict[str, str],
+    def __init__(self, name: str, args: DataScienceArgs, tags: dict[str, str],
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmdeploy:datascience:DataScienceEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        compartment = cfg.compartment_id
+        compartment = args.compartment_id
         project = ds.Project(f"{name}-project", compartment_id=compartment, display_name=f"{name}-project",
-                             description=f"llmdeploy stack {cfg.stack}", freeform_tags=tags, opts=child)
-        artifact = model_artifact(cfg, PROJECT_ROOT / "build" / cfg.stack)
+                             description=f"llmdeploy stack {args.stack}", freeform_tags=tags, opts=child)
+        artifact = model_artifact(args.artifact_readme, PROJECT_ROOT / "build" / args.stack)
         model = ds.Model(f"{name}-model", compartment_id=compartment, project_id=project.id,
                          model_artifact=str(artifact), artifact_content_length=str(artifact.stat().st_size),
                          artifact_content_disposition="attachment; filename=model-artifact.zip",
@@ -119,13 +148,13 @@ class DataScienceEndpoint(pulumi.ComponentResource):
         deployment = ds.ModelDeployment(
             f"{name}-deployment", compartment_id=compartment, project_id=project.id,
             display_name=f"{name}-deployment", freeform_tags=tags, opts=child,
-            model_deployment_configuration_details=deployment_configuration(cfg, model.id),
+            model_deployment_configuration_details=deployment_configuration(args, model.id),
             category_log_details=ds.ModelDeploymentCategoryLogDetailsArgs(
                 access=ds.ModelDeploymentCategoryLogDetailsAccessArgs(log_group_id=log_group.id,
                                                                       log_id=logs["access"].id),
                 predict=ds.ModelDeploymentCategoryLogDetailsPredictArgs(log_group_id=log_group.id,
                                                                         log_id=logs["predict"].id)))
         self.endpoint_url = deployment.model_deployment_url
-        check = gates.smoke(name, self.endpoint_url, "oci-ds", cfg.model_name, {}, [deployment], self)
+        check = gates.smoke(name, self.endpoint_url, "oci-ds", args.model_name, {}, [deployment], self)
         self.smoke_report = check.stdout
         self.register_outputs({"endpointUrl": self.endpoint_url})

@@ -6,16 +6,16 @@ Secrets travel as stdin (readiness) or secret environment (smoke), never on a co
 from __future__ import annotations
 
 import base64
-import os
 import re
+from dataclasses import dataclass
 
 import pulumi
 from pulumi_command import local, remote
 
 from .. import acme_roots
-from ..config import StackConfig
+from ..config import Secret, StackConfig
 from ..render import INSTALL_SECRETS, WAIT_READY
-from ..secrets import secrets_bundle, wait_for_installer
+from ..secrets import DeliveredSecrets, wait_for_installer
 
 def readiness_script(timeout_s: int) -> str:
     """The remote side: deliver the base64 bundle from stdin as soon as SSH logs in (the engine step may be
@@ -51,36 +51,47 @@ def ca_from_readiness(stdout: str | None) -> str:
     return match.group(0) + "\n" if match else ""
 
 
-def ssh_connection(cfg: StackConfig, host: pulumi.Input[str]) -> remote.ConnectionArgs:
-    """Key from config (secret) or, when none is set, the running ssh-agent. Keeps retrying while the
-    VM boots (sshd comes up a minute or two after launch)."""
-    if cfg.ssh_private_key:
-        return remote.ConnectionArgs(host=host, user=cfg.admin_user,
-                                     private_key=pulumi.Output.secret(cfg.ssh_private_key.reveal()),
+@dataclass(frozen=True)
+class SshAuth:
+    """How pulumi up logs in to the VM: the configured private key, or else the ssh-agent at agent_socket.
+    Resolved where the config is read (stack/pulumi_config.py), never inside a component."""
+
+    private_key: Secret
+    agent_socket: str = ""
+
+
+@dataclass(frozen=True)
+class ReadinessArgs:
+    user: str  # the VM's admin user
+    ssh: SshAuth
+    timeout_minutes: int
+    secrets: DeliveredSecrets
+
+    @classmethod
+    def from_config(cls, cfg: StackConfig, ssh: SshAuth) -> ReadinessArgs:
+        return cls(cfg.admin_user, ssh, cfg.readiness_timeout_minutes, DeliveredSecrets.from_config(cfg))
+
+
+def ssh_connection(user: str, ssh: SshAuth, host: pulumi.Input[str]) -> remote.ConnectionArgs:
+    """Keeps retrying while the VM boots (sshd comes up a minute or two after launch)."""
+    if ssh.private_key:
+        return remote.ConnectionArgs(host=host, user=user, private_key=pulumi.Output.secret(ssh.private_key.reveal()),
                                      dial_error_limit=60, per_dial_timeout=30)
-    return remote.ConnectionArgs(host=host, user=cfg.admin_user, agent_socket_path=os.environ["SSH_AUTH_SOCK"],
+    return remote.ConnectionArgs(host=host, user=user, agent_socket_path=ssh.agent_socket,
                                  dial_error_limit=60, per_dial_timeout=30)
 
 
-def check_connection_settings(cfg: StackConfig) -> None:
-    """Before any resource: pulumi up must be able to reach the VM over SSH."""
-    if not cfg.ssh_private_key and not os.environ.get("SSH_AUTH_SOCK"):
-        raise ValueError("sshPrivateKey: got nothing and no ssh-agent is running (SSH_AUTH_SOCK unset); pulumi up "
-                         "needs one of them to check readiness (pulumi config set --secret sshPrivateKey -- "
-                         "\"$(cat ~/.ssh/id_ed25519)\", or start ssh-agent and ssh-add the key)")
-
-
-def readiness(name: str, cfg: StackConfig, host: pulumi.Output[str], api_keys: pulumi.Output[dict[str, str]],
+def readiness(name: str, args: ReadinessArgs, host: pulumi.Output[str], api_keys: pulumi.Output[dict[str, str]],
               depends_on: list[pulumi.Resource], triggers: list[pulumi.Input[str]],
               parent: pulumi.Resource) -> remote.Command:
     bundle = pulumi.Output.all(api_keys, host).apply(
-        lambda args: base64.b64encode(secrets_bundle(cfg, args[0], args[1])).decode())
+        lambda found: base64.b64encode(args.secrets.bundle(found[0], found[1])).decode())
     return remote.Command(
-        f"{name}-readiness", connection=ssh_connection(cfg, host),
-        create=readiness_script(cfg.readiness_timeout_minutes * 60), stdin=pulumi.Output.secret(bundle),
+        f"{name}-readiness", connection=ssh_connection(args.user, args.ssh, host),
+        create=readiness_script(args.timeout_minutes * 60), stdin=pulumi.Output.secret(bundle),
         triggers=triggers, logging=remote.Logging.STDOUT_AND_STDERR,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on, custom_timeouts=pulumi.CustomTimeouts(
-            create=f"{cfg.readiness_timeout_minutes + 15}m")))
+            create=f"{args.timeout_minutes + 15}m")))
 
 
 def smoke_acme_roots(cfg: StackConfig) -> str:

@@ -11,16 +11,14 @@ import re
 import shlex
 
 import pulumi
-import pulumi_random as random
 from pulumi_command import local
 
 from ..config import StackConfig
 from ..declared import PROJECT_ROOT, declarations
 from ..local import API_KEYS_ENV
 from ..render import render
-from ..secrets import KEY_PREFIX
 from ..stackfile import secret_env_name
-from .vm import KEY_LENGTH
+from .api_keys import generate_api_keys
 
 ENDPOINT_LINE = re.compile(r"^endpoint:\s+(https://\S+)\s*$", re.M)
 
@@ -58,12 +56,8 @@ class LocalVmEndpoint(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, project_dir: str = str(PROJECT_ROOT),
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmdeploy:local:LocalVmEndpoint", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        passwords = {k.name: random.RandomPassword(f"{name}-key-{k.name}", length=KEY_LENGTH, special=False,
-                                                   opts=child) for k in cfg.auth.api_keys}
-        keys: pulumi.Output[dict[str, str]] = pulumi.Output.all(**{n: p.result for n, p in passwords.items()}).apply(
-            lambda found: {n: KEY_PREFIX + v for n, v in found.items()}) if passwords else pulumi.Output.from_input({})
-        self.api_keys = pulumi.Output.secret(keys)
+        keys = generate_api_keys(name, [k.name for k in cfg.auth.api_keys], self)
+        self.api_keys = keys.values
         environment: dict[str, pulumi.Input[str]] = {API_KEYS_ENV: self.api_keys.apply(json.dumps),
                                                      **secret_environment(cfg)}
         # A new VM whenever what it would boot changes; the old one goes first (same stack, same state folder).
@@ -71,7 +65,7 @@ class LocalVmEndpoint(pulumi.ComponentResource):
         vm = local.Command(
             f"{name}-vm", create=up_command(cfg.stack, project_dir), delete=down_command(cfg.stack),
             dir=project_dir, environment=pulumi.Output.secret(environment),
-            triggers=[fingerprint, *[p.id for p in passwords.values()]],
+            triggers=[fingerprint, *keys.ids],
             logging=local.Logging.STDOUT_AND_STDERR,
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, custom_timeouts=pulumi.CustomTimeouts(
                 create=f"{cfg.readiness_timeout_minutes + 30}m")))

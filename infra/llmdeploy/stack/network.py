@@ -2,7 +2,9 @@
 TCP 22 (from the allowed CIDRs), 80 and 443, and nothing else."""
 from __future__ import annotations
 
+import ipaddress
 import re
+from dataclasses import dataclass
 
 import pulumi
 from pulumi_oci import core
@@ -28,17 +30,35 @@ def tcp_ingress(port: int) -> core.NetworkSecurityGroupSecurityRuleTcpOptionsArg
             min=port, max=port))
 
 
+def ssh_rule_key(cidr: str) -> str:
+    """The SSH rule's name part, from its network (never its list position, so reordering sshAllowedCidrs
+    replaces nothing): 10.0.0.0-8, 2001-db8---32 (a URN cannot hold "::"). Spellings of one network agree."""
+    network = ipaddress.ip_network(cidr)
+    return f"{network.network_address}-{network.prefixlen}".replace(":", "-")
+
+
+@dataclass(frozen=True)
+class NetworkArgs:
+    compartment_id: str
+    vcn_dns_label: str
+    ssh_allowed_cidrs: tuple[str, ...]
+
+    @classmethod
+    def from_config(cls, cfg: StackConfig) -> NetworkArgs:
+        return cls(cfg.compartment_id, dns_label(cfg.stack), cfg.ssh_allowed_cidrs)
+
+
 class Network(pulumi.ComponentResource):
     subnet_id: pulumi.Output[str]
     nsg_id: pulumi.Output[str]
 
-    def __init__(self, name: str, cfg: StackConfig, tags: dict[str, str],
+    def __init__(self, name: str, args: NetworkArgs, tags: dict[str, str],
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmdeploy:vm:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        compartment = cfg.compartment_id
+        compartment = args.compartment_id
         vcn = core.Vcn(f"{name}-vcn", compartment_id=compartment, cidr_blocks=[VCN_CIDR],
-                       display_name=f"{name}-vcn", dns_label=dns_label(cfg.stack), freeform_tags=tags, opts=child)
+                       display_name=f"{name}-vcn", dns_label=args.vcn_dns_label, freeform_tags=tags, opts=child)
         gateway = core.InternetGateway(f"{name}-igw", compartment_id=compartment, vcn_id=vcn.id, enabled=True,
                                        display_name=f"{name}-igw", freeform_tags=tags, opts=child)
         routes = core.RouteTable(f"{name}-routes", compartment_id=compartment, vcn_id=vcn.id,
@@ -59,13 +79,14 @@ class Network(pulumi.ComponentResource):
                              display_name=f"{name}-subnet", freeform_tags=tags, opts=child)
         nsg = core.NetworkSecurityGroup(f"{name}-nsg", compartment_id=compartment, vcn_id=vcn.id,
                                         display_name=f"{name}-nsg", freeform_tags=tags, opts=child)
-        self._rules(name, nsg, cfg, child)
+        self._rules(name, nsg, args.ssh_allowed_cidrs, child)
         self.subnet_id = subnet.id
         self.nsg_id = nsg.id
         self.register_outputs({"subnetId": subnet.id, "nsgId": nsg.id, "vcnId": vcn.id})
 
     @staticmethod
-    def _rules(name: str, nsg: core.NetworkSecurityGroup, cfg: StackConfig, child: pulumi.ResourceOptions) -> None:
+    def _rules(name: str, nsg: core.NetworkSecurityGroup, ssh_cidrs: tuple[str, ...],
+               child: pulumi.ResourceOptions) -> None:
         def ingress(rule: str, source: str, description: str, protocol: str,
                     tcp: core.NetworkSecurityGroupSecurityRuleTcpOptionsArgs | None = None,
                     icmp: core.NetworkSecurityGroupSecurityRuleIcmpOptionsArgs | None = None) -> None:
@@ -74,8 +95,11 @@ class Network(pulumi.ComponentResource):
                 source_type="CIDR_BLOCK", description=description, protocol=protocol, tcp_options=tcp,
                 icmp_options=icmp, opts=child)
 
-        for index, cidr in enumerate(cfg.ssh_allowed_cidrs):
-            ingress(f"ssh-{index}", cidr, f"SSH from {cidr}", TCP, tcp=tcp_ingress(SSH_PORT))
+        rules: dict[str, str] = {}  # one rule per network: a CIDR listed twice would be two rules of one name
+        for cidr in ssh_cidrs:
+            rules.setdefault(ssh_rule_key(cidr), cidr)
+        for key, cidr in rules.items():
+            ingress(f"ssh-{key}", cidr, f"SSH from {cidr}", TCP, tcp=tcp_ingress(SSH_PORT))
         for port in PUBLIC_PORTS:
             ingress(f"tcp-{port}", "0.0.0.0/0", f"nginx on {port}", TCP, tcp=tcp_ingress(port))
         # "Fragmentation needed" must get through, or path MTU discovery breaks large responses.

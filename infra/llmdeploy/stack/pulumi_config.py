@@ -1,12 +1,16 @@
 """The one module that reads pulumi.Config: every declared key, as text, for the program to validate with
-config.parse before any resource exists (a ConfigError stops `pulumi up` with the full list of problems)."""
+config.parse before any resource exists (a ConfigError stops `pulumi up` with the full list of problems). It
+also resolves what the components need from the environment (SSH auth), so that they read none of it."""
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Mapping
 
 import pulumi
 
+from ..config import StackConfig
 from ..declared import declarations
+from .gates import SshAuth
 
 
 def load_raw() -> dict[str, Any]:
@@ -14,3 +18,16 @@ def load_raw() -> dict[str, Any]:
     text but only ever held in config.Secret; whatever derives from them is wrapped in Output.secret."""
     config = pulumi.Config()
     return {key: value for key in declarations() if (value := config.get(key)) is not None}
+
+
+def ssh_auth(cfg: StackConfig, environ: Mapping[str, str] | None = None) -> SshAuth:
+    """How pulumi up reaches the VM over SSH: sshPrivateKey, or else the running ssh-agent (SSH_AUTH_SOCK).
+    A ValueError before any resource when there is neither."""
+    if cfg.ssh_private_key:
+        return SshAuth(cfg.ssh_private_key)
+    socket = (os.environ if environ is None else environ).get("SSH_AUTH_SOCK", "")
+    if not socket:
+        raise ValueError("sshPrivateKey: got nothing and no ssh-agent is running (SSH_AUTH_SOCK unset); pulumi up "
+                         "needs one of them to check readiness (pulumi config set --secret sshPrivateKey -- "
+                         "\"$(cat ~/.ssh/id_ed25519)\", or start ssh-agent and ssh-add the key)")
+    return SshAuth(cfg.ssh_private_key, socket)

@@ -2,23 +2,77 @@
 optional DNS record, generated API keys, and the readiness and smoke gates."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
-import pulumi_random as random
 from pulumi_oci import core, dns, identity
 
-from ..config import OSES, StackConfig
+from ..config import OSES, Secret, StackConfig
 from ..render import encode_user_data, render
-from ..secrets import KEY_PREFIX
+from ..shapes import Shape
 from . import gates
-from .network import Network
+from .api_keys import generate_api_keys
+from .network import Network, NetworkArgs
 
-KEY_LENGTH = 43  # random part of a key: 43 letters and digits, about 256 bits
+
+@dataclass(frozen=True)
+class SmokeLogin:
+    """How the smoke test logs in: with the API key of that name, or (a stack with basic-auth users only) as
+    basic_user with its password."""
+
+    key_name: str
+    basic_user: str = ""
+    basic_password: Secret = Secret("")
+
+    @classmethod
+    def from_config(cls, cfg: StackConfig) -> SmokeLogin:
+        if cfg.auth.api_keys:
+            return cls(cfg.auth.api_keys[0].name)
+        user = cfg.auth.basic_users[0]
+        return cls("", user, cfg.auth.basic_passwords[user])
 
 
-def availability_domain(cfg: StackConfig) -> pulumi.Input[str]:
-    if cfg.availability_domain:
-        return cfg.availability_domain
-    domains = identity.get_availability_domains_output(compartment_id=cfg.compartment_id)
+@dataclass(frozen=True)
+class VmArgs:
+    """What a VmEndpoint is built from: the machine, its user-data, its keys and the two gates' settings."""
+
+    compartment_id: str
+    availability_domain: str  # "": the region's first
+    shape: Shape
+    shape_ocpus: int
+    shape_memory_gbs: int
+    os: str
+    image_id: str  # "": the newest plain platform image of os
+    boot_volume_gbs: int
+    ssh_public_keys: tuple[str, ...]
+    user_data: str  # render(cfg).user_data: the VM's whole cloud-config, no secret in it
+    domain: str
+    dns_zone: str
+    api_key_names: tuple[str, ...]
+    readiness: gates.ReadinessArgs
+    model_name: str
+    smoke_login: SmokeLogin
+    smoke_ca_bundle: str
+    acme_roots: str  # gates.smoke_acme_roots
+    network: NetworkArgs  # the VM's own network, when it is not given one to share
+
+    @classmethod
+    def from_config(cls, cfg: StackConfig, ssh: gates.SshAuth) -> VmArgs:
+        """ValueError for a config the smoke test could not check (gates.smoke_acme_roots)."""
+        return cls(
+            compartment_id=cfg.compartment_id, availability_domain=cfg.availability_domain, shape=cfg.shape,
+            shape_ocpus=cfg.shape_ocpus, shape_memory_gbs=cfg.shape_memory_gbs, os=cfg.os, image_id=cfg.image_id,
+            boot_volume_gbs=cfg.boot_volume_gbs, ssh_public_keys=cfg.ssh_public_keys,
+            user_data=render(cfg).user_data, domain=cfg.domain, dns_zone=cfg.dns_zone,
+            api_key_names=tuple(k.name for k in cfg.auth.api_keys), readiness=gates.ReadinessArgs.from_config(cfg, ssh),
+            model_name=cfg.model_name, smoke_login=SmokeLogin.from_config(cfg), smoke_ca_bundle=cfg.smoke_ca_bundle,
+            acme_roots=gates.smoke_acme_roots(cfg), network=NetworkArgs.from_config(cfg))
+
+
+def availability_domain(args: VmArgs) -> pulumi.Input[str]:
+    if args.availability_domain:
+        return args.availability_domain
+    domains = identity.get_availability_domains_output(compartment_id=args.compartment_id)
     return domains.availability_domains.apply(lambda ads: ads[0].name)
 
 
@@ -35,20 +89,20 @@ def plain_image_regex(os_key: str) -> str:
     return "^" + PLATFORM_IMAGE_PREFIX[os_key].replace(".", r"\.") + r"-[0-9]{4}\.[0-9]{2}\.[0-9]{2}-[0-9]+$"
 
 
-def image_id(cfg: StackConfig) -> pulumi.Input[str]:
+def image_id(args: VmArgs) -> pulumi.Input[str]:
     """The image from config, or the newest plain platform image of the OS that runs on the shape."""
-    if cfg.image_id:
-        return cfg.image_id
-    os_name, os_version = OSES[cfg.os]
-    filters = [core.GetImagesFilterArgs(name="display_name", values=[plain_image_regex(cfg.os)], regex=True)]
-    images = core.get_images_output(compartment_id=cfg.compartment_id, operating_system=os_name,
-                                    operating_system_version=os_version, shape=cfg.shape.name,
+    if args.image_id:
+        return args.image_id
+    os_name, os_version = OSES[args.os]
+    filters = [core.GetImagesFilterArgs(name="display_name", values=[plain_image_regex(args.os)], regex=True)]
+    images = core.get_images_output(compartment_id=args.compartment_id, operating_system=os_name,
+                                    operating_system_version=os_version, shape=args.shape.name,
                                     sort_by="TIMECREATED", sort_order="DESC", filters=filters)
 
     def newest(found: list[core.outputs.GetImagesImageResult]) -> str:
         if not found:
-            raise ValueError(f"no {os_name} {os_version} platform image (named {PLATFORM_IMAGE_PREFIX[cfg.os]}-<date>-<n>, "
-                             f"not Minimal or aarch64) runs on {cfg.shape.name} in this region; pick another os "
+            raise ValueError(f"no {os_name} {os_version} platform image (named {PLATFORM_IMAGE_PREFIX[args.os]}-<date>-<n>, "
+                             f"not Minimal or aarch64) runs on {args.shape.name} in this region; pick another os "
                              f"(pulumi config set os ubuntu-22.04) or set an image "
                              f"(pulumi config set imageId ocid1.image...)")
         return found[0].id
@@ -56,19 +110,19 @@ def image_id(cfg: StackConfig) -> pulumi.Input[str]:
     return images.images.apply(newest)
 
 
-def shape_config(cfg: StackConfig) -> core.InstanceShapeConfigArgs | None:
-    if not cfg.shape.flex:
+def shape_config(args: VmArgs) -> core.InstanceShapeConfigArgs | None:
+    if not args.shape.flex:
         return None
-    return core.InstanceShapeConfigArgs(ocpus=float(cfg.shape_ocpus), memory_in_gbs=float(cfg.shape_memory_gbs))
+    return core.InstanceShapeConfigArgs(ocpus=float(args.shape_ocpus), memory_in_gbs=float(args.shape_memory_gbs))
 
 
-def reserved_ip(name: str, cfg: StackConfig, instance: core.Instance, tags: dict[str, str],
+def reserved_ip(name: str, compartment_id: str, instance: core.Instance, tags: dict[str, str],
                 parent: pulumi.Resource) -> core.PublicIp:
     """A reserved public IP on the instance's primary private IP: it survives instance replacement."""
-    vnic_id = core.get_vnic_attachments_output(compartment_id=cfg.compartment_id, instance_id=instance.id) \
+    vnic_id = core.get_vnic_attachments_output(compartment_id=compartment_id, instance_id=instance.id) \
         .vnic_attachments.apply(lambda attachments: attachments[0].vnic_id)
     private_ip_id = core.get_private_ips_output(vnic_id=vnic_id).private_ips.apply(lambda ips: ips[0].id)
-    return core.PublicIp(f"{name}-ip", compartment_id=cfg.compartment_id, lifetime="RESERVED",
+    return core.PublicIp(f"{name}-ip", compartment_id=compartment_id, lifetime="RESERVED",
                          private_ip_id=private_ip_id, display_name=f"{name}-ip", freeform_tags=tags,
                          opts=pulumi.ResourceOptions(parent=parent))
 
@@ -80,56 +134,52 @@ class VmEndpoint(pulumi.ComponentResource):
     ca_certificate: pulumi.Output[str]
     smoke_report: pulumi.Output[str]
 
-    def __init__(self, name: str, cfg: StackConfig, tags: dict[str, str], network: Network | None = None,
+    def __init__(self, name: str, args: VmArgs, tags: dict[str, str], network: Network | None = None,
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        gates.check_connection_settings(cfg)  # before anything is registered
-        acme_roots = gates.smoke_acme_roots(cfg)
         super().__init__("llmdeploy:vm:VmEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        network = network or Network(f"{name}-net", cfg, tags, opts=child)  # a workshop shares one
+        network = network or Network(f"{name}-net", args.network, tags, opts=child)  # a workshop shares one
         instance = core.Instance(
-            f"{name}-instance", availability_domain=availability_domain(cfg), compartment_id=cfg.compartment_id,
-            shape=cfg.shape.name, shape_config=shape_config(cfg), display_name=f"{name}-instance",
-            source_details=core.InstanceSourceDetailsArgs(source_type="image", source_id=image_id(cfg),
-                                                          boot_volume_size_in_gbs=str(cfg.boot_volume_gbs)),
+            f"{name}-instance", availability_domain=availability_domain(args), compartment_id=args.compartment_id,
+            shape=args.shape.name, shape_config=shape_config(args), display_name=f"{name}-instance",
+            source_details=core.InstanceSourceDetailsArgs(source_type="image", source_id=image_id(args),
+                                                          boot_volume_size_in_gbs=str(args.boot_volume_gbs)),
             create_vnic_details=core.InstanceCreateVnicDetailsArgs(
                 subnet_id=network.subnet_id, assign_public_ip="false", nsg_ids=[network.nsg_id],
                 hostname_label="llm"),
-            metadata={"ssh_authorized_keys": "\n".join(cfg.ssh_public_keys),
-                      "user_data": encode_user_data(render(cfg).user_data)},
+            metadata={"ssh_authorized_keys": "\n".join(args.ssh_public_keys),
+                      "user_data": encode_user_data(args.user_data)},
             preserve_boot_volume=False, freeform_tags=tags, opts=child)
-        ip = reserved_ip(name, cfg, instance, tags, self)
+        ip = reserved_ip(name, args.compartment_id, instance, tags, self)
         waits_for: list[pulumi.Resource] = [instance, ip]
-        if cfg.dns_zone and cfg.domain:
+        if args.dns_zone and args.domain:
             waits_for.append(dns.Rrset(
-                f"{name}-dns", zone_name_or_id=cfg.dns_zone, domain=cfg.domain, rtype="A",
-                compartment_id=cfg.compartment_id, opts=child,
-                items=[dns.RrsetItemArgs(domain=cfg.domain, rdata=ip.ip_address, rtype="A", ttl=300)]))
+                f"{name}-dns", zone_name_or_id=args.dns_zone, domain=args.domain, rtype="A",
+                compartment_id=args.compartment_id, opts=child,
+                items=[dns.RrsetItemArgs(domain=args.domain, rdata=ip.ip_address, rtype="A", ttl=300)]))
 
-        passwords = {k.name: random.RandomPassword(f"{name}-key-{k.name}", length=KEY_LENGTH, special=False,
-                                                   opts=child) for k in cfg.auth.api_keys}
-        # Output.all() with no arguments gives a list, not a dict: a basic-auth-only stack has no keys.
-        keys: pulumi.Output[dict[str, str]] = pulumi.Output.all(**{n: p.result for n, p in passwords.items()}).apply(
-            lambda found: {n: KEY_PREFIX + v for n, v in found.items()}) if passwords else pulumi.Output.from_input({})
-        self.api_keys = pulumi.Output.secret(keys)
-        ready = gates.readiness(name, cfg, ip.ip_address, self.api_keys, waits_for,
-                                [instance.id, *[p.id for p in passwords.values()]], self)
+        keys = generate_api_keys(name, list(args.api_key_names), self)
+        self.api_keys = keys.values
+        ready = gates.readiness(name, args.readiness, ip.ip_address, self.api_keys, waits_for,
+                                [instance.id, *keys.ids], self)
 
-        host = cfg.domain or None
+        host = args.domain or None
         self.public_ip = ip.ip_address
         self.endpoint_url = ip.ip_address.apply(lambda addr: f"https://{host or addr}")
         self.ca_certificate = ready.stdout.apply(gates.ca_from_readiness)
-        env: dict[str, pulumi.Input[str]] = {"LLMDEPLOY_CA_PEM": self.ca_certificate,
-                                             "LLMDEPLOY_ACME_ROOTS_PEM": acme_roots,
-                                             "LLMDEPLOY_SMOKE_CA_BUNDLE": cfg.smoke_ca_bundle}
-        if cfg.auth.api_keys:
-            first_key = cfg.auth.api_keys[0].name
-            env["LLMDEPLOY_API_KEY"] = self.api_keys.apply(lambda keys: keys[first_key])
-        else:  # basic-auth users only
-            user = cfg.auth.basic_users[0]
-            env["LLMDEPLOY_BASIC_USER"] = user
-            env["LLMDEPLOY_BASIC_PASSWORD"] = pulumi.Output.secret(cfg.auth.basic_passwords[user].reveal())
-        check = gates.smoke(name, self.endpoint_url, "openai", cfg.model_name, env, [ready], self)
+        check = gates.smoke(name, self.endpoint_url, "openai", args.model_name, self._smoke_env(args), [ready], self)
         self.smoke_report = check.stdout
         self.register_outputs({"endpointUrl": self.endpoint_url, "publicIp": self.public_ip,
                                "apiKeys": self.api_keys, "caCertificate": self.ca_certificate})
+
+    def _smoke_env(self, args: VmArgs) -> dict[str, pulumi.Input[str]]:
+        env: dict[str, pulumi.Input[str]] = {"LLMDEPLOY_CA_PEM": self.ca_certificate,
+                                             "LLMDEPLOY_ACME_ROOTS_PEM": args.acme_roots,
+                                             "LLMDEPLOY_SMOKE_CA_BUNDLE": args.smoke_ca_bundle}
+        login = args.smoke_login
+        if login.key_name:
+            env["LLMDEPLOY_API_KEY"] = self.api_keys.apply(lambda keys: keys[login.key_name])
+        else:  # basic-auth users only
+            env["LLMDEPLOY_BASIC_USER"] = login.basic_user
+            env["LLMDEPLOY_BASIC_PASSWORD"] = pulumi.Output.secret(login.basic_password.reveal())
+        return env

@@ -2,44 +2,67 @@
 network, every resource named after the attendee or endpoint it serves, never after a list position."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
 from ..config import StackConfig
-from ..workshop.configs import EndpointPlan
-from .network import Network
+from ..endpoints import EndpointPlan
+from ..roster import Attendee
+from .gates import SshAuth
+from .network import Network, NetworkArgs
 from .tags import freeform_tags
-from .vm import VmEndpoint
+from .vm import VmArgs, VmEndpoint
 
 
-def _entry(plan: EndpointPlan, vm: VmEndpoint, attendee_id: str) -> pulumi.Output[dict[str, Any]]:
-    attendee = next(a for a in plan.attendees if a.id == attendee_id)
-    key_name = plan.key_for(attendee)
+@dataclass(frozen=True)
+class WorkshopEndpoint:
+    key: str  # the name part of its resources: the attendee id, or ep<N>
+    vm: VmArgs
+    tags: dict[str, str]
+    attendees: tuple[tuple[Attendee, str], ...]  # whom it serves, each with the name of their API key
+
+
+@dataclass(frozen=True)
+class WorkshopArgs:
+    network: NetworkArgs
+    network_tags: dict[str, str]
+    endpoints: tuple[WorkshopEndpoint, ...]
+
+    @classmethod
+    def from_plans(cls, cfg: StackConfig, plans: list[EndpointPlan], project: str, ssh: SshAuth) -> WorkshopArgs:
+        """ValueError (VmArgs.from_config) for an endpoint whose smoke test could not run."""
+        endpoints = tuple(WorkshopEndpoint(
+            plan.key, VmArgs.from_config(plan.cfg, ssh),
+            freeform_tags(plan.cfg, project, plan.attendees[0].id if not plan.shared else ""),
+            tuple((a, plan.key_for(a)) for a in plan.attendees)) for plan in plans)
+        return cls(NetworkArgs.from_config(cfg), freeform_tags(cfg, project), endpoints)
+
+
+def _entry(endpoint: WorkshopEndpoint, vm: VmEndpoint, attendee: Attendee,
+           key_name: str) -> pulumi.Output[dict[str, Any]]:
     return pulumi.Output.all(vm.endpoint_url, vm.api_keys, vm.ca_certificate).apply(lambda v: {
         "name": attendee.name, "email": attendee.email, "endpointUrl": v[0], "openaiBaseUrl": f"{v[0]}/v1",
-        "apiKey": v[1].get(key_name, ""), "model": plan.cfg.model_name, "caCertificate": v[2],
-        "endpoint": plan.key})
+        "apiKey": v[1].get(key_name, ""), "model": endpoint.vm.model_name, "caCertificate": v[2],
+        "endpoint": endpoint.key})
 
 
 class Workshop(pulumi.ComponentResource):
     attendees: pulumi.Output[dict[str, dict[str, Any]]]
     endpoint_urls: pulumi.Output[dict[str, str]]
 
-    def __init__(self, name: str, cfg: StackConfig, plans: list[EndpointPlan], project: str,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: WorkshopArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmdeploy:workshop:Workshop", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        network = Network(f"{name}-net", cfg, freeform_tags(cfg, project), opts=child)
+        network = Network(f"{name}-net", args.network, args.network_tags, opts=child)
         entries: dict[str, pulumi.Output[dict[str, Any]]] = {}
         urls: dict[str, pulumi.Output[str]] = {}
-        for plan in plans:
-            attendee = plan.attendees[0].id if not plan.shared else ""
-            vm = VmEndpoint(f"{name}-{plan.key}", plan.cfg, freeform_tags(plan.cfg, project, attendee),
-                            network=network, opts=child)
-            urls[plan.key] = vm.endpoint_url
-            for a in plan.attendees:
-                entries[a.id] = _entry(plan, vm, a.id)
+        for endpoint in args.endpoints:
+            vm = VmEndpoint(f"{name}-{endpoint.key}", endpoint.vm, endpoint.tags, network=network, opts=child)
+            urls[endpoint.key] = vm.endpoint_url
+            for attendee, key_name in endpoint.attendees:
+                entries[attendee.id] = _entry(endpoint, vm, attendee, key_name)
         self.attendees = pulumi.Output.secret(pulumi.Output.all(**entries)) if entries else \
             pulumi.Output.secret(pulumi.Output.from_input({}))
         self.endpoint_urls = pulumi.Output.all(**urls) if urls else pulumi.Output.from_input({})

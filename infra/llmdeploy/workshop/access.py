@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import ConfigError
+from ..endpoints import EndpointPlan
 from ..errors import UsageError
-from .configs import EndpointPlan
+from ..roster import Attendee
 from .pulumi_cli import resources, urn_name
-from .roster import Attendee
 from .stackinfo import WorkshopStack
 
 

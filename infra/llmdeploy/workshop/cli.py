@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_FAILED, EXIT_OK, Failure, UsageError
+from ..roster import set_status
 from ..smoke.report import SmokeProgress, check_line, summary_table, to_json, totals_line, write_text
 from ..smoke.runner import run_targets
 from . import pulumi_cli
@@ -22,7 +23,6 @@ from .handouts import write_handouts
 from .limits import FileLimits, LimitsSource, OciLimits
 from .oci_clients import load_config
 from .plan import build
-from .roster import set_status
 from .stackinfo import load, project_dir
 from .stackoutputs import AttendeeOutput, attendee_outputs, load_outputs
 from .status import default_status_path, read_status, record, redactor, stack_acme_trust, targets

@@ -1,7 +1,7 @@
 """`llmdeploy workshop plan`: before any `pulumi up`, can this workshop work, and what will it cost?
 
 For the roster's active attendees and the layout, the endpoints `pulumi up` would create (the same
-llmdeploy.workshop.configs code the Pulumi program runs, so overrides and validation match), then one line
+llmdeploy.endpoints code the Pulumi program runs, so overrides and validation match), then one line
 per check:
 - the instances and GPUs per shape;
 - each service limit they use against what the tenancy has available in the availability domain the program
@@ -22,11 +22,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..config import StackConfig
+from ..endpoints import EndpointPlan
 from ..result import FAIL, PASS, WARN, CheckResult
-from .configs import EndpointPlan
+from ..roster import Attendee, active
 from .limits import LimitsSource, Need, needs
 from .prices import PRICE_SOURCE, PRICES_RECORDED, hourly
-from .roster import Attendee, active
 
 LE_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 LE_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"

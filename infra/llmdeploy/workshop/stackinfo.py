@@ -1,5 +1,5 @@
-"""A workshop stack as the workshop commands see it: the stack's raw values, its typed config, its roster and
-the endpoints `pulumi up` makes of them (llmdeploy.workshop.configs, the same code the Pulumi program runs).
+"""A workshop stack as the workshop commands see it: its typed config, its roster and
+the endpoints `pulumi up` makes of them (llmdeploy.endpoints, the same code the Pulumi program runs).
 
 Secrets: a `secure:` value can only be decrypted by the Pulumi CLI. The workshop commands need none of them
 (plan, handouts, status, rotate, revoke and teardown read shapes, names, tags and the roster), so a secret
@@ -11,15 +11,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..config import ConfigError, StackConfig, parse
 from ..declared import PROJECT_ROOT, declarations, project_name
+from ..endpoints import EndpointPlan, plan_endpoints
 from ..errors import UsageError
+from ..roster import Attendee, RosterError, read_roster
 from ..stackfile import read_stack, secret_env_name, stack_file
-from .configs import EndpointPlan, plan_endpoints
 from ..textfiles import FileProblem, load_yaml, read_text
-from .roster import Attendee, RosterError, read_roster
 
 
 def project_dir(arg: str | None) -> Path:
@@ -39,7 +38,6 @@ class WorkshopStack:
     root: Path
     stack: str
     project: str
-    raw: dict[str, Any]
     cfg: StackConfig
 
     @property
@@ -60,8 +58,7 @@ class WorkshopStack:
     def plans(self, attendees: list[Attendee] | None = None) -> list[EndpointPlan]:
         """The endpoints `pulumi up` would create, each with its validated config (ConfigError or ValueError
         name the attendee or endpoint that is wrong)."""
-        return plan_endpoints(self.raw, self.cfg, self.attendees() if attendees is None else attendees,
-                              declarations(self.root))
+        return plan_endpoints(self.cfg, self.attendees() if attendees is None else attendees)
 
 
 def _unresolved_secrets(root: Path, stack: str) -> dict[str, str]:
@@ -80,7 +77,7 @@ def _unresolved_secrets(root: Path, stack: str) -> dict[str, str]:
 
 
 def load(root: Path, stack: str, require_workshop: bool = True) -> WorkshopStack:
-    """The stack's raw values and config; UsageError (exit 2) for anything the user must fix."""
+    """The stack's config; UsageError (exit 2) for anything the user must fix."""
     unresolved = _unresolved_secrets(root, stack)
     env = {**os.environ, **{name: "" for name in unresolved.values()}}
     try:
@@ -98,4 +95,4 @@ def load(root: Path, stack: str, require_workshop: bool = True) -> WorkshopStack
     if require_workshop and not cfg.workshop.roster:
         raise UsageError(f"stack '{stack}' is not a workshop: workshopRoster is not set (pulumi config set "
                          f"workshopRoster roster.csv --stack {stack}, a CSV with the header id,name,email)")
-    return WorkshopStack(root, stack, project_name(root), raw, cfg)
+    return WorkshopStack(root, stack, project_name(root), cfg)

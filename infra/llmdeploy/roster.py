@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError
-from ..textfiles import FileProblem, read_text
+from .errors import UsageError
+from .textfiles import FileProblem, read_text
 
 REQUIRED = ("id", "name", "email")
 STATUS_COLUMN = "status"  # "revoked" removes the attendee's endpoint or key at the next pulumi up

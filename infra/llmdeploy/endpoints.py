@@ -1,4 +1,4 @@
-"""Each workshop endpoint's own StackConfig, derived from the stack's raw values: per attendee (dedicated
+"""Each workshop endpoint's own StackConfig, derived from the stack's (config.derive): per attendee (dedicated
 layout, with the roster's overrides and hostname <id>.<workshopDomain>) or per shared endpoint (one API key
 per assigned attendee, hostname ep<N>.<workshopDomain>). Every one is validated like a stack of its own,
 before any resource exists; an error names the attendee or endpoint."""
@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from ..config import ConfigError, Problem, StackConfig, is_rate, parse, set_cmd
-from ..declared import PROJECT_ROOT, Declaration, declarations
+from .config import ConfigError, Problem, StackConfig, derive, is_rate, set_cmd
+from .declared import PROJECT_ROOT
 from .roster import Attendee, active, assign, read_roster
 
 
@@ -37,17 +37,14 @@ def roster_path(cfg: StackConfig, root: Path = PROJECT_ROOT) -> Path:
     return root / cfg.workshop.roster
 
 
-def _parse(raw: Mapping[str, Any], changes: dict[str, Any], cfg: StackConfig, who: str,
-           decls: Mapping[str, Declaration]) -> StackConfig:
+def _derive(cfg: StackConfig, changes: dict[str, Any], who: str) -> StackConfig:
     try:
-        return parse({**raw, **changes, "workshopRoster": ""}, stack=cfg.stack, decls=decls)
+        return derive(cfg, {**changes, "workshopRoster": ""})
     except ConfigError as exc:
         raise ConfigError(exc.problems, f"{cfg.stack}, {who}") from None
 
 
-def plan_endpoints(raw: Mapping[str, Any], cfg: StackConfig, attendees: list[Attendee],
-                   decls: Mapping[str, Declaration] | None = None) -> list[EndpointPlan]:
-    decls = decls if decls is not None else declarations()
+def plan_endpoints(cfg: StackConfig, attendees: list[Attendee]) -> list[EndpointPlan]:
     ws = cfg.workshop
     if ws.layout == "dedicated":
         plans = []
@@ -58,7 +55,7 @@ def plan_endpoints(raw: Mapping[str, Any], cfg: StackConfig, attendees: list[Att
                 changes = {"modelName": "", "modelParamsBillions": "", "modelQuantBits": 0, **changes}
             if ws.domain:
                 changes["domain"] = f"{a.id}.{ws.domain}"
-            plans.append(EndpointPlan(a.id, _parse(raw, changes, cfg, f"attendee {a.id}", decls), (a,), False))
+            plans.append(EndpointPlan(a.id, _derive(cfg, changes, f"attendee {a.id}"), (a,), False))
         _refuse_admin_attendees(plans, cfg)
         return plans
     shared_only = {a.id: sorted(set(a.overrides) - {"rateLimit"}) for a in active(attendees)}
@@ -76,7 +73,7 @@ def plan_endpoints(raw: Mapping[str, Any], cfg: StackConfig, attendees: list[Att
             continue
         keys = [f"{a.id}:{_attendee_rate(a, ws.attendee_rate)}" for a in mine]
         changes = {"apiKeys": keys, **({"domain": f"ep{n}.{ws.domain}"} if ws.domain else {})}
-        plans.append(EndpointPlan(f"ep{n}", _parse(raw, changes, cfg, f"endpoint ep{n}", decls), mine, True))
+        plans.append(EndpointPlan(f"ep{n}", _derive(cfg, changes, f"endpoint ep{n}"), mine, True))
     _refuse_admin_attendees(plans, cfg)
     return plans
 
@@ -105,5 +102,5 @@ def _refuse_admin_attendees(plans: list[EndpointPlan], cfg: StackConfig) -> None
                                        set_cmd("apiKeys", "--path 'apiKeys[0]' attendee"))], cfg.stack)
 
 
-def load_plans(raw: Mapping[str, Any], cfg: StackConfig, root: Path = PROJECT_ROOT) -> list[EndpointPlan]:
-    return plan_endpoints(raw, cfg, read_roster(roster_path(cfg, root)))
+def load_plans(cfg: StackConfig, root: Path = PROJECT_ROOT) -> list[EndpointPlan]:
+    return plan_endpoints(cfg, read_roster(roster_path(cfg, root)))
