@@ -2,7 +2,7 @@
 # QEMU VM, smoke-tested), `make test` runs the tests. Both set up first (scripts/setup.sh is idempotent).
 DEMO_STACK ?= local
 
-.PHONY: setup demo test snapshots readme
+.PHONY: setup demo test unit snapshots readme
 
 setup:
 	bash scripts/setup.sh
@@ -13,8 +13,12 @@ demo: setup
 test: setup
 	python3 -m pytest -q
 
+# The unit tier: pure Python, no server or program (tests/unit/conftest.py enforces it); scripts/bench_unit_tier.py times it.
+unit:
+	python3 -m pytest -q tests/unit
+
 snapshots:
-	UPDATE_SNAPSHOTS=1 python3 -m pytest -q tests/test_render.py
+	UPDATE_SNAPSHOTS=1 python3 -m pytest -q tests/unit/test_render.py
 
 readme:
 	llmdeploy config-table --update-readme

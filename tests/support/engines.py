@@ -1,5 +1,5 @@
 """The real engines on this machine, run from the project's own rendered systemd units, for the heavy integration
-tests (tests/test_engines_real.py) and scripts/bench_proxy.py.
+tests (tests/integration/test_engines_real.py) and scripts/bench_proxy.py.
 
 Why: a unit that starts vLLM or Xinference with the wrong flags, environment or paths fails only on a VM, late.
 Here the rendered unit's ExecStart and Environment= lines are read back and run as a process of this machine:

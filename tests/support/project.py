@@ -1,4 +1,5 @@
-"""A throwaway project folder for CLI tests: this project's Pulumi.yaml and no LLMDEPLOY_* variables."""
+"""This project as the tests see it: its root, its example stacks, a minimal valid raw config, and a throwaway
+project folder for CLI tests (this project's Pulumi.yaml and no LLMDEPLOY_* variables)."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+_ALL_STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+# Workshop examples hold an endpoint per attendee, not one: tests/unit/test_workshop_example.py covers them.
+WORKSHOP_STACKS = [s for s in _ALL_STACKS if "llmdeploy:workshopRoster" in (ROOT / f"Pulumi.{s}.yaml").read_text()]
+EXAMPLE_STACKS = [s for s in _ALL_STACKS if s not in WORKSHOP_STACKS]
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHt2OCpI0iCvVGd2ky1nGPFv4n4Yf5vUbUNpHvZ8CXCm test@llmdeploy"
+
+
+def minimal_raw(**overrides: object) -> dict[str, object]:
+    raw: dict[str, object] = {"compartmentId": "ocid1.compartment.oc1..aaaatest", "sshPublicKeys": [SSH_KEY]}
+    raw.update(overrides)
+    return raw
 
 
 def empty_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -1,0 +1,41 @@
+"""The VM's secret installer run for real on a temp root (bash, install): a provided TLS root only, idempotent,
+and delivery that waits briefly for it. The bundle's contents are in tests/unit/test_secrets.py."""
+import subprocess
+from pathlib import Path
+
+from llmdeploy.config import parse
+from llmdeploy.render import INSTALL_SECRETS, Layout, render
+from llmdeploy.secrets import api_keys_map, generate_api_key, secrets_bundle, wait_for_installer
+from support.project import minimal_raw
+
+CERT = "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIGHkey\n-----END PRIVATE KEY-----\n"
+
+
+def test_install_script_installs_provided_tls_root_only_and_is_idempotent(tmp_path: Path) -> None:
+    cfg = parse(minimal_raw(tlsMode="provided", tlsCertificate=CERT, tlsPrivateKey=KEY))
+    layout = Layout(root=str(tmp_path / "root"))
+    script = tmp_path / "install-secrets"
+    script.write_text(render(cfg, layout).file(INSTALL_SECRETS).content)
+    script.chmod(0o755)
+    bundle = secrets_bundle(cfg, {"default": generate_api_key()})
+    first = subprocess.run([str(script)], input=bundle, capture_output=True, check=True)
+    tls = Path(layout.paths["tls_dir"])
+    assert (tls / "fullchain.pem").read_text() == CERT and (tls / "privkey.pem").read_text() == KEY
+    assert (tls / "privkey.pem").resolve().stat().st_mode & 0o777 == 0o600
+    assert Path(layout.paths["api_keys_map"]).stat().st_mode & 0o777 == 0o600
+    assert b"installed" in first.stdout and b"sk-llm-" not in first.stdout + first.stderr
+    second = subprocess.run([str(script)], input=bundle, capture_output=True, check=True)
+    assert b"installed" not in second.stdout  # nothing changed, nothing reloaded
+
+
+def test_delivery_waits_briefly_for_the_installer_and_says_why_it_gives_up(tmp_path: Path) -> None:
+    """The installer is missing (cloud-init's write_files never ran): the delivery gives up at its deadline
+    with a message, and never reads the bundle (stdin) meanwhile."""
+    result = subprocess.run(["bash", "-c", f"{wait_for_installer(2)}; echo never"], input=b"bundle bytes",
+                            capture_output=True, timeout=30)
+    assert result.returncode == 1 and b"never" not in result.stdout
+    assert f"{INSTALL_SECRETS} is not on the VM after 2s: cloud-init's write_files has not run".encode() in result.stderr
+    left = subprocess.run(["bash", "-c", f"({wait_for_installer(2)}); cat"], input=b"bundle bytes",
+                          capture_output=True, timeout=30)
+    assert left.stdout == b"bundle bytes"  # the wait read none of it

@@ -1,0 +1,26 @@
+"""Running the Pulumi program under mocks for a stack, for the Pulumi program tests."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from llmdeploy.stackfile import read_stack
+from support.project import EXAMPLE_STACKS, ROOT
+from support.pulumi_mocks import Run, run_program
+
+MAIN = ROOT / "infra" / "__main__.py"
+PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----\n"
+
+VM_STACKS = [s for s in EXAMPLE_STACKS if read_stack(ROOT, s).get("target", "vm") == "vm"]
+
+
+def run_stack(stack: str, **overrides: Any) -> tuple[Run, dict[str, Any]]:
+    values = read_stack(ROOT, stack) | {"sshPrivateKey": PRIVATE_KEY} | overrides
+    return run_program(MAIN, values, stack=stack, secret_keys=("sshPrivateKey",)), values
+
+
+@pytest.fixture(scope="module", params=VM_STACKS)
+def vm_run(request: pytest.FixtureRequest) -> tuple[str, Run, dict[str, Any]]:
+    run, values = run_stack(request.param)
+    return request.param, run, values

@@ -1,0 +1,24 @@
+"""The unit tier's rule, enforced: a unit test runs in the pytest process. Binding a socket (a server) or
+starting any program (a subprocess) fails it, naming the fix, during its setup, call and teardown."""
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+
+def _refuse(what: str) -> Callable[..., Any]:
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError(f"a unit test runs in-process, but this one {what}: move it to tests/integration/")
+    return refuse
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "bind", _refuse("binds a socket (starts a server)"))
+        patch.setattr(subprocess.Popen, "__init__", _refuse("starts a program (subprocess)"))
+        yield

@@ -1,0 +1,22 @@
+"""Which rendered engine steps wait for a delivered token before they download weights; the steps run for real
+(in a private mount namespace) in tests/integration/test_provision_steps.py."""
+import pytest
+
+from llmdeploy.config import parse
+from llmdeploy.render import STEPS_DIR, render
+from support.project import minimal_raw
+
+HF_ENV = "/etc/llmdeploy/secrets/hf.env"
+TOKEN = "hf_steps0123456789abcdefXYZ"
+
+
+@pytest.mark.parametrize("engine_name,url", [("vllm", ""), ("xinference", ""),
+                                             ("llamacpp", "https://huggingface.co/org/repo/resolve/main/m.gguf")])
+def test_engine_steps_that_download_weights_wait_for_a_set_token(engine_name: str, url: str) -> None:
+    extra = {"llamacppModelUrl": url} if url else {}
+    with_token = render(parse(minimal_raw(engine=engine_name, hfToken=TOKEN, **extra)))
+    without = render(parse(minimal_raw(engine=engine_name, **extra)))
+    step = f"{STEPS_DIR}/40-engine.sh"
+    assert f"wait_for_secret {HF_ENV} hfToken 3600" in with_token.file(step).content
+    assert "wait_for_secret" not in without.file(step).content
+    assert TOKEN not in with_token.user_data

@@ -1,0 +1,74 @@
+"""What the Xinference step installs and how it is configured (pins, the backend's extra, the launch timeout,
+bad settings named). The models script against the stand-in server is tests/integration/test_xinference.py."""
+import json
+from typing import Any
+
+import pytest
+
+from llmdeploy.config import ConfigError, StackConfig
+from llmdeploy.render import FILES_DIR, STEPS_DIR, XINFERENCE_MODELS, render
+from llmdeploy.stackfile import load_stack_config
+from support.endpoint import endpoint_config
+from support.project import ROOT
+
+
+def xinference_config(**overrides: object) -> StackConfig:
+    return endpoint_config(**{"engine": "xinference", "shape": "VM.GPU.A10.1", "modelName": "qwen-chat", **overrides})
+
+
+def test_the_launch_timeout_comes_from_the_readiness_gate() -> None:
+    rendered = render(xinference_config(readinessTimeoutMinutes=45))
+    step = rendered.file(f"{STEPS_DIR}/40-engine.sh").content
+    assert "--max-time" not in step and "--readiness-minutes 45" in step
+    namespace: dict[str, Any] = {}
+    exec(compile(rendered.file(XINFERENCE_MODELS).content, "xinference-models.py", "exec"), namespace)
+    budget = namespace["launch_budget"]
+    assert budget(45, 90) == 45 * 60 - 270 - 90  # a tenth of the gate for the later stages, from boot
+    assert budget(60, 100) == 3600 - 300 - 100  # at most 5 minutes of it
+    assert budget(60, 86400) == 3300  # a re-run long after the gate: the whole budget
+
+
+# ---- what the step installs -------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine,extra", [("vllm", "vllm"), ("llama.cpp", "llama-cpp"),
+                                          ("transformers", "transformers"), ("vLLM", "vllm")])
+def test_only_the_backends_extra_is_installed_with_pins(engine: str, extra: str) -> None:
+    rendered = render(xinference_config(xinferenceModelEngine=engine))
+    step = rendered.file(f"{STEPS_DIR}/40-engine.sh").content
+    requirement = rendered.file(f"{FILES_DIR}/xinference-requirements.txt").content
+    constraints = rendered.file(f"{FILES_DIR}/xinference-constraints.txt").content.splitlines()
+    assert requirement == f"xinference[{extra}]==4.1.0\n"
+    assert "xinference[all]==" not in step
+    assert '-c "$LLMDEPLOY_FILES/xinference-constraints.txt"' in step
+    assert {"xinference==4.1.0", "vllm==0.19.1", "torch==2.10.0", "xllamacpp==2026.10.11549"} <= set(constraints)
+    assert ("apt_install gcc libc6-dev" in step) == (extra == "vllm")  # Triton compiles at run time
+    body = json.loads(rendered.file(f"{FILES_DIR}/xinference-launch.json").content)
+    assert body["model_engine"] == engine.lower()
+
+
+def test_the_unit_turns_per_model_virtualenvs_off_and_names_the_mirror() -> None:
+    rendered = render(xinference_config(pipIndexUrl="https://mirror.internal/pypi/simple"))
+    unit = rendered.file(f"{FILES_DIR}/xinference.service").content
+    assert "Environment=XINFERENCE_ENABLE_VIRTUAL_ENV=0\n" in unit
+    assert "Environment=PIP_INDEX_URL=https://mirror.internal/pypi/simple\n" in unit
+
+
+def test_the_example_stack_keeps_its_defaults() -> None:
+    rendered = render(load_stack_config(ROOT, "xinference-a10"))
+    assert rendered.file(f"{FILES_DIR}/xinference-requirements.txt").content == "xinference[vllm]==4.1.0\n"
+    autostart = json.loads(rendered.file(f"{FILES_DIR}/xinference-autostart.json").content)
+    assert autostart["launch"] == json.loads(rendered.file(f"{FILES_DIR}/xinference-launch.json").content)
+    assert "proxy_pass http://127.0.0.1:9997/v1/models/qwen2.5-instruct;" in rendered.nginx_site
+
+
+@pytest.mark.parametrize("overrides,key,accepted", [
+    ({"xinferenceModelEngine": "sglang"}, "xinferenceModelEngine", "one of vllm, transformers, llama.cpp"),
+    ({"xinferenceConstraints": "vllm,torch==2.10.0"}, "xinferenceConstraints", "comma-separated pins NAME==VERSION"),
+    ({"modelName": "org/model"}, "modelName", "an Xinference model uid: at most 100 characters, no /"),
+    ({"modelName": "chat-rep1"}, "modelName", "not ending in -rep<number>"),
+])
+def test_bad_xinference_settings_are_named(overrides: dict[str, str], key: str, accepted: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        xinference_config(**overrides)
+    line = next(line for line in str(err.value).splitlines() if line.strip().startswith(f"- {key}:"))
+    assert accepted in line and "pulumi config set" in line
