@@ -80,13 +80,17 @@ def _raising(exc: BaseException) -> Any:
     return command
 
 
-@pytest.mark.parametrize("module, name, argv, prefix", COMMANDS, ids=[c[3] for c in COMMANDS])
-@pytest.mark.parametrize("cls", [c for c in ERRORS if c not in BASES] + [UsageError, Failure],
-                         ids=_name)
-def test_each_error_exits_with_its_code_through_the_cli(cls: type[BaseException], module: Any, name: str,
-                                                         argv: list[str], prefix: str,
+# Each class through one command family (in turn), and both bases through every family.
+CASES = [(cls, COMMANDS[i % len(COMMANDS)]) for i, cls in enumerate(c for c in ERRORS if c not in BASES)]
+CASES += [(base, command) for base in (UsageError, Failure) for command in COMMANDS]
+
+
+@pytest.mark.parametrize("cls, command", CASES, ids=[f"{_name(c)}-{cmd[3]}" for c, cmd in CASES])
+def test_each_error_exits_with_its_code_through_the_cli(cls: type[BaseException],
+                                                         command: tuple[Any, str, list[str], str],
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    module, name, argv, prefix = command
     monkeypatch.setattr(module, name, _raising(_instance(cls, "what went wrong; how to fix it")))
     code = main(argv)
     out, err = capsys.readouterr()
