@@ -47,7 +47,8 @@ def test_subprocess_render_succeeds(project: Path) -> None:
     (["local", "ssh", "--stack", "nope"], 1,
      "llmdeploy local: no local VM for stack 'nope': start one with llmdeploy local up --stack nope\n"),
     # A UsageError from llmdeploy.smoke.targets.
-    (["smoke", "https://llm.example.com"], 2, "llmdeploy smoke: llm.example.com: no credentials; set $LLMDEPLOY_API_KEY"),
+    (["smoke", "https://llm.example.com"], 2,
+     "llmdeploy smoke: llm.example.com: no credentials; set $LLMDEPLOY_API_KEY"),
     # A UsageError from the workshop commands.
     (["workshop", "teardown", "--stack", "workshop-a10", "--project-dir", str(ROOT), "--oci-config",
       "/no/such/oci-config"], 2, "llmdeploy workshop teardown: no OCI config file at /no/such/oci-config"),
