@@ -11,7 +11,8 @@ from llmdeploy.stack.datascience import DataScienceArgs, DataScienceEndpoint
 from llmdeploy.stack.local import LocalVmEndpoint
 from llmdeploy.stack.pulumi_config import load_raw, ssh_auth
 from llmdeploy.stack.tags import freeform_tags
-from llmdeploy.stack.vm import VmArgs, VmEndpoint
+from llmdeploy.stack.ray import RayArgs, RayClusterEndpoint
+from llmdeploy.stack.vm import PublicEndpoint, VmArgs, VmEndpoint
 from llmdeploy.stack.workshop import Workshop, WorkshopArgs
 
 
@@ -43,12 +44,14 @@ def main() -> None:
     pulumi.export(outputs.MODEL_NAME, cfg.model_name)
     if cfg.workshop.roster:
         workshop(name, cfg)
-    elif cfg.target == "vm":
-        try:
-            vm_args = VmArgs.from_config(cfg, ssh_auth(cfg))  # before any resource
+    elif cfg.target in ("vm", "ray"):
+        try:  # before any resource
+            args = VmArgs.from_config(cfg, ssh_auth(cfg)) if cfg.target == "vm" else \
+                RayArgs.from_config(cfg, ssh_auth(cfg))
         except ValueError as exc:
             raise pulumi.RunError(str(exc)) from None
-        vm = VmEndpoint(name, vm_args, tags)
+        vm: PublicEndpoint = VmEndpoint(name, args, tags) if isinstance(args, VmArgs) else \
+            RayClusterEndpoint(name, args, tags)
         pulumi.export(outputs.ENDPOINT_URL, vm.endpoint_url)
         pulumi.export(outputs.OPENAI_BASE_URL, vm.endpoint_url.apply(lambda url: f"{url}/v1"))
         pulumi.export(outputs.API_KEYS, vm.api_keys)
@@ -63,13 +66,13 @@ def main() -> None:
         pulumi.export(outputs.SMOKE_REPORT, md.smoke_report)
     elif cfg.target == "local":
         # A QEMU VM on this machine: `llmdeploy local up` on create, `llmdeploy local down` on delete.
-        lv = LocalVmEndpoint(name, cfg)
+        lv = LocalVmEndpoint(name, cfg, raw)
         pulumi.export(outputs.ENDPOINT_URL, lv.endpoint_url)
         pulumi.export(outputs.OPENAI_BASE_URL, lv.endpoint_url.apply(lambda url: f"{url}/v1"))
         pulumi.export(outputs.API_KEYS, lv.api_keys)
         pulumi.export(outputs.SMOKE_REPORT, lv.smoke_report)
     else:
-        raise pulumi.RunError(f"target: got '{cfg.target}'; expected vm, datascience or local")
+        raise pulumi.RunError(f"target: got '{cfg.target}'; expected vm, ray, datascience or local")
 
 
 main()

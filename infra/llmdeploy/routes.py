@@ -193,3 +193,21 @@ ENGINE_ROUTES: dict[str, EngineRoutes] = {
         ),
     ),
 }
+
+# The ray target's API: Ray Serve LLM's OpenAI app (ray/llm/_internal/serve/core/ingress/ingress.py,
+# DEFAULT_ENDPOINTS, ray 2.60). It has no management routes; Ray's dashboard stays on the head's loopback.
+RAY_SERVE_ROUTES = EngineRoutes(
+    prefixes=("/v1/",),
+    inference=(
+        _r("POST", "/v1/chat/completions", "chat"),
+        _r("POST", "/v1/completions", "completions"),
+        _r("POST", "/v1/embeddings", "embeddings"),
+        _r("POST", "/v1/score", "score"),
+        _r("POST", "/v1/audio/transcriptions", "transcription"),
+        *_OPENAI_LIST,
+        _r("GET", "/v1/models/{model}", "model details"),
+        _r("POST", "/tokenize", "tokenize"),
+        _r("POST", "/detokenize", "detokenize"),
+    ),
+    management=(),
+)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .config import Secret, StackConfig, Tls
-from .render import INSTALL_SECRETS
+from .vmpaths import CLOUD_INIT_OUTPUT, INSTALL_SECRETS
 
 KEY_PREFIX = "sk-llm-"
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{24,128}")  # fullmatch: `$` lets a final newline through
@@ -29,7 +29,7 @@ def wait_for_installer(timeout_s: int = INSTALLER_WAIT_S) -> str:
     """Shell: wait until the installer is in place, reading nothing from stdin (the bundle is stdin)."""
     return (f"i=0; until [ -x {INSTALL_SECRETS} ]; do if [ \"$i\" -ge {int(timeout_s)} ]; then "
             f"echo \"{INSTALL_SECRETS} is not on the VM after {int(timeout_s)}s: cloud-init's write_files has not "
-            f"run (see /var/log/cloud-init-output.log on the VM)\" >&2; exit 1; fi; sleep 2; i=$((i + 2)); "
+            f"run (see {CLOUD_INIT_OUTPUT} on the VM)\" >&2; exit 1; fi; sleep 2; i=$((i + 2)); "
             "done </dev/null")
 
 
@@ -78,17 +78,16 @@ class DeliveredSecrets:
     def from_config(cls, cfg: StackConfig) -> DeliveredSecrets:
         return cls(tuple(k.name for k in cfg.auth.api_keys), cfg.hf_token, cfg.tls)
 
-    def bundle(self, api_keys: Mapping[str, str], public_ip: str = "") -> bytes:
-        """The tar archive llmdeploy-install-secrets reads: one key for every name in key_names, and for
-        self-signed TLS the public IP the certificate must also name."""
+    def bundle(self, api_keys: Mapping[str, str], public_ip: str = "", ray_token: str = "") -> bytes:
+        """The tar archive llmdeploy-install-secrets reads: one key for every name in key_names, for
+        self-signed TLS the public IP the certificate must also name, and on a Ray head the cluster's token."""
         missing = sorted(set(self.key_names) - set(api_keys))
         if missing:
             raise ValueError(f"no key value for API key name(s): {', '.join(missing)}")
         out = io.BytesIO()
         with tarfile.open(fileobj=out, mode="w") as tar:
             _add(tar, "api-keys.map", api_keys_map({name: api_keys[name] for name in self.key_names}))
-            if self.hf_token:
-                _add(tar, "hf.env", hf_env(self.hf_token.reveal()))
+            self._add_node_secrets(tar, ray_token)
             if self.tls.mode == "self-signed" and public_ip:
                 _add(tar, "tls/extra-sans", f"IP:{public_ip}\n")
             if self.tls.mode == "provided":
@@ -96,7 +95,37 @@ class DeliveredSecrets:
                 _add(tar, "tls/privkey.pem", self.tls.private_key.reveal())
         return out.getvalue()
 
+    def worker_bundle(self, ray_token: str) -> bytes:
+        """The archive of a Ray worker: no API keys or TLS (nginx runs on the head only)."""
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            self._add_node_secrets(tar, ray_token)
+        return out.getvalue()
 
-def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str = "") -> bytes:
+    def _add_node_secrets(self, tar: tarfile.TarFile, ray_token: str) -> None:
+        """What every machine of a stack gets: the Hugging Face token (the engine, or each Ray node's vLLM
+        workers, download the weights) and the Ray cluster's token."""
+        if self.hf_token:
+            _add(tar, "hf.env", hf_env(self.hf_token.reveal()))
+        if ray_token:
+            _add(tar, "ray-token", check_ray_token(ray_token))
+
+
+def check_ray_token(token: str) -> str:
+    """A Ray cluster token: one word (Ray's own are 64 hex digits), as the token file holds it."""
+    if not _RAY_TOKEN_RE.fullmatch(token):
+        raise ValueError("the Ray token must be 32-128 characters of A-Z, a-z, 0-9, '_' or '-'")
+    return token + "\n"
+
+
+_RAY_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32,128}")
+
+
+def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str = "", ray_token: str = "") -> bytes:
     """DeliveredSecrets.bundle for the config's secrets."""
-    return DeliveredSecrets.from_config(cfg).bundle(api_keys, public_ip)
+    return DeliveredSecrets.from_config(cfg).bundle(api_keys, public_ip, ray_token)
+
+
+def worker_bundle(cfg: StackConfig, ray_token: str) -> bytes:
+    """DeliveredSecrets.worker_bundle for the config's secrets."""
+    return DeliveredSecrets.from_config(cfg).worker_bundle(ray_token)

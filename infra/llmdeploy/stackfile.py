@@ -2,17 +2,20 @@
 
 Pulumi.yaml declares the keys and defaults (the program gets them applied by the CLI); Pulumi.<stack>.yaml
 holds the stack's values. `secure:` values are encrypted with the stack's key, which only the Pulumi CLI
-can use, so their plaintext comes from an environment variable named after the key.
+can use, so their plaintext comes from an environment variable named after the key. Under `pulumi up` the
+local target passes what Pulumi resolved instead (config_environment/from_environment), so the VM boots exactly
+the config the program validated.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
 from . import config as config_mod
-from .declared import declarations, project_name
+from .declared import PROJECT_ROOT, declarations, project_name
 from .errors import UsageError
 from .textfiles import FileProblem, load_yaml, read_text
 
@@ -24,6 +27,46 @@ class StackFileError(UsageError):
 def secret_env_name(key: str) -> str:
     """basicAuthPasswords -> LLMDEPLOY_BASIC_AUTH_PASSWORDS."""
     return "LLMDEPLOY_" + re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).upper()
+
+
+def secret_keys(root: Path = PROJECT_ROOT) -> set[str]:
+    """The keys Pulumi.yaml declares "(secret)": the one list of them."""
+    return {k for k, d in declarations(root).items() if d.secret}
+
+
+# The non-secret config values `pulumi up` resolved, as JSON, for `llmdeploy local up --config-from-env`.
+CONFIG_ENV = "LLMDEPLOY_STACK_CONFIG"
+
+
+def config_environment(values: Mapping[str, Any], root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """The stack's values as environment: the non-secret ones as JSON in CONFIG_ENV, each secret under its own
+    LLMDEPLOY_<KEY> (never in the JSON, never on a command line)."""
+    secret = secret_keys(root)
+    env = {CONFIG_ENV: json.dumps({k: v for k, v in values.items() if k not in secret}, sort_keys=True)}
+    env.update({secret_env_name(k): v if isinstance(v, str) else json.dumps(v)
+                for k, v in values.items() if k in secret and v not in ("", None)})
+    return env
+
+
+def from_environment(root: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The values config_environment passed (what `pulumi up` resolved: another config file, ESC, secrets)."""
+    env = os.environ if env is None else env
+    fix = "it is set by `pulumi up` on a local stack; without Pulumi, run llmdeploy local up --stack NAME"
+    try:
+        values = json.loads(env[CONFIG_ENV])
+    except KeyError:
+        raise StackFileError(f"--config-from-env: {CONFIG_ENV} is not set ({fix})") from None
+    except ValueError as exc:
+        raise StackFileError(f"--config-from-env: {CONFIG_ENV} is not JSON ({exc}; {fix})") from None
+    if not isinstance(values, dict):
+        raise StackFileError(f"--config-from-env: {CONFIG_ENV} must be a JSON object of key to value ({fix})")
+    secret = secret_keys(root)
+    leaked = sorted(k for k in values if k in secret)
+    if leaked:
+        raise StackFileError(f"--config-from-env: {CONFIG_ENV} holds the secret(s) {', '.join(leaked)}; pass each "
+                             f"as {secret_env_name(leaked[0])} instead")
+    values.update({k: env[secret_env_name(k)] for k in sorted(secret) if env.get(secret_env_name(k))})
+    return values
 
 
 def stack_file(root: Path, stack: str) -> Path:

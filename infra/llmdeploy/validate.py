@@ -23,7 +23,7 @@ from typing import Callable
 import yaml
 
 from .config import StackConfig
-from .render import FILES_DIR, Layout, Rendered, encode_user_data, render
+from .render import FILES_DIR, Layout, Rendered, encode_user_data, machine_name, render, render_nodes
 from .result import FAIL, PASS, CheckResult
 
 # OCI refuses instance metadata over 32,000 bytes; user_data is most of it.
@@ -117,8 +117,9 @@ def check_shell(path: str, content: str) -> tuple[bool, str]:
 # ---- systemd ----------------------------------------------------------------------------------
 
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
-# Units the engines depend on that a provisioning step installs (30-docker: Docker's docker-ce package).
-STEP_UNITS = ("docker.service",)
+# Units the engines depend on that a provisioning step installs (30-docker: Docker's docker-ce package; 40-engine
+# on the ray target: the head node, which ray-serve-app.service needs).
+STEP_UNITS = ("docker.service", "ray-head.service")
 _EXEC_KEYS = ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStop", "ExecStopPost")
 
 
@@ -266,8 +267,9 @@ def run_all(cfg: StackConfig, rendered: Rendered | None = None) -> list[CheckRes
         _timed("cloud-init top-level keys", lambda: check_top_level_keys(rendered.user_data)),
         _timed("no secrets in user-data", lambda: check_no_secrets(cfg, rendered)),
         _timed("user-data size", lambda: check_size(rendered)),
-        _timed("nginx -t", lambda: check_nginx(cfg)),
     ]
+    if rendered.has_nginx:  # a Ray worker runs no nginx
+        checks.append(_timed("nginx -t", lambda: check_nginx(cfg)))
     for f in rendered.shell_scripts():
         checks.append(_timed(f"shellcheck {Path(f.path).name}", lambda f=f: check_shell(f.path, f.content)))
     for f in rendered.files:
@@ -308,8 +310,9 @@ def run_endpoints(endpoints: list[tuple[str, StackConfig]]) -> list[EndpointRepo
     groups: dict[str, tuple[str, StackConfig, Rendered]] = {}
     group_of: dict[str, str] = {}
     own: dict[str, list[CheckResult]] = {}
-    for name, cfg in endpoints:
-        rendered = render(cfg)
+    machines = [(machine_name(name, node), cfg, rendered)
+                for name, cfg in endpoints for node, rendered in render_nodes(cfg)]
+    for name, cfg, rendered in machines:
         digest = _output_digest(rendered, cfg.domain)
         group_of[name] = digest
         best = groups.get(digest)
@@ -319,7 +322,7 @@ def run_endpoints(endpoints: list[tuple[str, StackConfig]]) -> list[EndpointRepo
                      _timed("user-data size", lambda: check_size(rendered))]
     full = {digest: run_all(cfg, rendered) for digest, (_, cfg, rendered) in groups.items()}
     reports = []
-    for name, cfg in endpoints:
+    for name, cfg, _ in machines:
         digest = group_of[name]
         checked = groups[digest][0]
         if name == checked:

@@ -139,9 +139,15 @@ class FakeSession:
     def run(self, command: str, stdin: bytes | None = None, timeout: float = 120) -> tuple[int, str, str]:
         if "llmdeploy-install-secrets" in command:
             self.events.append(("deliver", stdin))
-        elif "llmdeploy-wait-ready" in command:
-            self.events.append(("wait-ready", None))
+        elif "stages" in command and ("poll stages", None) not in self.events:
+            self.events.append(("poll stages", None))
         return 0, "", ""
+
+    def start(self, command: str) -> object:
+        from types import SimpleNamespace
+        assert "llmdeploy-wait-ready" in command
+        self.events.append(("wait-ready", None))
+        return SimpleNamespace(poll=lambda: 0, output=lambda: ("ready\n", ""))
 
     def close(self) -> None:
         pass
@@ -150,7 +156,7 @@ class FakeSession:
 def test_local_up_delivers_the_secrets_once_the_host_key_is_confirmed_then_follows_provisioning(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`_up` for real up to QEMU (the model server runs, with the token; user-data and seed are written); the
-    VM's side is a recording session. The bundle goes before the stage watch and wait-ready."""
+    VM's side is a recording session. The bundle goes before wait-ready (and the stage display it drives)."""
     import io
     import shutil
     import tarfile
@@ -175,23 +181,27 @@ def test_local_up_delivers_the_secrets_once_the_host_key_is_confirmed_then_follo
     monkeypatch.setattr(runtime.QemuRuntime, "_launch", launch)
     monkeypatch.setattr(lifecycle, "_wait_for_ssh", lambda *a: FakeSession(events))
     monkeypatch.setattr(lifecycle, "_confirm_host_key", lambda *a: events.append(("host key", None)))
-    monkeypatch.setattr(lifecycle, "watch", lambda *a, **k: events.append(("watch stages", None)))
+    monkeypatch.setattr(runtime.QemuRuntime, "gone", lambda self, state: None)
     monkeypatch.setattr(lifecycle, "login", lambda state: FakeSession(events))
     monkeypatch.setattr(lifecycle, "_wait_for_credentials", lambda *a, **k: None)
     monkeypatch.setattr(lifecycle.checks, "run_smoke", lambda *a, **k: SimpleNamespace(passed=True))
     monkeypatch.setattr(lifecycle.qemu, "choose_accel", lambda *a: qemu.Accel("tcg", "test"))
     opts = lifecycle.UpOptions(stack="t", project_dir=project)
-    cfg0 = lifecycle.check_stack(opts)
+    values = lifecycle.stack_values(opts)
+    cfg0 = lifecycle.check_stack(opts, values)
     weights = tmp_path / "m.gguf"
     weights.write_bytes(MODEL)
     img = SimpleNamespace(kernel=tmp_path / "vmlinuz", initrd=tmp_path / "initrd", disk=tmp_path / "disk.qcow2")
     state = new_state("t")
     try:
-        lifecycle._up(opts, cfg0, ModelSource("m.gguf", weights, cfg0.model.url), [], img,  # type: ignore[arg-type]
-                      runtime.QemuRuntime(), state, lifecycle.Clock(), lambda text: None, io.StringIO())
+        lifecycle._up(lifecycle.UpRun(opts, values, cfg0, ModelSource("m.gguf", weights, cfg0.model.url), [],
+                                      img, runtime.QemuRuntime(), state, lifecycle.Clock(),  # type: ignore[arg-type]
+                                      io.StringIO()))
     finally:
         procs.stop(state.pids.get("model_server"), state.markers.get("model_server", "\0"))
-    assert [name for name, _ in events] == ["host key", "deliver", "watch stages", "wait-ready"]
+    assert [name for name, _ in events] == ["host key", "deliver", "wait-ready", "poll stages"]
+    steps = [name for name, _ in lifecycle.UP_STEPS]
+    assert [e for e in state.timeline if e.endswith(":done") and e.split(":")[0] in steps] == [f"{s}:done" for s in steps]
     with tarfile.open(fileobj=io.BytesIO(events[1][1] or b"")) as bundle:
         assert f"HF_TOKEN={TOKEN}" in bundle.extractfile("hf.env").read().decode()  # type: ignore[union-attr]
     log = (state.dir / "model-server.log").read_text()

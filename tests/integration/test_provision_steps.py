@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.config import parse
-from llmdeploy.render import INSTALL_SECRETS, PROVISION, STEPS_DIR, WAIT_READY, Layout, render
+from llmdeploy.render import Layout, render
+from llmdeploy.vmpaths import (BOOT_FINISHED, INSTALL_SECRETS, PROVISION, READY_MARKER, STAGES_DIR, STEPS_DIR,
+                               WAIT_READY, step_log)
 from llmdeploy.secrets import generate_api_key, secrets_bundle
 from llmdeploy.stack.gates import readiness_script
 from support.ports import free_port
@@ -90,11 +92,11 @@ def fake_cloud_init(vm: VmRoot, exit_code: int) -> str:
 def finish_boot(vm: VmRoot, steps: list[str], failed: str = "", missing: str = "") -> None:
     for step in steps:
         if step == failed:
-            vm.install(f"/var/lib/llmdeploy/stages/{step}.failed", "2026-11-21T10:00:00Z exit=7\n")
-            vm.install(f"/var/log/llmdeploy/{step}.log", "downloading model...\ncurl: (22) 404 Not Found\n")
+            vm.install(f"{STAGES_DIR}/{step}.failed", "2026-11-21T10:00:00Z exit=7\n")
+            vm.install(step_log(step), "downloading model...\ncurl: (22) 404 Not Found\n")
         elif step != missing:
-            vm.install(f"/var/lib/llmdeploy/stages/{step}.done", "2026-11-21T10:00:00Z\n")
-    vm.install("/var/lib/cloud/instance/boot-finished", "done\n")
+            vm.install(f"{STAGES_DIR}/{step}.done", "2026-11-21T10:00:00Z\n")
+    vm.install(BOOT_FINISHED, "done\n")
 
 
 WAIT = "/usr/local/lib/llmdeploy/llmdeploy-wait-ready 30"
@@ -108,7 +110,7 @@ def test_runner_marks_each_step_and_pins_a_failure_to_its_step(vm: VmRoot) -> No
     vm.install(f"{STEPS_DIR}/20-breaks.sh", "#!/bin/bash\necho 'disk on fire' >&2\nexit 3\n", 0o755)
     vm.install(f"{STEPS_DIR}/30-after.sh", "#!/bin/bash\ntrue\n", 0o755)
     first = vm.run("/usr/local/lib/llmdeploy/llmdeploy-provision")
-    stages = vm.path("/var/lib/llmdeploy/stages")
+    stages = vm.path(STAGES_DIR)
     assert first.returncode == 3
     assert "[20-breaks] FAILED with exit code 3" in first.stdout and "disk on fire" in first.stderr
     assert sorted(p.name for p in stages.iterdir()) == ["10-ok.done", "20-breaks.failed"]
@@ -119,7 +121,7 @@ def test_runner_marks_each_step_and_pins_a_failure_to_its_step(vm: VmRoot) -> No
     assert second.returncode == 0, second.stderr
     assert sorted(p.name for p in stages.iterdir()) == ["10-ok.done", "20-breaks.done", "30-after.done"]
     assert (stages / "10-ok.done").read_text() == done_at  # a re-run keeps the first success's time
-    assert "all good" in vm.path("/var/log/llmdeploy/10-ok.log").read_text()
+    assert "all good" in vm.path(step_log("10-ok")).read_text()
 
 
 def openssl(*args: str) -> str:
@@ -194,7 +196,7 @@ def test_wait_ready_fails_on_a_cloud_init_error(vm: VmRoot) -> None:
 
 def test_wait_ready_gives_up_at_its_deadline_saying_what_it_saw(vm: VmRoot) -> None:
     install_rendered(vm)
-    vm.install("/var/lib/llmdeploy/stages/10-base.done", "t\n")
+    vm.install(f"{STAGES_DIR}/10-base.done", "t\n")
     result = vm.run(fake_cloud_init(vm, 0) + "/usr/local/lib/llmdeploy/llmdeploy-wait-ready 1")
     assert result.returncode == 1 and "timed out after 1s; last stage done: 10-base.done" in result.stderr
 
@@ -250,6 +252,45 @@ def test_wait_ready_waits_until_the_engine_answers_its_health_route(vm: VmRoot, 
     assert waited >= 3.0 and f"llamacpp answers {health}" in served.stdout
 
 
+# Three copies of "ready" used to disagree: the smoke package's wait_until_ready took the ready marker alone,
+# `local up`'s progress the ready marker plus every stage marker, wait-ready every stage marker plus a finished
+# cloud-init and an answering engine. These show why wait-ready's is the one to keep (the smoke test's own SSH
+# checks demand the same: every marker, cloud-init done, the engine active).
+
+def test_a_ready_marker_left_by_an_earlier_run_is_not_ready_when_a_step_failed_since(vm: VmRoot, engine: Engine) -> None:
+    """The marker-alone rule said ready here: 90-ready wrote the marker on the first run; a re-run (an
+    operator's, or a changed step) then failed at 40-engine. wait-ready reports the failure."""
+    steps = install_rendered(vm, engine.port, engine="llamacpp", tlsMode="letsencrypt", domain="llm.example.org")
+    engine.listen()
+    finish_boot(vm, steps, failed="40-engine")
+    vm.install(READY_MARKER, "2026-11-21T09:00:00Z\n")
+    result = vm.run(fake_cloud_init(vm, 0) + WAIT)
+    assert result.returncode == 1
+    assert "provisioning FAILED at stage 40-engine (2026-11-21T10:00:00Z exit=7)" in result.stderr
+    assert "curl: (22) 404 Not Found" in result.stderr
+
+
+def test_every_marker_is_not_ready_while_cloud_init_still_runs(vm: VmRoot, engine: Engine) -> None:
+    """The markers-only rule said ready here: every stage marker and the ready marker, but cloud-init's final
+    modules have not finished (no boot-finished), and `cloud-init status` would say running. wait-ready
+    waits for boot-finished, then returns once the engine answers."""
+    steps = install_rendered(vm, engine.port, engine="llamacpp", tlsMode="letsencrypt", domain="llm.example.org")
+    engine.listen()
+    finish_boot(vm, steps)
+    vm.install(READY_MARKER, "2026-11-21T10:00:00Z\n")
+    vm.path(BOOT_FINISHED).unlink()
+    running = vm.run(fake_cloud_init(vm, 0) + "/usr/local/lib/llmdeploy/llmdeploy-wait-ready 2")
+    assert running.returncode == 1 and "timed out after 2s; last stage done: " in running.stderr
+    timer = threading.Timer(2.0, lambda: vm.install(BOOT_FINISHED, "done\n"))
+    timer.start()
+    try:
+        finished = vm.run(fake_cloud_init(vm, 0) + WAIT)
+    finally:
+        timer.cancel()
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.startswith(f"ready: every stage done ({', '.join(steps)})")
+
+
 def engine_step_needing_the_token(rendered_step: str) -> str:
     """The rendered engine step's first lines (through its wait for hfToken), then what the engine does
     with the token: reads hf.env (vLLM's and Xinference's units do, as EnvironmentFile) and fails without it."""
@@ -301,7 +342,7 @@ def test_the_readiness_gate_delivers_first_so_the_engine_step_gets_its_token(vm:
                f"bash -c {shlex.quote(readiness_script(60))}; rc=$?; wait; exit $rc")
     result = run_with_sbin(vm, sbin, command, bundle)
     out, err = result.stdout.decode(), result.stderr.decode()
-    engine_log = vm.path("/var/log/llmdeploy/40-engine.log").read_text()
+    engine_log = vm.path(step_log("40-engine")).read_text()
     assert result.returncode == 0, err + engine_log
     assert out.index(f"installed {HF_ENV}") < out.index("ready: every stage done")
     assert "waiting up to 3600s for hfToken" in engine_log  # the step did start before the token came
@@ -322,8 +363,8 @@ def test_an_undelivered_token_fails_the_engine_stage_saying_why(vm: VmRoot, engi
     vm.install(f"{STEPS_DIR}/40-engine.sh", f"#!/bin/bash\n. {LIB}\nwait_for_secret {HF_ENV} hfToken 2\n", 0o755)
     run = vm.run("/usr/local/lib/llmdeploy/llmdeploy-provision")
     assert run.returncode == 1
-    assert vm.path("/var/lib/llmdeploy/stages/40-engine.failed").is_file()
-    vm.install("/var/lib/cloud/instance/boot-finished", "done\n")
+    assert vm.path(f"{STAGES_DIR}/40-engine.failed").is_file()
+    vm.install(BOOT_FINISHED, "done\n")
     gate = vm.run(fake_cloud_init(vm, 1) + WAIT)
     assert gate.returncode == 1 and "FAILED at stage 40-engine" in gate.stderr
     assert "hfToken was not delivered within 2 s: pulumi up (or llmdeploy local up) delivers it over SSH" in gate.stderr

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,11 +19,11 @@ import pytest
 from llmdeploy.config import parse
 from llmdeploy.errors import EXIT_FAILED
 from llmdeploy.local import ssh as local_ssh
-from llmdeploy.render import READY_MARKER, render
+from llmdeploy.render import render
 from llmdeploy.result import FAIL, PASS, WARN, CheckResult
-from llmdeploy.smoke.ssh_checks import (BOOT_FINISHED, Cmd, HostKeyMismatch, check_disk, check_memory, fingerprint,
-                                        is_loopback, parse_cloud_init_status, parse_host_key, parse_listeners,
-                                        run_ssh_checks, wait_until_ready)
+from llmdeploy.smoke.ssh_checks import (Cmd, HostKeyMismatch, check_disk, check_memory, fingerprint, is_loopback,
+                                        parse_cloud_init_status, parse_host_key, parse_listeners, run_ssh_checks)
+from llmdeploy.vmpaths import BOOT_FINISHED, CLOUD_INIT_OUTPUT, READY_MARKER, STAGES_DIR, step_log
 from support.project import minimal_raw
 from support.sshd import ADMIN, FakeVm, Sshd, is_running, keygen, run_sshd
 
@@ -67,7 +66,7 @@ def provision_healthy(vm: FakeVm, engine_port: int, **overrides: object) -> dict
     vm.write(BOOT_FINISHED, "120.5 - Thu, 01 Jan 2026 00:05:01 +0000 - v. 24.4\n")
     vm.set_unit(str(info["engine_unit"]), "active", journal=JOURNAL[:1])
     vm.set_unit("nginx", "active")
-    vm.write("/var/log/cloud-init-output.log",
+    vm.write(CLOUD_INIT_OUTPUT,
              "2026-01-01T00:05:00Z [90-ready] done in 4 s\nCloud-init v. 24.4 finished at Thu, 01 Jan 2026.\n")
     return info
 
@@ -151,11 +150,11 @@ def test_both_ssh_clients_refuse_a_wrong_host_key_with_one_error_class(sshd: Ssh
 def test_a_missing_stage_marker_fails_naming_the_step(sshd: Sshd) -> None:
     with listener("127.0.0.1") as port:
         provision_healthy(sshd.vm, port)
-        sshd.vm.path("/var/lib/llmdeploy/stages/60-nginx.done").unlink()
+        sshd.vm.path(f"{STAGES_DIR}/60-nginx.done").unlink()
         results = check(sshd)
     stages = results["ssh: stage markers"]
     assert stages.status == FAIL
-    assert stages.summary == "stage marker missing for 60-nginx (no 60-nginx.done in /var/lib/llmdeploy/stages)"
+    assert stages.summary == f"stage marker missing for 60-nginx (no 60-nginx.done in {STAGES_DIR})"
     assert stages.evidence["missing"] == ["60-nginx"]
     assert "Cloud-init v. 24.4 finished" in stages.evidence["cloud_init_output_tail"]
     assert failures(results) == [stages.line()]  # nothing else is blamed
@@ -164,13 +163,13 @@ def test_a_missing_stage_marker_fails_naming_the_step(sshd: Sshd) -> None:
 def test_a_failed_step_fails_with_its_log_and_cloud_inits_output_attached(sshd: Sshd) -> None:
     with listener("127.0.0.1") as port:
         provision_healthy(sshd.vm, port)
-        stages_dir = sshd.vm.path("/var/lib/llmdeploy/stages")
+        stages_dir = sshd.vm.path(STAGES_DIR)
         for later in ("40-engine", "50-tls", "60-nginx", "90-ready"):
             (stages_dir / f"{later}.done").unlink()
         sshd.vm.path(READY_MARKER).unlink()
         sshd.vm.mark("40-engine", "failed", "2026-01-01T00:03:00Z exit=3\n")
-        sshd.vm.write("/var/log/llmdeploy/40-engine.log", "pulling model\ncurl: (22) 404 Not Found: tiny.gguf\n")
-        sshd.vm.write("/var/log/cloud-init-output.log",
+        sshd.vm.write(step_log("40-engine"), "pulling model\ncurl: (22) 404 Not Found: tiny.gguf\n")
+        sshd.vm.write(CLOUD_INIT_OUTPUT,
                       "2026-01-01T00:03:00Z [40-engine] FAILED with exit code 3; last lines of ...\n")
         results = check(sshd)
     stages = results["ssh: stage markers"]
@@ -251,77 +250,6 @@ def test_a_gpu_shape_needs_nvidia_smi_to_see_its_gpus(sshd: Sshd) -> None:
     assert no_driver.summary.startswith("nvidia-smi sees no GPU (exit 9)")
     assert visible.status == PASS and visible.summary == "1 GPU(s): NVIDIA A10, 23028 MiB, 550.90.07"
     assert "ssh: GPU visible" not in forced_off
-
-
-def test_wait_until_ready_returns_once_the_ready_marker_appears(sshd: Sshd) -> None:
-    with listener("127.0.0.1") as port:
-        info = provision_healthy(sshd.vm, port)
-    stages_dir = sshd.vm.path("/var/lib/llmdeploy/stages")
-    for step in info["stages"][1:]:
-        (stages_dir / f"{step}.done").unlink()
-    sshd.vm.path(READY_MARKER).unlink()
-    sshd.vm.path(BOOT_FINISHED).unlink()
-    sshd.vm.set_cloud_init("running")
-
-    def finish_boot() -> None:
-        time.sleep(0.8)
-        for step in info["stages"][1:]:
-            sshd.vm.mark(step, "done")
-        sshd.vm.write(READY_MARKER, "now\n")
-
-    booting = threading.Thread(target=finish_boot)
-    booting.start()
-    try:
-        ready = wait_until_ready(sshd.host, ADMIN, str(sshd.client_key), port=sshd.port,
-                                 host_key=sshd.host_key_line, deadline_s=20, poll_s=0.2)
-    finally:
-        booting.join()
-    assert ready.status == PASS, ready.line()
-    assert ready.summary.startswith("ready after") and "stages done: 10-base, 40-engine" in ready.summary
-    assert ready.metrics["polls"] >= 2
-
-
-def test_wait_until_ready_gives_up_at_its_deadline_saying_what_it_last_saw(sshd: Sshd) -> None:
-    with listener("127.0.0.1") as port:
-        info = provision_healthy(sshd.vm, port)
-    for step in info["stages"][1:]:
-        sshd.vm.path(f"/var/lib/llmdeploy/stages/{step}.done").unlink()
-    sshd.vm.path(READY_MARKER).unlink()
-    sshd.vm.path(BOOT_FINISHED).unlink()
-    sshd.vm.set_cloud_init("running")
-    start = time.monotonic()
-    waited = wait_until_ready(sshd.host, ADMIN, str(sshd.client_key), port=sshd.port, host_key=sshd.host_key_line,
-                              deadline_s=1.5, poll_s=0.3)
-    assert waited.status == FAIL
-    assert waited.summary.startswith("not ready after 2s (")
-    assert waited.summary.endswith("last seen: cloud-init running; stages done: 10-base; next: 40-engine")
-    assert time.monotonic() - start < 6
-
-
-def test_wait_until_ready_stops_early_on_a_failed_step_or_a_finished_cloud_init(sshd: Sshd) -> None:
-    with listener("127.0.0.1") as port:
-        info = provision_healthy(sshd.vm, port)
-    for step in info["stages"][1:]:
-        sshd.vm.path(f"/var/lib/llmdeploy/stages/{step}.done").unlink()
-    sshd.vm.path(READY_MARKER).unlink()
-    kwargs: dict[str, Any] = dict(port=sshd.port, host_key=sshd.host_key_line, deadline_s=60, poll_s=0.2)
-    finished = wait_until_ready(sshd.host, ADMIN, str(sshd.client_key), **kwargs)  # boot-finished is there
-    assert finished.status == FAIL and finished.metrics["polls"] == 1
-    assert finished.summary.startswith("cloud-init finished (done) but the ready marker was never written")
-    sshd.vm.mark("40-engine", "failed", "2026-01-01T00:03:00Z exit=3\n")
-    failed = wait_until_ready(sshd.host, ADMIN, str(sshd.client_key), **kwargs)
-    assert failed.status == FAIL and failed.metrics["polls"] == 1
-    assert failed.summary == "step 40-engine failed (2026-01-01T00:03:00Z exit=3); stages done: 10-base"
-    assert "Cloud-init v. 24.4 finished" in failed.evidence["cloud_init_output_tail"]
-
-
-def test_wait_until_ready_keeps_polling_while_sshd_refuses_connections(tmp_path: Path) -> None:
-    with run_sshd(tmp_path / "vm") as server:
-        pass  # stopped: its port now refuses connections, as before a VM's sshd is up
-    waited = wait_until_ready(server.host, ADMIN, str(server.client_key), port=server.port, deadline_s=1, poll_s=0.2)
-    assert waited.status == FAIL and waited.metrics["polls"] >= 2
-    assert waited.summary.endswith(f"last seen: cannot connect to 127.0.0.1:{server.port}: connection refused "
-                                   "(sshd not up yet, or a firewall)")
 
 
 # ------------------------------------------------------------------------------ parsers, without SSH

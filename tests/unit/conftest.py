@@ -5,9 +5,13 @@ from __future__ import annotations
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+
+UNIT_DIR = Path(__file__).resolve().parent
 
 
 def _refuse(what: str) -> Callable[..., Any]:
@@ -18,6 +22,11 @@ def _refuse(what: str) -> Callable[..., Any]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    # pytest calls this hook for every item of the session, not only this folder's: integration tests run
+    # in the same session under `make test`, and must keep their servers.
+    if UNIT_DIR not in item.path.parents:
+        yield
+        return
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(socket.socket, "bind", _refuse("binds a socket (starts a server)"))
         patch.setattr(subprocess.Popen, "__init__", _refuse("starts a program (subprocess)"))

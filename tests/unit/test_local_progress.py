@@ -1,31 +1,57 @@
-"""`llmdeploy local up`'s live progress (llmdeploy.local.progress.watch) against scripted polls of the VM's
-stage markers: every stage is reported done, also when the ready marker shows up in the same poll as, or a
-poll before, the last step's own marker (seen once in CI); a failed step and a finished cloud-init without
-the ready marker stop it with the reason. No VM: the session is a stand-in that answers the poll script."""
+"""`llmdeploy local up`'s wait for provisioning (llmdeploy.local.readiness.wait_ready) against a scripted VM:
+the VM's own llmdeploy-wait-ready decides (its exit code and output), while the stage-marker polls only feed
+the display. So a poll that shows every marker does not end the wait, a wait-ready that fails ends it with
+what it printed, a dropped connection runs it again for the time left, and every stage is reported done at
+the end even when the last marker shows up after the previous poll. No VM: the session is a stand-in."""
 from __future__ import annotations
 
 import io
 
 import pytest
 
-from llmdeploy.local.progress import POLL_SCRIPT, BootProgress, ProvisionFailed, watch
+from llmdeploy.local.progress import POLL_SCRIPT, BootProgress
+from llmdeploy.local.readiness import ProvisionFailed, wait_ready
+from llmdeploy.vmpaths import WAIT_READY
 
 STEPS = ["10-base", "40-engine", "90-ready"]
 
 
-class ScriptedSession:
-    """Answers the poll with the next scripted output (the last one repeats) and `tail` with a log line."""
+class ScriptedRun:
+    """wait-ready on the VM: still running for `polls` looks, then `code` (-1: the connection dropped)."""
 
-    def __init__(self, polls: list[str]) -> None:
-        self.polls = polls
-        self.calls = 0
+    def __init__(self, polls: int, code: int, stdout: str = "", stderr: str = "") -> None:
+        self.polls, self.code, self.stdout, self.stderr = polls, code, stdout, stderr
+
+    def poll(self) -> int | None:
+        if self.polls > 0:
+            self.polls -= 1
+            return None
+        return self.code
+
+    def output(self) -> tuple[str, str]:
+        return self.stdout, self.stderr
+
+
+class ScriptedVm:
+    """Each login is a session; each wait-ready started is the next ScriptedRun; marker polls answer the next
+    scripted output (the last one repeats)."""
+
+    def __init__(self, runs: list[ScriptedRun], polls: list[str]) -> None:
+        self.runs, self.polls = runs, polls
+        self.started: list[str] = []
+        self.marker_polls = 0
+
+    def login(self) -> ScriptedVm:
+        return self
+
+    def start(self, command: str) -> ScriptedRun:
+        self.started.append(command)
+        return self.runs.pop(0)
 
     def run(self, command: str, stdin: bytes | None = None, timeout: float = 120) -> tuple[int, str, str]:
-        if "tail -n 40" in command:
-            return 0, "the step's last log line\n", ""
-        assert "stages" in command and POLL_SCRIPT.split()[0] in command
-        out = self.polls[min(self.calls, len(self.polls) - 1)]
-        self.calls += 1
+        assert POLL_SCRIPT.split()[0] in command and WAIT_READY not in command
+        out = self.polls[min(self.marker_polls, len(self.polls) - 1)]
+        self.marker_polls += 1
         return 0, out, ""
 
     def close(self) -> None:
@@ -36,42 +62,78 @@ def marker(step: str, state: str = "done") -> str:
     return f"marker {step}.{state} 2026-11-30T03:00:00Z\nlog {step}.log\n"
 
 
-def run_watch(polls: list[str], deadline: float = 5.0) -> tuple[str, ScriptedSession]:
-    out, session = io.StringIO(), ScriptedSession(polls)
-    watch(lambda: session, BootProgress(STEPS, lambda: 1.0, out), deadline, poll_s=0.01)  # type: ignore[arg-type]
-    return out.getvalue(), session
+ALL_DONE = "".join(marker(s) for s in STEPS)
 
 
-def test_every_stage_is_reported_done_when_ready_comes_before_the_last_marker() -> None:
-    early_ready = marker("10-base") + marker("40-engine") + "log 90-ready.log\nready\n"
-    text, session = run_watch(["", marker("10-base") + "log 40-engine.log\n", early_ready,
-                               early_ready + marker("90-ready") + "boot-finished\n"])
-    assert session.calls == 4  # it did not stop at the poll that saw the ready marker alone
-    for step in STEPS:
-        assert f"{step} done" in text
+def run_wait(vm: ScriptedVm, timeout_s: int = 60, alive: object = lambda: None) -> tuple[str, str]:
+    out = io.StringIO()
+    stdout = wait_ready(vm.login, BootProgress(STEPS, lambda: 1.0, out), timeout_s,  # type: ignore[arg-type]
+                        alive=alive, poll_s=0.01)  # type: ignore[arg-type]
+    return stdout, out.getvalue()
 
 
-def test_ready_and_every_marker_in_one_poll() -> None:
-    text, session = run_watch([marker("10-base") + marker("40-engine") + marker("90-ready") + "ready\n"])
-    assert session.calls == 1 and all(f"{s} done" in text for s in STEPS)
+def test_every_marker_done_does_not_end_the_wait_only_wait_ready_does() -> None:
+    # The old watch returned at the first poll that showed every marker (and the ready marker): before
+    # cloud-init had finished and before the engine answered. Now it keeps waiting for wait-ready's verdict.
+    vm = ScriptedVm([ScriptedRun(5, 0, "ready: every stage done\n")], [ALL_DONE])
+    stdout, shown = run_wait(vm)
+    assert vm.marker_polls == 6  # five while wait-ready ran, one after it returned
+    assert stdout == "ready: every stage done\n"
+    assert vm.started == [f"sudo -n {WAIT_READY} 60"]
+    assert all(f"{s} done" in shown for s in STEPS)
 
 
-def test_ready_without_a_stage_marker_after_cloud_init_finished_fails_naming_it() -> None:
-    with pytest.raises(ProvisionFailed, match="without the stage marker.* of 40-engine"):
-        run_watch([marker("10-base") + marker("90-ready") + "ready\nboot-finished\n"])
+def test_every_stage_is_reported_done_when_the_last_marker_appears_after_the_last_poll() -> None:
+    vm = ScriptedVm([ScriptedRun(2, 0)], [marker("10-base") + "log 40-engine.log\n", marker("10-base"), ALL_DONE])
+    _, shown = run_wait(vm)
+    assert shown.index("10-base done") < shown.index("40-engine done")
+    assert all(f"{s} done" in shown for s in STEPS)
 
 
-def test_a_failed_step_stops_with_its_log() -> None:
-    with pytest.raises(ProvisionFailed, match="(?s)step 40-engine FAILED.*the step's last log line") as info:
-        run_watch([marker("10-base") + marker("40-engine", "failed")])
-    assert info.value.step == "40-engine"
+def test_a_failing_wait_ready_ends_the_wait_with_what_it_printed() -> None:
+    said = "provisioning FAILED at stage 40-engine (2026-11-30T03:00:00Z exit=22); last lines of ...: curl: (22)"
+    vm = ScriptedVm([ScriptedRun(1, 1, stderr=said)], [marker("10-base") + marker("40-engine", "failed")])
+    with pytest.raises(ProvisionFailed, match=r"llmdeploy-wait-ready exited 1:\nprovisioning FAILED at stage 40-engine"):
+        run_wait(vm)
+    assert len(vm.started) == 1  # a failure is not retried
 
 
-def test_cloud_init_finished_without_ready_fails() -> None:
-    with pytest.raises(ProvisionFailed, match="never wrote its ready marker"):
-        run_watch([marker("10-base") + "boot-finished\n"])
+def test_a_failed_marker_alone_is_shown_but_does_not_decide() -> None:
+    vm = ScriptedVm([ScriptedRun(2, 0)], [marker("10-base") + marker("40-engine", "failed"), ALL_DONE])
+    _, shown = run_wait(vm)
+    assert "40-engine FAILED (2026-11-30T03:00:00Z)" in shown and "90-ready done" in shown
 
 
-def test_the_deadline_says_what_it_last_saw() -> None:
-    with pytest.raises(ProvisionFailed, match="not finished after .* last seen: done: 10-base; cloud-init running"):
-        run_watch([marker("10-base")], deadline=0.05)
+def test_a_dropped_connection_runs_wait_ready_again_for_the_time_left() -> None:
+    vm = ScriptedVm([ScriptedRun(1, -1), ScriptedRun(0, 0, "ready\n")], [ALL_DONE])
+    stdout, _ = run_wait(vm, timeout_s=600)
+    assert stdout == "ready\n" and len(vm.started) == 2
+    assert all(c.startswith(f"sudo -n {WAIT_READY} ") for c in vm.started)
+    assert 590 <= int(vm.started[1].split()[-1]) <= 600
+
+
+def test_a_guest_that_dies_ends_the_wait() -> None:
+    vm = ScriptedVm([ScriptedRun(100, 0)], [marker("10-base")])
+    with pytest.raises(ProvisionFailed, match="the VM stopped during provisioning: QEMU exited 1"):
+        run_wait(vm, alive=lambda: "QEMU exited 1")
+
+
+def test_a_guest_that_dies_before_a_login_works_ends_the_wait() -> None:
+    from llmdeploy.local.ssh import SshError
+
+    def refused() -> ScriptedVm:
+        raise SshError("connection refused")
+
+    with pytest.raises(ProvisionFailed, match="the VM stopped during provisioning: the container exited"):
+        wait_ready(refused, BootProgress(STEPS, lambda: 1.0, io.StringIO()), 600,  # type: ignore[arg-type]
+                   alive=lambda: "the container exited", poll_s=0.01)
+
+
+def test_no_login_until_the_deadline_says_what_it_last_saw() -> None:
+    from llmdeploy.local.ssh import SshError
+
+    def refused() -> ScriptedVm:
+        raise SshError("NoValidConnectionsError: connection refused")
+
+    with pytest.raises(ProvisionFailed, match="not finished after 0 min; last seen: SSH: NoValidConnectionsError"):
+        wait_ready(refused, BootProgress(STEPS, lambda: 1.0, io.StringIO()), 1, poll_s=0.01)  # type: ignore[arg-type]

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from llmdeploy.config import parse
-from llmdeploy.render import ENGINE_ROUTES, FILES_DIR, LIBEXEC, STEPS_DIR, _ENV, Rendered, encode_user_data, render
+from llmdeploy.render import (ENGINE_ROUTES, FILES_DIR, LIBEXEC, STEPS_DIR, _ENV, Rendered, encode_user_data,
+                              engine_unit, render)
 from llmdeploy.stackfile import load_stack_config
 from support.project import EXAMPLE_STACKS, ROOT, minimal_raw
 
@@ -79,8 +80,12 @@ def test_rendering_is_deterministic() -> None:
 def test_engine_listens_on_loopback_only(stack: str) -> None:
     cfg = load_stack_config(ROOT, stack)
     rendered = render(cfg)
-    unit = rendered.file(f"{FILES_DIR}/{cfg.engine}.service").content
-    if cfg.engine == "vllm" and not cfg.vllm_cpu:
+    unit = rendered.file(f"{FILES_DIR}/{engine_unit(cfg)}.service").content
+    if cfg.target == "ray":  # Ray's dashboard and Serve's proxy (tests/test_ray_render.py: the rest of Ray)
+        assert "--dashboard-host 127.0.0.1" in unit
+        assert yaml.safe_load(rendered.file(f"{FILES_DIR}/serve-app.yaml").content)["http_options"] == {
+            "host": "127.0.0.1", "port": cfg.engine_port}
+    elif cfg.engine == "vllm" and not cfg.vllm_cpu:
         assert f"-p 127.0.0.1:{cfg.engine_port}:8000" in unit  # 0.0.0.0 is inside the container only
     elif cfg.engine == "ollama":
         assert f"OLLAMA_HOST=127.0.0.1:{cfg.engine_port}" in unit

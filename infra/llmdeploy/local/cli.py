@@ -16,6 +16,7 @@ from typing import Any
 
 from ..declared import PROJECT_ROOT
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
+from ..vmpaths import CLOUD_INIT_OUTPUT, step_log
 from . import image, lifecycle
 from .runtime import RUNTIMES
 
@@ -59,7 +60,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     opts = lifecycle.UpOptions(stack=args.stack, project_dir=_project_dir(args.project_dir), accel=args.accel,
                                runtime=args.runtime, model_file=args.model_file, forward=list(args.forward or []),
-                               keep_on_failure=args.keep_on_failure, torch_wheels=list(args.torch_wheels or []))
+                               keep_on_failure=args.keep_on_failure, torch_wheels=list(args.torch_wheels or []),
+                               config_from_env=args.config_from_env)
     lifecycle.up(opts)
     return EXIT_OK
 
@@ -113,9 +115,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if args.step:
         if args.step not in state.stages:
             raise UsageError(f"--step {args.step}: expected one of {', '.join(state.stages)}")
-        path = f"/var/log/llmdeploy/{args.step}.log"
+        path = step_log(args.step)
     else:
-        path = "/var/log/cloud-init-output.log"
+        path = CLOUD_INIT_OUTPUT
     tail = ["sudo", "-n", "tail", "-n", str(args.lines)] + (["-F"] if args.follow else []) + [path]
     if args.follow:
         argv = _ssh_argv(state, [shlex.join(tail)], tty=False)
@@ -168,6 +170,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                     help="a folder of CPU torch wheels served to the guest as its torchIndexUrl (default: the "
                          "folders of pip's find-links holding one)")
     up.add_argument("--keep-on-failure", action="store_true", help="leave a failed VM running for inspection")
+    up.add_argument("--config-from-env", action="store_true",
+                    help="take the stack's config from the environment as `pulumi up` passes it (non-secret values as "
+                         "JSON in LLMDEPLOY_STACK_CONFIG, secrets as LLMDEPLOY_<KEY>) instead of Pulumi.<stack>.yaml")
     up.set_defaults(func=cmd_up)
 
     st = sub.add_parser("status", parents=[stack], help="is the VM up: ports, processes, stages")

@@ -22,25 +22,28 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import requests
 
-from ..config import ConfigError, StackConfig
+from ..config import ConfigError, StackConfig, parse
+from ..declared import declarations
 from ..errors import Failure, UsageError
 from ..private_files import write_private
-from ..render import INSTALL_SECRETS, WAIT_READY, Layout, render
+from ..render import Layout, render
 from ..secrets import INSTALLER_WAIT_S, delivery_command, generate_api_key, secrets_bundle
 from ..smoke.redact import Redactor
 from ..smoke.report import check_line
 from ..smoke.targets import Credentials
-from ..stackfile import load_stack_config, read_stack
+from ..stackfile import from_environment, read_stack
+from ..vmpaths import BOOT_FINISHED, INSTALL_SECRETS, STAGES_DIR
 from . import API_KEYS_ENV, checks, hostsrv, image, procs, qemu, runtime
 from .localconfig import ModelSource, host_ca_certs, local_config, model_source, torch_wheel_dirs
-from .progress import BootProgress, ProvisionFailed, clock, watch
+from .progress import BootProgress, clock
+from .readiness import ProvisionFailed, wait_ready
 from .runtime import Runtime
 from .ssh import (Session, SshError, connect, console_host_fingerprints, console_host_keys, host_key_fingerprint,
                   known_hosts_line, make_key_pair, ssh_banner)
@@ -67,6 +70,7 @@ class UpOptions:
     model_file: str | None = None
     forward: list[int] = field(default_factory=list)
     keep_on_failure: bool = False
+    config_from_env: bool = False  # the config as `pulumi up` resolved it (stackfile.from_environment)
     torch_wheels: list[str] = field(default_factory=list)
 
 
@@ -83,9 +87,17 @@ def _tool_problems(cfg: StackConfig, guest: Runtime) -> list[str]:
     return sorted({pkg for tool, pkg in needed.items() if shutil.which(tool) is None} | set(guest.tool_problems()))
 
 
-def check_stack(opts: UpOptions) -> StackConfig:
-    """The stack as written, validated before anything is created (ConfigError/StackFileError: exit 2)."""
-    cfg = load_stack_config(opts.project_dir, opts.stack)
+def stack_values(opts: UpOptions) -> dict[str, Any]:
+    """The stack's config values, read once: as `pulumi up` resolved and passed them (--config-from-env), or from
+    Pulumi.<stack>.yaml (StackFileError: exit 2)."""
+    if opts.config_from_env:
+        return from_environment(opts.project_dir)
+    return read_stack(opts.project_dir, opts.stack)
+
+
+def check_stack(opts: UpOptions, values: Mapping[str, Any]) -> StackConfig:
+    """The stack as given, validated before anything is created (ConfigError: exit 2)."""
+    cfg = parse(values, stack=opts.stack, decls=declarations(opts.project_dir))
     if cfg.target != "local":
         raise UsageError(f"stack '{opts.stack}' has target '{cfg.target}'; `llmdeploy local up` runs stacks with "
                          f"target local (pulumi config set target local --stack {opts.stack}, or use the example: "
@@ -108,39 +120,37 @@ def check_stack(opts: UpOptions) -> StackConfig:
     return cfg
 
 
+def _sets_torch_index(values: Mapping[str, Any], root: Path) -> bool:
+    """Whether the stack names its own torchIndexUrl (a mirror). Pulumi passes the declared default too."""
+    return values.get("torchIndexUrl") not in (None, "", declarations(root)["torchIndexUrl"].default)
+
+
 # ---------------------------------------------------------------------------------------------- up
 
 def up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
     out: TextIO = stream or sys.stdout  # a new name: the closures below need it narrowed
-    cfg0 = check_stack(opts)
+    values = stack_values(opts)
+    cfg0 = check_stack(opts, values)
     guest = runtime.get(opts.runtime, opts.accel)
     model = model_source(cfg0, opts.model_file)
     # The guest's pip gets CPU torch from this machine (its find-links, or --torch-wheels), not download.pytorch.org.
-    wheels = torch_wheel_dirs(cfg0, opts.torch_wheels, "torchIndexUrl" in read_stack(opts.project_dir, opts.stack))
+    wheels = torch_wheel_dirs(cfg0, opts.torch_wheels, _sets_torch_index(values, opts.project_dir))
     elapsed = Clock()
 
     def say(text: str) -> None:
         print(f"[{clock(elapsed())}] {text}", file=out, flush=True)
 
     with stack_lock(opts.stack):
-        existing = VmState.load(opts.stack)
+        existing = _ready_or_cleared(opts.stack, say, out)
         if existing is not None:
-            if running(existing):
-                if existing.phase == "ready":
-                    say(f"the VM of stack '{opts.stack}' is already up")
-                    print_summary(existing, out)
-                    return existing
-                raise LocalError(f"a VM of stack '{opts.stack}' is running but not ready ({existing.phase}); "
-                                 f"remove it first: llmdeploy local down --stack {opts.stack}")
-            say(f"removing what a previous VM of stack '{opts.stack}' left behind")
-            teardown(existing)
+            return existing
         img, built = guest.ensure_image(say)
         if not built:
             say(f"image: {img.folder} (cached)")
         state = new_state(opts.stack)
         state.runtime = guest.name
         try:
-            _up(opts, cfg0, model, wheels, img, guest, state, elapsed, say, out)
+            _up(UpRun(opts, values, cfg0, model, wheels, img, guest, state, elapsed, out))
         except BaseException as exc:
             state.phase = "failed"
             state.save()
@@ -155,57 +165,148 @@ def up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
     return state
 
 
-def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, wheels: list[Path], img: image.Image,
-        guest: Runtime, state: VmState, elapsed: Clock, say: Say, out: TextIO) -> None:
+def _ready_or_cleared(stack: str, say: Say, out: TextIO) -> VmState | None:
+    """The stack's VM if it is up and ready; else None, once what an earlier one left behind is removed."""
+    existing = VmState.load(stack)
+    if existing is None:
+        return None
+    if running(existing):
+        if existing.phase == "ready":
+            say(f"the VM of stack '{stack}' is already up")
+            print_summary(existing, out)
+            return existing
+        raise LocalError(f"a VM of stack '{stack}' is running but not ready ({existing.phase}); "
+                         f"remove it first: llmdeploy local down --stack {stack}")
+    say(f"removing what a previous VM of stack '{stack}' left behind")
+    teardown(existing)
+    return None
+
+
+@dataclass
+class GuestSources:
+    """What the guest fetches from this machine (host_servers fills it in; seed writes it into the config)."""
+
+    model_url: str = ""
+    hf_endpoint: str = ""
+    torch_index: str = ""
+    acme_url: str = ""
+    extra_cas: list[str] = field(default_factory=list)
+
+
+@dataclass
+class UpRun:
+    """What the steps of `up` share; each step fills in what later ones need (sources, cfg, session)."""
+
+    opts: UpOptions
+    values: Mapping[str, Any]  # the stack's config values, read once (stack_values)
+    cfg0: StackConfig  # ... as given; cfg adds what only `local up` knows (its key, the host servers' URLs)
+    model: ModelSource
+    wheels: list[Path]
+    img: image.Image
+    guest: Runtime
+    state: VmState
+    elapsed: Clock
+    out: TextIO
+    sources: GuestSources = field(default_factory=GuestSources)
+    cfg: StackConfig | None = None
+    user_data: str = ""
+    session: Session | None = None  # the first login, from boot until the secrets are delivered
+
+    def say(self, text: str) -> None:
+        print(f"[{clock(self.elapsed())}] {text}", file=self.out, flush=True)
+
+    def record(self, event: str) -> None:
+        self.state.timeline[event] = round(self.elapsed(), 1)
+
+    @property
+    def config(self) -> StackConfig:
+        assert self.cfg is not None, "the seed step sets the config"
+        return self.cfg
+
+
+def _up(run: UpRun) -> None:
+    """The steps in order, numbered like the VM's own; each records <step>:start and <step>:done."""
+    _prepare(run)
+    try:
+        for name, step in UP_STEPS:
+            run.record(f"{name}:start")
+            step(run)
+            run.record(f"{name}:done")
+    finally:
+        if run.session is not None:
+            run.session.close()
+
+
+def _prepare(run: UpRun) -> None:
+    """The VM's identity, SSH key pair and forwarded ports, before anything starts."""
+    state, opts = run.state, run.opts
     state.project_dir = str(opts.project_dir)
     state.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     state.instance_id = f"llmdeploy-{opts.stack}-{_random.token_hex(4)}"
-    state.timeline["image_ready"] = elapsed()
-    public_key = make_key_pair(state.ssh_key, f"llmdeploy-local-{opts.stack}")
+    run.record("image_ready")
     guest_ports = [*BASE_GUEST_PORTS, *opts.forward]
     state.ports = {str(g): h for g, h in zip(guest_ports, qemu.free_ports(len(guest_ports)))}
     state.save()
-    guest.prepare(state)
+    run.guest.prepare(state)
 
-    # Host-side servers the guest reaches (QEMU: at 10.0.2.2; the container: at its veth pair's host side).
-    bind, guest_host = guest.bind_host(state), guest.guest_host(state)
-    model_url, hf_endpoint, torch_index = model.url, "", ""
-    if model.serve is not None or wheels:
-        folder = state.dir / "model"
-        folder.mkdir(mode=0o700, exist_ok=True)
-        if model.serve is not None:
-            (folder / model.filename).symlink_to(model.serve)
-        # With an hfToken it stands in for Hugging Face (hfEndpoint): no download without that bearer token.
-        token = cfg0.hf_token.reveal()
-        server = hostsrv.start_model_server(folder, state.dir / "model-server.log", token=token, host=bind,
-                                            guest_host=guest_host, wheel_dirs=tuple(wheels))
-        state.pids["model_server"], state.markers["model_server"] = server.pid, str(folder)
-        state.save()
-        if model.serve is not None:
-            model_url = server.guest_url(model.filename)
-            hf_endpoint = server.guest_endpoint if token else ""
-            gated = f"; hfEndpoint {hf_endpoint}: downloads need the stack's hfToken" if token else ""
-            say(f"model server: {model.serve.name} at {model_url} (pid {server.pid}){gated}")
-        if wheels:
-            torch_index = server.guest_simple_index
-            say(f"torch index: {torch_index}, the CPU torch wheels of {', '.join(map(str, wheels))}")
-    extra_cas = host_ca_certs()
-    acme_url = ""
-    if cfg0.tls.mode == "letsencrypt":
-        acme_folder = state.dir / "acme"
-        pebble = hostsrv.start_pebble(acme_folder, http_port=state.port(80), bind=bind, guest_host=guest_host)
-        state.pids["pebble"], state.markers["pebble"] = pebble.pid, str(acme_folder / "pebble-config.json")
-        state.pids["challtestsrv"], state.markers["challtestsrv"] = pebble.challtestsrv_pid, pebble.challtestsrv_marker
-        state.save()
-        acme_url = pebble.directory_url
-        extra_cas.append(pebble.listener_ca_pem.strip())
-        state.ca_file.write_text(pebble.root_pem)
-        say(f"ACME server: pebble at {acme_url} (pid {pebble.pid}), validating through port {state.port(80)}")
 
+def _host_servers(run: UpRun) -> None:
+    """The host-side servers the guest reaches (QEMU: at 10.0.2.2; the container: at its veth pair's host side):
+    the model server (also the torch index and the Hub stand-in), and pebble for letsencrypt."""
+    run.sources = GuestSources(model_url=run.model.url, extra_cas=host_ca_certs())
+    if run.model.serve is not None or run.wheels:
+        _model_server(run)
+    if run.cfg0.tls.mode == "letsencrypt":
+        _pebble(run)
+
+
+def _model_server(run: UpRun) -> None:
+    state, model, wheels, src = run.state, run.model, run.wheels, run.sources
+    folder = state.dir / "model"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if model.serve is not None:
+        (folder / model.filename).symlink_to(model.serve)
+    # With an hfToken it stands in for Hugging Face (hfEndpoint): no download without that bearer token.
+    token = run.cfg0.hf_token.reveal()
+    server = hostsrv.start_model_server(folder, state.dir / "model-server.log", token=token,
+                                        host=run.guest.bind_host(state), guest_host=run.guest.guest_host(state),
+                                        wheel_dirs=tuple(wheels))
+    state.pids["model_server"], state.markers["model_server"] = server.pid, str(folder)
+    state.save()
+    if model.serve is not None:
+        src.model_url = server.guest_url(model.filename)
+        src.hf_endpoint = server.guest_endpoint if token else ""
+        gated = f"; hfEndpoint {src.hf_endpoint}: downloads need the stack's hfToken" if token else ""
+        run.say(f"model server: {model.serve.name} at {src.model_url} (pid {server.pid}){gated}")
+    if wheels:
+        src.torch_index = server.guest_simple_index
+        run.say(f"torch index: {src.torch_index}, the CPU torch wheels of {', '.join(map(str, wheels))}")
+
+
+def _pebble(run: UpRun) -> None:
+    state = run.state
+    acme_folder = state.dir / "acme"
+    pebble = hostsrv.start_pebble(acme_folder, http_port=state.port(80), bind=run.guest.bind_host(state),
+                                  guest_host=run.guest.guest_host(state))
+    state.pids["pebble"], state.markers["pebble"] = pebble.pid, str(acme_folder / "pebble-config.json")
+    state.pids["challtestsrv"], state.markers["challtestsrv"] = pebble.challtestsrv_pid, pebble.challtestsrv_marker
+    state.save()
+    run.sources.acme_url = pebble.directory_url
+    run.sources.extra_cas.append(pebble.listener_ca_pem.strip())
+    state.ca_file.write_text(pebble.root_pem)
+    run.say(f"ACME server: pebble at {pebble.directory_url} (pid {pebble.pid}), validating through port "
+            f"{state.port(80)}")
+
+
+def _seed(run: UpRun) -> None:
+    """The stack's config with what only `local up` knows, rendered into the guest's user-data."""
+    state, src = run.state, run.sources
+    public_key = make_key_pair(state.ssh_key, f"llmdeploy-local-{run.opts.stack}")
     try:
-        cfg = local_config(opts.project_dir, opts.stack, ssh_public_key=public_key, model_url=model_url,
-                           extra_ca_certs=extra_cas, acme_directory_url=acme_url, hf_endpoint=hf_endpoint,
-                           torch_index_url=torch_index)
+        run.cfg = cfg = local_config(run.opts.project_dir, run.opts.stack, values=run.values,
+                                     ssh_public_key=public_key, model_url=src.model_url,
+                                     extra_ca_certs=src.extra_cas, acme_directory_url=src.acme_url,
+                                     hf_endpoint=src.hf_endpoint, torch_index_url=src.torch_index)
     except ConfigError as exc:
         raise LocalError(f"the stack with llmdeploy local's own values is not valid: {exc}") from None
     state.vcpus, state.memory_mb = cfg.local_vm.vcpus, cfg.local_vm.memory_mb
@@ -215,62 +316,76 @@ def _up(opts: UpOptions, cfg0: StackConfig, model: ModelSource, wheels: list[Pat
     # nginx redirects plain HTTP to the HTTPS port this machine forwards, not to 443.
     rendered = render(cfg, Layout(https_port=state.port(443)))
     state.stages = list(rendered.steps)
-    hostname = "llmdeploy-" + re.sub(r"[^a-z0-9-]", "-", opts.stack.lower())[:40].strip("-")
+    run.user_data = rendered.user_data
     write_private(state.dir / "user-data", rendered.user_data)
+    state.save()
 
-    # Boot.
-    guest.boot(state, img, rendered.user_data, hostname, say, elapsed)
-    session = _wait_for_ssh(state, guest, img, say, elapsed)
+
+def _boot(run: UpRun) -> None:
+    """Start the guest with the seed, and log in once its sshd and the admin user exist."""
+    state = run.state
+    hostname = "llmdeploy-" + re.sub(r"[^a-z0-9-]", "-", run.opts.stack.lower())[:40].strip("-")
+    run.guest.boot(state, run.img, run.user_data, hostname, run.say, run.elapsed)
+    run.session = _wait_for_ssh(state, run.guest, run.img, run.say, run.elapsed)
+
+
+def _host_key(run: UpRun) -> None:
+    assert run.session is not None
+    _confirm_host_key(run.state, run.session, run.say)
+
+
+def _secrets(run: UpRun) -> None:
+    """As soon as the host key is confirmed, while cloud-init provisions: the engine step waits for hfToken."""
+    assert run.session is not None
     try:
-        # Secrets as soon as the host key is confirmed, while cloud-init provisions: the engine step waits
-        # for hfToken.
-        _confirm_host_key(state, session, say)
-        _deliver_secrets(state, cfg, session, say)
+        _deliver_secrets(run.state, run.config, run.session, run.say)
     finally:
-        session.close()
-    state.timeline["secrets"] = round(elapsed(), 1)
+        run.session.close()
+        run.session = None
 
-    # Provisioning, stage by stage.
+
+def _ready(run: UpRun) -> None:
+    """The VM's llmdeploy-wait-ready decides, as in `pulumi up`; the stages are shown as they finish."""
+    state = run.state
     state.phase = "provisioning"
     state.save()
-
-    def on_event(name: str, t: float) -> None:
-        state.timeline[name] = round(t, 1)
-
-    progress = BootProgress(state.stages, elapsed, out, on_event)
-    watch(lambda: login(state), progress, cfg.readiness_timeout_minutes * 60.0, alive=lambda: guest.gone(state))
-    state.timeline["ready_marker"] = round(elapsed(), 1)
-    say("provisioning finished: every stage done")
-
-    session = login(state)
-    try:
-        code, stdout, stderr = session.run(f"sudo -n {WAIT_READY} 300", timeout=330)
-        if code != 0:
-            raise ProvisionFailed(f"{WAIT_READY} exited {code}:\n{(stderr or stdout).strip()[-3000:]}")
-        ca = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", stdout, re.S)
-        if cfg.tls.mode == "self-signed" and ca:
-            state.ca_file.write_text(ca.group(0) + "\n")
-    finally:
-        session.close()
+    progress = BootProgress(state.stages, run.elapsed, run.out,
+                            lambda name, t: state.timeline.update({name: round(t, 1)}))
+    stdout = wait_ready(lambda: login(state), progress, run.config.readiness_timeout_minutes * 60,
+                        alive=lambda: run.guest.gone(state))
+    run.record("ready_marker")
+    run.say("provisioning finished: every stage done")
+    ca = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", stdout, re.S)
+    if state.tls_mode == "self-signed" and ca:
+        state.ca_file.write_text(ca.group(0) + "\n")
     state.save()
 
-    # The smoke test, then hand over. nginx reloads asynchronously: wait until it takes the new key.
-    basic = _basic(cfg)
+
+def _smoke(run: UpRun) -> None:
+    """The smoke test, then hand over. nginx reloads asynchronously: wait until it takes the new key."""
+    state, out = run.state, run.out
+    basic = _basic(run.config)
     _wait_for_credentials(state, checks.credentials(state, basic))
-    say(f"smoke test: {state.endpoint} and SSH")
+    run.say(f"smoke test: {state.endpoint} and SSH")
     redactor = Redactor([*state.api_keys().values(), *(basic[1:] if basic else ())])
     report = checks.run_smoke(state, emit=lambda r: print("    " + check_line(r, redactor), file=out, flush=True),
                               basic=basic)
-    state.timeline["smoke_done"] = round(elapsed(), 1)
+    run.record("smoke_done")
     if not report.passed:
         failure = report.first_failure
         raise LocalError(f"smoke test failed: {failure.name if failure else '?'}: "
                          f"{redactor.text(failure.summary) if failure else ''}")
     state.phase = "ready"
     state.save()
-    say(f"ready in {clock(elapsed())} (boot to passing smoke test: "
-        f"{clock(state.timeline['smoke_done'] - state.timeline[guest.started_event])})")
+    run.say(f"ready in {clock(run.elapsed())} (boot to passing smoke test: "
+            f"{clock(state.timeline['smoke_done'] - state.timeline[run.guest.started_event])})")
     print_summary(state, out)
+
+
+# The steps of `up`, in order (the VM's own provisioning steps run inside 6-ready).
+UP_STEPS: tuple[tuple[str, Callable[[UpRun], None]], ...] = (
+    ("1-host-servers", _host_servers), ("2-seed", _seed), ("3-boot", _boot), ("4-host-key", _host_key),
+    ("5-secrets", _secrets), ("6-ready", _ready), ("7-smoke", _smoke))
 
 
 def _deliver_secrets(state: VmState, cfg: StackConfig, session: Session, say: Say) -> None:
@@ -377,7 +492,7 @@ def _confirm_host_key(state: VmState, session: Session, say: Say) -> None:
             raise LocalError(f"cloud-init printed neither the fingerprints of the SSH host keys it generated nor the "
                              f"keys on the console within {CONSOLE_KEYS_DEADLINE_S:.0f}s of the first login "
                              f"({state.serial_log}); the host key cannot be confirmed, so no secret is sent")
-        session.run(f"test -e {'/var/lib/cloud/instance/boot-finished'}", timeout=30)
+        session.run(f"test -e {BOOT_FINISHED}", timeout=30)
         time.sleep(2)
     if state.host_key not in keys and host_key_fingerprint(state.host_key) not in fingerprints:
         raise LocalError(f"the SSH host key of the first login ({state.host_key[:50]}...) is not one the VM printed on "
@@ -456,7 +571,7 @@ def status(stack: str, out: TextIO | None = None) -> int:
     return 0 if up_now and state.phase == "ready" else 1
 
 
-_STAGES_SCRIPT = ("cd /var/lib/llmdeploy/stages 2>/dev/null && for f in *.done *.failed; do [ -e \"$f\" ] && "
+_STAGES_SCRIPT = (f"cd {STAGES_DIR} 2>/dev/null && for f in *.done *.failed; do [ -e \"$f\" ] && "
                   "printf '%s@%s\\n' \"$f\" \"$(cut -c12-19 \"$f\" | head -n1)\"; done; true")
 
 

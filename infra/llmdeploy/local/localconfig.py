@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,8 +195,10 @@ def _as_list(value: Any) -> list[str]:
 
 
 def local_config(root: Path, stack: str, *, ssh_public_key: str, model_url: str, extra_ca_certs: list[str],
-                 acme_directory_url: str = "", hf_endpoint: str = "", torch_index_url: str = "") -> StackConfig:
-    raw = dict(read_stack(root, stack))
+                 acme_directory_url: str = "", hf_endpoint: str = "", torch_index_url: str = "",
+                 values: Mapping[str, Any] | None = None) -> StackConfig:
+    """`values`: the stack's config values as `local up` read them once; None reads the stack file."""
+    raw = dict(read_stack(root, stack) if values is None else values)
     raw["sshPublicKeys"] = _as_list(raw.get("sshPublicKeys")) + [ssh_public_key]
     raw["extraCaCerts"] = list(dict.fromkeys(_as_list(raw.get("extraCaCerts")) + extra_ca_certs))
     decls = declarations(root)

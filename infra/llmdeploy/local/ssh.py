@@ -12,7 +12,7 @@ import base64
 import logging
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
@@ -72,8 +72,43 @@ class Session:
             raise SshError("the SSH connection to the VM is closed")
         return exec_command(transport, command, timeout, stdin=stdin, poll=0.05)
 
+    def start(self, command: str) -> Running:
+        """Start a command and return at once (stdin closed); poll the result while doing other things."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise SshError("the SSH connection to the VM is closed")
+        try:
+            channel = transport.open_session(timeout=30)
+            channel.exec_command(command)
+            channel.shutdown_write()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SshError(f"{type(exc).__name__}: {exc}") from exc
+        return Running(channel)
+
     def close(self) -> None:
         self.client.close()
+
+
+@dataclass
+class Running:
+    """A command running on the VM (Session.start)."""
+
+    channel: paramiko.Channel
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+
+    def poll(self) -> int | None:
+        """None while it runs; then its exit code, or -1 when the connection dropped before it said."""
+        while self.channel.recv_ready():
+            self.stdout += self.channel.recv(65536)
+        while self.channel.recv_stderr_ready():
+            self.stderr += self.channel.recv_stderr(65536)
+        if self.channel.exit_status_ready() and not self.channel.recv_ready() and not self.channel.recv_stderr_ready():
+            return self.channel.recv_exit_status()
+        return None
+
+    def output(self) -> tuple[str, str]:
+        return self.stdout.decode(errors="replace"), self.stderr.decode(errors="replace")
 
 
 def ssh_banner(port: int, timeout: float = 5.0) -> str:

@@ -23,12 +23,9 @@ import paramiko
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from ..errors import Failure
-from ..render import READY_MARKER, STACK_INFO, STAGES_DIR
 from ..result import FAIL, CheckResult, timed
+from ..vmpaths import CLOUD_INIT_OUTPUT, READY_MARKER, STACK_INFO, STAGES_DIR, step_log
 
-CLOUD_INIT_OUTPUT = "/var/log/cloud-init-output.log"
-BOOT_FINISHED = "/var/lib/cloud/instance/boot-finished"  # written when cloud-init's final stage ends
-STEP_LOG = "/var/log/llmdeploy/{step}.log"
 DISK_WARN_FREE = 0.10  # warn when less than this share of / is free
 MEMORY_WARN_FREE = 0.15  # warn when less than this share of memory is available
 LOG_TAIL_LINES = 40
@@ -344,7 +341,7 @@ def check_stage_markers(vm: Remote, info: dict[str, Any]) -> CheckResult:
         missing = [s for s in stages if f"{s}.done" not in present and s not in failed]
         for step in failed:
             marker = vm.run(["cat", f"{stages_dir}/{step}.failed"])
-            log = vm.run(["tail", "-n", str(LOG_TAIL_LINES), STEP_LOG.format(step=step)])
+            log = vm.run(["tail", "-n", str(LOG_TAIL_LINES), step_log(step)])
             commands += [marker, log]
             r.evidence[f"{step}_log_tail"] = log.stdout
         r.evidence["commands"] = [c.evidence() for c in commands]
@@ -483,80 +480,3 @@ def run_ssh_checks(host: str, user: str, key_file: str, port: int = 22, host_key
     finally:
         client.close()
     return results
-
-
-# ---------------------------------------------------------------------------------------------- readiness
-
-def _poll_ready(vm: Remote) -> tuple[str, str, list[Cmd]]:
-    """One look at the VM: ("ready" | "failed" | "waiting", what was seen, commands run)."""
-    info_cmd = vm.run(["cat", STACK_INFO])
-    if not info_cmd.ok:
-        return "waiting", f"{STACK_INFO} not written yet (cloud-init still early in boot)", [info_cmd]
-    info = json.loads(info_cmd.stdout)
-    stages_dir, ready_marker = info.get("stages_dir", STAGES_DIR), info.get("ready_marker", READY_MARKER)
-    ready = vm.run(["test", "-e", ready_marker])
-    listing = vm.run(["ls", "-1A", stages_dir])
-    finished = vm.run(["test", "-e", BOOT_FINISHED])
-    cmds = [info_cmd, ready, listing, finished]
-    present = set(listing.stdout.split()) if listing.ok else set()
-    stages = list(info.get("stages", []))
-    done = [s for s in stages if f"{s}.done" in present]
-    failed = [s for s in stages if f"{s}.failed" in present]
-    pending = [s for s in stages if s not in done]
-    progress = f"stages done: {', '.join(done) or 'none'}"
-    if ready.ok:
-        return "ready", f"ready marker present; {progress}", cmds
-    if failed:
-        marker = vm.run(["cat", f"{stages_dir}/{failed[0]}.failed"])
-        cmds.append(marker)
-        return "failed", f"step {failed[0]} failed ({marker.stdout.strip()}); {progress}", cmds
-    status = vm.run(["cloud-init", "status", "--long"])
-    cmds.append(status)
-    parsed = parse_cloud_init_status(status.stdout)
-    state = parsed.get("extended_status") or parsed.get("status", "?")
-    if finished.ok:
-        return "failed", (f"cloud-init finished ({state}) but the ready marker was never written; {progress}; "
-                          f"not done: {', '.join(pending) or 'none'}"), cmds
-    return "waiting", f"cloud-init {state}; {progress}; next: {pending[0] if pending else 'ready marker'}", cmds
-
-
-def wait_until_ready(host: str, user: str, key_file: str, port: int = 22, host_key: str | None = None,
-                     deadline_s: float = 1200, poll_s: float = 10, timeout: float = 30) -> CheckResult:
-    """Poll over SSH until the VM's ready marker appears, a step fails, or deadline_s passes; on giving up
-    it says what it last saw. A host key that does not match the pinned one ends the wait at once."""
-    start = time.monotonic()
-    end = start + deadline_s
-    result = CheckResult("ssh: VM ready")
-    last, polls = "nothing checked yet", 0
-    while True:
-        polls += 1
-        remaining = max(1.0, end - time.monotonic())
-        client, connected = check_login(host, user, key_file, port, host_key, min(timeout, remaining))
-        if client is None:
-            last = connected.summary
-            if connected.evidence.get("fatal"):  # a wrong host key or a missing key file: waiting fixes neither
-                result.fail(last, **connected.evidence)
-                break
-        else:
-            try:
-                vm = Remote(client, user, min(timeout, remaining))
-                verdict, last, cmds = _poll_ready(vm)
-                result.evidence["commands"] = [c.evidence() for c in cmds]
-                if verdict == "ready":
-                    result.summary = f"ready after {time.monotonic() - start:.0f}s: {last}"
-                    break
-                if verdict == "failed":
-                    result.fail(last)
-                    attach_cloud_init_tail(vm, [result])
-                    break
-            except Exception as exc:  # noqa: BLE001 - a dropped connection while booting: poll again
-                last = f"{type(exc).__name__}: {exc}"
-            finally:
-                client.close()
-        if time.monotonic() + poll_s >= end:
-            result.fail(f"not ready after {deadline_s:.0f}s ({polls} polls); last seen: {last}")
-            break
-        time.sleep(poll_s)
-    result.seconds = round(time.monotonic() - start, 3)
-    result.metrics["polls"] = polls
-    return result

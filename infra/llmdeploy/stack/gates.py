@@ -14,8 +14,8 @@ from pulumi_command import local, remote
 
 from .. import acme_roots
 from ..config import Secret, StackConfig
-from ..render import INSTALL_SECRETS, WAIT_READY
 from ..secrets import DeliveredSecrets, wait_for_installer
+from ..vmpaths import INSTALL_SECRETS, WAIT_READY
 
 def readiness_script(timeout_s: int) -> str:
     """The remote side: deliver the base64 bundle from stdin as soon as SSH logs in (the engine step may be
@@ -72,22 +72,42 @@ class ReadinessArgs:
         return cls(cfg.admin_user, ssh, cfg.readiness_timeout_minutes, DeliveredSecrets.from_config(cfg))
 
 
-def ssh_connection(user: str, ssh: SshAuth, host: pulumi.Input[str]) -> remote.ConnectionArgs:
-    """Keeps retrying while the VM boots (sshd comes up a minute or two after launch)."""
-    if ssh.private_key:
-        return remote.ConnectionArgs(host=host, user=user, private_key=pulumi.Output.secret(ssh.private_key.reveal()),
-                                     dial_error_limit=60, per_dial_timeout=30)
-    return remote.ConnectionArgs(host=host, user=user, agent_socket_path=ssh.agent_socket,
-                                 dial_error_limit=60, per_dial_timeout=30)
+def ssh_connection(user: str, ssh: SshAuth, host: pulumi.Input[str],
+                   jump_host: pulumi.Input[str] | None = None) -> remote.ConnectionArgs:
+    """Through jump_host when given (a Ray worker has no public IP: the head is its bastion). Keeps retrying
+    while the VM boots (sshd comes up a minute or two after launch)."""
+    key = pulumi.Output.secret(ssh.private_key.reveal()) if ssh.private_key else None
+    agent = None if ssh.private_key else ssh.agent_socket
+    proxy = remote.ProxyConnectionArgs(host=jump_host, user=user, private_key=key, agent_socket_path=agent,
+                                       dial_error_limit=60, per_dial_timeout=30) if jump_host is not None else None
+    return remote.ConnectionArgs(host=host, user=user, private_key=key, agent_socket_path=agent,
+                                 dial_error_limit=60, per_dial_timeout=30, proxy=proxy)
 
 
 def readiness(name: str, args: ReadinessArgs, host: pulumi.Output[str], api_keys: pulumi.Output[dict[str, str]],
               depends_on: list[pulumi.Resource], triggers: list[pulumi.Input[str]],
-              parent: pulumi.Resource) -> remote.Command:
-    bundle = pulumi.Output.all(api_keys, host).apply(
-        lambda found: base64.b64encode(args.secrets.bundle(found[0], found[1])).decode())
+              parent: pulumi.Resource, ray_token: pulumi.Output[str] | None = None) -> remote.Command:
+    token = ray_token if ray_token is not None else pulumi.Output.from_input("")
+    bundle = pulumi.Output.all(api_keys, host, token).apply(
+        lambda found: base64.b64encode(args.secrets.bundle(found[0], found[1], found[2])).decode())
+    return _readiness_command(name, args, ssh_connection(args.user, args.ssh, host), bundle, depends_on, triggers,
+                              parent)
+
+
+def worker_readiness(name: str, args: ReadinessArgs, worker_ip: str, jump_host: pulumi.Output[str],
+                     ray_token: pulumi.Output[str], depends_on: list[pulumi.Resource],
+                     triggers: list[pulumi.Input[str]], parent: pulumi.Resource) -> remote.Command:
+    """A Ray worker's gate, over SSH through the head: its token (and hfToken) delivered, provisioning done."""
+    bundle = ray_token.apply(lambda token: base64.b64encode(args.secrets.worker_bundle(token)).decode())
+    return _readiness_command(name, args, ssh_connection(args.user, args.ssh, worker_ip, jump_host), bundle,
+                              depends_on, triggers, parent)
+
+
+def _readiness_command(name: str, args: ReadinessArgs, connection: remote.ConnectionArgs,
+                       bundle: pulumi.Output[str], depends_on: list[pulumi.Resource],
+                       triggers: list[pulumi.Input[str]], parent: pulumi.Resource) -> remote.Command:
     return remote.Command(
-        f"{name}-readiness", connection=ssh_connection(args.user, args.ssh, host),
+        f"{name}-readiness", connection=connection,
         create=readiness_script(args.timeout_minutes * 60), stdin=pulumi.Output.secret(bundle),
         triggers=triggers, logging=remote.Logging.STDOUT_AND_STDERR,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on, custom_timeouts=pulumi.CustomTimeouts(

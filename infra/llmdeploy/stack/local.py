@@ -1,7 +1,9 @@
 """The local target under `pulumi up`: one `command.local.Command` whose create runs `llmdeploy local up`
 (a QEMU VM on the machine that runs Pulumi, provisioned and smoke-tested) and whose delete runs
-`llmdeploy local down`. The API keys are Pulumi's (random, secret, stable across runs) and reach the
-command as secret environment, as do the stack's secret config values: never on a command line.
+`llmdeploy local down`. The stack's config reaches `local up` as Pulumi resolved and validated it (whatever its
+source: stack file, another config file, ESC), never re-read from disk: the non-secret values as JSON, the
+secret ones and the API keys (Pulumi's: random, secret, stable across runs) as secret environment, never on a
+command line.
 """
 from __future__ import annotations
 
@@ -9,22 +11,25 @@ import hashlib
 import json
 import re
 import shlex
+from collections.abc import Mapping
+from typing import Any
 
 import pulumi
 from pulumi_command import local
 
 from ..config import StackConfig
-from ..declared import PROJECT_ROOT, declarations
+from ..declared import PROJECT_ROOT
 from ..local import API_KEYS_ENV
 from ..render import render
-from ..stackfile import secret_env_name
+from ..stackfile import config_environment
 from .api_keys import generate_api_keys
 
 ENDPOINT_LINE = re.compile(r"^endpoint:\s+(https://\S+)\s*$", re.M)
 
 
 def up_command(stack: str, project_dir: str) -> str:
-    return f"llmdeploy local up --stack {shlex.quote(stack)} --project-dir {shlex.quote(project_dir)}"
+    return (f"llmdeploy local up --stack {shlex.quote(stack)} --project-dir {shlex.quote(project_dir)} "
+            "--config-from-env")
 
 
 def down_command(stack: str) -> str:
@@ -37,29 +42,19 @@ def endpoint_from(stdout: str | None) -> str:
     return match.group(1) if match else ""
 
 
-def secret_environment(cfg: StackConfig) -> dict[str, str]:
-    """The stack's secret values, under the names `llmdeploy` reads them from (its stack file holds them
-    encrypted, which only the Pulumi CLI can read)."""
-    values = {"hfToken": cfg.hf_token.reveal(), "tlsCertificate": cfg.tls.certificate.reveal(),
-              "tlsPrivateKey": cfg.tls.private_key.reveal()}
-    if cfg.auth.basic_passwords:
-        values["basicAuthPasswords"] = json.dumps({u: p.reveal() for u, p in cfg.auth.basic_passwords.items()})
-    secret_keys = {k for k, d in declarations().items() if d.secret}
-    return {secret_env_name(k): v for k, v in values.items() if v and k in secret_keys}
-
-
 class LocalVmEndpoint(pulumi.ComponentResource):
     endpoint_url: pulumi.Output[str]
     api_keys: pulumi.Output[dict[str, str]]
     smoke_report: pulumi.Output[str]
 
-    def __init__(self, name: str, cfg: StackConfig, project_dir: str = str(PROJECT_ROOT),
+    def __init__(self, name: str, cfg: StackConfig, values: Mapping[str, Any], project_dir: str = str(PROJECT_ROOT),
                  opts: pulumi.ResourceOptions | None = None) -> None:
+        """`values`: the raw config values `cfg` was parsed from, as Pulumi resolved them."""
         super().__init__("llmdeploy:local:LocalVmEndpoint", name, None, opts)
         keys = generate_api_keys(name, [k.name for k in cfg.auth.api_keys], self)
         self.api_keys = keys.values
         environment: dict[str, pulumi.Input[str]] = {API_KEYS_ENV: self.api_keys.apply(json.dumps),
-                                                     **secret_environment(cfg)}
+                                                     **config_environment(values)}
         # A new VM whenever what it would boot changes; the old one goes first (same stack, same state folder).
         fingerprint = hashlib.sha256(render(cfg).user_data.encode()).hexdigest()
         vm = local.Command(

@@ -1,5 +1,7 @@
 """The VM's network: a VCN with one regional public subnet, and a network security group that lets in
-TCP 22 (from the allowed CIDRs), 80 and 443, and nothing else."""
+TCP 22 (from the allowed CIDRs), 80 and 443, and nothing else. On the ray target also a private subnet for
+the workers (out through a NAT gateway, no public IPs) and the cluster's NSG, whose one ingress rule admits
+its own members only (Ray, NCCL and Gloo use fixed and ephemeral ports alike)."""
 from __future__ import annotations
 
 import ipaddress
@@ -9,10 +11,9 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_oci import core
 
+from ..addresses import SUBNET_CIDR, VCN_CIDR, WORKER_SUBNET_CIDR
 from ..config import StackConfig
 
-VCN_CIDR = "10.42.0.0/16"
-SUBNET_CIDR = "10.42.1.0/24"
 PUBLIC_PORTS = (80, 443)
 SSH_PORT = 22
 TCP, ICMP = "6", "1"
@@ -42,15 +43,18 @@ class NetworkArgs:
     compartment_id: str
     vcn_dns_label: str
     ssh_allowed_cidrs: tuple[str, ...]
+    ray_cluster: bool = False  # also the Ray workers' private subnet and the cluster NSG
 
     @classmethod
     def from_config(cls, cfg: StackConfig) -> NetworkArgs:
-        return cls(cfg.compartment_id, dns_label(cfg.stack), cfg.ssh_allowed_cidrs)
+        return cls(cfg.compartment_id, dns_label(cfg.stack), cfg.ssh_allowed_cidrs, cfg.target == "ray")
 
 
 class Network(pulumi.ComponentResource):
     subnet_id: pulumi.Output[str]
     nsg_id: pulumi.Output[str]
+    worker_subnet_id: pulumi.Output[str] | None = None  # ray target only
+    cluster_nsg_id: pulumi.Output[str] | None = None  # ray target only
 
     def __init__(self, name: str, args: NetworkArgs, tags: dict[str, str],
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -82,7 +86,45 @@ class Network(pulumi.ComponentResource):
         self._rules(name, nsg, args.ssh_allowed_cidrs, child)
         self.subnet_id = subnet.id
         self.nsg_id = nsg.id
-        self.register_outputs({"subnetId": subnet.id, "nsgId": nsg.id, "vcnId": vcn.id})
+        outputs: dict[str, pulumi.Input[str]] = {"subnetId": subnet.id, "nsgId": nsg.id, "vcnId": vcn.id}
+        if args.ray_cluster:
+            worker_subnet, cluster_nsg = self._ray_cluster(name, compartment, vcn, egress_only, tags, child)
+            self.worker_subnet_id, self.cluster_nsg_id = worker_subnet.id, cluster_nsg.id
+            outputs |= {"workerSubnetId": worker_subnet.id, "clusterNsgId": cluster_nsg.id}
+        self.register_outputs(outputs)
+
+    @staticmethod
+    def _ray_cluster(name: str, compartment: str, vcn: core.Vcn, egress_only: core.SecurityList,
+                     tags: dict[str, str], child: pulumi.ResourceOptions
+                     ) -> tuple[core.Subnet, core.NetworkSecurityGroup]:
+        """The workers' private subnet (pip and the weights come in through the NAT gateway) and the cluster
+        NSG: TCP among its members only, so no Ray port is reachable from outside the cluster."""
+        nat = core.NatGateway(f"{name}-nat", compartment_id=compartment, vcn_id=vcn.id, display_name=f"{name}-nat",
+                              freeform_tags=tags, opts=child)
+        routes = core.RouteTable(f"{name}-private-routes", compartment_id=compartment, vcn_id=vcn.id,
+                                 display_name=f"{name}-private-routes", freeform_tags=tags, opts=child,
+                                 route_rules=[core.RouteTableRouteRuleArgs(
+                                     network_entity_id=nat.id, destination="0.0.0.0/0",
+                                     destination_type="CIDR_BLOCK")])
+        subnet = core.Subnet(f"{name}-workers", compartment_id=compartment, vcn_id=vcn.id,
+                             cidr_block=WORKER_SUBNET_CIDR, route_table_id=routes.id,
+                             security_list_ids=[egress_only.id], prohibit_public_ip_on_vnic=True,
+                             dns_label="workers", display_name=f"{name}-workers", freeform_tags=tags, opts=child)
+        nsg = core.NetworkSecurityGroup(f"{name}-cluster", compartment_id=compartment, vcn_id=vcn.id,
+                                        display_name=f"{name}-cluster", freeform_tags=tags, opts=child)
+        core.NetworkSecurityGroupSecurityRule(
+            f"{name}-cluster-members", network_security_group_id=nsg.id, direction="INGRESS", protocol=TCP,
+            source=nsg.id, source_type="NETWORK_SECURITY_GROUP",
+            description="Ray (GCS, raylets, object managers, agents, workers), NCCL and Gloo among the cluster's VMs",
+            opts=child)
+        core.NetworkSecurityGroupSecurityRule(
+            f"{name}-cluster-mtu", network_security_group_id=nsg.id, direction="INGRESS", protocol=ICMP,
+            source=nsg.id, source_type="NETWORK_SECURITY_GROUP", description="path MTU discovery in the cluster",
+            icmp_options=core.NetworkSecurityGroupSecurityRuleIcmpOptionsArgs(type=3, code=4), opts=child)
+        core.NetworkSecurityGroupSecurityRule(f"{name}-cluster-egress", network_security_group_id=nsg.id,
+                                              direction="EGRESS", protocol="all", destination="0.0.0.0/0",
+                                              destination_type="CIDR_BLOCK", description="all outbound", opts=child)
+        return subnet, nsg
 
     @staticmethod
     def _rules(name: str, nsg: core.NetworkSecurityGroup, ssh_cidrs: tuple[str, ...],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
+from pulumi_command import remote
 from pulumi_oci import core, dns, identity
 
 from ..config import OSES, Secret, StackConfig
@@ -127,42 +128,44 @@ def reserved_ip(name: str, compartment_id: str, instance: core.Instance, tags: d
                          opts=pulumi.ResourceOptions(parent=parent))
 
 
-class VmEndpoint(pulumi.ComponentResource):
+def launch(name: str, args: VmArgs, user_data: str, subnet_id: pulumi.Input[str], nsg_ids: list[pulumi.Input[str]],
+           hostname: str, tags: dict[str, str], opts: pulumi.ResourceOptions, shape: Shape | None = None,
+           private_ip: str | None = None) -> core.Instance:
+    """An instance booting user_data with no public IP of its own (a reserved one is attached, or none); shape
+    and private_ip for a Ray worker (its own shape, a fixed address)."""
+    shape = shape or args.shape
+    return core.Instance(
+        name, availability_domain=availability_domain(args), compartment_id=args.compartment_id,
+        shape=shape.name, shape_config=shape_config(args) if shape.flex else None, display_name=name,
+        source_details=core.InstanceSourceDetailsArgs(source_type="image", source_id=image_id(args),
+                                                      boot_volume_size_in_gbs=str(args.boot_volume_gbs)),
+        create_vnic_details=core.InstanceCreateVnicDetailsArgs(
+            subnet_id=subnet_id, assign_public_ip="false", nsg_ids=nsg_ids, hostname_label=hostname,
+            private_ip=private_ip),
+        metadata={"ssh_authorized_keys": "\n".join(args.ssh_public_keys), "user_data": encode_user_data(user_data)},
+        preserve_boot_volume=False, freeform_tags=tags, opts=opts)
+
+
+def dns_record(name: str, args: VmArgs, ip: core.PublicIp, opts: pulumi.ResourceOptions) -> list[dns.Rrset]:
+    """The A record of the domain, when the project manages the zone."""
+    if not (args.dns_zone and args.domain):
+        return []
+    return [dns.Rrset(f"{name}-dns", zone_name_or_id=args.dns_zone, domain=args.domain, rtype="A",
+                      compartment_id=args.compartment_id, opts=opts,
+                      items=[dns.RrsetItemArgs(domain=args.domain, rdata=ip.ip_address, rtype="A", ttl=300)])]
+
+
+class PublicEndpoint(pulumi.ComponentResource):
+    """An endpoint behind a reserved public IP with nginx in front: the vm target's VM, the ray target's head."""
+
     endpoint_url: pulumi.Output[str]
     public_ip: pulumi.Output[str]
     api_keys: pulumi.Output[dict[str, str]]
     ca_certificate: pulumi.Output[str]
     smoke_report: pulumi.Output[str]
 
-    def __init__(self, name: str, args: VmArgs, tags: dict[str, str], network: Network | None = None,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("llmdeploy:vm:VmEndpoint", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        network = network or Network(f"{name}-net", args.network, tags, opts=child)  # a workshop shares one
-        instance = core.Instance(
-            f"{name}-instance", availability_domain=availability_domain(args), compartment_id=args.compartment_id,
-            shape=args.shape.name, shape_config=shape_config(args), display_name=f"{name}-instance",
-            source_details=core.InstanceSourceDetailsArgs(source_type="image", source_id=image_id(args),
-                                                          boot_volume_size_in_gbs=str(args.boot_volume_gbs)),
-            create_vnic_details=core.InstanceCreateVnicDetailsArgs(
-                subnet_id=network.subnet_id, assign_public_ip="false", nsg_ids=[network.nsg_id],
-                hostname_label="llm"),
-            metadata={"ssh_authorized_keys": "\n".join(args.ssh_public_keys),
-                      "user_data": encode_user_data(args.user_data)},
-            preserve_boot_volume=False, freeform_tags=tags, opts=child)
-        ip = reserved_ip(name, args.compartment_id, instance, tags, self)
-        waits_for: list[pulumi.Resource] = [instance, ip]
-        if args.dns_zone and args.domain:
-            waits_for.append(dns.Rrset(
-                f"{name}-dns", zone_name_or_id=args.dns_zone, domain=args.domain, rtype="A",
-                compartment_id=args.compartment_id, opts=child,
-                items=[dns.RrsetItemArgs(domain=args.domain, rdata=ip.ip_address, rtype="A", ttl=300)]))
-
-        keys = generate_api_keys(name, list(args.api_key_names), self)
-        self.api_keys = keys.values
-        ready = gates.readiness(name, args.readiness, ip.ip_address, self.api_keys, waits_for,
-                                [instance.id, *keys.ids], self)
-
+    def _publish(self, name: str, args: VmArgs, ip: core.PublicIp, ready: remote.Command) -> None:
+        """The URL, the CA readiness printed, the smoke gate after readiness; then the component's outputs."""
         host = args.domain or None
         self.public_ip = ip.ip_address
         self.endpoint_url = ip.ip_address.apply(lambda addr: f"https://{host or addr}")
@@ -183,3 +186,20 @@ class VmEndpoint(pulumi.ComponentResource):
             env["LLMDEPLOY_BASIC_USER"] = login.basic_user
             env["LLMDEPLOY_BASIC_PASSWORD"] = pulumi.Output.secret(login.basic_password.reveal())
         return env
+
+
+class VmEndpoint(PublicEndpoint):
+    def __init__(self, name: str, args: VmArgs, tags: dict[str, str], network: Network | None = None,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llmdeploy:vm:VmEndpoint", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        network = network or Network(f"{name}-net", args.network, tags, opts=child)  # a workshop shares one
+        instance = launch(f"{name}-instance", args, args.user_data, network.subnet_id, [network.nsg_id], "llm", tags,
+                          child)
+        ip = reserved_ip(name, args.compartment_id, instance, tags, self)
+        waits_for: list[pulumi.Resource] = [instance, ip, *dns_record(name, args, ip, child)]
+        keys = generate_api_keys(name, list(args.api_key_names), self)
+        self.api_keys = keys.values
+        ready = gates.readiness(name, args.readiness, ip.ip_address, self.api_keys, waits_for,
+                                [instance.id, *keys.ids], self)
+        self._publish(name, args, ip, ready)

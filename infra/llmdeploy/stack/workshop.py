@@ -1,5 +1,6 @@
 """A workshop: one VM per attendee (dedicated) or a few VMs with a key per attendee (shared), all in one
-network, every resource named after the attendee or endpoint it serves, never after a list position."""
+network, every resource named after the attendee or endpoint it serves, never after a list position. On the
+ray target, one Ray cluster (with its own network: its nodes' addresses are fixed) serves every attendee."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,21 +13,22 @@ from ..endpoints import EndpointPlan
 from ..roster import Attendee
 from .gates import SshAuth
 from .network import Network, NetworkArgs
+from .ray import RayArgs, RayClusterEndpoint
 from .tags import freeform_tags
-from .vm import VmArgs, VmEndpoint
+from .vm import PublicEndpoint, VmArgs, VmEndpoint
 
 
 @dataclass(frozen=True)
 class WorkshopEndpoint:
     key: str  # the name part of its resources: the attendee id, or ep<N>
-    vm: VmArgs
+    vm: VmArgs | RayArgs
     tags: dict[str, str]
     attendees: tuple[tuple[Attendee, str], ...]  # whom it serves, each with the name of their API key
 
 
 @dataclass(frozen=True)
 class WorkshopArgs:
-    network: NetworkArgs
+    network: NetworkArgs | None  # the VMs' shared network; None for a Ray cluster (it has its own)
     network_tags: dict[str, str]
     endpoints: tuple[WorkshopEndpoint, ...]
 
@@ -34,13 +36,15 @@ class WorkshopArgs:
     def from_plans(cls, cfg: StackConfig, plans: list[EndpointPlan], project: str, ssh: SshAuth) -> WorkshopArgs:
         """ValueError (VmArgs.from_config) for an endpoint whose smoke test could not run."""
         endpoints = tuple(WorkshopEndpoint(
-            plan.key, VmArgs.from_config(plan.cfg, ssh),
+            plan.key, RayArgs.from_config(plan.cfg, ssh) if plan.cfg.target == "ray" else
+            VmArgs.from_config(plan.cfg, ssh),
             freeform_tags(plan.cfg, project, plan.attendees[0].id if not plan.shared else ""),
             tuple((a, plan.key_for(a)) for a in plan.attendees)) for plan in plans)
-        return cls(NetworkArgs.from_config(cfg), freeform_tags(cfg, project), endpoints)
+        network = NetworkArgs.from_config(cfg) if cfg.target == "vm" else None
+        return cls(network, freeform_tags(cfg, project), endpoints)
 
 
-def _entry(endpoint: WorkshopEndpoint, vm: VmEndpoint, attendee: Attendee,
+def _entry(endpoint: WorkshopEndpoint, vm: PublicEndpoint, attendee: Attendee,
            key_name: str) -> pulumi.Output[dict[str, Any]]:
     return pulumi.Output.all(vm.endpoint_url, vm.api_keys, vm.ca_certificate).apply(lambda v: {
         "name": attendee.name, "email": attendee.email, "endpointUrl": v[0], "openaiBaseUrl": f"{v[0]}/v1",
@@ -55,11 +59,13 @@ class Workshop(pulumi.ComponentResource):
     def __init__(self, name: str, args: WorkshopArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmdeploy:workshop:Workshop", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        network = Network(f"{name}-net", args.network, args.network_tags, opts=child)
+        network = Network(f"{name}-net", args.network, args.network_tags, opts=child) if args.network else None
         entries: dict[str, pulumi.Output[dict[str, Any]]] = {}
         urls: dict[str, pulumi.Output[str]] = {}
         for endpoint in args.endpoints:
-            vm = VmEndpoint(f"{name}-{endpoint.key}", endpoint.vm, endpoint.tags, network=network, opts=child)
+            vm: PublicEndpoint = RayClusterEndpoint(f"{name}-{endpoint.key}", endpoint.vm, endpoint.tags, opts=child) \
+                if isinstance(endpoint.vm, RayArgs) else \
+                VmEndpoint(f"{name}-{endpoint.key}", endpoint.vm, endpoint.tags, network=network, opts=child)
             urls[endpoint.key] = vm.endpoint_url
             for attendee, key_name in endpoint.attendees:
                 entries[attendee.id] = _entry(endpoint, vm, attendee, key_name)

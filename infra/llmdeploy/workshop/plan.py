@@ -25,6 +25,7 @@ from ..config import StackConfig
 from ..endpoints import EndpointPlan
 from ..result import FAIL, PASS, WARN, CheckResult
 from ..roster import Attendee, active
+from ..shapes import Shape
 from .limits import LimitsSource, Need, needs
 from .prices import PRICE_SOURCE, PRICES_RECORDED, hourly
 
@@ -64,11 +65,11 @@ class Plan:
 
     @property
     def instances(self) -> int:
-        return len(self.endpoints)
+        return len(instance_shapes(self.endpoints))
 
     @property
     def gpus(self) -> int:
-        return sum(p.cfg.shape.gpus for p in self.endpoints)
+        return sum(p.cfg.cluster_gpus for p in self.endpoints)
 
     def summary(self) -> str:
         counts = {s: sum(1 for c in self.checks if c.status == s) for s in (PASS, WARN, FAIL)}
@@ -82,9 +83,10 @@ class Plan:
 
 
 def instance_shapes(endpoints: list[EndpointPlan]) -> list[tuple[str, int, int]]:
-    """(shape, OCPUs, memory GB) per instance; OCPUs and memory count only for Flex shapes."""
-    return [(p.cfg.shape.name, p.cfg.shape_ocpus if p.cfg.shape.flex else 0,
-             p.cfg.shape_memory_gbs if p.cfg.shape.flex else 0) for p in endpoints]
+    """(shape, OCPUs, memory GB) per instance, a Ray cluster's head and workers each; OCPUs and memory count
+    only for Flex shapes."""
+    return [(shape.name, p.cfg.shape_ocpus if shape.flex else 0, p.cfg.shape_memory_gbs if shape.flex else 0)
+            for p in endpoints for shape in p.cfg.machine_shapes()]
 
 
 def build(cfg: StackConfig, attendees: list[Attendee], endpoints: list[EndpointPlan],
@@ -127,10 +129,13 @@ def check_layout(plan: Plan, cfg: StackConfig) -> None:
 
 def check_shapes(plan: Plan) -> None:
     by_shape: dict[str, list[EndpointPlan]] = {}
+    shapes: dict[str, Shape] = {}
     for p in plan.endpoints:
-        by_shape.setdefault(p.cfg.shape.name, []).append(p)
+        for shape in p.cfg.machine_shapes():  # a Ray cluster's head and each worker
+            by_shape.setdefault(shape.name, []).append(p)
+            shapes[shape.name] = shape
     for shape, members in sorted(by_shape.items()):
-        s = members[0].cfg.shape
+        s = shapes[shape]
         what = f"{len(members)} instance(s)"
         if s.is_gpu:
             what += f", {len(members) * s.gpus} {s.gpu_model} GPU(s) ({s.gpus} per instance)"
@@ -138,6 +143,8 @@ def check_shapes(plan: Plan) -> None:
             what += f", {sum(p.cfg.shape_ocpus for p in members)} OCPUs, " \
                     f"{sum(p.cfg.shape_memory_gbs for p in members)} GB memory"
         models = sorted({p.cfg.model_name for p in members})
+        if any(p.cfg.target == "ray" for p in members):
+            what += " in a Ray cluster"
         plan.add(f"shape {shape}", PASS, f"{what}; model {', '.join(models)}")
 
 

@@ -1,0 +1,32 @@
+"""Where llmdeploy keeps its state, markers, logs and scripts on the VM: the one definition that the templates
+(render.py passes `vm`, see template_vars) and the Python code reading the VM over SSH (readiness gates,
+progress, smoke checks, `llmdeploy local logs`) share."""
+from __future__ import annotations
+
+STATE_DIR = "/var/lib/llmdeploy"
+STAGES_DIR = f"{STATE_DIR}/stages"  # <step>.done (a timestamp) or <step>.failed (the exit code) per step
+READY_MARKER = f"{STATE_DIR}/ready"  # written by the last step, 90-ready
+LOG_DIR = "/var/log/llmdeploy"  # <step>.log per step
+ETC_DIR = "/etc/llmdeploy"
+SECRETS_DIR = f"{ETC_DIR}/secrets"  # what llmdeploy-install-secrets delivers after boot (hf.env, the key map)
+STACK_INFO = f"{ETC_DIR}/stack.json"
+LIBEXEC = "/usr/local/lib/llmdeploy"
+STEPS_DIR = f"{LIBEXEC}/steps"
+FIREWALL = f"{LIBEXEC}/firewall.sh"
+LIB_SH = f"{LIBEXEC}/lib.sh"  # the helpers every step sources
+FILES_DIR = "/usr/local/share/llmdeploy/files"
+PROVISION = "/usr/local/sbin/llmdeploy-provision"
+INSTALL_SECRETS = "/usr/local/sbin/llmdeploy-install-secrets"
+WAIT_READY = "/usr/local/sbin/llmdeploy-wait-ready"  # the one definition of "ready" (templates/wait-ready.sh.j2)
+# cloud-init's own: boot-finished is written when its final stage ends.
+BOOT_FINISHED = "/var/lib/cloud/instance/boot-finished"
+CLOUD_INIT_OUTPUT = "/var/log/cloud-init-output.log"
+
+
+def step_log(step: str) -> str:
+    return f"{LOG_DIR}/{step}.log"
+
+
+def template_vars() -> dict[str, str]:
+    """Every path above by its lower-case name, as the templates read them: {{ vm.log_dir }}."""
+    return {name.lower(): value for name, value in globals().items() if name.isupper() and isinstance(value, str)}
