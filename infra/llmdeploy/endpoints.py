@@ -71,11 +71,19 @@ def plan_endpoints(cfg: StackConfig, attendees: list[Attendee]) -> list[Endpoint
         mine = tuple(a for a in active(attendees) if slots.get(a.id) == n)
         if not mine:
             continue
-        keys = [f"{a.id}:{_attendee_rate(a, ws.attendee_rate)}" for a in mine]
+        keys = [f"{a.id}:{_attendee_rate(a, ws.attendee_rate)}" for a in mine] + _chat_admin_keys(cfg)
         changes = {"apiKeys": keys, **({"domain": f"ep{n}.{ws.domain}"} if ws.domain else {})}
         plans.append(EndpointPlan(f"ep{n}", _derive(cfg, changes, f"endpoint ep{n}"), mine, True))
     _refuse_admin_attendees(plans, cfg)
     return plans
+
+
+def _chat_admin_keys(cfg: StackConfig) -> list[str]:
+    """With a chat frontend, each shared endpoint keeps the stack's admin keys besides the attendees' own: one of
+    them signs in first and is the frontend's admin (config.Chat.admin), never an attendee."""
+    if cfg.chat.ui == "none":
+        return []
+    return [f"{k.name}:{k.rate}:admin" for k in cfg.auth.api_keys if k.admin]
 
 
 def _attendee_rate(attendee: Attendee, default: str) -> str:

@@ -24,7 +24,7 @@ import jinja2
 import yaml
 
 from . import addresses, raycluster, vmpaths
-from .config import ENGINE_PORTS, LlamacppModel, OllamaModel, StackConfig, VllmModel, XinferenceModel
+from .config import CHAT_UI_PORTS, ENGINE_PORTS, LlamacppModel, OllamaModel, StackConfig, VllmModel, XinferenceModel
 from .declared import PROJECT_ROOT
 from .nvidia import CUDA_MIN_DRIVER
 from .routes import ENGINE_ROUTES, RAY_SERVE_ROUTES, EngineRoutes
@@ -82,6 +82,8 @@ class Layout:
     https_listen: str = "443"
     https_port: int = 443
     engine_port: int = 0  # 0: the engine's own port; tests put a real server on a free one
+    chat_port: int = 0  # 0: the chat frontend's own port (CHAT_UI_PORTS)
+    login_port: int = 8399  # nginx's own loopback server that checks a pasted key (chat sign-in)
 
     @property
     def https_port_suffix(self) -> str:
@@ -92,7 +94,8 @@ class Layout:
         etc = f"{self.root}{ETC_DIR}"
         secrets = f"{self.root}{SECRETS_DIR}"
         return {"tls_dir": f"{etc}/tls", "secrets_dir": secrets, "htpasswd": f"{etc}/htpasswd",
-                "api_keys_map": f"{secrets}/api-keys.map", "acme_webroot": f"{self.root}/var/www/llmdeploy-acme"}
+                "api_keys_map": f"{secrets}/api-keys.map", "acme_webroot": f"{self.root}/var/www/llmdeploy-acme",
+                "chat_root": f"{self.root}/var/www/llmdeploy-chat"}
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,10 @@ def _render(name: str, context: dict[str, Any]) -> str:
     return _ENV.get_template(name).render(**context)
 
 
+# The chat frontends with an install step of their own (45-chat-<ui>.sh.j2).
+CHAT_STEP_UIS = ("biochatter-light",)
+
+
 def step_names(cfg: StackConfig, worker: int | None = None) -> list[str]:
     """The provisioning steps this config runs, in order; their names are the stage markers. A Ray worker
     (worker: its index) runs the base, the driver and its Ray node only: nginx and TLS live on the head."""
@@ -171,7 +178,9 @@ def step_names(cfg: StackConfig, worker: int | None = None) -> list[str]:
     steps += ["20-conda"] if cfg.conda else []
     steps += ["25-nvidia"] if cfg.gpu else []  # the driver, checked, before Docker's toolkit and the engine
     steps += ["30-docker"] if cfg.docker else []
-    steps += ["40-engine", "50-tls", "60-nginx"]
+    steps += ["40-engine"]
+    steps += ["45-chat"] if cfg.chat.ui in CHAT_STEP_UIS else []  # the frontend, once its engine serves
+    steps += ["50-tls", "60-nginx"]
     steps += ["70-acme"] if cfg.tls.mode == "letsencrypt" else []
     return steps + ["90-ready"]
 
@@ -190,6 +199,17 @@ class AuthFailureLimit:
 
 
 AUTH_FAILURES = AuthFailureLimit()
+# A chat page load fetches dozens of scripts and styles at once: the chat host's requests count against the key's
+# own rate, as the API's do, with room for one page load above it.
+CHAT_PAGE_BURST = 200
+# The frontend learns who signed in from X-User-Email, NAME@<this>, which nginx sets (RFC 2606: never a real
+# mailbox).
+WEB_USER_DOMAIN = "workshop.invalid"
+
+
+def web_user_email(key_name: str) -> str:
+    """The identity the chat frontend gets for the API key named key_name (X-User-Email)."""
+    return f"{key_name}@{WEB_USER_DOMAIN}"
 
 
 def retry_after_seconds(rate: str) -> int:
@@ -289,7 +309,7 @@ def htpasswd(cfg: StackConfig) -> str:
 
 
 def tls_sans(cfg: StackConfig) -> str:
-    names = [cfg.domain] if cfg.domain else []
+    names = [n for n in (cfg.domain, cfg.chat.host) if n]
     return ",".join([f"DNS:{n}" for n in names + ["localhost"]] + ["IP:127.0.0.1"])
 
 
@@ -303,6 +323,8 @@ def _context(cfg: StackConfig, layout: Layout, worker: int | None = None) -> dic
         "os_family": cfg.os_family, "admin_user": cfg.admin_user, "layout": layout, "paths": layout.paths,
         "health": engine_health(cfg), "routes": engine_routes(cfg), "tls_sans": tls_sans(cfg),
         "admin_keys": [k.name for k in cfg.auth.api_keys if k.admin],
+        "chat": cfg.chat, "chat_port": layout.chat_port or CHAT_UI_PORTS.get(cfg.chat.ui, 0),
+        "chat_burst": max(cfg.auth.burst, CHAT_PAGE_BURST), "web_user_domain": WEB_USER_DOMAIN,
         "auth_failures": AUTH_FAILURES, "auth_failures_retry_after": retry_after_seconds(AUTH_FAILURES.rate),
         "basic_retry_after": retry_after_seconds(cfg.auth.rate),
         "tensor_parallel": cfg.tensor_parallel_size if isinstance(cfg.model, VllmModel) else 1,
@@ -397,6 +419,11 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
     files += _mirror_files(cfg, ctx)
     if cfg.conda:
         files.append(VmFile(f"{FILES_DIR}/condarc", _render("files/condarc.j2", ctx)))
+    if cfg.chat.ui == "biochatter-light":
+        files.append(VmFile(f"{FILES_DIR}/biochatter-light.service", _render("files/biochatter-light.service.j2", ctx)))
+    if cfg.chat.enabled:
+        files += [VmFile(f"{FILES_DIR}/chat-{name}.html", _render("files/chat-login.html.j2", {**ctx, "failed": failed}))
+                  for name, failed in (("login", False), ("login-failed", True))]
     if cfg.tls.mode == "letsencrypt":
         files.append(VmFile(f"{FILES_DIR}/certbot-deploy-hook", _render("files/certbot-deploy-hook.j2", ctx),
                             "0755"))
@@ -489,6 +516,8 @@ def render(cfg: StackConfig, layout: Layout = Layout(), worker: int | None = Non
 def _step_template(cfg: StackConfig, step: str, worker: int | None) -> str:
     if step == "40-engine":
         return f"steps/40-engine-{engine_template(cfg, worker)}.sh.j2"
+    if step == "45-chat":
+        return f"steps/45-chat-{cfg.chat.ui}.sh.j2"
     if step == "90-ready" and worker is not None:
         return "steps/90-ready-ray-worker.sh.j2"
     return f"steps/{step}.sh.j2"

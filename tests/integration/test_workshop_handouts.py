@@ -162,3 +162,31 @@ def test_a_stack_pulumi_does_not_know_is_exit_2_with_pulumis_words(tmp_path: Pat
         code, _, err = run(capsys, "workshop", "handouts", "--stack", STACK, "--project-dir", str(project))
     assert code == 2
     assert "cannot read the outputs of stack 'ws'" in err and "no stack named" in err
+
+
+def test_a_chat_frontend_puts_its_url_and_a_qr_code_of_it_on_the_page(
+        tmp_path: Path, project: Path, outputs: dict[str, object], keys: dict[str, str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """chatUi: the page names the chat's sign-in URL, and a second QR code holds that URL alone (never the key),
+    both codes scanning from the printed page; the instructor's CSV lists the URL."""
+    chat = "https://chat.alice.ws.example.org/_login"
+    attendees = outputs["attendees"]
+    assert isinstance(attendees, dict)
+    attendees["alice"]["chatUrl"] = chat
+    out_dir = tmp_path / "handouts"
+    code, _, err = run(capsys, "workshop", "handouts", "--stack", STACK, "--project-dir", str(project),
+                       "--outputs", str(write_json(tmp_path / "o.json", outputs)), "--out", str(out_dir))
+    assert code == 0, err
+    assert pdf_pages(out_dir / "handouts.pdf") == 3  # still one page each
+    assert chat in pdf_text(out_dir / "handouts.pdf", 1).replace("\n", "")
+    assert "Chat in the browser" not in pdf_text(out_dir / "handouts.pdf", 2)  # bob has no chat
+    subprocess.run(["pdftoppm", "-r", "100", "-png", "-f", "1", "-l", "1", str(out_dir / "handouts.pdf"),
+                    str(tmp_path / "page")], check=True, timeout=60)
+    decoded = subprocess.run(["zbarimg", "--raw", "-q", str(next(tmp_path.glob("page*.png")))], capture_output=True,
+                             text=True, timeout=60)
+    assert decoded.returncode == 0, decoded.stderr
+    lines = decoded.stdout.splitlines()
+    assert chat in lines and f"export OPENAI_API_KEY={keys['alice']}" in lines
+    assert not any(keys["alice"] in line and "chat" in line for line in lines)
+    rows = list(csv.DictReader(io.StringIO((out_dir / "attendees.csv").read_text())))
+    assert rows[0]["chat_url"] == chat and rows[1]["chat_url"] == ""

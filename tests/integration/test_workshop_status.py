@@ -102,3 +102,31 @@ def test_status_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
                      str(tmp_path / "o.json"), *argv])
         err = capsys.readouterr().err
         assert code == 2 and message in err, err
+
+
+def test_status_checks_each_attendees_chat_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """chatUi: the status run signs each attendee in on their chat page with their own key; an attendee whose
+    chat frontend is down fails with the check that says so, although their API works."""
+    from support.chat import chat_site
+    from support.openai_stub import MODEL_ID, openai_stub
+    from support.route_recorder import route_recorder
+
+    with openai_stub() as engine, route_recorder() as frontend, \
+            chat_site(tmp_path / "good", frontend.port, engine_port=engine.port) as good, \
+            chat_site(tmp_path / "down", free_port(), engine_port=engine.port) as down:
+        outputs = {"attendees": {
+            who: attendee_entry(who, s.api, s.ep.keys[who], model=MODEL_ID, ca=Path(s.ep.ca).read_text(),
+                                endpoint=who, http_url=s.ep.http_base.replace("localhost", "127.0.0.1"),
+                                chat_url=f"{s.chat}/_login")
+            for who, s in (("alice", good), ("bob", down))}}
+        (tmp_path / "outputs.json").write_text(json.dumps(outputs))
+        status_file = tmp_path / "status.json"
+        code = main(["workshop", "status", "--stack", STACK, "--project-dir", str(workshop_project(tmp_path, people(1))),
+                     "--outputs", str(tmp_path / "outputs.json"), "--timeout", "20", "--status-file", str(status_file)])
+        out, _ = capsys.readouterr()
+        signed_in = [r.headers.get("X-User-Email") for r in frontend.requests]
+    assert code == 1, out
+    status = json.loads(status_file.read_text())["attendees"]
+    assert status["alice"]["lastResult"] == "pass", status["alice"]
+    assert status["bob"]["lastResult"] == "fail" and "chat-ui: key signs in" in status["bob"]["firstFailure"]
+    assert "alice@workshop.invalid" in signed_in and good.ep.keys["alice"] not in out

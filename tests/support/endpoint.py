@@ -71,12 +71,17 @@ def install_tls(layout: Layout, workdir: Path) -> str:
 
 
 def install_site(rendered: Rendered, layout: Layout, workdir: Path) -> Path:
-    """What the 60-nginx step does on the VM: htpasswd, an empty key map until delivery, the site."""
+    """What the 60-nginx step does on the VM: htpasswd, an empty key map until delivery, the chat sign-in pages
+    (chatUi), the site."""
     paths = layout.paths
     Path(paths["secrets_dir"]).mkdir(parents=True, exist_ok=True)
     Path(paths["api_keys_map"]).touch()
     Path(paths["htpasswd"]).write_text(rendered.file(f"{FILES_DIR}/htpasswd").content)
     Path(paths["acme_webroot"]).mkdir(parents=True, exist_ok=True)
+    for page in (f for f in rendered.files if f.path.startswith(f"{FILES_DIR}/chat-login")):
+        chat_root = Path(paths["chat_root"])
+        chat_root.mkdir(parents=True, exist_ok=True)
+        (chat_root / Path(page.path).name).write_text(page.content)
     site = workdir / "llmdeploy.conf"
     site.write_text(rendered.nginx_site)
     return site
@@ -91,10 +96,10 @@ def deliver_secrets(rendered: Rendered, bundle: bytes, workdir: Path) -> str:
     return result.stdout.decode()
 
 
-def loopback_layout(root: Path, engine_port: int) -> Layout:
-    http, https = free_ports(2)
+def loopback_layout(root: Path, engine_port: int, chat_port: int = 0) -> Layout:
+    http, https, login = free_ports(3)
     return Layout(root=str(root), http_listen=f"127.0.0.1:{http}", https_listen=f"127.0.0.1:{https}",
-                  https_port=https, engine_port=engine_port)
+                  https_port=https, engine_port=engine_port, chat_port=chat_port, login_port=login)
 
 
 def wait_for_status(session: requests.Session, url: str, headers: dict[str, str], want: int) -> int:

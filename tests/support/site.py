@@ -45,11 +45,12 @@ def install_leaf(layout: Layout, leaf: Leaf) -> None:
 
 @contextmanager
 def site_endpoint(work: Path, backend_port: int, cert: str = "good", edit: Callable[[str], str] | None = None,
-                  **overrides: object) -> Iterator[Endpoint]:
-    """The rendered site (engine and settings from `overrides`) in front of 127.0.0.1:backend_port, keys
-    delivered; `edit` may rewrite the site text first (e.g. to turn proxy buffering on)."""
+                  chat_port: int = 0, **overrides: object) -> Iterator[Endpoint]:
+    """The rendered site (engine and settings from `overrides`) in front of 127.0.0.1:backend_port (and a chat
+    frontend on chat_port, with chatUi), keys delivered; `edit` may rewrite the site text first (e.g. to turn
+    proxy buffering on)."""
     cfg = endpoint_config(**overrides)
-    layout = loopback_layout(work / "root", backend_port)
+    layout = loopback_layout(work / "root", backend_port, chat_port)
     rendered = render(cfg, layout)
     ca, leaf = leaf_for(work, cert)
     install_leaf(layout, leaf)

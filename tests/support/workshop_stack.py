@@ -49,12 +49,14 @@ def workshop_project(tmp: Path, rows: list[dict[str, str]], stack: str = STACK,
 
 
 def attendee_entry(attendee_id: str, url: str, key: str, model: str = "tiny", ca: str = "",
-                   endpoint: str = "", name: str = "", http_url: str = "") -> dict[str, Any]:
+                   endpoint: str = "", name: str = "", http_url: str = "", chat_url: str = "") -> dict[str, Any]:
     entry = {"name": name or f"Attendee {attendee_id}", "email": f"{attendee_id}@example.org", "endpointUrl": url,
              "openaiBaseUrl": f"{url}/v1", "apiKey": key, "model": model, "caCertificate": ca,
              "endpoint": endpoint or attendee_id}
     if http_url:
         entry["httpUrl"] = http_url
+    if chat_url:
+        entry["chatUrl"] = chat_url
     return entry
 
 

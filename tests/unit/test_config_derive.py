@@ -24,6 +24,8 @@ def test_derive_is_parsing_the_edited_values(stack: str) -> None:
     raw = read_stack(ROOT, stack)
     cfg = parse(raw, stack=stack, decls=declarations(ROOT))
     overrides = {**OVERRIDES, "target": cfg.target} if cfg.target == "vm" else {"apiKeys": ["alice:30r/m"]}
+    if cfg.chat.ui == "biochatter-light":  # its OpenAI path needs the model served as gpt-3.5-turbo
+        overrides["modelName"] = cfg.model_name
     derived = derive(cfg, overrides)
     assert derived == parse({**raw, **overrides}, stack=stack, decls=declarations(ROOT))
     assert derived != cfg and derived.stack == stack

@@ -253,3 +253,17 @@ def test_a_basic_auth_only_stack_smokes_with_the_password_as_secret_environment(
     assert is_secret(smoke.inputs["environment"])
     assert env["LLMDEPLOY_BASIC_USER"] == "alice" and env["LLMDEPLOY_BASIC_PASSWORD"] == password
     assert "LLMDEPLOY_API_KEY" not in env and password not in smoke.inputs["create"]
+
+
+def test_a_chat_frontend_gets_its_dns_record_its_output_and_its_smoke() -> None:
+    """chatUi: an A record for chat.<domain> beside the endpoint's, the chatUrl output, and the smoke gate signs
+    in on the chat host too."""
+    run, _ = run_stack("chat-light", dnsZone="example.org")
+    records = {unwrap(r.inputs["domain"]) for r in run.of_type("oci:Dns/rrset:Rrset")}
+    assert records == {"llm.example.org", "chat.llm.example.org"}
+    assert run.outputs[out.CHAT_URL] == "https://chat.llm.example.org/_login"
+    smoke = run.one("command:local:Command")
+    assert unwrap(smoke.inputs["environment"])["LLMDEPLOY_SMOKE_CHAT_URL"] == "https://chat.llm.example.org/_login"
+    plain, _ = run_stack("llamacpp-cpu")
+    assert out.CHAT_URL not in plain.outputs
+    assert "LLMDEPLOY_SMOKE_CHAT_URL" not in unwrap(plain.one("command:local:Command").inputs["environment"])

@@ -12,7 +12,7 @@ import jinja2
 import pytest
 import yaml
 
-from llmdeploy.config import parse
+from llmdeploy.config import CHAT_UI_PORTS, parse
 from llmdeploy.render import (ENGINE_ROUTES, FILES_DIR, LIBEXEC, STEPS_DIR, _ENV, Rendered, encode_user_data,
                               engine_unit, render)
 from llmdeploy.stackfile import load_stack_config
@@ -92,8 +92,11 @@ def test_engine_listens_on_loopback_only(stack: str) -> None:
     else:
         assert f"--host 127.0.0.1 --port {cfg.engine_port}" in unit
     site = rendered.nginx_site
-    assert re.findall(r"^\s*listen\s+([^\s;]+)", site, re.M) == ["80", "443"]
-    assert set(re.findall(r"proxy_pass http://([^/;]+)", site)) == {f"127.0.0.1:{cfg.engine_port}"}
+    listens = re.findall(r"^\s*listen\s+([^\s;]+)", site, re.M)
+    assert sorted(set(listens) - {"80", "443"}) == (["127.0.0.1:8399"] if cfg.chat.enabled else [])  # sign-in check
+    loopback = {f"127.0.0.1:{cfg.engine_port}"} | ({"127.0.0.1:8399", f"127.0.0.1:{CHAT_UI_PORTS[cfg.chat.ui]}"}
+                                                  if cfg.chat.enabled else set())
+    assert set(re.findall(r"proxy_pass http://([^/;]+)", site)) == loopback
     base = rendered.file(f"{STEPS_DIR}/10-base.sh").content
     assert "bash /usr/local/lib/llmdeploy/firewall.sh" in base  # tests/integration/test_firewall.py runs it
     assert 'readonly PORTS="22 80 443"' in rendered.file("/usr/local/lib/llmdeploy/firewall.sh").content

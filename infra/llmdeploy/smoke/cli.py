@@ -44,7 +44,7 @@ EPILOG = f"""\
 credentials: --api-key KEY, --basic USER:PASS, or ${API_KEY_ENV} (preferred: a command line is visible to
 every user of the machine in `ps`; --basic USER takes the password from ${BASIC_PASSWORD_ENV}).
 targets file (YAML or JSON): a list of {{url, name, kind, model, api_key | api_key_env | basic, ca_bundle,
-http_url, timeout, ssh, ssh_key, ssh_host_key}}; paths are relative to the file; command-line options
+http_url, timeout, ssh, ssh_key, ssh_host_key, chat_url}}; paths are relative to the file; command-line options
 are the defaults. Exit 0 when every check passed (warnings do not fail), 1 when one failed, 2 for bad input.
 """
 
@@ -61,6 +61,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="NAME", help="model that must be listed and answer (default: the first listed)")
     p.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to trust instead of the system store")
     p.add_argument("--http-url", metavar="URL", help="where plain HTTP must redirect from (default: http://HOST)")
+    p.add_argument("--chat-url", metavar="URL", help="also check the chat frontend (chatUi): its sign-in page, a "
+                   "wrong key refused, the API key's session reaching the frontend (e.g. https://chat.llm.example.com)")
     p.add_argument("--ssh", metavar="USER@HOST[:PORT]", help="also check the VM over SSH")
     p.add_argument("--ssh-key", metavar="FILE", help="private key for --ssh")
     p.add_argument("--ssh-host-key", metavar="KEY", help="pin the VM's host key (e.g. 'ssh-ed25519 AAAA...')")
@@ -83,7 +85,8 @@ def defaults_from(args: argparse.Namespace, env: Mapping[str, str]) -> Target:
     if args.oci_config:
         check_file(args.oci_config, "OCI config file")
     return Target(url=args.url or "", credentials=credentials_from(args.api_key, args.basic, env), kind=args.kind,
-                  model=args.model, ca_bundle=args.ca_bundle, http_url=args.http_url, timeout=args.timeout, oci=oci)
+                  model=args.model, ca_bundle=args.ca_bundle, http_url=args.http_url, timeout=args.timeout, oci=oci,
+                  chat_url=args.chat_url)
 
 
 def targets_from(args: argparse.Namespace, env: Mapping[str, str]) -> list[Target]:
@@ -101,6 +104,8 @@ def targets_from(args: argparse.Namespace, env: Mapping[str, str]) -> list[Targe
     if args.targets:
         if args.ssh:
             raise TargetError("--ssh applies to one URL; in a targets file give each entry ssh: and ssh_key:")
+        if args.chat_url:
+            raise TargetError("--chat-url applies to one URL; in a targets file give each entry chat_url:")
         return load_targets(args.targets, defaults, env)
     ssh = parse_ssh(args.ssh, args.ssh_key, args.ssh_host_key) if args.ssh else None
     if args.ssh_key and not args.ssh:

@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from ipaddress import ip_address
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
+from ..certnames import certificate_names, hostname_matches
 from ..errors import Failure
 from ..result import FAIL, CheckResult, timed
 from .dialects import ApiCall, Dialect, dialect_for, longer_stream, requested_tokens
@@ -110,37 +110,10 @@ def probe_tls(target: Target) -> TlsProbe:
     return probe
 
 
-def certificate_names(der: bytes) -> tuple[list[str], list[str]]:
-    """(DNS names, IP addresses) in the certificate's subjectAltName."""
-    from cryptography import x509
-
-    cert = x509.load_der_x509_certificate(der)
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return [], []
-    return san.get_values_for_type(x509.DNSName), [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-
-
 def certificate_not_after(der: bytes) -> datetime:
     from cryptography import x509
 
     return x509.load_der_x509_certificate(der).not_valid_after_utc
-
-
-def hostname_matches(host: str, dns_names: list[str], ips: list[str]) -> bool:
-    """RFC 6125 matching: exact name, or a wildcard as the whole left-most label; IPs only against IP SANs."""
-    try:
-        return ip_address(host) in {ip_address(ip) for ip in ips}
-    except ValueError:
-        pass
-    host = host.lower().rstrip(".")
-    for name in (n.lower().rstrip(".") for n in dns_names):
-        if name == host:
-            return True
-        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
-            return True
-    return False
 
 
 def check_chain(target: Target, probe: TlsProbe) -> CheckResult:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..result import FAIL, PASS, WARN, CheckResult
 from . import oci_ds, ssh_checks
+from .chat_checks import run_chat_checks
 from .http_checks import Emit, run_http_checks
 from .targets import Target
 
@@ -98,6 +99,8 @@ def run_target(target: Target, emit: Emit | None = None) -> TargetReport:
             add_all(oci_ds_results(target))
         else:
             add_all(run_http_checks(target, emit), already_emitted=True)
+        if target.chat_url:
+            add_all(run_chat_checks(target))
         if target.ssh:
             add_all(ssh_results(target))
     except Exception as exc:

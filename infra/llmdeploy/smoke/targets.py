@@ -31,7 +31,7 @@ from .dialects import KINDS
 API_KEY_ENV = "LLMDEPLOY_API_KEY"
 BASIC_PASSWORD_ENV = "LLMDEPLOY_BASIC_PASSWORD"
 TARGET_KEYS = ("name", "url", "api_key", "api_key_env", "basic", "kind", "model", "ca_bundle", "http_url",
-               "timeout", "ssh", "ssh_key", "ssh_host_key")
+               "timeout", "ssh", "ssh_key", "ssh_host_key", "chat_url")
 
 
 class TargetError(UsageError):
@@ -107,6 +107,7 @@ class Target:
     name: str = ""
     ssh: SshAccess | None = None
     oci: Mapping[str, Any] = field(default_factory=dict)  # oci-ds: config_file, profile, instance_principal
+    chat_url: str | None = None  # the chat frontend (chatUi): its sign-in is checked with the API key
 
     @property
     def base(self) -> str:
@@ -212,9 +213,23 @@ def finish_target(target: Target) -> Target:
     if target.timeout <= 0:
         raise TargetError(f"{target.name or url}: the timeout must be a positive number of seconds")
     name = target.name or urlsplit(url).netloc
-    done = replace(target, url=url, http_url=http_url, name=name)
+    done = replace(target, url=url, http_url=http_url, name=name, chat_url=_chat_url(target))
     require_credentials(done)
     return done
+
+
+def _chat_url(target: Target) -> str | None:
+    """The checked --chat-url: https only, and an API key to sign in with (the chat takes no basic auth)."""
+    if not target.chat_url:
+        return None
+    url = check_url(target.chat_url, "chat URL")
+    if urlsplit(url).scheme != "https":
+        raise TargetError(f"bad chat URL {url!r}: the chat sign-in sets a Secure cookie, so it is https://CHAT_HOST "
+                          "(e.g. https://chat.llm.example.com/_login)")
+    if not target.credentials.api_key:
+        raise TargetError(f"--chat-url signs in with an API key, and {target.name or target.url} has none: set "
+                          f"${API_KEY_ENV} (basic-auth users cannot sign in to the chat)")
+    return url
 
 
 # --- targets file -----------------------------------------------------------------------------------------
@@ -265,7 +280,7 @@ def target_from_entry(entry: Any, index: int, defaults: Target, base_dir: Path, 
                     model=str(entry["model"]) if entry.get("model") else defaults.model,
                     ca_bundle=ca or defaults.ca_bundle,
                     http_url=entry.get("http_url"), timeout=timeout, name=str(entry.get("name") or ""), ssh=ssh,
-                    oci=defaults.oci)
+                    oci=defaults.oci, chat_url=str(entry["chat_url"]) if entry.get("chat_url") else None)
     try:
         return finish_target(target)
     except TargetError as exc:

@@ -40,6 +40,8 @@ set -- --kind "$LLMDEPLOY_SMOKE_KIND" --model "$LLMDEPLOY_SMOKE_MODEL"
 if [ -n "$ca" ]; then set -- "$@" --ca-bundle "$ca"; fi
 # Stacks with basic-auth users only: the password stays in LLMDEPLOY_BASIC_PASSWORD.
 if [ -n "${LLMDEPLOY_BASIC_USER:-}" ]; then set -- "$@" --basic "$LLMDEPLOY_BASIC_USER"; fi
+# chatUi: the chat host's sign-in too, with the same key.
+if [ -n "${LLMDEPLOY_SMOKE_CHAT_URL:-}" ]; then set -- "$@" --chat-url "$LLMDEPLOY_SMOKE_CHAT_URL"; fi
 llmdeploy smoke "$LLMDEPLOY_SMOKE_URL" "$@"
 """
 

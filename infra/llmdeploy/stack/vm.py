@@ -56,6 +56,12 @@ class VmArgs:
     smoke_ca_bundle: str
     acme_roots: str  # gates.smoke_acme_roots
     network: NetworkArgs  # the VM's own network, when it is not given one to share
+    chat_host: str = ""  # the chat frontend's host name (chatUi), on the same VM; "": none
+
+    @property
+    def chat_url(self) -> str:
+        """The chat frontend's sign-in page, or "" without one."""
+        return f"https://{self.chat_host}/_login" if self.chat_host else ""
 
     @classmethod
     def from_config(cls, cfg: StackConfig, ssh: gates.SshAuth) -> VmArgs:
@@ -67,7 +73,8 @@ class VmArgs:
             user_data=render(cfg).user_data, domain=cfg.domain, dns_zone=cfg.dns_zone,
             api_key_names=tuple(k.name for k in cfg.auth.api_keys), readiness=gates.ReadinessArgs.from_config(cfg, ssh),
             model_name=cfg.model_name, smoke_login=SmokeLogin.from_config(cfg), smoke_ca_bundle=cfg.smoke_ca_bundle,
-            acme_roots=gates.smoke_acme_roots(cfg), network=NetworkArgs.from_config(cfg))
+            acme_roots=gates.smoke_acme_roots(cfg), network=NetworkArgs.from_config(cfg),
+            chat_host=cfg.chat.host if cfg.chat.enabled else "")
 
 
 def availability_domain(args: VmArgs) -> pulumi.Input[str]:
@@ -147,18 +154,22 @@ def launch(name: str, args: VmArgs, user_data: str, subnet_id: pulumi.Input[str]
 
 
 def dns_record(name: str, args: VmArgs, ip: core.PublicIp, opts: pulumi.ResourceOptions) -> list[dns.Rrset]:
-    """The A record of the domain, when the project manages the zone."""
+    """The A record of the domain, when the project manages the zone, and the chat frontend's beside it (its
+    certificate names both)."""
     if not (args.dns_zone and args.domain):
         return []
-    return [dns.Rrset(f"{name}-dns", zone_name_or_id=args.dns_zone, domain=args.domain, rtype="A",
+    records = {"dns": args.domain, **({"chat-dns": args.chat_host} if args.chat_host else {})}
+    return [dns.Rrset(f"{name}-{role}", zone_name_or_id=args.dns_zone, domain=host, rtype="A",
                       compartment_id=args.compartment_id, opts=opts,
-                      items=[dns.RrsetItemArgs(domain=args.domain, rdata=ip.ip_address, rtype="A", ttl=300)])]
+                      items=[dns.RrsetItemArgs(domain=host, rdata=ip.ip_address, rtype="A", ttl=300)])
+            for role, host in records.items()]
 
 
 class PublicEndpoint(pulumi.ComponentResource):
     """An endpoint behind a reserved public IP with nginx in front: the vm target's VM, the ray target's head."""
 
     endpoint_url: pulumi.Output[str]
+    chat_url: str
     public_ip: pulumi.Output[str]
     api_keys: pulumi.Output[dict[str, str]]
     ca_certificate: pulumi.Output[str]
@@ -169,6 +180,7 @@ class PublicEndpoint(pulumi.ComponentResource):
         host = args.domain or None
         self.public_ip = ip.ip_address
         self.endpoint_url = ip.ip_address.apply(lambda addr: f"https://{host or addr}")
+        self.chat_url = args.chat_url
         self.ca_certificate = ready.stdout.apply(gates.ca_from_readiness)
         check = gates.smoke(name, self.endpoint_url, "openai", args.model_name, self._smoke_env(args), [ready], self)
         self.smoke_report = check.stdout
@@ -182,6 +194,8 @@ class PublicEndpoint(pulumi.ComponentResource):
         login = args.smoke_login
         if login.key_name:
             env["LLMDEPLOY_API_KEY"] = self.api_keys.apply(lambda keys: keys[login.key_name])
+            if args.chat_url:  # chatUi: the chat host's sign-in too, with the same key
+                env["LLMDEPLOY_SMOKE_CHAT_URL"] = args.chat_url
         else:  # basic-auth users only
             env["LLMDEPLOY_BASIC_USER"] = login.basic_user
             env["LLMDEPLOY_BASIC_PASSWORD"] = pulumi.Output.secret(login.basic_password.reveal())

@@ -49,7 +49,7 @@ def _entry(endpoint: WorkshopEndpoint, vm: PublicEndpoint, attendee: Attendee,
     return pulumi.Output.all(vm.endpoint_url, vm.api_keys, vm.ca_certificate).apply(lambda v: {
         "name": attendee.name, "email": attendee.email, "endpointUrl": v[0], "openaiBaseUrl": f"{v[0]}/v1",
         "apiKey": v[1].get(key_name, ""), "model": endpoint.vm.model_name, "caCertificate": v[2],
-        "endpoint": endpoint.key})
+        "endpoint": endpoint.key, **({"chatUrl": vm.chat_url} if vm.chat_url else {})})
 
 
 class Workshop(pulumi.ComponentResource):

@@ -20,6 +20,11 @@ table.top { width: 100%; border-collapse: collapse; }
 table.top td { vertical-align: top; padding: 0; }
 td.qr { width: 50mm; text-align: center; padding-left: 4mm; }
 td.qr img { width: 46mm; height: 46mm; display: block; margin: 0 auto; }
+table.key { width: 100%; border-collapse: collapse; margin-top: 3mm; }
+table.key td { vertical-align: middle; padding: 0; }
+table.key .keybox { margin-top: 0; }
+td.chatqr { width: 50mm; padding-left: 4mm; }
+td.chatqr img { width: 22mm; height: 22mm; float: left; margin-right: 2mm; }
 .cap { font-size: 7.5pt; color: #5a5a60; margin-top: 1mm; }
 table.kv { border-collapse: collapse; width: 100%; }
 table.kv th { text-align: left; font-weight: normal; color: #5a5a60; width: 30mm; padding: 1.2mm 2mm 1.2mm 0;
@@ -62,6 +67,9 @@ PAGE = """<!DOCTYPE html>
         <tr><th>Endpoint</th><td><code>{{ p.a.endpoint_url }}</code></td></tr>
         <tr><th>OpenAI base URL</th><td><code>{{ p.a.openai_base_url }}</code></td></tr>
         <tr><th>Model</th><td><code>{{ p.a.model }}</code></td></tr>
+        {% if p.a.chat_url %}
+        <tr><th>Chat in the browser</th><td><code>{{ p.a.chat_url }}</code> (sign in with your API key)</td></tr>
+        {% endif %}
         <tr><th>Served by</th><td>{% if p.a.shared %}shared endpoint {{ p.a.endpoint }}
           (your key has its own rate limit){% else %}your own VM{% endif %}</td></tr>
       </table>
@@ -79,7 +87,15 @@ PAGE = """<!DOCTYPE html>
         (a terminal or a .env file)</div>
     </td>
   </tr></table>
+  {% if p.chat_qr %}
+  <table class="key"><tr>
+    <td><div class="keybox"><span class="label">Your API key</span><code class="key">{{ p.a.api_key }}</code></div></td>
+    <td class="chatqr"><img src="{{ p.chat_qr }}" alt="QR code: the chat's sign-in page">
+      <div class="cap">Scan to open the chat in a browser, then paste your key there</div></td>
+  </tr></table>
+  {% else %}
   <div class="keybox"><span class="label">Your API key</span><code class="key">{{ p.a.api_key }}</code></div>
+  {% endif %}
 
   <h2>1 &middot; curl <span class="hint">in a terminal</span></h2>
   <pre>{{ p.snippets.curl }}</pre>

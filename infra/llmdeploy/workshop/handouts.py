@@ -12,6 +12,8 @@ file `llmdeploy workshop status` writes).
   staging, pebble: llmdeploy/acme_roots.py), come with the CA to trust as <id>-ca.pem; the snippets trust it
   (curl --cacert, SSL_CERT_FILE for the Python clients, which both use httpx) and the HTML page offers it as a
   download.
+- With a chat frontend (chatUi), the page names its sign-in URL and has a second QR code holding that URL alone,
+  for a phone's camera: the attendee pastes the key on the page it opens.
 - The CSV holds no keys: it is the instructor's list (who, which endpoint, which files, last smoke pass), and
   CSV files get opened in spreadsheets, mailed and synced. A key is only in that attendee's own handout and in
   Pulumi's encrypted state (`pulumi stack output attendees --show-secrets`).
@@ -41,7 +43,7 @@ from .status import attendee_ca
 
 PROMPT = "Say hello in five words."
 BIO_PROMPT = "What does the BRCA1 gene do?"
-CSV_COLUMNS = ("id", "name", "email", "endpoint", "endpoint_url", "model", "ca_file", "last_smoke_pass",
+CSV_COLUMNS = ("id", "name", "email", "endpoint", "endpoint_url", "chat_url", "model", "ca_file", "last_smoke_pass",
                "last_smoke_result", "html", "pdf")
 
 
@@ -136,6 +138,8 @@ def page_context(a: AttendeeOutput, stack: str, title: str, status: dict[str, An
     css_class, smoke = smoke_line(status)
     ca = attendee_ca(a, acme_trust)
     return {"a": a, "stack": stack, "title": title, "snippets": snippets(a, acme_trust), "qr": qr_svg_uri(qr_text(a)),
+            # The chat's QR holds its sign-in page's URL only, never the key: a phone's camera opens it as it is.
+            "chat_qr": qr_svg_uri(a.chat_url) if a.chat_url else "",
             "smoke_class": css_class, "smoke": smoke, "generated": generated, "ca_name": ca_name(a),
             "ca": ca, "ca_reason": ca_reason(a, acme_trust),
             "ca_data_uri": ("data:application/x-pem-file;base64," + base64.b64encode(ca.encode()).decode()) if ca else ""}
@@ -196,7 +200,7 @@ def instructor_csv(attendees: list[AttendeeOutput], status: dict[str, dict[str, 
     writer.writerow(CSV_COLUMNS)
     for a in attendees:
         entry = status.get(a.id) or {}
-        writer.writerow([a.id, _cell(a.name), _cell(a.email), a.endpoint, a.endpoint_url, a.model,
+        writer.writerow([a.id, _cell(a.name), _cell(a.email), a.endpoint, a.endpoint_url, a.chat_url, a.model,
                          ca_name(a) if attendee_ca(a, acme_trust) else "", entry.get("lastPass") or "",
                          entry.get("lastResult") or "not run", f"{a.id}.html", f"{a.id}.pdf"])
     return buffer.getvalue()

@@ -37,6 +37,7 @@ class AttendeeOutput:
     ca_certificate: str
     endpoint: str  # the VM serving the attendee: their id (dedicated) or ep<N> (shared)
     http_url: str = ""  # optional: where plain HTTP listens, when not port 80 of the host
+    chat_url: str = ""  # optional: the chat frontend's sign-in page (chatUi)
 
     def __repr__(self) -> str:  # never print a key by accident
         return f"AttendeeOutput({self.id!r}, {self.endpoint_url!r}, apiKey=***)"
@@ -114,5 +115,6 @@ def attendee_outputs(outputs: dict[str, Any], source: str) -> list[AttendeeOutpu
             endpoint_url=_url(entry["endpointUrl"], "endpointUrl", where),
             openai_base_url=_url(entry["openaiBaseUrl"], "openaiBaseUrl", where), api_key=key, model=model,
             ca_certificate=ca, endpoint=str(entry.get("endpoint") or attendee_id),
-            http_url=_url(entry["httpUrl"], "httpUrl", where) if entry.get("httpUrl") else ""))
+            http_url=_url(entry["httpUrl"], "httpUrl", where) if entry.get("httpUrl") else "",
+            chat_url=_url(entry["chatUrl"], "chatUrl", where) if entry.get("chatUrl") else ""))
     return found

@@ -78,9 +78,11 @@ class CaFiles:
 
 
 def targets(attendees: list[AttendeeOutput], ca_dir: Path, timeout: float, acme_trust: str = "") -> list[Target]:
+    """One smoke target per attendee, signed in with their own key; with a chat frontend, their chat page too."""
     cas = CaFiles(ca_dir, acme_trust)
     return [Target(url=a.endpoint_url, credentials=Credentials(api_key=a.api_key), kind="openai", model=a.model,
-                   ca_bundle=cas.path_for(a), http_url=a.http_url or None, timeout=timeout, name=a.id)
+                   ca_bundle=cas.path_for(a), http_url=a.http_url or None, timeout=timeout, name=a.id,
+                   chat_url=a.chat_url or None)
             for a in attendees]
 
 

@@ -1,0 +1,86 @@
+"""BioChatter Light's route (chatUi biochatter-light): a real Streamlit, started with the rendered unit's flags,
+behind the rendered nginx site, reached through TLS and the sign-in cookie: the page, the health check and the
+WebSocket session (upgrade, then the app's own frames) under /light/.
+
+BioChatter Light itself is not on PyPI and cannot be cloned here (no GitHub): its install step and unit are
+rendered, shellchecked and snapshot-tested (tests/test_render.py, stack chat-light); Streamlit, which it runs on,
+is real here.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from llmdeploy.config import parse
+from llmdeploy.render import FILES_DIR, render
+from support.chat import ChatSite, chat_site
+from support.streamlit_server import APP_TEXT, CLIENT, PYTHON, streamlit_from_unit
+
+pytestmark = pytest.mark.integration
+
+
+def rendered_unit() -> str:
+    from support.project import minimal_raw
+    cfg = parse(minimal_raw(chatUi="biochatter-light", domain="llm.example.org", engine="llamacpp",
+                            shape="VM.Standard.E4.Flex", modelName="gpt-3.5-turbo",
+                            llamacppModelUrl="https://models.invalid/m.gguf"))
+    return render(cfg).file(f"{FILES_DIR}/biochatter-light.service").content
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatSite]:
+    work = tmp_path_factory.mktemp("light")
+    with streamlit_from_unit(rendered_unit(), work / "app") as port:
+        with chat_site(work / "site", port, ui="biochatter-light") as s:
+            yield s
+
+
+@pytest.fixture(scope="module")
+def browser(site: ChatSite) -> Iterator[requests.Session]:
+    s = site.browser()
+    r = site.sign_in(s, site.ep.keys["alice"])
+    assert r.status_code == 303 and r.headers["Location"] == "/light/"
+    yield s
+    s.close()
+
+
+def websocket(site: ChatSite, cookie: str) -> dict[str, object]:
+    url = site.chat.replace("https://", "wss://") + "/light/_stcore/stream"
+    done = subprocess.run([str(PYTHON), str(CLIENT), url, site.ep.ca, cookie, site.chat, APP_TEXT],
+                          capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}
+    return json.loads(done.stdout)
+
+
+def test_without_a_session_light_sends_the_browser_to_sign_in(site: ChatSite) -> None:
+    with site.browser() as s:
+        for path in ("/", "/light/", "/light/_stcore/health"):
+            r = s.get(f"{site.chat}{path}", allow_redirects=False, timeout=5)
+            assert r.status_code == 302, path
+    refused = websocket(site, "")  # the client follows the 302 to the sign-in page, which is no WebSocket
+    assert "status" not in refused and "/_login" in str(refused["error"]), refused
+
+
+def test_the_page_and_its_health_check_answer_through_tls_and_the_cookie(site: ChatSite,
+                                                                        browser: requests.Session) -> None:
+    page = browser.get(f"{site.chat}/", timeout=10)  # / -> /light/
+    assert page.status_code == 200 and page.url.endswith("/light/") and "<div id=\"root\">" in page.text
+    health = browser.get(f"{site.chat}/light/_stcore/health", timeout=10)
+    assert health.status_code == 200 and health.text.strip() == "ok"
+
+
+def test_the_websocket_upgrades_and_carries_the_apps_frames(site: ChatSite, browser: requests.Session) -> None:
+    cookie = "; ".join(f"{c.name}={c.value}" for c in browser.cookies)
+    got = websocket(site, cookie)
+    assert got.get("status") == 101, got
+    assert got["found"] is True and int(str(got["frames"])) >= 1, got
+
+
+def test_paths_outside_light_are_not_the_frontend(site: ChatSite, browser: requests.Session) -> None:
+    assert browser.get(f"{site.chat}/api/v1/chats", allow_redirects=False, timeout=5).status_code == 404
