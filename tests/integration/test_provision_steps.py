@@ -20,7 +20,7 @@ from llmdeploy.secrets import generate_api_key, secrets_bundle
 from llmdeploy.stack.gates import readiness_script
 from support.ports import free_port
 from support.project import minimal_raw
-from support.vmroot import VM_DIRS, VmRoot, vm_root
+from support.vmroot import VM_DIRS, VmRoot, bind_mounts, vm_root
 
 LIB = "/usr/local/lib/llmdeploy/lib.sh"
 
@@ -304,9 +304,8 @@ def engine_step_needing_the_token(rendered_step: str) -> str:
 def run_with_sbin(vm: VmRoot, sbin: Path, command: str, stdin: bytes, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
     """`command` in a private mount namespace where the VM's directories and /usr/local/sbin (the
     installer, wait-ready, a fake cloud-init: sudo's secure_path finds them there) come from temp dirs."""
-    mounts = [(vm.path(d), d) for d in VM_DIRS] + [(sbin, "/usr/local/sbin")]
-    script = " && ".join(f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}" for src, dst in mounts)
-    return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", f"set -e; {script}; {command}"],
+    script = bind_mounts([(vm.path(d), d) for d in VM_DIRS] + [(sbin, "/usr/local/sbin")])
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", f"set -e\n{script}{command}"],
                           input=stdin, capture_output=True, timeout=timeout)
 
 

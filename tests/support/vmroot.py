@@ -17,6 +17,13 @@ VM_DIRS = ("/usr/local/lib/llmdeploy", "/usr/local/share/llmdeploy", "/etc/llmde
            "/var/log/llmdeploy", "/var/lib/cloud", "/etc/iptables")
 
 
+def bind_mounts(pairs: list[tuple[Path | str, str]]) -> str:
+    """Shell lines that bind-mount each (source, VM path), exiting 97 on the first that fails. Why not one
+    `a && b` chain before `; command`: bash's -e ignores a failure inside such a chain, and the command then
+    runs against this machine's real folders (a mount point removed by a concurrent run is enough)."""
+    return "".join(f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)} || exit 97\n" for src, dst in pairs)
+
+
 class VmRoot:
     def __init__(self, base: Path) -> None:
         self.base = base
@@ -36,9 +43,9 @@ class VmRoot:
 
     def run(self, command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run a bash command with every VM directory bind-mounted from this root."""
-        mounts = " && ".join(f"mount --bind {shlex.quote(str(self.path(d)))} {shlex.quote(d)}" for d in VM_DIRS)
+        mounts = bind_mounts([(self.path(d), d) for d in VM_DIRS])
         return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c",
-                               f"set -e; {mounts}; {command}"], capture_output=True, text=True, timeout=timeout)
+                               f"set -e\n{mounts}{command}"], capture_output=True, text=True, timeout=timeout)
 
 
 @contextmanager
