@@ -28,12 +28,14 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .errors import UsageError
+
 LE_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 PEBBLE_DIRECTORY_PATH = "/dir"  # pebble's wfe.DirectoryPath (Boulder and Let's Encrypt use /directory)
 ROOTS_FOLDER = Path(__file__).resolve().parent
 
 
-class AcmeTrustError(ValueError):
+class AcmeTrustError(UsageError):
     """A test ACME directory whose roots the client cannot get: the message says what to set."""
 
 

@@ -6,20 +6,18 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .config import ConfigError, StackConfig, parse
+from .config import StackConfig, parse
 from .declared import PROJECT_ROOT, declarations
 from .docs import config_table, route_table, update_readme
 from .endpoints import plan_endpoints
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LlmdeployError
 from .local import cli as local_cli
 from .render import machine_name, nodes, render
 from .roster import RosterError, read_roster
 from .smoke import cli as smoke_cli
 from .stackfile import StackFileError, read_stack
-from .textfiles import FileProblem
-from .validate import run_endpoints
+from .validate import NAME_WIDTH, run_endpoints
 from .workshop import cli as workshop_cli
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _project_dir(arg: str | None) -> Path:
@@ -67,10 +65,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failures = 0
     for report in run_endpoints(_endpoints(root, args.stack)):
         name, cfg, checks = report.name, report.cfg, report.checks
-        print(f"PASS  {'config':<34} {0:6.2f}s  {_title(args.stack, name)}: {cfg.engine}, {cfg.model_name}, "
-              f"{cfg.shape.name}")
+        print(f"PASS  {'config':<{NAME_WIDTH}} {0:6.2f}s  {_title(args.stack, name)}: {cfg.engine}, "
+              f"{cfg.model_name}, {cfg.shape.name}")
         for check in checks:
-            print(check.line())
+            print(check.line(NAME_WIDTH))
         failed = [c for c in checks if not c.ok]
         for check in failed:
             print(f"\n{check.name}:\n{check.detail}", file=sys.stderr)
@@ -126,15 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every error llmdeploy raises is caught here, once: its message is printed after the
+    command's name (`llmdeploy workshop plan: ...`), never a traceback, and its exit code returned."""
     args = build_parser().parse_args(argv)
+    name = getattr(args, "command_name", "")  # set by the sub-CLIs: "smoke", "local", "workshop plan"...
+    prog = f"llmdeploy {name}" if name else "llmdeploy"
     try:
         return int(args.func(args))
-    except (ConfigError, StackFileError, FileProblem) as exc:
-        print(f"llmdeploy: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except LlmdeployError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except OSError as exc:
-        print(f"llmdeploy: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(f"{prog}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where a command turns it into one (`local up`)
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

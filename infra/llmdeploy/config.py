@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 from . import addresses, models, nvidia, raycluster
 from .certnames import hostname_matches, pem_names
 from .declared import Declaration, declarations
+from .errors import UsageError
 from .shapes import SHAPES, Shape, required_memory_gb, smallest_gpu_shape_for
 
 TARGETS = ("vm", "ray", "datascience", "local")
@@ -107,7 +108,7 @@ class Problem:
         return f"{self.key}: got {shown}; expected {self.accepted} ({self.fix})"
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """Raised by parse() with every problem found, not just the first."""
 
     def __init__(self, problems: list[Problem], stack: str = "") -> None:
@@ -256,7 +257,7 @@ class DataScience:
 
 
 @dataclass(frozen=True)
-class Workshop:
+class WorkshopConfig:
     roster: str  # path relative to the project; empty: not a workshop
     layout: str  # dedicated | shared
     endpoints: int
@@ -365,7 +366,7 @@ class StackConfig:
     readiness_timeout_minutes: int
     smoke_ca_bundle: str
     datascience: DataScience
-    workshop: Workshop
+    workshop: WorkshopConfig
     local_vm: LocalVm
     chat: Chat
     ray: RayCluster
@@ -1166,7 +1167,7 @@ def _replicas(r: _Reader, target: str) -> int:
     return replicas
 
 
-def _workshop(r: _Reader, target: str) -> Workshop:
+def _workshop(r: _Reader, target: str) -> WorkshopConfig:
     roster = r.str("workshopRoster")
     layout = r.choice("workshopLayout", ("dedicated", "shared"))
     domain = r.str("workshopDomain").lower().rstrip(".")
@@ -1181,7 +1182,8 @@ def _workshop(r: _Reader, target: str) -> Workshop:
         r.bad("workshopLayout", layout, "shared with workshopEndpoints 1 on the ray target (one cluster serves "
               "every attendee, each with a key of their own; rayMaxReplicas scales it)",
               "shared; pulumi config set workshopEndpoints 1")
-    return Workshop(roster, layout, r.int("workshopEndpoints", 1, 100), domain, rate, r.int("workshopHours", 1, 720))
+    return WorkshopConfig(roster, layout, r.int("workshopEndpoints", 1, 100), domain, rate,
+                          r.int("workshopHours", 1, 720))
 
 
 def _ray(r: _Reader, target: str, engine: str, head: Shape, params: float, bits: int) -> RayCluster:

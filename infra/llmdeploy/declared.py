@@ -54,7 +54,3 @@ def declarations(root: Path = PROJECT_ROOT) -> dict[str, Declaration]:
     for key, spec in (load_project(root).get("config") or {}).items():
         out[key] = Declaration(key, spec["type"], spec.get("default"), spec.get("description", ""))
     return out
-
-
-def defaults(root: Path = PROJECT_ROOT) -> dict[str, Any]:
-    return {k: d.default for k, d in declarations(root).items()}

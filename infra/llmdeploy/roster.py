@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import UsageError
 from .textfiles import FileProblem, read_text
 
 REQUIRED = ("id", "name", "email")
@@ -23,7 +24,7 @@ OVERRIDABLE = ("engine", "ollamaModel", "vllmModel", "llamacppModelUrl", "xinfer
 _ID_RE = re.compile(r"[a-z][a-z0-9-]{0,23}")  # fullmatch: `$` lets a final newline through
 
 
-class RosterError(ValueError):
+class RosterError(UsageError):
     """The roster cannot be used; the message names the file, the line and the fix."""
 
 

@@ -16,10 +16,11 @@ from typing import Any, Mapping
 
 from . import config as config_mod
 from .declared import PROJECT_ROOT, declarations, project_name
+from .errors import UsageError
 from .textfiles import FileProblem, load_yaml, read_text
 
 
-class StackFileError(ValueError):
+class StackFileError(UsageError):
     """The stack file is missing, unreadable, or holds a value llmdeploy cannot use; the message says the fix."""
 
 

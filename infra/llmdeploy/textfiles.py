@@ -14,10 +14,12 @@ from typing import Any
 
 import yaml
 
+from .errors import UsageError
+
 _BOMS = {b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16", b"\xff\xfe\x00\x00": "UTF-32"}
 
 
-class FileProblem(ValueError):
+class FileProblem(UsageError):
     """A file that cannot be used; the message names it and says what is accepted."""
 
 

@@ -1,6 +1,6 @@
 """The checks `llmdeploy validate` runs on rendered output, each with the real tool where one exists.
 
-Every check returns a Check (name, ok, detail, seconds) instead of raising, so all of them run and
+Every check returns a CheckResult (llmdeploy/result.py) instead of raising, so all of them run and
 the report shows each one. Tools: Debian's cloud-init (schema), shellcheck, nginx (nginx -t) and
 systemd-analyze verify.
 """
@@ -24,6 +24,7 @@ import yaml
 
 from .config import StackConfig
 from .render import FILES_DIR, Layout, Rendered, encode_user_data, machine_name, render, render_nodes
+from .result import FAIL, PASS, CheckResult
 
 # OCI refuses instance metadata over 32,000 bytes; user_data is most of it.
 OCI_METADATA_LIMIT = 32_000
@@ -31,25 +32,23 @@ OCI_METADATA_LIMIT = 32_000
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    seconds: float = 0.0
-
-    def line(self) -> str:
-        first = self.detail.strip().splitlines()[0] if self.detail.strip() else ""
-        return f"{'PASS' if self.ok else 'FAIL'}  {self.name:<34} {self.seconds:6.2f}s  {first}"
+# The width of a check's name in `llmdeploy validate`'s report.
+NAME_WIDTH = 34
 
 
-def _timed(name: str, fn: Callable[[], tuple[bool, str]]) -> Check:
+def _result(name: str, ok: bool, detail: str, seconds: float = 0.0) -> CheckResult:
+    """A validator's verdict: its first line is the summary, and the whole text (a tool's output) the evidence."""
+    lines = detail.strip().splitlines()
+    return CheckResult(name, PASS if ok else FAIL, lines[0] if lines else "", seconds, {"output": detail})
+
+
+def _timed(name: str, fn: Callable[[], tuple[bool, str]]) -> CheckResult:
     start = time.monotonic()
     try:
         ok, detail = fn()
     except FileNotFoundError as exc:
         ok, detail = False, f"{exc.filename} is not installed (apt-get install cloud-init nginx shellcheck)"
-    return Check(name, ok, detail, time.monotonic() - start)
+    return _result(name, ok, detail, time.monotonic() - start)
 
 
 def _missing_tool(tool: str, package: str) -> tuple[bool, str] | None:
@@ -261,7 +260,7 @@ def check_size(rendered: Rendered) -> tuple[bool, str]:
                                         f"{len(rendered.user_data)} bytes plain")
 
 
-def run_all(cfg: StackConfig, rendered: Rendered | None = None) -> list[Check]:
+def run_all(cfg: StackConfig, rendered: Rendered | None = None) -> list[CheckResult]:
     rendered = rendered or render(cfg)
     checks = [
         _timed("cloud-init schema", lambda: check_cloud_init_schema(rendered.user_data)),
@@ -291,7 +290,7 @@ _DOMAIN_MARK = "\0domain\0"
 class EndpointReport:
     name: str
     cfg: StackConfig
-    checks: list[Check]
+    checks: list[CheckResult]
 
 
 def _output_digest(rendered: Rendered, domain: str) -> str:
@@ -310,7 +309,7 @@ def run_endpoints(endpoints: list[tuple[str, StackConfig]]) -> list[EndpointRepo
     the checks whose answer depends on its own bytes: secrets and the metadata size limit."""
     groups: dict[str, tuple[str, StackConfig, Rendered]] = {}
     group_of: dict[str, str] = {}
-    own: dict[str, list[Check]] = {}
+    own: dict[str, list[CheckResult]] = {}
     machines = [(machine_name(name, node), cfg, rendered)
                 for name, cfg in endpoints for node, rendered in render_nodes(cfg)]
     for name, cfg, rendered in machines:
@@ -329,7 +328,7 @@ def run_endpoints(endpoints: list[tuple[str, StackConfig]]) -> list[EndpointRepo
         if name == checked:
             reports.append(EndpointReport(name, cfg, full[digest]))
             continue
-        same = Check("same output as checked endpoint", all(c.ok for c in full[digest]),
-                     f"as '{checked}' but for the domain ({len(full[digest])} checks run there)")
+        same = _result("same output as checked endpoint", all(c.ok for c in full[digest]),
+                       f"as '{checked}' but for the domain ({len(full[digest])} checks run there)")
         reports.append(EndpointReport(name, cfg, [same, *own[name]]))
     return reports

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.config import parse
-from llmdeploy.local.ssh import connect as local_connect
+from llmdeploy.local.ssh import connect
 from llmdeploy.render import FILES_DIR, STEPS_DIR, render
-from llmdeploy.smoke.ssh_checks import connect as smoke_connect
+from llmdeploy.smoke.ssh_checks import check_login
 from support.endpoint import Endpoint
 from support.hardening import PER_NETNS, rendered_file, rendered_sshd_conf, sshd_lists, sysctl_values
 from support.ports import free_port
@@ -121,15 +121,15 @@ def test_the_drop_in_is_what_sshd_runs_with(hardened_sshd: Sshd) -> None:
 
 
 def test_paramiko_logs_in_as_smoke_and_llmdeploy_local_do(hardened_sshd: Sshd) -> None:
-    session = local_connect(hardened_sshd.port, ADMIN, hardened_sshd.client_key, hardened_sshd.host_key_line)
+    session = connect(hardened_sshd.port, ADMIN, hardened_sshd.client_key, hardened_sshd.host_key_line)
     try:
         assert session.run("id -un")[:2] == (0, f"{ADMIN}\n")
     finally:
         session.close()
     rsa_key = (Path(hardened_sshd.client_key).parent / "ssh_host_rsa_key.pub").read_text()
     for pin in (hardened_sshd.host_key_line, " ".join(rsa_key.split()[:2])):  # smoke pins whichever key it is given
-        client, result = smoke_connect(hardened_sshd.host, ADMIN, str(hardened_sshd.client_key),
-                                       port=hardened_sshd.port, host_key=pin, timeout=10)
+        client, result = check_login(hardened_sshd.host, ADMIN, str(hardened_sshd.client_key),
+                                      port=hardened_sshd.port, host_key=pin, timeout=10)
         assert client is not None, result.summary
         client.close()
         assert result.status == "pass", result.summary
@@ -147,7 +147,7 @@ def test_openssh_logs_in_as_llmdeploy_local_ssh_does(hardened_sshd: Sshd, tmp_pa
 
 
 def test_forwarding_is_refused(hardened_sshd: Sshd) -> None:
-    session = local_connect(hardened_sshd.port, ADMIN, hardened_sshd.client_key, hardened_sshd.host_key_line)
+    session = connect(hardened_sshd.port, ADMIN, hardened_sshd.client_key, hardened_sshd.host_key_line)
     try:
         transport = session.client.get_transport()
         assert transport is not None

@@ -53,7 +53,8 @@ set -u
 ip link set lo up
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$WORK/token" RAY_USAGE_STATS_ENABLED=0
 setsid $HEAD_COMMAND >"$WORK/head.log" 2>&1 & pid=$!
-trap '"$RAY" stop >/dev/null 2>&1; kill -KILL -- -"$pid" 2>/dev/null' EXIT
+# By its process group, never `ray stop`: that stops every Ray on this machine, other tests' clusters too.
+trap 'kill -TERM -- -"$pid" 2>/dev/null; for _ in $(seq 20); do kill -0 -- -"$pid" 2>/dev/null || exit; sleep 0.5; done; kill -KILL -- -"$pid" 2>/dev/null' EXIT
 check() { python3 "$WORK/status.py" --dashboard http://127.0.0.1:8265 "$@"; echo "rc=$?"; }
 # Until the dashboard answers and lists the head itself as ALIVE.
 for _ in $(seq 120); do

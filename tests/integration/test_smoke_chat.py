@@ -11,7 +11,7 @@ import pytest
 
 from llmdeploy.cli import main
 from llmdeploy.smoke.chat_checks import run_chat_checks
-from llmdeploy.smoke.result import FAIL, PASS
+from llmdeploy.result import FAIL, PASS
 from llmdeploy.smoke.targets import Credentials, Target
 from support.chat import ChatSite, chat_site
 from support.openai_stub import MODEL_ID, openai_stub

@@ -1,7 +1,7 @@
 """`llmdeploy smoke URL ...` end to end: one line per check with its time, exit codes, --json and --junit,
 the API key from $LLMDEPLOY_API_KEY, secrets never printed or written, bad input named with its fix (exit 2,
-no traceback), and the SSH and OCI Data Science checks delegated to their modules (imported lazily, so a
-missing module or dependency is one clear FAIL).
+no traceback), and the SSH and OCI Data Science checks delegated to their modules (a delegate that crashes is one
+clear FAIL).
 
 The endpoint is the rendered nginx site in a real nginx in front of a real llama.cpp server (test CA).
 """
@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import types
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 from llmdeploy.cli import main
 from llmdeploy.smoke import runner
-from llmdeploy.smoke.result import PASS, CheckResult
+from llmdeploy.result import PASS, CheckResult
 from support.endpoint import Endpoint, llama_endpoint
 from support.openai_stub import MODEL_ID, openai_stub
 
@@ -170,9 +169,7 @@ def fake_module(monkeypatch: pytest.MonkeyPatch, name: str, function: str, resul
         calls.append(kwargs)
         return results
 
-    module = types.ModuleType(f"llmdeploy.smoke.{name}")
-    setattr(module, function, run)
-    monkeypatch.setitem(sys.modules, f"llmdeploy.smoke.{name}", module)
+    monkeypatch.setattr(getattr(runner, name), function, run)
     return calls
 
 
@@ -205,29 +202,23 @@ def test_oci_ds_is_delegated_without_an_api_key(monkeypatch: pytest.MonkeyPatch,
                       "profile": "WORKSHOP", "instance_principal": False, "ca_bundle": None, "timeout": 30.0}]
 
 
-def test_a_missing_delegate_module_is_one_clear_failure(monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setitem(sys.modules, "llmdeploy.smoke.oci_ds", None)  # import fails as if the file were absent
-    code = main(["smoke", "https://md.example.com/predict", "--kind", "oci-ds", "--model", "m"])
-    out = capsys.readouterr().out
-    assert code == 1
-    assert re.search(r"^FAIL  oci-ds checks .*not available: llmdeploy\.smoke\.oci_ds is not part of this", out, re.MULTILINE)
-
-
-def test_a_missing_dependency_or_a_crash_of_a_delegate_is_one_clear_failure(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_paramiko(name: str) -> types.ModuleType:
-        raise ModuleNotFoundError("No module named 'paramiko'", name="paramiko")
-
-    monkeypatch.setattr(runner.importlib, "import_module", no_paramiko)
-    [result] = runner.delegated("ssh_checks", "run_ssh_checks", "ssh checks", host="h")
-    assert result.status == "fail" and "needs the Python package 'paramiko' (pip install paramiko)" in result.summary
-    monkeypatch.undo()
-
-    def crash(**kwargs: Any) -> list[CheckResult]:
+def test_a_crash_or_a_wrong_answer_of_a_delegate_is_one_clear_failure(
+        ep: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def run_ssh_checks(**kwargs: Any) -> list[CheckResult]:
         raise RuntimeError("boom")
 
-    module = types.ModuleType("llmdeploy.smoke.ssh_checks")
-    setattr(module, "run_ssh_checks", crash)
-    monkeypatch.setitem(sys.modules, "llmdeploy.smoke.ssh_checks", module)
-    [result] = runner.delegated("ssh_checks", "run_ssh_checks", "ssh checks", host="h")
-    assert result.status == "fail" and result.summary == "run_ssh_checks raised RuntimeError: boom"
+    monkeypatch.setattr(runner.ssh_checks, "run_ssh_checks", run_ssh_checks)
+    key_file = tmp_path / "id_ed25519"
+    key_file.write_text("not a real key\n")
+    monkeypatch.setenv("LLMDEPLOY_API_KEY", ep.keys["default"])
+    code = main([*base_args(ep), "--ssh", "llmadmin@127.0.0.1:2222", "--ssh-key", str(key_file)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert re.search(r"^FAIL  ssh checks .*run_ssh_checks raised RuntimeError: boom$", out, re.MULTILINE), out
+
+    def run_oci_ds_checks(**kwargs: Any) -> list[str]:
+        return ["not a result"]
+
+    [result] = runner.delegated("oci-ds checks", run_oci_ds_checks, url="u")
+    assert result.status == "fail"
+    assert result.summary == "run_oci_ds_checks returned something other than a list of CheckResult"

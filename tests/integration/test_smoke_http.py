@@ -24,7 +24,7 @@ from llmdeploy.smoke.http_checks import (
     hostname_matches,
     run_http_checks,
 )
-from llmdeploy.smoke.result import FAIL, PASS, WARN, CheckResult
+from llmdeploy.result import FAIL, PASS, WARN, CheckResult
 from llmdeploy.smoke.dialects import LONG_PROMPT, dialect_for, longer_stream, requested_tokens
 from llmdeploy.smoke.http_checks import JUDGE_MAX_TOKENS
 from llmdeploy.smoke.streams import MIN_GENERATION_S, NDJSONParser, SSEParser, judge_timing

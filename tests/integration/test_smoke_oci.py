@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from llmdeploy.smoke.oci_ds import chat_body, predict_url, run_oci_ds_checks
-from llmdeploy.smoke.result import FAIL, PASS
+from llmdeploy.result import FAIL, PASS
 from support.oci_server import ANSWER, ApiKey, OciServer, make_api_key, oci_server
 
 MODEL = "odsc-llm"

@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 
 from llmdeploy.config import parse
+from llmdeploy.errors import EXIT_FAILED
+from llmdeploy.local import ssh as local_ssh
 from llmdeploy.render import render
-from llmdeploy.smoke.result import FAIL, PASS, WARN, CheckResult
-from llmdeploy.smoke.ssh_checks import (Cmd, check_disk, check_memory, fingerprint, is_loopback,
+from llmdeploy.result import FAIL, PASS, WARN, CheckResult
+from llmdeploy.smoke.ssh_checks import (Cmd, HostKeyMismatch, check_disk, check_memory, fingerprint, is_loopback,
                                         parse_cloud_init_status, parse_host_key, parse_listeners, run_ssh_checks)
 from llmdeploy.vmpaths import BOOT_FINISHED, CLOUD_INIT_OUTPUT, READY_MARKER, STAGES_DIR, step_log
 from support.project import minimal_raw
@@ -129,6 +131,20 @@ def test_a_host_key_mismatch_fails_before_anything_runs(sshd: Sshd, tmp_path: Pa
         provision_healthy(sshd.vm, port)
         by_fingerprint = check(sshd, host_key=parse_host_key(sshd.host_key_line)[1])
     assert by_fingerprint["ssh: connect"].status == PASS
+
+
+def test_both_ssh_clients_refuse_a_wrong_host_key_with_one_error_class(sshd: Sshd, tmp_path: Path) -> None:
+    """llmdeploy.local's logins raise the HostKeyMismatch the smoke checks report: an SshError, exit 1."""
+    other = " ".join(keygen(tmp_path / "other_host_key", "another-vm").split()[:2])
+    with pytest.raises(HostKeyMismatch, match="the VM's SSH host key changed") as info:
+        local_ssh.connect(sshd.port, ADMIN, sshd.client_key, host_key=other, timeout=10)
+    assert isinstance(info.value, local_ssh.SshError) and info.value.exit_code == EXIT_FAILED
+    session = local_ssh.connect(sshd.port, ADMIN, sshd.client_key, host_key=" ".join(sshd.host_key_line.split()[:2]),
+                                timeout=10)
+    try:
+        assert session.run("true")[0] == 0
+    finally:
+        session.close()
 
 
 def test_a_missing_stage_marker_fails_naming_the_step(sshd: Sshd) -> None:

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from llmdeploy.cli import main
 from llmdeploy.smoke.redact import Redactor
-from llmdeploy.smoke.report import Progress, summary_table
-from llmdeploy.smoke.result import FAIL, PASS, CheckResult
+from llmdeploy.smoke.report import SmokeProgress, summary_table
+from llmdeploy.result import FAIL, PASS, CheckResult
 from llmdeploy.smoke.runner import TargetReport, run_targets
 from llmdeploy.smoke.targets import Credentials, Target, TargetError, load_targets
 from support.endpoint import Endpoint, llama_endpoint
@@ -163,7 +163,7 @@ def test_progress_redraws_one_bar_on_a_terminal_and_prints_lines_elsewhere() -> 
 
     terminal, log = Terminal(), io.StringIO()
     for stream in (terminal, log):
-        progress = Progress(2, stream)
+        progress = SmokeProgress(2, stream)
         progress.start()
         progress.advance(report_of("ws-1", CheckResult("a", PASS)))
         progress.advance(report_of("ws-2", CheckResult("a", FAIL, "broken")))

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from llmdeploy.cli import EXIT_USAGE, main
+from llmdeploy.cli import main
+from llmdeploy.errors import EXIT_USAGE
 from llmdeploy.config import ConfigError, StackConfig, parse
 from llmdeploy.render import render
 from support.bad_input import LLAMACPP, problem

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llmdeploy.cli import EXIT_OK, EXIT_USAGE, main
+from llmdeploy.cli import main
+from llmdeploy.errors import EXIT_OK, EXIT_USAGE
 from support.cli_project import PASSWORD, project
 
 

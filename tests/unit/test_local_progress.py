@@ -9,7 +9,7 @@ import io
 
 import pytest
 
-from llmdeploy.local.progress import POLL_SCRIPT, Progress
+from llmdeploy.local.progress import POLL_SCRIPT, BootProgress
 from llmdeploy.local.readiness import ProvisionFailed, wait_ready
 from llmdeploy.vmpaths import WAIT_READY
 
@@ -67,7 +67,7 @@ ALL_DONE = "".join(marker(s) for s in STEPS)
 
 def run_wait(vm: ScriptedVm, timeout_s: int = 60, alive: object = lambda: None) -> tuple[str, str]:
     out = io.StringIO()
-    stdout = wait_ready(vm.login, Progress(STEPS, lambda: 1.0, out), timeout_s,  # type: ignore[arg-type]
+    stdout = wait_ready(vm.login, BootProgress(STEPS, lambda: 1.0, out), timeout_s,  # type: ignore[arg-type]
                         alive=alive, poll_s=0.01)  # type: ignore[arg-type]
     return stdout, out.getvalue()
 
@@ -125,7 +125,7 @@ def test_a_guest_that_dies_before_a_login_works_ends_the_wait() -> None:
         raise SshError("connection refused")
 
     with pytest.raises(ProvisionFailed, match="the VM stopped during provisioning: the container exited"):
-        wait_ready(refused, Progress(STEPS, lambda: 1.0, io.StringIO()), 600,  # type: ignore[arg-type]
+        wait_ready(refused, BootProgress(STEPS, lambda: 1.0, io.StringIO()), 600,  # type: ignore[arg-type]
                    alive=lambda: "the container exited", poll_s=0.01)
 
 
@@ -136,4 +136,4 @@ def test_no_login_until_the_deadline_says_what_it_last_saw() -> None:
         raise SshError("NoValidConnectionsError: connection refused")
 
     with pytest.raises(ProvisionFailed, match="not finished after 0 min; last seen: SSH: NoValidConnectionsError"):
-        wait_ready(refused, Progress(STEPS, lambda: 1.0, io.StringIO()), 1, poll_s=0.01)  # type: ignore[arg-type]
+        wait_ready(refused, BootProgress(STEPS, lambda: 1.0, io.StringIO()), 1, poll_s=0.01)  # type: ignore[arg-type]

@@ -14,7 +14,8 @@ import yaml
 
 from support.project import ROOT, minimal_raw
 from llmdeploy import addresses, raycluster
-from llmdeploy.cli import EXIT_USAGE, main
+from llmdeploy.cli import main
+from llmdeploy.errors import EXIT_USAGE
 from llmdeploy.config import ConfigError, parse
 from llmdeploy.render import FILES_DIR, INSTALL_SECRETS, RAY_STATUS, STEPS_DIR, WAIT_READY, render
 from llmdeploy.secrets import worker_bundle

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..smoke.result import CheckResult
+from ..result import CheckResult
 from ..smoke.runner import TargetReport, run_target
 from ..smoke.targets import Credentials, SshAccess, Target
 from .state import VmState

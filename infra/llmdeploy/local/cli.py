@@ -15,23 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from ..declared import PROJECT_ROOT
-from ..textfiles import FileProblem
+from ..errors import EXIT_FAILED, EXIT_OK, UsageError
 from ..vmpaths import CLOUD_INIT_OUTPUT, step_log
 from . import image, lifecycle
-from .hostsrv import HostServerError
-from .localconfig import LocalConfigError
-from .nspawn import NspawnError
-from .qemu import QemuError
-from .readiness import ProvisionFailed
-from .runtime import RUNTIMES, RuntimeFailure
-from .seed import SeedError
-from .ssh import SshError
-from .state import StateError
+from .runtime import RUNTIMES
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_STACK = "local"
-FAILURES = (lifecycle.LocalError, image.ImageError, QemuError, SeedError, HostServerError, SshError, ProvisionFailed,
-            StateError, NspawnError, RuntimeFailure)
 
 EPILOG = """\
 examples:
@@ -61,20 +50,6 @@ def _project_dir(arg: str | None) -> Path:
         return Path(arg).resolve()
     cwd = Path.cwd()
     return cwd if (cwd / "Pulumi.yaml").is_file() else PROJECT_ROOT
-
-
-def _run(func: Any, args: argparse.Namespace) -> int:
-    try:
-        return int(func(args))
-    except (lifecycle.UsageError, LocalConfigError, FileProblem) as exc:
-        print(f"llmdeploy local: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except FAILURES as exc:
-        print(f"llmdeploy local: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("llmdeploy local: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -139,7 +114,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     state = _running_state(args.stack)
     if args.step:
         if args.step not in state.stages:
-            raise lifecycle.UsageError(f"--step {args.step}: expected one of {', '.join(state.stages)}")
+            raise UsageError(f"--step {args.step}: expected one of {', '.join(state.stages)}")
         path = step_log(args.step)
     else:
         path = CLOUD_INIT_OUTPUT
@@ -175,6 +150,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add `local` to the llmdeploy command."""
     p = subparsers.add_parser("local", help="the whole stack in a QEMU VM (or a systemd container) on this machine, smoke-tested",
                               description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(command_name="local")
     sub = p.add_subparsers(dest="local_command", required=True, metavar="{up,status,ssh,logs,down,image}")
     stack = argparse.ArgumentParser(add_help=False)
     stack.add_argument("--stack", default=DEFAULT_STACK, help=f"stack with target local (default: {DEFAULT_STACK})")
@@ -197,14 +173,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     up.add_argument("--config-from-env", action="store_true",
                     help="take the stack's config from the environment as `pulumi up` passes it (non-secret values as "
                          "JSON in LLMDEPLOY_STACK_CONFIG, secrets as LLMDEPLOY_<KEY>) instead of Pulumi.<stack>.yaml")
-    up.set_defaults(func=lambda a: _run(cmd_up, a))
+    up.set_defaults(func=cmd_up)
 
     st = sub.add_parser("status", parents=[stack], help="is the VM up: ports, processes, stages")
-    st.set_defaults(func=lambda a: _run(cmd_status, a))
+    st.set_defaults(func=cmd_status)
 
     sh = sub.add_parser("ssh", parents=[stack], help="log in as the admin user (or run a command)")
     sh.add_argument("command", nargs=argparse.REMAINDER, help="command to run instead of a shell")
-    sh.set_defaults(func=lambda a: _run(cmd_ssh, a))
+    sh.set_defaults(func=cmd_ssh)
 
     lg = sub.add_parser("logs", parents=[stack], help="cloud-init's output, a step's log, or the serial console")
     which = lg.add_mutually_exclusive_group()
@@ -212,12 +188,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     which.add_argument("--serial", action="store_true", help="the VM's serial console, or the container's console (kept on this machine)")
     lg.add_argument("-n", "--lines", type=int, default=100, help="last N lines (default 100)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    lg.set_defaults(func=lambda a: _run(cmd_logs, a))
+    lg.set_defaults(func=cmd_logs)
 
     dn = sub.add_parser("down", parents=[stack], help="stop the VM and its servers by PID, remove its disk")
-    dn.set_defaults(func=lambda a: _run(cmd_down, a))
+    dn.set_defaults(func=cmd_down)
 
     im = sub.add_parser("image", help="build the cached Debian 12 image now (needs root), or show it")
     im.add_argument("--rebuild", action="store_true", help="build it again")
-    im.set_defaults(func=lambda a: _run(cmd_image, a))
+    im.set_defaults(func=cmd_image)
     return p

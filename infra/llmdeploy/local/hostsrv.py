@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..errors import Failure
 from ..private_files import write_private
 from . import procs
 from .qemu import free_ports
@@ -54,7 +55,7 @@ GUEST_HOST_IP = "10.0.2.2"  # the host, as QEMU's user-mode network shows it to 
 PEBBLE_ENV = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
 
 
-class HostServerError(RuntimeError):
+class HostServerError(Failure):
     pass
 
 
@@ -157,7 +158,7 @@ def wheel_index(dirs: tuple[Path, ...]) -> dict[str, dict[str, Path]]:
     return index
 
 
-class HubError(Exception):
+class HubError(Failure):
     """An answer the Hub gives as an error: status, X-Error-Code, X-Error-Message (huggingface_hub's
     hf_raise_for_status turns the code into RepositoryNotFoundError, GatedRepoError, EntryNotFoundError ...)."""
 

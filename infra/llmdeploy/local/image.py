@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import Failure
 from . import paths
 
 SUITE = "bookworm"
@@ -114,7 +115,7 @@ iface lo inet loopback
 """
 
 
-class ImageError(RuntimeError):
+class ImageError(Failure):
     """The image cannot be built; the message says why and what to do."""
 
 

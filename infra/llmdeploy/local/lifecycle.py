@@ -31,6 +31,7 @@ import requests
 
 from ..config import ConfigError, StackConfig, parse
 from ..declared import declarations
+from ..errors import Failure, UsageError
 from ..private_files import write_private
 from ..render import Layout, render
 from ..secrets import (INSTALLER_WAIT_S, delivery_command, generate_api_key, generate_webui_secret_key,
@@ -42,7 +43,7 @@ from ..stackfile import from_environment, read_stack
 from ..vmpaths import BOOT_FINISHED, INSTALL_SECRETS, STAGES_DIR
 from . import API_KEYS_ENV, WEBUI_SECRET_KEY_ENV, checks, hostsrv, image, procs, qemu, runtime
 from .localconfig import ModelSource, host_ca_certs, local_config, model_source, torch_wheel_dirs
-from .progress import Progress, clock
+from .progress import BootProgress, clock
 from .readiness import ProvisionFailed, wait_ready
 from .runtime import Runtime
 from .ssh import (Session, SshError, connect, console_host_fingerprints, console_host_keys, host_key_fingerprint,
@@ -57,12 +58,8 @@ BASE_GUEST_PORTS = (22, 80, 443)
 Say = Callable[[str], None]
 
 
-class LocalError(RuntimeError):
+class LocalError(Failure):
     """`llmdeploy local` could not do what was asked; the message says why and what to do."""
-
-
-class UsageError(ValueError):
-    """Bad input (exit code 2)."""
 
 
 @dataclass
@@ -353,7 +350,8 @@ def _ready(run: UpRun) -> None:
     state = run.state
     state.phase = "provisioning"
     state.save()
-    progress = Progress(state.stages, run.elapsed, run.out, lambda name, t: state.timeline.update({name: round(t, 1)}))
+    progress = BootProgress(state.stages, run.elapsed, run.out,
+                            lambda name, t: state.timeline.update({name: round(t, 1)}))
     stdout = wait_ready(lambda: login(state), progress, run.config.readiness_timeout_minutes * 60,
                         alive=lambda: run.guest.gone(state))
     run.record("ready_marker")

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from ..config import LlamacppModel, StackConfig, VllmModel, XinferenceModel, parse
 from ..declared import declarations
+from ..errors import UsageError
 from ..stackfile import read_stack
 from . import paths
 from .hostsrv import GUEST_HOST_IP
@@ -29,7 +30,7 @@ HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 _PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.S)
 
 
-class LocalConfigError(ValueError):
+class LocalConfigError(UsageError):
     """Bad input for the local VM; the message says the fix."""
 
 

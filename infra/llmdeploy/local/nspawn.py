@@ -41,6 +41,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import Failure
+
 NSPAWN = "systemd-nspawn"
 REBOOT_EXIT = 133  # systemd-nspawn's exit code when the container's systemd reboots
 SUBNET_POOL = ipaddress.IPv4Network("10.213.0.0/16")  # one /30 per container
@@ -58,7 +60,7 @@ network: {config: disabled}
 SEED_DIR = "var/lib/cloud/seed/nocloud"
 
 
-class NspawnError(RuntimeError):
+class NspawnError(Failure):
     """The container could not be created or started; the message says why and what to do."""
 
 

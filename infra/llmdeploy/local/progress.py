@@ -46,7 +46,7 @@ def clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-class Progress:
+class BootProgress:
     """Prints provisioning events; `elapsed` gives the seconds since `up` started (the left column)."""
 
     def __init__(self, steps: list[str], elapsed: Callable[[], float], out: TextIO | None = None,
@@ -103,7 +103,7 @@ class Progress:
             self._status("cloud-init: waiting for the first step")
 
 
-def show(session: Session, progress: Progress) -> None:
+def show(session: Session, progress: BootProgress) -> None:
     """One look at the stage markers, printed; SshError when the VM does not answer (the caller goes on)."""
     code, out, err = session.run(f"sudo -n sh -c {shlex.quote(POLL_SCRIPT)}", timeout=60)
     if code != 0:

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import Failure
 from . import paths, procs
 
 QEMU = "qemu-system-x86_64"
@@ -25,7 +26,7 @@ KVM_FAILURE_MARKS = ("KVM internal error", "emulation failure", "kvm run failed"
 PROBE_TIMEOUT = 30.0
 
 
-class QemuError(RuntimeError):
+class QemuError(Failure):
     """QEMU could not start the VM; the message holds QEMU's own words."""
 
 

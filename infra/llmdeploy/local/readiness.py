@@ -7,18 +7,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from ..errors import Failure
 from ..vmpaths import WAIT_READY
-from .progress import Progress, show
+from .progress import BootProgress, show
 from .ssh import Running, Session, SshError
 
 GRACE_S = 120.0  # beyond wait-ready's own deadline, before a silent connection counts as lost
 
 
-class ProvisionFailed(RuntimeError):
+class ProvisionFailed(Failure):
     """Provisioning failed or did not finish; the message is what the VM said."""
 
 
-def wait_ready(login: Callable[[], Session], progress: Progress, timeout_s: int,
+def wait_ready(login: Callable[[], Session], progress: BootProgress, timeout_s: int,
                alive: Callable[[], str | None] = lambda: None, poll_s: float = 3.0) -> str:
     """wait-ready's stdout (it ends with the self-signed CA, if any) once it exits 0; ProvisionFailed with what it
     printed when it fails, when the guest dies, or when no login works until the deadline."""
@@ -49,7 +50,7 @@ def wait_ready(login: Callable[[], Session], progress: Progress, timeout_s: int,
     raise ProvisionFailed(f"provisioning not finished after {timeout_s / 60:.0f} min; last seen: {last}")
 
 
-def _follow(running: Running, session: Session, progress: Progress, alive: Callable[[], str | None],
+def _follow(running: Running, session: Session, progress: BootProgress, alive: Callable[[], str | None],
             poll_s: float, give_up_at: float) -> int:
     """wait-ready's exit code (-1: the connection dropped), showing the stages until then and once after."""
     while (code := running.poll()) is None:
@@ -69,7 +70,7 @@ def _check_alive(alive: Callable[[], str | None]) -> None:
         raise ProvisionFailed(f"the VM stopped during provisioning: {dead}")
 
 
-def _show(session: Session, progress: Progress) -> None:
+def _show(session: Session, progress: BootProgress) -> None:
     try:
         show(session, progress)
     except SshError:

@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import Failure
 from . import hostsrv, image, nspawn, procs, qemu
 from .seed import build_seed, meta_data
 from .state import VmState
@@ -25,7 +26,7 @@ Say = Callable[[str], None]
 Clock = Callable[[], float]
 
 
-class RuntimeFailure(RuntimeError):
+class RuntimeFailure(Failure):
     """The guest could not be booted or died; the message says why and what to do."""
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import Failure
 
-class SeedError(RuntimeError):
+
+class SeedError(Failure):
     pass
 
 

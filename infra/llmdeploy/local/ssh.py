@@ -9,7 +9,6 @@ runs), or the keys themselves once cloud-init finishes. From then on every login
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import re
 import socket
@@ -21,7 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..private_files import write_private
-from ..smoke.ssh_checks import ALL_HOST_KEY_ALGORITHMS, HOST_KEY_ALGORITHMS, exec_command
+from ..smoke.ssh_checks import (ALL_HOST_KEY_ALGORITHMS, HOST_KEY_ALGORITHMS, HostKeyMismatch, SshError, exec_command,
+                                 fingerprint)
 
 # paramiko's transport thread logs a traceback for every refused login while the VM boots; the caller
 # reports what matters.
@@ -34,14 +34,6 @@ CONSOLE_FINGERPRINT = re.compile(r"The key fingerprint is:\s*(SHA256:[A-Za-z0-9+
 # The console shows a service's output line by line behind its name, on the VM's serial console behind a
 # timestamp too: "[   55.52] cloud-init[408]: " (a systemd container's console: "cloud-init[408]: ").
 CONSOLE_PREFIX = re.compile(r"^(?:\[\s*[0-9]+\.[0-9]+\]\s+)?[\w.@-]+\[[0-9]+\]:\s?", re.M)
-
-
-class SshError(RuntimeError):
-    pass
-
-
-class HostKeyMismatch(SshError):
-    pass
 
 
 def make_key_pair(private_path: Path, comment: str) -> str:
@@ -179,8 +171,7 @@ def console_host_fingerprints(serial_log: Path) -> set[str]:
 
 def host_key_fingerprint(host_key: str) -> str:
     """"TYPE BASE64" -> "SHA256:..." as ssh-keygen -l prints it."""
-    blob = base64.b64decode(host_key.split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return fingerprint(base64.b64decode(host_key.split()[1]))
 
 
 def known_hosts_line(port: int, host_key: str) -> str:

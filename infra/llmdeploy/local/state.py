@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import Failure
 from ..private_files import write_private
 from . import paths
 
@@ -122,7 +123,7 @@ class VmState:
         return cls(**known)
 
 
-class StateError(RuntimeError):
+class StateError(Failure):
     pass
 
 

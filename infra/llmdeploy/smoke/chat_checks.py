@@ -13,8 +13,8 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from ..result import FAIL, CheckResult, timed
 from .http_checks import excerpt, make_session
-from .result import FAIL, CheckResult, timed
 from .targets import Target
 
 SIGN_IN = "/_login"

@@ -15,10 +15,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import EXIT_FAILED, EXIT_OK, UsageError
 from .dialects import KINDS
 from .redact import Redactor
 from .report import (
-    Progress,
+    SmokeProgress,
     check_line,
     summary_table,
     to_json,
@@ -38,8 +39,6 @@ from .targets import (
     load_targets,
     parse_ssh,
 )
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 EPILOG = f"""\
 credentials: --api-key KEY, --basic USER:PASS, or ${API_KEY_ENV} (preferred: a command line is visible to
@@ -76,7 +75,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds per request (default: 30)")
     p.add_argument("--json", metavar="FILE", help="write every result as JSON")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML (one testsuite per endpoint)")
-    p.set_defaults(func=cmd_smoke)
+    p.set_defaults(func=cmd_smoke, command_name="smoke")
     return p
 
 
@@ -125,7 +124,7 @@ def run_one(target: Target, redactor: Redactor) -> list[TargetReport]:
 
 
 def run_many(targets: list[Target], concurrency: int, redactor: Redactor) -> list[TargetReport]:
-    progress = Progress(len(targets), sys.stderr, redactor)
+    progress = SmokeProgress(len(targets), sys.stderr, redactor)
     progress.start()
     reports = run_targets(targets, concurrency, on_done=progress.advance)
     progress.finish()
@@ -139,11 +138,7 @@ def run_many(targets: list[Target], concurrency: int, redactor: Redactor) -> lis
 
 def cmd_smoke(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
-    try:
-        targets = targets_from(args, env)
-    except TargetError as exc:
-        print(f"llmdeploy smoke: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    targets = targets_from(args, env)
     redactor = redactor_for(targets)
     reports = run_many(targets, args.concurrency, redactor) if args.targets else run_one(targets[0], redactor)
     print("\n" + totals_line(reports))
@@ -153,6 +148,5 @@ def cmd_smoke(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         if args.junit:
             write_text(args.junit, to_junit(reports, redactor))
     except OSError as exc:
-        print(f"llmdeploy smoke: cannot write results: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"cannot write results: {exc}") from None
     return EXIT_OK if all(r.passed for r in reports) else EXIT_FAILED

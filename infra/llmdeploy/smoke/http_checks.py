@@ -26,8 +26,9 @@ from urllib.parse import urlsplit
 import requests
 
 from ..certnames import certificate_names, hostname_matches
+from ..errors import Failure
+from ..result import FAIL, CheckResult, timed
 from .dialects import ApiCall, Dialect, dialect_for, longer_stream, requested_tokens
-from .result import FAIL, CheckResult, timed
 from .streams import StreamTiming, judge_timing, parser_for
 from .targets import Target
 
@@ -391,7 +392,7 @@ def read_stream(response: requests.Response, dialect: Dialect, call: ApiCall, st
     return read
 
 
-class StreamRefused(Exception):
+class StreamRefused(Failure):
     """A streamed request answered with an error, or with events that are not the dialect's."""
 
     def __init__(self, summary: str, **evidence: Any) -> None:

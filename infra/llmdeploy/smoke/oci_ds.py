@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from .result import CheckResult, timed
+from ..result import CheckResult, timed
 
 ROUTE = "/v1/chat/completions"
 PROMPT = "Reply with one short friendly sentence."

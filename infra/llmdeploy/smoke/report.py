@@ -14,8 +14,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TextIO
 
+from ..result import FAIL, PASS, WARN, CheckResult
 from .redact import Redactor
-from .result import FAIL, PASS, WARN, CheckResult
 from .runner import TargetReport
 
 
@@ -23,7 +23,7 @@ def check_line(result: CheckResult, redactor: Redactor) -> str:
     return redactor.text(result.line())
 
 
-class Progress:
+class SmokeProgress:
     """N of M endpoints done, on stderr. On a terminal a bar redrawn in place; elsewhere (CI logs) one
     plain line per finished endpoint. Safe to call from worker threads."""
 

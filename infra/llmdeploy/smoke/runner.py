@@ -2,24 +2,24 @@
 
 One endpoint: the HTTP checks (http_checks.py) for the openai, ollama and xinference kinds; OCI Data
 Science (`oci-ds`) is delegated to `llmdeploy.smoke.oci_ds`, and `--ssh` adds the checks of
-`llmdeploy.smoke.ssh_checks`. Both are imported only when needed, so a missing module or a missing
-dependency of it becomes one clear FAIL, never a crash.
+`llmdeploy.smoke.ssh_checks`. A delegate that raises or returns something else than results becomes one
+clear FAIL, never a crash; the OCI SDK, the one optional dependency, is imported by oci_ds only when it signs.
 
 Many endpoints: a thread pool runs up to `concurrency` endpoints side by side (the checks of one endpoint
 run in order), so the wall time stays close to the slowest endpoint's, not the sum of all.
 """
 from __future__ import annotations
 
-import importlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..result import FAIL, PASS, WARN, CheckResult
+from . import oci_ds, ssh_checks
 from .chat_checks import run_chat_checks
 from .http_checks import Emit, run_http_checks
-from .result import FAIL, PASS, WARN, CheckResult
 from .targets import Target
 
 DEFAULT_CONCURRENCY = 8
@@ -52,49 +52,33 @@ class TargetReport:
                 "results": [r.to_dict() for r in self.results]}
 
 
-def delegated(module: str, function: str, what: str, **kwargs: Any) -> list[CheckResult]:
-    """Call llmdeploy.smoke.<module>.<function>(**kwargs), which returns CheckResults; any failure to do so
-    (module or its dependency missing, an exception, a wrong return value) is one FAIL saying why."""
+def delegated(what: str, checks: Callable[..., Iterable[CheckResult]], **kwargs: Any) -> list[CheckResult]:
+    """checks(**kwargs), the results of a delegate; an exception or a wrong return value is one FAIL saying why."""
     start = time.monotonic()
 
     def failed(summary: str, **evidence: Any) -> list[CheckResult]:
         return [CheckResult(what, FAIL, summary, round(time.monotonic() - start, 3), evidence)]
 
-    qualified = f"llmdeploy.smoke.{module}"
     try:
-        loaded = importlib.import_module(qualified)
-    except ModuleNotFoundError as exc:
-        if exc.name == qualified:
-            return failed(f"not available: {qualified} is not part of this installation of llmdeploy; "
-                          "upgrade llmdeploy")
-        return failed(f"not available: {qualified} needs the Python package '{exc.name}' "
-                      f"(pip install {exc.name})", exception=repr(exc))
+        results = list(checks(**kwargs))
     except Exception as exc:
-        return failed(f"cannot load {qualified}: {type(exc).__name__}: {exc}", exception=repr(exc))
-    func = getattr(loaded, function, None)
-    if not callable(func):
-        return failed(f"not available: {qualified} has no {function}()")
-    try:
-        returned: Any = func(**kwargs)
-        results = list(returned)
-    except Exception as exc:
-        return failed(f"{function} raised {type(exc).__name__}: {exc}", exception=repr(exc))
+        return failed(f"{checks.__name__} raised {type(exc).__name__}: {exc}", exception=repr(exc))
     if not all(isinstance(r, CheckResult) for r in results):
-        return failed(f"{function} returned something other than a list of CheckResult")
+        return failed(f"{checks.__name__} returned something other than a list of CheckResult")
     return results
 
 
 def ssh_results(target: Target) -> list[CheckResult]:
     ssh = target.ssh
     assert ssh is not None
-    return delegated("ssh_checks", "run_ssh_checks", "ssh checks", host=ssh.host, user=ssh.user,
-                     key_file=ssh.key_file, port=ssh.port, host_key=ssh.host_key, timeout=target.timeout)
+    return delegated("ssh checks", ssh_checks.run_ssh_checks, host=ssh.host, user=ssh.user, key_file=ssh.key_file,
+                     port=ssh.port, host_key=ssh.host_key, timeout=target.timeout)
 
 
 def oci_ds_results(target: Target) -> list[CheckResult]:
     oci = dict(target.oci)
-    return delegated("oci_ds", "run_oci_ds_checks", "oci-ds checks", url=target.url, model=target.model,
-                     stream=True, config_file=oci.get("config_file"), profile=oci.get("profile"),
+    return delegated("oci-ds checks", oci_ds.run_oci_ds_checks, url=target.url, model=target.model, stream=True,
+                     config_file=oci.get("config_file"), profile=oci.get("profile"),
                      instance_principal=bool(oci.get("instance_principal")), ca_bundle=target.ca_bundle,
                      timeout=target.timeout)
 

@@ -22,8 +22,9 @@ from typing import Any
 import paramiko
 from paramiko.ssh_exception import NoValidConnectionsError
 
+from ..errors import Failure
+from ..result import FAIL, CheckResult, timed
 from ..vmpaths import CLOUD_INIT_OUTPUT, READY_MARKER, STACK_INFO, STAGES_DIR, step_log
-from .result import FAIL, CheckResult, timed
 
 DISK_WARN_FREE = 0.10  # warn when less than this share of / is free
 MEMORY_WARN_FREE = 0.15  # warn when less than this share of memory is available
@@ -66,8 +67,13 @@ def parse_host_key(spec: str) -> tuple[str | None, str]:
     raise ValueError(f"host key {spec!r}: expected 'SHA256:...', 'ssh-ed25519 AAAA...' or a known_hosts line")
 
 
-class HostKeyMismatch(paramiko.SSHException):
-    pass
+class SshError(Failure):
+    """An SSH login or command that did not work; the message says why."""
+
+
+class HostKeyMismatch(SshError):
+    """The server presented another host key than the pinned one: a re-created VM, or someone in between.
+    Both SSH clients (these checks, and llmdeploy.local's logins) refuse the login with it."""
 
 
 class _HostKeyCheck(paramiko.MissingHostKeyPolicy):
@@ -153,7 +159,7 @@ class Remote:
         return Cmd(command, code, out, err, time.monotonic() - start)
 
 
-def connect(host: str, user: str, key_file: str, port: int = 22, host_key: str | None = None,
+def check_login(host: str, user: str, key_file: str, port: int = 22, host_key: str | None = None,
             timeout: float = 30) -> tuple[paramiko.SSHClient | None, CheckResult]:
     """Log in with the key file; the result passes (pinned key), warns (not pinned) or fails (with why)."""
     with timed("ssh: connect") as r:
@@ -450,7 +456,7 @@ def attach_cloud_init_tail(vm: Remote, results: list[CheckResult]) -> None:
 def run_ssh_checks(host: str, user: str, key_file: str, port: int = 22, host_key: str | None = None,
                    timeout: float = 30, gpu: bool | None = None) -> list[CheckResult]:
     """Every SSH check, in order. gpu=None takes gpu_shape from the VM's stack.json."""
-    client, connected = connect(host, user, key_file, port, host_key, timeout)
+    client, connected = check_login(host, user, key_file, port, host_key, timeout)
     if client is None:
         return [connected]
     results = [connected]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from ..errors import UsageError
 from ..textfiles import FileProblem, load_json, load_yaml, read_text
 from .dialects import KINDS
 
@@ -33,7 +34,7 @@ TARGET_KEYS = ("name", "url", "api_key", "api_key_env", "basic", "kind", "model"
                "timeout", "ssh", "ssh_key", "ssh_host_key", "chat_url")
 
 
-class TargetError(ValueError):
+class TargetError(UsageError):
     """Bad input: the message says what is wrong and how to fix it."""
 
 

@@ -1,6 +1,6 @@
-"""The one module that reads pulumi.Config: every declared key, validated by config.parse before any
-resource exists (a ConfigError stops `pulumi up` with the full list of problems). It also resolves what the
-components need from the environment (SSH auth), so that they read none of it."""
+"""The one module that reads pulumi.Config: every declared key, as text, for the program to validate with
+config.parse before any resource exists (a ConfigError stops `pulumi up` with the full list of problems). It
+also resolves what the components need from the environment (SSH auth), so that they read none of it."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import pulumi
 
-from ..config import StackConfig, parse
+from ..config import StackConfig
 from ..declared import declarations
 from .gates import SshAuth
 
@@ -18,10 +18,6 @@ def load_raw() -> dict[str, Any]:
     text but only ever held in config.Secret; whatever derives from them is wrapped in Output.secret."""
     config = pulumi.Config()
     return {key: value for key in declarations() if (value := config.get(key)) is not None}
-
-
-def load() -> StackConfig:
-    return parse(load_raw(), stack=pulumi.get_stack(), decls=declarations())
 
 
 def ssh_auth(cfg: StackConfig, environ: Mapping[str, str] | None = None) -> SshAuth:

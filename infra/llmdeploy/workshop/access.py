@@ -12,8 +12,8 @@ from typing import Any
 
 from ..config import ConfigError
 from ..endpoints import EndpointPlan
+from ..errors import UsageError
 from ..roster import Attendee
-from .errors import WorkshopError
 from .pulumi_cli import resources, urn_name
 from .stackinfo import WorkshopStack
 
@@ -24,31 +24,31 @@ def find_attendee(attendees: list[Attendee], attendee_id: str, ws: WorkshopStack
         if a.id == wanted:
             return a
     known = ", ".join(a.id for a in attendees[:12]) + (" ..." if len(attendees) > 12 else "")
-    raise WorkshopError(f"no attendee '{attendee_id}' in the roster {ws.roster_path} (ids: {known})")
+    raise UsageError(f"no attendee '{attendee_id}' in the roster {ws.roster_path} (ids: {known})")
 
 
 def plans_for(ws: WorkshopStack, attendees: list[Attendee]) -> list[EndpointPlan]:
     try:
         return ws.plans(attendees)
     except ConfigError as exc:
-        raise WorkshopError(f"the workshop's config is wrong: {exc}") from None
+        raise UsageError(f"the workshop's config is wrong: {exc}") from None
     except ValueError as exc:
-        raise WorkshopError(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
 def key_resource_name(ws: WorkshopStack, attendee_id: str) -> str:
     attendees = ws.attendees()
     attendee = find_attendee(attendees, attendee_id, ws)
     if attendee.revoked:
-        raise WorkshopError(f"attendee '{attendee.id}' is revoked (status column of {ws.roster_path}), so they have "
-                            "no key to rotate; clear the status and run pulumi up to give them one")
+        raise UsageError(f"attendee '{attendee.id}' is revoked (status column of {ws.roster_path}), so they have "
+                         "no key to rotate; clear the status and run pulumi up to give them one")
     plan = next((p for p in plans_for(ws, attendees) if attendee in p.attendees), None)
     if plan is None:
-        raise WorkshopError(f"attendee '{attendee.id}' is not served by any endpoint of stack '{ws.stack}'")
+        raise UsageError(f"attendee '{attendee.id}' is not served by any endpoint of stack '{ws.stack}'")
     key = plan.key_for(attendee)
     if not key:
-        raise WorkshopError(f"attendee '{attendee.id}''s VM has no API key (apiKeys is empty: basic auth only); "
-                            "there is no key to rotate")
+        raise UsageError(f"attendee '{attendee.id}''s VM has no API key (apiKeys is empty: basic auth only); "
+                         "there is no key to rotate")
     return f"{ws.resource_prefix}-{plan.key}-key-{key}"
 
 
@@ -57,8 +57,8 @@ def find_urn(export: dict[str, Any], name: str, stack: str) -> str:
     if len(found) == 1:
         return str(found[0])
     if found:
-        raise WorkshopError(f"stack '{stack}' has {len(found)} resources named {name}: " + ", ".join(found))
+        raise UsageError(f"stack '{stack}' has {len(found)} resources named {name}: " + ", ".join(found))
     keys = sorted(urn_name(r["urn"]) for r in resources(export) if "-key-" in urn_name(r["urn"]))
     shown = ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else "") if keys else "none"
-    raise WorkshopError(f"stack '{stack}' has no resource named {name} in its state (key resources there: {shown}); "
-                        "has `pulumi up` run since the attendee was added?")
+    raise UsageError(f"stack '{stack}' has no resource named {name} in its state (key resources there: {shown}); "
+                     "has `pulumi up` run since the attendee was added?")

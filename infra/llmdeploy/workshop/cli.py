@@ -7,71 +7,53 @@ bad input or a missing tool, always as a message naming the problem and the fix,
 from __future__ import annotations
 
 import argparse
-import functools
 import re
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
-from ..roster import RosterError, set_status
-from ..smoke.report import Progress, check_line, summary_table, to_json, totals_line, write_text
+from ..errors import EXIT_FAILED, EXIT_OK, Failure, UsageError
+from ..roster import set_status
+from ..smoke.report import SmokeProgress, check_line, summary_table, to_json, totals_line, write_text
 from ..smoke.runner import run_targets
-from ..textfiles import FileProblem
 from . import pulumi_cli
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, WorkshopError
+from .access import find_attendee, find_urn, key_resource_name, plans_for
+from .handouts import write_handouts
+from .limits import FileLimits, LimitsSource, OciLimits
+from .oci_clients import load_config
+from .plan import build
+from .stackinfo import load, project_dir
+from .stackoutputs import AttendeeOutput, attendee_outputs, load_outputs
+from .status import default_status_path, read_status, record, redactor, stack_acme_trust, targets
+from .teardown import DNS_NOTE, delete_all, expired, managed_query, now_utc, remaining_after_destroy, search
 
-Handler = Callable[[argparse.Namespace], int]
 # Endpoints smoke-tested at once by `workshop status`: scripts/bench_workshop_smoke.py measured 32 as the fastest
 # for 200 endpoints on 2 cores (64 was no faster and starved the stream timing checks).
 STATUS_CONCURRENCY = 32
 
 
-def guarded(func: Handler) -> Handler:
-    """Bad input and failed tools become one message and an exit code, never a traceback."""
-    @functools.wraps(func)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except WorkshopError as exc:
-            print(f"llmdeploy {args.command_name}: {exc}", file=sys.stderr)
-            return exc.exit_code
-        except (RosterError, ConfigError, FileProblem) as exc:
-            print(f"llmdeploy {args.command_name}: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    return run
-
-
 def _stack_name(stack: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", stack):
-        raise WorkshopError(f"stack name '{stack}' may hold only letters, digits, '_', '.' and '-'")
+        raise UsageError(f"stack name '{stack}' may hold only letters, digits, '_', '.' and '-'")
     return stack
 
 
 def _root(args: argparse.Namespace) -> Path:
-    from .stackinfo import project_dir
     return project_dir(args.project_dir)
 
 
 def _folder_of(option: str, path: str | None) -> None:
     if path and not Path(path).resolve().parent.is_dir():
-        raise WorkshopError(f"{option} {path}: the folder {Path(path).resolve().parent} does not exist; create it")
+        raise UsageError(f"{option} {path}: the folder {Path(path).resolve().parent} does not exist; create it")
 
 
 # --- plan -------------------------------------------------------------------------------------------------
 
 
-@guarded
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .access import plans_for
-    from .limits import FileLimits, LimitsSource, OciLimits
-    from .oci_clients import load_config
-    from .plan import build
-    from .stackinfo import load
     if args.le_issued < 0:
-        raise WorkshopError("--le-issued must be 0 or more (certificates already issued this week)")
+        raise UsageError("--le-issued must be 0 or more (certificates already issued this week)")
     ws = load(_root(args), _stack_name(args.stack))
     attendees = ws.attendees()
     endpoints = plans_for(ws, attendees)
@@ -86,8 +68,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"workshop plan: stack '{ws.stack}', roster {ws.roster_path}, limits from "
           f"{source.description if source else 'nowhere (' + reason + ')'}")
     plan = build(ws.cfg, attendees, endpoints, source, reason, args.le_issued)
-    for check in plan.checks:
-        print(check.line())
+    for line in plan.lines():
+        print(line)
     print("\n" + plan.summary())
     return EXIT_FAILED if plan.failed else EXIT_OK
 
@@ -95,21 +77,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
 # --- outputs: handouts and status ---------------------------------------------------------------------------
 
 
-def _attendees(args: argparse.Namespace, root: Path) -> list[Any]:
-    from .stackoutputs import attendee_outputs, load_outputs
+def _attendees(args: argparse.Namespace, root: Path) -> list[AttendeeOutput]:
     outputs, source = load_outputs(root, args.stack, args.outputs)
     return attendee_outputs(outputs, source)
 
 
 def _status_path(args: argparse.Namespace, root: Path) -> Path:
-    from .status import default_status_path
     return Path(args.status_file) if args.status_file else default_status_path(root, args.stack)
 
 
-@guarded
 def cmd_handouts(args: argparse.Namespace) -> int:
-    from .handouts import write_handouts
-    from .status import read_status, stack_acme_trust
     root = _root(args)
     _stack_name(args.stack)
     attendees = _attendees(args, root)
@@ -131,15 +108,13 @@ def cmd_handouts(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@guarded
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import record, redactor, stack_acme_trust, targets
     root = _root(args)
     _stack_name(args.stack)
     if args.concurrency < 1:
-        raise WorkshopError("--concurrency must be at least 1")
+        raise UsageError("--concurrency must be at least 1")
     if args.timeout <= 0:
-        raise WorkshopError("--timeout must be a positive number of seconds")
+        raise UsageError("--timeout must be a positive number of seconds")
     _folder_of("--json", args.json)
     attendees = _attendees(args, root)
     acme_trust = stack_acme_trust(root, args.stack)  # a test ACME directory's roots (llmdeploy/acme_roots.py)
@@ -148,7 +123,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         checks = targets(attendees, Path(ca_dir), args.timeout, acme_trust)
         print(f"workshop status: {len(checks)} attendee endpoint(s) of stack '{args.stack}', {args.concurrency} at a "
               "time", flush=True)
-        progress = Progress(len(checks), sys.stderr, red)
+        progress = SmokeProgress(len(checks), sys.stderr, red)
         progress.start()
         reports = run_targets(checks, args.concurrency, on_done=progress.advance)
         progress.finish()
@@ -172,10 +147,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 # --- rotate and revoke --------------------------------------------------------------------------------------
 
 
-@guarded
 def cmd_rotate(args: argparse.Namespace) -> int:
-    from .access import find_urn, key_resource_name
-    from .stackinfo import load
     root = _root(args)
     ws = load(root, _stack_name(args.stack))
     name = key_resource_name(ws, args.attendee)
@@ -191,10 +163,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@guarded
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from .access import find_attendee
-    from .stackinfo import load
     root = _root(args)
     ws = load(root, _stack_name(args.stack))
     attendee = find_attendee(ws.attendees(), args.attendee, ws)
@@ -220,22 +189,18 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 def _confirm(stack: str) -> None:
     if not sys.stdin.isatty():
-        raise WorkshopError(f"teardown destroys every resource of stack '{stack}': pass --yes to confirm (stdin is "
-                            "not a terminal, so it cannot ask)")
+        raise UsageError(f"teardown destroys every resource of stack '{stack}': pass --yes to confirm (stdin is "
+                         "not a terminal, so it cannot ask)")
     answer = input(f"Destroy every resource of stack '{stack}'? Type the stack name to confirm: ").strip()
     if answer != stack:
-        raise WorkshopError("not confirmed; nothing was destroyed", exit_code=EXIT_FAILED)
+        raise Failure("not confirmed; nothing was destroyed")
 
 
-@guarded
 def cmd_teardown(args: argparse.Namespace) -> int:
-    from .oci_clients import load_config
-    from .stackinfo import load
-    from .teardown import DNS_NOTE, remaining_after_destroy
     root = _root(args)
     ws = load(root, _stack_name(args.stack), require_workshop=False)
     if args.wait < 0:
-        raise WorkshopError("--wait must be 0 or more seconds")
+        raise UsageError("--wait must be 0 or more seconds")
     config = load_config(args.oci_config, args.oci_profile)  # before destroying: the check afterwards needs it
     destroyed = True
     if not args.verify_only:
@@ -262,18 +227,15 @@ def cmd_teardown(args: argparse.Namespace) -> int:
     return EXIT_OK if destroyed else EXIT_FAILED
 
 
-@guarded
 def cmd_reap(args: argparse.Namespace) -> int:
-    from .oci_clients import load_config
-    from .teardown import DNS_NOTE, delete_all, expired, managed_query, now_utc, search
     if not args.expired:
-        raise WorkshopError("say what to reap: --expired (resources whose expires-at tag is in the past); add --yes "
-                            "to delete them")
+        raise UsageError("say what to reap: --expired (resources whose expires-at tag is in the past); add --yes "
+                         "to delete them")
     if args.compartment and not re.fullmatch(r"ocid1\.(compartment|tenancy)\.[a-z0-9._-]+", args.compartment):
-        raise WorkshopError(f"--compartment {args.compartment}: expected a compartment OCID "
-                            "(ocid1.compartment.oc1..xxxx)")
+        raise UsageError(f"--compartment {args.compartment}: expected a compartment OCID "
+                         "(ocid1.compartment.oc1..xxxx)")
     if args.wait < 0:
-        raise WorkshopError("--wait must be 0 or more seconds")
+        raise UsageError("--wait must be 0 or more seconds")
     config = load_config(args.oci_config, args.oci_profile)
     now = now_utc()
     where = f" in compartment {args.compartment}" if args.compartment else " in the tenancy (this region)"

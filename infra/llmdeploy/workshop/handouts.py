@@ -35,8 +35,8 @@ from typing import Any
 
 import jinja2
 
+from ..errors import Failure, UsageError
 from ..private_files import secure_folder, write_private
-from .errors import WorkshopError
 from .handout_template import CSS, PAGE
 from .stackoutputs import AttendeeOutput
 from .status import attendee_ca
@@ -153,11 +153,11 @@ def pdf_renderer() -> Any:
     try:
         import weasyprint
     except ImportError:
-        raise WorkshopError("PDF handouts need WeasyPrint: pip install weasyprint (it needs Debian's "
-                            "libpango-1.0-0 and libpangoft2-1.0-0; scripts/setup.sh installs both)") from None
+        raise UsageError("PDF handouts need WeasyPrint: pip install weasyprint (it needs Debian's "
+                         "libpango-1.0-0 and libpangoft2-1.0-0; scripts/setup.sh installs both)") from None
     except OSError as exc:
-        raise WorkshopError(f"WeasyPrint cannot load its libraries ({exc}): apt-get install libpango-1.0-0 "
-                            "libpangoft2-1.0-0 fonts-dejavu-core") from None
+        raise UsageError(f"WeasyPrint cannot load its libraries ({exc}): apt-get install libpango-1.0-0 "
+                         "libpangoft2-1.0-0 fonts-dejavu-core") from None
     return weasyprint
 
 
@@ -180,8 +180,8 @@ def write_handouts(attendees: list[AttendeeOutput], out: Path, stack: str, statu
             ca_files.append(ca_path)
     document = weasyprint.HTML(string=render_html(contexts, title, for_print=True), base_url=str(out)).render()
     if len(document.pages) != len(attendees):
-        raise WorkshopError(f"the handouts came out as {len(document.pages)} pages for {len(attendees)} attendees: a "
-                            "page overflowed (a very long name or URL?); shorten it in the roster", exit_code=1)
+        raise Failure(f"the handouts came out as {len(document.pages)} pages for {len(attendees)} attendees: a "
+                      "page overflowed (a very long name or URL?); shorten it in the roster")
     combined = out / "handouts.pdf"
     write_private(combined, document.write_pdf())
     pdf_files = []

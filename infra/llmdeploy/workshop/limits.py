@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import Failure, UsageError
 from ..shapes import SHAPES
 from ..textfiles import FileProblem, load_yaml, read_text
-from .errors import WorkshopError
 
 SERVICE = "compute"
 GPU_LIMITS: dict[str, str] = {
@@ -109,13 +109,13 @@ class FileLimits:
         try:
             data = load_yaml(read_text(path, "limits file"), f"the limits file {path}")
         except OSError as exc:
-            raise WorkshopError(f"cannot read the limits file {path}: {exc.strerror}; check the path") from None
+            raise UsageError(f"cannot read the limits file {path}: {exc.strerror}; check the path") from None
         except FileProblem as exc:
-            raise WorkshopError(str(exc).splitlines()[0]) from None
+            raise UsageError(str(exc).splitlines()[0]) from None
         example = "compute: {gpu-a10-count: {Uocm:EU-FRANKFURT-1-AD-1: 4}}"
         if not isinstance(data, dict) or not isinstance(data.get(SERVICE), dict):
-            raise WorkshopError(f"the limits file {path} must map '{SERVICE}' to limits, each mapping availability "
-                                f"domains to the number available, e.g. {example}")
+            raise UsageError(f"the limits file {path} must map '{SERVICE}' to limits, each mapping availability "
+                             f"domains to the number available, e.g. {example}")
         self.limits: dict[str, dict[str, int]] = {}
         problems = []
         for limit, per_ad in data[SERVICE].items():
@@ -128,8 +128,8 @@ class FileLimits:
             self.limits[str(limit)] = {str(ad): int(v) for ad, v in per_ad.items()
                                        if isinstance(v, int) and not isinstance(v, bool)}
         if problems:
-            raise WorkshopError(f"the limits file {path}:\n" + "\n".join(f"  - {p}" for p in problems) +
-                                f"\n(e.g. {example})")
+            raise UsageError(f"the limits file {path}:\n" + "\n".join(f"  - {p}" for p in problems) +
+                             f"\n(e.g. {example})")
 
     def availability_domains(self) -> list[str]:
         return sorted({ad for per_ad in self.limits.values() for ad in per_ad})
@@ -164,8 +164,7 @@ class OciLimits:
             try:
                 found = self.identity.list_availability_domains(compartment_id=self.config["tenancy"]).data
             except self._oci.service_errors() as exc:
-                raise WorkshopError(f"cannot list the availability domains: {self._oci.describe(exc)}",
-                                    exit_code=1) from None
+                raise Failure(f"cannot list the availability domains: {self._oci.describe(exc)}") from None
             self._ads = [ad.name for ad in found]
         return self._ads
 

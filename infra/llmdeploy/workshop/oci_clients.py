@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import WorkshopError
+from ..errors import UsageError
+
 
 ENDPOINT_ENV = "LLMDEPLOY_OCI_ENDPOINT"
 
@@ -21,29 +22,29 @@ def sdk() -> Any:
     try:
         import oci
     except ImportError:
-        raise WorkshopError("this command talks to OCI and needs the OCI SDK: pip install 'llmdeploy[oci]' "
-                            "(or pip install oci)") from None
+        raise UsageError("this command talks to OCI and needs the OCI SDK: pip install 'llmdeploy[oci]' "
+                         "(or pip install oci)") from None
     return oci
 
 
 def load_config(config_file: str | None = None, profile: str | None = None) -> dict[str, Any]:
-    """The profile's settings (user, tenancy, key file, region), validated; WorkshopError says the fix."""
+    """The profile's settings (user, tenancy, key file, region), validated; UsageError says the fix."""
     oci = sdk()
     path = Path(os.path.expanduser(config_file or oci.config.DEFAULT_LOCATION))
     profile = profile or os.environ.get("OCI_CLI_PROFILE") or oci.config.DEFAULT_PROFILE
     if not path.is_file():
-        raise WorkshopError(f"no OCI config file at {path}: create one with `oci setup config` (or pass "
-                            "--oci-config FILE); plan also works offline with --limits FILE or --offline")
+        raise UsageError(f"no OCI config file at {path}: create one with `oci setup config` (or pass "
+                         "--oci-config FILE); plan also works offline with --limits FILE or --offline")
     try:
         config = oci.config.from_file(str(path), profile)
         oci.config.validate_config(config)
     except oci.exceptions.ProfileNotFound:
-        raise WorkshopError(f"{path} has no profile [{profile}]: pass --oci-profile NAME with one of its "
-                            "profiles") from None
+        raise UsageError(f"{path} has no profile [{profile}]: pass --oci-profile NAME with one of its "
+                         "profiles") from None
     except (oci.exceptions.InvalidConfig, oci.exceptions.InvalidKeyFilePath,
             oci.exceptions.ConfigFileNotFound) as exc:
-        raise WorkshopError(f"the OCI config {path} [{profile}] cannot be used: {exc}; fix it with "
-                            "`oci setup repair-file-permissions` / `oci setup config`") from None
+        raise UsageError(f"the OCI config {path} [{profile}] cannot be used: {exc}; fix it with "
+                         "`oci setup repair-file-permissions` / `oci setup config`") from None
     return config
 
 
@@ -57,8 +58,8 @@ def client(kind: str, config: dict[str, Any]) -> Any:
     try:
         return classes[kind](config, service_endpoint=endpoint) if endpoint else classes[kind](config)
     except (oci.exceptions.InvalidPrivateKey, oci.exceptions.MissingPrivateKeyPassphrase) as exc:
-        raise WorkshopError(f"the OCI API key cannot be loaded: {exc}; check key_file (and pass_phrase) in the "
-                            "OCI config") from None
+        raise UsageError(f"the OCI API key cannot be loaded: {exc}; check key_file (and pass_phrase) in the "
+                         "OCI config") from None
 
 
 def describe(exc: BaseException) -> str:

@@ -23,12 +23,12 @@ from pathlib import Path
 
 from ..config import StackConfig
 from ..endpoints import EndpointPlan
+from ..result import FAIL, PASS, WARN, CheckResult
 from ..roster import Attendee, active
 from ..shapes import Shape
 from .limits import LimitsSource, Need, needs
 from .prices import PRICE_SOURCE, PRICES_RECORDED, hourly
 
-PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 LE_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 LE_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 LE_CERTS_PER_DOMAIN_WEEK = 50  # production; https://letsencrypt.org/docs/rate-limits/
@@ -37,14 +37,8 @@ LE_STAGING_CERTS_PER_DOMAIN_WEEK = 30000
 PSL_PATH = Path("/usr/share/publicsuffix/public_suffix_list.dat")  # Debian's publicsuffix package
 
 
-@dataclass
-class Check:
-    name: str
-    status: str
-    detail: str
-
-    def line(self) -> str:
-        return f"{self.status:<4}  {self.name:<34} {self.detail}"
+# The width of a check's name in the plan's report.
+NAME_WIDTH = 34
 
 
 @dataclass
@@ -54,16 +48,20 @@ class Plan:
     attendees: int
     revoked: int
     endpoints: list[EndpointPlan]
-    checks: list[Check] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
     total_cost: float = 0.0
     hours: int = 0
 
     @property
-    def failed(self) -> list[Check]:
+    def failed(self) -> list[CheckResult]:
         return [c for c in self.checks if c.status == FAIL]
 
     def add(self, name: str, status: str, detail: str) -> None:
-        self.checks.append(Check(name, status, detail))
+        self.checks.append(CheckResult(name, status, detail))
+
+    def lines(self) -> list[str]:
+        """One line per check; the plan computes, so its checks carry no time."""
+        return [check.line(NAME_WIDTH, timed=False) for check in self.checks]
 
     @property
     def instances(self) -> int:

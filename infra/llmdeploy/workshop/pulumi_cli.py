@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import EXIT_FAILED, EXIT_USAGE, WorkshopError
+from ..errors import Failure, UsageError
+
 
 INSTALL_HINT = ("install the Pulumi CLI (https://www.pulumi.com/docs/iac/download-install/, e.g. "
                 "`curl -fsSL https://get.pulumi.com | sh`) and make sure `pulumi` is on PATH")
@@ -26,7 +27,7 @@ INSTALL_HINT = ("install the Pulumi CLI (https://www.pulumi.com/docs/iac/downloa
 def binary() -> str:
     found = shutil.which("pulumi")
     if not found:
-        raise WorkshopError(f"the Pulumi CLI is not installed (no `pulumi` on PATH): {INSTALL_HINT}")
+        raise UsageError(f"the Pulumi CLI is not installed (no `pulumi` on PATH): {INSTALL_HINT}")
     return found
 
 
@@ -45,16 +46,16 @@ def _capture(args: Sequence[str], root: Path, stack: str, what: str, timeout: fl
         done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), stdin=subprocess.DEVNULL,
                               timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise WorkshopError(f"`pulumi {' '.join(args)}` did not finish within {timeout:.0f}s", EXIT_FAILED) from None
+        raise Failure(f"`pulumi {' '.join(args)}` did not finish within {timeout:.0f}s") from None
     except OSError as exc:
-        raise WorkshopError(f"cannot run {cmd[0]}: {exc.strerror or exc}; {INSTALL_HINT}") from None
+        raise UsageError(f"cannot run {cmd[0]}: {exc.strerror or exc}; {INSTALL_HINT}") from None
     if done.returncode != 0:
         # Pulumi's errors name the stack, the backend or the passphrase that is missing: pass them on.
         detail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise WorkshopError(f"cannot read {what} of stack '{stack}': `pulumi {' '.join(args)}` exited with "
-                            f"{done.returncode}:\n  " + "\n  ".join(detail or ["(no output)"]) +
-                            f"\n(is `pulumi stack select {stack}` possible in {root}? is PULUMI_CONFIG_PASSPHRASE "
-                            "or `pulumi login` set up?)", EXIT_USAGE)
+        raise UsageError(f"cannot read {what} of stack '{stack}': `pulumi {' '.join(args)}` exited with "
+                         f"{done.returncode}:\n  " + "\n  ".join(detail or ["(no output)"]) +
+                         f"\n(is `pulumi stack select {stack}` possible in {root}? is PULUMI_CONFIG_PASSPHRASE "
+                         "or `pulumi login` set up?)")
     return done.stdout
 
 
@@ -62,8 +63,8 @@ def _json(text: str, what: str) -> Any:
     try:
         return json.loads(text or "{}")
     except json.JSONDecodeError as exc:
-        raise WorkshopError(f"the Pulumi CLI answered {what} with something that is not JSON ({exc.msg}); "
-                            "upgrade the Pulumi CLI", EXIT_FAILED) from None
+        raise Failure(f"the Pulumi CLI answered {what} with something that is not JSON ({exc.msg}); "
+                      "upgrade the Pulumi CLI") from None
 
 
 def stack_outputs(root: Path, stack: str) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def stack_outputs(root: Path, stack: str) -> dict[str, Any]:
     data = _json(_capture(["stack", "output", "--json", "--show-secrets"], root, stack, "the outputs"),
                  "`stack output`")
     if not isinstance(data, dict):
-        raise WorkshopError("`pulumi stack output --json` did not return an object", EXIT_FAILED)
+        raise Failure("`pulumi stack output --json` did not return an object")
     return data
 
 
@@ -79,7 +80,7 @@ def stack_export(root: Path, stack: str) -> dict[str, Any]:
     """`pulumi stack export`: the state (URNs, types, IDs); secrets in it stay encrypted."""
     data = _json(_capture(["stack", "export"], root, stack, "the state"), "`stack export`")
     if not isinstance(data, dict):
-        raise WorkshopError("`pulumi stack export` did not return an object", EXIT_FAILED)
+        raise Failure("`pulumi stack export` did not return an object")
     return data
 
 
@@ -102,7 +103,7 @@ def run_visible(args: Sequence[str], root: Path, stack: str) -> int:
     try:
         return subprocess.run(cmd, env=_env(), stdin=subprocess.DEVNULL).returncode
     except OSError as exc:
-        raise WorkshopError(f"cannot run {cmd[0]}: {exc.strerror or exc}; {INSTALL_HINT}") from None
+        raise UsageError(f"cannot run {cmd[0]}: {exc.strerror or exc}; {INSTALL_HINT}") from None
 
 
 def up(root: Path, stack: str, replace: Sequence[str] = ()) -> int:

@@ -15,10 +15,10 @@ from pathlib import Path
 from ..config import ConfigError, StackConfig, parse
 from ..declared import PROJECT_ROOT, declarations, project_name
 from ..endpoints import EndpointPlan, plan_endpoints
+from ..errors import UsageError
 from ..roster import Attendee, RosterError, read_roster
-from ..stackfile import StackFileError, read_stack, secret_env_name, stack_file
+from ..stackfile import read_stack, secret_env_name, stack_file
 from ..textfiles import FileProblem, load_yaml, read_text
-from .errors import WorkshopError
 
 
 def project_dir(arg: str | None) -> Path:
@@ -26,8 +26,8 @@ def project_dir(arg: str | None) -> Path:
     if arg:
         root = Path(arg).resolve()
         if not (root / "Pulumi.yaml").is_file():
-            raise WorkshopError(f"--project-dir {arg}: no Pulumi.yaml there; point it at the folder that holds "
-                                "the project's Pulumi.yaml")
+            raise UsageError(f"--project-dir {arg}: no Pulumi.yaml there; point it at the folder that holds "
+                             "the project's Pulumi.yaml")
         return root
     cwd = Path.cwd()
     return cwd if (cwd / "Pulumi.yaml").is_file() else PROJECT_ROOT
@@ -53,7 +53,7 @@ class WorkshopStack:
         try:
             return read_roster(self.roster_path)
         except RosterError as exc:
-            raise WorkshopError(f"roster: {exc}") from None
+            raise UsageError(f"roster: {exc}") from None
 
     def plans(self, attendees: list[Attendee] | None = None) -> list[EndpointPlan]:
         """The endpoints `pulumi up` would create, each with its validated config (ConfigError or ValueError
@@ -77,24 +77,22 @@ def _unresolved_secrets(root: Path, stack: str) -> dict[str, str]:
 
 
 def load(root: Path, stack: str, require_workshop: bool = True) -> WorkshopStack:
-    """The stack's config; WorkshopError (exit 2) for anything the user must fix."""
+    """The stack's config; UsageError (exit 2) for anything the user must fix."""
     unresolved = _unresolved_secrets(root, stack)
     env = {**os.environ, **{name: "" for name in unresolved.values()}}
     try:
         raw = read_stack(root, stack, env)
         cfg = parse(raw, stack=stack, decls=declarations(root))
-    except StackFileError as exc:
-        raise WorkshopError(str(exc)) from None
     except ConfigError as exc:
         needed = [p.key for p in exc.problems if p.key in unresolved]
         if needed:
             key = needed[0]
-            raise WorkshopError(
+            raise UsageError(
                 f"{key} is encrypted in Pulumi.{stack}.yaml (secure:), and this stack needs its value here; only "
                 f"the Pulumi CLI can decrypt it, so pass it in the environment: {unresolved[key]}=\"$(pulumi config "
                 f"get {key} --stack {stack})\" llmdeploy workshop ...") from None
-        raise WorkshopError(str(exc)) from None
+        raise
     if require_workshop and not cfg.workshop.roster:
-        raise WorkshopError(f"stack '{stack}' is not a workshop: workshopRoster is not set (pulumi config set "
-                            f"workshopRoster roster.csv --stack {stack}, a CSV with the header id,name,email)")
+        raise UsageError(f"stack '{stack}' is not a workshop: workshopRoster is not set (pulumi config set "
+                         f"workshopRoster roster.csv --stack {stack}, a CSV with the header id,name,email)")
     return WorkshopStack(root, stack, project_name(root), cfg)

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..errors import UsageError
 from ..stack.outputs import ATTENDEES
 from ..textfiles import FileProblem, load_json, read_text
 from . import pulumi_cli
-from .errors import WorkshopError
 
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")  # fullmatch: `$` lets a final newline through
 _MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")  # fullmatch: `$` lets a final newline through
@@ -50,18 +50,16 @@ class AttendeeOutput:
 def read_outputs_file(path: Path) -> dict[str, Any]:
     try:
         text = read_text(path, "outputs file")
-    except FileProblem as exc:
-        raise WorkshopError(str(exc)) from None
     except OSError as exc:
-        raise WorkshopError(f"cannot read the outputs file {path}: {exc.strerror}; save it with `pulumi stack "
-                            "output --json --show-secrets > FILE` (and keep it private: it holds the keys)") from None
+        raise UsageError(f"cannot read the outputs file {path}: {exc.strerror}; save it with `pulumi stack "
+                         "output --json --show-secrets > FILE` (and keep it private: it holds the keys)") from None
     try:
         data = load_json(text, f"the outputs file {path}")
     except FileProblem as exc:
-        raise WorkshopError(f"{exc}: save it with `pulumi stack output --json --show-secrets > FILE`") from None
+        raise UsageError(f"{exc}: save it with `pulumi stack output --json --show-secrets > FILE`") from None
     if not isinstance(data, dict):
-        raise WorkshopError(f"the outputs file {path} must hold a JSON object of outputs, as `pulumi stack output "
-                            "--json --show-secrets` prints it")
+        raise UsageError(f"the outputs file {path} must hold a JSON object of outputs, as `pulumi stack output "
+                         "--json --show-secrets` prints it")
     return data
 
 
@@ -76,42 +74,42 @@ def _url(value: Any, what: str, where: str) -> str:
     text = str(value or "")
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname or _URL_BAD.search(text):
-        raise WorkshopError(f"{where}: {what} {text!r} is not an http(s) URL")
+        raise UsageError(f"{where}: {what} {text!r} is not an http(s) URL")
     return text.rstrip("/")
 
 
 def attendee_outputs(outputs: dict[str, Any], source: str) -> list[AttendeeOutput]:
-    """The attendees in id order, every field checked; WorkshopError names the attendee and the field."""
+    """The attendees in id order, every field checked; UsageError names the attendee and the field."""
     entries = outputs.get(ATTENDEES)
     if (isinstance(entries, dict) and set(entries) == {"secret"}) or entries == "[secret]":
-        raise WorkshopError(f"{source}: the '{ATTENDEES}' output is still encrypted; save the outputs with "
-                            "--show-secrets (pulumi stack output --json --show-secrets)")
+        raise UsageError(f"{source}: the '{ATTENDEES}' output is still encrypted; save the outputs with "
+                         "--show-secrets (pulumi stack output --json --show-secrets)")
     if entries is None:
-        raise WorkshopError(f"{source} has no '{ATTENDEES}' output: is workshopRoster set, and has `pulumi up` "
-                            f"finished for this stack? (outputs present: {', '.join(sorted(outputs)) or 'none'})")
+        raise UsageError(f"{source} has no '{ATTENDEES}' output: is workshopRoster set, and has `pulumi up` "
+                         f"finished for this stack? (outputs present: {', '.join(sorted(outputs)) or 'none'})")
     if not isinstance(entries, dict):
-        raise WorkshopError(f"{source}: the '{ATTENDEES}' output must be an object {{attendee id: {{...}}}}")
+        raise UsageError(f"{source}: the '{ATTENDEES}' output must be an object {{attendee id: {{...}}}}")
     if not entries:
-        raise WorkshopError(f"{source}: the '{ATTENDEES}' output is empty: every attendee is revoked, or the "
-                            "roster is empty")
+        raise UsageError(f"{source}: the '{ATTENDEES}' output is empty: every attendee is revoked, or the "
+                         "roster is empty")
     found = []
     for attendee_id in sorted(entries):
         entry = entries[attendee_id]
         where = f"{source}, attendee {attendee_id}"
         if not isinstance(entry, dict):
-            raise WorkshopError(f"{where}: expected an object with {', '.join(REQUIRED)}")
+            raise UsageError(f"{where}: expected an object with {', '.join(REQUIRED)}")
         missing = [k for k in REQUIRED if not entry.get(k)]
         if missing:
-            raise WorkshopError(f"{where}: missing {', '.join(missing)} (did `pulumi up` finish for this attendee?)")
+            raise UsageError(f"{where}: missing {', '.join(missing)} (did `pulumi up` finish for this attendee?)")
         key = str(entry["apiKey"])
         if not _KEY_RE.fullmatch(key):
-            raise WorkshopError(f"{where}: apiKey is not an API key llmdeploy issues (16-128 of A-Z a-z 0-9 _ -)")
+            raise UsageError(f"{where}: apiKey is not an API key llmdeploy issues (16-128 of A-Z a-z 0-9 _ -)")
         model = str(entry["model"])
         if not _MODEL_RE.fullmatch(model):
-            raise WorkshopError(f"{where}: model {model!r} is not a model name (letters, digits and . _ : / -)")
+            raise UsageError(f"{where}: model {model!r} is not a model name (letters, digits and . _ : / -)")
         ca = str(entry.get("caCertificate") or "")
         if ca and "-----BEGIN CERTIFICATE-----" not in ca:
-            raise WorkshopError(f"{where}: caCertificate is not a PEM certificate")
+            raise UsageError(f"{where}: caCertificate is not a PEM certificate")
         found.append(AttendeeOutput(
             id=str(attendee_id), name=str(entry.get("name") or attendee_id), email=str(entry.get("email") or ""),
             endpoint_url=_url(entry["endpointUrl"], "endpointUrl", where),

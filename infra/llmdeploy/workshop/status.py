@@ -21,12 +21,12 @@ from typing import Any
 
 from .. import acme_roots
 from ..declared import declarations
+from ..errors import UsageError
 from ..smoke.redact import Redactor
 from ..smoke.runner import TargetReport
 from ..smoke.targets import Credentials, Target
-from ..stackfile import StackFileError, read_stack, secret_env_name
+from ..stackfile import read_stack, secret_env_name
 from ..textfiles import FileProblem, load_json, read_text
-from .errors import WorkshopError
 from .stackoutputs import AttendeeOutput
 
 STATUS_VERSION = 1
@@ -46,20 +46,14 @@ def stack_acme_trust(root: Path, stack: str) -> str:
     Only non-secret keys are read, so no secret has to be given."""
     decls = declarations(root)
     no_secrets = {secret_env_name(k): "" for k, d in decls.items() if d.secret}
-    try:
-        raw = read_stack(root, stack, {**no_secrets, **os.environ})
-    except StackFileError as exc:
-        raise WorkshopError(str(exc)) from None
+    raw = read_stack(root, stack, {**no_secrets, **os.environ})
 
     def value(key: str) -> str:
         return str(raw.get(key, decls[key].default) or "")
 
     if value("tlsMode") != "letsencrypt":
         return ""
-    try:
-        return acme_roots.client_trust_pem(value("acmeDirectoryUrl"), value("smokeCaBundle"), root)
-    except acme_roots.AcmeTrustError as exc:
-        raise WorkshopError(str(exc)) from None
+    return acme_roots.client_trust_pem(value("acmeDirectoryUrl"), value("smokeCaBundle"), root)
 
 
 def attendee_ca(attendee: AttendeeOutput, acme_trust: str = "") -> str:
@@ -103,12 +97,12 @@ def read_status(path: Path) -> dict[str, dict[str, Any]]:
     try:
         data = load_json(read_text(path, "status file"), f"the status file {path}")
     except (OSError, FileProblem) as exc:
-        raise WorkshopError(f"the status file {path} cannot be read ({exc}); delete it and run `llmdeploy workshop "
-                            "status` again") from None
+        raise UsageError(f"the status file {path} cannot be read ({exc}); delete it and run `llmdeploy workshop "
+                         "status` again") from None
     attendees = data.get("attendees") if isinstance(data, dict) else None
     if not isinstance(attendees, dict):
-        raise WorkshopError(f"the status file {path} is not one `llmdeploy workshop status` wrote; delete it and run "
-                            "`llmdeploy workshop status` again")
+        raise UsageError(f"the status file {path} is not one `llmdeploy workshop status` wrote; delete it and run "
+                         "`llmdeploy workshop status` again")
     return {str(k): v for k, v in attendees.items() if isinstance(v, dict)}
 
 

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from ..errors import Failure, UsageError
 from . import oci_clients
-from .errors import WorkshopError
 
 GONE = frozenset({"TERMINATED", "DELETED"})
-GOING = frozenset({"TERMINATING", "DELETING"})
 POLL_SECONDS = 10.0
 MANAGED_BY = ("managed-by", "llmdeploy")
 
@@ -67,7 +66,7 @@ class Found:
 def tag_pair(key: str, value: str) -> str:
     for text in (key, value):
         if "'" in text or "\\" in text:
-            raise WorkshopError(f"cannot search for the tag {key}={value}: quotes and backslashes are not allowed")
+            raise UsageError(f"cannot search for the tag {key}={value}: quotes and backslashes are not allowed")
     return f"(freeformTags.key = '{key}' && freeformTags.value = '{value}')"
 
 
@@ -83,7 +82,7 @@ def stack_query(project: str, stack: str) -> str:
 def managed_query(compartment: str = "") -> str:
     where = f" && compartmentId = '{compartment}'" if compartment else ""
     if "'" in compartment:
-        raise WorkshopError("--compartment must be an OCID (ocid1.compartment.oc1..xxxx)")
+        raise UsageError("--compartment must be an OCID (ocid1.compartment.oc1..xxxx)")
     return f"query all resources where {tag_pair(*MANAGED_BY)}{where} && {live_only()}"
 
 
@@ -100,8 +99,8 @@ def search(config: dict[str, Any], query: str) -> list[Found]:
     try:
         items = oci.pagination.list_call_get_all_results(client.search_resources, details).data
     except oci_clients.service_errors() as exc:
-        raise WorkshopError(f"OCI Search refused the query: {oci_clients.describe(exc)} (the API key's user needs "
-                            "`inspect all-resources` or read permission in the compartment)", exit_code=1) from None
+        raise Failure(f"OCI Search refused the query: {oci_clients.describe(exc)} (the API key's user needs "
+                      "`inspect all-resources` or read permission in the compartment)") from None
     found = [Found(kind=str(i.resource_type), id=str(i.identifier), name=str(i.display_name or ""),
                    compartment=str(i.compartment_id or ""), state=str(i.lifecycle_state or "").upper(),
                    tags={str(k): str(v) for k, v in (i.freeform_tags or {}).items()}) for i in items]

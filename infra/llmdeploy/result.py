@@ -1,4 +1,5 @@
-"""The result every smoke check returns: what was checked, pass/fail (or warn), how long, and the evidence."""
+"""The result every check returns (smoke, `validate`, `workshop plan`): what was checked, pass/fail (or warn),
+how long, and the evidence."""
 from __future__ import annotations
 
 import time
@@ -33,8 +34,15 @@ class CheckResult:
         self.evidence.update(evidence)
         return self
 
-    def line(self) -> str:
-        return f"{self.status.upper():4}  {self.name:<36} {self.seconds:6.2f}s  {self.summary}"
+    @property
+    def detail(self) -> str:
+        """Everything there is to read: a tool's whole output when the check kept one, else the summary."""
+        return str(self.evidence.get("output", self.summary))
+
+    def line(self, width: int = 36, timed: bool = True) -> str:
+        """One report line: status, the name padded to `width`, the seconds (unless untimed), the summary."""
+        seconds = f" {self.seconds:6.2f}s " if timed else ""
+        return f"{self.status.upper():4}  {self.name:<{width}}{seconds} {self.summary}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
