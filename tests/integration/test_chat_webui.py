@@ -6,9 +6,9 @@ secrets bundle, through the rendered llmdeploy-install-secrets, into the unit's 
 open-webui-admin script signs the admin key's user in before nginx starts, as step 45-chat does before
 60-nginx.
 
-Why on this machine rather than in `llmdeploy local up --runtime nspawn`: the container would pip-install Open
-WebUI's 2.7 GB again on every run (2 minutes here, before the boot); the provisioning step itself is rendered,
-shellchecked and snapshot-tested with the others.
+Why on this machine as well as in `llmdeploy local up --runtime nspawn` (tests/e2e/test_local_chat.py, the same
+browser steps from tests/support/chat_browser.py on a booted stack): here the engine's wire is tapped, and the
+spoofing, admin and secret-key checks need no boot.
 
 Each step saves a screenshot under the test's tmp dir and build/artifacts/chat/ (ignored by git).
 Heavy: run under `flock /tmp/llmdeploy-heavy.lock`; README "Chat in the browser" has its figures.
@@ -19,10 +19,8 @@ import base64
 import hashlib
 import hmac
 import json
-import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,8 @@ from llmdeploy.vmpaths import OPEN_WEBUI_ADMIN
 from llmdeploy.secrets import generate_api_key, generate_webui_secret_key, secrets_bundle
 
 from support.certs import issue_leaf, make_ca
+from support.chat_browser import (Person, assert_cannot_see_chats_of, assert_login_page_refuses_a_wrong_key,
+                                  assert_signed_in_as, chromium, shown_as_markdown)
 from support.endpoint import deliver_secrets, endpoint_config, install_site, loopback_layout
 from support.llamaserver import llama_server
 from support.nginx import run_nginx
@@ -45,11 +45,9 @@ from support.tinymodel import write_tiny_gguf
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
 DOMAIN = "llm.test"
 CHAT_HOST = f"chat.{DOMAIN}"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "artifacts" / "chat"
-ANSWER_WAIT_MS = 120_000  # a tiny model answers in a second; Open WebUI's first chat loads more code
 # Who opens the chat: two attendees and the instructor's admin key.
 KEYS = ["ops:admin", "alice", "bob"]
 
@@ -113,63 +111,12 @@ def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatStack]:
 
 @pytest.fixture(scope="module")
 def browser(chat: ChatStack) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        # The chat host resolves to nginx on loopback, as DNS would point it at the VM.
-        launched = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", f"--host-resolver-rules=MAP {CHAT_HOST} 127.0.0.1, MAP {DOMAIN} 127.0.0.1"])
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium([CHAT_HOST, DOMAIN]) as launched:
+        yield launched
 
 
-class Person:
-    """One browser profile (its own cookies) on the chat host."""
-
-    def __init__(self, browser: object, chat: ChatStack, name: str) -> None:
-        # The test CA is not in chromium's store; the certificate itself is tested elsewhere (test_hardening).
-        self.context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 800})
-        self.page = self.context.new_page()
-        self.chat, self.name = chat, name
-
-    def shot(self, step: str) -> Path:
-        """A screenshot, with Open WebUI's sidebar open (the user's chats and name) where there is one."""
-        opener = self.page.get_by_role("button", name="Open Sidebar")
-        if opener.count() and opener.first.is_visible():
-            opener.first.click()
-            self.page.wait_for_timeout(500)
-        path = self.chat.shots / f"{step}.png"
-        self.page.screenshot(path=str(path))
-        return path
-
-    def sign_in(self, key: str) -> None:
-        self.page.goto(self.chat.url + "/")
-        self.page.wait_for_url("**/_login")
-        self.page.fill("#key", key)
-        self.page.click("button[type=submit]")
-
-    def api(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, object]:
-        """A request from this browser's page to Open WebUI's API, with its own session token (localStorage)."""
-        return self.page.evaluate("""async ([path, extra]) => {
-            const r = await fetch(path, {headers: {Authorization: 'Bearer ' + localStorage.token, ...extra}});
-            let body = null; try { body = await r.json(); } catch (e) {}
-            return [r.status, body]; }""", [path, headers or {}])
-
-    def post(self, path: str, body: object) -> tuple[int, object]:
-        return self.page.evaluate("""async ([path, body]) => {
-            const r = await fetch(path, {method: 'POST', body: JSON.stringify(body), headers: {
-                Authorization: 'Bearer ' + localStorage.token, 'Content-Type': 'application/json'}});
-            let answer = null; try { answer = await r.json(); } catch (e) {}
-            return [r.status, answer]; }""", [path, body])
-
-    def wait_for_chat(self) -> None:
-        self.page.wait_for_selector("#chat-input", timeout=60_000)
-        for label in ("Okay, Let's Go!", "Close"):  # the "what's new" dialog of a first sign-in
-            button = self.page.get_by_role("button", name=label)
-            if button.count() and button.first.is_visible():
-                button.first.click()
+def person(browser: object, chat: ChatStack, name: str) -> Person:
+    return Person(browser, chat.url, chat.shots, name)
 
 
 def test_the_secret_key_reaches_the_unit_through_install_secrets(tmp_path: Path) -> None:
@@ -218,48 +165,29 @@ def _session_token(chat: ChatStack, name: str) -> str:
 
 
 def test_the_chat_url_lands_on_the_login_page_and_a_wrong_key_is_refused(chat: ChatStack, browser: object) -> None:
-    someone = Person(browser, chat, "someone")
-    response = someone.page.goto(chat.url + "/")
-    assert response is not None
-    someone.page.wait_for_url("**/_login")
-    assert someone.page.locator("h1").inner_text() == "Sign in to the chat"
-    someone.shot("01-login-page")
-    someone.page.fill("#key", generate_api_key())  # well-formed, but in no key table
-    with someone.page.expect_response(lambda r: r.url.endswith("/_login") and r.request.method == "POST") as posted:
-        someone.page.click("button[type=submit]")
-    assert posted.value.status == 401
-    assert "That key was not accepted" in someone.page.locator("[role=alert]").inner_text()
-    assert not [c for c in someone.context.cookies() if c["name"] == "llmdeploy_key"]
-    someone.shot("02-wrong-key-refused")
-    # Still no way past the sign-in page.
-    someone.page.goto(chat.url + "/")
-    someone.page.wait_for_url("**/_login")
+    someone = person(browser, chat, "someone")
+    assert_login_page_refuses_a_wrong_key(someone)
     someone.context.close()
 
 
 @pytest.fixture(scope="module")
 def alice(chat: ChatStack, browser: object) -> Iterator[Person]:
-    person = Person(browser, chat, "alice")
-    yield person
-    person.context.close()
+    alice_ = person(browser, chat, "alice")
+    yield alice_
+    alice_.context.close()
 
 
 @pytest.fixture(scope="module")
 def bob(chat: ChatStack, browser: object) -> Iterator[Person]:
-    person = Person(browser, chat, "bob")
-    yield person
-    person.context.close()
+    bob_ = person(browser, chat, "bob")
+    yield bob_
+    bob_.context.close()
 
 
 def test_the_right_key_reaches_the_chat_as_its_user(chat: ChatStack, alice: Person) -> None:
     alice.sign_in(chat.keys["alice"])
     alice.wait_for_chat()
-    cookie = next(c for c in alice.context.cookies() if c["name"] == "llmdeploy_key")
-    assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
-    assert alice.page.evaluate("document.cookie").find(chat.keys["alice"]) == -1  # no script can read the key
-    status, me = alice.api("/api/v1/auths/")
-    assert status == 200 and isinstance(me, dict), (status, me)
-    assert (me["email"], me["role"]) == (web_user_email("alice"), "user")
+    assert_signed_in_as(alice, chat.keys["alice"], web_user_email("alice"), "user")
     alice.shot("03-signed-in-chat")
 
 
@@ -273,11 +201,7 @@ def test_a_message_sent_gets_the_engines_answer_on_the_page(chat: ChatStack, ali
     alice.page.reload()
     alice.wait_for_chat()
     answered = len(chat.engine.chat_answers())
-    alice.page.locator("#chat-input").click()
-    alice.page.keyboard.type(ALICE_ASKS)
-    alice.page.keyboard.press("Enter")
-    alice.page.wait_for_url(re.compile(r".*/c/[0-9a-f-]+$"), timeout=60_000)
-    shown = _wait_for_answer(alice)
+    shown = alice.send(ALICE_ASKS)
     alice.shot("04-answer-from-the-engine")
     assert ALICE_ASKS in alice.page.inner_text("#messages-container")
     # The engine's answer, read from the wire between Open WebUI and llama.cpp.
@@ -285,57 +209,15 @@ def test_a_message_sent_gets_the_engines_answer_on_the_page(chat: ChatStack, ali
     assert len(answers) == 1, answers
     sent = json.loads(chat.engine.exchanges[-1].request)
     assert sent["messages"][-1]["content"] == ALICE_ASKS and sent["max_tokens"] == MAX_TOKENS, sent
-    # On the page as Markdown renders it: its letters and digits, in order (the tiny model's text has '*' and '$',
-    # which Markdown and KaTeX turn into emphasis and math, shown twice in the page's text).
-    assert len(_alnum(answers[0])) >= 20 and _in_order(_alnum(answers[0]), _alnum(shown)), (answers[0], shown)
+    assert shown_as_markdown(answers[0], shown), (answers[0], shown)
     # ... and in Alice's chat as Open WebUI keeps it.
-    chat_id = alice.page.url.rsplit("/", 1)[1]
-    status, record = alice.api(f"/api/v1/chats/{chat_id}")
-    assert status == 200 and isinstance(record, dict)
-    kept = [m.get("content") for m in record["chat"]["history"]["messages"].values() if m.get("role") == "assistant"]
-    assert kept == [answers[0].strip()], (kept, answers)  # it trims the reply's leading space
-
-
-def _alnum(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]", "", text)
-
-
-def _in_order(needle: str, haystack: str) -> bool:
-    rest = iter(haystack)
-    return all(char in rest for char in needle)
-
-
-def _wait_for_answer(person: Person) -> str:
-    """The assistant's reply once it has stopped growing."""
-    reply = person.page.locator("#response-content-container").last
-    reply.wait_for(timeout=ANSWER_WAIT_MS)
-    deadline, last = time.monotonic() + ANSWER_WAIT_MS / 1000, ""
-    while time.monotonic() < deadline:
-        text = reply.inner_text().strip()
-        if text and text == last:
-            return text
-        last = text
-        time.sleep(1.5)
-    return last
+    assert alice.kept_answers() == [answers[0].strip()], answers  # it trims the reply's leading space
 
 
 def test_attendee_b_cannot_see_attendee_a_chats(chat: ChatStack, alice: Person, bob: Person) -> None:
-    status, alices = alice.api("/api/v1/chats/")
-    assert status == 200 and isinstance(alices, list) and alices, (status, alices)
-    alice_chat = alices[0]["id"]
     bob.sign_in(chat.keys["bob"])
     bob.wait_for_chat()
-    status, bobs = bob.api("/api/v1/chats/")
-    assert status == 200 and bobs == [], (status, bobs)
-    status, body = bob.api(f"/api/v1/chats/{alice_chat}")
-    assert status in (401, 404), (status, body)
-    assert ALICE_ASKS not in bob.page.inner_text("body")
-    bob.shot("05-bob-sees-none-of-alices-chats")
-    # Alice's chat's own URL, opened in Bob's browser.
-    bob.page.goto(f"{chat.url}/c/{alice_chat}")
-    bob.page.wait_for_timeout(3000)
-    assert ALICE_ASKS not in bob.page.inner_text("body")
-    bob.shot("06-bob-opens-alices-chat-url")
+    assert_cannot_see_chats_of(bob, alice, ALICE_ASKS)
 
 
 def test_a_spoofed_identity_header_from_the_client_is_overwritten(chat: ChatStack, bob: Person) -> None:
@@ -359,7 +241,7 @@ def test_a_spoofed_identity_header_from_the_client_is_overwritten(chat: ChatStac
 
 
 def test_a_spoofed_identity_header_without_a_key_gets_the_sign_in_page(chat: ChatStack, browser: object) -> None:
-    stranger = Person(browser, chat, "stranger")
+    stranger = person(browser, chat, "stranger")
     stranger.context.set_extra_http_headers({"X-User-Email": web_user_email("ops"), "X-User-Name": "ops"})
     stranger.page.goto(chat.url + "/")
     stranger.page.wait_for_url("**/_login")
@@ -373,7 +255,7 @@ def test_a_spoofed_identity_header_without_a_key_gets_the_sign_in_page(chat: Cha
 
 
 def test_the_admin_key_reaches_the_chat_as_admin(chat: ChatStack, browser: object) -> None:
-    ops = Person(browser, chat, "ops")
+    ops = person(browser, chat, "ops")
     ops.sign_in(chat.keys["ops"])
     ops.wait_for_chat()
     status, me = ops.api("/api/v1/auths/")
