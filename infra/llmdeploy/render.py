@@ -24,13 +24,14 @@ import jinja2
 import yaml
 
 from . import addresses, raycluster, vmpaths
-from .config import CHAT_UI_PORTS, ENGINE_PORTS, LlamacppModel, OllamaModel, StackConfig, VllmModel, XinferenceModel
+from .config import (CHAT_UI_PORTS, ENGINE_PORTS, OPEN_WEBUI_MEMORY_MB, LlamacppModel, OllamaModel, StackConfig,
+                     VllmModel, XinferenceModel)
 from .declared import PROJECT_ROOT
 from .nvidia import CUDA_MIN_DRIVER
 from .routes import ENGINE_ROUTES, RAY_SERVE_ROUTES, EngineRoutes
 # The VM's paths are defined in vmpaths; render re-exports the ones other modules import from it.
-from .vmpaths import (ETC_DIR, FILES_DIR, FIREWALL, INSTALL_SECRETS, LIBEXEC, PROVISION, READY_MARKER,
-                      SECRETS_DIR, STACK_INFO, STAGES_DIR, STEPS_DIR, WAIT_READY)
+from .vmpaths import (ETC_DIR, FILES_DIR, FIREWALL, INSTALL_SECRETS, LIBEXEC, OPEN_WEBUI_ADMIN, PROVISION,
+                      READY_MARKER, SECRETS_DIR, STACK_INFO, STAGES_DIR, STEPS_DIR, WAIT_READY)
 
 TEMPLATES = PROJECT_ROOT / "templates"
 UPSTREAM = "llmdeploy_engines"  # nginx's upstream of the engine VMs (replicas > 1)
@@ -167,7 +168,7 @@ def _render(name: str, context: dict[str, Any]) -> str:
 
 
 # The chat frontends with an install step of their own (45-chat-<ui>.sh.j2).
-CHAT_STEP_UIS = ("biochatter-light",)
+CHAT_STEP_UIS = ("open-webui", "biochatter-light")
 
 
 def step_names(cfg: StackConfig, worker: int | None = None) -> list[str]:
@@ -182,7 +183,8 @@ def step_names(cfg: StackConfig, worker: int | None = None) -> list[str]:
     if worker is not None:  # an engine replica (replicas > 1): the engine alone, nginx is the head's
         return steps + ["40-engine", "90-ready"]
     steps += ["40-engine"]
-    steps += ["45-chat"] if cfg.chat.ui in CHAT_STEP_UIS else []  # the frontend, once its engine serves
+    steps += ["45-chat"] if cfg.chat.ui in CHAT_STEP_UIS else []  # the frontend, once its engine serves, before
+    # 60-nginx opens the chat host
     steps += ["50-tls", "60-nginx"]
     steps += ["70-acme"] if cfg.tls.mode == "letsencrypt" else []
     return steps + ["90-ready"]
@@ -380,6 +382,15 @@ def _context(cfg: StackConfig, layout: Layout, worker: int | None = None) -> dic
     }
 
 
+def _chat_context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
+    """Open WebUI's memory and secret file, and the admin key whose user signs in first."""
+    admin = cfg.chat.admin  # config demands one for chatUi open-webui; attendees never hold one (endpoints.py)
+    return {"chat_ui": cfg.chat.ui, "chat_memory_mb": OPEN_WEBUI_MEMORY_MB,
+            "chat_admin_email": web_user_email(admin), "chat_admin_name": admin,
+            "chat_secret_env": f"{layout.paths['secrets_dir']}/open-webui.env",
+            "chat_secret_wait_s": cfg.readiness_timeout_minutes * 60, "chat_admin_script": OPEN_WEBUI_ADMIN}
+
+
 def _http_host(url: str) -> str:
     """The host of an http:// URL (pip's --trusted-host), empty for https."""
     parts = urlsplit(url)
@@ -488,6 +499,9 @@ def _engine_support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]
         files.append(VmFile(f"{LIBEXEC}/vllm-cuda-check", _render("files/vllm-cuda-check.sh.j2", ctx), "0755"))
     if vllm_on_its_own:
         files.append(VmFile(f"{LIBEXEC}/vllm-log-cause", _render("files/vllm-log-cause.sh.j2", ctx), "0755"))
+    if cfg.chat.ui == "open-webui":
+        files.append(VmFile(f"{FILES_DIR}/open-webui.service", _render("files/open-webui.service.j2", ctx)))
+        files.append(VmFile(OPEN_WEBUI_ADMIN, _render("files/open-webui-admin.sh.j2", ctx), "0755"))
     if cfg.engine == "llamacpp":
         files.append(VmFile(f"{FILES_DIR}/llamacpp-server.py", _render("files/llamacpp-server.py.j2", ctx), "0755"))
     return files
@@ -548,7 +562,7 @@ def render(cfg: StackConfig, layout: Layout = Layout(), worker: int | None = Non
     if worker is not None and not 0 <= worker < worker_count(cfg):
         raise ValueError(f"worker {worker}: the stack has no such Ray worker or engine replica (target "
                          f"{cfg.target}, {worker_count(cfg)} besides the head)")
-    ctx = {**_context(cfg, layout, worker), **_secret_context(cfg, layout)}
+    ctx = {**_context(cfg, layout, worker), **_secret_context(cfg, layout), **_chat_context(cfg, layout)}
     steps = step_names(cfg, worker)
     files = [
         VmFile(vmpaths.LIB_SH, _render("lib.sh.j2", ctx)),

@@ -1,7 +1,7 @@
 """Secrets that must never sit in user-data, packed for delivery after boot.
 
 OCI keeps user-data in instance metadata, readable by anyone with read access to the instance, so
-API keys, a provided TLS key and the Hugging Face token travel instead over SSH, as a tar archive on
+API keys, a provided TLS key, the Hugging Face token and Open WebUI's secret key travel instead over SSH, as a tar archive on
 the standard input of /usr/local/sbin/llmdeploy-install-secrets (never on a command line). They are
 delivered as soon as SSH logs in, while the steps run: a step that needs one (the engine's download
 needs hfToken) waits for it.
@@ -42,6 +42,11 @@ def generate_api_key() -> str:
     return KEY_PREFIX + _random.token_urlsafe(32)
 
 
+def generate_webui_secret_key() -> str:
+    """Open WebUI's WEBUI_SECRET_KEY (it signs the frontend's session tokens): 256 random bits."""
+    return _random.token_urlsafe(32)
+
+
 def api_keys_map(keys: Mapping[str, str]) -> str:
     """nginx map entries: the full Authorization header of each key -> the key's name."""
     lines = []
@@ -50,6 +55,13 @@ def api_keys_map(keys: Mapping[str, str]) -> str:
             raise ValueError(f"API key '{name}' must be 24-128 characters of A-Z, a-z, 0-9, '_' or '-'")
         lines.append(f'"Bearer {key}" {name};')
     return "".join(f"{line}\n" for line in lines)
+
+
+def open_webui_env(secret_key: str) -> str:
+    """open-webui.env, the unit's EnvironmentFile: one URL-safe word, so systemd reads it as it is."""
+    if not _KEY_RE.fullmatch(secret_key):
+        raise ValueError("Open WebUI's secret key must be 24-128 characters of A-Z, a-z, 0-9, '_' or '-'")
+    return f"WEBUI_SECRET_KEY={secret_key}\n"
 
 
 def hf_env(token: str) -> str:
@@ -73,14 +85,18 @@ class DeliveredSecrets:
     key_names: tuple[str, ...]
     hf_token: Secret
     tls: Tls
+    webui: bool = False  # chatUi open-webui: its secret key (WEBUI_SECRET_KEY) goes too
 
     @classmethod
     def from_config(cls, cfg: StackConfig) -> DeliveredSecrets:
-        return cls(tuple(k.name for k in cfg.auth.api_keys), cfg.hf_token, cfg.tls)
+        return cls(tuple(k.name for k in cfg.auth.api_keys), cfg.hf_token, cfg.tls, cfg.chat.ui == "open-webui")
 
-    def bundle(self, api_keys: Mapping[str, str], public_ip: str = "", ray_token: str = "") -> bytes:
+    def bundle(self, api_keys: Mapping[str, str], public_ip: str = "", ray_token: str = "",
+               webui_secret_key: str = "") -> bytes:
         """The tar archive llmdeploy-install-secrets reads: one key for every name in key_names, for
-        self-signed TLS the public IP the certificate must also name, and on a Ray head the cluster's token."""
+        self-signed TLS the public IP the certificate must also name, on a Ray head the cluster's token, and for
+        chatUi open-webui its secret key (step 45-chat waits for the first one; a bundle without it leaves the VM
+        the one it has)."""
         missing = sorted(set(self.key_names) - set(api_keys))
         if missing:
             raise ValueError(f"no key value for API key name(s): {', '.join(missing)}")
@@ -88,6 +104,8 @@ class DeliveredSecrets:
         with tarfile.open(fileobj=out, mode="w") as tar:
             _add(tar, "api-keys.map", api_keys_map({name: api_keys[name] for name in self.key_names}))
             self._add_node_secrets(tar, ray_token)
+            if self.webui and webui_secret_key:
+                _add(tar, "open-webui.env", open_webui_env(webui_secret_key))
             if self.tls.mode == "self-signed" and public_ip:
                 _add(tar, "tls/extra-sans", f"IP:{public_ip}\n")
             if self.tls.mode == "provided":
@@ -121,9 +139,10 @@ def check_ray_token(token: str) -> str:
 _RAY_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
-def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str = "", ray_token: str = "") -> bytes:
+def secrets_bundle(cfg: StackConfig, api_keys: Mapping[str, str], public_ip: str = "", ray_token: str = "",
+                   webui_secret_key: str = "") -> bytes:
     """DeliveredSecrets.bundle for the config's secrets."""
-    return DeliveredSecrets.from_config(cfg).bundle(api_keys, public_ip, ray_token)
+    return DeliveredSecrets.from_config(cfg).bundle(api_keys, public_ip, ray_token, webui_secret_key)
 
 
 def worker_bundle(cfg: StackConfig, ray_token: str) -> bytes:

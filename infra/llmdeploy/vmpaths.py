@@ -13,6 +13,7 @@ STACK_INFO = f"{ETC_DIR}/stack.json"
 LIBEXEC = "/usr/local/lib/llmdeploy"
 STEPS_DIR = f"{LIBEXEC}/steps"
 FIREWALL = f"{LIBEXEC}/firewall.sh"
+OPEN_WEBUI_ADMIN = f"{LIBEXEC}/open-webui-admin"  # chatUi open-webui: signs the admin key's user in first
 LIB_SH = f"{LIBEXEC}/lib.sh"  # the helpers every step sources
 FILES_DIR = "/usr/local/share/llmdeploy/files"
 PROVISION = "/usr/local/sbin/llmdeploy-provision"

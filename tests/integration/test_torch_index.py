@@ -118,3 +118,15 @@ def test_local_smoke_speaks_the_engines_dialect(engine: str, kind: str, tmp_path
     state.engine, state.endpoint, state.model_name = engine, "https://llm.test:1", "m"
     state.ports = {"22": 2, "80": 3, "443": 4}
     assert checks.target(state, checks.credentials(state)).kind == kind
+
+
+def test_open_webui_gets_the_torch_index_on_a_llama_cpp_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp needs no torch, Open WebUI does (chatUi open-webui): local-chat gets the index, local does not."""
+    wheels = tmp_path / "w"
+    wheels.mkdir()
+    fake_wheel(wheels, "torch", "2.13.0+cpu")
+    monkeypatch.setenv("PIP_FIND_LINKS", f"file://{wheels}")
+    configs = {stack: local_config(ROOT, stack, ssh_public_key=SSH_KEY, model_url="http://10.213.0.1:4000/m.gguf",
+                                   extra_ca_certs=[]) for stack in ("local-chat", "local")}
+    assert wheels.resolve() in torch_wheel_dirs(configs["local-chat"], [], stack_sets_index=False)
+    assert torch_wheel_dirs(configs["local"], [], stack_sets_index=False) == []

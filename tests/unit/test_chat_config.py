@@ -16,6 +16,7 @@ def chat_raw(**overrides: object) -> dict[str, object]:
 
 
 LLAMA = dict(engine="llamacpp", shape="VM.Standard.E4.Flex", llamacppModelUrl="https://models.invalid/m.gguf")
+WEBUI_KEYS = ["default", "ops:admin"]  # Open WebUI's admin is the admin key's user (test_chat_webui_config.py)
 
 
 def problems(**overrides: object) -> str:

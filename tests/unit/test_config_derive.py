@@ -26,6 +26,8 @@ def test_derive_is_parsing_the_edited_values(stack: str) -> None:
     overrides = {**OVERRIDES, "target": cfg.target} if cfg.target == "vm" else {"apiKeys": ["alice:30r/m"]}
     if cfg.chat.ui == "biochatter-light":  # its OpenAI path needs the model served as gpt-3.5-turbo
         overrides["modelName"] = cfg.model_name
+    if cfg.chat.ui == "open-webui" and cfg.target != "vm":  # its admin is an admin key's user (OVERRIDES has one)
+        overrides["apiKeys"] = ["alice:30r/m", "ops:admin"]
     derived = derive(cfg, overrides)
     assert derived == parse({**raw, **overrides}, stack=stack, decls=declarations(ROOT))
     assert derived != cfg and derived.stack == stack

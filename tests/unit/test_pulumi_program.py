@@ -42,7 +42,9 @@ def test_the_vm_target_creates_the_whole_stack(vm_run: tuple[str, Run, dict[str,
                      "command:local:Command"):
         assert types.count(expected) == 1, expected
     assert types.count("oci:Dns/rrset:Rrset") == (1 if values.get("dnsZone") else 0)
-    assert types.count("random:index/randomPassword:RandomPassword") == len(values["apiKeys"])
+    # One per API key, and Open WebUI's secret key (chatUi open-webui).
+    webui = 1 if values.get("chatUi") == "open-webui" else 0
+    assert types.count("random:index/randomPassword:RandomPassword") == len(values["apiKeys"]) + webui
     subnet = unwrap(run.one("oci:Core/subnet:Subnet").inputs)
     assert "availabilityDomain" not in subnet  # regional
     ip = unwrap(run.one("oci:Core/publicIp:PublicIp").inputs)

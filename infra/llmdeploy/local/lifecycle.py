@@ -34,13 +34,14 @@ from ..declared import declarations
 from ..errors import Failure, UsageError
 from ..private_files import write_private
 from ..render import Layout, render
-from ..secrets import INSTALLER_WAIT_S, delivery_command, generate_api_key, secrets_bundle
+from ..secrets import (INSTALLER_WAIT_S, delivery_command, generate_api_key, generate_webui_secret_key,
+                       secrets_bundle)
 from ..smoke.redact import Redactor
 from ..smoke.report import check_line
 from ..smoke.targets import Credentials
 from ..stackfile import from_environment, read_stack
 from ..vmpaths import BOOT_FINISHED, INSTALL_SECRETS, STAGES_DIR
-from . import API_KEYS_ENV, checks, hostsrv, image, procs, qemu, runtime
+from . import API_KEYS_ENV, WEBUI_SECRET_KEY_ENV, checks, hostsrv, image, procs, qemu, runtime
 from .localconfig import ModelSource, host_ca_certs, local_config, model_source, torch_wheel_dirs
 from .progress import BootProgress, clock
 from .readiness import ProvisionFailed, wait_ready
@@ -394,12 +395,15 @@ def _deliver_secrets(state: VmState, cfg: StackConfig, session: Session, say: Sa
     state.keys_from_caller = bool(os.environ.get(API_KEYS_ENV))
     if keys:
         write_private(state.api_keys_file, json.dumps(keys, indent=2) + "\n")
-    code, stdout, stderr = session.run(delivery_command(), stdin=secrets_bundle(cfg, keys),
+    webui_key = (os.environ.get(WEBUI_SECRET_KEY_ENV) or generate_webui_secret_key()) if cfg.chat.ui == "open-webui" \
+        else ""
+    code, stdout, stderr = session.run(delivery_command(), stdin=secrets_bundle(cfg, keys, webui_secret_key=webui_key),
                                        timeout=INSTALLER_WAIT_S + 120)
     if code != 0:
         raise ProvisionFailed(f"delivering the secrets failed ({INSTALL_SECRETS} exited {code}): "
                               f"{(stderr or stdout).strip()[-2000:]}")
-    say(f"secrets delivered over SSH: {len(keys)} API key(s){', hfToken' if cfg.hf_token else ''}")
+    say(f"secrets delivered over SSH: {len(keys)} API key(s){', hfToken' if cfg.hf_token else ''}"
+        f"{', Open WebUI secret key' if webui_key else ''}")
     state.save()
 
 

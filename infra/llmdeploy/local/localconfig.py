@@ -158,8 +158,8 @@ def pip_find_links() -> list[Path]:
 
 def torch_wheel_dirs(cfg: StackConfig, explicit: list[str], stack_sets_index: bool) -> list[Path]:
     """The folders of CPU torch wheels this machine serves to the guest as its torchIndexUrl: --torch-wheels DIR,
-    else the folders of pip's find-links that hold a torch wheel. None when the engine needs no torch (llama.cpp),
-    or the stack names its own torchIndexUrl (a mirror)."""
+    else the folders of pip's find-links that hold a torch wheel. None when nothing needs torch (llama.cpp without
+    Open WebUI), or the stack names its own torchIndexUrl (a mirror)."""
     if explicit:
         folders = [Path(d).expanduser().resolve() for d in explicit]
         for folder in folders:
@@ -168,7 +168,8 @@ def torch_wheel_dirs(cfg: StackConfig, explicit: list[str], stack_sets_index: bo
                                        "holding PyTorch's CPU wheel (pip download --no-deps torch==X+cpu "
                                        "--index-url https://download.pytorch.org/whl/cpu -d DIR)")
         return folders
-    if cfg.engine not in ("vllm", "xinference") or cfg.gpu or stack_sets_index:
+    needs_torch = cfg.engine in ("vllm", "xinference") or cfg.chat.ui == "open-webui"
+    if not needs_torch or cfg.gpu or stack_sets_index:
         return []
     return [d for d in pip_find_links() if any(d.glob("torch-*.whl"))]
 

@@ -26,3 +26,11 @@ def generate_api_keys(name: str, key_names: list[str], parent: pulumi.Resource) 
     keys: pulumi.Output[dict[str, str]] = pulumi.Output.all(**{n: p.result for n, p in passwords.items()}).apply(
         lambda found: {n: KEY_PREFIX + v for n, v in found.items()}) if passwords else pulumi.Output.from_input({})
     return ApiKeys(pulumi.Output.secret(keys), [p.id for p in passwords.values()])
+
+
+def generate_webui_secret_key(name: str, parent: pulumi.Resource) -> pulumi.Output[str]:
+    """Open WebUI's WEBUI_SECRET_KEY (chatUi open-webui; it signs the frontend's sessions): <name>-open-webui-secret-key,
+    random, stable across runs, secret, delivered over SSH with the API keys."""
+    password = random.RandomPassword(f"{name}-open-webui-secret-key", length=KEY_LENGTH, special=False,
+                                     opts=pulumi.ResourceOptions(parent=parent))
+    return pulumi.Output.secret(password.result)

@@ -88,10 +88,11 @@ def ssh_connection(user: str, ssh: SshAuth, host: pulumi.Input[str],
 
 def readiness(name: str, args: ReadinessArgs, host: pulumi.Output[str], api_keys: pulumi.Output[dict[str, str]],
               depends_on: list[pulumi.Resource], triggers: list[pulumi.Input[str]],
-              parent: pulumi.Resource, ray_token: pulumi.Output[str] | None = None) -> remote.Command:
+              parent: pulumi.Resource, ray_token: pulumi.Output[str] | None = None,
+              webui_secret_key: pulumi.Input[str] = "") -> remote.Command:
     token = ray_token if ray_token is not None else pulumi.Output.from_input("")
-    bundle = pulumi.Output.all(api_keys, host, token).apply(
-        lambda found: base64.b64encode(args.secrets.bundle(found[0], found[1], found[2])).decode())
+    bundle = pulumi.Output.all(api_keys, host, token, webui_secret_key).apply(
+        lambda found: base64.b64encode(args.secrets.bundle(found[0], found[1], found[2], found[3])).decode())
     return _readiness_command(name, args, ssh_connection(args.user, args.ssh, host), bundle, depends_on, triggers,
                               parent)
 

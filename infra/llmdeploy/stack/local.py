@@ -19,10 +19,10 @@ from pulumi_command import local
 
 from ..config import StackConfig
 from ..declared import PROJECT_ROOT
-from ..local import API_KEYS_ENV
+from ..local import API_KEYS_ENV, WEBUI_SECRET_KEY_ENV
 from ..render import render
 from ..stackfile import config_environment
-from .api_keys import generate_api_keys
+from .api_keys import generate_api_keys, generate_webui_secret_key
 
 ENDPOINT_LINE = re.compile(r"^endpoint:\s+(https://\S+)\s*$", re.M)
 
@@ -55,6 +55,8 @@ class LocalVmEndpoint(pulumi.ComponentResource):
         self.api_keys = keys.values
         environment: dict[str, pulumi.Input[str]] = {API_KEYS_ENV: self.api_keys.apply(json.dumps),
                                                      **config_environment(values)}
+        if cfg.chat.ui == "open-webui":
+            environment[WEBUI_SECRET_KEY_ENV] = generate_webui_secret_key(name, self)
         # A new VM whenever what it would boot changes; the old one goes first (same stack, same state folder).
         fingerprint = hashlib.sha256(render(cfg).user_data.encode()).hexdigest()
         vm = local.Command(

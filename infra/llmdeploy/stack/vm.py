@@ -13,7 +13,7 @@ from ..config import OSES, Secret, StackConfig
 from ..render import encode_user_data, render
 from ..shapes import Shape
 from . import gates
-from .api_keys import generate_api_keys
+from .api_keys import generate_api_keys, generate_webui_secret_key
 from .network import Network, NetworkArgs
 
 
@@ -242,6 +242,8 @@ class VmEndpoint(PublicEndpoint):
         waits_for: list[pulumi.Resource] = [instance, ip, *dns_record(name, args, ip, child)]
         keys = generate_api_keys(name, list(args.api_key_names), self)
         self.api_keys = keys.values
+        # Open WebUI's WEBUI_SECRET_KEY (chatUi open-webui), delivered with the API keys.
+        webui_key = generate_webui_secret_key(name, self) if args.readiness.secrets.webui else ""
         ready = gates.readiness(name, args.readiness, ip.ip_address, self.api_keys, waits_for,
-                                [instance.id, *keys.ids], self)
+                                [instance.id, *keys.ids], self, webui_secret_key=webui_key)
         self._publish(name, args, ip, ready)
