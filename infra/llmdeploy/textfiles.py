@@ -40,10 +40,6 @@ def read_text(path: Path, what: str, encoding: str = "utf-8") -> str:
 MAX_YAML_DEPTH = 100  # levels of lists and mappings; a config file needs a handful
 
 
-class _TooDeep(Exception):
-    pass
-
-
 class _DepthLimitedLoader(yaml.SafeLoader):
     """SafeLoader that refuses nesting beyond MAX_YAML_DEPTH at once. Left to Python's recursion limit, the limit
     would depend on the caller's stack, and PyYAML's scanner, whose cost grows with the square of the depth, spends
@@ -57,7 +53,7 @@ class _DepthLimitedLoader(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
-                raise _TooDeep
+                raise RecursionError(f"YAML nested over {MAX_YAML_DEPTH} levels")  # handled as Python's own
             return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
         finally:
             self._depth -= 1
@@ -68,7 +64,7 @@ def load_yaml(text: str, where: str) -> Any:
         return yaml.load(text, Loader=_DepthLimitedLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise FileProblem(f"{where} is not valid YAML: {exc}") from None
-    except (_TooDeep, RecursionError):
+    except RecursionError:
         raise FileProblem(f"{where} nests lists or mappings too deeply for YAML's reader (more than {MAX_YAML_DEPTH} levels); "
                           "write each value as a string, list or mapping of a few levels") from None
     except ValueError as exc:  # int() of a number with more digits than Python converts
