@@ -4,6 +4,7 @@ The folder is the tier's one definition; the marker of the same name (declared i
 `-m "not e2e"` and the like select by it. Shared constants live in tests/support/project.py."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if other:
             raise pytest.UsageError(f"{item.nodeid} is marked {other[0]} but sits in tests/{tier}/: move it")
         item.add_marker(tier)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Hypothesis's plugin imports all of hypothesis (about 0.9 s) in its terminal summary even when no test used
+    # it; that summary runs after this hook. Not imported by now means nothing for it to report.
+    if "hypothesis" not in sys.modules:
+        plugin = session.config.pluginmanager.get_plugin("hypothesispytest")
+        if plugin is not None:
+            session.config.pluginmanager.unregister(plugin)
 
 
 @pytest.fixture

@@ -329,9 +329,21 @@ def htpasswd(cfg: StackConfig) -> str:
         salt = std.translate(str.maketrans(
             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
             "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"))
-        hashed = bcrypt.hashpw(cfg.auth.basic_passwords[user].reveal().encode(), f"$2b$12${salt}".encode())
-        lines.append(f"{user}:{hashed.decode()}")
+        lines.append(f"{user}:{_bcrypt(cfg.auth.basic_passwords[user].reveal(), salt)}")
     return "".join(f"{line}\n" for line in lines)
+
+
+_HASHED: dict[bytes, str] = {}
+
+
+def _bcrypt(password: str, salt: str) -> str:
+    """bcrypt at cost 12 takes about 0.2 s by design, and one program renders the same stack's site for its head,
+    every replica and worker: hash each (salt, password) once per process. Keyed by a digest, so the cache holds
+    no password."""
+    key = hashlib.sha256(f"{salt}\0{password}".encode()).digest()
+    if key not in _HASHED:
+        _HASHED[key] = bcrypt.hashpw(password.encode(), f"$2b$12${salt}".encode()).decode()
+    return _HASHED[key]
 
 
 def tls_sans(cfg: StackConfig) -> str:

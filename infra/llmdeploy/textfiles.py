@@ -3,7 +3,7 @@
 Each reader turns what Python raises on a hostile file into FileProblem, whose message names the file, what is
 wrong and what is accepted; callers re-raise it as their own error type. Beyond the parsers' own errors:
 - a file that is not UTF-8 (UTF-16 from a Windows editor, binary) raises UnicodeDecodeError;
-- brackets or indentation nested a few thousand deep raise RecursionError in PyYAML and json;
+- brackets or indentation nested too deep: over MAX_YAML_DEPTH levels in YAML, RecursionError in json;
 - an integer of more than 4,300 digits raises ValueError in PyYAML's int() (Python's digit limit).
 """
 from __future__ import annotations
@@ -37,13 +37,35 @@ def read_text(path: Path, what: str, encoding: str = "utf-8") -> str:
                           f"(iconv -f {found or 'LATIN1'} -t UTF-8 {path.name} > {path.name}.utf8)") from None
 
 
+MAX_YAML_DEPTH = 100  # levels of lists and mappings; a config file needs a handful
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses nesting beyond MAX_YAML_DEPTH at once. Left to Python's recursion limit, the limit
+    would depend on the caller's stack, and PyYAML's scanner, whose cost grows with the square of the depth, spends
+    over half a second on a hostile file before it gives up."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.ScalarEvent, yaml.AliasEvent):  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise RecursionError(f"YAML nested over {MAX_YAML_DEPTH} levels")  # handled as Python's own
+            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        finally:
+            self._depth -= 1
+
+
 def load_yaml(text: str, where: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_DepthLimitedLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise FileProblem(f"{where} is not valid YAML: {exc}") from None
     except RecursionError:
-        raise FileProblem(f"{where} nests lists or mappings too deeply for YAML's reader (thousands of levels); "
+        raise FileProblem(f"{where} nests lists or mappings too deeply for YAML's reader (more than {MAX_YAML_DEPTH} levels); "
                           "write each value as a string, list or mapping of a few levels") from None
     except ValueError as exc:  # int() of a number with more digits than Python converts
         raise FileProblem(f"{where} holds a value YAML's reader cannot convert ({exc}); quote it or shorten "

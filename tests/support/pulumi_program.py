@@ -1,6 +1,7 @@
 """Running the Pulumi program under mocks for a stack, for the Pulumi program tests."""
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import pytest
@@ -20,7 +21,14 @@ def run_stack(stack: str, **overrides: Any) -> tuple[Run, dict[str, Any]]:
     return run_program(MAIN, values, stack=stack, secret_keys=("sshPrivateKey",)), values
 
 
+@cache
+def example_run(stack: str) -> tuple[Run, dict[str, Any]]:
+    """The program for an example stack as checked in, run once per session: the tests that take it only read it
+    (it is the same program, config and mocks each time; a test that changes any of them calls run_stack)."""
+    return run_stack(stack)
+
+
 @pytest.fixture(scope="module", params=VM_STACKS)
 def vm_run(request: pytest.FixtureRequest) -> tuple[str, Run, dict[str, Any]]:
-    run, values = run_stack(request.param)
+    run, values = example_run(request.param)
     return request.param, run, values

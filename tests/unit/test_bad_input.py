@@ -14,6 +14,7 @@ from llmdeploy.cli import main
 from llmdeploy.errors import EXIT_USAGE
 from llmdeploy.config import ConfigError, StackConfig, parse
 from llmdeploy.render import render
+from llmdeploy.textfiles import MAX_YAML_DEPTH, FileProblem, load_yaml
 from support.bad_input import LLAMACPP, problem
 from support.project import empty_project, minimal_raw
 from support.workshop_stack import workshop_project
@@ -63,6 +64,17 @@ HOSTILE_FILES = {
     "YAML flow nested 5,000 deep": (("config: " + "[" * 5000 + "]" * 5000).encode(), "too deeply"),
     "an integer of 5,000 digits": (("config:\n  llmdeploy:shapeOcpus: " + "9" * 5000).encode(), "cannot convert"),
 }
+
+
+@pytest.mark.parametrize("block", [False, True])
+def test_yaml_nesting_stops_at_a_fixed_depth_not_at_pythons_recursion_limit(block: bool) -> None:
+    def nested(depth: int) -> str:
+        if block:
+            return "".join("  " * i + f"k{i}:\n" for i in range(depth)) + "  " * depth + "leaf\n"
+        return "[" * depth + "]" * depth
+    load_yaml(nested(MAX_YAML_DEPTH), "f.yaml")
+    with pytest.raises(FileProblem, match=f"f.yaml nests lists or mappings too deeply .*more than {MAX_YAML_DEPTH}"):
+        load_yaml(nested(MAX_YAML_DEPTH + 1), "f.yaml")
 
 
 @pytest.mark.parametrize("command", ["render", "validate"])

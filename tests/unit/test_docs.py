@@ -2,6 +2,8 @@
 Pulumi.yaml's declarations and the typed config in step."""
 from __future__ import annotations
 
+import re
+
 from llmdeploy.config import parse
 from llmdeploy.declared import declarations, project_name
 from llmdeploy.docs import ROUTES_END, ROUTES_START, config_table, readme_table, route_table
@@ -35,3 +37,46 @@ def test_typed_config_reads_every_declared_key() -> None:
 
 def test_project_name_is_the_config_namespace() -> None:
     assert project_name(ROOT) == "llmdeploy"
+
+
+def layout_rows() -> list[tuple[list[str], list[str]]]:
+    """The README's Layout table: per row, the folders its first cell names, and every name in backticks."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in table.splitlines()[3:]:
+        cells = line.split(" | ")
+        if not line.startswith("| ") or len(cells) < 2:
+            continue
+        folders = [name for name in re.findall(r"`([^`]+)`", cells[0]) if name.endswith("/")]
+        rows.append((folders, re.findall(r"`([^`]+)`", line)))
+    return rows
+
+
+def named_paths() -> set[str]:
+    """Each name in the table as a path from the root: as written, or inside one of its row's folders."""
+    return {f"{folder}{name}" for folders, names in layout_rows() for folder in ["", *folders] for name in names}
+
+
+def test_every_file_the_layout_table_names_exists() -> None:
+    missing = []
+    for folders, names in layout_rows():
+        for name in names:
+            if not re.search(r"(/|\.(py|j2|sh|pem|yaml|csv|toml|json|txt)|Makefile|run)$", name):
+                continue  # a class, a command or a tool, not a path
+            spelled = name.replace("<stack>", "local")
+            if not any((ROOT / folder / spelled).exists() for folder in ["", *folders]):
+                missing.append(name)
+    assert not missing, f"README's Layout names paths that do not exist: {missing}"
+
+
+def test_the_layout_table_covers_every_module_script_template_and_test_folder() -> None:
+    package = ROOT / "infra" / "llmdeploy"
+    expected = [p for p in package.rglob("*.py") if p.name != "__init__.py" and "__pycache__" not in p.parts]
+    expected += [p for p in (ROOT / "scripts").iterdir() if p.is_file()]
+    expected += [p for p in (ROOT / "templates").iterdir() if p.is_file()]
+    expected += [p for p in (ROOT / "tests").iterdir() if p.is_dir() and p.name != "__pycache__"]
+    named = named_paths()
+    unnamed = [str(p.relative_to(ROOT)) for p in expected
+               if str(p.relative_to(ROOT)) + ("/" if p.is_dir() else "") not in named]
+    assert not unnamed, f"README's Layout table has no row naming: {unnamed}"

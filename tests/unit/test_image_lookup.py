@@ -15,8 +15,10 @@ from llmdeploy.stack.vm import plain_image_regex
 from llmdeploy.stackfile import read_stack
 from support.project import EXAMPLE_STACKS, ROOT, WORKSHOP_STACKS
 from support.pulumi_mocks import PLATFORM_IMAGES, PlatformImage, list_images, run_program
+from support.pulumi_program import example_run
 
 MAIN = ROOT / "infra" / "__main__.py"
+INSTANCE = "oci:Core/instance:Instance"
 PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----\n"
 VM_STACKS = [s for s in EXAMPLE_STACKS + WORKSHOP_STACKS if read_stack(ROOT, s).get("target", "vm") == "vm"]
 # What a correct lookup boots, named by hand (not computed by the code under test).
@@ -34,13 +36,14 @@ def expected_image(os_key: str, shape: str) -> str:  # noqa: ARG001 - every know
 def booted_images(stack: str, images: tuple[PlatformImage, ...] = PLATFORM_IMAGES, **overrides: Any) -> set[str]:
     values = read_stack(ROOT, stack) | {"sshPrivateKey": PRIVATE_KEY} | overrides
     run = run_program(MAIN, values, stack=stack, secret_keys=("sshPrivateKey",), images=images)
-    return {r.inputs["sourceDetails"]["sourceId"] for r in run.of_type("oci:Core/instance:Instance")}
+    return {r.inputs["sourceDetails"]["sourceId"] for r in run.of_type(INSTANCE)}
 
 
 @pytest.mark.parametrize("stack", VM_STACKS)
 def test_each_example_stack_boots_the_newest_plain_image_of_its_os(stack: str) -> None:
     cfg = parse(read_stack(ROOT, stack), stack=stack)
-    assert booted_images(stack) == {image_named(NEWEST_PLAIN[cfg.os])}
+    run, _ = example_run(stack)  # the default image list, as booted_images() gives it
+    assert {r.inputs["sourceDetails"]["sourceId"] for r in run.of_type(INSTANCE)} == {image_named(NEWEST_PLAIN[cfg.os])}
 
 
 @pytest.mark.parametrize("shape", ["VM.GPU.A10.1", "BM.GPU.A100-v2.8", "VM.Standard.E4.Flex"])

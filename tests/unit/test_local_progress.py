@@ -129,11 +129,32 @@ def test_a_guest_that_dies_before_a_login_works_ends_the_wait() -> None:
                    alive=lambda: "the container exited", poll_s=0.01)
 
 
-def test_no_login_until_the_deadline_says_what_it_last_saw() -> None:
+class FakeClock:
+    """readiness's `time`: sleeping advances the clock at once, so a 10-minute deadline passes in no time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_no_login_until_the_deadline_says_what_it_last_saw(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmdeploy.local import readiness
     from llmdeploy.local.ssh import SshError
 
+    clock = FakeClock()
+    monkeypatch.setattr(readiness, "time", clock)
+    logins: list[float] = []
+
     def refused() -> ScriptedVm:
+        logins.append(clock.now)
         raise SshError("NoValidConnectionsError: connection refused")
 
-    with pytest.raises(ProvisionFailed, match="not finished after 0 min; last seen: SSH: NoValidConnectionsError"):
-        wait_ready(refused, BootProgress(STEPS, lambda: 1.0, io.StringIO()), 1, poll_s=0.01)  # type: ignore[arg-type]
+    with pytest.raises(ProvisionFailed, match="not finished after 10 min; last seen: SSH: NoValidConnectionsError"):
+        wait_ready(refused, BootProgress(STEPS, lambda: 1.0, io.StringIO()), 600, poll_s=3)  # type: ignore[arg-type]
+    # It kept trying every poll until the deadline, not once.
+    assert logins[:3] == [0, 3, 6] and len(logins) == 200

@@ -19,7 +19,7 @@ from llmdeploy.stack.gates import SMOKE_SCRIPT, readiness_script
 from llmdeploy.stackfile import read_stack
 from support.project import ROOT, SSH_KEY
 from support.pulumi_mocks import MD_URL, PUBLIC_IP, Registered, Run, is_secret, run_program, unwrap
-from support.pulumi_program import MAIN, PRIVATE_KEY, run_stack, vm_run
+from support.pulumi_program import MAIN, PRIVATE_KEY, example_run, run_stack, vm_run
 
 ENGINE_PORTS = {11434, 9997, 8000, 8080}
 
@@ -266,6 +266,6 @@ def test_a_chat_frontend_gets_its_dns_record_its_output_and_its_smoke() -> None:
     assert run.outputs[out.CHAT_URL] == "https://chat.llm.example.org/_login"
     smoke = run.one("command:local:Command")
     assert unwrap(smoke.inputs["environment"])["LLMDEPLOY_SMOKE_CHAT_URL"] == "https://chat.llm.example.org/_login"
-    plain, _ = run_stack("llamacpp-cpu")
+    plain, _ = example_run("llamacpp-cpu")
     assert out.CHAT_URL not in plain.outputs
     assert "LLMDEPLOY_SMOKE_CHAT_URL" not in unwrap(plain.one("command:local:Command").inputs["environment"])

@@ -40,7 +40,8 @@ def test_head_and_replicas_at_their_fixed_private_ips(replicas_run: tuple[Run, d
     run, _ = replicas_run
     instances = run.of_type(INSTANCE)
     heads = [i for i in instances if "-replica-" not in i.name]
-    replicas = [i for i in instances if "-replica-" in i.name]
+    # By name: Pulumi registers resources as their inputs resolve, in no fixed order.
+    replicas = sorted((i for i in instances if "-replica-" in i.name), key=lambda i: i.name)
     assert len(heads) == 1 and len(replicas) == 2
     vnics = [unwrap(r.inputs)["createVnicDetails"] for r in replicas]
     assert [v["privateIp"] for v in vnics] == addresses.worker_ips(2)

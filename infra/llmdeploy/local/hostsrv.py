@@ -32,7 +32,6 @@ import http.server
 import json
 import os
 import re
-import shutil
 import socket
 import sys
 import time
