@@ -64,7 +64,7 @@ def test_without_a_session_light_sends_the_browser_to_sign_in(site: ChatSite) ->
             r = s.get(f"{site.chat}{path}", allow_redirects=False, timeout=5)
             assert r.status_code == 302, path
     refused = websocket(site, "")  # the client follows the 302 to the sign-in page, which is no WebSocket
-    assert "status" not in refused and "/_login" in str(refused["error"]), refused
+    assert "status" not in refused and "server rejected WebSocket connection" in str(refused["error"]), refused
 
 
 def test_the_page_and_its_health_check_answer_through_tls_and_the_cookie(site: ChatSite,
