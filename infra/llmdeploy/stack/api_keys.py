@@ -28,9 +28,20 @@ def generate_api_keys(name: str, key_names: list[str], parent: pulumi.Resource) 
     return ApiKeys(pulumi.Output.secret(keys), [p.id for p in passwords.values()])
 
 
+@dataclass(frozen=True)
+class GeneratedSecret:
+    value: pulumi.Output[str]  # secret
+    id: pulumi.Output[str]  # a new value (a rotation) must trigger what delivers it
+
+
+def generate_secret(resource_name: str, parent: pulumi.Resource, length: int = KEY_LENGTH) -> GeneratedSecret:
+    """A random secret of letters and digits, kept in Pulumi's state (stable across runs), only ever a secret Output."""
+    password = random.RandomPassword(resource_name, length=length, special=False,
+                                     opts=pulumi.ResourceOptions(parent=parent))
+    return GeneratedSecret(pulumi.Output.secret(password.result), password.id)
+
+
 def generate_webui_secret_key(name: str, parent: pulumi.Resource) -> pulumi.Output[str]:
     """Open WebUI's WEBUI_SECRET_KEY (chatUi open-webui; it signs the frontend's sessions): <name>-open-webui-secret-key,
-    random, stable across runs, secret, delivered over SSH with the API keys."""
-    password = random.RandomPassword(f"{name}-open-webui-secret-key", length=KEY_LENGTH, special=False,
-                                     opts=pulumi.ResourceOptions(parent=parent))
-    return pulumi.Output.secret(password.result)
+    delivered over SSH with the API keys."""
+    return generate_secret(f"{name}-open-webui-secret-key", parent).value

@@ -67,11 +67,7 @@ class Network(pulumi.ComponentResource):
                        display_name=f"{name}-vcn", dns_label=args.vcn_dns_label, freeform_tags=tags, opts=child)
         gateway = core.InternetGateway(f"{name}-igw", compartment_id=compartment, vcn_id=vcn.id, enabled=True,
                                        display_name=f"{name}-igw", freeform_tags=tags, opts=child)
-        routes = core.RouteTable(f"{name}-routes", compartment_id=compartment, vcn_id=vcn.id,
-                                 display_name=f"{name}-routes", freeform_tags=tags, opts=child,
-                                 route_rules=[core.RouteTableRouteRuleArgs(
-                                     network_entity_id=gateway.id, destination="0.0.0.0/0",
-                                     destination_type="CIDR_BLOCK")])
+        routes = _default_route(f"{name}-routes", compartment, vcn, gateway.id, tags, child)
         # The subnet's own list only lets traffic out (the VCN's default list would also open SSH to
         # the world); what comes in is the NSG's business alone.
         egress_only = core.SecurityList(f"{name}-egress-only", compartment_id=compartment, vcn_id=vcn.id,
@@ -103,11 +99,7 @@ class Network(pulumi.ComponentResource):
         NSG: TCP among its members only, so no Ray port is reachable from outside the cluster."""
         nat = core.NatGateway(f"{name}-nat", compartment_id=compartment, vcn_id=vcn.id, display_name=f"{name}-nat",
                               freeform_tags=tags, opts=child)
-        routes = core.RouteTable(f"{name}-private-routes", compartment_id=compartment, vcn_id=vcn.id,
-                                 display_name=f"{name}-private-routes", freeform_tags=tags, opts=child,
-                                 route_rules=[core.RouteTableRouteRuleArgs(
-                                     network_entity_id=nat.id, destination="0.0.0.0/0",
-                                     destination_type="CIDR_BLOCK")])
+        routes = _default_route(f"{name}-private-routes", compartment, vcn, nat.id, tags, child)
         subnet = core.Subnet(f"{name}-workers", compartment_id=compartment, vcn_id=vcn.id,
                              cidr_block=WORKER_SUBNET_CIDR, route_table_id=routes.id,
                              security_list_ids=[egress_only.id], prohibit_public_ip_on_vnic=True,
@@ -152,3 +144,11 @@ class Network(pulumi.ComponentResource):
         core.NetworkSecurityGroupSecurityRule(f"{name}-egress", network_security_group_id=nsg.id, direction="EGRESS",
                                               protocol="all", destination="0.0.0.0/0",
                                               destination_type="CIDR_BLOCK", description="all outbound", opts=child)
+
+
+def _default_route(name: str, compartment: str, vcn: core.Vcn, gateway_id: pulumi.Input[str],
+                   tags: dict[str, str], child: pulumi.ResourceOptions) -> core.RouteTable:
+    """A route table sending everything (0.0.0.0/0) to one gateway: the internet's, or the NAT's."""
+    return core.RouteTable(name, compartment_id=compartment, vcn_id=vcn.id, display_name=name, freeform_tags=tags,
+                           opts=child, route_rules=[core.RouteTableRouteRuleArgs(
+                               network_entity_id=gateway_id, destination="0.0.0.0/0", destination_type="CIDR_BLOCK")])

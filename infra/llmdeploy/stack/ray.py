@@ -10,14 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_random as random
 
 from .. import addresses
 from ..config import StackConfig
 from ..render import render
 from ..shapes import Shape
 from . import gates
-from .api_keys import generate_api_keys
+from .api_keys import generate_api_keys, generate_secret
 from .network import Network
 from .vm import PublicEndpoint, VmArgs, dns_record, launch, reserved_ip
 
@@ -57,8 +56,8 @@ class RayClusterEndpoint(PublicEndpoint):
         network = Network(f"{name}-net", head_args.network, tags, opts=child)
         if network.worker_subnet_id is None or network.cluster_nsg_id is None:
             raise ValueError("RayArgs.head.network must have private_nodes set (NetworkArgs.from_config does)")
-        token = random.RandomPassword(f"{name}-ray-token", length=RAY_TOKEN_LENGTH, special=False, opts=child)
-        ray_token = pulumi.Output.secret(token.result)
+        token = generate_secret(f"{name}-ray-token", self, RAY_TOKEN_LENGTH)
+        ray_token = token.value
 
         head = launch(f"{name}-head", head_args, head_args.user_data, network.subnet_id,
                       [network.nsg_id, network.cluster_nsg_id], "head", tags, child, private_ip=args.head_ip)
