@@ -8,12 +8,12 @@ The key is sent only once the certificate verified, and only in a POST body (nev
 """
 from __future__ import annotations
 
-import secrets
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from ..result import FAIL, CheckResult, timed
+from ..secrets import generate_api_key
 from .http_checks import excerpt, make_session
 from .targets import Target
 
@@ -49,7 +49,7 @@ def check_sign_in_page(session: requests.Session, origin: str, timeout: float) -
 
 def check_wrong_key(session: requests.Session, origin: str, timeout: float) -> CheckResult:
     with timed("chat-ui: wrong key refused") as result:
-        r = sign_in(session, origin, "sk-llm-" + secrets.token_urlsafe(32), timeout)
+        r = sign_in(session, origin, generate_api_key(), timeout)
         if r.status_code != 401 or COOKIE in r.headers.get("Set-Cookie", ""):
             return result.fail(f"a made-up key got {r.status_code}{' and a session cookie' if COOKIE in r.headers.get('Set-Cookie', '') else ''}, "
                                "not 401", status=r.status_code)
