@@ -20,6 +20,12 @@ def test_readme_route_table_matches_routes_py() -> None:
     assert readme_table(readme, ROUTES_START, ROUTES_END) == route_table(), "run: llmdeploy route-table --update-readme"
 
 
+def test_the_route_table_has_the_ray_targets_row_with_no_management_routes() -> None:
+    row = next(line for line in route_table().splitlines() if line.startswith("| ray (Ray Serve LLM) |"))
+    assert "`POST /v1/chat/completions`" in row
+    assert row.endswith("| any other route under `/v1/` |")
+
+
 def test_every_declared_key_has_type_description_and_default() -> None:
     for key, decl in declarations(ROOT).items():
         assert decl.type in ("string", "integer", "boolean", "array"), key
