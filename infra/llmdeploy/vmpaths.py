@@ -6,6 +6,9 @@ from __future__ import annotations
 STATE_DIR = "/var/lib/llmdeploy"
 STAGES_DIR = f"{STATE_DIR}/stages"  # <step>.done (a timestamp) or <step>.failed (the exit code) per step
 READY_MARKER = f"{STATE_DIR}/ready"  # written by the last step, 90-ready
+# "<epoch deadline> <pid>" of the llmdeploy-wait-ready now waiting (pulumi up's gate, `local up`), removed when it
+# ends: the one clock a step that must finish before the gate gives up reads (the Xinference launch).
+GATE_DEADLINE = f"{STATE_DIR}/gate-deadline"
 LOG_DIR = "/var/log/llmdeploy"  # <step>.log per step
 ETC_DIR = "/etc/llmdeploy"
 SECRETS_DIR = f"{ETC_DIR}/secrets"  # what llmdeploy-install-secrets delivers after boot (hf.env, the key map)

@@ -28,6 +28,7 @@ from support.ports import free_port, port_open
 from support.procs import start_process, stop_process, wait_until
 from support.route_recorder import route_recorder
 from support.site import site_endpoint
+from support.sshd import sshd_argv
 
 pytestmark = pytest.mark.integration
 
@@ -226,7 +227,7 @@ def real_sshd_failures(tmp_path: Path) -> list[str]:
     port = free_port()
     (ssh / "sshd_config").write_text(SSHD_CONFIG.format(port=port, dir=ssh))
     log = ssh / "sshd.log"
-    proc = start_process(["/usr/sbin/sshd", "-D", "-e", "-f", str(ssh / "sshd_config")], log)
+    proc = start_process(sshd_argv("-D", "-e", "-f", str(ssh / "sshd_config")), log)
     try:
         wait_until(lambda: None if port_open(port) else "not listening", proc, 10, "sshd", log)
         key = paramiko.RSAKey.generate(2048)  # a key sshd has never seen (paramiko cannot make ed25519 keys)

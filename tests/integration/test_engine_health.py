@@ -35,7 +35,7 @@ def healthz(ep: Endpoint) -> int:
 
 def launch_with_the_rendered_script(ep: Endpoint, stub: XinferenceStub, work: Path) -> None:
     """What the 40-engine step does once Xinference answers /status."""
-    result = run_models_script(ep.rendered, stub.url, work, uptime=100.0)
+    result = run_models_script(ep.rendered, stub.url, work)
     assert result.returncode == 0, result.stderr
 
 

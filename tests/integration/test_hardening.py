@@ -24,7 +24,7 @@ from support.hardening import PER_NETNS, rendered_file, rendered_sshd_conf, sshd
 from support.ports import free_port
 from support.project import ROOT, minimal_raw
 from support.site import site_endpoint
-from support.sshd import ADMIN, Sshd, is_running, run_sshd
+from support.sshd import ADMIN, Sshd, is_running, run_sshd, sshd_argv
 
 # ---------------------------------------------------------------------------------------------- sshd
 
@@ -108,7 +108,7 @@ def test_ssh_audit_fails_the_stock_algorithms(tmp_path: Path) -> None:
 def test_the_drop_in_is_what_sshd_runs_with(hardened_sshd: Sshd) -> None:
     """sshd -T on the test server's config: the drop-in's values win (it is read first, as sshd_config.d is)."""
     config = Path(hardened_sshd.log).parent / "sshd_config"
-    result = subprocess.run(["/usr/sbin/sshd", "-T", "-f", str(config)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(sshd_argv("-T", "-f", str(config)), capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     effective = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
     expected = {"maxauthtries": "3", "logingracetime": "30", "permitrootlogin": "no", "passwordauthentication": "no",

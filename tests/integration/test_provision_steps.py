@@ -14,8 +14,8 @@ import pytest
 
 from llmdeploy.config import parse
 from llmdeploy.render import Layout, render
-from llmdeploy.vmpaths import (BOOT_FINISHED, INSTALL_SECRETS, PROVISION, READY_MARKER, STAGES_DIR, STEPS_DIR,
-                               WAIT_READY, step_log)
+from llmdeploy.vmpaths import (BOOT_FINISHED, GATE_DEADLINE, INSTALL_SECRETS, PROVISION, READY_MARKER, STAGES_DIR,
+                               STEPS_DIR, WAIT_READY, step_log)
 from llmdeploy.secrets import generate_api_key, secrets_bundle
 from llmdeploy.stack.gates import readiness_script
 from support.ports import free_port
@@ -199,6 +199,20 @@ def test_wait_ready_gives_up_at_its_deadline_saying_what_it_saw(vm: VmRoot) -> N
     vm.install(f"{STAGES_DIR}/10-base.done", "t\n")
     result = vm.run(fake_cloud_init(vm, 0) + "/usr/local/lib/llmdeploy/llmdeploy-wait-ready 1")
     assert result.returncode == 1 and "timed out after 1s; last stage done: 10-base.done" in result.stderr
+
+
+def test_wait_ready_leaves_its_deadline_for_the_steps_while_it_waits(vm: VmRoot) -> None:
+    """The gate's deadline and PID (what xinference-models.py budgets its launch by), only while it waits."""
+    install_rendered(vm)
+    gate = vm.path(GATE_DEADLINE)
+    result = vm.run(fake_cloud_init(vm, 0) + f"/usr/local/lib/llmdeploy/llmdeploy-wait-ready 3 & pid=$!\n"
+                    f"sleep 1; echo \"start=$(date +%s) pid=$pid\"; cat {GATE_DEADLINE}\n"
+                    f"wait $pid || true; test -e {GATE_DEADLINE} && echo left-behind || echo removed")
+    lines = result.stdout.split()
+    start, pid = (int(v.split("=")[1]) for v in lines[:2])
+    deadline, owner = int(lines[2]), int(lines[3])
+    assert owner == pid and start + 1 <= deadline <= start + 3, result.stdout
+    assert lines[-1] == "removed" and not gate.exists()
 
 
 def test_delivered_public_ip_reissues_the_self_signed_certificate(vm: VmRoot) -> None:

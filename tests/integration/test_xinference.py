@@ -6,13 +6,17 @@ apart from modelName is registered once; a custom name taken by a built-in model
 cannot end before pulumi up's readiness gate fails naming readinessTimeoutMinutes.
 """
 import json
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from llmdeploy.config import StackConfig
-from llmdeploy.render import FILES_DIR, Rendered, render
+from llmdeploy.render import FILES_DIR, XINFERENCE_MODELS, Rendered, render
 from support.endpoint import endpoint_config
 from support.xinference_script import run_models_script
 from support.xinference_stub import XinferenceStub, wait_for, xinference_stub
@@ -32,10 +36,10 @@ def with_custom(name: str, uid: str) -> StackConfig:
                              xinferenceCustomModel=json.dumps({**CUSTOM, "model_name": name}))
 
 
-def run_script(work: Path, rendered: Rendered, api: str, uptime: float = 100.0,
+def run_script(work: Path, rendered: Rendered, api: str, gate: tuple[int, int] | None = None,
                readiness: int = 60) -> subprocess.CompletedProcess[str]:
     """Run the rendered script as the 40-engine step does, with the rendered bodies."""
-    return run_models_script(rendered, api, work, readiness_minutes=readiness, uptime=uptime)
+    return run_models_script(rendered, api, work, readiness_minutes=readiness, gate=gate)
 
 
 def autostart_entries(stub: XinferenceStub) -> list[dict[str, Any]]:
@@ -102,12 +106,12 @@ def test_custom_name_of_a_builtin_model_fails_clearly(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_a_launch_that_outlives_the_readiness_gate_fails_naming_it(tmp_path: Path) -> None:
-    # readinessTimeoutMinutes 5 = 300 s; 30 s kept for the later stages; booted 266 s ago: 4 s left.
+def test_a_launch_that_outlives_the_waiting_gate_fails_naming_it(tmp_path: Path) -> None:
+    # A gate (this test's own process, alive) gives up in 4 s: the launch gets those 4 s, not the whole budget.
     with xinference_stub(launch_seconds=20) as stub:
         started = time.monotonic()
         result = run_script(tmp_path, render(xinference_config(readinessTimeoutMinutes=5)), stub.url,
-                            uptime=266, readiness=5)
+                            gate=(int(time.time()) + 4, os.getpid()), readiness=5)
         took = time.monotonic() - started
     assert result.returncode == 1 and took < 15
     assert "readinessTimeoutMinutes = 5" in result.stderr
@@ -115,12 +119,43 @@ def test_a_launch_that_outlives_the_readiness_gate_fails_naming_it(tmp_path: Pat
     assert "Traceback" not in result.stderr
 
 
-def test_no_time_left_fails_before_launching(tmp_path: Path) -> None:
-    with xinference_stub() as stub:
+@pytest.mark.parametrize("gate", ["deadline passed", "gate process gone", "no gate"])
+def test_with_no_gate_waiting_the_launch_gets_the_whole_budget(tmp_path: Path, gate: str) -> None:
+    """A gate that gave up, or whose llmdeploy-wait-ready died without removing its file, waits for nothing."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    files = {"deadline passed": (int(time.time()) - 5, os.getpid()), "gate process gone": (int(time.time()) + 3600,
+             gone.pid), "no gate": None}
+    with xinference_stub(launch_seconds=1) as stub:
         result = run_script(tmp_path, render(xinference_config(readinessTimeoutMinutes=5)), stub.url,
-                            uptime=290, readiness=5)
-        assert stub.posts("/v1/models") == 0
-    assert result.returncode == 1 and "readinessTimeoutMinutes = 5" in result.stderr
+                            gate=files[gate], readiness=5)
+    assert result.returncode == 0, result.stderr
+    assert "launch budget 270 s (no gate waiting" in result.stdout
+
+
+# Old rule: gate - reserve - uptime, so between 55 and 60 minutes after boot the budget was 0 or less, on a VM and
+# on the machine running these tests. The script must not read the kernel's uptime at all.
+@pytest.mark.parametrize("uptime", [3240, 3299, 3300, 3301, 3450, 3599, 3600, 3601, 90000])
+def test_the_machines_uptime_does_not_change_the_budget(tmp_path: Path, uptime: int) -> None:
+    rendered = render(xinference_config())
+    work = tmp_path / "work"
+    work.mkdir()
+    script = work / "xinference-models.py"
+    script.write_text(rendered.file(XINFERENCE_MODELS).content)
+    (work / "uptime").write_text(f"{uptime}.00 {uptime * 2}.00\n")
+    for name in ("launch", "autostart"):
+        (work / f"{name}.json").write_text(rendered.file(f"{FILES_DIR}/xinference-{name}.json").content)
+    with xinference_stub() as stub:
+        # The script as the step runs it, with its default gate file and no override, in a private mount namespace
+        # where /proc/uptime says `uptime` and /var/lib is an empty tmpfs (this machine's is never read or written).
+        command = (f"mount --bind {work}/uptime /proc/uptime && mount -t tmpfs tmpfs /var/lib && "
+                   f"exec {sys.executable} {script} --api {stub.url} --readiness-minutes 60 --poll 0.1 "
+                   f"--launch {work}/launch.json --autostart {work}/autostart.json")
+        result = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", command],
+                                capture_output=True, text=True, timeout=60)
+        launched = stub.posts("/v1/models")
+    assert result.returncode == 0, result.stderr
+    assert launched == 1 and "launch budget 3300 s (no gate waiting" in result.stdout
 
 
 def test_an_engine_that_demands_auth_is_named(tmp_path: Path) -> None:

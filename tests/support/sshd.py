@@ -33,6 +33,15 @@ VM_MOUNTS = {"/etc/llmdeploy": "etc_llmdeploy", "/var/lib/llmdeploy": "var_lib_l
              "/var/lib/cloud": "var_lib_cloud", "/var/log": "var_log"}
 FAKE_STATE = "/run/fakevm"  # where the stand-ins read their state, inside the namespace
 
+
+def sshd_argv(*args: str) -> list[str]:
+    """/usr/sbin/sshd with `args`, in a private mount namespace whose /run is an empty tmpfs holding the
+    privilege-separation directory /run/sshd. Debian's unit creates that directory (RuntimeDirectory=sshd); a
+    machine where the service never ran has none, and sshd (also `sshd -T`) then exits 255. The host's /run is
+    neither read nor written. exec keeps the PID, so stop-by-PID stops sshd itself."""
+    setup = 'mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -m 0755 /run/sshd && exec /usr/sbin/sshd "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", setup, "sshd", *args]
+
 SSHD_CONFIG = """\
 ListenAddress {listen}
 {host_keys}

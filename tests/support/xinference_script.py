@@ -10,16 +10,17 @@ from llmdeploy.render import FILES_DIR, XINFERENCE_MODELS, Rendered
 
 
 def run_models_script(rendered: Rendered, api: str, work: Path, *, readiness_minutes: int = 60, poll: float = 0.1,
-                      uptime: float | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """`uptime`: the seconds since boot the script reads (the VM's /proc/uptime), to test its launch deadline."""
+                      gate: tuple[int, int] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`gate`: the (epoch deadline, PID) a waiting llmdeploy-wait-ready leaves for the script, or None for no gate.
+    The gate file always lies in `work`: the script never reads this machine's own /var/lib/llmdeploy."""
     work.mkdir(parents=True, exist_ok=True)
     script = work / "xinference-models.py"
     script.write_text(rendered.file(XINFERENCE_MODELS).content)
+    gate_file = work / "gate-deadline"
+    if gate is not None:
+        gate_file.write_text(f"{gate[0]} {gate[1]}\n")
     args = [sys.executable, str(script), "--api", api, "--readiness-minutes", str(readiness_minutes),
-            "--poll", str(poll)]
-    if uptime is not None:
-        (work / "uptime").write_text(f"{uptime} {uptime}\n")
-        args += ["--uptime-file", str(work / "uptime")]
+            "--poll", str(poll), "--gate-deadline-file", str(gate_file)]
     for name in ("launch", "autostart", "register"):
         path = f"{FILES_DIR}/xinference-{name}.json"
         if any(f.path == path for f in rendered.files):

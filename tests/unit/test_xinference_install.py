@@ -8,6 +8,7 @@ import pytest
 from llmdeploy.config import ConfigError, StackConfig
 from llmdeploy.render import FILES_DIR, STEPS_DIR, XINFERENCE_MODELS, render
 from llmdeploy.stackfile import load_stack_config
+from llmdeploy.vmpaths import GATE_DEADLINE, WAIT_READY
 from support.endpoint import endpoint_config
 from support.project import ROOT
 
@@ -16,16 +17,42 @@ def xinference_config(**overrides: object) -> StackConfig:
     return endpoint_config(**{"engine": "xinference", "shape": "VM.GPU.A10.1", "modelName": "qwen-chat", **overrides})
 
 
+def models_script(rendered: Any) -> dict[str, Any]:
+    namespace: dict[str, Any] = {}
+    exec(compile(rendered.file(XINFERENCE_MODELS).content, "xinference-models.py", "exec"), namespace)
+    return namespace
+
+
 def test_the_launch_timeout_comes_from_the_readiness_gate() -> None:
     rendered = render(xinference_config(readinessTimeoutMinutes=45))
     step = rendered.file(f"{STEPS_DIR}/40-engine.sh").content
     assert "--max-time" not in step and "--readiness-minutes 45" in step
-    namespace: dict[str, Any] = {}
-    exec(compile(rendered.file(XINFERENCE_MODELS).content, "xinference-models.py", "exec"), namespace)
-    budget = namespace["launch_budget"]
-    assert budget(45, 90) == 45 * 60 - 270 - 90  # a tenth of the gate for the later stages, from boot
-    assert budget(60, 100) == 3600 - 300 - 100  # at most 5 minutes of it
-    assert budget(60, 86400) == 3300  # a re-run long after the gate: the whole budget
+    budget = models_script(rendered)["launch_budget"]
+    now = 1_000_000
+    assert budget(45, now, None) == 45 * 60 - 270  # no gate waiting: the whole, less a tenth for the later stages
+    assert budget(60, now, None) == 3600 - 300  # at most 5 minutes of it
+    assert budget(60, now, (now + 3000, 1)) == 2700  # the waiting gate's deadline, less the later stages' share
+    assert budget(60, now, (now - 1, 1)) == 3300  # a gate past its deadline waits for nothing
+
+
+@pytest.mark.parametrize("minutes", [5, 30, 60, 240])
+def test_the_budget_is_sane_at_every_second_around_the_boundary(minutes: int) -> None:
+    """Every second of a waiting gate's window and past it: never 0 or less, never past the gate's deadline, never
+    more than the whole. (The old rule, gate - reserve - uptime, gave 0 or less in the window's last tenth.)"""
+    budget = models_script(render(xinference_config(readinessTimeoutMinutes=minutes)))["launch_budget"]
+    whole, now = minutes * 60, 1_000_000
+    for left in range(-5, whole + 5):
+        b = budget(minutes, now, (now + left, 1))
+        assert 0 < b <= whole, (left, b)
+        if left > 0:
+            assert b <= left, (left, b)
+
+
+def test_the_script_reads_no_uptime_and_the_gate_writes_its_deadline() -> None:
+    rendered = render(xinference_config())
+    assert "uptime" not in rendered.file(XINFERENCE_MODELS).content
+    wait_ready = rendered.file(WAIT_READY).content
+    assert GATE_DEADLINE in wait_ready and GATE_DEADLINE in rendered.file(XINFERENCE_MODELS).content
 
 
 # ---- what the step installs -------------------------------------------------------------------
