@@ -1101,7 +1101,7 @@ def _datascience(r: _Reader, target: str) -> DataScience:
     image = r.str("dsContainerImage")
     if target == "datascience" and not re.fullmatch(r"[a-z0-9.-]+\.ocir\.io/\S+:\S+", image):
         r.bad("dsContainerImage", image, "an OCIR image with a tag (<region>.ocir.io/<namespace>/<repo>:<tag>) "
-              "for the datascience target", "iad.ocir.io/mytenancy/vllm-openai:v0.33.0")
+              "for the datascience target", "iad.ocir.io/mytenancy/vllm-openai:v0.33.0-cu129")
     count = r.int("dsInstanceCount", 1, 100)
     most = r.int("dsMaxInstanceCount", 0, 100)
     if most and most < count:
