@@ -182,7 +182,10 @@ static int code(void) {
 }
 int cuInit(unsigned int flags) { (void)flags; return code(); }
 int cuDeviceGetCount(int *n) { *n = 8; return 0; }
-int cuGetErrorName(int e, const char **s) { *s = e == 802 ? "CUDA_ERROR_SYSTEM_NOT_READY" : "CUDA_ERROR_UNKNOWN"; return 0; }
+int cuGetErrorName(int e, const char **s) {
+  *s = e == 802 ? "CUDA_ERROR_SYSTEM_NOT_READY" : "CUDA_ERROR_UNKNOWN";
+  return 0;
+}
 """
 FAKELIB = "/usr/local/lib/llmdeploy/fakelib"
 STATE = "/var/lib/llmdeploy/fake"

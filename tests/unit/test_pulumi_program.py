@@ -246,7 +246,8 @@ def test_the_datascience_example_runs_a_cuda_12_vllm_at_a_fixed_size() -> None:
     are CUDA 13.0 since v0.20.0 (driver 580+): the example deploys the -cu129 build, and no CPU_UTILIZATION
     autoscaling, which a GPU-bound vLLM rarely trips."""
     run = run_program(MAIN, read_stack(ROOT, "datascience-a10"), stack="datascience-a10")
-    details = unwrap(run.one("oci:DataScience/modelDeployment:ModelDeployment").inputs)["modelDeploymentConfigurationDetails"]
+    md = unwrap(run.one("oci:DataScience/modelDeployment:ModelDeployment").inputs)
+    details = md["modelDeploymentConfigurationDetails"]
     assert nvidia.vllm_image_cuda(details["environmentConfigurationDetails"]["image"]) == (12, 9)
     assert details["modelConfigurationDetails"]["scalingPolicy"] == {"policyType": "FIXED_SIZE", "instanceCount": 1}
 
