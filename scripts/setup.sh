@@ -43,6 +43,8 @@ APT_PACKAGES=(
   curl                # ... whose dashboards (127.0.0.1 inside a namespace) the test asks through nsenter
   chromium            # the chat test's real browser (headless), driven by Playwright (pyproject's test extra)
   chromium-driver     # ... and its WebDriver, for Selenium users
+  gcc                 # the driver step's test builds a stand-in libcuda.so.1 for its CUDA device query
+  libc6-dev           # ... against libc
 )
 
 missing=()

@@ -610,7 +610,7 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
     sources = _sources(r)
     driver_branch = r.int("nvidiaDriverBranch", 450, 999)
     if isinstance(model, VllmModel) and shape_known and not r.failed("vllmModel"):
-        _check_vllm(r, model, shape, target, driver_branch, sources.vllm_image,
+        _check_vllm(r, model, shape, target, driver_branch, sources,
                     "rayTensorParallel" if target == "ray" else "vllmTensorParallelSize")
     if engine == "ollama" and not r.failed("ollamaDownloadUrl"):
         _check_ollama_archive(r, sources.ollama_download_url)
@@ -792,7 +792,7 @@ def _bits_from_model(model: EngineModel) -> int:
         m in name for m in ("fp8", "int8", "w8a8")) else 16
 
 
-def _check_vllm(r: _Reader, model: VllmModel, shape: Shape, target: str, branch: int, image: str,
+def _check_vllm(r: _Reader, model: VllmModel, shape: Shape, target: str, branch: int, sources: Sources,
                 tp_key: str = "vllmTensorParallelSize") -> None:
     """What vLLM itself would refuse at start, refused here first: a tensor-parallel size that does not divide
     the model's attention heads, a --max-model-len beyond its context, an image whose CUDA the driver lacks."""
@@ -810,15 +810,18 @@ def _check_vllm(r: _Reader, model: VllmModel, shape: Shape, target: str, branch:
         r.bad("vllmMaxModelLen", model.max_model_len,
               f"at most {known.context_length}, the context length of {model.hf_id} (max_position_embeddings in its "
               "config.json; vLLM refuses to start with a longer one)", str(known.context_length))
-    cuda = nvidia.vllm_image_cuda(image)
+    # One rule wherever vLLM runs on a GPU under the driver llmdeploy installs (nvidiaDriverBranch): the vm target's
+    # container and Ray Serve LLM's pip-installed vLLM alike. (Data Science hosts run Oracle's driver.)
+    cuda, pinned_by = nvidia.vllm_cuda(target, sources.vllm_image, sources.ray_package)
     need = nvidia.min_branch(cuda) if cuda else None
-    if target == "vm" and shape.is_gpu and need and branch < need and not r.failed("nvidiaDriverBranch"):
+    if target in ("vm", "ray") and shape.is_gpu and need and branch < need and not r.failed("nvidiaDriverBranch"):
         assert cuda is not None
         older = nvidia.newest_cuda(branch)
-        other = f", or a vllmImage built for CUDA {nvidia.cuda_text(older)} or older" if older else ""
+        other = f", or a vllmImage built for CUDA {nvidia.cuda_text(older)} or older" if older and target == "vm" \
+            else ""
         r.problems.append(Problem(
             "nvidiaDriverBranch", branch,
-            f"at least {need}: vllmImage {image} is built for CUDA {nvidia.cuda_text(cuda)}, which needs NVIDIA "
+            f"at least {need}: {pinned_by} is built for CUDA {nvidia.cuda_text(cuda)}, which needs NVIDIA "
             f"driver {nvidia.CUDA_MIN_DRIVER[cuda]} or newer; branch {branch} supports CUDA up to "
             f"{nvidia.cuda_text(older) if older else 'an older release'}",
             set_cmd("nvidiaDriverBranch", str(need)) + other))
@@ -1098,7 +1101,7 @@ def _datascience(r: _Reader, target: str) -> DataScience:
     image = r.str("dsContainerImage")
     if target == "datascience" and not re.fullmatch(r"[a-z0-9.-]+\.ocir\.io/\S+:\S+", image):
         r.bad("dsContainerImage", image, "an OCIR image with a tag (<region>.ocir.io/<namespace>/<repo>:<tag>) "
-              "for the datascience target", "iad.ocir.io/mytenancy/vllm-openai:v0.33.0")
+              "for the datascience target", "iad.ocir.io/mytenancy/vllm-openai:v0.33.0-cu129")
     count = r.int("dsInstanceCount", 1, 100)
     most = r.int("dsMaxInstanceCount", 0, 100)
     if most and most < count:

@@ -27,6 +27,13 @@ CUDA_MIN_DRIVER: dict[tuple[int, int], str] = {
 _VLLM_TAG = re.compile(r":v?(?P<major>\d+)\.(?P<minor>\d+)(?:\.\d+)?(?:-cu(?P<cuda>\d{3}))?$")
 _CUDA_13_SINCE = (0, 20)
 
+# Ray Serve LLM runs the vLLM that ray's llm extra installs from PyPI, and PyPI's vllm wheels are CUDA 13.0 builds
+# since 0.20.0 too: vllm 0.29.0 requires torch==2.13.0, whose wheel requires cuda-toolkit==13.0.3. Ray 2.57.0 and
+# later pin it (ray 2.57.0: vllm==0.25.1, 2.59.0: 0.27.0, 2.60.0: 0.29.0; each wheel's METADATA, Requires-Dist
+# `vllm[audio]==...; extra == "llm"`); older ones ask for vllm>=0.11 or >=0.18 and pip takes the newest. So every
+# rayPackage that validate accepts gets a CUDA 13.0 vLLM.
+RAY_LLM_CUDA = (13, 0)
+
 
 def min_branch(cuda: tuple[int, int]) -> int | None:
     """The driver branch (its major version) that first supports this CUDA release; None if not in the table."""
@@ -49,6 +56,14 @@ def vllm_image_cuda(image: str) -> tuple[int, int] | None:
     if match["cuda"]:
         return int(match["cuda"][:-1]), int(match["cuda"][-1])
     return (13, 0) if (int(match["major"]), int(match["minor"])) >= _CUDA_13_SINCE else None
+
+
+def vllm_cuda(target: str, vllm_image: str, ray_package: str) -> tuple[tuple[int, int] | None, str]:
+    """The CUDA release of the vLLM a GPU target runs, and what pins it (for messages): Ray Serve LLM's from
+    rayPackage on the ray target, else vllmImage's (None when its tag does not say)."""
+    if target == "ray":
+        return RAY_LLM_CUDA, f"rayPackage {ray_package} installs a vLLM from PyPI that"
+    return vllm_image_cuda(vllm_image), f"vllmImage {vllm_image}"
 
 
 def cuda_text(cuda: tuple[int, int]) -> str:

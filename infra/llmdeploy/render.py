@@ -29,6 +29,7 @@ from .config import (CHAT_UI_PORTS, ENGINE_PORTS, OPEN_WEBUI_MEMORY_MB, Llamacpp
 from .declared import PROJECT_ROOT
 from .nvidia import CUDA_MIN_DRIVER
 from .routes import ENGINE_ROUTES, RAY_SERVE_ROUTES, EngineRoutes
+from .shapes import Shape
 # The VM's paths are defined in vmpaths; render re-exports the ones other modules import from it.
 from .vmpaths import (ETC_DIR, FILES_DIR, FIREWALL, INSTALL_SECRETS, LIBEXEC, OPEN_WEBUI_ADMIN, PROVISION,
                       READY_MARKER, SECRETS_DIR, STACK_INFO, STAGES_DIR, STEPS_DIR, WAIT_READY)
@@ -374,6 +375,7 @@ def _context(cfg: StackConfig, layout: Layout, worker: int | None = None) -> dic
         "readiness_timeout_s": cfg.readiness_timeout_minutes * 60,
         "readiness_timeout_minutes": cfg.readiness_timeout_minutes,
         "nvidia_branch": cfg.nvidia_driver_branch, "cuda_min_driver": CUDA_MIN_DRIVER, "gpu": cfg.gpu,
+        "nvswitch": _machine_shape(cfg, worker).nvswitch,
         "vllm_kv_cache_gib": cfg.vllm_cpu_kv_cache_gib if cfg.vllm_cpu else 0,
         "xinference_install": cfg.xinference_install, "xinference_prefix": xinference_prefix(cfg),
         # CPU machines take torch from the PyTorch CPU index: pip would otherwise fetch GBs of CUDA wheels.
@@ -381,6 +383,11 @@ def _context(cfg: StackConfig, layout: Layout, worker: int | None = None) -> dic
         # pip trusts a plain-HTTP index only when told to (a mirror on the LAN, or llmdeploy local's own).
         "torch_trusted_host": _http_host(cfg.sources.torch_index_url),
     }
+
+
+def _machine_shape(cfg: StackConfig, worker: int | None) -> Shape:
+    """The shape of the VM being rendered: a Ray worker's may differ from the head's."""
+    return cfg.ray.worker_shape if cfg.target == "ray" and worker is not None else cfg.shape
 
 
 def _chat_context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:

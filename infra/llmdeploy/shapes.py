@@ -14,6 +14,9 @@ class Shape:
     gpu_memory_gb: int  # per GPU; 0 for CPU shapes
     gpu_model: str = ""
     flex: bool = False
+    # GPUs joined by NVSwitch (HGX baseboards): CUDA initialises only once NVIDIA's Fabric Manager has set up the
+    # NVLink fabric, so 25-nvidia installs it on these shapes (on any other it refuses to start).
+    nvswitch: bool = False
 
     @property
     def is_gpu(self) -> bool:
@@ -29,9 +32,9 @@ SHAPES: dict[str, Shape] = {s.name: s for s in (
     Shape("VM.GPU.A10.2", 2, 24, "A10"),
     Shape("BM.GPU.A10.4", 4, 24, "A10"),
     Shape("BM.GPU.L40S.4", 4, 48, "L40S"),
-    Shape("BM.GPU4.8", 8, 40, "A100-40GB"),
-    Shape("BM.GPU.A100-v2.8", 8, 80, "A100-80GB"),
-    Shape("BM.GPU.H100.8", 8, 80, "H100"),
+    Shape("BM.GPU4.8", 8, 40, "A100-40GB", nvswitch=True),  # HGX A100
+    Shape("BM.GPU.A100-v2.8", 8, 80, "A100-80GB", nvswitch=True),  # HGX A100
+    Shape("BM.GPU.H100.8", 8, 80, "H100", nvswitch=True),  # HGX H100
     Shape("VM.Standard.E4.Flex", 0, 0, flex=True),
     Shape("VM.Standard.E5.Flex", 0, 0, flex=True),
     Shape("VM.Standard3.Flex", 0, 0, flex=True),

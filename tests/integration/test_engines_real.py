@@ -159,6 +159,15 @@ def test_vllm_cpu_fetched_its_model_from_the_hub_with_the_token(vllm: Served) ->
     assert vllm.token not in " ".join(vllm.engine.command.argv)  # never on the command line
 
 
+def test_vllm_cpu_runs_with_intel_openmp_preloaded(vllm: Served) -> None:
+    """The unit's LD_PRELOAD reaches vLLM: the pinned build's own libiomp5.so is mapped, and its worker no longer
+    warns that libiomp is missing from LD_PRELOAD (it did, running on torch's libgomp)."""
+    assert vllm.engine.proc is not None
+    maps = Path(f"/proc/{vllm.engine.proc.pid}/maps").read_text()
+    assert str(VLLM_VENV / "lib" / "libiomp5.so") in maps
+    assert "libiomp is not found in LD_PRELOAD" not in vllm.engine.log.read_text()
+
+
 def test_smoke_openai_passes_through_nginx_against_vllm_cpu(vllm: Served) -> None:
     result = vllm.smoke("openai")
     assert result.returncode == 0, result.stdout + result.stderr

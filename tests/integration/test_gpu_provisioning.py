@@ -11,9 +11,11 @@ from typing import Iterator
 
 import pytest
 
-from llmdeploy.render import FILES_DIR, STEPS_DIR, Rendered
+from llmdeploy.config import parse
+from llmdeploy.render import FILES_DIR, STEPS_DIR, Rendered, render
 from support.gpu_stack import LIBEXEC, rendered
 from support.ollama_stub import ollama_stub
+from support.project import minimal_raw
 from support.vmroot import VmRoot, vm_root
 
 FAKEBIN = "/usr/local/lib/llmdeploy/fakebin"
@@ -126,6 +128,170 @@ def test_a_loaded_driver_of_the_branch_is_left_alone_on_a_re_run(vm: VmRoot, tmp
     result = run_driver_step(vm, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not vm.path("/var/lib/llmdeploy/fake/calls").exists()
+
+
+# ---- 25-nvidia on NVSwitch shapes: Fabric Manager, and a check that fails while the fabric is down ---------------
+
+# `nvidia-smi -q` as a driver of branch 580 prints it (abridged to two GPUs and the lines around the Fabric section;
+# the section's layout as in NVIDIA/k8s-dra-driver-gpu#626 and Azure/azhpc-images#506). STATE and STATUS are
+# filled in per case: Hopper reports Not Started, In Progress, Completed; Ampere (A100) says N/A.
+NVSMI_Q = """
+==============NVSMI LOG==============
+
+Timestamp                                 : Sun Dec  6 23:40:00 2026
+Driver Version                            : 580.95.05
+CUDA Version                              : 13.0
+
+Attached GPUs                             : 2
+GPU 00000000:19:00.0
+    Product Name                          : {product}
+    Product Brand                         : NVIDIA
+    Persistence Mode                      : Enabled
+    Fabric
+        State                             : {state}
+        Status                            : {status}
+        CliqueId                          : 0
+        ClusterUUID                       : 00000000-0000-0000-0000-000000000000
+        Health
+            Bandwidth                     : Full
+    Processes                             : None
+
+GPU 00000000:3B:00.0
+    Product Name                          : {product}
+    Product Brand                         : NVIDIA
+    Persistence Mode                      : Enabled
+    Fabric
+        State                             : {state}
+        Status                            : {status}
+        CliqueId                          : 0
+        ClusterUUID                       : 00000000-0000-0000-0000-000000000000
+        Health
+            Bandwidth                     : Full
+    Processes                             : None
+"""
+
+# A stand-in for the driver's libcuda.so.1: cuInit returns the number in the fake state's cuinit file (802 is
+# CUDA_ERROR_SYSTEM_NOT_READY, what CUDA says on an NVSwitch system without Fabric Manager).
+FAKE_LIBCUDA = r"""
+#include <stdio.h>
+static int code(void) {
+  int c = 0;
+  FILE *f = fopen("/var/lib/llmdeploy/fake/cuinit", "r");
+  if (f) { if (fscanf(f, "%d", &c) != 1) c = 0; fclose(f); }
+  return c;
+}
+int cuInit(unsigned int flags) { (void)flags; return code(); }
+int cuDeviceGetCount(int *n) { *n = 8; return 0; }
+int cuGetErrorName(int e, const char **s) {
+  *s = e == 802 ? "CUDA_ERROR_SYSTEM_NOT_READY" : "CUDA_ERROR_UNKNOWN";
+  return 0;
+}
+"""
+FAKELIB = "/usr/local/lib/llmdeploy/fakelib"
+STATE = "/var/lib/llmdeploy/fake"
+
+
+def fabric_fakes(vm: VmRoot, tmp_path: Path, states: list[tuple[str, str]], cuinit: int = 0,
+                 product: str = "NVIDIA H100 80GB HBM3", fm_starts: bool = True) -> None:
+    """A loaded branch 580 driver whose `nvidia-smi -q` shows states[i] (fabric state, status) at its i-th call
+    (the last one from then on); apt-get and systemctl record their calls."""
+    vm.install(f"{STATE}/loaded", "580.95.05")
+    vm.install(f"{STATE}/cuinit", str(cuinit))
+    for i, (state, status) in enumerate(states):
+        vm.install(f"{STATE}/q{i}", NVSMI_Q.format(product=product, state=state, status=status))
+    fake(vm, "nvidia-smi", f"""case "$*" in
+  *driver_version*csv,noheader*) cat {STATE}/loaded ;;
+  -q) n=$(cat {STATE}/q-calls 2>/dev/null || echo 0); echo $((n + 1)) >{STATE}/q-calls
+      [ -f {STATE}/q$n ] || n={len(states) - 1}; cat {STATE}/q$n ;;
+  *) echo "index, name, driver_version, memory.total [MiB]"; echo "0, {product}, 580.95.05, 81559 MiB" ;;
+esac
+""")
+    fake(vm, "apt-get", f'echo "apt-get $*" >>{STATE}/calls\n')
+    fake(vm, "dpkg-query", "exit 1\n")
+    fake(vm, "systemctl", f'echo "systemctl $*" >>{STATE}/calls\n'
+         + ('[ "$1" = is-active ] && echo active\nexit 0\n' if fm_starts else
+            '[ "$1" = enable ] && { echo "Job for nvidia-fabricmanager.service failed" >&2; exit 1; }\nexit 0\n'))
+    source = tmp_path / "libcuda.c"
+    source.write_text(FAKE_LIBCUDA)
+    library = vm.path(f"{FAKELIB}/libcuda.so.1")
+    library.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+
+
+def run_fabric_step(vm: VmRoot, tmp_path: Path, shape: str, wait_s: int = 0) -> subprocess.CompletedProcess[str]:
+    install(vm, rendered(engine="ollama", shape=shape))
+    etc = {d: tmp_path / d.strip("/").replace("/", "_") for d in ("/etc/apt/apt.conf.d", "/etc/modules-load.d")}
+    for d in etc.values():
+        d.mkdir()
+    mounts = " && ".join(f"mount --bind {local} {d}" for d, local in etc.items())
+    return vm.run(f"{mounts} && mount -t tmpfs tmpfs /tmp && LD_LIBRARY_PATH={FAKELIB} "
+                  f"LLMDEPLOY_FABRIC_WAIT_S={wait_s} {PATH} bash {STEPS_DIR}/25-nvidia.sh")
+
+
+def test_an_nvswitch_shape_gets_fabric_manager_and_waits_for_the_fabric(vm: VmRoot, tmp_path: Path) -> None:
+    fabric_fakes(vm, tmp_path, [("In Progress", "N/A"), ("Completed", "Success")])
+    result = run_fabric_step(vm, tmp_path, "BM.GPU.H100.8", wait_s=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = vm.path(f"{STATE}/calls").read_text()
+    assert "install -y -q --no-install-recommends nvidia-fabricmanager-580 libnvidia-nscq-580" in calls
+    assert "systemctl enable --now nvidia-fabricmanager" in calls
+    assert vm.path(f"{STATE}/q-calls").read_text().strip() == "2"  # it waited out In Progress
+    assert "NVLink fabric up" in result.stdout
+
+
+@pytest.mark.parametrize(("shape", "states", "cuinit", "said"), [
+    ("BM.GPU.H100.8", [("In Progress", "N/A")], 0,
+     "nvidia-smi -q says the fabric is not ready: GPU 00000000:19:00.0: In Progress, N/A"),
+    ("BM.GPU.H100.8", [("Not Started", "N/A")], 0,
+     "nvidia-smi -q says the fabric is not ready: GPU 00000000:19:00.0: Not Started, N/A"),
+    # A100s report no fabric state: the CUDA device query fails as vLLM would.
+    ("BM.GPU.A100-v2.8", [("N/A", "N/A")], 802,
+     "a CUDA device query fails: CUDA error 802 (CUDA_ERROR_SYSTEM_NOT_READY)"),
+])
+def test_the_driver_step_fails_while_the_fabric_is_down(vm: VmRoot, tmp_path: Path, shape: str,
+                                                       states: list[tuple[str, str]], cuinit: int, said: str) -> None:
+    fabric_fakes(vm, tmp_path, states, cuinit=cuinit)
+    result = run_fabric_step(vm, tmp_path, shape)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAILED: the NVLink fabric of this NVSwitch shape is not up (driver branch 580): " + said in result.stdout
+    assert "journalctl -u nvidia-fabricmanager" in result.stdout
+
+
+def test_a_fabric_that_completed_with_an_error_fails_without_waiting(vm: VmRoot, tmp_path: Path) -> None:
+    fabric_fakes(vm, tmp_path, [("Completed", "Insufficient Resources")])
+    result = run_fabric_step(vm, tmp_path, "BM.GPU.H100.8", wait_s=600)  # no wait helps: it fails at once
+    assert result.returncode == 1
+    assert "fabric registration failed: GPU 00000000:19:00.0: Completed, Insufficient Resources" in result.stdout
+
+
+def test_an_a100_whose_cuda_initialises_passes(vm: VmRoot, tmp_path: Path) -> None:
+    fabric_fakes(vm, tmp_path, [("N/A", "N/A")], product="NVIDIA A100-SXM4-80GB")
+    result = run_fabric_step(vm, tmp_path, "BM.GPU.A100-v2.8")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_fabric_manager_that_does_not_start_fails_the_step(vm: VmRoot, tmp_path: Path) -> None:
+    fabric_fakes(vm, tmp_path, [("Completed", "Success")], fm_starts=False)
+    result = run_fabric_step(vm, tmp_path, "BM.GPU.H100.8")
+    assert result.returncode == 1
+    assert "nvidia-fabricmanager did not start: Job for nvidia-fabricmanager.service failed" in result.stdout
+
+
+@pytest.mark.parametrize(("raw", "nvswitch"), [
+    ({"shape": "BM.GPU.A100-v2.8"}, True), ({"shape": "BM.GPU4.8"}, True), ({"shape": "BM.GPU.H100.8"}, True),
+    ({"shape": "VM.GPU.A10.2"}, False), ({"shape": "BM.GPU.L40S.4"}, False),
+])
+def test_only_nvswitch_shapes_install_fabric_manager(raw: dict[str, object], nvswitch: bool) -> None:
+    # On a shape without NVSwitch Fabric Manager refuses to start (NVIDIA/gpu-operator#610: NV_WARN_NOTHING_TO_DO).
+    step = rendered(engine="ollama", **raw).file(f"{STEPS_DIR}/25-nvidia.sh").content
+    assert ("nvidia-fabricmanager-$branch" in step) == nvswitch
+
+
+def test_a_ray_worker_gets_fabric_manager_by_its_own_shape() -> None:
+    cfg = parse(minimal_raw(target="ray", engine="vllm", shape="VM.GPU.A10.2", rayWorkers=1,
+                            rayWorkerShape="BM.GPU.H100.8", rayTensorParallel=2), stack="gpu")
+    assert "nvidia-fabricmanager-$branch" not in render(cfg).file(f"{STEPS_DIR}/25-nvidia.sh").content
+    assert "nvidia-fabricmanager-$branch" in render(cfg, worker=0).file(f"{STEPS_DIR}/25-nvidia.sh").content
 
 
 # ---- vLLM: the image's CUDA against the driver's, and vLLM's own refusals ------------------------------------------

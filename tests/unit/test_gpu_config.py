@@ -61,6 +61,23 @@ def test_a_driver_branch_older_than_the_images_cuda_is_refused_naming_both() -> 
     assert problems(engine="ollama", nvidiaDriverBranch=570) == []  # Ollama ships its own CUDA runners
 
 
+RAY = {"target": "ray", "engine": "vllm", "shape": "VM.GPU.A10.2", "vllmModel": "Qwen/Qwen2.5-7B-Instruct",
+       "rayTensorParallel": 2}
+
+
+def test_the_ray_targets_pip_vllm_needs_the_same_driver_as_the_image() -> None:
+    """Ray Serve LLM's vLLM comes from PyPI through ray's llm extra (ray 2.60.0 pins vllm 0.29.0, a CUDA 13.0
+    build): the driver rule of the vm target holds for it too, whatever vllmImage says."""
+    [problem] = problems(**RAY, nvidiaDriverBranch=570)
+    assert problem.startswith("nvidiaDriverBranch: got 570; expected at least 580: rayPackage "
+                              "ray[serve,llm]==2.60.0 installs a vLLM from PyPI that is built for CUDA 13.0, which "
+                              "needs NVIDIA driver 580.65.06 or newer")
+    assert problem.endswith("(pulumi config set nvidiaDriverBranch 580)")
+    assert problems(**RAY, nvidiaDriverBranch=570, vllmImage="docker.io/vllm/vllm-openai:v0.33.0-cu128") \
+        == [problem]  # vllmImage is not what the ray target runs
+    assert problems(**RAY) == [] and problems(**RAY, nvidiaDriverBranch=580) == []
+
+
 def test_the_pinned_image_and_driver_branch_agree() -> None:
     cfg = parse(minimal_raw(engine="vllm"))
     cuda = nvidia.vllm_image_cuda(cfg.sources.vllm_image)

@@ -12,6 +12,7 @@ import pulumi_oci
 import pytest
 from test_image_lookup import expected_image
 
+from llmdeploy import nvidia
 from llmdeploy.config import parse
 from llmdeploy.render import render
 from llmdeploy.stack import outputs as out
@@ -237,6 +238,18 @@ def test_the_datascience_example_stack_deploys_two_a10s_with_shared_memory_for_t
     assert run.outputs[out.ENDPOINT_URL] == MD_URL
     one_gpu = deployment_env(run_program(MAIN, DS_VALUES | {"shape": "VM.GPU.A10.1"}, stack="ds1"))
     assert "SHM_SIZE" not in one_gpu
+
+
+def test_the_datascience_example_runs_a_cuda_12_vllm_at_a_fixed_size() -> None:
+    """Oracle manages a model deployment's NVIDIA driver, and it has lagged behind CUDA before
+    (oracle-samples/oci-data-science-ai-samples#363: "unsatisfied condition: cuda>=11.8"). vLLM's unsuffixed images
+    are CUDA 13.0 since v0.20.0 (driver 580+): the example deploys the -cu129 build, and no CPU_UTILIZATION
+    autoscaling, which a GPU-bound vLLM rarely trips."""
+    run = run_program(MAIN, read_stack(ROOT, "datascience-a10"), stack="datascience-a10")
+    md = unwrap(run.one("oci:DataScience/modelDeployment:ModelDeployment").inputs)
+    details = md["modelDeploymentConfigurationDetails"]
+    assert nvidia.vllm_image_cuda(details["environmentConfigurationDetails"]["image"]) == (12, 9)
+    assert details["modelConfigurationDetails"]["scalingPolicy"] == {"policyType": "FIXED_SIZE", "instanceCount": 1}
 
 
 def test_the_datascience_deployment_gets_the_hf_token_secrets_ocid_never_a_token() -> None:

@@ -212,6 +212,9 @@ def test_vllm_on_a_cpu_shape_installs_its_cpu_build_in_a_virtualenv_not_docker()
     assert "--tensor-parallel-size" not in unit  # 1 on CPUs
     # 16 GB - 1 GB of weights - 3 GB for vLLM itself, halved.
     assert "Environment=VLLM_CPU_KVCACHE_SPACE=6\n" in unit
+    # A CPU kept for the API server and nginx, and Intel OpenMP from the venv, as upstream's CPU image runs it.
+    assert "Environment=VLLM_CPU_NUM_OF_RESERVED_CPU=1\n" in unit
+    assert "Environment=LD_PRELOAD=/opt/llmdeploy/vllm/lib/libiomp5.so\n" in unit
     assert "Environment=HF_ENDPOINT=https://hf-mirror.internal\n" in unit
     assert "EnvironmentFile=-/etc/llmdeploy/secrets/hf.env\n" in unit
     paths = {f.path for f in rendered.files}
