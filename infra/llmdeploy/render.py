@@ -280,12 +280,26 @@ def _ray_context(cfg: StackConfig, worker: int | None) -> dict[str, Any] | None:
 
 
 def _firewall(cfg: StackConfig, worker: int | None) -> dict[str, Any]:
-    """Inbound TCP the host accepts: SSH, and nginx's ports where nginx runs; on Ray nodes and engine replicas any
-    TCP from the cluster's VCN too (the cluster NSG confines it to the cluster's own VMs)."""
+    """Inbound TCP the host accepts: SSH, and nginx's ports where nginx runs; on Ray nodes any TCP from the cluster's
+    VCN too (the cluster NSG confines it to the cluster's own VMs); on an engine replica any TCP from the head only,
+    whose nginx is the engine's one caller. With Docker, what DOCKER-USER holds for containers (firewall.sh.j2)."""
     ports = [22] if worker is not None else [22, 80, 443]
     text = ", ".join(map(str, ports[:-1])) + f" and {ports[-1]}" if len(ports) > 1 else str(ports[0])
-    from_cluster = cfg.target == "ray" or worker is not None
-    return {"ports": ports, "ports_text": text, "cluster_cidr": addresses.VCN_CIDR if from_cluster else ""}
+    replica = worker is not None and cfg.target == "vm"
+    cluster_cidr = f"{addresses.head_ip()}/32" if replica else addresses.VCN_CIDR if cfg.target == "ray" else ""
+    published = {"address": addresses.worker_ip(worker), "port": cfg.engine_port, "head": addresses.head_ip()} \
+        if replica and cfg.docker and worker is not None else {}
+    return {"ports": ports, "ports_text": text, "cluster_cidr": cluster_cidr, "containers": cfg.docker,
+            "published": published}
+
+
+def docker_publish(cfg: StackConfig, worker: int | None) -> list[str]:
+    """The addresses a Docker engine publishes its port on: loopback (the same VM's nginx, and the replica's own
+    health checks), and on an engine replica its private address too, for the head's nginx. Never 0.0.0.0: Docker's
+    DNAT would take the port on every address, past the host firewall."""
+    if worker is not None and cfg.target == "vm":
+        return ["127.0.0.1", addresses.worker_ip(worker)]
+    return ["127.0.0.1"]
 
 
 def engine_host(cfg: StackConfig, worker: int | None) -> str:
@@ -355,6 +369,7 @@ def _context(cfg: StackConfig, layout: Layout, worker: int | None = None) -> dic
     return {
         "stack": cfg.stack or "default", "engine": cfg.engine, "engine_port": layout.engine_port or cfg.engine_port,
         "engine_unit": engine_unit(cfg, worker), "model": cfg.model, "engine_host": engine_host(cfg, worker),
+        "docker_publish": docker_publish(cfg, worker),
         "replica": worker is not None and cfg.target == "vm",
         "upstreams": replica_upstreams(cfg, layout.engine_port or cfg.engine_port), "upstream": UPSTREAM,
         "engine_url": engine_url(cfg, layout.engine_port or cfg.engine_port),
