@@ -176,7 +176,7 @@ def test_a_docker_host_without_replicas_blocks_imds_for_containers_only() -> Non
     """The vm target's single vLLM VM: the same DOCKER-USER rules for the metadata service, none for a published
     port (it publishes on loopback only)."""
     fw = render(parse(minimal_raw(), stack="containers")).file(FIREWALL).content
-    assert "readonly CONTAINERS=1" in fw and "readonly PUBLISHED_ADDRESS=''" in fw
+    assert "confine_running\n" in fw and "readonly PUBLISHED_ADDRESS=''" in fw
     no_docker = render(parse(minimal_raw(engine="llamacpp", shape="VM.Standard.E4.Flex",
                                          llamacppModelUrl="https://models.invalid/m.gguf"), stack="c")).file(FIREWALL)
-    assert "readonly CONTAINERS=\n" in no_docker.content
+    assert "DOCKER-USER" not in no_docker.content  # nothing forwards there: the firewall renders as before
