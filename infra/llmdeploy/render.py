@@ -34,6 +34,9 @@ from .vmpaths import (ETC_DIR, FILES_DIR, FIREWALL, INSTALL_SECRETS, LIBEXEC, OP
                       READY_MARKER, SECRETS_DIR, STACK_INFO, STAGES_DIR, STEPS_DIR, WAIT_READY)
 
 TEMPLATES = PROJECT_ROOT / "templates"
+# BioChatter Light's entry point, beside upstream's app.py: the app with its correcting agent off (one engine request
+# per message; files/biochatter-light-launch.py.j2 says why).
+LIGHT_LAUNCHER = "llmdeploy_light.py"
 UPSTREAM = "llmdeploy_engines"  # nginx's upstream of the engine VMs (replicas > 1)
 XINFERENCE_MODELS = f"{LIBEXEC}/xinference-models.py"
 XINFERENCE_VENV = "/opt/llmdeploy/xinference"
@@ -404,7 +407,8 @@ def _chat_context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
     return {"chat_ui": cfg.chat.ui, "chat_memory_mb": OPEN_WEBUI_MEMORY_MB,
             "chat_admin_email": web_user_email(admin), "chat_admin_name": admin,
             "chat_secret_env": f"{layout.paths['secrets_dir']}/open-webui.env",
-            "chat_secret_wait_s": cfg.readiness_timeout_minutes * 60, "chat_admin_script": OPEN_WEBUI_ADMIN}
+            "chat_secret_wait_s": cfg.readiness_timeout_minutes * 60, "chat_admin_script": OPEN_WEBUI_ADMIN,
+            "light_launcher": LIGHT_LAUNCHER}
 
 
 def _http_host(url: str) -> str:
@@ -484,6 +488,7 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
     files += _mirror_files(cfg, ctx) + _condarc(cfg, ctx)
     if cfg.chat.ui == "biochatter-light":
         files.append(VmFile(f"{FILES_DIR}/biochatter-light.service", _render("files/biochatter-light.service.j2", ctx)))
+        files.append(VmFile(f"{FILES_DIR}/{LIGHT_LAUNCHER}", _render("files/biochatter-light-launch.py.j2", ctx)))
     if cfg.chat.enabled:
         files += [VmFile(f"{FILES_DIR}/chat-{name}.html", _render("files/chat-login.html.j2", {**ctx, "failed": failed}))
                   for name, failed in (("login", False), ("login-failed", True))]
