@@ -292,8 +292,8 @@ def _firewall(cfg: StackConfig, worker: int | None) -> dict[str, Any]:
     cluster_cidr = f"{addresses.head_ip()}/32" if replica else addresses.VCN_CIDR if cfg.target == "ray" else ""
     published = {"address": addresses.worker_ip(worker), "port": cfg.engine_port, "head": addresses.head_ip()} \
         if replica and cfg.docker and worker is not None else {}
-    return {"ports": ports, "ports_text": text, "cluster_cidr": cluster_cidr, "containers": cfg.docker,
-            "published": published}
+    return {"ports": ports, "ports_text": text, "cluster_cidr": cluster_cidr, "replica": replica,
+            "containers": cfg.docker, "published": published}
 
 
 def docker_publish(cfg: StackConfig, worker: int | None) -> list[str]:
