@@ -307,7 +307,7 @@ def docker_publish(cfg: StackConfig, worker: int | None) -> list[str]:
 
 def engine_host(cfg: StackConfig, worker: int | None) -> str:
     """Where the engine listens: loopback behind the same VM's nginx; every interface on an engine replica,
-    whose callers are the head's nginx (the host firewall and the cluster NSG admit the cluster only)."""
+    whose callers are the head's nginx (the cluster NSG admits the cluster, the host firewall the head only)."""
     return "0.0.0.0" if worker is not None and cfg.target == "vm" else "127.0.0.1"
 
 
