@@ -57,7 +57,8 @@ iptables -A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dpor
 iptables -t nat -N DOCKER
 iptables -t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
 iptables -t nat -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
-iptables -t nat -A DOCKER -d "$REPLICA/32" ! -i docker0 -p tcp -m tcp --dport "$PORT" -j DNAT --to-destination 172.17.0.2:8000
+iptables -t nat -A DOCKER -d "$REPLICA/32" ! -i docker0 -p tcp -m tcp --dport "$PORT" \
+  -j DNAT --to-destination 172.17.0.2:8000
 
 # A re-run of the firewall (provisioning again) changes nothing, and keeps Docker's chains.
 before=$(state)

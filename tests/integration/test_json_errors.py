@@ -42,8 +42,9 @@ def keys_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
 
 
 def sdk(ep: Endpoint, api_key: str) -> openai.OpenAI:
+    verify = ssl.create_default_context(cafile=ep.ca)
     return openai.OpenAI(base_url=f"{ep.base}/v1", api_key=api_key, max_retries=0,
-                         http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=ep.ca), timeout=10))
+                         http_client=openai.DefaultHttpxClient(verify=verify, timeout=10))
 
 
 def raw(ep: Endpoint, path: str = "/v1/models", method: str = "GET", **headers: str) -> requests.Response:
