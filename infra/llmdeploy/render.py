@@ -35,6 +35,9 @@ from .vmpaths import (ETC_DIR, FILES_DIR, FIREWALL, INSTALL_SECRETS, LIBEXEC, OP
                       READY_MARKER, SECRETS_DIR, STACK_INFO, STAGES_DIR, STEPS_DIR, WAIT_READY)
 
 TEMPLATES = PROJECT_ROOT / "templates"
+# BioChatter Light's entry point, beside upstream's app.py: the app with its correcting agent off (one engine request
+# per message; files/biochatter-light-launch.py.j2 says why).
+LIGHT_LAUNCHER = "llmdeploy_light.py"
 UPSTREAM = "llmdeploy_engines"  # nginx's upstream of the engine VMs (replicas > 1)
 XINFERENCE_MODELS = f"{LIBEXEC}/xinference-models.py"
 XINFERENCE_VENV = "/opt/llmdeploy/xinference"
@@ -281,17 +284,31 @@ def _ray_context(cfg: StackConfig, worker: int | None) -> dict[str, Any] | None:
 
 
 def _firewall(cfg: StackConfig, worker: int | None) -> dict[str, Any]:
-    """Inbound TCP the host accepts: SSH, and nginx's ports where nginx runs; on Ray nodes and engine replicas any
-    TCP from the cluster's VCN too (the cluster NSG confines it to the cluster's own VMs)."""
+    """Inbound TCP the host accepts: SSH, and nginx's ports where nginx runs; on Ray nodes any TCP from the cluster's
+    VCN too (the cluster NSG confines it to the cluster's own VMs); on an engine replica any TCP from the head only,
+    whose nginx is the engine's one caller. With Docker, what DOCKER-USER holds for containers (firewall.sh.j2)."""
     ports = [22] if worker is not None else [22, 80, 443]
     text = ", ".join(map(str, ports[:-1])) + f" and {ports[-1]}" if len(ports) > 1 else str(ports[0])
-    from_cluster = cfg.target == "ray" or worker is not None
-    return {"ports": ports, "ports_text": text, "cluster_cidr": addresses.VCN_CIDR if from_cluster else ""}
+    replica = worker is not None and cfg.target == "vm"
+    cluster_cidr = f"{addresses.head_ip()}/32" if replica else addresses.VCN_CIDR if cfg.target == "ray" else ""
+    published = {"address": addresses.worker_ip(worker), "port": cfg.engine_port, "head": addresses.head_ip()} \
+        if replica and cfg.docker and worker is not None else {}
+    return {"ports": ports, "ports_text": text, "cluster_cidr": cluster_cidr, "replica": replica,
+            "containers": cfg.docker, "published": published}
+
+
+def docker_publish(cfg: StackConfig, worker: int | None) -> list[str]:
+    """The addresses a Docker engine publishes its port on: loopback (the same VM's nginx, and the replica's own
+    health checks), and on an engine replica its private address too, for the head's nginx. Never 0.0.0.0: Docker's
+    DNAT would take the port on every address, past the host firewall."""
+    if worker is not None and cfg.target == "vm":
+        return ["127.0.0.1", addresses.worker_ip(worker)]
+    return ["127.0.0.1"]
 
 
 def engine_host(cfg: StackConfig, worker: int | None) -> str:
     """Where the engine listens: loopback behind the same VM's nginx; every interface on an engine replica,
-    whose callers are the head's nginx (the host firewall and the cluster NSG admit the cluster only)."""
+    whose callers are the head's nginx (the cluster NSG admits the cluster, the host firewall the head only)."""
     return "0.0.0.0" if worker is not None and cfg.target == "vm" else "127.0.0.1"
 
 
@@ -356,6 +373,7 @@ def _context(cfg: StackConfig, layout: Layout, worker: int | None = None) -> dic
     return {
         "stack": cfg.stack or "default", "engine": cfg.engine, "engine_port": layout.engine_port or cfg.engine_port,
         "engine_unit": engine_unit(cfg, worker), "model": cfg.model, "engine_host": engine_host(cfg, worker),
+        "docker_publish": docker_publish(cfg, worker),
         "replica": worker is not None and cfg.target == "vm",
         "upstreams": replica_upstreams(cfg, layout.engine_port or cfg.engine_port), "upstream": UPSTREAM,
         "engine_url": engine_url(cfg, layout.engine_port or cfg.engine_port),
@@ -396,7 +414,8 @@ def _chat_context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
     return {"chat_ui": cfg.chat.ui, "chat_memory_mb": OPEN_WEBUI_MEMORY_MB,
             "chat_admin_email": web_user_email(admin), "chat_admin_name": admin,
             "chat_secret_env": f"{layout.paths['secrets_dir']}/open-webui.env",
-            "chat_secret_wait_s": cfg.readiness_timeout_minutes * 60, "chat_admin_script": OPEN_WEBUI_ADMIN}
+            "chat_secret_wait_s": cfg.readiness_timeout_minutes * 60, "chat_admin_script": OPEN_WEBUI_ADMIN,
+            "light_launcher": LIGHT_LAUNCHER}
 
 
 def _http_host(url: str) -> str:
@@ -476,6 +495,7 @@ def _support_files(cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
     files += _mirror_files(cfg, ctx) + _condarc(cfg, ctx)
     if cfg.chat.ui == "biochatter-light":
         files.append(VmFile(f"{FILES_DIR}/biochatter-light.service", _render("files/biochatter-light.service.j2", ctx)))
+        files.append(VmFile(f"{FILES_DIR}/{LIGHT_LAUNCHER}", _render("files/biochatter-light-launch.py.j2", ctx)))
     if cfg.chat.enabled:
         files += [VmFile(f"{FILES_DIR}/chat-{name}.html", _render("files/chat-login.html.j2", {**ctx, "failed": failed}))
                   for name, failed in (("login", False), ("login-failed", True))]

@@ -17,25 +17,43 @@ import pytest
 import requests
 
 from llmdeploy.config import parse
-from llmdeploy.render import FILES_DIR, render
+from llmdeploy.render import FILES_DIR, LIGHT_LAUNCHER, Rendered, render
 from support.chat import ChatSite, chat_site
+from support.light_app import app_tree
+from support.route_recorder import route_recorder
 from support.streamlit_server import APP_TEXT, CLIENT, PYTHON, streamlit_from_unit
+from support.stubserver import StubState
 
 pytestmark = pytest.mark.integration
 
 
-def rendered_unit() -> str:
+def rendered() -> Rendered:
     from support.project import minimal_raw
     cfg = parse(minimal_raw(chatUi="biochatter-light", domain="llm.example.org", engine="llamacpp",
                             shape="VM.Standard.E4.Flex", modelName="gpt-3.5-turbo",
                             llamacppModelUrl="https://models.invalid/m.gguf"))
-    return render(cfg).file(f"{FILES_DIR}/biochatter-light.service").content
+    return render(cfg)
+
+
+def rendered_unit() -> str:
+    return rendered().file(f"{FILES_DIR}/biochatter-light.service").content
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatSite]:
+def engine() -> Iterator[StubState]:
+    """The engine BioChatter Light's OpenAI path talks to (the unit's OPENAI_BASE_URL, moved to this port)."""
+    with route_recorder() as state:
+        yield state
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, engine: StubState) -> Iterator[ChatSite]:
+    """Streamlit runs the rendered unit's script (llmdeploy's entry point) on a stand-in of BioChatter Light's app
+    (support/light_app.py), with the unit's environment."""
     work = tmp_path_factory.mktemp("light")
-    with streamlit_from_unit(rendered_unit(), work / "app") as port:
+    files = app_tree(APP_TEXT, LIGHT_LAUNCHER, rendered().file(f"{FILES_DIR}/{LIGHT_LAUNCHER}").content)
+    with streamlit_from_unit(rendered_unit(), work / "app", files,
+                             {"OPENAI_BASE_URL": f"http://127.0.0.1:{engine.port}/v1"}) as port:
         with chat_site(work / "site", port, ui="biochatter-light") as s:
             yield s
 
@@ -84,3 +102,17 @@ def test_the_websocket_upgrades_and_carries_the_apps_frames(site: ChatSite, brow
 
 def test_paths_outside_light_are_not_the_frontend(site: ChatSite, browser: requests.Session) -> None:
     assert browser.get(f"{site.chat}/api/v1/chats", allow_redirects=False, timeout=5).status_code == 404
+
+
+def test_one_message_costs_one_engine_request(site: ChatSite, browser: requests.Session, engine: StubState) -> None:
+    """BioChatter Light's OpenAI path with the rendered unit: each new session sends one message (the stand-in's
+    one turn) and the engine gets exactly one request for it. Upstream's app started directly (app.py) turns its
+    correcting agent on and asks twice."""
+    cookie = "; ".join(f"{c.name}={c.value}" for c in browser.cookies)
+    before = len(engine.requests)  # other tests' sessions asked too
+    for sessions in (1, 2):
+        got = websocket(site, cookie)
+        assert got.get("status") == 101 and got["found"] is True, got  # the script ran to its end
+        asked = engine.requests[before:]
+        assert [(r.method, r.path) for r in asked] == [("POST", "/v1/chat/completions")] * sessions
+    assert "OLLAMA_MODEL" not in rendered_unit() and "XINFERENCE_MODEL" not in rendered_unit()

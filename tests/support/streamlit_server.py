@@ -37,21 +37,32 @@ def _health(port: int) -> str | None:
     return None if r.status_code == 200 else f"health answered {r.status_code}"
 
 
+def unit_environment(unit: str) -> dict[str, str]:
+    """The unit's Environment= lines (NAME=VALUE each)."""
+    return dict(line.removeprefix("Environment=").split("=", 1) for line in unit.splitlines()
+                if line.startswith("Environment="))
+
+
 @contextmanager
-def streamlit_from_unit(unit: str, work: Path) -> Iterator[int]:
-    """Streamlit serving a one-line app with the unit's flags, but this machine's venv and a free port; yields
-    the port. The process is stopped by PID at the end."""
+def streamlit_from_unit(unit: str, work: Path, files: dict[str, str] | None = None,
+                        env: dict[str, str] | None = None) -> Iterator[int]:
+    """Streamlit running the unit's script with the unit's flags and Environment= (env overrides some), but this
+    machine's venv and a free port; yields the port. `files`: the app folder (default: a one-line app.py, which
+    must then be the unit's script). The process is stopped by PID at the end."""
     problem = missing_engine(STREAMLIT_VENV, "Streamlit")
     assert not problem, problem
     argv = unit_command(unit)
-    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == "app.py", argv
+    files = files or {"app.py": f"import streamlit as st\nst.write({APP_TEXT!r})\n"}
+    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] in files, argv
     port = free_port()
     flags = argv[5:]
     flags[flags.index("--server.port") + 1] = str(port)
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "app.py").write_text(f"import streamlit as st\nst.write({APP_TEXT!r})\n")
+    for name, text in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(text)
     log = work / "streamlit.log"
-    proc = start_process(["env", f"HOME={work}", str(PYTHON), "-m", "streamlit", "run", "app.py", *flags], log,
+    variables = [f"{k}={v}" for k, v in {**unit_environment(unit), "HOME": str(work), **(env or {})}.items()]
+    proc = start_process(["env", *variables, str(PYTHON), "-m", "streamlit", "run", argv[4], *flags], log,
                          cwd=work)
     try:
         wait_until(lambda: _health(port), proc, 60, "streamlit", log, interval=0.3)

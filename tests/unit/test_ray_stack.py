@@ -171,3 +171,25 @@ def test_a_ray_workshop_is_one_cluster_with_a_key_per_attendee(tmp_path: Path) -
     attendees = run.outputs[out.ATTENDEES]
     assert set(attendees) == {"ada", "bob"} and attendees["ada"]["apiKey"] != attendees["bob"]["apiKey"]
     assert {a["endpointUrl"] for a in attendees.values()} == {"https://llm.example.org"}
+
+
+def test_chat_on_the_ray_target_gets_its_url_its_dns_its_smoke_and_open_webuis_key() -> None:
+    """chatUi open-webui on the head of a ray cluster: the chatUrl output, chat.<domain>'s A record, the smoke gate
+    signing in on the chat host, and Open WebUI's secret key delivered with the head's keys (its step waits for it:
+    without it the head's readiness times out). Never in user-data or a plain output."""
+    run, _ = run_stack("ray-a10", chatUi="open-webui", apiKeys=["ops:admin", "alice"], dnsZone="example.org")
+    assert run.outputs[out.CHAT_URL] == "https://chat.llm.example.org/_login"
+    records = {unwrap(r.inputs["domain"]) for r in run.of_type("oci:Dns/rrset:Rrset")}
+    assert records == {"llm.example.org", "chat.llm.example.org"}
+    smoke = run.one("command:local:Command")
+    assert unwrap(smoke.inputs["environment"])["LLMDEPLOY_SMOKE_CHAT_URL"] == "https://chat.llm.example.org/_login"
+    head, workers = _instances(run)
+    commands = {c.name: c for c in run.of_type("command:remote:Command")}
+    bundle = _bundle(commands[head.name.removesuffix("-head") + "-readiness"])
+    assert "open-webui.env" in bundle, sorted(bundle)
+    key = bundle["open-webui.env"].strip().split("=", 1)[1]
+    assert len(key) >= 32
+    for instance in (head, *workers):
+        assert key not in _user_data(instance)
+    assert all("open-webui.env" not in _bundle(commands[f"{w.name}-readiness"]) for w in workers)
+    assert key not in str({k: v for k, v in run.outputs.items() if k != out.API_KEYS})

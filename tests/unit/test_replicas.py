@@ -18,7 +18,7 @@ from llmdeploy import addresses
 from llmdeploy.config import ConfigError
 from llmdeploy.render import FIREWALL, UPSTREAM, render, render_nodes
 from support.endpoint import endpoint_config
-from support.pulumi_mocks import Registered, Run, unwrap
+from support.pulumi_mocks import PUBLIC_IP, Registered, Run, is_secret, unwrap
 from test_pulumi_program import run_stack
 
 INSTANCE = "oci:Core/instance:Instance"
@@ -85,9 +85,43 @@ def test_head_nginx_names_every_engine_and_replicas_run_the_engine_alone(
             assert f"--host 0.0.0.0 --port {port}" in text  # for the head's nginx, through the cluster NSG
 
 
-def test_replica_firewall_admits_the_cluster_not_the_web() -> None:
+def test_each_replica_has_its_own_readiness_gate_through_the_head_before_the_smoke_test(
+        replicas_run: tuple[Run, dict[str, Any]]) -> None:
+    """A broken replica fails `pulumi up` (its gate waits for 90-ready-replica), and the smoke test waits for every
+    engine: nginx would otherwise pass over a dead replica quietly."""
+    run, _ = replicas_run
+    instances = {i.name: i for i in run.of_type(INSTANCE)}
+    head = next(i for name, i in instances.items() if "-replica-" not in name)
+    ip = run.one("oci:Core/publicIp:PublicIp")
+    commands = {c.name: c for c in run.of_type("command:remote:Command")}
+    gates = sorted(name for name in commands if "-replica-" in name)
+    replicas = sorted(name for name in instances if "-replica-" in name)
+    assert gates == [f"{name}-readiness" for name in replicas] and len(gates) == 2
+    for index, name in enumerate(replicas):
+        ready = commands[f"{name}-readiness"]
+        connection = unwrap(ready.inputs["connection"])
+        assert connection["host"] == addresses.worker_ip(index)
+        assert connection["proxy"]["host"] == PUBLIC_IP  # a replica has no public IP: through the head
+        assert {instances[name].urn, head.urn, ip.urn} <= set(ready.dependencies)
+        assert "llmdeploy-wait-ready" in unwrap(ready.inputs["create"])
+        assert is_secret(ready.inputs["stdin"])
+    smoke = run.one("command:local:Command")
+    assert {commands[g].urn for g in gates} <= set(smoke.dependencies)
+
+
+def test_the_head_sits_at_the_address_the_replicas_admit() -> None:
+    """The head's private IP is fixed: each replica's host firewall and DOCKER-USER admit its engine's callers from
+    there only (tests/integration/test_container_firewall.py runs them)."""
+    run, _ = run_stack("llamacpp-cpu", replicas=2)
+    head = next(i for i in run.of_type(INSTANCE) if "-replica-" not in i.name)
+    assert unwrap(head.inputs)["createVnicDetails"]["privateIp"] == addresses.head_ip()
+    one, _ = run_stack("llamacpp-cpu")
+    assert unwrap(one.one(INSTANCE).inputs)["createVnicDetails"].get("privateIp") is None  # one VM: OCI picks
+
+
+def test_replica_firewall_admits_the_head_not_the_web() -> None:
     replica = render(endpoint_config(replicas=2), worker=0).file(FIREWALL).content
-    assert 'readonly PORTS="22"' in replica and f"readonly CLUSTER_CIDR={addresses.VCN_CIDR}" in replica
+    assert 'readonly PORTS="22"' in replica and f"readonly CLUSTER_CIDR={addresses.head_ip()}/32" in replica
     head = render(endpoint_config(replicas=2)).file(FIREWALL).content
     assert 'readonly PORTS="22 80 443"' in head and "readonly CLUSTER_CIDR=''" in head
     with pytest.raises(ValueError, match="no such Ray worker or engine replica"):

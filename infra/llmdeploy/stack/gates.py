@@ -106,6 +106,16 @@ def worker_readiness(name: str, args: ReadinessArgs, worker_ip: str, jump_host: 
                               depends_on, triggers, parent)
 
 
+def replica_readiness(name: str, args: ReadinessArgs, replica_ip: str, jump_host: pulumi.Output[str],
+                      depends_on: list[pulumi.Resource], triggers: list[pulumi.Input[str]],
+                      parent: pulumi.Resource) -> remote.Command:
+    """An engine replica's gate, over SSH through the head: provisioning done and its engine answering
+    (90-ready-replica). Nothing secret goes there (hfToken is refused with replicas): the archive is empty."""
+    bundle = pulumi.Output.from_input(base64.b64encode(args.secrets.worker_bundle("")).decode())
+    return _readiness_command(name, args, ssh_connection(args.user, args.ssh, replica_ip, jump_host), bundle,
+                              depends_on, triggers, parent)
+
+
 def _readiness_command(name: str, args: ReadinessArgs, connection: remote.ConnectionArgs,
                        bundle: pulumi.Output[str], depends_on: list[pulumi.Resource],
                        triggers: list[pulumi.Input[str]], parent: pulumi.Resource) -> remote.Command:

@@ -16,7 +16,7 @@ from ..config import StackConfig
 from ..render import render
 from ..shapes import Shape
 from . import gates
-from .api_keys import generate_api_keys, generate_secret
+from .api_keys import generate_api_keys, generate_secret, generate_webui_secret_key
 from .network import Network
 from .vm import PublicEndpoint, VmArgs, dns_record, launch, reserved_ip
 
@@ -71,7 +71,9 @@ class RayClusterEndpoint(PublicEndpoint):
                                    [worker, head, ip], [worker.id, token.id], self)
         keys = generate_api_keys(name, list(head_args.api_key_names), self)
         self.api_keys = keys.values
+        # Open WebUI on the head (chatUi open-webui): its step waits for this key, as on the vm target.
+        webui_key = generate_webui_secret_key(name, self) if head_args.readiness.secrets.webui else ""
         ready = gates.readiness(name, head_args.readiness, ip.ip_address, self.api_keys,
                                 [head, ip, *dns_record(name, head_args, ip, child)], [head.id, token.id, *keys.ids],
-                                self, ray_token=ray_token)
+                                self, ray_token=ray_token, webui_secret_key=webui_key)
         self._publish(name, head_args, ip, ready)

@@ -2,6 +2,7 @@
 optional DNS record, generated API keys, and the readiness and smoke gates."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -177,17 +178,25 @@ def replica_nsgs(args: VmArgs, network: Network) -> list[pulumi.Input[str]]:
     return [network.cluster_nsg_id]
 
 
+def head_private_ip(args: VmArgs) -> str | None:
+    """With replicas, the head's fixed private IP: each replica's firewall admits its engine's callers from there
+    only. None (OCI picks) for one VM."""
+    return addresses.head_ip() if args.replica_user_data else None
+
+
 def launch_replicas(name: str, args: VmArgs, network: Network, tags: dict[str, str],
-                    opts: pulumi.ResourceOptions) -> list[str]:
+                    opts: pulumi.ResourceOptions) -> list[tuple[str, core.Instance]]:
     """Engine VMs 2..replicas: private IPs only (the workers' subnet, out through the NAT gateway), the engine
-    alone, reached by the head's nginx through the cluster NSG. They need no secret (hfToken is refused with
-    replicas), so nothing is delivered to them; nginx passes over one until it answers. Returns their IPs."""
+    alone, reached by the head's nginx through the cluster NSG (and, on the replica, from the head only). Returns
+    (IP, instance) of each, for its readiness gate."""
     ips = addresses.worker_ips(len(args.replica_user_data))
+    replicas = []
     for index, (replica_ip, user_data) in enumerate(zip(ips, args.replica_user_data)):
         assert network.worker_subnet_id is not None
-        launch(f"{name}-replica-{index}", args, user_data, network.worker_subnet_id, replica_nsgs(args, network),
-               f"replica{index}", tags, opts, private_ip=replica_ip)
-    return ips
+        replicas.append((replica_ip, launch(f"{name}-replica-{index}", args, user_data, network.worker_subnet_id,
+                                            replica_nsgs(args, network), f"replica{index}", tags, opts,
+                                            private_ip=replica_ip)))
+    return replicas
 
 
 class PublicEndpoint(pulumi.ComponentResource):
@@ -200,14 +209,17 @@ class PublicEndpoint(pulumi.ComponentResource):
     ca_certificate: pulumi.Output[str]
     smoke_report: pulumi.Output[str]
 
-    def _publish(self, name: str, args: VmArgs, ip: core.PublicIp, ready: remote.Command) -> None:
-        """The URL, the CA readiness printed, the smoke gate after readiness; then the component's outputs."""
+    def _publish(self, name: str, args: VmArgs, ip: core.PublicIp, ready: remote.Command,
+                 more_ready: Sequence[remote.Command] = ()) -> None:
+        """The URL, the CA readiness printed, the smoke gate after readiness (and more_ready: each engine
+        replica's); then the component's outputs."""
         host = args.domain or None
         self.public_ip = ip.ip_address
         self.endpoint_url = ip.ip_address.apply(lambda addr: f"https://{host or addr}")
         self.chat_url = args.chat_url
         self.ca_certificate = ready.stdout.apply(gates.ca_from_readiness)
-        check = gates.smoke(name, self.endpoint_url, "openai", args.model_name, self._smoke_env(args), [ready], self)
+        check = gates.smoke(name, self.endpoint_url, "openai", args.model_name, self._smoke_env(args),
+                             [ready, *more_ready], self)
         self.smoke_report = check.stdout
         self.register_outputs({"endpointUrl": self.endpoint_url, "publicIp": self.public_ip,
                                "apiKeys": self.api_keys, "caCertificate": self.ca_certificate})
@@ -236,9 +248,15 @@ class VmEndpoint(PublicEndpoint):
         child = pulumi.ResourceOptions(parent=self)
         network = network or Network(f"{name}-net", args.network, tags, opts=child)  # a workshop shares one
         instance = launch(f"{name}-instance", args, args.user_data, network.subnet_id,
-                          [network.nsg_id, *replica_nsgs(args, network)], "llm", tags, child)
-        self.replica_ips = launch_replicas(name, args, network, tags, child)
+                          [network.nsg_id, *replica_nsgs(args, network)], "llm", tags, child,
+                          private_ip=head_private_ip(args))
+        replicas = launch_replicas(name, args, network, tags, child)
+        self.replica_ips = [replica_ip for replica_ip, _ in replicas]
         ip = reserved_ip(name, args.compartment_id, instance, tags, self)
+        # Each replica's own gate (through the head): `pulumi up` fails while any replica's engine does not answer.
+        replicas_ready = [gates.replica_readiness(f"{name}-replica-{index}", args.readiness, replica_ip,
+                                                  ip.ip_address, [replica, instance, ip], [replica.id], self)
+                          for index, (replica_ip, replica) in enumerate(replicas)]
         waits_for: list[pulumi.Resource] = [instance, ip, *dns_record(name, args, ip, child)]
         keys = generate_api_keys(name, list(args.api_key_names), self)
         self.api_keys = keys.values
@@ -246,4 +264,4 @@ class VmEndpoint(PublicEndpoint):
         webui_key = generate_webui_secret_key(name, self) if args.readiness.secrets.webui else ""
         ready = gates.readiness(name, args.readiness, ip.ip_address, self.api_keys, waits_for,
                                 [instance.id, *keys.ids], self, webui_secret_key=webui_key)
-        self._publish(name, args, ip, ready)
+        self._publish(name, args, ip, ready, replicas_ready)
