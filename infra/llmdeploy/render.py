@@ -1,5 +1,8 @@
 """User-data and every file it installs, as a pure function of a StackConfig (no Pulumi, no I/O).
 
+The user-data is a small bootstrap (the admin user, the bootstrap script and the bundle's digest); every other
+file travels in the provisioning bundle (bundle.py), delivered over SSH and checked against that digest.
+
 Each provisioning step, unit and config file is a Jinja2 template under templates/. The cloud-config
 is built as data and dumped with PyYAML, never assembled from strings. Secrets never enter the
 output: API keys and provided certificates are delivered after boot (see secrets.py); basic-auth
@@ -8,7 +11,6 @@ passwords appear only as bcrypt hashes.
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
 import json
 import re
@@ -23,7 +25,8 @@ import bcrypt
 import jinja2
 import yaml
 
-from . import addresses, raycluster, vmpaths
+from . import addresses, bundle, raycluster, vmpaths
+from .bundle import Provisioning, encode_user_data  # noqa: F401  (re-exported)
 from .config import (CHAT_UI_PORTS, ENGINE_PORTS, OPEN_WEBUI_MEMORY_MB, LlamacppModel, OllamaModel, StackConfig,
                      VllmModel, XinferenceModel)
 from .declared import PROJECT_ROOT
@@ -31,8 +34,9 @@ from .nvidia import CUDA_MIN_DRIVER
 from .routes import ENGINE_ROUTES, RAY_SERVE_ROUTES, EngineRoutes
 from .shapes import Shape
 # The VM's paths are defined in vmpaths; render re-exports the ones other modules import from it.
-from .vmpaths import (ETC_DIR, FILES_DIR, FIREWALL, INSTALL_SECRETS, LIBEXEC, OPEN_WEBUI_ADMIN, PROVISION,
-                      READY_MARKER, SECRETS_DIR, STACK_INFO, STAGES_DIR, STEPS_DIR, WAIT_READY)
+from .vmpaths import (BOOTSTRAP, BUNDLE_DIGEST, BUNDLE_STAGE, ETC_DIR, FILES_DIR, FIREWALL, INSTALL_SECRETS, LIBEXEC,
+                      OPEN_WEBUI_ADMIN, PROVISION, READY_MARKER, RECEIVE_BUNDLE, SECRETS_DIR, STACK_INFO, STAGES_DIR,
+                      STEPS_DIR, WAIT_READY)
 
 TEMPLATES = PROJECT_ROOT / "templates"
 # BioChatter Light's entry point, beside upstream's app.py: the app with its correcting agent off (one engine request
@@ -117,10 +121,32 @@ class VmFile:
 
 @dataclass(frozen=True)
 class Rendered:
-    user_data: str
-    files: tuple[VmFile, ...]
+    user_data: str  # the bootstrap cloud-config: what the instance metadata carries
+    files: tuple[VmFile, ...]  # every file the machine gets: the bootstrap's, then the bundle's
     steps: tuple[str, ...]
     info: dict[str, Any] = field(default_factory=dict)
+    bundle: bytes = b""  # bundle.pack of the files the bootstrap does not carry
+
+    @property
+    def bundle_digest(self) -> str:
+        return bundle.digest(self.bundle)
+
+    @property
+    def provisioning(self) -> Provisioning:
+        return Provisioning(self.user_data, self.bundle)
+
+    @property
+    def bundle_files(self) -> tuple[VmFile, ...]:
+        return tuple(f for f in self.files if f.path not in BOOTSTRAP_FILES)
+
+    def expanded(self) -> str:
+        """The user-data, then every bundle file as write_files would hold it: what the machine gets, for review
+        (the snapshots) and for the validators that read a whole cloud-config."""
+        files = [{"path": f.path, "owner": "root:root", "permissions": f.mode, "content": f.content}
+                 for f in self.bundle_files]
+        return (self.user_data + f"# ---- the provisioning bundle (sha256 {self.bundle_digest}), delivered over SSH\n"
+                + yaml.dump({"bundle_files": files}, Dumper=_BlockDumper, sort_keys=False, width=120,
+                            default_flow_style=False))
 
     def file(self, path: str) -> VmFile:
         for f in self.files:
@@ -140,10 +166,11 @@ class Rendered:
         return [f for f in self.files if f.is_shell]
 
     def write(self, out: Path) -> list[Path]:
-        """Write user-data and each file under out/files/<path on the VM>, for inspection."""
-        written = [out / "user-data"]
+        """Write user-data, the bundle (bundle.tar.gz) and each file under out/files/<path on the VM>."""
+        written = [out / "user-data", out / "bundle.tar.gz"]
         out.mkdir(parents=True, exist_ok=True)
         (out / "user-data").write_text(self.user_data, encoding="utf-8")
+        (out / "bundle.tar.gz").write_bytes(self.bundle)
         for f in self.files:
             dest = out / "files" / f.path.lstrip("/")
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -604,7 +631,17 @@ def render(cfg: StackConfig, layout: Layout = Layout(), worker: int | None = Non
     files += _support_files(cfg, ctx) if worker is None else _worker_files(cfg, ctx, worker)
     info = stack_info(cfg, steps, worker)
     files.append(VmFile(STACK_INFO, json.dumps(info, indent=2) + "\n"))
-    return Rendered(cloud_config(cfg, files), tuple(files), tuple(steps), info)
+    packed = bundle.pack(files)
+    boot_ctx = {"vm": ctx["vm"], "bundle_stage": BUNDLE_STAGE,
+                "readiness_timeout_minutes": cfg.readiness_timeout_minutes}
+    boot = [VmFile(BUNDLE_DIGEST, bundle.digest(packed) + "\n"),
+            VmFile(RECEIVE_BUNDLE, _render("receive-bundle.sh.j2", boot_ctx), "0755"),
+            VmFile(BOOTSTRAP, _render("bootstrap.sh.j2", boot_ctx), "0755")]
+    return Rendered(cloud_config(cfg, boot), tuple(boot + files), tuple(steps), info, packed)
+
+
+# What the metadata itself carries; everything else is in the bundle.
+BOOTSTRAP_FILES = (BUNDLE_DIGEST, RECEIVE_BUNDLE, BOOTSTRAP)
 
 
 def _step_template(cfg: StackConfig, step: str, worker: int | None) -> str:
@@ -668,18 +705,13 @@ def cloud_config(cfg: StackConfig, files: list[VmFile]) -> str:
         "users": [user],
         "disable_root": True,
         "ssh_pwauth": False,
+        # The bootstrap is a per-boot script (cloud-init runs it at the end of every boot, the first included):
+        # write_files has put it in place by then, and after a reboot it provisions from the bundle it kept.
         "write_files": [{"path": f.path, "owner": "root:root", "permissions": f.mode, "content": f.content}
                         for f in files],
-        "runcmd": [[PROVISION]],
     }
     if cfg.extra_ca_certs:
         # cloud-init installs these into the OS store before any step runs (apt, pip, curl, certbot trust them).
         doc = {"ca_certs": {"trusted": list(cfg.extra_ca_certs)}, **doc}
     return "#cloud-config\n" + yaml.dump(doc, Dumper=_BlockDumper, sort_keys=False, width=120,
                                          default_flow_style=False)
-
-
-def encode_user_data(user_data: str) -> str:
-    """What OCI's metadata.user_data takes: base64 of the gzipped cloud-config (cloud-init unpacks
-    gzip itself). mtime=0 keeps the bytes, and so the instance, stable across runs."""
-    return base64.b64encode(gzip.compress(user_data.encode(), mtime=0)).decode()

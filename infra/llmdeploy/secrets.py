@@ -16,26 +16,12 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .config import Secret, StackConfig, Tls
-from .vmpaths import CLOUD_INIT_OUTPUT, INSTALL_SECRETS
 
 KEY_PREFIX = "sk-llm-"
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{24,128}")  # fullmatch: `$` lets a final newline through
-# cloud-init's write_files puts the installer in place before it creates the admin user, so it is there
-# at the first login; this covers a login that comes first anyway (an image with the user already in it).
+# How long a delivery waits for each thing it hands over to appear on the VM (bundle.delivery_script): the
+# receiver (cloud-init's write_files), then the unpacked bundle's secret installer.
 INSTALLER_WAIT_S = 300
-
-
-def wait_for_installer(timeout_s: int = INSTALLER_WAIT_S) -> str:
-    """Shell: wait until the installer is in place, reading nothing from stdin (the bundle is stdin)."""
-    return (f"i=0; until [ -x {INSTALL_SECRETS} ]; do if [ \"$i\" -ge {int(timeout_s)} ]; then "
-            f"echo \"{INSTALL_SECRETS} is not on the VM after {int(timeout_s)}s: cloud-init's write_files has not "
-            f"run (see {CLOUD_INIT_OUTPUT} on the VM)\" >&2; exit 1; fi; sleep 2; i=$((i + 2)); "
-            "done </dev/null")
-
-
-def delivery_command(timeout_s: int = INSTALLER_WAIT_S) -> str:
-    """Shell: run the installer on stdin (the tar archive) once it is there."""
-    return f"{wait_for_installer(timeout_s)} && sudo -n {INSTALL_SECRETS}"
 
 
 def generate_api_key() -> str:

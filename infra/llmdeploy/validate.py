@@ -23,11 +23,10 @@ from typing import Callable
 import yaml
 
 from .config import StackConfig
+from .bundle import OCI_METADATA_LIMIT
 from .render import FILES_DIR, Layout, Rendered, encode_user_data, machine_name, render, render_nodes
 from .result import FAIL, PASS, CheckResult
 
-# OCI refuses instance metadata over 32,000 bytes; user_data is most of it.
-OCI_METADATA_LIMIT = 32_000
 # Debian's cloud-init lives in the system Python, whatever Python runs llmdeploy.
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -246,18 +245,26 @@ def check_nginx(cfg: StackConfig) -> tuple[bool, str]:
 # ---- secrets and size -------------------------------------------------------------------------
 
 def check_no_secrets(cfg: StackConfig, rendered: Rendered) -> tuple[bool, str]:
+    """Neither the metadata (user-data, plain and encoded) nor the bundle (each file, and the archive) holds a
+    secret value."""
     encoded = encode_user_data(rendered.user_data)
     decoded = gzip.decompress(b64decode(encoded)).decode()
-    leaked = [k for k, v in cfg.secrets().items() if v in rendered.user_data or v in decoded or v in encoded]
+    archive = gzip.decompress(rendered.bundle).decode("utf-8", "replace") if rendered.bundle else ""
+    texts = [rendered.user_data, decoded, encoded, archive, *(f.content for f in rendered.files)]
+    leaked = [k for k, v in cfg.secrets().items() if any(v in text for text in texts)]
     if leaked:
-        return False, f"secret values found in user-data: {', '.join(leaked)}"
-    return True, f"none of the {len(cfg.secrets())} secret value(s) appear in user-data"
+        return False, f"secret values found in user-data or the bundle: {', '.join(leaked)}"
+    return True, f"none of the {len(cfg.secrets())} secret value(s) appear in user-data or the bundle"
 
 
 def check_size(rendered: Rendered) -> tuple[bool, str]:
-    size = len(encode_user_data(rendered.user_data))
-    return size <= OCI_METADATA_LIMIT, (f"{size} bytes as OCI metadata (gzip+base64; limit {OCI_METADATA_LIMIT}); "
-                                        f"{len(rendered.user_data)} bytes plain")
+    """The instance metadata as OCI counts it (stack/vm.py sends Provisioning.metadata()), against OCI's limit."""
+    boot = rendered.provisioning
+    size = boot.metadata_bytes()
+    problem = boot.metadata_problem("this machine")
+    return not problem, (problem or f"{size} bytes of instance metadata (limit {OCI_METADATA_LIMIT}; user-data "
+                                     f"{len(rendered.user_data)} bytes plain); the bundle, {len(rendered.bundle)} "
+                                     f"bytes, goes over SSH")
 
 
 def run_all(cfg: StackConfig, rendered: Rendered | None = None) -> list[CheckResult]:
@@ -265,8 +272,8 @@ def run_all(cfg: StackConfig, rendered: Rendered | None = None) -> list[CheckRes
     checks = [
         _timed("cloud-init schema", lambda: check_cloud_init_schema(rendered.user_data)),
         _timed("cloud-init top-level keys", lambda: check_top_level_keys(rendered.user_data)),
-        _timed("no secrets in user-data", lambda: check_no_secrets(cfg, rendered)),
-        _timed("user-data size", lambda: check_size(rendered)),
+        _timed("no secrets in user-data or bundle", lambda: check_no_secrets(cfg, rendered)),
+        _timed("instance metadata size", lambda: check_size(rendered)),
     ]
     if rendered.has_nginx:  # a Ray worker runs no nginx
         checks.append(_timed("nginx -t", lambda: check_nginx(cfg)))
@@ -294,8 +301,11 @@ class EndpointReport:
 
 
 def _output_digest(rendered: Rendered, domain: str) -> str:
-    """What an endpoint renders, with its own domain blanked out (user-data holds every file it installs)."""
-    text = rendered.user_data.replace(domain, _DOMAIN_MARK) if domain else rendered.user_data
+    """What an endpoint renders (the user-data, less the bundle's digest, and every bundle file), with its own
+    domain blanked out."""
+    text = "\0".join([rendered.user_data.replace(rendered.bundle_digest, ""),
+                       *(f"{f.path}\0{f.mode}\0{f.content}" for f in rendered.bundle_files)])
+    text = text.replace(domain, _DOMAIN_MARK) if domain else text
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -318,8 +328,8 @@ def run_endpoints(endpoints: list[tuple[str, StackConfig]]) -> list[EndpointRepo
         best = groups.get(digest)
         if best is None or len(cfg.domain) > len(best[1].domain):
             groups[digest] = (name, cfg, rendered)
-        own[name] = [_timed("no secrets in user-data", lambda: check_no_secrets(cfg, rendered)),
-                     _timed("user-data size", lambda: check_size(rendered))]
+        own[name] = [_timed("no secrets in user-data or bundle", lambda: check_no_secrets(cfg, rendered)),
+                     _timed("instance metadata size", lambda: check_size(rendered))]
     full = {digest: run_all(cfg, rendered) for digest, (_, cfg, rendered) in groups.items()}
     reports = []
     for name, cfg, _ in machines:

@@ -22,6 +22,13 @@ FILES_DIR = "/usr/local/share/llmdeploy/files"
 PROVISION = "/usr/local/sbin/llmdeploy-provision"
 INSTALL_SECRETS = "/usr/local/sbin/llmdeploy-install-secrets"
 WAIT_READY = "/usr/local/sbin/llmdeploy-wait-ready"  # the one definition of "ready" (templates/wait-ready.sh.j2)
+# The metadata carries only the bootstrap and the bundle's digest; the bundle (every other file above) comes over
+# SSH, is kept under BUNDLE_DIR as <sha256>.tar.gz, and is unpacked only when its digest matches BUNDLE_DIGEST.
+BOOTSTRAP = "/var/lib/cloud/scripts/per-boot/llmdeploy-bootstrap"  # cloud-init runs it at every boot
+RECEIVE_BUNDLE = "/usr/local/sbin/llmdeploy-receive-bundle"
+BUNDLE_DIGEST = f"{ETC_DIR}/bundle.sha256"
+BUNDLE_DIR = f"{STATE_DIR}/bundle"
+BUNDLE_STAGE = "00-bundle"  # its stage marker: 00-bundle.done, or 00-bundle.failed naming the mismatch
 # cloud-init's own: boot-finished is written when its final stage ends.
 BOOT_FINISHED = "/var/lib/cloud/instance/boot-finished"
 CLOUD_INIT_OUTPUT = "/var/log/cloud-init-output.log"

@@ -107,7 +107,7 @@ def test_a_workshop_validates_each_distinct_output_once(tmp_path: Path) -> None:
     assert full == {"a-longer-id", "u4"}
     for name in ("u1", "u2"):
         names = [c.name for c in reports[name].checks]
-        assert names == ["same output as checked endpoint", "no secrets in user-data", "user-data size"]
+        assert names == ["same output as checked endpoint", "no secrets in user-data or bundle", "instance metadata size"]
         assert "'a-longer-id'" in reports[name].checks[0].detail
     assert all(c.ok for r in reports.values() for c in r.checks)
 

@@ -18,7 +18,7 @@ def test_every_example_stack_passes_every_check(stack: str) -> None:
     failed = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
     assert not failed
     names = {c.name for c in checks}
-    assert {"cloud-init schema", "cloud-init top-level keys", "nginx -t", "no secrets in user-data"} <= names
+    assert {"cloud-init schema", "cloud-init top-level keys", "nginx -t", "no secrets in user-data or bundle"} <= names
     assert sum(n.startswith("shellcheck ") for n in names) >= 7
 
 

@@ -29,18 +29,19 @@ from typing import Any, TextIO
 
 import requests
 
+from ..bundle import delivery_script, digest, payload
 from ..config import ConfigError, StackConfig, parse
 from ..declared import declarations
 from ..errors import Failure, UsageError
 from ..private_files import write_private
 from ..render import Layout, render
-from ..secrets import (INSTALLER_WAIT_S, delivery_command, generate_api_key, generate_webui_secret_key,
+from ..secrets import (INSTALLER_WAIT_S, generate_api_key, generate_webui_secret_key,
                        secrets_bundle)
 from ..smoke.redact import Redactor
 from ..smoke.report import check_line
 from ..smoke.targets import Credentials
 from ..stackfile import from_environment, read_stack
-from ..vmpaths import BOOT_FINISHED, INSTALL_SECRETS, STAGES_DIR
+from ..vmpaths import BOOT_FINISHED, STAGES_DIR
 from . import API_KEYS_ENV, WEBUI_SECRET_KEY_ENV, checks, hostsrv, image, procs, qemu, runtime
 from .localconfig import ModelSource, host_ca_certs, local_config, model_source, torch_wheel_dirs
 from .progress import BootProgress, clock
@@ -211,6 +212,7 @@ class UpRun:
     sources: GuestSources = field(default_factory=GuestSources)
     cfg: StackConfig | None = None
     user_data: str = ""
+    bundle: bytes = b""  # the provisioning bundle, delivered over SSH with the secrets
     session: Session | None = None  # the first login, from boot until the secrets are delivered
 
     def say(self, text: str) -> None:
@@ -317,7 +319,7 @@ def _seed(run: UpRun) -> None:
     # nginx redirects plain HTTP to the HTTPS port this machine forwards, not to 443.
     rendered = render(cfg, Layout(https_port=state.port(443)))
     state.stages = list(rendered.steps)
-    run.user_data = rendered.user_data
+    run.user_data, run.bundle = rendered.user_data, rendered.bundle
     write_private(state.dir / "user-data", rendered.user_data)
     state.save()
 
@@ -339,7 +341,7 @@ def _secrets(run: UpRun) -> None:
     """As soon as the host key is confirmed, while cloud-init provisions: the engine step waits for hfToken."""
     assert run.session is not None
     try:
-        _deliver_secrets(run.state, run.config, run.session, run.say)
+        _deliver_secrets(run.state, run.config, run.session, run.say, run.bundle)
     finally:
         run.session.close()
         run.session = None
@@ -389,21 +391,23 @@ UP_STEPS: tuple[tuple[str, Callable[[UpRun], None]], ...] = (
     ("5-secrets", _secrets), ("6-ready", _ready), ("7-smoke", _smoke))
 
 
-def _deliver_secrets(state: VmState, cfg: StackConfig, session: Session, say: Say) -> None:
-    """The API keys (and hfToken, a provided certificate) over SSH: the tar archive on the installer's stdin."""
+def _deliver_secrets(state: VmState, cfg: StackConfig, session: Session, say: Say, bundle: bytes) -> None:
+    """Over SSH, as pulumi up's gate does (bundle.delivery_script): the provisioning bundle, which the guest checks
+    against the digest in its user-data, then the API keys (and hfToken, a provided certificate)."""
     keys = _api_keys(cfg)
     state.keys_from_caller = bool(os.environ.get(API_KEYS_ENV))
     if keys:
         write_private(state.api_keys_file, json.dumps(keys, indent=2) + "\n")
     webui_key = (os.environ.get(WEBUI_SECRET_KEY_ENV) or generate_webui_secret_key()) if cfg.chat.ui == "open-webui" \
         else ""
-    code, stdout, stderr = session.run(delivery_command(), stdin=secrets_bundle(cfg, keys, webui_secret_key=webui_key),
-                                       timeout=INSTALLER_WAIT_S + 120)
+    secrets = secrets_bundle(cfg, keys, webui_secret_key=webui_key)
+    code, stdout, stderr = session.run(delivery_script(), stdin=payload(bundle, secrets),
+                                       timeout=2 * INSTALLER_WAIT_S + 120)
     if code != 0:
-        raise ProvisionFailed(f"delivering the secrets failed ({INSTALL_SECRETS} exited {code}): "
+        raise ProvisionFailed(f"delivering the provisioning bundle and the secrets failed (exit {code}): "
                               f"{(stderr or stdout).strip()[-2000:]}")
-    say(f"secrets delivered over SSH: {len(keys)} API key(s){', hfToken' if cfg.hf_token else ''}"
-        f"{', Open WebUI secret key' if webui_key else ''}")
+    say(f"bundle ({len(bundle)} bytes, sha256 {digest(bundle)[:12]}) and secrets delivered over SSH: {len(keys)} API "
+        f"key(s){', hfToken' if cfg.hf_token else ''}{', Open WebUI secret key' if webui_key else ''}")
     state.save()
 
 

@@ -5,7 +5,6 @@ Secrets travel as stdin (readiness) or secret environment (smoke), never on a co
 """
 from __future__ import annotations
 
-import base64
 import re
 from dataclasses import dataclass
 
@@ -14,15 +13,16 @@ from pulumi_command import local, remote
 
 from .. import acme_roots
 from ..config import Secret, StackConfig
-from ..secrets import DeliveredSecrets, wait_for_installer
-from ..vmpaths import INSTALL_SECRETS, WAIT_READY
+from ..bundle import delivery_script, payload
+from ..secrets import DeliveredSecrets
+from ..vmpaths import WAIT_READY
 
 def readiness_script(timeout_s: int) -> str:
-    """The remote side: deliver the base64 bundle from stdin as soon as SSH logs in (the engine step may be
-    waiting for hfToken), then wait for provisioning and the engine (stdin untouched). The timeout is in
-    the command itself: sshd drops environment variables it does not AcceptEnv."""
-    return (f"{wait_for_installer()} && base64 -d | sudo -n {INSTALL_SECRETS} && "
-            f"sudo -n {WAIT_READY} {int(timeout_s)} </dev/null")
+    """The remote side: as soon as SSH logs in, the provisioning bundle (checked against the digest in the
+    metadata) and then the secrets, both from stdin (bundle.delivery_script; the engine step may be waiting for
+    hfToken); then wait for provisioning and the engine (stdin untouched). The timeout is in the command itself:
+    sshd drops environment variables it does not AcceptEnv."""
+    return f"{delivery_script()} && sudo -n {WAIT_READY} {int(timeout_s)} </dev/null"
 
 # The local side: the key arrives as LLMDEPLOY_API_KEY (or a basic-auth password as
 # LLMDEPLOY_BASIC_PASSWORD); the CAs to trust (the VM's own, a test ACME directory's pinned roots, and/or
@@ -88,40 +88,42 @@ def ssh_connection(user: str, ssh: SshAuth, host: pulumi.Input[str],
 
 def readiness(name: str, args: ReadinessArgs, host: pulumi.Output[str], api_keys: pulumi.Output[dict[str, str]],
               depends_on: list[pulumi.Resource], triggers: list[pulumi.Input[str]],
-              parent: pulumi.Resource, ray_token: pulumi.Output[str] | None = None,
+              parent: pulumi.Resource, bundle: bytes, ray_token: pulumi.Output[str] | None = None,
               webui_secret_key: pulumi.Input[str] = "") -> remote.Command:
+    """The VM's gate: its provisioning bundle, then its secrets, then provisioning done and the engine serving."""
     token = ray_token if ray_token is not None else pulumi.Output.from_input("")
-    bundle = pulumi.Output.all(api_keys, host, token, webui_secret_key).apply(
-        lambda found: base64.b64encode(args.secrets.bundle(found[0], found[1], found[2], found[3])).decode())
-    return _readiness_command(name, args, ssh_connection(args.user, args.ssh, host), bundle, depends_on, triggers,
+    stdin = pulumi.Output.all(api_keys, host, token, webui_secret_key).apply(
+        lambda found: payload(bundle, args.secrets.bundle(found[0], found[1], found[2], found[3])).decode())
+    return _readiness_command(name, args, ssh_connection(args.user, args.ssh, host), stdin, depends_on, triggers,
                               parent)
 
 
 def worker_readiness(name: str, args: ReadinessArgs, worker_ip: str, jump_host: pulumi.Output[str],
                      ray_token: pulumi.Output[str], depends_on: list[pulumi.Resource],
-                     triggers: list[pulumi.Input[str]], parent: pulumi.Resource) -> remote.Command:
-    """A Ray worker's gate, over SSH through the head: its token (and hfToken) delivered, provisioning done."""
-    bundle = ray_token.apply(lambda token: base64.b64encode(args.secrets.worker_bundle(token)).decode())
-    return _readiness_command(name, args, ssh_connection(args.user, args.ssh, worker_ip, jump_host), bundle,
+                     triggers: list[pulumi.Input[str]], parent: pulumi.Resource, bundle: bytes) -> remote.Command:
+    """A Ray worker's gate, over SSH through the head: its bundle, its token (and hfToken), provisioning done."""
+    stdin = ray_token.apply(lambda token: payload(bundle, args.secrets.worker_bundle(token)).decode())
+    return _readiness_command(name, args, ssh_connection(args.user, args.ssh, worker_ip, jump_host), stdin,
                               depends_on, triggers, parent)
 
 
 def replica_readiness(name: str, args: ReadinessArgs, replica_ip: str, jump_host: pulumi.Output[str],
                       depends_on: list[pulumi.Resource], triggers: list[pulumi.Input[str]],
-                      parent: pulumi.Resource) -> remote.Command:
-    """An engine replica's gate, over SSH through the head: provisioning done and its engine answering
-    (90-ready-replica). Nothing secret goes there (hfToken is refused with replicas): the archive is empty."""
-    bundle = pulumi.Output.from_input(base64.b64encode(args.secrets.worker_bundle("")).decode())
-    return _readiness_command(name, args, ssh_connection(args.user, args.ssh, replica_ip, jump_host), bundle,
+                      parent: pulumi.Resource, bundle: bytes) -> remote.Command:
+    """An engine replica's gate, over SSH through the head: its bundle, then provisioning done and its engine
+    answering (90-ready-replica). Nothing secret goes there (hfToken is refused with replicas): the archive is
+    empty."""
+    stdin = pulumi.Output.from_input(payload(bundle, args.secrets.worker_bundle("")).decode())
+    return _readiness_command(name, args, ssh_connection(args.user, args.ssh, replica_ip, jump_host), stdin,
                               depends_on, triggers, parent)
 
 
 def _readiness_command(name: str, args: ReadinessArgs, connection: remote.ConnectionArgs,
-                       bundle: pulumi.Output[str], depends_on: list[pulumi.Resource],
+                       stdin: pulumi.Output[str], depends_on: list[pulumi.Resource],
                        triggers: list[pulumi.Input[str]], parent: pulumi.Resource) -> remote.Command:
     return remote.Command(
         f"{name}-readiness", connection=connection,
-        create=readiness_script(args.timeout_minutes * 60), stdin=pulumi.Output.secret(bundle),
+        create=readiness_script(args.timeout_minutes * 60), stdin=pulumi.Output.secret(stdin),
         triggers=triggers, logging=remote.Logging.STDOUT_AND_STDERR,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on, custom_timeouts=pulumi.CustomTimeouts(
             create=f"{args.timeout_minutes + 15}m")))

@@ -11,7 +11,8 @@ from pulumi_oci import core, dns, identity
 
 from .. import addresses
 from ..config import OSES, Secret, StackConfig
-from ..render import encode_user_data, render
+from ..bundle import Provisioning
+from ..render import render
 from ..shapes import Shape
 from . import gates
 from .api_keys import generate_api_keys, generate_webui_secret_key
@@ -48,7 +49,7 @@ class VmArgs:
     image_id: str  # "": the newest plain platform image of os
     boot_volume_gbs: int
     ssh_public_keys: tuple[str, ...]
-    user_data: str  # render(cfg).user_data: the VM's whole cloud-config, no secret in it
+    boot: Provisioning  # render(cfg).provisioning: the bootstrap user-data and the bundle, no secret in them
     domain: str
     dns_zone: str
     api_key_names: tuple[str, ...]
@@ -58,8 +59,8 @@ class VmArgs:
     smoke_ca_bundle: str
     acme_roots: str  # gates.smoke_acme_roots
     network: NetworkArgs  # the VM's own network, when it is not given one to share
-    # replicas > 1: the user-data of engine replicas 2..N, replica i at addresses.worker_ip(i) (empty: one VM)
-    replica_user_data: tuple[str, ...] = ()
+    # replicas > 1: what engine replicas 2..N boot, replica i at addresses.worker_ip(i) (empty: one VM)
+    replica_boots: tuple[Provisioning, ...] = ()
     chat_host: str = ""  # the chat frontend's host name (chatUi), on the same VM; "": none
 
     @property
@@ -69,17 +70,29 @@ class VmArgs:
 
     @classmethod
     def from_config(cls, cfg: StackConfig, ssh: gates.SshAuth) -> VmArgs:
-        """ValueError for a config the smoke test could not check (gates.smoke_acme_roots)."""
+        """ValueError for a config the smoke test could not check (gates.smoke_acme_roots), or for instance metadata
+        over OCI's limit."""
+        boot = checked_boot(cfg.stack or "the stack", render(cfg).provisioning)
+        replicas = tuple(checked_boot(f"replica {i}", render(cfg, worker=i).provisioning)
+                         for i in range(cfg.replicas - 1))
         return cls(
             compartment_id=cfg.compartment_id, availability_domain=cfg.availability_domain, shape=cfg.shape,
             shape_ocpus=cfg.shape_ocpus, shape_memory_gbs=cfg.shape_memory_gbs, os=cfg.os, image_id=cfg.image_id,
             boot_volume_gbs=cfg.boot_volume_gbs, ssh_public_keys=cfg.ssh_public_keys,
-            user_data=render(cfg).user_data, domain=cfg.domain, dns_zone=cfg.dns_zone,
+            boot=boot, domain=cfg.domain, dns_zone=cfg.dns_zone,
             api_key_names=tuple(k.name for k in cfg.auth.api_keys), readiness=gates.ReadinessArgs.from_config(cfg, ssh),
             model_name=cfg.model_name, smoke_login=SmokeLogin.from_config(cfg), smoke_ca_bundle=cfg.smoke_ca_bundle,
             acme_roots=gates.smoke_acme_roots(cfg), network=NetworkArgs.from_config(cfg),
             chat_host=cfg.chat.host if cfg.chat.enabled else "",
-            replica_user_data=tuple(render(cfg, worker=i).user_data for i in range(cfg.replicas - 1)))
+            replica_boots=replicas)
+
+
+def checked_boot(machine: str, boot: Provisioning) -> Provisioning:
+    """boot, or a ValueError (before any resource) when OCI would refuse its metadata."""
+    problem = boot.metadata_problem(machine)
+    if problem:
+        raise ValueError(problem)
+    return boot
 
 
 def availability_domain(args: VmArgs) -> pulumi.Input[str]:
@@ -140,10 +153,10 @@ def reserved_ip(name: str, compartment_id: str, instance: core.Instance, tags: d
                          opts=pulumi.ResourceOptions(parent=parent))
 
 
-def launch(name: str, args: VmArgs, user_data: str, subnet_id: pulumi.Input[str], nsg_ids: list[pulumi.Input[str]],
+def launch(name: str, args: VmArgs, boot: Provisioning, subnet_id: pulumi.Input[str], nsg_ids: list[pulumi.Input[str]],
            hostname: str, tags: dict[str, str], opts: pulumi.ResourceOptions, shape: Shape | None = None,
            private_ip: str | None = None) -> core.Instance:
-    """An instance booting user_data with no public IP of its own (a reserved one is attached, or none); shape
+    """An instance booting boot's user-data with no public IP of its own (a reserved one is attached, or none); shape
     and private_ip for a Ray worker (its own shape, a fixed address)."""
     shape = shape or args.shape
     return core.Instance(
@@ -154,7 +167,7 @@ def launch(name: str, args: VmArgs, user_data: str, subnet_id: pulumi.Input[str]
         create_vnic_details=core.InstanceCreateVnicDetailsArgs(
             subnet_id=subnet_id, assign_public_ip="false", nsg_ids=nsg_ids, hostname_label=hostname,
             private_ip=private_ip),
-        metadata={"ssh_authorized_keys": "\n".join(args.ssh_public_keys), "user_data": encode_user_data(user_data)},
+        metadata=boot.metadata(),
         preserve_boot_volume=False, freeform_tags=tags, opts=opts)
 
 
@@ -172,7 +185,7 @@ def dns_record(name: str, args: VmArgs, ip: core.PublicIp, opts: pulumi.Resource
 
 def replica_nsgs(args: VmArgs, network: Network) -> list[pulumi.Input[str]]:
     """The cluster NSG, for the head and its engine replicas (replicas > 1) to reach each other."""
-    if not args.replica_user_data:
+    if not args.replica_boots:
         return []
     assert network.cluster_nsg_id is not None, "Network builds the cluster NSG when replicas > 1"
     return [network.cluster_nsg_id]
@@ -181,7 +194,7 @@ def replica_nsgs(args: VmArgs, network: Network) -> list[pulumi.Input[str]]:
 def head_private_ip(args: VmArgs) -> str | None:
     """With replicas, the head's fixed private IP: each replica's firewall admits its engine's callers from there
     only. None (OCI picks) for one VM."""
-    return addresses.head_ip() if args.replica_user_data else None
+    return addresses.head_ip() if args.replica_boots else None
 
 
 def launch_replicas(name: str, args: VmArgs, network: Network, tags: dict[str, str],
@@ -189,11 +202,11 @@ def launch_replicas(name: str, args: VmArgs, network: Network, tags: dict[str, s
     """Engine VMs 2..replicas: private IPs only (the workers' subnet, out through the NAT gateway), the engine
     alone, reached by the head's nginx through the cluster NSG (and, on the replica, from the head only). Returns
     (IP, instance) of each, for its readiness gate."""
-    ips = addresses.worker_ips(len(args.replica_user_data))
+    ips = addresses.worker_ips(len(args.replica_boots))
     replicas = []
-    for index, (replica_ip, user_data) in enumerate(zip(ips, args.replica_user_data)):
+    for index, (replica_ip, boot) in enumerate(zip(ips, args.replica_boots)):
         assert network.worker_subnet_id is not None
-        replicas.append((replica_ip, launch(f"{name}-replica-{index}", args, user_data, network.worker_subnet_id,
+        replicas.append((replica_ip, launch(f"{name}-replica-{index}", args, boot, network.worker_subnet_id,
                                             replica_nsgs(args, network), f"replica{index}", tags, opts,
                                             private_ip=replica_ip)))
     return replicas
@@ -247,7 +260,7 @@ class VmEndpoint(PublicEndpoint):
         super().__init__("llmdeploy:vm:VmEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         network = network or Network(f"{name}-net", args.network, tags, opts=child)  # a workshop shares one
-        instance = launch(f"{name}-instance", args, args.user_data, network.subnet_id,
+        instance = launch(f"{name}-instance", args, args.boot, network.subnet_id,
                           [network.nsg_id, *replica_nsgs(args, network)], "llm", tags, child,
                           private_ip=head_private_ip(args))
         replicas = launch_replicas(name, args, network, tags, child)
@@ -255,13 +268,14 @@ class VmEndpoint(PublicEndpoint):
         ip = reserved_ip(name, args.compartment_id, instance, tags, self)
         # Each replica's own gate (through the head): `pulumi up` fails while any replica's engine does not answer.
         replicas_ready = [gates.replica_readiness(f"{name}-replica-{index}", args.readiness, replica_ip,
-                                                  ip.ip_address, [replica, instance, ip], [replica.id], self)
-                          for index, (replica_ip, replica) in enumerate(replicas)]
+                                                  ip.ip_address, [replica, instance, ip], [replica.id], self,
+                                                  boot.bundle)
+                          for index, ((replica_ip, replica), boot) in enumerate(zip(replicas, args.replica_boots))]
         waits_for: list[pulumi.Resource] = [instance, ip, *dns_record(name, args, ip, child)]
         keys = generate_api_keys(name, list(args.api_key_names), self)
         self.api_keys = keys.values
         # Open WebUI's WEBUI_SECRET_KEY (chatUi open-webui), delivered with the API keys.
         webui_key = generate_webui_secret_key(name, self) if args.readiness.secrets.webui else ""
         ready = gates.readiness(name, args.readiness, ip.ip_address, self.api_keys, waits_for,
-                                [instance.id, *keys.ids], self, webui_secret_key=webui_key)
+                                [instance.id, *keys.ids], self, args.boot.bundle, webui_secret_key=webui_key)
         self._publish(name, args, ip, ready, replicas_ready)
