@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..declared import PROJECT_ROOT
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
+from ..projectdir import find_project_dir, stack_arg
 from ..vmpaths import CLOUD_INIT_OUTPUT, step_log
-from . import image, lifecycle
-from .runtime import RUNTIMES
+from . import RUNTIMES
+
+# lifecycle and image (QEMU, SSH, the host servers: paramiko, requests, cryptography) load when a command runs.
 
 DEFAULT_STACK = "local"
 
@@ -46,10 +47,7 @@ Face: the stack's hfEndpoint points at it, and it refuses downloads without that
 
 
 def _project_dir(arg: str | None) -> Path:
-    if arg:
-        return Path(arg).resolve()
-    cwd = Path.cwd()
-    return cwd if (cwd / "Pulumi.yaml").is_file() else PROJECT_ROOT
+    return find_project_dir(arg)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -57,6 +55,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from . import lifecycle
+
     signal.signal(signal.SIGTERM, _interrupt)
     opts = lifecycle.UpOptions(stack=args.stack, project_dir=_project_dir(args.project_dir), accel=args.accel,
                                runtime=args.runtime, model_file=args.model_file, forward=list(args.forward or []),
@@ -67,15 +67,21 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from . import lifecycle
+
     return lifecycle.status(args.stack)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from . import lifecycle
+
     lifecycle.down(args.stack)
     return EXIT_OK
 
 
 def _ssh_argv(state: Any, command: list[str], tty: bool) -> list[str]:
+    from . import lifecycle
+
     if shutil.which("ssh") is None:
         raise lifecycle.LocalError("the ssh client is not installed: apt-get install openssh-client")
     argv = ["ssh", "-i", str(state.ssh_key), "-p", str(state.port(22)), "-o", "IdentitiesOnly=yes",
@@ -87,6 +93,8 @@ def _ssh_argv(state: Any, command: list[str], tty: bool) -> list[str]:
 
 
 def _running_state(stack: str) -> Any:
+    from . import lifecycle
+
     state = lifecycle.require_state(stack)
     if not lifecycle.running(state):
         raise lifecycle.LocalError(f"the VM of stack '{stack}' is not running (phase {state.phase}); "
@@ -106,6 +114,8 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from . import lifecycle
+
     if args.serial:
         state = lifecycle.require_state(args.stack)
         text = state.serial_log.read_text(errors="replace") if state.serial_log.exists() else ""
@@ -135,6 +145,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
+    from . import image
+
     if args.rebuild:
         found = image.cached_image()
         if found is not None:
@@ -153,11 +165,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.set_defaults(command_name="local")
     sub = p.add_subparsers(dest="local_command", required=True, metavar="{up,status,ssh,logs,down,image}")
     stack = argparse.ArgumentParser(add_help=False)
-    stack.add_argument("--stack", default=DEFAULT_STACK, help=f"stack with target local (default: {DEFAULT_STACK})")
+    stack.add_argument("--stack", type=stack_arg, default=DEFAULT_STACK, help=f"stack with target local (default: {DEFAULT_STACK})")
 
     up = sub.add_parser("up", parents=[stack], help="build (once), boot, provision, smoke-test; print endpoint and key",
                         epilog=UP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    up.add_argument("--project-dir", help="folder holding Pulumi.yaml (default: here, else the checkout)")
+    up.add_argument("--project-dir", help="folder holding Pulumi.yaml (default: the nearest at or above here)")
     up.add_argument("--runtime", choices=RUNTIMES, default="qemu",
                     help="qemu (default): a VM with its own kernel, firewall and reboot; nspawn: a systemd container "
                          "booting the same image and user-data at native speed (root; no own kernel)")
