@@ -40,6 +40,10 @@ def read_text(path: Path, what: str, encoding: str = "utf-8") -> str:
 MAX_YAML_DEPTH = 100  # levels of lists and mappings; a config file needs a handful
 
 
+class DuplicateKey(yaml.MarkedYAMLError):
+    """A mapping names a key twice: YAML's reader would keep the last silently, so a typo'd copy wins."""
+
+
 class _DepthLimitedLoader(yaml.SafeLoader):
     """SafeLoader that refuses nesting beyond MAX_YAML_DEPTH at once. Left to Python's recursion limit, the limit
     would depend on the caller's stack, and PyYAML's scanner, whose cost grows with the square of the depth, spends
@@ -58,10 +62,27 @@ class _DepthLimitedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: SafeLoader's own error says so
+                break
+            if first is not key_node:
+                raise DuplicateKey(f"the key {key!r} is given twice", first.start_mark,
+                                   "here again: delete one (YAML would silently keep the last)", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
 
 def load_yaml(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=_DepthLimitedLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKey as exc:
+        first, again = exc.context_mark, exc.problem_mark
+        raise FileProblem(f"{where}: {exc.context} (line {first.line + 1 if first else '?'} and line "
+                          f"{again.line + 1 if again else '?'}): delete one; YAML would silently keep the last") from None
     except yaml.YAMLError as exc:
         raise FileProblem(f"{where} is not valid YAML: {exc}") from None
     except RecursionError:
