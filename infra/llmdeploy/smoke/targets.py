@@ -205,6 +205,17 @@ def check_file(path: str, what: str) -> str:
     return path
 
 
+def check_ca_bundle(path: str) -> None:
+    """A CA bundle must hold PEM certificates: otherwise every check would fail as a TLS handshake failure."""
+    import ssl  # here: only a bundle given pays for it
+
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, ValueError) as exc:
+        raise TargetError(f"the CA bundle {path!r} holds no PEM certificate ({exc.args[-1] if exc.args else exc}): "
+                          "give the CA's certificate file (-----BEGIN CERTIFICATE-----), e.g. the stack's ca.pem") from None
+
+
 def finish_target(target: Target) -> Target:
     """Validate a target and fill in its name."""
     if target.kind not in KINDS:
@@ -212,7 +223,7 @@ def finish_target(target: Target) -> Target:
     url = _without_api_suffix(check_url(target.url), target.kind)
     http_url = check_url(target.http_url, "http URL") if target.http_url else None
     if target.ca_bundle:
-        check_file(target.ca_bundle, "CA bundle")
+        check_ca_bundle(check_file(target.ca_bundle, "CA bundle"))
     if target.kind == "oci-ds" and not target.model:
         raise TargetError(f"{target.name or url}: --kind oci-ds needs --model NAME (the name vLLM serves: the "
                           "stack's modelName)")
