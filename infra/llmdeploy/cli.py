@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 # `llmdeploy --help` does not load requests, paramiko, invoke or cryptography (tests/unit/test_cli_imports.py).
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, LlmdeployError
 from .local import cli as local_cli
-from .projectdir import find_project_dir
+from .projectdir import find_project_dir, stack_arg
 from .smoke import cli as smoke_cli
 from .workshop import cli as workshop_cli
 
@@ -77,11 +77,20 @@ def cmd_render(args: argparse.Namespace) -> int:
         everything += written
         print(f"rendered {_title(args.stack, name)} ({cfg.engine}, {cfg.model_name}, {cfg.shape.name}) to "
               f"{folder}: user-data and {len(written) - 1} files")
+        _size_note(cfg)
     outfolder.record(out, everything)
-    if removed:
-        print(f"removed the {removed} file(s) an earlier render had left in {out}; it now holds this render's "
-              f"{len(everything)} files (listed in {out / outfolder.MANIFEST})")
+    stale = removed - {str(p.relative_to(out)) for p in everything}
+    if stale:
+        print(f"removed {len(stale)} file(s) an earlier render had left in {out} that this one does not write; it "
+              f"holds this render's {len(everything)} files now (listed in {out / outfolder.MANIFEST})")
     return EXIT_OK
+
+
+def _size_note(cfg: StackConfig) -> None:
+    """A model whose size is unknown passes, but the user must know that its fit was not checked."""
+    if not cfg.params_billions and cfg.target != "local":
+        print(f"note: the size of {cfg.model_name} is unknown (no modelParamsBillions, none in its name): whether it "
+              f"fits {cfg.shape.name} was not checked; pulumi config set modelParamsBillions N to check it")
 
 
 def _title(stack: str, endpoint: str) -> str:
@@ -97,6 +106,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         name, cfg, checks = report.name, report.cfg, report.checks
         print(f"PASS  {'config':<{NAME_WIDTH}} {0:6.2f}s  {_title(args.stack, name)}: {cfg.engine}, "
               f"{cfg.model_name}, {cfg.shape.name}")
+        _size_note(cfg)
         for check in checks:
             print(check.line(NAME_WIDTH))
         failed = [c for c in checks if not c.ok]
@@ -160,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version, nargs=0, help="print llmdeploy's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--stack", required=True, help="stack name: reads Pulumi.yaml and Pulumi.STACK.yaml "
+    common.add_argument("--stack", type=stack_arg, required=True, help="stack name: reads Pulumi.yaml and Pulumi.STACK.yaml "
                         "(Pulumi.STACK.yaml itself is accepted too)")
     common.add_argument("--project-dir", help="folder holding Pulumi.yaml (default: the nearest at or above here)")
     p_render = _command(sub, "render", "write user-data and every rendered file, offline",

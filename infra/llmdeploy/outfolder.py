@@ -23,27 +23,27 @@ def _refuse_a_file_in_the_way(out: Path) -> None:
             return
 
 
-def clear_previous(out: Path) -> int:
-    """Remove the files an earlier render listed in out's manifest; the count removed. UsageError for a path
-    blocked by a file, or a non-empty folder no render wrote."""
+def clear_previous(out: Path) -> set[str]:
+    """Remove the files an earlier render listed in out's manifest; their paths relative to out. UsageError for a
+    path blocked by a file, or a non-empty folder no render wrote."""
     _refuse_a_file_in_the_way(out)
     if not out.is_dir():
-        return 0
+        return set()
     manifest = out / MANIFEST
     if not manifest.is_file():
         if any(out.iterdir()):
             raise UsageError(f"--out {out} is not empty and llmdeploy render did not write it (no {MANIFEST}); "
                              "choose a new or empty folder, so that nothing of yours is overwritten or deleted")
-        return 0
+        return set()
     root = out.resolve()
-    removed = 0
+    removed: set[str] = set()
     folders: set[Path] = set()
     for line in manifest.read_text(encoding="utf-8").splitlines():
         path = out / line
         # Only regular files inside out: a hand-edited manifest must not reach outside it.
         if line and root in path.resolve().parents and path.is_file() and not path.is_symlink():
             path.unlink()
-            removed += 1
+            removed.add(line)
             folders.update(p for p in path.parents if root in p.resolve().parents)
     for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
         if folder.is_dir() and not any(folder.iterdir()):

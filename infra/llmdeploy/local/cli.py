@@ -43,7 +43,15 @@ LLMDEPLOY_LOCAL_API_KEYS. All are delivered over SSH as soon as the VM's sshd le
 the VM provisions. With an hfToken and a model this machine serves, the model server stands in for Hugging
 Face: the stack's hfEndpoint points at it, and it refuses downloads without that bearer token:
   read -rs LLMDEPLOY_HF_TOKEN && export LLMDEPLOY_HF_TOKEN && llmdeploy local up
+
+example:
+  llmdeploy local up --stack local --model-file ~/models/qwen2.5-0.5b-instruct-q4_k_m.gguf
 """
+
+
+def _example(text: str) -> dict[str, Any]:
+    """A subcommand's --help ending in an example."""
+    return {"epilog": f"example:\n  {text}", "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
 def _project_dir(arg: str | None) -> Path:
@@ -168,6 +176,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     stack.add_argument("--stack", type=stack_arg, default=DEFAULT_STACK, help=f"stack with target local (default: {DEFAULT_STACK})")
 
     up = sub.add_parser("up", parents=[stack], help="build (once), boot, provision, smoke-test; print endpoint and key",
+                        description="Build the image (once), boot, provision, smoke-test; print the endpoint and key.",
                         epilog=UP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     up.add_argument("--project-dir", help="folder holding Pulumi.yaml (default: the nearest at or above here)")
     up.add_argument("--runtime", choices=RUNTIMES, default="qemu",
@@ -187,14 +196,19 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                          "JSON in LLMDEPLOY_STACK_CONFIG, secrets as LLMDEPLOY_<KEY>) instead of Pulumi.<stack>.yaml")
     up.set_defaults(func=cmd_up)
 
-    st = sub.add_parser("status", parents=[stack], help="is the VM up: ports, processes, stages")
+    st = sub.add_parser("status", parents=[stack], help="is the VM up: ports, processes, stages",
+                        description="Is the VM up: ports, processes, stages.", **_example("llmdeploy local status"))
     st.set_defaults(func=cmd_status)
 
-    sh = sub.add_parser("ssh", parents=[stack], help="log in as the admin user (or run a command)")
+    sh = sub.add_parser("ssh", parents=[stack], help="log in as the admin user (or run a command)",
+                        description="Log in as the admin user (or run a command).",
+                        **_example("llmdeploy local ssh -- sudo systemctl status nginx"))
     sh.add_argument("command", nargs=argparse.REMAINDER, help="command to run instead of a shell")
     sh.set_defaults(func=cmd_ssh)
 
-    lg = sub.add_parser("logs", parents=[stack], help="cloud-init's output, a step's log, or the serial console")
+    lg = sub.add_parser("logs", parents=[stack], help="cloud-init's output, a step's log, or the serial console",
+                        description="Cloud-init's output, a step's log, or the serial console.",
+                        **_example("llmdeploy local logs --step 40-engine -n 50"))
     which = lg.add_mutually_exclusive_group()
     which.add_argument("--step", metavar="NAME", help="a provisioning step's log (e.g. 40-engine)")
     which.add_argument("--serial", action="store_true", help="the VM's serial console, or the container's console (kept on this machine)")
@@ -202,10 +216,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     lg.set_defaults(func=cmd_logs)
 
-    dn = sub.add_parser("down", parents=[stack], help="stop the VM and its servers by PID, remove its disk")
+    dn = sub.add_parser("down", parents=[stack], help="stop the VM and its servers by PID, remove its disk",
+                        description="Stop the VM and its servers by PID, remove its disk.",
+                        **_example("llmdeploy local down --stack local"))
     dn.set_defaults(func=cmd_down)
 
-    im = sub.add_parser("image", help="build the cached Debian 12 image now (needs root), or show it")
+    im = sub.add_parser("image", help="build the cached Debian 12 image now (needs root), or show it",
+                        description="Build the cached Debian 12 image now (needs root), or show it.",
+                        **_example("sudo llmdeploy local image --rebuild"))
     im.add_argument("--rebuild", action="store_true", help="build it again")
     im.set_defaults(func=cmd_image)
     return p
