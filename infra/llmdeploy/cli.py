@@ -154,7 +154,8 @@ class _Version(argparse.Action):
 
             pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
             version = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
-        parser.exit(message=f"llmdeploy {version}\n")
+        print(f"llmdeploy {version}")
+        parser.exit()
 
 
 def _command(sub: Any, name: str, help: str, example: str, **kwargs: Any) -> argparse.ArgumentParser:
