@@ -144,7 +144,8 @@ def cmd_route_table(args: argparse.Namespace) -> int:
 class _Version(argparse.Action):
     """--version: the installed package's version, else the checkout's pyproject.toml (PYTHONPATH=infra)."""
 
-    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
         from importlib import metadata
 
         try:

@@ -40,8 +40,13 @@ def read_text(path: Path, what: str, encoding: str = "utf-8") -> str:
 MAX_YAML_DEPTH = 100  # levels of lists and mappings; a config file needs a handful
 
 
-class DuplicateKey(yaml.MarkedYAMLError):
-    """A mapping names a key twice: YAML's reader would keep the last silently, so a typo'd copy wins."""
+class DuplicateKey(UsageError):
+    """A mapping names a key twice: YAML's reader would keep the last silently, so a typo'd copy wins. load_yaml
+    turns it into a FileProblem naming the file."""
+
+    def __init__(self, key: Any, first_line: int, again_line: int) -> None:
+        super().__init__(f"the key {key!r} is given twice (line {first_line} and line {again_line}): delete one; "
+                         "YAML would silently keep the last")
 
 
 class _DepthLimitedLoader(yaml.SafeLoader):
@@ -71,8 +76,7 @@ class _DepthLimitedLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: SafeLoader's own error says so
                 break
             if first is not key_node:
-                raise DuplicateKey(f"the key {key!r} is given twice", first.start_mark,
-                                   "here again: delete one (YAML would silently keep the last)", key_node.start_mark)
+                raise DuplicateKey(key, first.start_mark.line + 1, key_node.start_mark.line + 1)
         return super().construct_mapping(node, deep=deep)
 
 
@@ -80,9 +84,7 @@ def load_yaml(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=_DepthLimitedLoader)  # noqa: S506 - a SafeLoader
     except DuplicateKey as exc:
-        first, again = exc.context_mark, exc.problem_mark
-        raise FileProblem(f"{where}: {exc.context} (line {first.line + 1 if first else '?'} and line "
-                          f"{again.line + 1 if again else '?'}): delete one; YAML would silently keep the last") from None
+        raise FileProblem(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
         raise FileProblem(f"{where} is not valid YAML: {exc}") from None
     except RecursionError:
