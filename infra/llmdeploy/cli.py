@@ -203,11 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Every error llmdeploy raises is caught here, once: its message is printed after the
     command's name (`llmdeploy workshop plan: ...`), never a traceback, and its exit code returned."""
-    args = build_parser().parse_args(argv)
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        finally:
+            sys.stdout.flush()  # --help's text: here, not at exit, so that a closed pipe is handled below
+    except BrokenPipeError:  # `llmdeploy --help | head -1`
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
     name = getattr(args, "command_name", "")  # set by the sub-CLIs: "smoke", "local", "workshop plan"...
     prog = f"llmdeploy {name}" if name else "llmdeploy"
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is handled below
+        return code
     except LlmdeployError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.exit_code
