@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 # Only what building the parser needs is imported here; each command imports its own modules when it runs, so
-# `llmdeploy --help` does not load requests, paramiko, invoke or cryptography (tests/unit/test_cli_imports.py).
+# `llmdeploy --help` does not load requests, paramiko, invoke or cryptography (test_cli_first_minutes.py).
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, LlmdeployError
 from .local import cli as local_cli
 from .projectdir import find_project_dir, stack_arg
@@ -172,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version, nargs=0, help="print llmdeploy's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--stack", type=stack_arg, required=True, help="stack name: reads Pulumi.yaml and Pulumi.STACK.yaml "
-                        "(Pulumi.STACK.yaml itself is accepted too)")
+    common.add_argument("--stack", type=stack_arg, required=True,
+                        help="stack name: reads Pulumi.yaml and Pulumi.STACK.yaml (Pulumi.STACK.yaml itself is "
+                        "accepted too)")
     common.add_argument("--project-dir", help="folder holding Pulumi.yaml (default: the nearest at or above here)")
     p_render = _command(sub, "render", "write user-data and every rendered file, offline",
                         "llmdeploy render --stack ollama-a10 --out /tmp/ollama-a10", parents=[common])

@@ -126,8 +126,9 @@ def _refuse_unwrapped(data: Mapping[str, Any], filename: str) -> None:
         raise StackFileError(f"{filename}: {', '.join(stray[:3])}{' ...' if len(stray) > 3 else ''} stand at the "
                              "top level, where Pulumi does not read them: put a line `config:` first and indent every "
                              "setting under it by two spaces")
-    raise StackFileError(f"{filename}: unknown top-level key(s) {', '.join(stray)}; {_did_you_mean(stray[0], list(STACK_FILE_KEYS))}"
-                         f"a stack file holds {', '.join(STACK_FILE_KEYS)}")
+    hint = _did_you_mean(stray[0], list(STACK_FILE_KEYS))
+    raise StackFileError(f"{filename}: unknown top-level key(s) {', '.join(stray)}; {hint}a stack file holds "
+                         f"{', '.join(STACK_FILE_KEYS)}")
 
 
 def _configured_region(raw: Mapping[str, Any], env: Mapping[str, str]) -> bool:
@@ -163,9 +164,9 @@ def _values(raw: Mapping[str, Any], root: Path, stack: str, filename: str, env: 
                             f"the line{f' to use the default ({default})' if default not in (None, '') else ''}")
             continue
         if ns == "oci" and key not in OCI_SETTINGS:
-            problems.append(f"{full_key} is not a setting of the OCI provider; "
-                            f"{_did_you_mean(key, list(OCI_SETTINGS)).replace('mean ', 'mean oci:')}"
-                            f"it takes {', '.join('oci:' + k for k in ('region', 'configFileProfile', 'tenancyOcid'))} ...")
+            hint = _did_you_mean(key, list(OCI_SETTINGS)).replace("mean ", "mean oci:")
+            problems.append(f"{full_key} is not a setting of the OCI provider; {hint}it takes oci:region, "
+                            "oci:configFileProfile, oci:tenancyOcid ...")
             continue
         if ns != namespace and ns not in OTHER_NAMESPACES:
             hint = _did_you_mean(ns, [namespace, *OTHER_NAMESPACES]).replace("?", f":{key}?")

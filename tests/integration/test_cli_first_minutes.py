@@ -173,7 +173,8 @@ def test_the_top_level_help_does_not_promise_no_cloud_while_reap_deletes() -> No
     assert "examples:" in text
 
 
-def _subcommands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[str, argparse.ArgumentParser]]:
+def _subcommands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+                 ) -> list[tuple[str, argparse.ArgumentParser]]:
     found = []
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -189,7 +190,8 @@ def test_every_subcommand_has_a_description_and_an_example() -> None:
     for name, parser in commands:
         text = parser.format_help()
         assert parser.description, name
-        assert re.search(r"^examples?:\n  ([A-Z_]+=\S* |sudo )?llmdeploy ", text, re.MULTILINE), f"{name} has no example:\n{text}"
+        example = re.search(r"^examples?:\n  ([A-Z_]+=\S* |sudo )?llmdeploy ", text, re.MULTILINE)
+        assert example, f"{name} has no example:\n{text}"
 
 
 def test_reap_deletes_with_delete_and_its_old_yes_is_refused_with_the_fix(capsys: pytest.CaptureFixture[str]) -> None:

@@ -194,7 +194,8 @@ def test_a_chat_frontend_puts_its_url_and_a_qr_code_of_it_on_the_page(
 
 
 def test_a_revoked_attendee_gets_no_handout_and_is_named(tmp_path: Path, project: Path, outputs: dict[str, object],
-                                                         keys: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+                                                         keys: dict[str, str],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """Revoked in the roster, still in the outputs until the next `pulumi up`: her key must not be printed."""
     set_status(project / "roster.csv", "carol", "revoked")
     out_dir = tmp_path / "handouts"

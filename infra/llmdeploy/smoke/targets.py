@@ -212,8 +212,9 @@ def check_ca_bundle(path: str) -> None:
     try:
         ssl.create_default_context(cafile=path)
     except (ssl.SSLError, ValueError) as exc:
-        raise TargetError(f"the CA bundle {path!r} holds no PEM certificate ({exc.args[-1] if exc.args else exc}): "
-                          "give the CA's certificate file (-----BEGIN CERTIFICATE-----), e.g. the stack's ca.pem") from None
+        reason = exc.args[-1] if exc.args else exc
+        raise TargetError(f"the CA bundle {path!r} holds no PEM certificate ({reason}): give the CA's certificate "
+                          "file (-----BEGIN CERTIFICATE-----), e.g. the stack's ca.pem") from None
 
 
 def finish_target(target: Target) -> Target:
