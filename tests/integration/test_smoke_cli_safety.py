@@ -91,3 +91,16 @@ def test_a_ca_bundle_that_is_not_a_certificate_is_bad_input(tmp_path: Path, caps
     assert main(["smoke", "https://llm.example.com", "--api-key", KEY, "--ca-bundle", str(bundle)]) == 2
     err = capsys.readouterr().err
     assert f"the CA bundle '{bundle}' holds no PEM certificate" in err and "handshake" not in err
+
+
+def test_a_targets_file_entry_on_plain_http_is_refused_too(tmp_path: Path) -> None:
+    """The command line's --allow-plain-http is every entry's default; without it no entry gets a request."""
+    with route_recorder() as server:
+        targets = tmp_path / "targets.yaml"
+        targets.write_text(f"- url: https://llm.example.com\n  api_key: {KEY}\n"
+                           f"- url: {server.url}\n  name: lab\n  api_key: {KEY}\n")
+        refused = smoke("--targets", str(targets), "--timeout", "5")
+        assert refused.returncode == 2 and "lab: " in refused.stderr and "is plain HTTP" in refused.stderr
+        assert server.requests == []
+        allowed = smoke("--targets", str(targets), "--allow-plain-http", "--timeout", "2")
+        assert any(r.headers.get("Authorization") == f"Bearer {KEY}" for r in server.requests), allowed.stdout
