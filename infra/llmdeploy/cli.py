@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -161,7 +162,8 @@ class _Version(argparse.Action):
 
 def _command(sub: Any, name: str, help: str, example: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A subcommand whose --help starts with its one-line description and ends with an example."""
-    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+    description = textwrap.fill(help[0].upper() + help[1:] + ".", width=100)  # the formatter keeps lines as given
+    return sub.add_parser(name, help=help, description=description,
                           epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter,
                           **kwargs)
 

@@ -10,6 +10,7 @@ import argparse
 import re
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -316,7 +317,8 @@ def cmd_reap(args: argparse.Namespace) -> int:
 
 def _parser(sub: Any, name: str, help: str, example: str, description: str = "") -> argparse.ArgumentParser:
     """A subcommand whose --help starts with its one-line description and ends with an example."""
-    return sub.add_parser(name, help=help, description=description or help[0].upper() + help[1:] + ".",
+    text = textwrap.fill(description or help[0].upper() + help[1:] + ".", width=100)  # the formatter keeps lines
+    return sub.add_parser(name, help=help, description=text,
                           epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
