@@ -70,7 +70,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     rendered = [(rendering.machine_name(name, node), cfg,
                  rendering.render(cfg) if worker is None else rendering.render(cfg, worker=worker))
                 for name, cfg in endpoints for node, worker in rendering.nodes(cfg)]
-    removed = outfolder.clear_previous(out)
+    removed = outfolder.clear_previous(out, given=bool(args.out))
     everything: list[Path] = []
     for name, cfg, result in rendered:
         folder = out / name if name else out

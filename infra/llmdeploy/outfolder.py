@@ -14,26 +14,29 @@ from .errors import UsageError
 MANIFEST = ".llmdeploy-rendered"
 
 
-def _refuse_a_file_in_the_way(out: Path) -> None:
+def _refuse_a_file_in_the_way(out: Path, label: str) -> None:
     for folder in (out, *out.parents):
         if folder.exists() or folder.is_symlink():
             if not folder.is_dir():
-                raise UsageError(f"--out {out}: {folder} is a file, not a folder; choose another --out (or move "
-                                 "the file away)")
+                raise UsageError(f"{label}: {folder} is a file, not a folder; choose another --out (or move the file "
+                                 "away)")
             return
 
 
-def clear_previous(out: Path) -> set[str]:
+def clear_previous(out: Path, given: bool = True) -> set[str]:
     """Remove the files an earlier render listed in out's manifest; their paths relative to out. UsageError for a
-    path blocked by a file, or a non-empty folder no render wrote."""
-    _refuse_a_file_in_the_way(out)
+    path blocked by a file, or a non-empty folder no render wrote. `given`: out came from --out (else the
+    default folder), for the message."""
+    label = f"--out {out}" if given else f"the default output folder {out}"
+    _refuse_a_file_in_the_way(out, label)
     if not out.is_dir():
         return set()
     manifest = out / MANIFEST
     if not manifest.is_file():
         if any(out.iterdir()):
-            raise UsageError(f"--out {out} is not empty and llmdeploy render did not write it (no {MANIFEST}); "
-                             "choose a new or empty folder, so that nothing of yours is overwritten or deleted")
+            raise UsageError(f"{label} is not empty and llmdeploy render did not write it (no {MANIFEST}: yours, "
+                             "or a render from before llmdeploy kept one); empty it or choose a new folder with "
+                             "--out, so that nothing of yours is overwritten or deleted")
         return set()
     root = out.resolve()
     removed: set[str] = set()

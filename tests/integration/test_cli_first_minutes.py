@@ -58,6 +58,8 @@ def test_below_a_project_folder_it_finds_the_project_and_renders_into_its_build(
     assert result.returncode == 0, result.stderr
     assert f"to {root / 'build' / STACK / 'u01'}: user-data and " in result.stdout
     assert (root / "build" / STACK / "u01" / "user-data").is_file()
+    again = llmdeploy("render", "--stack", STACK, cwd=root)  # its own earlier render is replaced, not refused
+    assert again.returncode == 0, again.stderr
 
 
 def test_a_project_dir_without_pulumi_yaml_is_bad_input(tmp_path: Path) -> None:
