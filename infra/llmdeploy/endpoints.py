@@ -4,7 +4,7 @@ per assigned attendee, hostname ep<N>.<workshopDomain>). Every one is validated 
 before any resource exists; an error names the attendee or endpoint."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,22 @@ def roster_path(cfg: StackConfig, root: Path = PROJECT_ROOT) -> Path:
     return root / cfg.workshop.roster
 
 
-def _derive(cfg: StackConfig, changes: dict[str, Any], who: str) -> StackConfig:
+def _derive(cfg: StackConfig, changes: dict[str, Any], who: str, from_roster: frozenset[str] = frozenset()
+            ) -> StackConfig:
+    """`from_roster`: the keys whose value came from the attendee's roster row: their fix is in the roster."""
     try:
         return derive(cfg, {**changes, "workshopRoster": ""})
     except ConfigError as exc:
-        raise ConfigError(exc.problems, f"{cfg.stack}, {who}") from None
+        problems = [_fix_in_roster(p, who, cfg.workshop.roster) if p.key in from_roster else p for p in exc.problems]
+        raise ConfigError(problems, f"{cfg.stack}, {who}") from None
+
+
+def _fix_in_roster(problem: Problem, who: str, roster: str) -> Problem:
+    """A value from a roster column is fixed there, not with `pulumi config set` (which the row would override)."""
+    command = f"pulumi config set {problem.key} "
+    example = problem.fix.partition(command)[2].split(";")[0].strip() if command in problem.fix else ""
+    return replace(problem, fix=f"fix the {problem.key} column of {who} in the roster {roster}"
+                                + (f", e.g. {example}" if example else ""))
 
 
 def plan_endpoints(cfg: StackConfig, attendees: list[Attendee]) -> list[EndpointPlan]:
@@ -55,7 +66,8 @@ def plan_endpoints(cfg: StackConfig, attendees: list[Attendee]) -> list[Endpoint
                 changes = {"modelName": "", "modelParamsBillions": "", "modelQuantBits": 0, **changes}
             if ws.domain:
                 changes["domain"] = f"{a.id}.{ws.domain}"
-            plans.append(EndpointPlan(a.id, _derive(cfg, changes, f"attendee {a.id}"), (a,), False))
+            plans.append(EndpointPlan(a.id, _derive(cfg, changes, f"attendee {a.id}", frozenset(a.overrides)),
+                                      (a,), False))
         _refuse_admin_attendees(plans, cfg)
         return plans
     shared_only = {a.id: sorted(set(a.overrides) - {"rateLimit"}) for a in active(attendees)}

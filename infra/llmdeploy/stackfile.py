@@ -8,6 +8,8 @@ the config the program validated.
 """
 from __future__ import annotations
 
+import configparser
+import difflib
 import json
 import os
 import re
@@ -69,6 +71,24 @@ def from_environment(root: Path, env: Mapping[str, str] | None = None) -> dict[s
     return values
 
 
+# The namespaces a stack file may hold besides the project's: the providers the program uses. Only oci has
+# settings (pulumi_oci's config; random and command have none the program sets); `pulumi:` is Pulumi's own.
+OCI_SETTINGS = ("auth", "configFileProfile", "disableAutoRetries", "dualStackEndpointEnabled", "fingerprint",
+                "ignoreDefinedTags", "privateKey", "privateKeyPassword", "privateKeyPath",
+                "realmSpecificServiceEndpointTemplateEnabled", "region", "retriesConfigFile", "retryDurationSeconds",
+                "tenancyOcid", "testTimeMaintenanceRebootDue", "userOcid", "workloadIdentityTokenPath")
+OTHER_NAMESPACES = ("oci", "random", "command", "pulumi")
+# The keys Pulumi itself writes at the top of a stack file, beside config:.
+STACK_FILE_KEYS = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
+REGION_ENV = "TF_VAR_region"  # the OCI provider's environment variable for oci:region
+CLOUD_TARGETS = ("vm", "ray", "datascience")  # the targets whose provider needs a region
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {close[0]}? " if close else ""
+
+
 def stack_file(root: Path, stack: str) -> Path:
     return root / f"Pulumi.{stack}.yaml"
 
@@ -93,7 +113,39 @@ def read_stack(root: Path, stack: str, env: Mapping[str, str] | None = None) -> 
         raise StackFileError(str(exc)) from None
     if not isinstance(data, dict) or not isinstance(data.get("config") or {}, dict):
         raise StackFileError(f"{path.name} must be a mapping with a 'config:' mapping, as Pulumi writes it")
+    _refuse_unwrapped(data, path.name)
     return _values(data.get("config") or {}, root, stack, path.name, env)
+
+
+def _refuse_unwrapped(data: Mapping[str, Any], filename: str) -> None:
+    """Settings at the top level, outside config:, are not config to Pulumi: it would deploy every default."""
+    stray = [str(k) for k in data if k not in STACK_FILE_KEYS]
+    if not stray:
+        return
+    if any(":" in key for key in stray):
+        raise StackFileError(f"{filename}: {', '.join(stray[:3])}{' ...' if len(stray) > 3 else ''} stand at the "
+                             "top level, where Pulumi does not read them: put a line `config:` first and indent every "
+                             "setting under it by two spaces")
+    hint = _did_you_mean(stray[0], list(STACK_FILE_KEYS))
+    raise StackFileError(f"{filename}: unknown top-level key(s) {', '.join(stray)}; {hint}a stack file holds "
+                         f"{', '.join(STACK_FILE_KEYS)}")
+
+
+def _configured_region(raw: Mapping[str, Any], env: Mapping[str, str]) -> bool:
+    """Whether the OCI provider finds a region: oci:region, $TF_VAR_region, or the OCI config file's profile."""
+    if raw.get("oci:region") or env.get(REGION_ENV):
+        return True
+    home = env.get("HOME")
+    if not home:
+        return False
+    parser = configparser.ConfigParser(default_section="DEFAULT")
+    try:
+        parser.read(Path(home) / ".oci" / "config", encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError):
+        return False
+    profile = str(raw.get("oci:configFileProfile") or "DEFAULT")
+    section = parser.defaults() if profile == "DEFAULT" else parser[profile] if parser.has_section(profile) else {}
+    return bool(section.get("region"))
 
 
 def _values(raw: Mapping[str, Any], root: Path, stack: str, filename: str, env: Mapping[str, str]) -> dict[str, Any]:
@@ -105,6 +157,21 @@ def _values(raw: Mapping[str, Any], root: Path, stack: str, filename: str, env: 
         ns, sep, key = str(full_key).partition(":")
         if not sep:
             problems.append(f"'{full_key}' has no namespace; write it as {namespace}:{full_key}")
+            continue
+        if value is None:  # `llmdeploy:engine:` with nothing after it: Pulumi would use the default, silently
+            default = decls[key].default if ns == namespace and key in decls else None
+            problems.append(f"{full_key} has no value: give it one (pulumi config set {full_key} VALUE), or delete "
+                            f"the line{f' to use the default ({default})' if default not in (None, '') else ''}")
+            continue
+        if ns == "oci" and key not in OCI_SETTINGS:
+            hint = _did_you_mean(key, list(OCI_SETTINGS)).replace("mean ", "mean oci:")
+            problems.append(f"{full_key} is not a setting of the OCI provider; {hint}it takes oci:region, "
+                            "oci:configFileProfile, oci:tenancyOcid ...")
+            continue
+        if ns != namespace and ns not in OTHER_NAMESPACES:
+            hint = _did_you_mean(ns, [namespace, *OTHER_NAMESPACES]).replace("?", f":{key}?")
+            problems.append(f"{full_key}: unknown namespace '{ns}'; {hint}this project reads {namespace}: keys (and "
+                            "oci: for the OCI provider)")
             continue
         if ns != namespace:
             continue  # provider config (oci:region, ...) is the provider's business
@@ -127,6 +194,10 @@ def _values(raw: Mapping[str, Any], root: Path, stack: str, filename: str, env: 
         env_name = secret_env_name(key)
         if decl.secret and not values.get(key) and env.get(env_name):
             values[key] = env[env_name]  # a secret given only in the environment
+    target = values.get("target", decls["target"].default if "target" in decls else "")
+    if target in CLOUD_TARGETS and not _configured_region(raw, env):
+        problems.append(f"no OCI region for the {target} target: pulumi config set oci:region eu-frankfurt-1 --stack "
+                        f"{stack} (or export {REGION_ENV}, or set region= in the profile of ~/.oci/config)")
     if problems:
         raise StackFileError(f"{filename}:\n" + "\n".join(f"  - {p}" for p in problems))
     return values

@@ -40,6 +40,15 @@ def read_text(path: Path, what: str, encoding: str = "utf-8") -> str:
 MAX_YAML_DEPTH = 100  # levels of lists and mappings; a config file needs a handful
 
 
+class DuplicateKey(UsageError):
+    """A mapping names a key twice: YAML's reader would keep the last silently, so a typo'd copy wins. load_yaml
+    turns it into a FileProblem naming the file."""
+
+    def __init__(self, key: Any, first_line: int, again_line: int) -> None:
+        super().__init__(f"the key {key!r} is given twice (line {first_line} and line {again_line}): delete one; "
+                         "YAML would silently keep the last")
+
+
 class _DepthLimitedLoader(yaml.SafeLoader):
     """SafeLoader that refuses nesting beyond MAX_YAML_DEPTH at once. Left to Python's recursion limit, the limit
     would depend on the caller's stack, and PyYAML's scanner, whose cost grows with the square of the depth, spends
@@ -58,10 +67,24 @@ class _DepthLimitedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: SafeLoader's own error says so
+                break
+            if first is not key_node:
+                raise DuplicateKey(key, first.start_mark.line + 1, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
 
 def load_yaml(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=_DepthLimitedLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKey as exc:
+        raise FileProblem(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
         raise FileProblem(f"{where} is not valid YAML: {exc}") from None
     except RecursionError:

@@ -234,7 +234,7 @@ def test_an_nvswitch_shape_gets_fabric_manager_and_waits_for_the_fabric(vm: VmRo
     assert result.returncode == 0, result.stdout + result.stderr
     calls = vm.path(f"{STATE}/calls").read_text()
     assert "install -y -q --no-install-recommends nvidia-fabricmanager-580 libnvidia-nscq-580" in calls
-    assert "systemctl enable --now nvidia-fabricmanager" in calls
+    assert "systemctl enable --no-reload --now nvidia-fabricmanager" in calls
     assert vm.path(f"{STATE}/q-calls").read_text().strip() == "2"  # it waited out In Progress
     assert "NVLink fabric up" in result.stdout
 

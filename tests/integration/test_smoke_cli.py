@@ -102,7 +102,7 @@ def test_secrets_a_server_echoes_are_redacted_everywhere(tmp_path: Path, capsys:
     secrets = [key] if auth == "key" else [password, base64.b64encode(f"alice:{password}".encode()).decode()]
     creds = ["--api-key", key] if auth == "key" else ["--basic", f"alice:{password}"]
     with openai_stub(echo_auth=True) as stub:
-        code = main(["smoke", stub.url, *creds, "--model", MODEL_ID, "--timeout", "10",
+        code = main(["smoke", stub.url, *creds, "--allow-plain-http", "--model", MODEL_ID, "--timeout", "10",
                      "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml")])
     out, err = capsys.readouterr()
     assert code == 1

@@ -25,6 +25,7 @@ from llmdeploy.smoke.report import SmokeProgress, summary_table
 from llmdeploy.result import FAIL, PASS, CheckResult
 from llmdeploy.smoke.runner import TargetReport, run_targets
 from llmdeploy.smoke.targets import Credentials, Target, TargetError, load_targets
+from support.certs import make_ca
 from support.endpoint import Endpoint, llama_endpoint
 from support.openai_stub import MODEL_ID, OpenAIStub, openai_stub
 from support.ports import free_port
@@ -113,7 +114,7 @@ def test_a_targets_file_checks_every_endpoint_with_summary_json_and_junit(
 
 
 def test_targets_can_be_json_and_take_defaults_from_the_command_line(tmp_path: Path) -> None:
-    (tmp_path / "ca.pem").write_text("x")
+    (tmp_path / "ca.pem").write_text(Path(make_ca(tmp_path / "vm-ca").cert).read_text())  # a bundle must be PEM
     (tmp_path / "t.json").write_text(json.dumps({"targets": [{"url": "https://a.example.com/"},
                                                              {"url": "https://b.example.com:8443", "kind": "ollama",
                                                               "basic": "bob:pw-123", "ca_bundle": "ca.pem"}]}))
@@ -174,7 +175,8 @@ def test_progress_redraws_one_bar_on_a_terminal_and_prints_lines_elsewhere() -> 
 
 def test_summary_table_shows_counts_and_the_first_failure_redacted() -> None:
     table = summary_table([report_of("ws-1", CheckResult("a", PASS), CheckResult("b", "warn", "soon")),
-                           report_of("ws-22", CheckResult("c", FAIL, "key sk-123 refused"))], Redactor(["sk-123"]))
+                           report_of("ws-22", CheckResult("c", FAIL, "key sk-123456789012 refused"))],
+                          Redactor(["sk-123456789012"]))
     assert table.splitlines() == [
         "target  kind       pass warn fail    time  result",
         "ws-1    openai        1    1    0    1.2s  PASS",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from llmdeploy.roster import set_status
 from llmdeploy.secrets import generate_api_key
 from support.certs import make_ca
 from support.fake_pulumi import fake_pulumi
@@ -190,3 +191,22 @@ def test_a_chat_frontend_puts_its_url_and_a_qr_code_of_it_on_the_page(
     assert not any(keys["alice"] in line and "chat" in line for line in lines)
     rows = list(csv.DictReader(io.StringIO((out_dir / "attendees.csv").read_text())))
     assert rows[0]["chat_url"] == chat and rows[1]["chat_url"] == ""
+
+
+def test_a_revoked_attendee_gets_no_handout_and_is_named(tmp_path: Path, project: Path, outputs: dict[str, object],
+                                                         keys: dict[str, str],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Revoked in the roster, still in the outputs until the next `pulumi up`: her key must not be printed."""
+    set_status(project / "roster.csv", "carol", "revoked")
+    out_dir = tmp_path / "handouts"
+    code, out, err = run(capsys, "workshop", "handouts", "--stack", STACK, "--project-dir", str(project),
+                         "--outputs", str(write_json(tmp_path / "outputs.json", outputs)), "--out", str(out_dir))
+    assert code == 0, out + err
+    assert "not handed out: carol (revoked in the roster" in err
+    assert "wrote 2 handout(s)" in out
+    assert not (out_dir / "carol.pdf").exists() and not (out_dir / "carol.html").exists()
+    assert (out_dir / "alice.pdf").is_file() and (out_dir / "bob.pdf").is_file()
+    assert "carol" not in (out_dir / "attendees.csv").read_text()
+    assert pdf_pages(out_dir / "handouts.pdf") == 2
+    for path in out_dir.iterdir():
+        assert keys["carol"].encode() not in path.read_bytes(), path

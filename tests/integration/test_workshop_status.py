@@ -53,7 +53,9 @@ def test_status_smokes_every_attendee_and_records_the_last_pass(
     status_file = tmp_path / "status.json"
     status_file.write_text(json.dumps({"version": 1, "stack": STACK, "attendees": {
         "carol": {"lastRun": "2026-11-21T10:00:00Z", "lastResult": "pass", "lastPass": "2026-11-21T10:00:00Z"}}}))
-    project = workshop_project(tmp_path, people(1))
+    # The roster lists the four: handouts go only to attendees the roster names.
+    project = workshop_project(tmp_path, [{"id": who, "name": who.title(), "email": f"{who}@example.org"}
+                                          for who in ("alice", "bob", "carol", "dave")])
     code = main(["workshop", "status", "--stack", STACK, "--project-dir", str(project), "--outputs",
                  str(tmp_path / "outputs.json"), "--concurrency", "4", "--timeout", "20", "--status-file",
                  str(status_file), "--json", str(tmp_path / "results.json")])

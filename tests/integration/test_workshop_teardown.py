@@ -114,7 +114,7 @@ def test_teardown_reports_what_destroy_left_behind(project: Path, oci_config: Pa
     assert "FAIL  1 resource(s) of stack 'ws' are still there:" in out
     assert leak.id in out and "llmdeploy-ws-debug-vm" in out and "RUNNING" in out
     assert ids["vcn"] not in out
-    assert "reap --expired --yes" in out
+    assert "reap --expired --delete" in out
 
 
 def test_teardown_waits_for_search_to_catch_up(project: Path, oci_config: Path, api: OciApi, pulumi: FakePulumi,
@@ -187,7 +187,7 @@ def test_a_request_signed_with_an_unknown_key_is_refused_and_said(project: Path,
     assert api.seen[-1].verdict.startswith("unknown keyId")
 
 
-def test_reap_lists_expired_resources_and_deletes_nothing_without_yes(
+def test_reap_lists_expired_resources_and_deletes_nothing_without_delete(
         oci_config: Path, api: OciApi, capsys: pytest.CaptureFixture[str]) -> None:
     old = a_workshop(api, "old", expires=PAST)  # no Pulumi state involved at all
     a_workshop(api, "current", expires=FUTURE)
@@ -201,17 +201,17 @@ def test_reap_lists_expired_resources_and_deletes_nothing_without_yes(
         assert resource_id in out
     assert "stack=current" not in out  # nothing of the stack that has not expired is listed
     assert "expires-at 'next tuesday' is not an ISO 8601 time with a zone; skipped" in out
-    assert "nothing deleted: run again with --yes" in out
+    assert "nothing deleted: run again with --delete" in out
     assert api.signed("DELETE") == []
     assert len([s for s in api.signed("POST")]) >= 5  # 19 results, 4 per page
 
 
-def test_reap_yes_deletes_in_the_order_oci_accepts(oci_config: Path, api: OciApi,
+def test_reap_delete_deletes_in_the_order_oci_accepts(oci_config: Path, api: OciApi,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     old = a_workshop(api, "old", expires=PAST)
     keep = a_workshop(api, "current", expires=FUTURE)
     api.terminate_polls = 2  # instances take a few polls to reach TERMINATED
-    code = main(["reap", "--expired", "--yes", "--oci-config", str(oci_config), "--wait", "10"])
+    code = main(["reap", "--expired", "--delete", "--oci-config", str(oci_config), "--wait", "10"])
     out, _ = capsys.readouterr()
     assert code == 0, out
     assert "9 of 9 deleted" in out
@@ -234,7 +234,7 @@ def test_reap_says_what_it_cannot_delete_and_what_failed(oci_config: Path, api: 
     # A subnet someone else made in that VCN, without our tags: the VCN cannot go yet.
     api.add("Subnet", "hand-made", COMPARTMENT, {}, uses=(vcn.id,))
     md = api.add("DataScienceModelDeployment", "llmdeploy-old-md", COMPARTMENT, tags("old", expires=PAST))
-    code = main(["reap", "--expired", "--yes", "--oci-config", str(oci_config), "--wait", "1"])
+    code = main(["reap", "--expired", "--delete", "--oci-config", str(oci_config), "--wait", "1"])
     out, _ = capsys.readouterr()
     assert code == 1
     assert "0 of 2 deleted" in out
@@ -254,7 +254,7 @@ def test_reap_in_one_compartment(oci_config: Path, api: OciApi, capsys: pytest.C
 
 def test_reap_with_nothing_expired_exits_0(oci_config: Path, api: OciApi, capsys: pytest.CaptureFixture[str]) -> None:
     a_workshop(api, "current", expires=FUTURE)
-    assert main(["reap", "--expired", "--yes", "--oci-config", str(oci_config)]) == 0
+    assert main(["reap", "--expired", "--delete", "--oci-config", str(oci_config)]) == 0
     assert "0 past their expires-at tag" in capsys.readouterr().out
     assert api.signed("DELETE") == []
 

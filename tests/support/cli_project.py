@@ -23,6 +23,7 @@ config:
 # Three problems: a bad engine, a bad e-mail and a tag without '='.
 BAD = f"""\
 config:
+  oci:region: eu-frankfurt-1
   llmdeploy:compartmentId: ocid1.compartment.oc1..x
   llmdeploy:engine: olama
   llmdeploy:acmeEmail: nope

@@ -6,12 +6,16 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.cli import main
-from support.workshop_stack import people, workshop_project
+from support.workshop_stack import workshop_project
+
+
+ATTENDEES = ("alice", "bob", "carol")  # the roster's ids: handouts go only to attendees the roster lists
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    return workshop_project(tmp_path, people(3))
+    return workshop_project(tmp_path, [{"id": who, "name": who.title(), "email": f"{who}@example.org"}
+                                       for who in ATTENDEES])
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

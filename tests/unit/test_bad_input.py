@@ -139,7 +139,7 @@ def test_render_writes_nothing_when_a_later_endpoint_fails(tmp_path: Path, capsy
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     root = workshop_project(tmp_path, [{"id": f"u{i}", "name": "U", "email": f"u{i}@example.org"} for i in range(3)],
                             tlsMode="self-signed")
-    import llmdeploy.cli as cli
+    import llmdeploy.render as rendering  # cmd_render imports it when it runs (lazy, for a quick --help)
     calls: list[str] = []
 
     def render_but_the_third(cfg: StackConfig) -> Any:
@@ -148,7 +148,7 @@ def test_render_writes_nothing_when_a_later_endpoint_fails(tmp_path: Path, capsy
             raise ConfigError([], "ws, the third endpoint")
         return render(cfg)
 
-    monkeypatch.setattr(cli, "render", render_but_the_third)
+    monkeypatch.setattr(rendering, "render", render_but_the_third)
     out = tmp_path / "out"
     code, _ = run(capsys, "render", "--stack", "ws", "--project-dir", str(root), "--out", str(out))
     assert code == EXIT_USAGE and not out.exists()

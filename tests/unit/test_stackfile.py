@@ -82,7 +82,7 @@ def test_not_a_mapping(project: Path, text: str) -> None:
 @pytest.mark.parametrize("text", ["", "encryptionsalt: v1:abc\n", "config:\n"])
 def test_empty_stack_file_has_no_values(project: Path, text: str) -> None:
     write_stack(project, "dev", text)
-    assert read_stack(project, "dev", env={}) == {}
+    assert read_stack(project, "dev", env={"TF_VAR_region": "eu-frankfurt-1"}) == {}
 
 
 def test_key_without_namespace(project: Path) -> None:
@@ -101,8 +101,10 @@ def test_other_namespaces_are_ignored(project: Path) -> None:
 def test_namespace_follows_the_project_name(project: Path) -> None:
     text = (project / "Pulumi.yaml").read_text(encoding="utf-8").replace("name: llmdeploy\n", "name: myllm\n", 1)
     (project / "Pulumi.yaml").write_text(text, encoding="utf-8")
-    write_stack(project, "dev", "config:\n  myllm:engine: vllm\n  llmdeploy:engine: ollama\n")
+    write_stack(project, "dev", "config:\n  oci:region: eu-frankfurt-1\n  myllm:engine: vllm\n")
     assert read_stack(project, "dev", env={}) == {"engine": "vllm"}
+    write_stack(project, "dev", "config:\n  oci:region: eu-frankfurt-1\n  llmdeploy:engine: ollama\n")
+    assert "llmdeploy:engine: unknown namespace 'llmdeploy'" in stack_error(project)
 
 
 @pytest.mark.parametrize("key, env_name", [("hfToken", "LLMDEPLOY_HF_TOKEN"),
@@ -184,3 +186,42 @@ def test_load_stack_config_validates(project: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_stack_config(project, "bad", env={})
     assert str(info.value).startswith("1 config problem(s) in stack 'bad':")
+
+
+# --- typos that would deploy the defaults: each refused, with the fix (issue 23, finding 2) ---------------------
+
+REGION = "  oci:region: eu-frankfurt-1\n"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("  llmdepoly:engine: llamacpp\n", "unknown namespace 'llmdepoly'; did you mean llmdeploy:engine?"),
+    ("  llmdeploy:engine:\n", "llmdeploy:engine has no value: give it one (pulumi config set llmdeploy:engine VALUE), "
+                              "or delete the line to use the default (vllm)"),
+    ("  oci:regoin: eu-frankfurt-1\n", "oci:regoin is not a setting of the OCI provider; did you mean oci:region?"),
+])
+def test_a_typo_is_refused_with_the_fix(project: Path, line: str, message: str) -> None:
+    write_stack(project, "dev", "config:\n" + REGION + line)
+    assert message in stack_error(project)
+
+
+def test_no_region_is_refused_for_a_cloud_target_and_fine_for_local(project: Path, tmp_path: Path) -> None:
+    write_stack(project, "dev", "config:\n  llmdeploy:engine: ollama\n")
+    assert "no OCI region for the vm target: pulumi config set oci:region" in stack_error(project, env={})
+    assert read_stack(project, "dev", env={"TF_VAR_region": "us-ashburn-1"})["engine"] == "ollama"
+    (tmp_path / "home" / ".oci").mkdir(parents=True)
+    (tmp_path / "home" / ".oci" / "config").write_text("[DEFAULT]\nuser=ocid1.user.oc1..u\nregion=eu-frankfurt-1\n")
+    assert read_stack(project, "dev", env={"HOME": str(tmp_path / "home")})["engine"] == "ollama"
+    write_stack(project, "dev", "config:\n  llmdeploy:target: local\n")
+    assert read_stack(project, "dev", env={}) == {"target": "local"}
+
+
+def test_settings_outside_the_config_wrapper_are_refused(project: Path) -> None:
+    write_stack(project, "dev", "oci:region: eu-frankfurt-1\nllmdeploy:engine: llamacpp\n")
+    message = stack_error(project)
+    assert "oci:region, llmdeploy:engine stand at the top level, where Pulumi does not read them" in message
+    assert "put a line `config:` first" in message
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(project: Path) -> None:
+    write_stack(project, "dev", "config:\n" + REGION + "  llmdeploy:engine: llamacpp\n  llmdeploy:engine: vllm\n")
+    assert "the key 'llmdeploy:engine' is given twice (line 3 and line 4): delete one" in stack_error(project)

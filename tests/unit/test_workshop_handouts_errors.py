@@ -41,3 +41,17 @@ def test_no_pulumi_and_no_outputs_file_is_exit_2(tmp_path: Path, project: Path, 
     code, out, err = run(capsys, "workshop", "handouts", "--stack", STACK, "--project-dir", str(project))
     assert code == 2
     assert "the Pulumi CLI is not installed" in err and "Traceback" not in out + err
+
+
+def test_ids_the_roster_does_not_list_are_refused_by_name(tmp_path: Path, project: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Outputs of another stack, or of a roster since edited: no handout for someone the roster does not name."""
+    outputs = {"attendees": {who: attendee_entry(who, f"https://{who}.example.org", generate_api_key())
+                             for who in ("alice", "mallory", "zed")}}
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(outputs))
+    code, out, err = run(capsys, "workshop", "handouts", "--stack", STACK, "--project-dir", str(project),
+                         "--outputs", str(path), "--out", str(tmp_path / "h"))
+    assert code == 2, out + err
+    assert "the roster does not list: mallory, zed; no handout was written" in err
+    assert not (tmp_path / "h").exists()

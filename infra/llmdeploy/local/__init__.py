@@ -3,3 +3,4 @@
 # JSON {name: key}: API keys chosen by the caller (the Pulumi program's local target) instead of generated ones.
 API_KEYS_ENV = "LLMDEPLOY_LOCAL_API_KEYS"
 WEBUI_SECRET_KEY_ENV = "LLMDEPLOY_LOCAL_WEBUI_SECRET_KEY"  # Open WebUI's (chatUi open-webui); else generated
+RUNTIMES = ("qemu", "nspawn")  # here, not in runtime.py, so that `llmdeploy --help` need not load the runtimes

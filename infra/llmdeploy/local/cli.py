@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..declared import PROJECT_ROOT
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
+from ..projectdir import find_project_dir, stack_arg
 from ..vmpaths import CLOUD_INIT_OUTPUT, step_log
-from . import image, lifecycle
-from .runtime import RUNTIMES
+from . import RUNTIMES
+
+# lifecycle and image (QEMU, SSH, the host servers: paramiko, requests, cryptography) load when a command runs.
 
 DEFAULT_STACK = "local"
 
@@ -42,14 +43,19 @@ LLMDEPLOY_LOCAL_API_KEYS. All are delivered over SSH as soon as the VM's sshd le
 the VM provisions. With an hfToken and a model this machine serves, the model server stands in for Hugging
 Face: the stack's hfEndpoint points at it, and it refuses downloads without that bearer token:
   read -rs LLMDEPLOY_HF_TOKEN && export LLMDEPLOY_HF_TOKEN && llmdeploy local up
+
+example:
+  llmdeploy local up --stack local --model-file ~/models/qwen2.5-0.5b-instruct-q4_k_m.gguf
 """
 
 
+def _example(text: str) -> dict[str, Any]:
+    """A subcommand's --help ending in an example."""
+    return {"epilog": f"example:\n  {text}", "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 def _project_dir(arg: str | None) -> Path:
-    if arg:
-        return Path(arg).resolve()
-    cwd = Path.cwd()
-    return cwd if (cwd / "Pulumi.yaml").is_file() else PROJECT_ROOT
+    return find_project_dir(arg)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -57,6 +63,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from . import lifecycle
+
     signal.signal(signal.SIGTERM, _interrupt)
     opts = lifecycle.UpOptions(stack=args.stack, project_dir=_project_dir(args.project_dir), accel=args.accel,
                                runtime=args.runtime, model_file=args.model_file, forward=list(args.forward or []),
@@ -67,15 +75,21 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from . import lifecycle
+
     return lifecycle.status(args.stack)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from . import lifecycle
+
     lifecycle.down(args.stack)
     return EXIT_OK
 
 
 def _ssh_argv(state: Any, command: list[str], tty: bool) -> list[str]:
+    from . import lifecycle
+
     if shutil.which("ssh") is None:
         raise lifecycle.LocalError("the ssh client is not installed: apt-get install openssh-client")
     argv = ["ssh", "-i", str(state.ssh_key), "-p", str(state.port(22)), "-o", "IdentitiesOnly=yes",
@@ -87,6 +101,8 @@ def _ssh_argv(state: Any, command: list[str], tty: bool) -> list[str]:
 
 
 def _running_state(stack: str) -> Any:
+    from . import lifecycle
+
     state = lifecycle.require_state(stack)
     if not lifecycle.running(state):
         raise lifecycle.LocalError(f"the VM of stack '{stack}' is not running (phase {state.phase}); "
@@ -106,6 +122,8 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from . import lifecycle
+
     if args.serial:
         state = lifecycle.require_state(args.stack)
         text = state.serial_log.read_text(errors="replace") if state.serial_log.exists() else ""
@@ -135,6 +153,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
+    from . import image
+
     if args.rebuild:
         found = image.cached_image()
         if found is not None:
@@ -153,11 +173,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.set_defaults(command_name="local")
     sub = p.add_subparsers(dest="local_command", required=True, metavar="{up,status,ssh,logs,down,image}")
     stack = argparse.ArgumentParser(add_help=False)
-    stack.add_argument("--stack", default=DEFAULT_STACK, help=f"stack with target local (default: {DEFAULT_STACK})")
+    stack.add_argument("--stack", type=stack_arg, default=DEFAULT_STACK, help=f"stack with target local (default: {DEFAULT_STACK})")
 
     up = sub.add_parser("up", parents=[stack], help="build (once), boot, provision, smoke-test; print endpoint and key",
+                        description="Build the image (once), boot, provision, smoke-test; print the endpoint and key.",
                         epilog=UP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    up.add_argument("--project-dir", help="folder holding Pulumi.yaml (default: here, else the checkout)")
+    up.add_argument("--project-dir", help="folder holding Pulumi.yaml (default: the nearest at or above here)")
     up.add_argument("--runtime", choices=RUNTIMES, default="qemu",
                     help="qemu (default): a VM with its own kernel, firewall and reboot; nspawn: a systemd container "
                          "booting the same image and user-data at native speed (root; no own kernel)")
@@ -175,14 +196,19 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                          "JSON in LLMDEPLOY_STACK_CONFIG, secrets as LLMDEPLOY_<KEY>) instead of Pulumi.<stack>.yaml")
     up.set_defaults(func=cmd_up)
 
-    st = sub.add_parser("status", parents=[stack], help="is the VM up: ports, processes, stages")
+    st = sub.add_parser("status", parents=[stack], help="is the VM up: ports, processes, stages",
+                        description="Is the VM up: ports, processes, stages.", **_example("llmdeploy local status"))
     st.set_defaults(func=cmd_status)
 
-    sh = sub.add_parser("ssh", parents=[stack], help="log in as the admin user (or run a command)")
+    sh = sub.add_parser("ssh", parents=[stack], help="log in as the admin user (or run a command)",
+                        description="Log in as the admin user (or run a command).",
+                        **_example("llmdeploy local ssh -- sudo systemctl status nginx"))
     sh.add_argument("command", nargs=argparse.REMAINDER, help="command to run instead of a shell")
     sh.set_defaults(func=cmd_ssh)
 
-    lg = sub.add_parser("logs", parents=[stack], help="cloud-init's output, a step's log, or the serial console")
+    lg = sub.add_parser("logs", parents=[stack], help="cloud-init's output, a step's log, or the serial console",
+                        description="Cloud-init's output, a step's log, or the serial console.",
+                        **_example("llmdeploy local logs --step 40-engine -n 50"))
     which = lg.add_mutually_exclusive_group()
     which.add_argument("--step", metavar="NAME", help="a provisioning step's log (e.g. 40-engine)")
     which.add_argument("--serial", action="store_true", help="the VM's serial console, or the container's console (kept on this machine)")
@@ -190,10 +216,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     lg.set_defaults(func=cmd_logs)
 
-    dn = sub.add_parser("down", parents=[stack], help="stop the VM and its servers by PID, remove its disk")
+    dn = sub.add_parser("down", parents=[stack], help="stop the VM and its servers by PID, remove its disk",
+                        description="Stop the VM and its servers by PID, remove its disk.",
+                        **_example("llmdeploy local down --stack local"))
     dn.set_defaults(func=cmd_down)
 
-    im = sub.add_parser("image", help="build the cached Debian 12 image now (needs root), or show it")
+    im = sub.add_parser("image", help="build the cached Debian 12 image now (needs root), or show it",
+                        description="Build the cached Debian 12 image now (needs root), or show it.",
+                        **_example("sudo llmdeploy local image --rebuild"))
     im.add_argument("--rebuild", action="store_true", help="build it again")
     im.set_defaults(func=cmd_image)
     return p

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import Failure
+from . import RUNTIMES as RUNTIMES  # defined in the package, so that the CLI's parser need not load this module
 from . import hostsrv, image, nspawn, procs, qemu
 from .seed import build_seed, meta_data
 from .state import VmState
 
-RUNTIMES = ("qemu", "nspawn")
 Say = Callable[[str], None]
 Clock = Callable[[], float]
 

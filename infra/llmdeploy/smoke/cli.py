@@ -13,24 +13,15 @@ import sys
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
 from .dialects import KINDS
 from .redact import Redactor
-from .report import (
-    SmokeProgress,
-    check_line,
-    summary_table,
-    to_json,
-    to_junit,
-    totals_line,
-    write_text,
-)
-from .runner import DEFAULT_CONCURRENCY, TargetReport, run_target, run_targets
 from .targets import (
     API_KEY_ENV,
     BASIC_PASSWORD_ENV,
+    DEFAULT_CONCURRENCY,
     Target,
     TargetError,
     check_file,
@@ -40,12 +31,21 @@ from .targets import (
     parse_ssh,
 )
 
+if TYPE_CHECKING:  # the checks (requests, paramiko) load when smoke runs, not for `llmdeploy --help`
+    from .runner import TargetReport
+
 EPILOG = f"""\
 credentials: --api-key KEY, --basic USER:PASS, or ${API_KEY_ENV} (preferred: a command line is visible to
 every user of the machine in `ps`; --basic USER takes the password from ${BASIC_PASSWORD_ENV}).
 targets file (YAML or JSON): a list of {{url, name, kind, model, api_key | api_key_env | basic, ca_bundle,
 http_url, timeout, ssh, ssh_key, ssh_host_key, chat_url}}; paths are relative to the file; command-line options
 are the defaults. Exit 0 when every check passed (warnings do not fail), 1 when one failed, 2 for bad input.
+A credential is never sent over plain http:// unless --allow-plain-http says so.
+
+examples:
+  LLMDEPLOY_API_KEY=... llmdeploy smoke https://llm.example.com
+  llmdeploy smoke https://llm.example.com --ca-bundle build/ca.pem --model qwen2.5-0.5b-instruct --junit smoke.xml
+  llmdeploy smoke --targets endpoints.yaml --concurrency 16
 """
 
 
@@ -59,6 +59,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     auth.add_argument("--basic", metavar="USER:PASS", help="basic-auth user and password")
     p.add_argument("--kind", choices=KINDS, default="openai", help="API dialect (default: openai)")
     p.add_argument("--model", metavar="NAME", help="model that must be listed and answer (default: the first listed)")
+    p.add_argument("--allow-plain-http", action="store_true",
+                   help="send the credential to an http:// URL anyway, unencrypted (only for a network you trust)")
     p.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to trust instead of the system store")
     p.add_argument("--http-url", metavar="URL", help="where plain HTTP must redirect from (default: http://HOST)")
     p.add_argument("--chat-url", metavar="URL", help="also check the chat frontend (chatUi): its sign-in page, a "
@@ -86,7 +88,7 @@ def defaults_from(args: argparse.Namespace, env: Mapping[str, str]) -> Target:
         check_file(args.oci_config, "OCI config file")
     return Target(url=args.url or "", credentials=credentials_from(args.api_key, args.basic, env), kind=args.kind,
                   model=args.model, ca_bundle=args.ca_bundle, http_url=args.http_url, timeout=args.timeout, oci=oci,
-                  chat_url=args.chat_url)
+                  chat_url=args.chat_url, allow_plain_http=args.allow_plain_http)
 
 
 def targets_from(args: argparse.Namespace, env: Mapping[str, str]) -> list[Target]:
@@ -118,12 +120,18 @@ def redactor_for(targets: list[Target]) -> Redactor:
 
 
 def run_one(target: Target, redactor: Redactor) -> list[TargetReport]:
+    from .report import check_line
+    from .runner import run_target
+
     how = "OCI request signing" if target.kind == "oci-ds" else target.credentials.describe()
     print(redactor.text(f"smoke {target.url} ({target.kind}, {how})"), flush=True)
     return [run_target(target, emit=lambda result: print(check_line(result, redactor), flush=True))]
 
 
 def run_many(targets: list[Target], concurrency: int, redactor: Redactor) -> list[TargetReport]:
+    from .report import SmokeProgress, check_line, summary_table
+    from .runner import run_targets
+
     progress = SmokeProgress(len(targets), sys.stderr, redactor)
     progress.start()
     reports = run_targets(targets, concurrency, on_done=progress.advance)
@@ -137,6 +145,8 @@ def run_many(targets: list[Target], concurrency: int, redactor: Redactor) -> lis
 
 
 def cmd_smoke(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
+    from .report import to_json, to_junit, totals_line, write_text
+
     env = os.environ if env is None else env
     targets = targets_from(args, env)
     redactor = redactor_for(targets)

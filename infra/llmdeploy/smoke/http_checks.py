@@ -262,7 +262,7 @@ def auth_check(session: requests.Session, target: Target, probe: ApiCall) -> Che
     """One route: refused without credentials and with a wrong secret, accepted with the right one."""
     creds = target.credentials
     secret = "password" if creds.basic else "key"
-    with timed(f"auth: {probe.method} {probe.path}") as result:
+    with timed(f"auth: {probe.method} {target.shown_path(probe.path)}") as result:
         tries = {"no credentials": {}, f"wrong {secret}": creds.wrong_headers(), f"right {secret}": creds.headers()}
         statuses = {label: send(session, target, probe, headers).status_code for label, headers in tries.items()}
         result.evidence.update(request=_describe(probe), statuses=statuses)
@@ -289,7 +289,7 @@ def auth_checks(session: requests.Session, target: Target, dialect: Dialect, mod
 def models_check(session: requests.Session, target: Target, dialect: Dialect) -> tuple[CheckResult, str | None]:
     """The model list answers, and holds the expected model; returns the model id the other checks use."""
     chosen: str | None = target.model
-    with timed(f"models: GET {dialect.models_path}") as result:
+    with timed(f"models: GET {target.shown_path(dialect.models_path)}") as result:
         response = session.get(target.base + dialect.models_path, headers=target.credentials.headers(),
                                timeout=target.timeout, allow_redirects=False)
         if response.status_code != 200:
@@ -320,7 +320,7 @@ def _usage_tokens(obj: dict[str, Any]) -> int | None:
 
 def answer_check(session: requests.Session, target: Target, call: ApiCall) -> CheckResult:
     """A non-streamed request is answered 200 with generated text."""
-    with timed(f"{call.name}: {call.method} {call.path}") as result:
+    with timed(f"{call.name}: {call.method} {target.shown_path(call.path)}") as result:
         result.evidence["request"] = _describe(call)
         response = send(session, target, call, target.credentials.headers())
         if response.status_code != 200:
@@ -427,7 +427,7 @@ def stream_check(session: requests.Session, target: Target, dialect: Dialect, ca
     A stream too quick to judge (a tiny or fast model) is asked again, once, for enough tokens of a long answer
     to last about JUDGE_TARGET_S; when that is still too quick, the check is a WARN that says so: it cannot
     tell whether a proxy buffers the stream, so it must not pass it."""
-    with timed(f"stream: {call.method} {call.path}") as result:
+    with timed(f"stream: {call.method} {target.shown_path(call.path)}") as result:
         result.evidence["request"] = _describe(call)
         try:
             read = stream_call(session, target, dialect, call)

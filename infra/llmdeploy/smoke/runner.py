@@ -20,9 +20,7 @@ from ..result import FAIL, PASS, WARN, CheckResult
 from . import oci_ds, ssh_checks
 from .chat_checks import run_chat_checks
 from .http_checks import Emit, run_http_checks
-from .targets import Target
-
-DEFAULT_CONCURRENCY = 8
+from .targets import DEFAULT_CONCURRENCY, Target
 
 
 @dataclass

@@ -26,10 +26,11 @@ from urllib.parse import quote, urlsplit
 
 from ..errors import UsageError
 from ..textfiles import FileProblem, load_json, load_yaml, read_text
-from .dialects import KINDS
+from .dialects import KINDS, dialect_for
 
 API_KEY_ENV = "LLMDEPLOY_API_KEY"
 BASIC_PASSWORD_ENV = "LLMDEPLOY_BASIC_PASSWORD"
+DEFAULT_CONCURRENCY = 8  # endpoints checked at once with --targets (here, not in runner: --help must not load it)
 TARGET_KEYS = ("name", "url", "api_key", "api_key_env", "basic", "kind", "model", "ca_bundle", "http_url",
                "timeout", "ssh", "ssh_key", "ssh_host_key", "chat_url")
 
@@ -108,6 +109,7 @@ class Target:
     ssh: SshAccess | None = None
     oci: Mapping[str, Any] = field(default_factory=dict)  # oci-ds: config_file, profile, instance_principal
     chat_url: str | None = None  # the chat frontend (chatUi): its sign-in is checked with the API key
+    allow_plain_http: bool = False  # --allow-plain-http: the user accepts sending the credential unencrypted
 
     @property
     def base(self) -> str:
@@ -116,6 +118,10 @@ class Target:
     @property
     def host(self) -> str:
         return urlsplit(self.url).hostname or ""
+
+    def shown_path(self, path: str) -> str:
+        """The path a request for `path` really asks for (the URL's own path first), as check names print it."""
+        return urlsplit(self.base).path + path
 
     @property
     def port(self) -> int:
@@ -199,14 +205,26 @@ def check_file(path: str, what: str) -> str:
     return path
 
 
+def check_ca_bundle(path: str) -> None:
+    """A CA bundle must hold PEM certificates: otherwise every check would fail as a TLS handshake failure."""
+    import ssl  # here: only a bundle given pays for it
+
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, ValueError) as exc:
+        reason = exc.args[-1] if exc.args else exc
+        raise TargetError(f"the CA bundle {path!r} holds no PEM certificate ({reason}): give the CA's certificate "
+                          "file (-----BEGIN CERTIFICATE-----), e.g. the stack's ca.pem") from None
+
+
 def finish_target(target: Target) -> Target:
     """Validate a target and fill in its name."""
     if target.kind not in KINDS:
         raise TargetError(f"{target.name or target.url}: unknown kind {target.kind!r}; expected one of {', '.join(KINDS)}")
-    url = check_url(target.url)
+    url = _without_api_suffix(check_url(target.url), target.kind)
     http_url = check_url(target.http_url, "http URL") if target.http_url else None
     if target.ca_bundle:
-        check_file(target.ca_bundle, "CA bundle")
+        check_ca_bundle(check_file(target.ca_bundle, "CA bundle"))
     if target.kind == "oci-ds" and not target.model:
         raise TargetError(f"{target.name or url}: --kind oci-ds needs --model NAME (the name vLLM serves: the "
                           "stack's modelName)")
@@ -215,7 +233,25 @@ def finish_target(target: Target) -> Target:
     name = target.name or urlsplit(url).netloc
     done = replace(target, url=url, http_url=http_url, name=name, chat_url=_chat_url(target))
     require_credentials(done)
+    _refuse_plain_http(done)
     return done
+
+
+def _without_api_suffix(url: str, kind: str) -> str:
+    """https://host/v1 -> https://host for a dialect whose paths start with /v1 (openai, xinference): the handouts
+    and most clients print the base URL with /v1, and the checks add it again (/v1/v1/models)."""
+    models_path = dialect_for(kind).models_path if kind != "oci-ds" else ""
+    return url[:-len("/v1")] if models_path.startswith("/v1/") and urlsplit(url).path.endswith("/v1") else url
+
+
+def _refuse_plain_http(target: Target) -> None:
+    """A credential goes over plain HTTP only when the user says so: anyone on the path reads it."""
+    if target.is_https or not target.credentials.present or target.allow_plain_http:
+        return
+    raise TargetError(f"{target.name}: {target.url} is plain HTTP, and the checks would send the "
+                      f"{target.credentials.describe()} in clear text to every route; nothing was sent. Use the "
+                      "https:// URL, or, for a server on a network you trust (a test server on loopback), pass "
+                      "--allow-plain-http")
 
 
 def _chat_url(target: Target) -> str | None:
@@ -280,7 +316,8 @@ def target_from_entry(entry: Any, index: int, defaults: Target, base_dir: Path, 
                     model=str(entry["model"]) if entry.get("model") else defaults.model,
                     ca_bundle=ca or defaults.ca_bundle,
                     http_url=entry.get("http_url"), timeout=timeout, name=str(entry.get("name") or ""), ssh=ssh,
-                    oci=defaults.oci, chat_url=str(entry["chat_url"]) if entry.get("chat_url") else None)
+                    oci=defaults.oci, chat_url=str(entry["chat_url"]) if entry.get("chat_url") else None,
+                    allow_plain_http=defaults.allow_plain_http)
     try:
         return finish_target(target)
     except TargetError as exc:

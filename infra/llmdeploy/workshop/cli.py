@@ -10,27 +10,22 @@ import argparse
 import re
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_FAILED, EXIT_OK, Failure, UsageError
-from ..roster import set_status
-from ..smoke.report import SmokeProgress, check_line, summary_table, to_json, totals_line, write_text
-from ..smoke.runner import run_targets
-from . import pulumi_cli
-from .access import find_attendee, find_urn, key_resource_name, plans_for
-from .handouts import write_handouts
-from .limits import FileLimits, LimitsSource, OciLimits
-from .oci_clients import load_config
-from .plan import build
-from .stackinfo import load, project_dir
-from .stackoutputs import AttendeeOutput, attendee_outputs, load_outputs
-from .status import default_status_path, read_status, record, redactor, stack_acme_trust, targets
-from .teardown import DNS_NOTE, delete_all, expired, managed_query, now_utc, remaining_after_destroy, search
+from ..projectdir import find_project_dir, stack_arg
+
+# Each command imports what it uses when it runs: the smoke checks, handouts and status pull in requests,
+# paramiko and weasyprint, and the config readers yaml and jinja2, none of which `llmdeploy --help` needs.
+if TYPE_CHECKING:
+    from .stackoutputs import AttendeeOutput
 
 # Endpoints smoke-tested at once by `workshop status`: scripts/bench_workshop_smoke.py measured 32 as the fastest
 # for 200 endpoints on 2 cores (64 was no faster and starved the stream timing checks).
 STATUS_CONCURRENCY = 32
+OFFLINE_HINT = "; or plan without OCI: --limits FILE, or --offline"
 
 
 def _stack_name(stack: str) -> str:
@@ -40,7 +35,7 @@ def _stack_name(stack: str) -> str:
 
 
 def _root(args: argparse.Namespace) -> Path:
-    return project_dir(args.project_dir)
+    return find_project_dir(args.project_dir)
 
 
 def _folder_of(option: str, path: str | None) -> None:
@@ -52,6 +47,12 @@ def _folder_of(option: str, path: str | None) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from .access import plans_for
+    from .limits import FileLimits, LimitsSource, OciLimits
+    from .oci_clients import load_config
+    from .plan import build
+    from .stackinfo import load
+
     if args.le_issued < 0:
         raise UsageError("--le-issued must be 0 or more (certificates already issued this week)")
     ws = load(_root(args), _stack_name(args.stack))
@@ -64,7 +65,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     elif args.offline:
         reason = "--offline"
     else:
-        source = OciLimits(load_config(args.oci_config, args.oci_profile), ws.cfg.compartment_id)
+        config = load_config(args.oci_config, args.oci_profile, hint=OFFLINE_HINT)
+        source = OciLimits(config, ws.cfg.compartment_id)
     print(f"workshop plan: stack '{ws.stack}', roster {ws.roster_path}, limits from "
           f"{source.description if source else 'nowhere (' + reason + ')'}")
     plan = build(ws.cfg, attendees, endpoints, source, reason, args.le_issued)
@@ -78,18 +80,43 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _attendees(args: argparse.Namespace, root: Path) -> list[AttendeeOutput]:
+    from .stackoutputs import attendee_outputs, load_outputs
+
     outputs, source = load_outputs(root, args.stack, args.outputs)
     return attendee_outputs(outputs, source)
 
 
 def _status_path(args: argparse.Namespace, root: Path) -> Path:
+    from .status import default_status_path
+
     return Path(args.status_file) if args.status_file else default_status_path(root, args.stack)
 
 
+def _handed_out(given: list[AttendeeOutput], root: Path, stack: str) -> list[AttendeeOutput]:
+    """The attendees to give a handout: every one the roster lists as active. An id the roster does not list is
+    refused (an outputs file of another stack, or of a roster since edited); a revoked one is left out, and said."""
+    from .stackinfo import load
+
+    roster = {a.id: a for a in load(root, stack).attendees()}
+    strangers = [a.id for a in given if a.id not in roster]
+    if strangers:
+        raise UsageError(f"the outputs hold attendee(s) the roster does not list: {', '.join(strangers)}; no handout "
+                         f"was written. Run `pulumi up --stack {stack}` after editing the roster (it removes their "
+                         "keys), or pass the --outputs file of this stack")
+    revoked = [a.id for a in given if roster[a.id].revoked]
+    if revoked:
+        print(f"not handed out: {', '.join(revoked)} (revoked in the roster; `pulumi up --stack {stack}` removes "
+              "their key if it still works)", file=sys.stderr)
+    return [a for a in given if not roster[a.id].revoked]
+
+
 def cmd_handouts(args: argparse.Namespace) -> int:
+    from .handouts import write_handouts
+    from .status import read_status, stack_acme_trust
+
     root = _root(args)
     _stack_name(args.stack)
-    attendees = _attendees(args, root)
+    attendees = _handed_out(_attendees(args, root), root, args.stack)
     acme_trust = stack_acme_trust(root, args.stack)
     status_path = _status_path(args, root)
     status = read_status(status_path)
@@ -109,6 +136,10 @@ def cmd_handouts(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from ..smoke.report import SmokeProgress, check_line, summary_table, to_json, totals_line, write_text
+    from ..smoke.runner import run_targets
+    from .status import record, redactor, stack_acme_trust, targets
+
     root = _root(args)
     _stack_name(args.stack)
     if args.concurrency < 1:
@@ -148,6 +179,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
+    from . import pulumi_cli
+    from .access import find_urn, key_resource_name
+    from .stackinfo import load
+
     root = _root(args)
     ws = load(root, _stack_name(args.stack))
     name = key_resource_name(ws, args.attendee)
@@ -164,6 +199,11 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    from ..roster import set_status
+    from . import pulumi_cli
+    from .access import find_attendee
+    from .stackinfo import load
+
     root = _root(args)
     ws = load(root, _stack_name(args.stack))
     attendee = find_attendee(ws.attendees(), args.attendee, ws)
@@ -197,6 +237,11 @@ def _confirm(stack: str) -> None:
 
 
 def cmd_teardown(args: argparse.Namespace) -> int:
+    from . import pulumi_cli
+    from .oci_clients import load_config
+    from .stackinfo import load
+    from .teardown import DNS_NOTE, remaining_after_destroy
+
     root = _root(args)
     ws = load(root, _stack_name(args.stack), require_workshop=False)
     if args.wait < 0:
@@ -219,7 +264,7 @@ def cmd_teardown(args: argparse.Namespace) -> int:
         for found in left:
             print(found.line())
         print("Delete them in the OCI console, or run this teardown again (it destroys and checks again); once past "
-              "their expires-at tag, `llmdeploy reap --expired --yes` deletes them too.")
+              "their expires-at tag, `llmdeploy reap --expired --delete` deletes them too.")
         return EXIT_FAILED
     print(f"PASS  OCI Search lists no resource of stack '{ws.stack}' (project {ws.project}) that is not TERMINATED "
           "or DELETED")
@@ -228,8 +273,14 @@ def cmd_teardown(args: argparse.Namespace) -> int:
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
+    from .oci_clients import load_config
+    from .teardown import DNS_NOTE, delete_all, expired, managed_query, now_utc, search
+
+    if args.yes:
+        raise UsageError("reap --yes: deleting is --delete (elsewhere --yes only skips a confirmation, and reap asks "
+                         "none): llmdeploy reap --expired --delete")
     if not args.expired:
-        raise UsageError("say what to reap: --expired (resources whose expires-at tag is in the past); add --yes "
+        raise UsageError("say what to reap: --expired (resources whose expires-at tag is in the past); add --delete "
                          "to delete them")
     if args.compartment and not re.fullmatch(r"ocid1\.(compartment|tenancy)\.[a-z0-9._-]+", args.compartment):
         raise UsageError(f"--compartment {args.compartment}: expected a compartment OCID "
@@ -249,8 +300,8 @@ def cmd_reap(args: argparse.Namespace) -> int:
         print(f"WARN  {f.kind} {f.id}: expires-at {f.expires_at!r} is not an ISO 8601 time with a zone; skipped")
     if not past:
         return EXIT_OK
-    if not args.yes:
-        print("nothing deleted: run again with --yes to delete them")
+    if not args.delete:
+        print("nothing deleted: run again with --delete to delete them")
         return EXIT_FAILED
     outcomes = delete_all(config, past, args.wait, lambda m: print(m, flush=True))
     for outcome in outcomes:
@@ -264,9 +315,16 @@ def cmd_reap(args: argparse.Namespace) -> int:
 # --- registration -----------------------------------------------------------------------------------------
 
 
+def _parser(sub: Any, name: str, help: str, example: str, description: str = "") -> argparse.ArgumentParser:
+    """A subcommand whose --help starts with its one-line description and ends with an example."""
+    text = textwrap.fill(description or help[0].upper() + help[1:] + ".", width=100)  # the formatter keeps lines
+    return sub.add_parser(name, help=help, description=text,
+                          epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stack", required=True, help="stack name (Pulumi.STACK.yaml)")
-    parser.add_argument("--project-dir", help="folder holding Pulumi.yaml (default: here, else the checkout)")
+    parser.add_argument("--stack", type=stack_arg, required=True, help="stack name (Pulumi.STACK.yaml)")
+    parser.add_argument("--project-dir", help="folder holding Pulumi.yaml (default: the nearest at or above here)")
 
 
 def _oci(parser: argparse.ArgumentParser) -> None:
@@ -284,10 +342,12 @@ def _outputs(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     """Add `workshop` (with its subcommands) and `reap` to the llmdeploy command."""
     ws = subparsers.add_parser("workshop", help="a roster in, an endpoint per attendee, handouts out, teardown",
-                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                               epilog="example:\n  llmdeploy workshop plan --stack workshop-a10 --offline")
     sub = ws.add_subparsers(dest="workshop_command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("plan", help="before pulumi up: instances, GPUs, limits, Let's Encrypt budget, cost")
+    p = _parser(sub, "plan", "before pulumi up: instances, GPUs, limits, Let's Encrypt budget, cost",
+                "llmdeploy workshop plan --stack workshop-a10 --limits limits.yaml")
     _common(p)
     p.add_argument("--limits", metavar="FILE", help="tenancy limits from a YAML file instead of OCI's limits API")
     p.add_argument("--offline", action="store_true", help="do not call OCI (limits unchecked unless --limits)")
@@ -296,14 +356,16 @@ def register(subparsers: Any) -> None:
     _oci(p)
     p.set_defaults(func=cmd_plan, command_name="workshop plan")
 
-    p = sub.add_parser("handouts", help="one page per attendee (HTML and PDF) and a CSV for the instructor")
+    p = _parser(sub, "handouts", "one page per active attendee (HTML and PDF) and a CSV for the instructor",
+                "llmdeploy workshop handouts --stack workshop-a10 --title 'LLM workshop, 12 May'")
     _common(p)
     p.add_argument("--out", metavar="DIR", help="output folder (default: build/workshop/STACK/handouts)")
     p.add_argument("--title", help="heading on every page (default: 'LLM workshop (STACK)')")
     _outputs(p)
     p.set_defaults(func=cmd_handouts, command_name="workshop handouts")
 
-    p = sub.add_parser("status", help="smoke-test every attendee's endpoint in parallel; records the last pass")
+    p = _parser(sub, "status", "smoke-test every attendee's endpoint in parallel; records the last pass",
+                "llmdeploy workshop status --stack workshop-a10 --json status.json")
     _common(p)
     _outputs(p)
     p.add_argument("--concurrency", type=int, default=STATUS_CONCURRENCY, metavar="N",
@@ -312,32 +374,37 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", metavar="FILE", help="write every result as JSON (keys redacted)")
     p.set_defaults(func=cmd_status, command_name="workshop status")
 
-    p = sub.add_parser("rotate", help="give one attendee a new key (pulumi up --replace of their key)")
+    p = _parser(sub, "rotate", "give one attendee a new key (pulumi up --replace of their key)",
+                "llmdeploy workshop rotate alice --stack workshop-a10")
     p.add_argument("attendee", metavar="ID", help="attendee id from the roster")
     _common(p)
     p.set_defaults(func=cmd_rotate, command_name="workshop rotate")
 
-    p = sub.add_parser("revoke", help="mark an attendee revoked in the roster, then pulumi up")
+    p = _parser(sub, "revoke", "mark an attendee revoked in the roster, then pulumi up",
+                "llmdeploy workshop revoke alice --stack workshop-a10")
     p.add_argument("attendee", metavar="ID", help="attendee id from the roster")
     _common(p)
     p.add_argument("--no-up", action="store_true", help="only edit the roster (run pulumi up yourself)")
     p.set_defaults(func=cmd_revoke, command_name="workshop revoke")
 
-    p = sub.add_parser("teardown", help="pulumi destroy, then prove via OCI Search that nothing tagged is left")
+    p = _parser(sub, "teardown", "pulumi destroy, then prove via OCI Search that nothing tagged is left",
+                "llmdeploy workshop teardown --stack workshop-a10 --yes")
     _common(p)
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation (as for every command)")
     p.add_argument("--verify-only", action="store_true", help="skip pulumi destroy; only search for leftovers")
     p.add_argument("--wait", type=float, default=120.0, metavar="S",
                    help="how long to keep asking Search while it catches up (default: 120)")
     _oci(p)
     p.set_defaults(func=cmd_teardown, command_name="workshop teardown")
 
-    p = subparsers.add_parser("reap", help="find (and with --yes delete) llmdeploy resources past their expires-at tag",
-                              description="Search the tenancy for resources tagged managed-by=llmdeploy whose "
-                              "expires-at tag is in the past, even ones no Pulumi state knows; list them, and "
-                              "delete them only with --yes. Exit 0 when nothing expired is left, 1 otherwise.")
+    p = _parser(subparsers, "reap", "find (and with --delete, delete) cloud resources past their expires-at tag",
+                "llmdeploy reap --expired            # list; then: llmdeploy reap --expired --delete",
+                description="Search the tenancy for resources tagged managed-by=llmdeploy whose expires-at tag is "
+                "in the past, even ones no Pulumi state knows; list them, and delete them only with --delete. Exit 0 "
+                "when nothing expired is left, 1 otherwise.")
     p.add_argument("--expired", action="store_true", help="resources whose expires-at tag is in the past")
-    p.add_argument("--yes", action="store_true", help="delete them (default: only list)")
+    p.add_argument("--delete", action="store_true", help="delete them (default: only list)")
+    p.add_argument("--yes", action="store_true", help=argparse.SUPPRESS)  # refused with the fix: it was --delete
     p.add_argument("--compartment", metavar="OCID", help="only this compartment (default: the whole tenancy)")
     p.add_argument("--wait", type=float, default=600.0, metavar="S",
                    help="how long to wait for instances to terminate before deleting their network (default: 600)")

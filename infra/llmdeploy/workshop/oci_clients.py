@@ -27,14 +27,15 @@ def sdk() -> Any:
     return oci
 
 
-def load_config(config_file: str | None = None, profile: str | None = None) -> dict[str, Any]:
-    """The profile's settings (user, tenancy, key file, region), validated; UsageError says the fix."""
+def load_config(config_file: str | None = None, profile: str | None = None, hint: str = "") -> dict[str, Any]:
+    """The profile's settings (user, tenancy, key file, region), validated; UsageError says the fix. `hint`: how
+    the calling command does without OCI, when it can (only `workshop plan` can)."""
     oci = sdk()
     path = Path(os.path.expanduser(config_file or oci.config.DEFAULT_LOCATION))
     profile = profile or os.environ.get("OCI_CLI_PROFILE") or oci.config.DEFAULT_PROFILE
     if not path.is_file():
         raise UsageError(f"no OCI config file at {path}: create one with `oci setup config` (or pass "
-                         "--oci-config FILE); plan also works offline with --limits FILE or --offline")
+                         f"--oci-config FILE){hint}")
     try:
         config = oci.config.from_file(str(path), profile)
         oci.config.validate_config(config)

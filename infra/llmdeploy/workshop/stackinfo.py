@@ -13,24 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ConfigError, StackConfig, parse
-from ..declared import PROJECT_ROOT, declarations, project_name
+from ..declared import declarations, project_name
 from ..endpoints import EndpointPlan, plan_endpoints
 from ..errors import UsageError
 from ..roster import Attendee, RosterError, read_roster
 from ..stackfile import read_stack, secret_env_name, stack_file
 from ..textfiles import FileProblem, load_yaml, read_text
-
-
-def project_dir(arg: str | None) -> Path:
-    """--project-dir, else here when it holds Pulumi.yaml, else the checkout (as `llmdeploy render` does)."""
-    if arg:
-        root = Path(arg).resolve()
-        if not (root / "Pulumi.yaml").is_file():
-            raise UsageError(f"--project-dir {arg}: no Pulumi.yaml there; point it at the folder that holds "
-                             "the project's Pulumi.yaml")
-        return root
-    cwd = Path.cwd()
-    return cwd if (cwd / "Pulumi.yaml").is_file() else PROJECT_ROOT
 
 
 @dataclass(frozen=True)

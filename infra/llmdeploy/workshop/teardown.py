@@ -6,7 +6,7 @@ service, so they see what Pulumi's state no longer knows.
   consistent (a resource deleted a moment ago can still be listed for a while), so it asks again every few
   seconds for up to --wait seconds before it reports what remains.
 - `reap --expired` asks for every resource tagged managed-by=llmdeploy, keeps those whose expires-at tag is
-  in the past, lists them and, only with --yes, deletes them: instances first (terminated with their boot
+  in the past, lists them and, only with --delete, deletes them: instances first (terminated with their boot
   volume, then waited for), then the network parts in the order OCI accepts (public IPs, NSGs, subnets,
   route tables, security lists, internet gateways, VCNs). Types it cannot delete are named, with what to do.
   DNS records carry no tags, so Search cannot find them: that limitation is printed, not hidden.
