@@ -25,9 +25,12 @@ from .vmpaths import BUNDLE_STAGE, CLOUD_INIT_OUTPUT, INSTALL_SECRETS, RECEIVE_B
 
 
 class _File(Protocol):
-    path: str
-    content: str
-    mode: str
+    @property
+    def path(self) -> str: ...
+    @property
+    def content(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
 
 
 def pack(files: Iterable[_File]) -> bytes:

@@ -77,7 +77,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         written = result.write(folder)
         everything += written
         print(f"rendered {_title(args.stack, name)} ({cfg.engine}, {cfg.model_name}, {cfg.shape.name}) to "
-              f"{folder}: user-data and {len(written) - 1} files")
+              f"{folder}: user-data, bundle.tar.gz (sha256 {result.bundle_digest[:12]}) and {len(written) - 2} files")
         _size_note(cfg)
     outfolder.record(out, everything)
     stale = removed - {str(p.relative_to(out)) for p in everything}
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stack name: reads Pulumi.yaml and Pulumi.STACK.yaml (Pulumi.STACK.yaml itself is "
                         "accepted too)")
     common.add_argument("--project-dir", help="folder holding Pulumi.yaml (default: the nearest at or above here)")
-    p_render = _command(sub, "render", "write user-data and every rendered file, offline",
+    p_render = _command(sub, "render", "write user-data, the provisioning bundle and every rendered file, offline",
                         "llmdeploy render --stack ollama-a10 --out /tmp/ollama-a10", parents=[common])
     p_render.add_argument("--out", help="output folder (default: build/STACK in the project folder); a folder "
                           "an earlier render wrote is cleared of that render's files first")

@@ -1,7 +1,6 @@
 """Rendered provisioning code run for real (in a private mount namespace): the step runner's stage
 markers, the TLS step's certificates and re-run behaviour, and the order of secret delivery and readiness
 (the readiness gate's own command, the secret installer, wait-ready and an engine step that needs hfToken)."""
-import base64
 import shlex
 import subprocess
 import threading
@@ -13,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.config import parse
-from llmdeploy.render import Layout, render
-from llmdeploy.vmpaths import (BOOT_FINISHED, GATE_DEADLINE, INSTALL_SECRETS, PROVISION, READY_MARKER, STAGES_DIR,
-                               STEPS_DIR, WAIT_READY, step_log)
+from llmdeploy import bundle
+from llmdeploy.render import Layout, VmFile, render
+from llmdeploy.vmpaths import (BOOT_FINISHED, BOOTSTRAP, BUNDLE_DIGEST, BUNDLE_STAGE, GATE_DEADLINE, INSTALL_SECRETS,
+                               PROVISION, READY_MARKER, RECEIVE_BUNDLE, STAGES_DIR, STEPS_DIR, WAIT_READY, step_log)
 from llmdeploy.secrets import generate_api_key, secrets_bundle
 from llmdeploy.stack.gates import readiness_script
 from support.ports import free_port
@@ -325,39 +325,45 @@ def run_with_sbin(vm: VmRoot, sbin: Path, command: str, stdin: bytes, timeout: f
 
 def test_the_readiness_gate_delivers_first_so_the_engine_step_gets_its_token(vm: VmRoot, engine: Engine,
                                                                              tmp_path: Path) -> None:
-    """The whole order as `pulumi up` runs it: provisioning starts (cloud-init's runcmd) while the gate logs in;
-    the installer appears a moment later (write_files); the gate's own command delivers the bundle, the
-    engine step that waited for hfToken goes on, and wait-ready returns once every stage and the engine are up."""
+    """The whole order as `pulumi up` runs it: the bootstrap (cloud-init's per-boot script) waits for the bundle
+    while the gate logs in; the receiver appears a moment later (write_files); the gate's own command delivers the
+    bundle, which the bootstrap checks, unpacks and provisions from; then the secrets: the engine step that waited
+    for hfToken goes on, and wait-ready returns once every stage and the engine are up."""
     overrides = {"engine": "vllm", "hfToken": TOKEN, "tlsMode": "self-signed"}
     cfg = parse(minimal_raw(**overrides), stack="steps")
     rendered = render(cfg, Layout(engine_port=engine.port))
-    steps = install_rendered(vm, engine.port, **overrides)
-    for step in steps:  # the real 50-tls: it issues the certificate for the early-delivered IP too
+    files = []
+    for f in rendered.bundle_files:  # the real 50-tls: it issues the certificate for the early-delivered IP too
+        step = f.path[len(STEPS_DIR) + 1:-3] if f.path.startswith(STEPS_DIR + "/") else ""
         if step == "40-engine":
-            vm.install(f"{STEPS_DIR}/{step}.sh", engine_step_needing_the_token(
-                rendered.file(f"{STEPS_DIR}/40-engine.sh").content), 0o755)
-        elif step != "50-tls":
-            vm.install(f"{STEPS_DIR}/{step}.sh", "#!/bin/bash\ntrue\n", 0o755)
+            f = VmFile(f.path, engine_step_needing_the_token(f.content), f.mode)
+        elif step and step != "50-tls":
+            f = VmFile(f.path, "#!/bin/bash\ntrue\n", f.mode)
+        files.append(f)
+    packed = bundle.pack(files)
+    vm.install(BUNDLE_DIGEST, bundle.digest(packed) + "\n")
+    vm.install(BOOTSTRAP, rendered.file(BOOTSTRAP).content, 0o755)
     sbin, staged = tmp_path / "sbin", tmp_path / "staged"
     sbin.mkdir()
     staged.mkdir()
     (sbin / "cloud-init").write_text("#!/bin/sh\necho 'status: done'\n")
     (sbin / "systemctl").write_text("#!/bin/sh\necho \"$*\" >>/var/lib/llmdeploy/systemctl.calls\nexit 3\n")
-    (sbin / "llmdeploy-wait-ready").write_text(rendered.file(WAIT_READY).content)
-    (staged / "llmdeploy-install-secrets").write_text(rendered.file(INSTALL_SECRETS).content)
+    (staged / "llmdeploy-receive-bundle").write_text(rendered.file(RECEIVE_BUNDLE).content)
     for f in (*sbin.iterdir(), *staged.iterdir()):
         f.chmod(0o755)
     engine.listen()
-    bundle = base64.b64encode(secrets_bundle(cfg, {"default": generate_api_key()}, "203.0.113.9"))
-    command = (f"(sleep 3; cp {staged}/llmdeploy-install-secrets /usr/local/sbin/) & "
-               "(/usr/local/lib/llmdeploy/llmdeploy-provision >/var/log/llmdeploy/provision.out 2>&1; "
+    stdin = bundle.payload(packed, secrets_bundle(cfg, {"default": generate_api_key()}, "203.0.113.9"))
+    command = (f"(sleep 3; cp {staged}/llmdeploy-receive-bundle /usr/local/sbin/) & "
+               f"({BOOTSTRAP} >/var/log/llmdeploy/provision.out 2>&1; "
                "mkdir -p /var/lib/cloud/instance; touch /var/lib/cloud/instance/boot-finished) & "
                f"bash -c {shlex.quote(readiness_script(60))}; rc=$?; wait; exit $rc")
-    result = run_with_sbin(vm, sbin, command, bundle)
+    result = run_with_sbin(vm, sbin, command, stdin)
     out, err = result.stdout.decode(), result.stderr.decode()
     engine_log = vm.path(step_log("40-engine")).read_text()
     assert result.returncode == 0, err + engine_log
+    assert out.index(f"bundle {bundle.digest(packed)} kept") < out.index(f"installed {HF_ENV}")
     assert out.index(f"installed {HF_ENV}") < out.index("ready: every stage done")
+    assert vm.path(f"{STAGES_DIR}/{BUNDLE_STAGE}.done").exists()
     assert "waiting up to 3600s for hfToken" in engine_log  # the step did start before the token came
     assert "downloading the gated weights with the delivered token" in engine_log
     assert "restart" not in vm.path("/var/lib/llmdeploy/systemctl.calls").read_text()  # a first token restarts nothing

@@ -179,15 +179,22 @@ def test_a_percent_sign_is_kept_out_of_the_units() -> None:
     assert "without '%'" in problem("hfEndpoint", hfEndpoint="https://hf.example.org/%n")
 
 
-def test_user_data_reads_back_as_the_files_it_installs() -> None:
-    """render dumps user-data with libyaml's emitter when PyYAML has it; the document must still hold every file
-    exactly, hostile characters included."""
+def test_user_data_and_bundle_read_back_as_the_files_they_install() -> None:
+    """render dumps user-data with libyaml's emitter when PyYAML has it, and packs the rest in a tar.gz; both must
+    still hold every file exactly, hostile characters included."""
+    import io
+    import tarfile
+
     import yaml
     cfg = parse(minimal_raw(tlsMode="letsencrypt", domain="llm.example.org", acmeEmail="o'\"\\$`é{}#@x.org",
                             tags=["k=v: &a *a !!x"]))
     rendered = render(cfg)
     doc = yaml.safe_load(rendered.user_data)
-    assert {f["path"]: f["content"] for f in doc["write_files"]} == {f.path: f.content for f in rendered.files}
+    in_user_data = {f["path"]: f["content"] for f in doc["write_files"]}
+    with tarfile.open(fileobj=io.BytesIO(rendered.bundle), mode="r:gz") as tar:
+        in_bundle = {"/" + m.name: tar.extractfile(m).read().decode() for m in tar.getmembers()}  # type: ignore[union-attr]
+    assert not set(in_user_data) & set(in_bundle)
+    assert {**in_user_data, **in_bundle} == {f.path: f.content for f in rendered.files}
     assert json.loads(rendered.file("/etc/llmdeploy/stack.json").content)["domain"] == "llm.example.org"
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from support.delivery import secrets_tar
 from support.project import ROOT, minimal_raw
 from llmdeploy.config import OPEN_WEBUI_MEMORY_MB, ConfigError, parse
 from llmdeploy.render import FILES_DIR, STEPS_DIR, Layout, render, web_user_email
@@ -92,7 +93,7 @@ def test_pulumi_makes_the_secret_key_and_sends_it_only_in_the_secret_bundle() ->
     password = next(r for r in run.resources if r.type == "random:index/randomPassword:RandomPassword"
                     and r.name.endswith("-open-webui-secret-key"))
     ready = run.one("command:remote:Command")
-    bundle = tarfile.open(fileobj=io.BytesIO(base64.b64decode(unwrap(ready.inputs["stdin"]))))
+    bundle = secrets_tar(unwrap(ready.inputs["stdin"]))
     delivered = bundle.extractfile("open-webui.env").read().decode()  # type: ignore[union-attr]
     secret_key = delivered.removeprefix("WEBUI_SECRET_KEY=").strip()
     assert len(secret_key) >= 32 and password.name.startswith(ready.name.removesuffix("-readiness"))

@@ -3,6 +3,7 @@
 Why: these commands are the first thing an operator runs; a config mistake must read as a
 message, not as a Python traceback, and a failed render must not leave half-written files behind.
 """
+import gzip
 from pathlib import Path
 
 import pytest
@@ -60,10 +61,12 @@ def test_render_writes_user_data_and_files(project: Path, tmp_path: Path, capsys
     assert user_data.startswith("#cloud-config")
     files = [p for p in (out_dir / "files").rglob("*") if p.is_file()]
     assert files
-    assert f"user-data and {len(files)} files" in out
+    assert f"and {len(files)} files" in out and "bundle.tar.gz (sha256 " in out
+    assert (out_dir / "bundle.tar.gz").read_bytes()[:2] == b"\x1f\x8b"  # gzip
     # The basic-auth password came from the environment; only its bcrypt hash may reach the output.
     for path in [out_dir / "user-data", *files]:
         assert PASSWORD not in path.read_text(encoding="utf-8"), path
+    assert PASSWORD.encode() not in gzip.decompress((out_dir / "bundle.tar.gz").read_bytes())
 
 
 @pytest.mark.parametrize("stack", ["bad", "nope", "secure"])

@@ -3,9 +3,7 @@ for every example stack: resources and their key inputs, ports, user-data, tags,
 instance -> readiness -> smoke chain, secrets, and bad config failing before any resource."""
 import base64
 import gzip
-import io
 import json
-import tarfile
 from typing import Any
 
 import pulumi_oci
@@ -18,6 +16,7 @@ from llmdeploy.render import render
 from llmdeploy.stack import outputs as out
 from llmdeploy.stack.gates import SMOKE_SCRIPT, readiness_script
 from llmdeploy.stackfile import read_stack
+from support.delivery import bundle_files, secrets_tar, split_payload
 from support.project import ROOT, SSH_KEY
 from support.pulumi_mocks import MD_URL, PUBLIC_IP, Registered, Run, is_secret, run_program, unwrap
 from support.pulumi_program import MAIN, PRIVATE_KEY, example_run, run_stack, vm_run
@@ -65,9 +64,16 @@ def test_instance_inputs(vm_run: tuple[str, Run, dict[str, Any]]) -> None:
     assert ("shapeConfig" in instance) == cfg.shape.flex
     if cfg.shape.flex:
         assert instance["shapeConfig"] == {"ocpus": cfg.shape_ocpus, "memoryInGbs": cfg.shape_memory_gbs}
-    assert instance["metadata"]["ssh_authorized_keys"] == "\n".join(cfg.ssh_public_keys)
+    # The metadata is the bootstrap user-data alone (the admin user's keys are in it; a metadata ssh_authorized_keys
+    # would only reach the image's default user, which the user-data does not create).
+    assert set(instance["metadata"]) == {"user_data"}
     user_data = gzip.decompress(base64.b64decode(instance["metadata"]["user_data"])).decode()
-    assert user_data == render(cfg).user_data
+    rendered = render(cfg)
+    assert user_data == rendered.user_data and all(key in user_data for key in cfg.ssh_public_keys)
+    # The gate delivers the bundle whose digest the user-data carries, and the bundle holds every other file.
+    gate_stdin = unwrap(run.one("command:remote:Command").inputs["stdin"])
+    assert split_payload(gate_stdin)[0] == rendered.bundle and rendered.bundle_digest in user_data
+    assert set(bundle_files(gate_stdin)) == {f.path for f in rendered.bundle_files}
     images = [args for token, args in run.invokes if token == "oci:Core/getImages:getImages"]
     assert images and images[0]["shape"] == cfg.shape.name and images[0]["sortBy"] == "TIMECREATED"
 
@@ -122,7 +128,7 @@ def test_secrets_travel_only_as_secrets(vm_run: tuple[str, Run, dict[str, Any]])
     assert is_secret(ready.inputs["stdin"]) and is_secret(ready.inputs["connection"])
     assert unwrap(ready.inputs["connection"])["privateKey"] == PRIVATE_KEY
     assert unwrap(ready.inputs["connection"])["user"] == values.get("adminUser", "llmadmin")
-    bundle = tarfile.open(fileobj=io.BytesIO(base64.b64decode(unwrap(ready.inputs["stdin"]))))
+    bundle = secrets_tar(unwrap(ready.inputs["stdin"]))
     key_map = bundle.extractfile("api-keys.map").read().decode()  # type: ignore[union-attr]
     keys = run.outputs[out.API_KEYS]
     assert set(keys) == {k.split(":")[0] for k in values["apiKeys"]}

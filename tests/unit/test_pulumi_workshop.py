@@ -2,11 +2,7 @@
 attendee out; names from attendee ids, so adding one attendee adds only that attendee's resources."""
 from __future__ import annotations
 
-import base64
-import gzip
-import io
 import re
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +10,7 @@ import pytest
 
 from llmdeploy.stack import outputs as out
 from llmdeploy.stackfile import read_stack
+from support.delivery import provisioned, secrets_tar
 from support.project import ROOT
 from support.pulumi_mocks import Run, is_secret, run_program, unwrap
 
@@ -37,8 +34,6 @@ def instance_names(run: Run) -> set[str]:
     return {r.name for r in run.of_type("oci:Core/instance:Instance")}
 
 
-def user_data(resource: Any) -> str:
-    return gzip.decompress(base64.b64decode(unwrap(resource.inputs)["metadata"]["user_data"])).decode()
 
 
 ROWS = ["ada,Ada L,ada@example.org,,,,", "bob,Bob K,bob@example.org,revoked,,,",
@@ -51,8 +46,8 @@ def test_dedicated_layout_gives_each_active_attendee_a_vm_in_one_network(tmp_pat
     assert len(run.of_type("oci:Core/vcn:Vcn")) == 1 and len(run.of_type("oci:Core/subnet:Subnet")) == 1
     instances = {r.name: r for r in run.of_type("oci:Core/instance:Instance")}
     assert unwrap(instances["llmdeploy-ws-ada-instance"].inputs)["freeformTags"]["attendee"] == "ada"
-    assert "40-engine-ollama" not in user_data(instances["llmdeploy-ws-ada-instance"])
-    cyd = user_data(instances["llmdeploy-ws-cyd-instance"])
+    assert "40-engine-ollama" not in provisioned(run, instances["llmdeploy-ws-ada-instance"])
+    cyd = provisioned(run, instances["llmdeploy-ws-cyd-instance"])
     assert "model=llama3.2:1b" in cyd and "OLLAMA_HOST=127.0.0.1:11434" in cyd  # the roster's override
     records = {unwrap(r.inputs)["domain"] for r in run.of_type("oci:Dns/rrset:Rrset")}
     assert records == {"ada.ws.example.org", "cyd.ws.example.org"}
@@ -82,11 +77,11 @@ def test_shared_layout_gives_each_attendee_a_key_and_a_rate_on_an_assigned_endpo
     assert sorted(a["endpoint"] for a in attendees.values()).count("ep0") == 3  # 3 and 2: balanced
     bundles = {}
     for ready in run.of_type("command:remote:Command"):
-        tar = tarfile.open(fileobj=io.BytesIO(base64.b64decode(unwrap(ready.inputs["stdin"]))))
+        tar = secrets_tar(unwrap(ready.inputs["stdin"]))
         bundles[ready.name.split("-")[2]] = tar.extractfile("api-keys.map").read().decode()  # type: ignore[union-attr]
     for attendee_id, entry in attendees.items():
         assert f'"Bearer {entry["apiKey"]}" {attendee_id};' in bundles[entry["endpoint"]]
-    ep1 = user_data(next(r for r in run.of_type("oci:Core/instance:Instance") if "ep1" in r.name))
+    ep1 = provisioned(run, next(r for r in run.of_type("oci:Core/instance:Instance") if "ep1" in r.name))
     assert "rate=5r/m;" in ep1 and "a3 a3;" in ep1  # a3's own rate, in its own zone
     assert all(is_secret(r.inputs["stdin"]) for r in run.of_type("command:remote:Command"))
 
@@ -94,7 +89,7 @@ def test_shared_layout_gives_each_attendee_a_key_and_a_rate_on_an_assigned_endpo
 def key_names(run: Run, endpoint: str) -> dict[str, str]:
     """The key map delivered to an endpoint: key value -> key name."""
     ready = next(r for r in run.of_type("command:remote:Command") if r.name.split("-")[2] == endpoint)
-    tar = tarfile.open(fileobj=io.BytesIO(base64.b64decode(unwrap(ready.inputs["stdin"]))))
+    tar = secrets_tar(unwrap(ready.inputs["stdin"]))
     text = tar.extractfile("api-keys.map").read().decode()  # type: ignore[union-attr]
     return {line.split('"')[1].removeprefix("Bearer "): line.split('"')[2].strip(" ;") for line in text.splitlines()}
 
@@ -103,7 +98,7 @@ def test_an_attendee_gets_the_first_ordinary_key_of_their_vm_never_an_admin_one(
     run = run_workshop(roster(tmp_path, ROWS[:1]), shape="VM.GPU.A10.1", apiKeys=["teacher:admin", "default"])
     ada = run.outputs[out.ATTENDEES]["ada"]
     assert key_names(run, "ada")[ada["apiKey"]] == "default"
-    site = user_data(next(r for r in run.of_type("oci:Core/instance:Instance") if "ada" in r.name))
+    site = provisioned(run, next(r for r in run.of_type("oci:Core/instance:Instance") if "ada" in r.name))
     assert re.search(r"map \$llmdeploy_client \$llmdeploy_admin \{\s+default 0;\s+teacher 1;\s+\}", site)
 
 

@@ -36,7 +36,7 @@ def ray_raw(**overrides: object) -> dict[str, object]:
 
 def test_worker_user_data_matches_snapshot() -> None:
     """The head's is in test_render's snapshots (ray-a10); UPDATE_SNAPSHOTS=1 rewrites this one too."""
-    user_data = render(load_stack_config(ROOT, "ray-a10"), worker=0).user_data
+    user_data = render(load_stack_config(ROOT, "ray-a10"), worker=0).expanded()
     if os.environ.get("UPDATE_SNAPSHOTS") == "1":
         SNAPSHOT.write_text(user_data, encoding="utf-8")
     assert user_data == SNAPSHOT.read_text(encoding="utf-8")
@@ -83,7 +83,7 @@ def test_readiness_waits_for_every_node_and_the_app_and_names_what_is_missing() 
 def test_no_secret_and_no_token_in_any_node_user_data() -> None:
     cfg = parse(ray_raw(hfToken=HF_TOKEN), stack="ray")
     token = "t" * 64
-    for user_data in (render(cfg).user_data, render(cfg, worker=0).user_data):
+    for user_data in (render(cfg).expanded(), render(cfg, worker=0).expanded()):
         assert HF_TOKEN not in user_data and token not in user_data
         assert "wait_for_secret /etc/ray/token rayToken" in user_data  # the token arrives after boot
     assert b"ray-token" in worker_bundle(cfg, token) and b"api-keys.map" not in worker_bundle(cfg, token)

@@ -4,16 +4,13 @@ with none in a private subnet behind a NAT gateway, the cluster NSG admitting on
 reachable from the internet, and the Ray token a secret that reaches every node over SSH, never user-data."""
 from __future__ import annotations
 
-import base64
-import gzip
-import io
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from llmdeploy import addresses, raycluster
+from support.delivery import provisioned, secrets_tar
 from support.project import ROOT
 from llmdeploy.stack import outputs as out
 from llmdeploy.stackfile import read_stack
@@ -42,12 +39,10 @@ def _instances(run: Run) -> tuple[Registered, list[Registered]]:
 
 
 def _bundle(command: Registered) -> dict[str, str]:
-    archive = tarfile.open(fileobj=io.BytesIO(base64.b64decode(unwrap(command.inputs["stdin"]))))
+    archive = secrets_tar(unwrap(command.inputs["stdin"]))
     return {m.name: archive.extractfile(m).read().decode() for m in archive.getmembers()}  # type: ignore[union-attr]
 
 
-def _user_data(instance: Registered) -> str:
-    return gzip.decompress(base64.b64decode(unwrap(instance.inputs)["metadata"]["user_data"])).decode()
 
 
 def test_one_vcn_a_head_and_n_workers_at_their_fixed_addresses(ray_run: tuple[Run, dict[str, Any]]) -> None:
@@ -130,7 +125,7 @@ def test_the_ray_token_is_a_secret_that_reaches_every_node_over_ssh_never_user_d
         bundle = _bundle(commands[f"{worker.name}-readiness"])
         assert "api-keys.map" not in bundle  # nginx and the keys live on the head only
     for instance in (head, *workers):
-        assert token not in _user_data(instance) and token not in str(unwrap(instance.inputs))
+        assert token not in provisioned(run, instance) and token not in str(unwrap(instance.inputs))
     public = str({k: v for k, v in run.outputs.items() if k != out.API_KEYS})
     assert token not in public and token not in str([unwrap(c.inputs)["create"] for c in commands.values()])
 
@@ -152,9 +147,9 @@ def test_workers_are_reached_through_the_head_and_after_it(ray_run: tuple[Run, d
 def test_each_worker_boots_its_own_user_data(ray_run: tuple[Run, dict[str, Any]]) -> None:
     run, _ = ray_run
     head, workers = _instances(run)
-    assert "--head" in _user_data(head) and "nginx-site.conf" in _user_data(head)
+    assert "--head" in provisioned(run, head) and "nginx-site.conf" in provisioned(run, head)
     for index, worker in enumerate(workers):
-        text = _user_data(worker)
+        text = provisioned(run, worker)
         assert f"--node-ip-address {addresses.worker_ip(index)}" in text
         assert f"--address {addresses.head_ip()}:{raycluster.PORTS.gcs}" in text
         assert "nginx-site.conf" not in text
@@ -190,6 +185,6 @@ def test_chat_on_the_ray_target_gets_its_url_its_dns_its_smoke_and_open_webuis_k
     key = bundle["open-webui.env"].strip().split("=", 1)[1]
     assert len(key) >= 32
     for instance in (head, *workers):
-        assert key not in _user_data(instance)
+        assert key not in provisioned(run, instance)
     assert all("open-webui.env" not in _bundle(commands[f"{w.name}-readiness"]) for w in workers)
     assert key not in str({k: v for k, v in run.outputs.items() if k != out.API_KEYS})

@@ -17,6 +17,7 @@ from llmdeploy.config import CHAT_UI_PORTS, parse
 from llmdeploy.render import (ENGINE_ROUTES, FILES_DIR, LIBEXEC, STEPS_DIR, _ENV, Rendered, encode_user_data,
                               engine_unit, render)
 from llmdeploy.stackfile import load_stack_config
+from llmdeploy.vmpaths import BOOTSTRAP, BUNDLE_DIGEST, RECEIVE_BUNDLE
 from support.project import EXAMPLE_STACKS, ROOT, minimal_raw
 
 SNAPSHOTS = ROOT / "tests" / "snapshots"
@@ -41,8 +42,9 @@ VM_STACKS = [s for s in EXAMPLE_STACKS if load_stack_config(ROOT, s).target != "
 
 @pytest.mark.parametrize("stack", VM_STACKS)
 def test_user_data_matches_snapshot(stack: str) -> None:
-    """Any change to the rendered user-data shows up here; UPDATE_SNAPSHOTS=1 rewrites the files."""
-    user_data = render(load_stack_config(ROOT, stack)).user_data
+    """Any change to what the machine gets (the user-data, then every file of its bundle) shows up here;
+    UPDATE_SNAPSHOTS=1 rewrites the files."""
+    user_data = render(load_stack_config(ROOT, stack)).expanded()
     snapshot = SNAPSHOTS / f"{stack}.user-data.yaml"
     if os.environ.get("UPDATE_SNAPSHOTS") == "1":
         snapshot.write_text(user_data, encoding="utf-8")
@@ -65,10 +67,12 @@ def test_no_secret_reaches_user_data(engine: str) -> None:
     plain = gzip.decompress(b64decode(encoded)).decode()
     assert plain == rendered.user_data
     assert len(cfg.secrets()) == 4
+    archive = gzip.decompress(rendered.bundle).decode("utf-8", "replace")
     for name, value in cfg.secrets().items():
         for line in value.splitlines():
             if len(line) > 8:
                 assert line not in rendered.user_data, f"{name} leaked into user-data"
+                assert line not in archive, f"{name} leaked into the bundle"
     # Basic auth reaches the VM only as a bcrypt hash, and that hash checks the password.
     htpasswd = rendered.file(f"{FILES_DIR}/htpasswd").content
     user, hashed = htpasswd.strip().split(":", 1)
@@ -80,7 +84,7 @@ def test_rendering_is_deterministic() -> None:
     """The same config must give the same bytes, or every `pulumi up` would replace the instance."""
     raw = minimal_raw(basicAuthUsers=["alice"], basicAuthPasswords=SECRETS["basicAuthPasswords"])
     first, second = render(parse(raw, stack="s")), render(parse(raw, stack="s"))
-    assert first.user_data == second.user_data
+    assert first.user_data == second.user_data and first.bundle == second.bundle
     assert encode_user_data(first.user_data) == encode_user_data(second.user_data)
 
 
@@ -120,7 +124,10 @@ def test_every_step_is_a_file_with_a_stage_marker(stack: str) -> None:
     assert '"$stages/$name.done"' in provision and '"$stages/$name.failed"' in provision
     assert rendered.info["stages"] == list(rendered.steps)
     doc = yaml.safe_load(rendered.user_data)
-    assert doc["runcmd"] == [["/usr/local/sbin/llmdeploy-provision"]]
+    # cloud-init runs the bootstrap at every boot (scripts-per-boot); it runs provision once the bundle is in.
+    assert "runcmd" not in doc and BOOTSTRAP.startswith("/var/lib/cloud/scripts/per-boot/")
+    assert [f["path"] for f in doc["write_files"]] == [BUNDLE_DIGEST, RECEIVE_BUNDLE, BOOTSTRAP]
+    assert "exec /usr/local/sbin/llmdeploy-provision" in rendered.file(BOOTSTRAP).content
     assert doc["disable_root"] is True and doc["ssh_pwauth"] is False
 
 
@@ -143,7 +150,7 @@ def test_templates_hold_no_download_urls() -> None:
 def test_mirrors_replace_download_sources(engine: str, key: str, value: str) -> None:
     shape = {"shape": "VM.Standard.E4.Flex"} if engine == "llamacpp" else {}
     rendered = render(parse(minimal_raw(engine=engine, **{key: value}, **shape)))
-    assert value in rendered.user_data
+    assert any(value in f.content for f in rendered.bundle_files)
 
 
 def test_apt_mirror_replaces_the_image_sources() -> None:

@@ -8,8 +8,6 @@ The real nginx in front of two real llama.cpp servers: tests/integration/test_re
 """
 from __future__ import annotations
 
-import base64
-import gzip
 from typing import Any
 
 import pytest
@@ -17,8 +15,9 @@ import pytest
 from llmdeploy import addresses
 from llmdeploy.config import ConfigError
 from llmdeploy.render import FIREWALL, UPSTREAM, render, render_nodes
+from support.delivery import provisioned
 from support.endpoint import endpoint_config
-from support.pulumi_mocks import PUBLIC_IP, Registered, Run, is_secret, unwrap
+from support.pulumi_mocks import PUBLIC_IP, Run, is_secret, unwrap
 from test_pulumi_program import run_stack
 
 INSTANCE = "oci:Core/instance:Instance"
@@ -32,8 +31,6 @@ def replicas_run() -> tuple[Run, dict[str, Any]]:
     return run_stack("llamacpp-cpu", replicas=3)
 
 
-def _user_data(instance: Registered) -> str:
-    return gzip.decompress(base64.b64decode(unwrap(instance.inputs)["metadata"]["user_data"])).decode()
 
 
 def test_head_and_replicas_at_their_fixed_private_ips(replicas_run: tuple[Run, dict[str, Any]]) -> None:
@@ -73,7 +70,7 @@ def test_no_engine_port_is_open_to_the_internet(replicas_run: tuple[Run, dict[st
 def test_head_nginx_names_every_engine_and_replicas_run_the_engine_alone(
         replicas_run: tuple[Run, dict[str, Any]]) -> None:
     run, _ = replicas_run
-    instances = {i.name: _user_data(i) for i in run.of_type(INSTANCE)}
+    instances = {i.name: provisioned(run, i) for i in run.of_type(INSTANCE)}
     head = next(text for name, text in instances.items() if "-replica-" not in name)
     port = 8080
     for server in [f"127.0.0.1:{port}", *(f"{ip}:{port}" for ip in addresses.worker_ips(2))]:

@@ -34,9 +34,10 @@ def test_render_writes_one_user_data_per_attendee(tmp_path: Path, capsys: pytest
         if row["status"] == "revoked":
             assert not folder.exists()
             continue
-        user_data = (folder / "user-data").read_text()
-        assert f"{row['id']}.ws.example.org" in user_data  # certbot's -d and nginx's server_name
-        assert f"model={row['ollamaModel'] or 'llama3.1:8b'}" in user_data
+        files = "".join(p.read_text() for p in (folder / "files").rglob("*") if p.is_file())
+        assert (folder / "user-data").read_text().startswith("#cloud-config") and (folder / "bundle.tar.gz").is_file()
+        assert f"{row['id']}.ws.example.org" in files  # certbot's -d and nginx's server_name
+        assert f"model={row['ollamaModel'] or 'llama3.1:8b'}" in files
     assert capsys.readouterr().out.count("rendered stack 'workshop-a10', endpoint ") == len(active_ids())
 
 
