@@ -85,25 +85,27 @@ def probe_kvm(kernel: Path, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
     return False, f"KVM does not work here ({marks[0] if marks else detail})"
 
 
+def kvm_works(kernel: Path) -> tuple[bool, str]:
+    """(works, why) for this machine's KVM: probe_kvm's answer, cached per host boot, QEMU version and kernel."""
+    cache = paths.cache_root() / "kvm-probe.json"
+    key = {"boot_id": _boot_id(), "qemu": qemu_version(), "kernel": kernel.name}
+    try:
+        cached = json.loads(cache.read_text())
+        if cached.get("key") == key:
+            return bool(cached["works"]), str(cached["why"])
+    except (OSError, ValueError, KeyError):
+        pass
+    works, why = probe_kvm(kernel)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"key": key, "works": works, "why": why}))
+    return works, why
+
+
 def choose_accel(kernel: Path, wanted: str = "auto") -> Accel:
     """tcg or kvm as asked; auto probes KVM once per host boot (cached) and falls back to TCG."""
     if wanted == "tcg":
         return Accel("tcg", "asked for TCG")
-    cache = paths.cache_root() / "kvm-probe.json"
-    key = {"boot_id": _boot_id(), "qemu": qemu_version(), "kernel": kernel.name}
-    result: dict[str, object] | None = None
-    try:
-        cached = json.loads(cache.read_text())
-        if cached.get("key") == key:
-            result = cached
-    except (OSError, ValueError):
-        pass
-    if result is None:
-        works, why = probe_kvm(kernel)
-        result = {"key": key, "works": works, "why": why}
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(result))
-    works, why = bool(result["works"]), str(result["why"])
+    works, why = kvm_works(kernel)
     if works:
         return Accel("kvm", why)
     if wanted == "kvm":
