@@ -24,6 +24,7 @@ from .seed import build_seed, meta_data
 from .state import VmState
 
 RUNTIMES = ("qemu", "nspawn")
+QEMU_TOOLS = {qemu.QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "genisoimage": "genisoimage"}
 Say = Callable[[str], None]
 Clock = Callable[[], float]
 
@@ -101,8 +102,7 @@ class QemuRuntime(Runtime):
         self.decided = decided  # the accelerator the runtime choice already probed for (choice.py)
 
     def tool_problems(self) -> list[str]:
-        needed = {qemu.QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "genisoimage": "genisoimage"}
-        return sorted({pkg for tool, pkg in needed.items() if shutil.which(tool) is None})
+        return sorted({pkg for tool, pkg in QEMU_TOOLS.items() if shutil.which(tool) is None})
 
     def ensure_image(self, say: Say) -> tuple[image.Image, bool]:
         return image.ensure_image(log=lambda line: say(line.strip()))
