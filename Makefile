@@ -30,5 +30,5 @@ snapshots:
 
 # The generated tables of docs/ (configuration reference, route table).
 docs readme:
-	$(VENV)/bin/llmdeploy config-table --update-readme
-	$(VENV)/bin/llmdeploy route-table --update-readme
+	$(VENV)/bin/llmdeploy config-table --update-docs
+	$(VENV)/bin/llmdeploy route-table --update-docs

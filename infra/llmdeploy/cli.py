@@ -8,7 +8,7 @@ from typing import Sequence
 
 from .config import StackConfig, parse
 from .declared import PROJECT_ROOT, declarations
-from .docs import config_table, route_table, update_readme
+from .docs import config_table, route_table, update_doc
 from .endpoints import plan_endpoints
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LlmdeployError
 from .local import cli as local_cli
@@ -80,8 +80,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_config_table(args: argparse.Namespace) -> int:
     root = _project_dir(args.project_dir)
     if args.update_readme:
-        changed = update_readme(root / "README.md", root)
-        print(f"README.md {'updated' if changed else 'already up to date'}")
+        path, changed = update_doc(root, "config")
+        print(f"{path} {'updated' if changed else 'already up to date'}")
     else:
         print(config_table(root))
     return EXIT_OK
@@ -89,8 +89,8 @@ def cmd_config_table(args: argparse.Namespace) -> int:
 
 def cmd_route_table(args: argparse.Namespace) -> int:
     if args.update_readme:
-        changed = update_readme(_project_dir(args.project_dir) / "README.md", table="routes")
-        print(f"README.md {'updated' if changed else 'already up to date'}")
+        path, changed = update_doc(_project_dir(args.project_dir), "routes")
+        print(f"{path} {'updated' if changed else 'already up to date'}")
     else:
         print(route_table())
     return EXIT_OK
@@ -111,11 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_validate.set_defaults(func=cmd_validate)
     p_table = sub.add_parser("config-table", help="print the configuration table from Pulumi.yaml")
     p_table.add_argument("--project-dir", help="folder holding Pulumi.yaml")
-    p_table.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
+    p_table.add_argument("--update-docs", "--update-readme", dest="update_readme", action="store_true",
+                         help="rewrite the table in docs/configuration.md")
     p_table.set_defaults(func=cmd_config_table)
     p_routes = sub.add_parser("route-table", help="print which routes an ordinary and an admin key reach, per engine")
-    p_routes.add_argument("--project-dir", help="folder holding README.md")
-    p_routes.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
+    p_routes.add_argument("--project-dir", help="folder holding docs/security.md")
+    p_routes.add_argument("--update-docs", "--update-readme", dest="update_readme", action="store_true",
+                          help="rewrite the table in docs/security.md")
     p_routes.set_defaults(func=cmd_route_table)
     smoke_cli.register(sub)
     workshop_cli.register(sub)
