@@ -4,12 +4,13 @@ else the systemd container as root with systemd-nspawn, else QEMU/TCG said to be
 from __future__ import annotations
 
 import io
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from llmdeploy.cli import build_parser
-from llmdeploy.local import choice, lifecycle, runtime
+from llmdeploy.local import choice, lifecycle, qemu, runtime
 from support.project import ROOT
 
 NO_KVM = "KVM does not work here (KVM internal error)"
@@ -114,3 +115,26 @@ def test_the_chosen_runtimes_missing_packages_are_named_before_anything_is_built
     cfg = lifecycle.check_stack(opts, lifecycle.stack_values(opts))  # auto: the guest's tools wait for the choice
     with pytest.raises(lifecycle.LocalError, match="apt-get install qemu-system-x86"):
         lifecycle.choose_guest(opts, cfg, lambda line: None, probes(root=False))
+
+
+@pytest.mark.parametrize(("result", "expected"), [
+    (subprocess.TimeoutExpired(["qemu"], 15.0), "KVM does not work here (a kernel booted under KVM did not reach its "
+                                                "panic within 15 s)"),
+    (subprocess.CompletedProcess(["qemu"], 1, "", "error: KVM internal error. Suberror: 1\nemulation failure\n"),
+     "KVM does not work here (KVM internal error)"),
+    (subprocess.CompletedProcess(["qemu"], 1, "", ""), "KVM does not work here (QEMU exited without output)"),
+])
+def test_a_failed_kvm_probe_says_why_in_words(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                              result: object, expected: str) -> None:
+    """The probe's answer is printed as the runtime choice's reason (it once read 'KVM does not work here ( (no result
+    after 30s))')."""
+    dev = tmp_path / "kvm"
+    dev.write_text("")  # stands in for /dev/kvm: present, readable and writable
+
+    def run(*args: object, **kwargs: object) -> object:
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    monkeypatch.setattr(qemu.subprocess, "run", run)
+    assert qemu.probe_kvm(tmp_path / "vmlinuz", dev=dev) == (False, expected)
