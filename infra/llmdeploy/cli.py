@@ -119,24 +119,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_config_table(args: argparse.Namespace) -> int:
-    from .docs import config_table, update_readme
+    from .docs import config_table, update_doc
 
     root = _project_dir(args.project_dir)
     if args.update_readme:
-        changed = update_readme(root / "README.md", root)
-        print(f"README.md {'updated' if changed else 'already up to date'}")
+        path, changed = update_doc(root, "config")
+        print(f"{path} {'updated' if changed else 'already up to date'}")
     else:
         print(config_table(root))
     return EXIT_OK
 
 
 def cmd_route_table(args: argparse.Namespace) -> int:
-    from .docs import route_table, update_readme
+    from .docs import route_table, update_doc
 
     if args.update_readme:
-        root = Path(args.project_dir).resolve() if args.project_dir else _project_dir(None)
-        changed = update_readme(root / "README.md", table="routes")
-        print(f"README.md {'updated' if changed else 'already up to date'}")
+        path, changed = update_doc(_project_dir(args.project_dir), "routes")
+        print(f"{path} {'updated' if changed else 'already up to date'}")
     else:
         print(route_table())
     return EXIT_OK
@@ -188,14 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
                           parents=[common])
     p_validate.set_defaults(func=cmd_validate)
     p_table = _command(sub, "config-table", "print the configuration table from Pulumi.yaml",
-                       "llmdeploy config-table --update-readme")
+                       "llmdeploy config-table --update-docs")
     p_table.add_argument("--project-dir", help="folder holding Pulumi.yaml")
-    p_table.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
+    p_table.add_argument("--update-docs", "--update-readme", dest="update_readme", action="store_true",
+                         help="rewrite the table in docs/configuration.md")
     p_table.set_defaults(func=cmd_config_table)
     p_routes = _command(sub, "route-table", "print which routes an ordinary and an admin key reach, per engine",
-                        "llmdeploy route-table")
-    p_routes.add_argument("--project-dir", help="folder holding README.md")
-    p_routes.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
+                        "llmdeploy route-table --update-docs")
+    p_routes.add_argument("--project-dir", help="folder holding docs/security.md")
+    p_routes.add_argument("--update-docs", "--update-readme", dest="update_readme", action="store_true",
+                          help="rewrite the table in docs/security.md")
     p_routes.set_defaults(func=cmd_route_table)
     smoke_cli.register(sub)
     workshop_cli.register(sub)

@@ -1,23 +1,24 @@
-"""The README's configuration table is generated from Pulumi.yaml; keep them equal, and keep
-Pulumi.yaml's declarations and the typed config in step."""
+"""The generated tables of docs/ (the configuration reference from Pulumi.yaml, the route table from routes.py)
+stay equal to their sources, Pulumi.yaml's declarations and the typed config stay in step, and the Layout table
+of docs/tests.md names every module."""
 from __future__ import annotations
 
 import re
 
 from llmdeploy.config import parse
 from llmdeploy.declared import declarations, project_name
-from llmdeploy.docs import ROUTES_END, ROUTES_START, config_table, readme_table, route_table
+from llmdeploy.docs import CONFIG_DOC, ROUTES_DOC, ROUTES_END, ROUTES_START, config_table, readme_table, route_table
 from support.project import ROOT, minimal_raw
 
 
-def test_readme_config_table_matches_pulumi_yaml() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert readme_table(readme) == config_table(ROOT), "run: llmdeploy config-table --update-readme"
+def test_the_config_table_of_docs_configuration_matches_pulumi_yaml() -> None:
+    page = (ROOT / CONFIG_DOC).read_text(encoding="utf-8")
+    assert readme_table(page) == config_table(ROOT), "run: llmdeploy config-table --update-docs"
 
 
-def test_readme_route_table_matches_routes_py() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert readme_table(readme, ROUTES_START, ROUTES_END) == route_table(), "run: llmdeploy route-table --update-readme"
+def test_the_route_table_of_docs_security_matches_routes_py() -> None:
+    page = (ROOT / ROUTES_DOC).read_text(encoding="utf-8")
+    assert readme_table(page, ROUTES_START, ROUTES_END) == route_table(), "run: llmdeploy route-table --update-docs"
 
 
 def test_the_route_table_has_the_ray_targets_row_with_no_management_routes() -> None:
@@ -46,9 +47,9 @@ def test_project_name_is_the_config_namespace() -> None:
 
 
 def layout_rows() -> list[tuple[list[str], list[str]]]:
-    """The README's Layout table: per row, the folders its first cell names, and every name in backticks."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    table = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    """docs/tests.md's Layout table: per row, the folders its first cell names, and every name in backticks."""
+    page = (ROOT / "docs" / "tests.md").read_text(encoding="utf-8")
+    table = page.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
     rows = []
     for line in table.splitlines()[3:]:
         cells = line.split(" | ")
@@ -73,7 +74,7 @@ def test_every_file_the_layout_table_names_exists() -> None:
             spelled = name.replace("<stack>", "local")
             if not any((ROOT / folder / spelled).exists() for folder in ["", *folders]):
                 missing.append(name)
-    assert not missing, f"README's Layout names paths that do not exist: {missing}"
+    assert not missing, f"docs/tests.md's Layout names paths that do not exist: {missing}"
 
 
 def test_the_layout_table_covers_every_module_script_template_and_test_folder() -> None:
@@ -85,4 +86,11 @@ def test_the_layout_table_covers_every_module_script_template_and_test_folder() 
     named = named_paths()
     unnamed = [str(p.relative_to(ROOT)) for p in expected
                if str(p.relative_to(ROOT)) + ("/" if p.is_dir() else "") not in named]
-    assert not unnamed, f"README's Layout table has no row naming: {unnamed}"
+    assert not unnamed, f"docs/tests.md's Layout table has no row naming: {unnamed}"
+
+
+def test_no_layout_row_is_a_wall_of_text() -> None:
+    """A row per module or subpackage: the infra/llmdeploy/ row was once one 1,700-character cell."""
+    page = (ROOT / "docs" / "tests.md").read_text(encoding="utf-8")
+    rows = [line for line in page.split("\n## Layout\n", 1)[1].splitlines() if line.startswith("| ")]
+    assert len(rows) > 20 and not [row[:60] for row in rows if len(row) > 300]

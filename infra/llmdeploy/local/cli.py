@@ -1,5 +1,6 @@
-"""`llmdeploy local up | status | ssh | logs | down | image`: the whole stack in a QEMU VM on this machine
-(or, with --runtime nspawn, in a systemd container at native speed).
+"""`llmdeploy local up | status | ssh | logs | down | image`: the whole stack on this machine, in a QEMU VM or a
+systemd container, chosen for the machine (QEMU with KVM where KVM works; else the container as root; else QEMU
+under TCG, slow) unless --runtime says which; `up` prints which one ran and why.
 
 Exit codes: 0 done, 1 failed (the message says where and why; nothing is left half-created), 2 bad input.
 """
@@ -18,6 +19,7 @@ from ..errors import EXIT_FAILED, EXIT_OK, UsageError
 from ..projectdir import find_project_dir, stack_arg
 from ..vmpaths import CLOUD_INIT_OUTPUT, step_log
 from . import RUNTIMES
+from .choice import AUTO
 
 # lifecycle and image (QEMU, SSH, the host servers: paramiko, requests, cryptography) load when a command runs.
 
@@ -27,6 +29,7 @@ EPILOG = """\
 examples:
   llmdeploy local up                      # the example stack Pulumi.local.yaml: llama.cpp, tiny model, pebble TLS
   sudo llmdeploy local up --runtime nspawn  # the same in a systemd container: native speed, no own kernel
+  llmdeploy local up --runtime qemu       # a VM with its own kernel, whatever the machine (TCG without KVM: slow)
   llmdeploy local up --model-file ~/models/qwen2.5-0.5b-instruct-q4_k_m.gguf
   llmdeploy local status; llmdeploy local ssh -- sudo systemctl status llamacpp
   llmdeploy local logs --step 40-engine; llmdeploy local logs --serial
@@ -179,11 +182,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         description="Build the image (once), boot, provision, smoke-test; print the endpoint and key.",
                         epilog=UP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     up.add_argument("--project-dir", help="folder holding Pulumi.yaml (default: the nearest at or above here)")
-    up.add_argument("--runtime", choices=RUNTIMES, default="qemu",
-                    help="qemu (default): a VM with its own kernel, firewall and reboot; nspawn: a systemd container "
-                         "booting the same image and user-data at native speed (root; no own kernel)")
+    up.add_argument("--runtime", choices=(AUTO, *RUNTIMES), default=AUTO,
+                    help="auto (default): QEMU with KVM where a probe boot shows KVM works, else the systemd "
+                         "container when root with systemd-nspawn, else QEMU under TCG (slow); qemu: a VM with its "
+                         "own kernel, firewall and reboot; nspawn: a systemd container booting the same image and "
+                         "user-data at native speed (root; no own kernel)")
     up.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
-                    help="QEMU only: auto (default) uses KVM only if a probe boot works, else TCG")
+                    help="QEMU only: auto (default) uses KVM only if a probe boot works, else TCG; kvm or tcg with "
+                         "--runtime auto picks QEMU")
     up.add_argument("--model-file", metavar="PATH", help="a GGUF file on this machine to serve to the VM")
     up.add_argument("--forward", type=int, action="append", metavar="PORT",
                     help="also forward this guest port to a loopback port (22, 80 and 443 always are)")

@@ -276,6 +276,16 @@ def ensure_image(log: Callable[[str], None] = print, mirror: str | None = None) 
         return image, True
 
 
+def probe_kernel(log: Callable[[str], None] = print) -> Path:
+    """A kernel for the KVM probe: the cached image's, else the cached root filesystem's (built now if there is
+    none: both runtimes boot it, so nothing is built in vain)."""
+    found = cached_image()
+    if found is not None:
+        return found.kernel
+    img, _ = ensure_rootfs(log)
+    return _newest_kernel(img.rootfs)[0]
+
+
 def _run(cmd: list[str], logfile: Path, what: str, env: dict[str, str] | None = None) -> None:
     with open(logfile, "ab") as fh:
         fh.write(f"\n$ {' '.join(cmd)}\n".encode())

@@ -3,7 +3,8 @@ container (--runtime nspawn: native speed, see runtime.py for what each proves).
 
 up: validate the stack, build (once) or reuse the cached image, start the host-side servers the guest
 needs (the model server; pebble for letsencrypt), render the stack's user-data with what only this
-command knows, boot the guest (QEMU: KVM if it really works, else TCG; or the container) with a NoCloud seed,
+command knows, boot the guest (the runtime chosen by choice.py unless --runtime names one, and said why: QEMU with KVM where
+it really works, else the container where root can run it, else QEMU/TCG) with a NoCloud seed,
 deliver the API keys and hfToken over SSH (stdin, never user-data) as soon as it can log in (the engine
 step waits for the token), follow provisioning stage by stage, run the smoke test, and print the endpoint,
 the key and a curl line. Anything that fails on the way is stopped and removed again
@@ -42,7 +43,7 @@ from ..smoke.report import check_line
 from ..smoke.targets import Credentials
 from ..stackfile import from_environment, read_stack
 from ..vmpaths import BOOT_FINISHED, STAGES_DIR
-from . import API_KEYS_ENV, WEBUI_SECRET_KEY_ENV, checks, hostsrv, image, procs, qemu, runtime
+from . import API_KEYS_ENV, WEBUI_SECRET_KEY_ENV, checks, choice, hostsrv, image, procs, qemu, runtime
 from .localconfig import ModelSource, host_ca_certs, local_config, model_source, torch_wheel_dirs
 from .progress import BootProgress, clock
 from .readiness import ProvisionFailed, wait_ready
@@ -68,7 +69,7 @@ class UpOptions:
     stack: str = "local"
     project_dir: Path = Path(".")
     accel: str = "auto"
-    runtime: str = "qemu"
+    runtime: str = choice.AUTO  # or one of runtime.RUNTIMES
     model_file: str | None = None
     forward: list[int] = field(default_factory=list)
     keep_on_failure: bool = False
@@ -84,9 +85,16 @@ class Clock:
         return time.monotonic() - self.start
 
 
-def _tool_problems(cfg: StackConfig, guest: Runtime) -> list[str]:
+def _tool_problems(cfg: StackConfig, guest: Runtime | None) -> list[str]:
     needed = {"pebble": "pebble", "pebble-challtestsrv": "pebble"} if cfg.tls.mode == "letsencrypt" else {}
-    return sorted({pkg for tool, pkg in needed.items() if shutil.which(tool) is None} | set(guest.tool_problems()))
+    return sorted({pkg for tool, pkg in needed.items() if shutil.which(tool) is None} |
+                  set(guest.tool_problems() if guest else ()))
+
+
+def _require_tools(missing: list[str]) -> None:
+    if missing:
+        raise LocalError(f"missing on this machine: {', '.join(missing)}; install with apt-get install "
+                         f"{' '.join(missing)} (scripts/setup.sh installs them)")
 
 
 def stack_values(opts: UpOptions) -> dict[str, Any]:
@@ -110,16 +118,28 @@ def check_stack(opts: UpOptions, values: Mapping[str, Any]) -> StackConfig:
                              "(those are always forwarded)")
     if opts.accel not in ("auto", "kvm", "tcg"):
         raise UsageError(f"--accel {opts.accel}: expected auto, kvm or tcg")
-    if opts.runtime not in runtime.RUNTIMES:
-        raise UsageError(f"--runtime {opts.runtime}: expected {' or '.join(runtime.RUNTIMES)} (qemu: a VM, the "
-                         "default; nspawn: a systemd container, native speed)")
-    if opts.runtime != "qemu" and opts.accel != "auto":
+    if opts.runtime not in (choice.AUTO, *runtime.RUNTIMES):
+        raise UsageError(f"--runtime {opts.runtime}: expected auto (the default: chosen for this machine), qemu (a "
+                         "VM) or nspawn (a systemd container, native speed)")
+    if opts.runtime == "nspawn" and opts.accel != "auto":
         raise UsageError(f"--accel {opts.accel}: applies to --runtime qemu only (a container runs natively)")
-    missing = _tool_problems(cfg, runtime.get(opts.runtime, opts.accel))
-    if missing:
-        raise LocalError(f"missing on this machine: {', '.join(missing)}; install with apt-get install "
-                         f"{' '.join(missing)} (scripts/setup.sh installs them)")
+    # With auto, the guest's own tools are checked once it is chosen (choose_guest).
+    _require_tools(_tool_problems(cfg, None if opts.runtime == choice.AUTO else runtime.get(opts.runtime, opts.accel)))
     return cfg
+
+
+def choose_guest(opts: UpOptions, cfg: StackConfig, say: Say, probes: choice.Probes | None = None) -> Runtime:
+    """The runtime to boot (choice.py's rule unless --runtime names one), said with its reason."""
+    if probes is None:
+        probes = choice.machine_probes(lambda: image.probe_kernel(lambda line: say(line.strip())))
+    chosen = choice.choose(opts.runtime, opts.accel, probes)
+    say(chosen.line)
+    probed = opts.runtime == choice.AUTO and opts.accel == "auto" and chosen.runtime == "qemu"
+    decided = qemu.Accel(chosen.accel, "KVM works here" if chosen.accel == "kvm" else
+                         "KVM does not work here; software emulation, slow") if probed else None
+    guest = runtime.get(chosen.runtime, opts.accel, decided)
+    _require_tools(_tool_problems(cfg, guest))
+    return guest
 
 
 def _sets_torch_index(values: Mapping[str, Any], root: Path) -> bool:
@@ -133,7 +153,6 @@ def up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
     out: TextIO = stream or sys.stdout  # a new name: the closures below need it narrowed
     values = stack_values(opts)
     cfg0 = check_stack(opts, values)
-    guest = runtime.get(opts.runtime, opts.accel)
     model = model_source(cfg0, opts.model_file)
     # The guest's pip gets CPU torch from this machine (its find-links, or --torch-wheels), not download.pytorch.org.
     wheels = torch_wheel_dirs(cfg0, opts.torch_wheels, _sets_torch_index(values, opts.project_dir))
@@ -146,6 +165,7 @@ def up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
         existing = _ready_or_cleared(opts.stack, say, out)
         if existing is not None:
             return existing
+        guest = choose_guest(opts, cfg0, say)
         img, built = guest.ensure_image(say)
         if not built:
             say(f"image: {img.folder} (cached)")

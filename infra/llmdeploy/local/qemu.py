@@ -23,7 +23,9 @@ from . import paths, procs
 QEMU = "qemu-system-x86_64"
 KVM_FAILURE_MARKS = ("KVM internal error", "emulation failure", "kvm run failed", "KVM_SET_MSRS", "failed to set MSR",
                      "Could not access KVM kernel module", "kvm_init_vcpu failed")
-PROBE_TIMEOUT = 30.0
+# A working KVM reaches the probe kernel's panic within a second or two (then QEMU exits: panic=-1, -no-reboot);
+# a broken one (a software hypervisor here) hangs until the timeout, which `local up` pays once per host boot.
+PROBE_TIMEOUT = 15.0
 
 
 class QemuError(Failure):
@@ -57,9 +59,8 @@ def _boot_id() -> str:
         return ""
 
 
-def probe_kvm(kernel: Path, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
+def probe_kvm(kernel: Path, timeout: float = PROBE_TIMEOUT, dev: Path = Path("/dev/kvm")) -> tuple[bool, str]:
     """(works, why): boot `kernel` under KVM with no root fs; a working KVM reaches the kernel's panic."""
-    dev = Path("/dev/kvm")
     if not dev.exists():
         return False, "no /dev/kvm"
     if not os.access(dev, os.R_OK | os.W_OK):
@@ -69,41 +70,50 @@ def probe_kvm(kernel: Path, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
         cmd = [QEMU, "-accel", "kvm", "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults", "-no-user-config",
                "-display", "none", "-no-reboot", "-serial", f"file:{serial}", "-kernel", str(kernel),
                "-append", "console=ttyS0 panic=-1 root=/dev/nonexistent"]
+        timed_out = False
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
             output = (proc.stdout + proc.stderr).strip()
         except subprocess.TimeoutExpired as exc:
+            timed_out = True
             output = ((exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else
-                      str(exc.stdout or "")) + f" (no result after {timeout:.0f}s)"
+                      str(exc.stdout or "")).strip()
         except OSError as exc:
             return False, f"cannot run {QEMU}: {exc}"
         console = serial.read_text(errors="replace") if serial.exists() else ""
     if "Kernel panic" in console or "VFS: Unable to mount root" in console:
         return True, "KVM boots a kernel"
     marks = [m for m in KVM_FAILURE_MARKS if m in output]
-    detail = (output.splitlines() or ["no output"])[0][:200]
-    return False, f"KVM does not work here ({marks[0] if marks else detail})"
+    if marks:
+        detail = marks[0]
+    elif timed_out:
+        detail = f"a kernel booted under KVM did not reach its panic within {timeout:.0f} s"
+    else:
+        detail = (output.splitlines() or ["QEMU exited without output"])[0][:200]
+    return False, f"KVM does not work here ({detail})"
+
+
+def kvm_works(kernel: Path) -> tuple[bool, str]:
+    """(works, why) for this machine's KVM: probe_kvm's answer, cached per host boot, QEMU version and kernel."""
+    cache = paths.cache_root() / "kvm-probe.json"
+    key = {"boot_id": _boot_id(), "qemu": qemu_version(), "kernel": kernel.name, "probe_timeout": PROBE_TIMEOUT}
+    try:
+        cached = json.loads(cache.read_text())
+        if cached.get("key") == key:
+            return bool(cached["works"]), str(cached["why"])
+    except (OSError, ValueError, KeyError):
+        pass
+    works, why = probe_kvm(kernel)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"key": key, "works": works, "why": why}))
+    return works, why
 
 
 def choose_accel(kernel: Path, wanted: str = "auto") -> Accel:
     """tcg or kvm as asked; auto probes KVM once per host boot (cached) and falls back to TCG."""
     if wanted == "tcg":
         return Accel("tcg", "asked for TCG")
-    cache = paths.cache_root() / "kvm-probe.json"
-    key = {"boot_id": _boot_id(), "qemu": qemu_version(), "kernel": kernel.name}
-    result: dict[str, object] | None = None
-    try:
-        cached = json.loads(cache.read_text())
-        if cached.get("key") == key:
-            result = cached
-    except (OSError, ValueError):
-        pass
-    if result is None:
-        works, why = probe_kvm(kernel)
-        result = {"key": key, "works": works, "why": why}
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(result))
-    works, why = bool(result["works"]), str(result["why"])
+    works, why = kvm_works(kernel)
     if works:
         return Accel("kvm", why)
     if wanted == "kvm":

@@ -1,10 +1,12 @@
 """Where `llmdeploy local up` boots the stack, behind one small interface: what lifecycle.py needs to know
 about the guest (how to boot it, whether it still runs, where it sees this machine, how to stop it).
 
-- `qemu` (the default): a VM with its own kernel, firewall and reboot, the full-fidelity path; KVM where a
-  probe shows it works, else TCG (software emulation: installs run many times slower).
+- `qemu`: a VM with its own kernel, firewall and reboot, the full-fidelity path; KVM where a probe shows it
+  works, else TCG (software emulation: installs run many times slower).
 - `nspawn`: a systemd container booting the same Debian tree and user-data at native speed (nspawn.py);
   no kernel of its own, and a reboot restarts the container.
+
+Which one `up` boots when not told (--runtime auto) is choice.py's rule.
 
 Both forward the guest's ports to loopback ports, and put the console (where cloud-init prints the SSH host
 keys) in state.serial_log. The guest's process is state.pids[runtime.name], stopped by PID.
@@ -22,6 +24,7 @@ from . import hostsrv, image, nspawn, procs, qemu
 from .seed import build_seed, meta_data
 from .state import VmState
 
+QEMU_TOOLS = {qemu.QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "genisoimage": "genisoimage"}
 Say = Callable[[str], None]
 Clock = Callable[[], float]
 
@@ -94,12 +97,12 @@ class Runtime:
 class QemuRuntime(Runtime):
     name, label = "qemu", "QEMU"
 
-    def __init__(self, accel: str = "auto") -> None:
+    def __init__(self, accel: str = "auto", decided: qemu.Accel | None = None) -> None:
         self.accel = accel
+        self.decided = decided  # the accelerator the runtime choice already probed for (choice.py)
 
     def tool_problems(self) -> list[str]:
-        needed = {qemu.QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "genisoimage": "genisoimage"}
-        return sorted({pkg for tool, pkg in needed.items() if shutil.which(tool) is None})
+        return sorted({pkg for tool, pkg in QEMU_TOOLS.items() if shutil.which(tool) is None})
 
     def ensure_image(self, say: Say) -> tuple[image.Image, bool]:
         return image.ensure_image(log=lambda line: say(line.strip()))
@@ -115,7 +118,8 @@ class QemuRuntime(Runtime):
 
     def boot(self, state: VmState, img: image.Image, user_data: str, hostname: str, say: Say, elapsed: Clock) -> None:
         build_seed(state.seed, user_data, state.instance_id, hostname)
-        self._launch(state, self._spec(state, img, qemu.choose_accel(img.kernel, self.accel)), say, elapsed)
+        accel = self.decided or qemu.choose_accel(img.kernel, self.accel)
+        self._launch(state, self._spec(state, img, accel), say, elapsed)
 
     def _launch(self, state: VmState, spec: qemu.VmSpec, say: Say, elapsed: Clock) -> None:
         qemu.create_overlay(spec.base_disk, spec.overlay)
@@ -211,10 +215,10 @@ class NspawnRuntime(Runtime):
         return f"systemd container, supervisor pid {state.pids.get('nspawn')}, native speed{where}"
 
 
-def get(name: str, accel: str = "auto") -> Runtime:
+def get(name: str, accel: str = "auto", decided: qemu.Accel | None = None) -> Runtime:
     if name == "nspawn":
         return NspawnRuntime()
-    return QemuRuntime(accel)
+    return QemuRuntime(accel, decided)
 
 
 def of(state: VmState) -> Runtime:
