@@ -25,7 +25,8 @@ from .oci_clients import load_config
 from .plan import build
 from .stackinfo import load, project_dir
 from .stackoutputs import AttendeeOutput, attendee_outputs, load_outputs
-from .status import default_status_path, read_status, record, redactor, stack_acme_trust, targets
+from .status import (default_status_path, read_status, record, redactor, stack_acme_trust, stack_engine,
+                     targets)
 from .teardown import DNS_NOTE, delete_all, expired, managed_query, now_utc, remaining_after_destroy, search
 
 # Endpoints smoke-tested at once by `workshop status`: scripts/bench_workshop_smoke.py measured 32 as the fastest
@@ -94,7 +95,8 @@ def cmd_handouts(args: argparse.Namespace) -> int:
     status_path = _status_path(args, root)
     status = read_status(status_path)
     out = Path(args.out) if args.out else root / "build" / "workshop" / args.stack / "handouts"
-    written = write_handouts(attendees, out, args.stack, status, title=args.title or "", acme_trust=acme_trust)
+    written = write_handouts(attendees, out, args.stack, status, title=args.title or "", acme_trust=acme_trust,
+                             engine=stack_engine(root, args.stack))
     checked = sum(1 for a in attendees if (status.get(a.id) or {}).get("lastRun"))
     print(f"wrote {len(attendees)} handout(s) to {written.folder} (folder 0700, files 0600: they hold the keys):")
     print(f"  handouts.pdf      {len(attendees)} page(s), one per attendee, for printing")

@@ -103,6 +103,11 @@ PAGE = """<!DOCTYPE html>
   <pre>{{ p.snippets.openai }}</pre>
   <h2>3 &middot; BioChatter <span class="hint">pip install biochatter; base_url is the OpenAI base URL above</span></h2>
   <pre>{{ p.snippets.biochatter }}</pre>
+  {% if p.snippets.xinference %}
+  <h2>4 &middot; Xinference's client <span class="hint">pip install xinference-client; launching models needs an
+    admin key</span></h2>
+  <pre>{{ p.snippets.xinference }}</pre>
+  {% endif %}
 
   <footer><b>Keep this page to yourself:</b> the key is yours alone, and it stops working when the workshop ends.
     Stack {{ p.stack }} &middot; generated {{ p.generated }} by llmdeploy.</footer>
