@@ -148,7 +148,7 @@ ENGINE_ROUTES: dict[str, EngineRoutes] = {
         # (nginx's 401) crashes it with KeyError: 'detail'. Xinference itself is started without auth (nginx does
         # it), so its own answer would be {"auth": false}: nginx answers for it, and says nothing more.
         answered=(NginxAnswer("/v1/cluster/auth", '{"auth": true}',
-                              "Xinference's client sends its key only once this says auth is on"),),
+                              "Xinference's client sends its key only if this says auth is on"),),
     ),
     "vllm": EngineRoutes(
         prefixes=("/v1/",),
