@@ -255,11 +255,17 @@ def test_biochatter_gpt_conversation_on_xinference_with_a_key(xinference: Served
 
 
 def test_biochatter_xinference_conversation_as_a_basic_auth_user(xinference: Served) -> None:
+    """XinferenceConversation takes no key: a basic-auth user in the URL (requests sends it) gets it through nginx's
+    auth question, the model list and the model's description. Its query then fails inside BioChatter 0.14.2, before
+    any request: it calls chat(prompt=, chat_history=), which Xinference's client dropped in 0.15 for chat(messages=)
+    (the same break as llama_index's run-llama/llama_index#16022). Nothing on the server side can mend that; the
+    course's scripts use GptConversation on Xinference instead (test above). When BioChatter calls
+    chat(messages=...), the second assertion fails: expect the reply there then."""
     uid = xinference.ep.cfg.model_name
     got = answer(run_client(XINFERENCE_CONVERSATION, ca=xinference.ep.ca, MODEL=uid,
                             URL=with_user(xinference.ep.base, "alice", PASSWORD)))
-    print(json.dumps(got))
     assert got["models"] == [uid] and got["model_found"] is True
+    assert got["query_error"] == "TypeError: RESTfulChatModelHandle.chat() got an unexpected keyword argument 'prompt'"
     wrong = answer(run_client(XINFERENCE_CONVERSATION, ca=xinference.ep.ca, MODEL=uid,
                               URL=with_user(xinference.ep.base, "alice", "not-alices-passphrase-9")))
     assert "401" in str(wrong.get("error")), wrong
