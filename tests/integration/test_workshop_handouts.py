@@ -19,8 +19,8 @@ from llmdeploy.roster import set_status
 from llmdeploy.secrets import generate_api_key
 from support.certs import make_ca
 from support.fake_pulumi import fake_pulumi
-from support.handouts import project, run
-from support.workshop_stack import STACK, attendee_entry, pdf_pages, pdf_text, people, workshop_project
+from support.handouts import ATTENDEES, project, run
+from support.workshop_stack import STACK, attendee_entry, pdf_pages, pdf_text, workshop_project
 
 
 @pytest.fixture
@@ -216,7 +216,8 @@ def test_a_revoked_attendee_gets_no_handout_and_is_named(tmp_path: Path, project
 def test_an_xinference_stacks_page_has_xinferences_client_too_and_still_fits_one_page(
         tmp_path: Path, outputs: dict[str, object], keys: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     """The snippet itself runs against the real Xinference in tests/integration/test_engines_real.py."""
-    project = workshop_project(tmp_path, people(3), engine="xinference")
+    project = workshop_project(tmp_path, [{"id": who, "name": who.title(), "email": f"{who}@example.org"}
+                                          for who in ATTENDEES], engine="xinference")
     attendees = outputs["attendees"]
     assert isinstance(attendees, dict)
     attendees["bob"]["chatUrl"] = "https://chat.ws.example.org/_login"  # the tallest page: CA, chat and 4 snippets
