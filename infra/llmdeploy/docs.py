@@ -34,7 +34,8 @@ def route_table() -> str:
     """Per engine: what an ordinary key reaches, and what only an admin key does (routes.py)."""
     rows = ["| engine | an ordinary key (and an admin key) | an admin key only |", "|---|---|---|"]
     for engine, routes in [*ENGINE_ROUTES.items(), ("ray (Ray Serve LLM)", RAY_SERVE_ROUTES)]:
-        ordinary = ", ".join(f"`{r.shown}`" for r in routes.inference)
+        ordinary = ", ".join([f"`{r.shown}`" for r in routes.inference] +
+                             [f"`GET {a.path}` (nginx answers `{a.body}` itself, to anyone)" for a in routes.answered])
         admin = ", ".join(f"`{r.shown}`" for r in routes.management)
         rest = "any other route under " + " or ".join(f"`{p}`" for p in routes.prefixes)
         rows.append(f"| {engine} | {_cell(ordinary)} | {_cell(admin) + ', and ' + rest if admin else rest} |")

@@ -47,10 +47,19 @@ class Route:
 
 
 @dataclass(frozen=True)
+class NginxAnswer:
+    """A GET that nginx answers itself with a fixed JSON body, to anyone: the engine never sees it."""
+    path: str
+    body: str
+    why: str
+
+
+@dataclass(frozen=True)
 class EngineRoutes:
     prefixes: tuple[str, ...]  # proxied as a whole ("/v1/"): what is not inference under them is management
     inference: tuple[Route, ...]  # what an ordinary key may use
     management: tuple[Route, ...]  # named admin routes (any other path under `prefixes` is admin too)
+    answered: tuple[NginxAnswer, ...] = ()  # answered by nginx without credentials (before any location above)
 
     @property
     def locations(self) -> tuple[str, ...]:
@@ -134,6 +143,12 @@ ENGINE_ROUTES: dict[str, EngineRoutes] = {
             _r("GET", "/v1/workers", "workers"),
             _r("DELETE", "/v1/clusters", "stop the cluster"),
         ),
+        # Xinference's own client (xinference_client Client.__init__, 4.x) asks this first, without credentials,
+        # and attaches its api_key to later requests only if the answer says {"auth": true}; any other answer
+        # (nginx's 401) crashes it with KeyError: 'detail'. Xinference itself is started without auth (nginx does
+        # it), so its own answer would be {"auth": false}: nginx answers for it, and says nothing more.
+        answered=(NginxAnswer("/v1/cluster/auth", '{"auth": true}',
+                              "Xinference's client sends its key only if this says auth is on"),),
     ),
     "vllm": EngineRoutes(
         prefixes=("/v1/",),

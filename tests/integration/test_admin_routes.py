@@ -239,3 +239,19 @@ def test_real_llama_cpp_answers_an_ordinary_key_and_refuses_its_management(tmp_p
             assert answer.status == 403 and "needs an admin API key" in answer.error(), (method, path)
         slots = site.send("GET", "/slots", key="ops")  # llama.cpp's own answer: the state of every slot
         assert slots.status == 200 and [slot["id"] for slot in json.loads(slots.body)] == [0, 1]
+
+
+def test_xinference_clients_auth_question_is_answered_by_nginx_to_anyone(site: Site) -> None:
+    """Xinference's client asks GET /v1/cluster/auth without credentials before anything else, and sends its key
+    only if the answer says {"auth": true}: nginx says so itself, to anyone, and nothing more; the engine never sees
+    it. Any other method is refused. Other engines have no such route: it stays behind the key."""
+    if site.ep.cfg.engine != "xinference":
+        assert site.send("GET", "/v1/cluster/auth").status == 401
+        return
+    for answer in (site.send("GET", "/v1/cluster/auth"), site.send("GET", "/v1/cluster/auth", key="default"),
+                   site.send("GET", "/v1/cluster/auth", authorization="Bearer sk-llm-" + "x" * 43)):
+        assert answer.status == 200 and json.loads(answer.body) == {"auth": True}, answer
+        assert not answer.reached
+    refused = site.send("POST", "/v1/cluster/auth", key="ops")
+    assert refused.status == 403 and not refused.reached
+    assert site.send("GET", "/v1/cluster/info").status == 401  # the rest of /v1/cluster/ still needs a key

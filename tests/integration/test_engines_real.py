@@ -10,6 +10,7 @@ vLLM takes a minute or more to start. One engine runs at a time, with one OpenMP
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -22,12 +23,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from llmdeploy.config import StackConfig
+from llmdeploy.config import StackConfig, XinferenceModel
 from llmdeploy.local.hostsrv import ModelServer
 from llmdeploy.local.localconfig import TINY_GGUF_REPO, TINY_HF_REPO
 from llmdeploy.render import INSTALL_SECRETS, Layout, render
 from llmdeploy.secrets import generate_api_key, secrets_bundle
-from support.endpoint import Endpoint, endpoint_config
+from llmdeploy.workshop.handouts import page_context
+from llmdeploy.workshop.stackoutputs import AttendeeOutput
+from support.course_clients import (GPT_CONVERSATION, XINFERENCE_CONVERSATION, XINFERENCE_EXERCISE, answer,
+                                    run_client, with_user)
+from support.endpoint import PASSWORD, Endpoint, endpoint_config
 from support.engines import (VLLM_VENV, XINFERENCE_VENV, Engine, engine_overrides, hub_server, hub_url,
                              missing_engine, running, run_xinference_models, tiny_hub, vllm_engine, wait_http,
                              xinference_engine)
@@ -130,6 +135,8 @@ def xinference(hub: ModelServer, hub_token: str, tmp_path_factory: pytest.TempPa
         assert first.returncode == 0, first.stdout + first.stderr
         assert "registered custom model" in first.stdout and "autostart entry" in first.stdout
         site = {k: v for k, v in overrides.items() if k != "hfToken"}
+        # A basic-auth user too: the way in for BioChatter's XinferenceConversation, which takes no key.
+        site.update(basicAuthUsers=["alice"], basicAuthPasswords=json.dumps({"alice": PASSWORD}))
         with site_endpoint(work / "site", engine.port, **site) as ep:
             yield Served(ep, engine, hub, hub_token, work)
 
@@ -183,6 +190,12 @@ def test_vllm_management_needs_an_admin_key(vllm: Served) -> None:
     assert vllm.get("/v1/models", "default").json()["data"][0]["id"] == "tiny-llama"
 
 
+def test_biochatter_gpt_conversation_on_vllm_with_a_key(vllm: Served) -> None:
+    common = {"MODEL": vllm.ep.cfg.model_name, "BASE_URL": f"{vllm.ep.base}/v1"}
+    good = answer(run_client(GPT_CONVERSATION, ca=vllm.ep.ca, API_KEY=vllm.ep.keys["default"], **common))
+    assert good["key_accepted"] is True and good["reply"] and good["usage"] > 0
+
+
 # ---- Xinference --------------------------------------------------------------------------------------------
 
 def test_xinference_fetched_the_gguf_from_the_hub_with_the_token(xinference: Served) -> None:
@@ -211,6 +224,73 @@ def test_a_second_run_of_the_model_script_changes_nothing(xinference: Served) ->
     assert again.returncode == 0, again.stdout + again.stderr
     assert "is registered already" in again.stdout and "is running" in again.stdout
     assert "is in place" in again.stdout and "launching" not in again.stdout
+
+
+# ---- the course's clients (tests/support/course_clients.py) on the real Xinference and vLLM -------------------
+
+def exercise(served: Served, key: str) -> dict[str, object]:
+    """The course's advanced exercise with Xinference's own client, through nginx with TLS and `key`."""
+    model = served.ep.cfg.model
+    assert isinstance(model, XinferenceModel)
+    return answer(run_client(XINFERENCE_EXERCISE, ca=served.ep.ca, URL=served.ep.base, API_KEY=served.ep.keys[key],
+                             MODEL=served.ep.cfg.model_name, MODEL_NAME=model.model_name,
+                             SIZE=model.model_size_in_billions, QUANTIZATION=model.quantization, timeout=600))
+
+
+def test_the_course_exercise_with_xinferences_client_an_ordinary_key_chats_but_cannot_launch(
+        xinference: Served) -> None:
+    got = exercise(xinference, "default")
+    uid = xinference.ep.cfg.model_name
+    assert got["models"] == [uid] and isinstance(got["reply"], str) and got["reply"]
+    assert "403" in str(got["launch_error"]) and "launched" not in got
+
+
+def test_the_course_exercise_with_xinferences_client_an_admin_key_launches_chats_and_terminates(
+        xinference: Served) -> None:
+    got = exercise(xinference, "ops")
+    uid = xinference.ep.cfg.model_name
+    copy = got["launched"]
+    assert isinstance(copy, str) and copy != uid and got["models_with_copy"] == sorted([uid, copy])
+    assert isinstance(got["copy_reply"], str) and got["copy_reply"]
+    assert got["models_after"] == [uid]  # the copy is gone, the stack's own model stays
+
+
+def test_biochatter_gpt_conversation_on_xinference_with_a_key(xinference: Served) -> None:
+    common = {"MODEL": xinference.ep.cfg.model_name, "BASE_URL": f"{xinference.ep.base}/v1"}
+    good = answer(run_client(GPT_CONVERSATION, ca=xinference.ep.ca, API_KEY=xinference.ep.keys["default"], **common))
+    assert good["key_accepted"] is True and good["reply"] and good["usage"] > 0
+    wrong = answer(run_client(GPT_CONVERSATION, ca=xinference.ep.ca, API_KEY="sk-llm-" + "x" * 43, **common))
+    assert wrong == {"key_accepted": False}
+
+
+def test_biochatter_xinference_conversation_as_a_basic_auth_user(xinference: Served) -> None:
+    """XinferenceConversation takes no key: a basic-auth user in the URL (requests sends it) gets it through nginx's
+    auth question, the model list and the model's description. Its query then fails inside BioChatter 0.14.2, before
+    any request: it calls chat(prompt=, chat_history=), which Xinference's client dropped in 0.15 for chat(messages=)
+    (the same break as llama_index's run-llama/llama_index#16022). Nothing on the server side can mend that; the
+    course's scripts use GptConversation on Xinference instead (test above). When BioChatter calls
+    chat(messages=...), the second assertion fails: expect the reply there then."""
+    uid = xinference.ep.cfg.model_name
+    got = answer(run_client(XINFERENCE_CONVERSATION, ca=xinference.ep.ca, MODEL=uid,
+                            URL=with_user(xinference.ep.base, "alice", PASSWORD)))
+    assert got["models"] == [uid] and got["model_found"] is True
+    assert got["query_error"] == "TypeError: RESTfulChatModelHandle.chat() got an unexpected keyword argument 'prompt'"
+    wrong = answer(run_client(XINFERENCE_CONVERSATION, ca=xinference.ep.ca, MODEL=uid,
+                              URL=with_user(xinference.ep.base, "alice", "not-alices-passphrase-9")))
+    assert "401" in str(wrong.get("error")), wrong
+
+
+def test_the_handouts_xinference_snippet_answers(xinference: Served, tmp_path: Path) -> None:
+    ep = xinference.ep
+    a = AttendeeOutput(id="u01", name="U", email="", endpoint_url=ep.base, openai_base_url=f"{ep.base}/v1",
+                       api_key=ep.keys["default"], model=ep.cfg.model_name, ca_certificate=Path(ep.ca).read_text(),
+                       endpoint="u01")
+    code = page_context(a, "ws", "t", None, "now", engine="xinference")["snippets"]["xinference"]
+    (tmp_path / "u01-ca.pem").write_text(a.ca_certificate)
+    result = run_client(code, cwd=tmp_path)  # trusting only what the snippet says
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    listed, reply = result.stdout.split("\n", 1)
+    assert listed == repr([ep.cfg.model_name]) and reply.strip()
 
 
 def test_after_a_restart_xinference_serves_the_model_again_through_autostart(xinference: Served) -> None:

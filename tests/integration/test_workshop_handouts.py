@@ -19,8 +19,8 @@ from llmdeploy.roster import set_status
 from llmdeploy.secrets import generate_api_key
 from support.certs import make_ca
 from support.fake_pulumi import fake_pulumi
-from support.handouts import project, run
-from support.workshop_stack import STACK, attendee_entry, pdf_pages, pdf_text
+from support.handouts import ATTENDEES, project, run
+from support.workshop_stack import STACK, attendee_entry, pdf_pages, pdf_text, workshop_project
 
 
 @pytest.fixture
@@ -93,6 +93,7 @@ def test_handouts_from_an_outputs_file(tmp_path: Path, project: Path, outputs: d
     assert "from biochatter.llm_connect import GptConversation" in alice
     assert "base_url=&#34;https://alice.ws.example.org/v1&#34;)" in alice and "conversation.set_api_key(" in alice
     assert "your own VM" in alice and "SSL_CERT_FILE" not in alice and "--cacert" not in alice
+    assert "xinference_client" not in alice  # an Ollama stack: no Xinference client
     bob = (out_dir / "bob.html").read_text()
     assert "Bob &lt;b&gt;Bold&lt;/b&gt;" in bob and "<b>Bold</b>" not in bob  # names are text, never markup
     assert "--cacert bob-ca.pem" in bob and "os.environ[&#34;SSL_CERT_FILE&#34;] = &#34;bob-ca.pem&#34;" in bob
@@ -210,3 +211,29 @@ def test_a_revoked_attendee_gets_no_handout_and_is_named(tmp_path: Path, project
     assert pdf_pages(out_dir / "handouts.pdf") == 2
     for path in out_dir.iterdir():
         assert keys["carol"].encode() not in path.read_bytes(), path
+
+
+def test_an_xinference_stacks_page_has_xinferences_client_too_and_still_fits_one_page(
+        tmp_path: Path, outputs: dict[str, object], keys: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    """The snippet itself runs against the real Xinference in tests/integration/test_engines_real.py."""
+    project = workshop_project(tmp_path, [{"id": who, "name": who.title(), "email": f"{who}@example.org"}
+                                          for who in ATTENDEES], engine="xinference")
+    attendees = outputs["attendees"]
+    assert isinstance(attendees, dict)
+    attendees["bob"]["chatUrl"] = "https://chat.ws.example.org/_login"  # the tallest page: CA, chat and 4 snippets
+    out_dir = tmp_path / "handouts"
+    code, _, err = run(capsys, "workshop", "handouts", "--stack", STACK, "--project-dir", str(project),
+                       "--outputs", str(write_json(tmp_path / "o.json", outputs)), "--out", str(out_dir))
+    assert code == 0, err
+    assert pdf_pages(out_dir / "handouts.pdf") == 3  # still one page each
+    page = pdf_text(out_dir / "handouts.pdf", 2)
+    assert "Xinference's client" in page and "from xinference_client import RESTfulClient" in page
+    bob = (out_dir / "bob.html").read_text().replace("&#34;", '"')
+    assert f'client = RESTfulClient("https://203.0.113.7",\n                       api_key="{keys["bob"]}")' in bob
+    assert 'os.environ["REQUESTS_CA_BUNDLE"] = "bob-ca.pem"' in bob  # requests reads this, not SSL_CERT_FILE
+    # The smaller QR code of a dense page still scans from a 100 dpi picture of the printout.
+    subprocess.run(["pdftoppm", "-r", "100", "-png", "-f", "2", "-l", "2", str(out_dir / "handouts.pdf"),
+                    str(tmp_path / "page")], check=True, timeout=60)
+    decoded = subprocess.run(["zbarimg", "--raw", "-q", str(next(tmp_path.glob("page*.png")))], capture_output=True,
+                             text=True, timeout=60)
+    assert f"export OPENAI_API_KEY={keys['bob']}" in decoded.stdout.splitlines(), decoded.stderr

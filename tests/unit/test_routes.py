@@ -51,3 +51,19 @@ def test_locations_are_the_prefixes_then_one_for_the_routes_outside_them() -> No
     assert all(llama.is_proxied(p) for p in ("/slots", "/slots/0", "/props", "/lora-adapters", "/metrics"))
     assert not any(llama.is_proxied(p) for p in ("/slots/0/x", "/propsx", "/health", "/completion"))
     assert ENGINE_ROUTES["vllm"].is_proxied("/sleep") and not ENGINE_ROUTES["vllm"].is_proxied("/sleepy")
+
+
+# What xinference-client 4.1.0 (xinference_client/client/restful/restful_client.py) sends for the course's exercise,
+# written out here from its source: Client(url, api_key) asks /v1/cluster/auth (answered by nginx), list_models,
+# get_model(uid) (describe, then chat) need an ordinary key; launch_model and terminate_model an admin key.
+XINFERENCE_CLIENT_INFERENCE = [("GET", "/v1/models"), ("GET", "/v1/models/my-model"),
+                               ("POST", "/v1/chat/completions"), ("POST", "/v1/completions")]
+XINFERENCE_CLIENT_MANAGEMENT = [("POST", "/v1/models"), ("DELETE", "/v1/models/my-model")]
+
+
+def test_xinference_clients_exercise_needs_an_ordinary_key_except_launch_and_terminate() -> None:
+    routes = ENGINE_ROUTES["xinference"]
+    assert [a.path for a in routes.answered] == ["/v1/cluster/auth"]
+    assert all(routes.is_inference(m, p) for m, p in XINFERENCE_CLIENT_INFERENCE)
+    assert not any(routes.is_inference(m, p) for m, p in XINFERENCE_CLIENT_MANAGEMENT)
+    assert all(not r.answered for e, r in ENGINE_ROUTES.items() if e != "xinference")

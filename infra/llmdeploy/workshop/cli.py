@@ -112,7 +112,7 @@ def _handed_out(given: list[AttendeeOutput], root: Path, stack: str) -> list[Att
 
 def cmd_handouts(args: argparse.Namespace) -> int:
     from .handouts import write_handouts
-    from .status import read_status, stack_acme_trust
+    from .status import read_status, stack_acme_trust, stack_engine
 
     root = _root(args)
     _stack_name(args.stack)
@@ -121,7 +121,8 @@ def cmd_handouts(args: argparse.Namespace) -> int:
     status_path = _status_path(args, root)
     status = read_status(status_path)
     out = Path(args.out) if args.out else root / "build" / "workshop" / args.stack / "handouts"
-    written = write_handouts(attendees, out, args.stack, status, title=args.title or "", acme_trust=acme_trust)
+    written = write_handouts(attendees, out, args.stack, status, title=args.title or "", acme_trust=acme_trust,
+                             engine=stack_engine(root, args.stack))
     checked = sum(1 for a in attendees if (status.get(a.id) or {}).get("lastRun"))
     print(f"wrote {len(attendees)} handout(s) to {written.folder} (folder 0700, files 0600: they hold the keys):")
     print(f"  handouts.pdf      {len(attendees)} page(s), one per attendee, for printing")

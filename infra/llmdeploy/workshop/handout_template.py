@@ -43,6 +43,13 @@ h2 { font-size: 10.5pt; margin: 4.5mm 0 1.2mm 0; }
 h2 .hint { font-weight: normal; color: #6b6b70; font-size: 8.5pt; }
 pre { font-size: 8.6pt; line-height: 1.3; background: #f5f5f7; border: 0.25mm solid #dcdce0; border-radius: 1mm;
       padding: 2mm 2.5mm; margin: 0; white-space: pre-wrap; word-break: break-all; }
+/* Four snippets (an Xinference stack): smaller code and gaps, so the page still fits one A4 sheet. */
+section.dense pre { font-size: 7.2pt; line-height: 1.15; padding: 1.2mm 2mm; }
+section.dense h2 { font-size: 9.5pt; margin: 2.2mm 0 0.6mm 0; }
+section.dense .keybox { margin-top: 2mm; }
+section.dense .who { margin-bottom: 2mm; }
+section.dense td.qr img { width: 40mm; height: 40mm; }
+section.dense footer { margin-top: 3mm; }
 footer { margin-top: 5mm; padding-top: 2mm; border-top: 0.25mm solid #dcdce0; font-size: 7.5pt; color: #6b6b70; }
 footer b { color: #1d1d1f; }
 """
@@ -57,7 +64,7 @@ PAGE = """<!DOCTYPE html>
 </head>
 <body class="{{ 'print' if for_print else 'screen' }}">
 {% for p in pages %}
-<section class="page" id="{{ p.a.id }}">
+<section class="page{{ ' dense' if p.snippets|length > 3 }}" id="{{ p.a.id }}">
   <div class="kicker">{{ p.title }}</div>
   <h1>{{ p.a.name }}</h1>
   <div class="who">attendee <b>{{ p.a.id }}</b>{% if p.a.email %} &middot; {{ p.a.email }}{% endif %}</div>
@@ -103,6 +110,11 @@ PAGE = """<!DOCTYPE html>
   <pre>{{ p.snippets.openai }}</pre>
   <h2>3 &middot; BioChatter <span class="hint">pip install biochatter; base_url is the OpenAI base URL above</span></h2>
   <pre>{{ p.snippets.biochatter }}</pre>
+  {% if "xinference" in p.snippets %}
+  <h2>4 &middot; Xinference's client <span class="hint">pip install xinference-client; launching models needs an
+    admin key</span></h2>
+  <pre>{{ p.snippets.xinference }}</pre>
+  {% endif %}
 
   <footer><b>Keep this page to yourself:</b> the key is yours alone, and it stops working when the workshop ends.
     Stack {{ p.stack }} &middot; generated {{ p.generated }} by llmdeploy.</footer>

@@ -1,8 +1,8 @@
 """`llmdeploy workshop handouts`: one page per attendee, as HTML and as PDF, plus a CSV for the instructor.
 
 Each page: the attendee's endpoint, OpenAI base URL, model and API key; a QR code; ready-to-paste curl,
-OpenAI Python client and BioChatter snippets; and when the endpoint's smoke test last passed (from the status
-file `llmdeploy workshop status` writes).
+OpenAI Python client and BioChatter snippets (and Xinference's own client on an Xinference stack); and when the
+endpoint's smoke test last passed (from the status file `llmdeploy workshop status` writes).
 
 - The QR code holds three shell lines, `export OPENAI_BASE_URL=...`, `export OPENAI_API_KEY=...` and
   `export OPENAI_MODEL=...`: what an attendee needs to get onto a laptop without typing a 50-character key,
@@ -80,7 +80,9 @@ def ca_reason(a: AttendeeOutput, acme_trust: str) -> str:
     return "its own certificate authority (self-signed TLS)"
 
 
-def snippets(a: AttendeeOutput, acme_trust: str = "") -> dict[str, str]:
+def snippets(a: AttendeeOutput, acme_trust: str = "", engine: str = "") -> dict[str, str]:
+    """The page's ready-to-paste code (tests run each against a real endpoint): curl, the OpenAI SDK, BioChatter's
+    GptConversation, and on an Xinference stack Xinference's own client."""
     ca = ca_name(a) if attendee_ca(a, acme_trust) else ""
     cacert = f"  --cacert {ca} \\\n" if ca else ""
     curl = (f"curl {a.openai_base_url}/chat/completions \\\n{cacert}"
@@ -103,7 +105,19 @@ def snippets(a: AttendeeOutput, acme_trust: str = "") -> dict[str, str]:
                   f"conversation.set_api_key(api_key=\"{a.api_key}\")\n"
                   f"response, token_usage, correction = conversation.query(\"{BIO_PROMPT}\")\n"
                   f"print(response)")
-    return {"curl": curl, "openai": openai, "biochatter": biochatter}
+    found = {"curl": curl, "openai": openai, "biochatter": biochatter}
+    if engine == "xinference":
+        # requests (under Xinference's client) reads REQUESTS_CA_BUNDLE, not SSL_CERT_FILE.
+        trust_requests = trust.replace("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+        found["xinference"] = (
+            f"{trust_requests}from xinference_client import RESTfulClient  # pip install xinference-client\n\n"
+            f"client = RESTfulClient(\"{a.endpoint_url}\",\n"
+            f"                       api_key=\"{a.api_key}\")\n"
+            f"print(list(client.list_models()))\n"
+            f"model = client.get_model(\"{a.model}\")\n"
+            f"reply = model.chat(messages=[{{\"role\": \"user\", \"content\": \"{PROMPT}\"}}])\n"
+            f"print(reply[\"choices\"][0][\"message\"][\"content\"])")
+    return found
 
 
 def _when(text: str | None) -> str:
@@ -134,10 +148,11 @@ def _env() -> jinja2.Environment:
 
 
 def page_context(a: AttendeeOutput, stack: str, title: str, status: dict[str, Any] | None,
-                 generated: str, acme_trust: str = "") -> dict[str, Any]:
+                 generated: str, acme_trust: str = "", engine: str = "") -> dict[str, Any]:
     css_class, smoke = smoke_line(status)
     ca = attendee_ca(a, acme_trust)
-    return {"a": a, "stack": stack, "title": title, "snippets": snippets(a, acme_trust), "qr": qr_svg_uri(qr_text(a)),
+    return {"a": a, "stack": stack, "title": title, "snippets": snippets(a, acme_trust, engine),
+            "qr": qr_svg_uri(qr_text(a)),
             # The chat's QR holds its sign-in page's URL only, never the key: a phone's camera opens it as it is.
             "chat_qr": qr_svg_uri(a.chat_url) if a.chat_url else "",
             "smoke_class": css_class, "smoke": smoke, "generated": generated, "ca_name": ca_name(a),
@@ -162,13 +177,14 @@ def pdf_renderer() -> Any:
 
 
 def write_handouts(attendees: list[AttendeeOutput], out: Path, stack: str, status: dict[str, dict[str, Any]],
-                   title: str = "", now: datetime | None = None, acme_trust: str = "") -> Written:
-    """`acme_trust`: the test ACME roots the stack's certificates need (workshop.status.stack_acme_trust)."""
+                   title: str = "", now: datetime | None = None, acme_trust: str = "", engine: str = "") -> Written:
+    """`acme_trust`: the test ACME roots the stack's certificates need (workshop.status.stack_acme_trust);
+    `engine`: the stack's engine (an Xinference stack's page has Xinference's client too)."""
     weasyprint = pdf_renderer()
     title = title or f"LLM workshop ({stack})"
     generated = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
     secure_folder(out)
-    contexts = [page_context(a, stack, title, status.get(a.id), generated, acme_trust) for a in attendees]
+    contexts = [page_context(a, stack, title, status.get(a.id), generated, acme_trust, engine) for a in attendees]
     html_files, ca_files = [], []
     for a, ctx in zip(attendees, contexts):
         path = out / f"{a.id}.html"

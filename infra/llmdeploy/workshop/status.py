@@ -40,6 +40,14 @@ def iso(when: datetime) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def stack_engine(root: Path, stack: str) -> str:
+    """The stack's engine (its config, or Pulumi.yaml's default); only non-secret keys are read."""
+    decls = declarations(root)
+    no_secrets = {secret_env_name(k): "" for k, d in decls.items() if d.secret}
+    raw = read_stack(root, stack, {**no_secrets, **os.environ})
+    return str(raw.get("engine", decls["engine"].default) or "")
+
+
 def stack_acme_trust(root: Path, stack: str) -> str:
     """The roots the stack's clients must trust beyond the system store for its ACME certificate: a test
     directory's pinned roots, or a pebble stack's smokeCaBundle; "" for a public directory or another tlsMode.
