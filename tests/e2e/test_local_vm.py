@@ -44,6 +44,7 @@ from llmdeploy.local.nspawn import SPEC_FILE, ContainerSpec
 from llmdeploy.local.runtime import of as runtime_of
 from llmdeploy.local.ssh import Session, SshError, connect
 from llmdeploy.local.state import VmState
+from llmdeploy.vmpaths import BUNDLE_STAGE
 from support.project import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -201,7 +202,9 @@ def test_provisioning_again_changes_nothing(vm: Vm) -> None:
     assert code == 0, f"second provisioning run exited {code}:\n{(out + err)[-4000:]}"
     after = vm.sudo(vm.fingerprint)
     assert before == after
-    assert before.count("marker ") == len(vm.state.stages) and before.count("file ") > 20
+    # Every step's marker, and the bootstrap's own (00-bundle: the bundle checked and unpacked).
+    assert before.count("marker ") == len(vm.state.stages) + 1 and f"marker {BUNDLE_STAGE}.done" in before
+    assert before.count("file ") > 20
 
 
 # Where a secret must never be, on the VM. Each must be in one place, root only: the API key in nginx's key

@@ -1,0 +1,79 @@
+"""A tampered provisioning bundle on the local runtime, against the guest's real bootstrap and receiver: `llmdeploy
+local up` boots the example stack in the systemd container as usual, but one byte of the bundle it delivers over
+SSH is flipped. The guest refuses it at the 00-bundle stage, naming both digests; nothing of it is kept or
+unpacked; no secret is sent; `up` fails saying so. The VM is kept for the checks, then `down` removes it (also on
+failure). About a minute on 2 cores (the container boots from the cached Debian tree)."""
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmdeploy import bundle
+from llmdeploy.errors import LlmdeployError
+from llmdeploy.local import lifecycle
+from llmdeploy.local.state import VmState
+from llmdeploy.vmpaths import BUNDLE_DIR, BUNDLE_STAGE, SECRETS_DIR, STAGES_DIR, STEPS_DIR
+from support.project import ROOT
+
+pytestmark = pytest.mark.e2e
+STACK = "local"
+
+
+class Refused:
+    def __init__(self, error: LlmdeployError, out: str, state: VmState, sent: bytes) -> None:
+        self.error, self.out, self.state, self.sent = error, out, state, sent
+
+    def sudo(self, command: str) -> str:
+        session = lifecycle.login(self.state)
+        try:
+            code, stdout, stderr = session.run(f"sudo -n bash -c {command!r}", timeout=60)
+        finally:
+            session.close()
+        return stdout + stderr
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Refused]:
+    sent: list[bytes] = []
+
+    def tampered(packed: bytes, secrets: bytes) -> bytes:
+        bad = packed[:200] + bytes([packed[200] ^ 0x01]) + packed[201:]
+        sent.append(bad)
+        return bundle.payload(bad, secrets)
+
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLMDEPLOY_STATE_DIR", str(tmp_path_factory.mktemp("refused-state")))
+        mp.setattr(lifecycle, "payload", tampered)
+        opts = lifecycle.UpOptions(stack=STACK, project_dir=Path(ROOT), runtime="nspawn", keep_on_failure=True)
+        try:
+            with pytest.raises(LlmdeployError) as caught:
+                lifecycle.up(opts, stream=out)
+            state = VmState.load(STACK)
+            assert state is not None, out.getvalue()
+            yield Refused(caught.value, out.getvalue(), state, sent[0])
+        finally:
+            lifecycle.down(STACK, out=out)
+            assert VmState.load(STACK) is None
+
+
+def test_up_fails_naming_the_refused_bundle_and_both_digests(refused: Refused) -> None:
+    got = bundle.digest(refused.sent)
+    message = str(refused.error)
+    assert "delivering the provisioning bundle and the secrets failed" in message
+    assert f"bundle refused: its SHA-256 is {got}" in message and "but this VM's metadata says" in message
+
+
+def test_the_guest_marks_the_bundle_stage_failed_and_unpacks_nothing(refused: Refused) -> None:
+    got = bundle.digest(refused.sent)
+    marker = refused.sudo(f"cat {STAGES_DIR}/{BUNDLE_STAGE}.failed")
+    assert "exit=1 bundle refused" in marker and got in marker
+    want = refused.sudo("cat /etc/llmdeploy/bundle.sha256").strip()
+    assert want != got and want in marker
+    assert refused.sudo(f"ls -A {BUNDLE_DIR}").strip() == ""  # nothing of it kept
+    assert "No such file" in refused.sudo(f"ls {STEPS_DIR}")  # nothing unpacked, no step ran
+    assert "No such file" in refused.sudo(f"ls {SECRETS_DIR}")  # no secret sent to a machine that refused
+    assert "llmdeploy-bootstrap" in refused.sudo("pgrep -af llmdeploy-bootstrap || true")  # still waiting
