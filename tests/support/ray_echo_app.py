@@ -55,11 +55,19 @@ class Echo:
         return JSONResponse({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "ray"}]},
                             headers=self._headers())
 
-    @api.get("/v1/models/{model}")  # the ray target's health check (nginx's /healthz) asks for the model's card
+    @api.get("/v1/models/{model}")
     def model(self, model: str) -> JSONResponse:
         if model != MODEL:
             return JSONResponse({"error": {"message": f"model {model!r} not found"}}, status_code=404)
         return JSONResponse({"id": MODEL, "object": "model", "owned_by": "ray"}, headers=self._headers())
+
+    @api.post("/tokenize")  # the ray target's health check (nginx's /healthz), as Ray Serve LLM's ingress has it
+    async def tokenize(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        if body.get("model") != MODEL:
+            return JSONResponse({"error": {"message": f"model {body.get('model')!r} not found"}}, status_code=404)
+        tokens = list(range(len(str(body.get("prompt", "")).split())))
+        return JSONResponse({"count": len(tokens), "max_model_len": 512, "tokens": tokens}, headers=self._headers())
 
     @api.get("/health")
     def health(self) -> JSONResponse:
