@@ -242,10 +242,11 @@ def engine_routes(cfg: StackConfig) -> EngineRoutes:
 
 
 def engine_health(cfg: StackConfig) -> HealthCheck:
-    """The ray target's: the model's card from Ray Serve LLM's router, which answers only for the configured
-    model once the app's ingress is routed (wait-ready also waits for the app to be RUNNING)."""
+    """The ray target's: POST /tokenize for the model. Ray Serve LLM's ingress hands it to the model's LLMServer
+    replica (vLLM's tokenizer, no forward pass), which exists only once vLLM has loaded the model; the model's card
+    (/v1/models/NAME) comes from the ingress's static config, and answered 200 while vLLM was still loading."""
     if cfg.target == "ray":
-        return HealthCheck(f"/v1/models/{quote(cfg.model_name, safe='')}")
+        return HealthCheck("/tokenize", "POST", json.dumps({"model": cfg.model_name, "prompt": "ok"}))
     return ENGINE_HEALTH[cfg.engine](cfg)
 
 
