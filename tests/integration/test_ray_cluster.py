@@ -29,6 +29,7 @@ from support.raytwonode import TwoNode, node_ids, two_node_cluster
 SCALE_UP_S = 30  # load to 2 replicas: measured about 5 s (upscale delay 1 s)
 SCALE_DOWN_S = 60  # idle to 1 replica: measured about 15 s (downscale delay 10 s)
 WORKER_LOST_S = 60  # kill to answering again: Ray marks a silent node dead after about 15 s; measured below
+HEAD_LOST_S = 90  # kill to answering again: RestartSec (10 s) + head up (about 9 s) + deploy (about 15 s); measured below
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +106,19 @@ def test_endpoint_answers_again_after_worker_killed(ray2: TwoNode) -> None:
     assert statuses[-3:] == [200, 200, 200], f"not answering {WORKER_LOST_S} s after the kill: {statuses}"
     print(f"after the kill: {len(statuses)} requests until 3 in a row answered, "
           f"failures {[x for x in statuses if x != 200]}")
+
+
+def test_endpoint_answers_again_after_the_head_is_killed(ray2: TwoNode) -> None:
+    """The head's `ray start` is SIGKILLed: the head comes back (Restart=always, after RestartSec), the app's unit
+    deploys again (PartOf=; the GCS keeps no external store, so the app is gone until it does), and the endpoint
+    answers again within HEAD_LOST_S of the kill. Without the redeploy, chat stays 404/503 and /healthz 503."""
+    statuses, deployed = ray2.lose_head(HEAD_LOST_S)
+    assert statuses[-3:] == [200, 200, 200], f"not answering {HEAD_LOST_S} s after the head's kill: {statuses}"
+    assert deployed == 0, "the app unit's deploy loop did not succeed"
+    with ray2.session() as s:
+        assert s.get(f"{ray2.ep.base}/healthz", timeout=30).status_code == 200
+    print(f"after the head's kill: answering again after {ray2.timings['answering_after_head_lost_s']:.1f} s, "
+          f"failures before {[x for x in statuses if x != 200]}")
 
 
 def test_nothing_left_running(ray2: TwoNode) -> None:
