@@ -242,11 +242,14 @@ def engine_routes(cfg: StackConfig) -> EngineRoutes:
 
 
 def engine_health(cfg: StackConfig) -> HealthCheck:
-    """The ray target's: POST /tokenize for the model. Ray Serve LLM's ingress hands it to the model's LLMServer
-    replica (vLLM's tokenizer, no forward pass), which exists only once vLLM has loaded the model; the model's card
-    (/v1/models/NAME) comes from the ingress's static config, and answered 200 while vLLM was still loading."""
+    """The ray target's: a one-token completion from the model. Ray Serve LLM's ingress hands it to the model's
+    LLMServer replica, which exists only once vLLM has loaded the model; the model's card (/v1/models/NAME) comes
+    from the ingress's static config, and answered 200 while vLLM was still loading. Not /tokenize: in the pinned
+    pair Ray 2.60 reads vLLM 0.29's tokenizer as `openai_serving_tokenization`, which 0.29 renamed, so it always
+    answers "does not support the 'tokenization' task"."""
     if cfg.target == "ray":
-        return HealthCheck("/tokenize", "POST", json.dumps({"model": cfg.model_name, "prompt": "ok"}))
+        return HealthCheck("/v1/completions", "POST", json.dumps({"model": cfg.model_name, "prompt": "ok",
+                                                                  "max_tokens": 1}))
     return ENGINE_HEALTH[cfg.engine](cfg)
 
 

@@ -61,14 +61,6 @@ class Echo:
             return JSONResponse({"error": {"message": f"model {model!r} not found"}}, status_code=404)
         return JSONResponse({"id": MODEL, "object": "model", "owned_by": "ray"}, headers=self._headers())
 
-    @api.post("/tokenize")  # the ray target's health check (nginx's /healthz), as Ray Serve LLM's ingress has it
-    async def tokenize(self, request: Request) -> JSONResponse:
-        body = await request.json()
-        if body.get("model") != MODEL:
-            return JSONResponse({"error": {"message": f"model {body.get('model')!r} not found"}}, status_code=404)
-        tokens = list(range(len(str(body.get("prompt", "")).split())))
-        return JSONResponse({"count": len(tokens), "max_model_len": 512, "tokens": tokens}, headers=self._headers())
-
     @api.get("/health")
     def health(self) -> JSONResponse:
         return JSONResponse({"status": "ok"}, headers=self._headers())
@@ -77,7 +69,7 @@ class Echo:
     async def chat(self, request: Request, sleep: float = 0.0) -> Any:
         return await self._complete(await request.json(), True, sleep)
 
-    @api.post("/v1/completions")
+    @api.post("/v1/completions")  # also the ray target's health check (nginx's /healthz): one token of the model
     async def completions(self, request: Request) -> Any:
         return await self._complete(await request.json(), False, 0.0)
 
