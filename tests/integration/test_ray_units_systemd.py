@@ -61,11 +61,11 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Systemd]:
         # network-online.target (the head is ordered after it) is reached at once on a VM; here, with no network
         # to wait for, its wait-online service would hold every start job for minutes.
         box.systemctl("mask", "systemd-networkd-wait-online.service")
-        # As the head's step does: enable and start the head (_ray-install), then enable and start the app.
+        # As the head's step does: enable and start the head (_ray-install), then (re)enable and start the app.
         box.systemctl("daemon-reload")
         box.systemctl("enable", HEAD)
         box.systemctl("start", HEAD)
-        box.systemctl("enable", APP)
+        box.systemctl("reenable", APP)
         box.systemctl("start", APP)
         yield box
 
