@@ -246,10 +246,14 @@ def engine_routes(cfg: StackConfig) -> EngineRoutes:
 
 
 def engine_health(cfg: StackConfig) -> HealthCheck:
-    """The ray target's: the model's card from Ray Serve LLM's router, which answers only for the configured
-    model once the app's ingress is routed (wait-ready also waits for the app to be RUNNING)."""
+    """The ray target's: a one-token completion from the model. Ray Serve LLM's ingress hands it to the model's
+    LLMServer replica, which exists only once vLLM has loaded the model; the model's card (/v1/models/NAME) comes
+    from the ingress's static config, and answered 200 while vLLM was still loading. Not /tokenize: in the pinned
+    pair Ray 2.60 reads vLLM 0.29's tokenizer as `openai_serving_tokenization`, which 0.29 renamed, so it always
+    answers "does not support the 'tokenization' task"."""
     if cfg.target == "ray":
-        return HealthCheck(f"/v1/models/{quote(cfg.model_name, safe='')}")
+        return HealthCheck("/v1/completions", "POST", json.dumps({"model": cfg.model_name, "prompt": "ok",
+                                                                  "max_tokens": 1}))
     return ENGINE_HEALTH[cfg.engine](cfg)
 
 
