@@ -208,6 +208,19 @@ class AuthFailureLimit:
 
 
 AUTH_FAILURES = AuthFailureLimit()
+
+
+@dataclass(frozen=True)
+class HealthzLimit:
+    """What nginx allows per client address on /healthz, which is open to anyone and asks the engine each time (on
+    the ray target, a one-token completion): a monitor polling every second passes, a flood gets 429 before it
+    reaches the engine."""
+
+    rate: str = "2r/s"
+    burst: int = 20
+
+
+HEALTHZ_LIMIT = HealthzLimit()
 # A chat page load fetches hundreds of scripts and styles at once (Open WebUI 0.12.4's first one after sign-in: about
 # 240 requests, measured by tests/e2e/test_local_chat.py at the default 10r/s): the chat host's requests count
 # against the key's own rate, as the API's do, with room for two page loads above it.
@@ -390,6 +403,7 @@ def _context(cfg: StackConfig, layout: Layout, worker: int | None = None) -> dic
         "chat": cfg.chat, "chat_port": layout.chat_port or CHAT_UI_PORTS.get(cfg.chat.ui, 0),
         "chat_burst": max(cfg.auth.burst, CHAT_PAGE_BURST), "web_user_domain": WEB_USER_DOMAIN,
         "auth_failures": AUTH_FAILURES, "auth_failures_retry_after": retry_after_seconds(AUTH_FAILURES.rate),
+        "healthz_limit": HEALTHZ_LIMIT,
         "basic_retry_after": retry_after_seconds(cfg.auth.rate),
         "tensor_parallel": cfg.tensor_parallel_size if isinstance(cfg.model, VllmModel) else 1,
         "apt_suites": _apt_suites(cfg), "apt_components": APT_SUITES[cfg.os][1],
