@@ -31,8 +31,10 @@ class Ports:
     metrics_export: int = 6384
     dashboard_agent_listen: int = 52365
     client_server: int = 10001
+    # Ray's own default range (`ray start --help`): each worker process holds one port, and the raylet starts about
+    # one per CPU before any work, more for actors (Serve replicas, vLLM workers). 99 ports ran out on 128+ vCPUs.
     min_worker: int = 10002
-    max_worker: int = 10100
+    max_worker: int = 19999
     dashboard: int = 8265  # head only, on 127.0.0.1 (serve deploy talks to it there)
     serve: int = 8000  # head only, on 127.0.0.1: nginx proxies to it
 
@@ -44,6 +46,14 @@ class Ports:
 
 
 PORTS = Ports()
+# Worker ports a node needs per vCPU: the ones pre-started (one per CPU, as --num-cpus defaults to the vCPUs Ray
+# detects), as many again for actors and for workers that are replaced while the old one's port is in TIME_WAIT,
+# and room to spare.
+WORKER_PORTS_PER_VCPU = 4
+
+
+def worker_ports_needed(vcpus: int) -> int:
+    return WORKER_PORTS_PER_VCPU * vcpus
 
 
 def environment(token_path: str = TOKEN_PATH) -> dict[str, str]:

@@ -235,6 +235,19 @@ class AuthFailureLimit:
 
 
 AUTH_FAILURES = AuthFailureLimit()
+
+
+@dataclass(frozen=True)
+class HealthzLimit:
+    """What nginx allows per client address on /healthz, which is open to anyone and asks the engine each time (on
+    the ray target, a one-token completion): a monitor polling every second passes, a flood gets 429 before it
+    reaches the engine."""
+
+    rate: str = "2r/s"
+    burst: int = 20
+
+
+HEALTHZ_LIMIT = HealthzLimit()
 # A chat page load fetches hundreds of scripts and styles at once (Open WebUI 0.12.4's first one after sign-in: about
 # 240 requests, measured by tests/e2e/test_local_chat.py at the default 10r/s): the chat host's requests count
 # against the key's own rate, as the API's do, with room for two page loads above it.
@@ -273,10 +286,14 @@ def engine_routes(cfg: StackConfig) -> EngineRoutes:
 
 
 def engine_health(cfg: StackConfig) -> HealthCheck:
-    """The ray target's: the model's card from Ray Serve LLM's router, which answers only for the configured
-    model once the app's ingress is routed (wait-ready also waits for the app to be RUNNING)."""
+    """The ray target's: a one-token completion from the model. Ray Serve LLM's ingress hands it to the model's
+    LLMServer replica, which exists only once vLLM has loaded the model; the model's card (/v1/models/NAME) comes
+    from the ingress's static config, and answered 200 while vLLM was still loading. Not /tokenize: in the pinned
+    pair Ray 2.60 reads vLLM 0.29's tokenizer as `openai_serving_tokenization`, which 0.29 renamed, so it always
+    answers "does not support the 'tokenization' task"."""
     if cfg.target == "ray":
-        return HealthCheck(f"/v1/models/{quote(cfg.model_name, safe='')}")
+        return HealthCheck("/v1/completions", "POST", json.dumps({"model": cfg.model_name, "prompt": "ok",
+                                                                  "max_tokens": 1}))
     return ENGINE_HEALTH[cfg.engine](cfg)
 
 
@@ -413,6 +430,7 @@ def _context(cfg: StackConfig, layout: Layout, worker: int | None = None) -> dic
         "chat": cfg.chat, "chat_port": layout.chat_port or CHAT_UI_PORTS.get(cfg.chat.ui, 0),
         "chat_burst": max(cfg.auth.burst, CHAT_PAGE_BURST), "web_user_domain": WEB_USER_DOMAIN,
         "auth_failures": AUTH_FAILURES, "auth_failures_retry_after": retry_after_seconds(AUTH_FAILURES.rate),
+        "healthz_limit": HEALTHZ_LIMIT,
         "basic_retry_after": retry_after_seconds(cfg.auth.rate),
         "tensor_parallel": cfg.tensor_parallel_size if isinstance(cfg.model, VllmModel) else 1,
         "apt_suites": _apt_suites(cfg), "apt_components": APT_SUITES[cfg.os][1],

@@ -51,3 +51,8 @@ def required_memory_gb(params_billions: float, bits: int) -> float:
 def smallest_gpu_shape_for(memory_gb: float) -> Shape | None:
     fitting = [s for s in SHAPES.values() if s.is_gpu and s.total_gpu_memory_gb >= memory_gb]
     return min(fitting, key=lambda s: (s.total_gpu_memory_gb, s.gpus), default=None)
+
+# vCPUs (2 per OCPU) of the GPU shapes, as OCI's compute shapes page lists them: Ray's worker port range is sized
+# for the largest (raycluster.worker_ports_needed), since the raylet starts about one worker per vCPU.
+VCPUS: dict[str, int] = {"VM.GPU.A10.1": 30, "VM.GPU.A10.2": 60, "BM.GPU.A10.4": 128, "BM.GPU.L40S.4": 224,
+                         "BM.GPU4.8": 128, "BM.GPU.A100-v2.8": 256, "BM.GPU.H100.8": 224}

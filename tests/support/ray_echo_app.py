@@ -55,7 +55,7 @@ class Echo:
         return JSONResponse({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "ray"}]},
                             headers=self._headers())
 
-    @api.get("/v1/models/{model}")  # the ray target's health check (nginx's /healthz) asks for the model's card
+    @api.get("/v1/models/{model}")
     def model(self, model: str) -> JSONResponse:
         if model != MODEL:
             return JSONResponse({"error": {"message": f"model {model!r} not found"}}, status_code=404)
@@ -69,7 +69,7 @@ class Echo:
     async def chat(self, request: Request, sleep: float = 0.0) -> Any:
         return await self._complete(await request.json(), True, sleep)
 
-    @api.post("/v1/completions")
+    @api.post("/v1/completions")  # also the ray target's health check (nginx's /healthz): one token of the model
     async def completions(self, request: Request) -> Any:
         return await self._complete(await request.json(), False, 0.0)
 

@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -66,9 +67,47 @@ class RayNode:
     proc: subprocess.Popen[bytes]
     log: Path
     temp_dir: Path
+    argv: list[str] = field(default_factory=list)  # what started it: a restart runs it again
+    env: dict[str, str] = field(default_factory=dict)
 
     def stop(self) -> int:
         return stop_process(self.proc, grace=10.0)
+
+    def crash_and_clean_up(self, grace: float = 10.0) -> None:
+        """SIGKILL the node's `ray start --block` alone, as a crash would, then end every process it had started
+        (GCS, raylet, dashboard, workers), as systemd's KillMode=control-group does: SIGTERM, a grace period,
+        SIGKILL. The processes are the ones descended from it before the kill (its cgroup, on the VM)."""
+        unit = descendants(self.proc.pid)
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in unit:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in unit):
+                time.sleep(0.2)
+
+    def restart(self) -> None:
+        """Start the node again with the same command, environment and temp dir (systemd's Restart=always)."""
+        self.proc = start_process(self.argv, self.log, env=self.env)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living process below `pid` (children first found through /proc's children lists)."""
+    found, queue = [], [pid]
+    while queue:
+        parent = queue.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            found += children
+            queue += children
+    return found
 
 
 @dataclass
@@ -131,9 +170,8 @@ def start_worker(ns: Netns, head_ip: str, token_path: Path | None, log: Path, nu
 def start_node(ns: Netns, cmd: list[str], token_path: Path | None, log: Path,
                extra_env: dict[str, str] | None = None) -> RayNode:
     temp_dir = Path(tempfile.mkdtemp(prefix=f"ray-{ns.name}-", dir="/tmp"))  # short: Ray's socket paths
-    proc = start_process(ns.command([*cmd, "--temp-dir", str(temp_dir)]), log,
-                         env={**node_env(token_path), **(extra_env or {})})
-    return RayNode(ns, proc, log, temp_dir)
+    argv, env = ns.command([*cmd, "--temp-dir", str(temp_dir)]), {**node_env(token_path), **(extra_env or {})}
+    return RayNode(ns, start_process(argv, log, env=env), log, temp_dir, argv, env)
 
 
 def wait_for(check: Callable[[], str | None], timeout: float, what: str, node: RayNode,

@@ -11,6 +11,8 @@ worker is killed) go into `timings`.
 """
 from __future__ import annotations
 
+import shlex
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,11 +26,13 @@ import requests
 import yaml
 
 from llmdeploy import raycluster
+from llmdeploy.render import FILES_DIR, RAY_VENV as VM_RAY_VENV, render
 
-from .endpoint import Endpoint
+from .endpoint import Endpoint, endpoint_config
 from .netns import Netns, two_nodes
-from .procs import tail
-from .raynodes import ECHO_MODEL, Cluster, RayNode, echo_serve_config, make_token, running, start_head, start_worker, wait_for
+from .procs import start_process, stop_process, tail
+from .raynodes import (ECHO_MODEL, Cluster, RayNode, echo_serve_config, make_token, node_env, ray_bin, running,
+                       start_head, start_worker, wait_for)
 from .site import site_endpoint
 
 NUM_CPUS = 2  # per node: Serve's controller and proxy (head) plus one echo replica (0.5 CPU) fit
@@ -130,6 +134,61 @@ class TwoNode:
                     time.sleep(0.5)
             self.timings["answering_after_worker_lost_s"] = time.monotonic() - killed
         return on_worker, statuses
+
+
+    def lose_head(self, deadline_s: float) -> tuple[list[int], int | None]:
+        """The head's `ray start` is SIGKILLed; then what the head's two units do under systemd (shown for real in
+        tests/integration/test_ray_units_systemd.py): the rest of the node's processes end (KillMode=), the head
+        starts again after the rendered RestartSec (Restart=always), and the app's oneshot, restarted with it
+        (PartOf=), runs its rendered ExecStart, the retry loop around `serve deploy`. Asks chat through nginx until
+        3 answers in a row are 200 or deadline_s after the kill (answering_after_head_lost_s). Returns every
+        status seen after the kill (0: none) and the deploy loop's exit code (None: still running)."""
+        head_unit, app_unit = rendered_head_units()
+        self.head.crash_and_clean_up()
+        killed, statuses = time.monotonic(), []
+        time.sleep(restart_sec(head_unit))
+        self.head.restart()
+        argv = app_unit_exec_start(app_unit, self.cluster.work / "serve-app.yaml")
+        deploy = start_process(self.head_ns.command(argv), self.cluster.work / "ray-serve-app.log",
+                               env=node_env(self.cluster.token_path))
+        try:
+            with self.session() as s:
+                while time.monotonic() - killed < deadline_s and statuses[-3:] != [200, 200, 200]:
+                    try:
+                        statuses.append(self.chat(s, timeout=10).status_code)
+                    except requests.RequestException:
+                        statuses.append(0)
+                    time.sleep(0.5)
+            self.timings["answering_after_head_lost_s"] = time.monotonic() - killed
+            try:
+                deployed: int | None = deploy.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                deployed = None
+        finally:
+            stop_process(deploy)
+        return statuses, deployed
+
+
+def rendered_head_units() -> tuple[str, str]:
+    """ray-head.service and ray-serve-app.service as the ray target renders them for the test's site."""
+    head = render(endpoint_config(**ray_site(ECHO_MODEL)))
+    return head.file(f"{FILES_DIR}/ray-head.service").content, head.file(f"{FILES_DIR}/ray-serve-app.service").content
+
+
+def restart_sec(unit: str) -> float:
+    (value,) = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("RestartSec=")]
+    return float(value)
+
+
+def app_unit_exec_start(unit: str, config: Path) -> list[str]:
+    """The app unit's ExecStart (systemd's $$ is a $), with the VM's serve and config path replaced by this
+    cluster's: the unit's own retry loop around `serve deploy`."""
+    (line,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    argv = shlex.split(line.removeprefix("ExecStart=").replace("$$", "$"))
+    on_vm = shlex.join(raycluster.serve_deploy_command(f"{VM_RAY_VENV}/bin/serve"))
+    assert on_vm in argv[-1], argv
+    argv[-1] = argv[-1].replace(on_vm, shlex.join(raycluster.serve_deploy_command(ray_bin("serve"), str(config))))
+    return argv
 
 
 def ray_site(model_name: str) -> dict[str, object]:

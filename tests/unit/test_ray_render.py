@@ -65,8 +65,11 @@ def test_the_head_runs_nginx_ray_and_the_serve_app_and_a_worker_only_its_node() 
     assert "serve deploy /etc/ray/serve-app.yaml --address http://127.0.0.1:8265" in \
         head.file(f"{FILES_DIR}/ray-serve-app.service").content
     assert not any(f.path.endswith("nginx-site.conf") or f.path.endswith("serve-app.yaml") for f in worker.files)
-    # nginx on the head proxies the API to Serve on loopback and asks the model's card for /healthz.
-    assert "proxy_pass http://127.0.0.1:8000/v1/models/qwen2.5-14b;" in head.nginx_site
+    # nginx on the head proxies the API to Serve on loopback; /healthz asks the model's own replica for one token
+    # (it answers only once vLLM has loaded the model), not the ingress's static model card.
+    assert "proxy_pass http://127.0.0.1:8000/v1/completions;" in head.nginx_site
+    assert """proxy_set_body '{"model": "qwen2.5-14b", "prompt": "ok", "max_tokens": 1}';""" in head.nginx_site
+    assert "proxy_method POST;" in head.nginx_site
     status = head.file(RAY_STATUS).content
     assert '["10.42.1.10", "10.42.2.10", "10.42.2.11"]' in status  # every node the head waits for
 

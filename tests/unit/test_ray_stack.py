@@ -92,6 +92,17 @@ def test_the_cluster_nsg_admits_only_its_own_members(ray_run: tuple[Run, dict[st
     assert all(unwrap(w.inputs)["createVnicDetails"]["nsgIds"] == [f"{cluster.name}-id"] for w in workers)
 
 
+def test_the_cluster_nsg_admits_every_ray_port_among_its_members(ray_run: tuple[Run, dict[str, Any]]) -> None:
+    """Ray's worker ports (10002-19999, one per worker process) and NCCL/Gloo's ephemeral ones: the cluster's TCP
+    rule names no port, so widening the worker range needs no rule change."""
+    run, _ = ray_run
+    cluster = next(n for n in run.of_type(NSG) if n.name.endswith("-cluster"))
+    tcp = [unwrap(r.inputs) for r in run.of_type(RULE) if unwrap(r.inputs)["networkSecurityGroupId"] ==
+           f"{cluster.name}-id" and unwrap(r.inputs)["direction"] == "INGRESS" and unwrap(r.inputs)["protocol"] == "6"]
+    assert len(tcp) == 1 and not tcp[0].get("tcpOptions"), tcp
+    assert {raycluster.PORTS.min_worker, raycluster.PORTS.max_worker} <= RAY_PORTS
+
+
 def test_no_ray_or_engine_port_is_reachable_from_the_internet(ray_run: tuple[Run, dict[str, Any]]) -> None:
     run, values = ray_run
     rules = [unwrap(r.inputs) for r in run.of_type(RULE) if unwrap(r.inputs)["direction"] == "INGRESS"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import yaml
 
 from llmdeploy import raycluster as rc
+from llmdeploy.config import CHAT_UI_PORTS
+from llmdeploy.shapes import SHAPES, VCPUS
 
 
 def _flag(argv: list[str], name: str) -> str:
@@ -20,7 +22,7 @@ def test_head_fixes_every_port_and_keeps_the_dashboard_on_loopback():
     wanted = {"--port": 6379, "--node-manager-port": 6380, "--object-manager-port": 6381,
               "--runtime-env-agent-port": 6382, "--dashboard-agent-grpc-port": 6383, "--metrics-export-port": 6384,
               "--dashboard-agent-listen-port": 52365, "--ray-client-server-port": 10001,
-              "--min-worker-port": 10002, "--max-worker-port": 10100, "--dashboard-port": 8265}
+              "--min-worker-port": 10002, "--max-worker-port": 19999, "--dashboard-port": 8265}
     assert {k: int(_flag(argv, k)) for k in wanted} == wanted
 
 
@@ -34,6 +36,28 @@ def test_worker_joins_the_head_with_the_same_node_ports():
                  "--metrics-export-port"):
         assert _flag(worker, name) == _flag(head, name)
     assert (_flag(worker, "--num-cpus"), _flag(worker, "--num-gpus")) == ("4", "2")
+
+
+def test_worker_port_range_outlasts_the_workers_of_the_largest_gpu_shape():
+    """Each Ray worker process holds a port of the range, and the raylet starts about one per vCPU before any work:
+    99 ports (10002-10100) ran out on a 128- or 256-vCPU bare-metal shape ("No available ports")."""
+    assert set(VCPUS) == {s.name for s in SHAPES.values() if s.is_gpu}, "every GPU shape needs its vCPU count"
+    largest = max(VCPUS.values())
+    assert largest >= 256
+    worker_ports = rc.PORTS.max_worker - rc.PORTS.min_worker + 1
+    assert worker_ports > largest, f"{worker_ports} ports, fewer than the {largest} workers pre-started"
+    for shape, vcpus in VCPUS.items():
+        assert worker_ports >= rc.worker_ports_needed(vcpus), shape
+
+
+def test_worker_port_range_holds_no_other_port_of_a_ray_node():
+    ports = rc.PORTS
+    workers = range(ports.min_worker, ports.max_worker + 1)
+    fixed = {ports.gcs, ports.node_manager, ports.object_manager, ports.runtime_env_agent, ports.dashboard_agent_grpc,
+             ports.metrics_export, ports.dashboard_agent_listen, ports.client_server, ports.dashboard, ports.serve}
+    assert not (fixed | set(CHAT_UI_PORTS.values()) | {22, 80, 443}) & set(workers)
+    # Below Linux's ephemeral range (32768-60999), so an outgoing connection never takes a worker's port.
+    assert ports.max_worker < 32768
 
 
 def test_token_reaches_ray_through_a_file_never_argv():
