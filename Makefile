@@ -26,7 +26,7 @@ unit:
 	$(PYTHON) -m pytest -q tests/unit
 
 snapshots:
-	UPDATE_SNAPSHOTS=1 $(PYTHON) -m pytest -q tests/unit/test_render.py
+	UPDATE_SNAPSHOTS=1 $(PYTHON) -m pytest -q tests/unit/test_render.py tests/unit/test_ray_render.py
 
 # The generated tables of docs/ (configuration reference, route table).
 docs readme:

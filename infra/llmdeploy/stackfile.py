@@ -76,7 +76,10 @@ def from_environment(root: Path, env: Mapping[str, str] | None = None) -> dict[s
 OCI_SETTINGS = ("auth", "configFileProfile", "disableAutoRetries", "dualStackEndpointEnabled", "fingerprint",
                 "ignoreDefinedTags", "privateKey", "privateKeyPassword", "privateKeyPath",
                 "realmSpecificServiceEndpointTemplateEnabled", "region", "retriesConfigFile", "retryDurationSeconds",
-                "tenancyOcid", "testTimeMaintenanceRebootDue", "userOcid", "workloadIdentityTokenPath")
+                "tenancyOcid", "testTimeMaintenanceRebootDue", "tokenExchangeAuth", "tokenExchangeClientId",
+                "tokenExchangeClientSecret", "tokenExchangeDomainUrl", "tokenExchangePublicKey",
+                "tokenExchangeRequestedTokenType", "tokenExchangeResourceType", "tokenExchangeRpstExp",
+                "tokenExchangeSubjectTokenType", "userOcid", "workloadIdentityTokenPath")
 OTHER_NAMESPACES = ("oci", "random", "command", "pulumi")
 # The keys Pulumi itself writes at the top of a stack file, beside config:.
 STACK_FILE_KEYS = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")

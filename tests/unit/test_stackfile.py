@@ -225,3 +225,16 @@ def test_settings_outside_the_config_wrapper_are_refused(project: Path) -> None:
 def test_a_key_given_twice_is_refused_with_both_lines(project: Path) -> None:
     write_stack(project, "dev", "config:\n" + REGION + "  llmdeploy:engine: llamacpp\n  llmdeploy:engine: vllm\n")
     assert "the key 'llmdeploy:engine' is given twice (line 3 and line 4): delete one" in stack_error(project)
+
+
+def test_every_setting_of_the_installed_oci_provider_is_accepted() -> None:
+    """OCI_SETTINGS refuses typos (oci:regoin); it must not refuse a real setting of the pinned provider."""
+    import re
+
+    import pulumi_oci.config.vars as provider
+    from llmdeploy.stackfile import OCI_SETTINGS
+
+    source = Path(provider.__file__).read_text(encoding="utf-8")
+    settings = {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
+                for name in re.findall(r"def ([a-z_]+)\(self\)", source)}
+    assert settings and settings <= set(OCI_SETTINGS), sorted(settings - set(OCI_SETTINGS))
