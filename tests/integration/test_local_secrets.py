@@ -12,6 +12,7 @@ from llmdeploy.local import hostsrv, procs
 from llmdeploy.local.localconfig import local_config
 from llmdeploy.local.ssh import console_host_fingerprints, host_key_fingerprint
 from llmdeploy.render import render
+from support.delivery import bundle_files, secrets_tar, split_payload
 from support.project import ROOT, SSH_KEY
 
 TOKEN = "hf_LocalGate0123456789abcdefgh"
@@ -137,7 +138,7 @@ class FakeSession:
         self.events = events
 
     def run(self, command: str, stdin: bytes | None = None, timeout: float = 120) -> tuple[int, str, str]:
-        if "llmdeploy-install-secrets" in command:
+        if "llmdeploy-receive-bundle" in command and "llmdeploy-install-secrets" in command:
             self.events.append(("deliver", stdin))
         elif "stages" in command and ("poll stages", None) not in self.events:
             self.events.append(("poll stages", None))
@@ -157,9 +158,9 @@ def test_local_up_delivers_the_secrets_once_the_host_key_is_confirmed_then_follo
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`_up` for real up to QEMU (the model server runs, with the token; user-data and seed are written); the
     VM's side is a recording session. The bundle goes before wait-ready (and the stage display it drives)."""
+    import hashlib
     import io
     import shutil
-    import tarfile
     from types import SimpleNamespace
 
     from llmdeploy.local import lifecycle, qemu, runtime
@@ -202,11 +203,14 @@ def test_local_up_delivers_the_secrets_once_the_host_key_is_confirmed_then_follo
     assert [name for name, _ in events] == ["host key", "deliver", "wait-ready", "poll stages"]
     steps = [name for name, _ in lifecycle.UP_STEPS]
     assert [e for e in state.timeline if e.endswith(":done") and e.split(":")[0] in steps] == [f"{s}:done" for s in steps]
-    with tarfile.open(fileobj=io.BytesIO(events[1][1] or b"")) as bundle:
-        assert f"HF_TOKEN={TOKEN}" in bundle.extractfile("hf.env").read().decode()  # type: ignore[union-attr]
+    stdin = (events[1][1] or b"").decode()
+    with secrets_tar(stdin) as secrets:  # the bundle's line first, then the secrets' archive
+        assert f"HF_TOKEN={TOKEN}" in secrets.extractfile("hf.env").read().decode()  # type: ignore[union-attr]
     log = (state.dir / "model-server.log").read_text()
     port = log.split("127.0.0.1:", 1)[1].split(",", 1)[0]
     assert "bearer token required" in log
     user_data = (state.dir / "user-data").read_text()
-    assert f'download http://10.0.2.2:{port}/m.gguf "$model_file" /etc/llmdeploy/secrets/hf.env' in user_data
-    assert TOKEN not in user_data
+    steps = "".join(bundle_files(stdin).values())
+    assert f'download http://10.0.2.2:{port}/m.gguf "$model_file" /etc/llmdeploy/secrets/hf.env' in steps
+    assert hashlib.sha256(split_payload(stdin)[0]).hexdigest() in user_data
+    assert TOKEN not in user_data and TOKEN not in steps
