@@ -18,10 +18,12 @@ bash -n parses and never executes; the one thing executed is `printf %s WORD` wi
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import shlex
 import subprocess
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
@@ -194,8 +196,10 @@ def check_output(rendered: Rendered, cfg: Any, value: str, worker: subprocess.Po
     unknown = set(doc) - cloud_init_top_level_keys()
     if unknown:
         problems.append(f"unknown top-level keys {unknown}")
-    if {f["path"]: f["content"] for f in doc["write_files"]} != {f.path: f.content for f in rendered.files}:
-        problems.append("user-data does not read back as the files it installs")
+    with tarfile.open(fileobj=io.BytesIO(rendered.bundle), mode="r:gz") as tar:
+        packed = {"/" + m.name: tar.extractfile(m).read().decode() for m in tar.getmembers()}  # type: ignore[union-attr]
+    if {**{f["path"]: f["content"] for f in doc["write_files"]}, **packed} != {f.path: f.content for f in rendered.files}:
+        problems.append("user-data and the bundle do not read back as the files they install")
     for f in rendered.shell_scripts():
         done = bash_n(f.content)
         if done.returncode != 0:
