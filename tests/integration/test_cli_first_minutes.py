@@ -35,8 +35,9 @@ def files_in(folder: Path) -> set[str]:
 
 
 def reported_files(stdout: str) -> int:
-    """user-data plus the files each `rendered ... user-data and N files` line reports."""
-    return sum(int(n) + 1 for n in re.findall(r"user-data and (\d+) files", stdout))
+    """user-data, bundle.tar.gz and the files each `rendered ... user-data, bundle.tar.gz (...) and N files` line
+    reports."""
+    return sum(int(n) + 2 for n in re.findall(r"user-data, bundle\.tar\.gz \(sha256 [0-9a-f]+\) and (\d+) files", stdout))
 
 
 # --- 3: outside a project folder --------------------------------------------------------------------------------
@@ -56,7 +57,7 @@ def test_below_a_project_folder_it_finds_the_project_and_renders_into_its_build(
     (root / "notes" / "day1").mkdir(parents=True)
     result = llmdeploy("render", "--stack", STACK, cwd=root / "notes" / "day1")
     assert result.returncode == 0, result.stderr
-    assert f"to {root / 'build' / STACK / 'u01'}: user-data and " in result.stdout
+    assert f"to {root / 'build' / STACK / 'u01'}: user-data, bundle.tar.gz " in result.stdout
     assert (root / "build" / STACK / "u01" / "user-data").is_file()
     again = llmdeploy("render", "--stack", STACK, cwd=root)  # its own earlier render is replaced, not refused
     assert again.returncode == 0, again.stderr

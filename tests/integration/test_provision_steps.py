@@ -15,7 +15,8 @@ from llmdeploy.config import parse
 from llmdeploy import bundle
 from llmdeploy.render import Layout, VmFile, render
 from llmdeploy.vmpaths import (BOOT_FINISHED, BOOTSTRAP, BUNDLE_DIGEST, BUNDLE_STAGE, GATE_DEADLINE, INSTALL_SECRETS,
-                               PROVISION, READY_MARKER, RECEIVE_BUNDLE, STAGES_DIR, STEPS_DIR, WAIT_READY, step_log)
+                               LIBEXEC, PROVISION, READY_MARKER, RECEIVE_BUNDLE, STAGES_DIR, STEPS_DIR, WAIT_READY,
+                               step_log)
 from llmdeploy.secrets import generate_api_key, secrets_bundle
 from llmdeploy.stack.gates import readiness_script
 from support.ports import free_port
@@ -339,6 +340,9 @@ def test_the_readiness_gate_delivers_first_so_the_engine_step_gets_its_token(vm:
             f = VmFile(f.path, engine_step_needing_the_token(f.content), f.mode)
         elif step and step != "50-tls":
             f = VmFile(f.path, "#!/bin/bash\ntrue\n", f.mode)
+        if f.path == INSTALL_SECRETS:  # the secrets come 3 s after the bundle: the engine step starts first, and waits
+            files.append(VmFile(f"{LIBEXEC}/install-secrets-now", f.content, f.mode))
+            f = VmFile(f.path, f"#!/bin/bash\nsleep 3\nexec {LIBEXEC}/install-secrets-now\n", f.mode)
         files.append(f)
     packed = bundle.pack(files)
     vm.install(BUNDLE_DIGEST, bundle.digest(packed) + "\n")
