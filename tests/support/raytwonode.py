@@ -124,17 +124,23 @@ class TwoNode:
             self.wait_replicas(2, up_s, "under load before the kill: 2 replicas")
             on_worker = any(r["node_id"] == self.worker_node for r in self.running_replicas())
             self.worker.stop()
-            killed, statuses = time.monotonic(), []
-            with self.session() as s:
-                while time.monotonic() - killed < deadline_s and statuses[-3:] != [200, 200, 200]:
-                    try:
-                        statuses.append(self.chat(s, timeout=10).status_code)
-                    except requests.RequestException:
-                        statuses.append(0)
-                    time.sleep(0.5)
+            killed = time.monotonic()
+            statuses = self.statuses_until_answering(killed, deadline_s)
             self.timings["answering_after_worker_lost_s"] = time.monotonic() - killed
         return on_worker, statuses
 
+    def statuses_until_answering(self, since: float, deadline_s: float) -> list[int]:
+        """Chat through nginx every 0.5 s until 3 answers in a row are 200 or deadline_s after `since`; every
+        status seen (0: no answer)."""
+        statuses: list[int] = []
+        with self.session() as s:
+            while time.monotonic() - since < deadline_s and statuses[-3:] != [200, 200, 200]:
+                try:
+                    statuses.append(self.chat(s, timeout=10).status_code)
+                except requests.RequestException:
+                    statuses.append(0)
+                time.sleep(0.5)
+        return statuses
 
     def lose_head(self, deadline_s: float) -> tuple[list[int], int | None]:
         """The head's `ray start` is SIGKILLed; then what the head's two units do under systemd (shown for real in
@@ -145,20 +151,14 @@ class TwoNode:
         status seen after the kill (0: none) and the deploy loop's exit code (None: still running)."""
         head_unit, app_unit = rendered_head_units()
         self.head.crash_and_clean_up()
-        killed, statuses = time.monotonic(), []
+        killed = time.monotonic()
         time.sleep(restart_sec(head_unit))
         self.head.restart()
         argv = app_unit_exec_start(app_unit, self.cluster.work / "serve-app.yaml")
         deploy = start_process(self.head_ns.command(argv), self.cluster.work / "ray-serve-app.log",
                                env=node_env(self.cluster.token_path))
         try:
-            with self.session() as s:
-                while time.monotonic() - killed < deadline_s and statuses[-3:] != [200, 200, 200]:
-                    try:
-                        statuses.append(self.chat(s, timeout=10).status_code)
-                    except requests.RequestException:
-                        statuses.append(0)
-                    time.sleep(0.5)
+            statuses = self.statuses_until_answering(killed, deadline_s)
             self.timings["answering_after_head_lost_s"] = time.monotonic() - killed
             try:
                 deployed: int | None = deploy.wait(timeout=30)
