@@ -32,7 +32,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -78,10 +78,10 @@ BACK_WITHIN_S = {"llamacpp": 180, "vllm": 420, "xinference": 300}
 @dataclass
 class Vm:
     state: VmState
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # it carries the HF token: kept out of pytest's failure reports
     up_seconds: float
-    up_log: str
-    hf_token: str
+    up_log: str = field(repr=False)
+    hf_token: str = field(repr=False)
 
     @property
     def unit(self) -> str:

@@ -209,8 +209,22 @@ def test_a_buffering_proxy_is_caught_from_the_timing_of_events(tmp_path: Path) -
     assert failed.keys() == {"stream: POST /v1/chat/completions", "stream: POST /v1/completions"}
     for summary in failed.values():
         assert summary.startswith("arrived in one burst, not token by token") and "proxy_buffering off" in summary
+        assert "(again on a confirming stream)" in summary
     burst = by_name(results)["stream: POST /v1/completions"]
     assert burst.metrics["ttft_s"] > 0.5 and burst.metrics["span_s"] < 0.03
+
+
+def test_an_engine_that_bursts_once_is_not_called_a_buffering_proxy(tmp_path: Path) -> None:
+    """The engine sends its first stream in one burst (as vLLM did once right after a restart) behind the real
+    site: the burst is not repeated on a confirming stream, so the check passes and says what it saw. Before,
+    the first burst failed the smoke test."""
+    with openai_stub(token_delay=0.04, bursts=1) as stub, site_endpoint(tmp_path, stub.port) as ep:
+        results = run_http_checks(target_for(ep, model=MODEL_ID))
+    assert not failures(results), [r.line() for r in results]
+    first = by_name(results)["stream: POST /v1/chat/completions"]
+    assert first.status == PASS and first.summary.endswith("(one burst, not on a confirming stream)"), first.line()
+    assert "median gap" in first.evidence["first_burst"]
+    assert "first_burst" not in by_name(results)["stream: POST /v1/completions"].evidence
 
 
 def stream_results(results: list[CheckResult]) -> list[CheckResult]:
@@ -244,7 +258,8 @@ def test_a_fast_stream_is_asked_again_for_enough_tokens_and_then_judged(tmp_path
             streamed = run_http_checks(target_for(ep, model=MODEL_ID))
     assert failures(buffered).keys() == {r.name for r in stream_results(buffered)}
     for stream in stream_results(buffered):
-        assert re.match(r"arrived in one burst, not token by token \(a second stream asking for \d+ tokens\)",
+        assert re.match(r"arrived in one burst, not token by token \(a second stream asking for \d+ tokens; "
+                        r"again on a confirming stream\)",
                         stream.summary), stream.summary
         assert 32 <= stream.evidence["judging_request"]["body"]["max_tokens"] <= JUDGE_MAX_TOKENS
     assert not failures(streamed), [r.line() for r in streamed]

@@ -5,6 +5,8 @@ streams), configurable to behave like the servers the smoke test must understand
   model_name, model_type, model_ability, ...; the id is the model uid), SSE lines ending in CRLF, and
   completions streams without `data: [DONE]`, as Xinference 4.x sends them;
 - `token_delay`: seconds between streamed tokens, without `X-Accel-Buffering` (so a buffering proxy shows);
+- `bursts`: the first N streams are generated at `token_delay` a token but sent in one burst at the end, as
+  vLLM's server once did right after a restart (no proxy involved);
 - `latency`: seconds before every answer (for concurrency tests), with a shared in-flight `gauge`;
 - `api_key`: refuse requests without `Authorization: Bearer KEY` (401), as an engine with its own key does;
 - `health_status`: what GET /health answers (vLLM and llama.cpp answer 503 until the model is loaded);
@@ -32,6 +34,7 @@ class OpenAIStub(StubState):
     api_key: str | None = None
     echo_auth: bool = False
     health_status: int = 200
+    bursts: int = 0
 
     @property
     def line_end(self) -> str:
@@ -117,11 +120,19 @@ class _Handler(StubHandler[OpenAIStub]):
                 "created": int(time.time()), "model": self.state.model, "choices": [choice]}
 
     def _events(self, chat: bool, n_tokens: int) -> Iterator[bytes]:
+        if self.state.bursts > 0:
+            self.state.bursts -= 1
+            if not self.wait(self.state.token_delay * n_tokens):
+                yield b"".join(self._paced_events(chat, n_tokens, delay=0.0))
+            return
+        yield from self._paced_events(chat, n_tokens, self.state.token_delay)
+
+    def _paced_events(self, chat: bool, n_tokens: int, delay: float) -> Iterator[bytes]:
         if chat:
             yield self._event({**self._chunk(True, None, None), "choices": [
                 {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
         for i in range(n_tokens):
-            if self.wait(self.state.token_delay):
+            if self.wait(delay):
                 return
             yield self._event(self._chunk(chat, token_text(i), None))
         yield self._event(self._chunk(chat, None, "length"))
