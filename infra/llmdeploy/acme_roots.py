@@ -21,14 +21,13 @@ One table for every client llmdeploy runs or hands out: the smoke gate of `pulum
 """
 from __future__ import annotations
 
-import hashlib
-import ssl
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import UsageError
+from .pem import certificate_sha256, certificates
 
 LE_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 PEBBLE_DIRECTORY_PATH = "/dir"  # pebble's wfe.DirectoryPath (Boulder and Let's Encrypt use /directory)
@@ -82,21 +81,11 @@ def looks_like_pebble(url: str) -> bool:
     return bool(url) and urlsplit(url.strip()).path == PEBBLE_DIRECTORY_PATH
 
 
-def _certificates(pem: str) -> list[str]:
-    blocks = pem.split("-----BEGIN CERTIFICATE-----")[1:]
-    return ["-----BEGIN CERTIFICATE-----" + b.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n"
-            for b in blocks]
-
-
-def fingerprint(cert_pem: str) -> str:
-    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert_pem)).hexdigest()
-
-
 @cache
 def read_pinned_roots(directory: KnownDirectory) -> str:
     """The directory's roots file, exactly the pinned certificates (RuntimeError if the file was changed)."""
-    certs = _certificates(directory.path.read_text(encoding="ascii"))
-    found, wanted = sorted(fingerprint(c) for c in certs), sorted(r.sha256 for r in directory.roots)
+    certs = certificates(directory.path.read_text(encoding="ascii"))
+    found, wanted = sorted(certificate_sha256(c) for c in certs), sorted(r.sha256 for r in directory.roots)
     if found != wanted:
         raise RuntimeError(f"{directory.path} does not hold exactly the pinned {directory.name} roots "
                            f"(SHA-256 {', '.join(wanted)}; found {', '.join(found) or 'none'}): restore it from git")
@@ -133,7 +122,7 @@ def client_trust_pem(acme_directory_url: str, smoke_ca_bundle: str, root: Path) 
         raise AcmeTrustError(problem)
     path = root / smoke_ca_bundle
     try:
-        certs = _certificates(path.read_text(encoding="utf-8"))
+        certs = certificates(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise AcmeTrustError(f"smokeCaBundle {smoke_ca_bundle}: cannot read {path} ({exc}); point it at a PEM file "
                              "with pebble's root (pulumi config set smokeCaBundle FILE)") from None

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
 from . import addresses, models, nvidia, raycluster
-from .certnames import hostname_matches, pem_names
+from .pem import hostname_matches, pem_names
 from .declared import Declaration, declarations
 from .errors import UsageError
 from .shapes import SHAPES, Shape, required_memory_gb, smallest_gpu_shape_for

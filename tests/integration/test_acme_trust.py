@@ -23,6 +23,7 @@ import pytest
 from llmdeploy import acme_roots
 from llmdeploy.acme_roots import LE_STAGING, KnownDirectory, PinnedRoot
 from llmdeploy.cli import main
+from llmdeploy.pem import certificate_sha256
 from llmdeploy.stack.gates import SMOKE_SCRIPT
 from llmdeploy.stackfile import read_stack
 from llmdeploy.workshop.handouts import snippets
@@ -109,7 +110,7 @@ def acme_test_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         monkeypatch.setattr(acme_roots, "ROOTS_FOLDER", tmp_path)
         monkeypatch.setattr(acme_roots, "KNOWN_TEST_DIRECTORIES", (KnownDirectory(
             "a test ACME directory", TEST_DIRECTORY, "test-acme-roots.pem",
-            (PinnedRoot("llmdeploy test CA", acme_roots.fingerprint(certificates(root)[0])),)),))
+            (PinnedRoot("llmdeploy test CA", certificate_sha256(certificates(root)[0])),)),))
         yield ep
 
 

@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..certnames import certificate_names, hostname_matches
 from ..errors import Failure
+from ..pem import certificate_names, certificate_not_after, hostname_matches
 from ..result import FAIL, CheckResult, timed
 from .dialects import ApiCall, Dialect, dialect_for, longer_stream, requested_tokens
 from .streams import StreamTiming, judge_timing, parser_for
@@ -108,12 +108,6 @@ def probe_tls(target: Target) -> TlsProbe:
     unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
     probe.leaf_der, probe.version = _handshake(target, unverified)
     return probe
-
-
-def certificate_not_after(der: bytes) -> datetime:
-    from cryptography import x509
-
-    return x509.load_der_x509_certificate(der).not_valid_after_utc
 
 
 def check_chain(target: Target, probe: TlsProbe) -> CheckResult:

@@ -5,7 +5,6 @@ Secrets travel as stdin (readiness) or secret environment (smoke), never on a co
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import pulumi
@@ -14,6 +13,7 @@ from pulumi_command import local, remote
 from .. import acme_roots
 from ..config import Secret, StackConfig
 from ..bundle import delivery_script, payload
+from ..pem import first_certificate
 from ..secrets import DeliveredSecrets
 from ..vmpaths import WAIT_READY
 
@@ -45,12 +45,8 @@ if [ -n "${LLMDEPLOY_SMOKE_CHAT_URL:-}" ]; then set -- "$@" --chat-url "$LLMDEPL
 llmdeploy smoke "$LLMDEPLOY_SMOKE_URL" "$@"
 """
 
-_PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
-
-
 def ca_from_readiness(stdout: str | None) -> str:
-    match = _PEM_RE.search(stdout or "")
-    return match.group(0) + "\n" if match else ""
+    return first_certificate(stdout or "")
 
 
 @dataclass(frozen=True)

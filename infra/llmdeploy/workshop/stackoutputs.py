@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import UsageError
+from ..pem import mentions_certificate
 from ..stack.outputs import ATTENDEES
 from ..textfiles import FileProblem, load_json, read_text
 from . import pulumi_cli
@@ -108,7 +109,7 @@ def attendee_outputs(outputs: dict[str, Any], source: str) -> list[AttendeeOutpu
         if not _MODEL_RE.fullmatch(model):
             raise UsageError(f"{where}: model {model!r} is not a model name (letters, digits and . _ : / -)")
         ca = str(entry.get("caCertificate") or "")
-        if ca and "-----BEGIN CERTIFICATE-----" not in ca:
+        if ca and not mentions_certificate(ca):
             raise UsageError(f"{where}: caCertificate is not a PEM certificate")
         found.append(AttendeeOutput(
             id=str(attendee_id), name=str(entry.get("name") or attendee_id), email=str(entry.get("email") or ""),
