@@ -13,13 +13,13 @@ service, so they see what Pulumi's state no longer knows.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import Failure, UsageError
+from ..polling import Deadline
 from . import oci_clients
 
 GONE = frozenset({"TERMINATED", "DELETED"})
@@ -112,15 +112,15 @@ def remaining_after_destroy(config: dict[str, Any], project: str, stack: str, wa
     """What Search still lists for the stack after waiting up to `wait` seconds for its index to catch up."""
     poll = POLL_SECONDS if poll is None else poll
     query = stack_query(project, stack)
-    deadline = time.monotonic() + wait
+    deadline = Deadline(wait)
     while True:
         found = [f for f in search(config, query)
                  if _has_tag(f.tags, "stack", stack) and _has_tag(f.tags, "project", project)]
-        if not found or time.monotonic() >= deadline:
+        if not found or deadline.expired:
             return found
         say(f"search still lists {len(found)} resource(s) of stack '{stack}'; asking again in {poll:.0f}s "
-            f"(Search is eventually consistent; up to {max(0.0, deadline - time.monotonic()):.0f}s more)")
-        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+            f"(Search is eventually consistent; up to {deadline.left:.0f}s more)")
+        deadline.sleep(poll)
 
 
 def parse_time(text: str) -> datetime | None:
@@ -194,7 +194,7 @@ def _wait_terminated(config: dict[str, Any], clients: dict[str, Any], instances:
     """Instances must be TERMINATED before their subnet and VCN can go."""
     compute = clients.get("compute") or clients.setdefault("compute", oci_clients.client("compute", config))
     pending = {f.id: f for f in instances}
-    deadline = time.monotonic() + wait
+    deadline = Deadline(wait)
     while pending:
         for instance_id in list(pending):
             try:
@@ -209,13 +209,13 @@ def _wait_terminated(config: dict[str, Any], clients: dict[str, Any], instances:
                 outcomes.append(Outcome(pending.pop(instance_id), "TERMINATED", "with its boot volume"))
         if not pending:
             return
-        if time.monotonic() >= deadline:
+        if deadline.expired:
             for f in pending.values():
                 outcomes.append(Outcome(f, "FAILED", f"termination requested, but still not TERMINATED after "
                                                      f"{wait:.0f}s; run reap again later"))
             return
         say(f"waiting for {len(pending)} instance(s) to terminate")
-        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+        deadline.sleep(poll)
 
 
 def now_utc() -> datetime:
