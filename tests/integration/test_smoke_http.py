@@ -18,15 +18,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from llmdeploy.pem import hostname_matches
 from llmdeploy.smoke.http_checks import (
     TlsProbe,
     check_expiry,
-    hostname_matches,
     run_http_checks,
 )
 from llmdeploy.result import FAIL, PASS, WARN, CheckResult
 from llmdeploy.smoke.dialects import LONG_PROMPT, dialect_for, longer_stream, requested_tokens
-from llmdeploy.smoke.http_checks import JUDGE_MAX_TOKENS
+from llmdeploy.smoke.stream_checks import JUDGE_MAX_TOKENS
 from llmdeploy.smoke.streams import MIN_GENERATION_S, NDJSONParser, SSEParser, judge_timing
 from llmdeploy.smoke.targets import Credentials, Target
 from support.certs import issue_leaf, make_ca

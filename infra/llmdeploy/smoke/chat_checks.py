@@ -14,7 +14,7 @@ import requests
 
 from ..result import FAIL, CheckResult, timed
 from ..secrets import generate_api_key
-from .http_checks import excerpt, make_session
+from .http_client import excerpt, make_session
 from .targets import Target
 
 SIGN_IN = "/_login"

@@ -4,19 +4,15 @@ TLS: the chain verifies against the system's CA store (or --ca-bundle), the cert
 it is not about to expire (a warning under 14 days), plain HTTP is redirected to HTTPS, and HSTS is set.
 Auth: every API route of the dialect refuses a request without credentials and one with a wrong secret
 (401/403), and accepts the right one. API: the models are listed (the expected one among them), chat and
-text completions are answered, and streams arrive event by event, with time to first token and tokens/s.
+text completions are answered, and streams arrive event by event (stream_checks.py).
 
 No credential is sent to a server whose certificate failed verification: anyone could be presenting it.
 Each check is a function returning a CheckResult and never raises (see result.timed).
 """
 from __future__ import annotations
 
-import json
-import math
-import os
 import socket
 import ssl
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,49 +21,20 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..errors import Failure
 from ..pem import certificate_names, certificate_not_after, hostname_matches
 from ..result import FAIL, CheckResult, timed
-from .dialects import ApiCall, Dialect, dialect_for, longer_stream, requested_tokens
-from .streams import StreamTiming, judge_timing, parser_for
+from .dialects import ApiCall, Dialect, dialect_for
+from .http_client import describe_call, excerpt, fail_with_status, json_of, make_session, send
+from .stream_checks import stream_check
 from .targets import Target
 
 EXPIRY_WARN_DAYS = 14
-JUDGE_TARGET_S = 0.5  # a stream too quick to judge is asked again for about this long a generation
-# ... but for 64 tokens at most: the whole answer (64 events of 200-300 bytes) must still fit a buffering proxy's
-# buffers (nginx: proxy_buffers 8 4k, 32 KB), which flush piecewise once full and so look like a stream.
-JUDGE_MAX_TOKENS = 64
 HSTS_MIN_AGE = 180 * 24 * 3600  # Mozilla's guidance: at least six months (the rendered site sends two years)
 REFUSED = (401, 403)
-USER_AGENT = "llmdeploy-smoke/0.1"
 Emit = Callable[[CheckResult], None]
 
 
-def excerpt(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # --- TLS ----------------------------------------------------------------------------------------------------
-
-
-def system_ca_file() -> str | bool:
-    """The system's CA store for requests (certifi's list is not the system's), else requests' default."""
-    cafile = ssl.get_default_verify_paths().cafile
-    return cafile if cafile and os.path.isfile(cafile) else True
-
-
-def verify_setting(target: Target) -> str | bool:
-    return target.ca_bundle or system_ca_file()
-
-
-def make_session(target: Target) -> requests.Session:
-    """A session that verifies against --ca-bundle or the system store, whatever REQUESTS_CA_BUNDLE says."""
-    session = requests.Session()
-    session.trust_env = False  # REQUESTS_CA_BUNDLE / proxies in the environment would override verify=
-    session.verify = verify_setting(target)
-    session.headers["User-Agent"] = USER_AGENT
-    return session
 
 
 @dataclass
@@ -221,34 +188,6 @@ def tls_checks(session: requests.Session, target: Target, path: str) -> tuple[li
     return results, untrusted
 
 
-# --- requests -----------------------------------------------------------------------------------------------
-
-
-def send(session: requests.Session, target: Target, call: ApiCall, headers: dict[str, str],
-         stream: bool = False) -> requests.Response:
-    return session.request(call.method, target.base + call.path, json=call.body, headers=headers,
-                           timeout=target.timeout, stream=stream, allow_redirects=False)
-
-
-def _describe(call: ApiCall) -> dict[str, Any]:
-    return {"method": call.method, "path": call.path, "body": call.body}
-
-
-def json_of(response: requests.Response) -> Any:
-    """The answer's JSON; ValueError quoting the start of the body when it is not JSON."""
-    try:
-        return response.json()
-    except ValueError:
-        raise ValueError(f"answered {response.status_code} with something that is not JSON "
-                         f"({response.headers.get('Content-Type', 'no Content-Type')}): "
-                         f"{excerpt(response.text, 100)!r}") from None
-
-
-def _status_fail(result: CheckResult, response: requests.Response) -> CheckResult:
-    return result.fail(f"HTTP {response.status_code}: {excerpt(response.text, 120) or '(empty body)'}",
-                       status=response.status_code, response=excerpt(response.text, 500))
-
-
 # --- auth ---------------------------------------------------------------------------------------------------
 
 
@@ -259,7 +198,7 @@ def auth_check(session: requests.Session, target: Target, probe: ApiCall) -> Che
     with timed(f"auth: {probe.method} {target.shown_path(probe.path)}") as result:
         tries = {"no credentials": {}, f"wrong {secret}": creds.wrong_headers(), f"right {secret}": creds.headers()}
         statuses = {label: send(session, target, probe, headers).status_code for label, headers in tries.items()}
-        result.evidence.update(request=_describe(probe), statuses=statuses)
+        result.evidence.update(request=describe_call(probe), statuses=statuses)
         said = ", ".join(f"{label} {status}" for label, status in statuses.items())
         for label in ("no credentials", f"wrong {secret}"):
             if statuses[label] not in REFUSED:
@@ -287,7 +226,7 @@ def models_check(session: requests.Session, target: Target, dialect: Dialect) ->
         response = session.get(target.base + dialect.models_path, headers=target.credentials.headers(),
                                timeout=target.timeout, allow_redirects=False)
         if response.status_code != 200:
-            return _status_fail(result, response), chosen
+            return fail_with_status(result, response), chosen
         models = dialect.parse_models(json_of(response))
         ids = [m.id for m in models]
         result.evidence["models"] = ids[:50]
@@ -315,10 +254,10 @@ def _usage_tokens(obj: dict[str, Any]) -> int | None:
 def answer_check(session: requests.Session, target: Target, call: ApiCall) -> CheckResult:
     """A non-streamed request is answered 200 with generated text."""
     with timed(f"{call.name}: {call.method} {target.shown_path(call.path)}") as result:
-        result.evidence["request"] = _describe(call)
+        result.evidence["request"] = describe_call(call)
         response = send(session, target, call, target.credentials.headers())
         if response.status_code != 200:
-            return _status_fail(result, response)
+            return fail_with_status(result, response)
         obj = json_of(response)
         text, tokens = call.text_of(obj), _usage_tokens(obj)
         result.evidence["text"] = excerpt(text, 300)
@@ -329,142 +268,6 @@ def answer_check(session: requests.Session, target: Target, call: ApiCall) -> Ch
                 return result.warn(f"answered 200 with {tokens} token(s) but no text")
             return result.fail(f"answered 200 without any generated text: {excerpt(response.text, 120)}")
         result.summary = f"answered: {excerpt(text, 60)!r}"
-    return result
-
-
-def _read_chunks(response: requests.Response) -> Iterator[bytes]:
-    """The body as it arrives (read1: whatever the socket has, chunked or not, without waiting for more)."""
-    raw = response.raw
-    if hasattr(raw, "read1"):
-        while data := raw.read1(65536):
-            yield data
-    else:  # pragma: no cover - urllib3 < 2.3
-        yield from response.iter_content(chunk_size=None)
-
-
-@dataclass
-class StreamRead:
-    """A stream read to its end: text events' arrival times, the text, and what ended it."""
-
-    arrivals: list[float]
-    text: str
-    events: int
-    end_marker: bool
-    decode_s: float | None
-    content_type: str
-
-
-def read_stream(response: requests.Response, dialect: Dialect, call: ApiCall, start: float) -> StreamRead:
-    """Parse the stream as it arrives; ValueError names an event that is not JSON or carries an error."""
-    parser = parser_for(call.stream or "sse")
-    events = []
-    for chunk in _read_chunks(response):
-        events += parser.feed(chunk, time.monotonic() - start)
-    events += parser.close(time.monotonic() - start)
-    read = StreamRead([], "", len(events), False, None, response.headers.get("Content-Type", ""))
-    pieces = []
-    for number, event in enumerate(events, 1):
-        if dialect.is_end(event.data, None):
-            read.end_marker = True
-            continue
-        try:
-            obj = json.loads(event.data)
-        except json.JSONDecodeError:
-            raise ValueError(f"event {number} is not JSON: {excerpt(event.data, 80)!r}") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"event {number} is not a JSON object: {excerpt(event.data, 80)!r}")
-        error = dialect.stream_error(obj)
-        if error:
-            raise ValueError(f"event {number} reports an error: {excerpt(error, 120)}")
-        read.end_marker = read.end_marker or dialect.is_end(event.data, obj)
-        read.decode_s = dialect.decode_seconds(obj) or read.decode_s
-        text = call.text_of(obj)
-        if text:
-            read.arrivals.append(event.arrived)
-            pieces.append(text)
-    read.text = "".join(pieces)
-    return read
-
-
-class StreamRefused(Failure):
-    """A streamed request answered with an error, or with events that are not the dialect's."""
-
-    def __init__(self, summary: str, **evidence: Any) -> None:
-        super().__init__(summary)
-        self.summary, self.evidence = summary, evidence
-
-
-def stream_call(session: requests.Session, target: Target, dialect: Dialect, call: ApiCall) -> StreamRead:
-    """Send a streamed request and read it to its end; StreamRefused for a non-200 answer or a bad event."""
-    # A fresh connection per stream: llama.cpp's server drops the kept-alive connection after some streams.
-    headers = {**target.credentials.headers(), "Connection": "close", "Accept-Encoding": "identity"}
-    start = time.monotonic()
-    with send(session, target, call, headers, stream=True) as response:
-        if response.status_code != 200:
-            raise StreamRefused(f"HTTP {response.status_code}: {excerpt(response.text, 120) or '(empty body)'}",
-                                status=response.status_code, response=excerpt(response.text, 500))
-        try:
-            return read_stream(response, dialect, call, start)
-        except ValueError as exc:
-            raise StreamRefused(str(exc)) from None
-
-
-def tokens_to_judge(asked: int, timing: StreamTiming) -> int:
-    """Tokens for a second stream whose generation lasts about JUDGE_TARGET_S (at least twice the first's)."""
-    wanted = math.ceil(asked * JUDGE_TARGET_S / timing.generation_s) if timing.generation_s > 0 else JUDGE_MAX_TOKENS
-    return max(2 * asked, min(JUDGE_MAX_TOKENS, wanted))
-
-
-def stream_check(session: requests.Session, target: Target, dialect: Dialect, call: ApiCall) -> CheckResult:
-    """A streamed request arrives event by event; reports time to first token and tokens/s.
-
-    A stream too quick to judge (a tiny or fast model) is asked again, once, for enough tokens of a long answer
-    to last about JUDGE_TARGET_S; when that is still too quick, the check is a WARN that says so: it cannot
-    tell whether a proxy buffers the stream, so it must not pass it. A burst timed by the client alone is
-    confirmed by one more stream before it fails."""
-    with timed(f"stream: {call.method} {target.shown_path(call.path)}") as result:
-        result.evidence["request"] = _describe(call)
-        try:
-            read = stream_call(session, target, dialect, call)
-            timing = judge_timing(read.arrivals, read.decode_s)
-            again = ""
-            if read.arrivals and not timing.judged:
-                longer = longer_stream(call, tokens_to_judge(requested_tokens(call), timing))
-                result.evidence.update(too_quick=timing.reason, judging_request=_describe(longer))
-                again = f"a second stream asking for {requested_tokens(longer)} tokens"
-                call = longer
-                read = stream_call(session, target, dialect, call)
-                timing = judge_timing(read.arrivals, read.decode_s)
-            if timing.burst and read.decode_s is None:
-                # Timed from the client alone, an engine that hands a whole answer to its HTTP layer at once
-                # (vLLM right after a restart did) looks like a buffering proxy. A proxy buffers every stream,
-                # so only a burst that comes again is one.
-                result.evidence.update(first_burst=timing.reason)
-                again = f"{again}; " if again else ""
-                read = stream_call(session, target, dialect, call)
-                timing = judge_timing(read.arrivals, read.decode_s)
-                again += "again on a confirming stream" if timing.burst else "one burst, not on a confirming stream"
-        except StreamRefused as exc:
-            return result.fail(exc.summary, **exc.evidence)
-        result.metrics.update(timing.metrics())
-        result.evidence.update(content_type=read.content_type, events=read.events, end_marker=read.end_marker,
-                               text=excerpt(read.text, 300), timing=timing.reason)
-        if not read.arrivals:
-            return result.fail(f"the stream ended after {read.events} event(s) without any generated text "
-                               f"(Content-Type: {read.content_type or 'none'})")
-        on = f" ({again})" if again else ""
-        if timing.burst:
-            return result.fail(f"arrived in one burst, not token by token{on}: {timing.reason}; a proxy is "
-                               "buffering the stream (nginx: proxy_buffering off)")
-        rate = f", {timing.tokens_per_s:.0f} tokens/s" if timing.tokens_per_s else ""
-        result.summary = f"{timing.events} text events, first after {(timing.ttft or 0) * 1000:.0f} ms{rate}{on}"
-        if not timing.judged:
-            return result.warn(f"{result.summary}; cannot tell whether a proxy buffers the stream: {timing.reason}; "
-                               "check it with a bigger model, or look for proxy_buffering off in the proxy")
-        if call.stream == "sse" and not read.end_marker:
-            result.summary += " (no [DONE]: accepted)"
-        if call.stream == "ndjson" and not read.end_marker:
-            return result.warn(result.summary + '; the stream ended without "done": true')
     return result
 
 
