@@ -18,11 +18,12 @@ import pytest
 
 from llmdeploy.config import parse
 from llmdeploy.errors import EXIT_FAILED
-from llmdeploy.local import ssh as local_ssh
+from llmdeploy.local.ssh import loopback_login
 from llmdeploy.render import render
 from llmdeploy.result import FAIL, PASS, WARN, CheckResult
-from llmdeploy.smoke.ssh_checks import (Cmd, HostKeyMismatch, check_disk, check_memory, fingerprint, is_loopback,
-                                        parse_cloud_init_status, parse_host_key, parse_listeners, run_ssh_checks)
+from llmdeploy.smoke.ssh_checks import (check_disk, check_memory, is_loopback, parse_cloud_init_status, parse_listeners,
+                                        run_ssh_checks)
+from llmdeploy.sshclient import CommandResult, HostKeyMismatch, SshError, fingerprint, parse_host_key
 from llmdeploy.vmpaths import BOOT_FINISHED, CLOUD_INIT_OUTPUT, READY_MARKER, STAGES_DIR, step_log
 from support.project import minimal_raw
 from support.sshd import ADMIN, FakeVm, Sshd, is_running, keygen, run_sshd
@@ -133,16 +134,21 @@ def test_a_host_key_mismatch_fails_before_anything_runs(sshd: Sshd, tmp_path: Pa
     assert by_fingerprint["ssh: connect"].status == PASS
 
 
-def test_both_ssh_clients_refuse_a_wrong_host_key_with_one_error_class(sshd: Sshd, tmp_path: Path) -> None:
-    """llmdeploy.local's logins raise the HostKeyMismatch the smoke checks report: an SshError, exit 1."""
+def test_local_and_smoke_logins_refuse_a_wrong_host_key_alike(sshd: Sshd, tmp_path: Path) -> None:
+    """llmdeploy.local's logins and the smoke checks share one client: the same HostKeyMismatch (an SshError,
+    exit 1), with the same message, before authentication."""
     other = " ".join(keygen(tmp_path / "other_host_key", "another-vm").split()[:2])
-    with pytest.raises(HostKeyMismatch, match="the VM's SSH host key changed") as info:
-        local_ssh.connect(sshd.port, ADMIN, sshd.client_key, host_key=other, timeout=10)
-    assert isinstance(info.value, local_ssh.SshError) and info.value.exit_code == EXIT_FAILED
-    session = local_ssh.connect(sshd.port, ADMIN, sshd.client_key, host_key=" ".join(sshd.host_key_line.split()[:2]),
-                                timeout=10)
+    with pytest.raises(HostKeyMismatch, match=f"^host key mismatch for \\[127.0.0.1\\]:{sshd.port}: ") as info:
+        loopback_login(sshd.port, ADMIN, sshd.client_key, host_key=other, timeout=10)
+    assert isinstance(info.value, SshError) and info.value.exit_code == EXIT_FAILED
+    assert parse_host_key(other)[1] in str(info.value)
+    smoke = check(sshd, host_key=other)["ssh: connect"]
+    assert smoke.status == FAIL and smoke.summary == str(info.value)
+    session = loopback_login(sshd.port, ADMIN, sshd.client_key, host_key=" ".join(sshd.host_key_line.split()[:2]),
+                             timeout=10)
     try:
-        assert session.run("true")[0] == 0
+        assert session.run("true").ok
+        assert session.host_key == " ".join(sshd.host_key_line.split()[:2])
     finally:
         session.close()
 
@@ -258,8 +264,8 @@ class StubRemote:
     def __init__(self, stdout: str) -> None:
         self.stdout = stdout
 
-    def run(self, argv: list[str], timeout: float | None = None) -> Cmd:
-        return Cmd(" ".join(argv), 0, self.stdout, "", 0.0)
+    def sudo(self, argv: list[str], timeout: float | None = None) -> CommandResult:
+        return CommandResult(" ".join(argv), 0, self.stdout, "", 0.0)
 
 
 def test_disk_and_memory_headroom_warn_under_10_and_15_percent() -> None:

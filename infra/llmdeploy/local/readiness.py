@@ -10,7 +10,7 @@ from collections.abc import Callable
 from ..errors import Failure
 from ..vmpaths import WAIT_READY
 from .progress import BootProgress, show
-from .ssh import Running, Session, SshError
+from ..sshclient import Running, Session, SshError
 
 GRACE_S = 120.0  # beyond wait-ready's own deadline, before a silent connection counts as lost
 
