@@ -131,7 +131,7 @@ def test_a_guest_that_dies_before_a_login_works_ends_the_wait() -> None:
 
 
 class FakeClock:
-    """readiness's `time`: sleeping advances the clock at once, so a 10-minute deadline passes in no time."""
+    """polling's `time`: sleeping advances the clock at once, so a 10-minute deadline passes in no time."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -144,11 +144,11 @@ class FakeClock:
 
 
 def test_no_login_until_the_deadline_says_what_it_last_saw(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmdeploy.local import readiness
+    from llmdeploy import polling
     from llmdeploy.sshclient import SshError
 
     clock = FakeClock()
-    monkeypatch.setattr(readiness, "time", clock)
+    monkeypatch.setattr(polling, "time", clock)
     logins: list[float] = []
 
     def refused() -> ScriptedVm:
@@ -157,5 +157,5 @@ def test_no_login_until_the_deadline_says_what_it_last_saw(monkeypatch: pytest.M
 
     with pytest.raises(ProvisionFailed, match="not finished after 10 min; last seen: SSH: NoValidConnectionsError"):
         wait_ready(refused, BootProgress(STEPS, lambda: 1.0, io.StringIO()), 600, poll_s=3)  # type: ignore[arg-type]
-    # It kept trying every poll until the deadline, not once.
-    assert logins[:3] == [0, 3, 6] and len(logins) == 200
+    # It kept trying every poll until the deadline, not once, and had a last look at it (polling.attempts).
+    assert logins[:3] == [0, 3, 6] and len(logins) == 201 and logins[-1] == 600
