@@ -72,9 +72,9 @@ def provision_healthy(vm: FakeVm, engine_port: int, **overrides: object) -> dict
     return info
 
 
-def check(sshd: Sshd, user: str = ADMIN, **kwargs: Any) -> dict[str, CheckResult]:
+def check(sshd: Sshd, user: str = ADMIN, key_file: Path | None = None, **kwargs: Any) -> dict[str, CheckResult]:
     kwargs.setdefault("host_key", sshd.host_key_line)
-    results = run_ssh_checks(sshd.host, user, str(sshd.client_key), port=sshd.port, timeout=10, **kwargs)
+    results = run_ssh_checks(sshd.host, user, str(key_file or sshd.client_key), port=sshd.port, timeout=10, **kwargs)
     by_name = {r.name: r for r in results}
     assert len(by_name) == len(results), [r.name for r in results]
     return by_name
@@ -151,6 +151,20 @@ def test_local_and_smoke_logins_refuse_a_wrong_host_key_alike(sshd: Sshd, tmp_pa
         assert session.host_key == " ".join(sshd.host_key_line.split()[:2])
     finally:
         session.close()
+
+
+def test_local_and_smoke_logins_say_alike_why_a_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
+    """A client key sshd does not know: both say which user, host and key file, and what the host presented
+    (llmdeploy.local used to say only "AuthenticationException: Authentication failed.")."""
+    keygen(tmp_path / "stranger", "stranger")
+    with pytest.raises(SshError) as info:
+        loopback_login(sshd.port, ADMIN, tmp_path / "stranger", host_key=sshd.host_key_line, timeout=10)
+    assert str(info.value).startswith(f"authentication failed for {ADMIN}@127.0.0.1:{sshd.port} with key "
+                                      f"{tmp_path / 'stranger'} ")
+    assert info.value.host_key_seen == f"ssh-ed25519 {parse_host_key(sshd.host_key_line)[1]}"
+    smoke = check(sshd, host_key=sshd.host_key_line, key_file=tmp_path / "stranger")
+    assert smoke["ssh: connect"].summary == str(info.value)
+    assert smoke["ssh: connect"].evidence["host_key_seen"] == info.value.host_key_seen
 
 
 def test_a_missing_stage_marker_fails_naming_the_step(sshd: Sshd) -> None:
