@@ -192,7 +192,7 @@ class Session:
             channel = transport.open_session(timeout=self.timeout)
             channel.exec_command(command)
             channel.shutdown_write()
-        except (paramiko.SSHException, OSError, EOFError) as exc:
+        except (SshError, paramiko.SSHException, OSError, EOFError) as exc:
             raise SshError(f"{type(exc).__name__}: {exc}") from exc
         return Running(channel)
 
@@ -238,13 +238,16 @@ def connect(host: str, port: int, user: str, key_file: str, host_key: str = "", 
         client.connect(host, port=port, username=user, key_filename=str(key_file), timeout=timeout,
                        banner_timeout=timeout, auth_timeout=timeout, look_for_keys=False, allow_agent=False,
                        disabled_algorithms=disabled)
-    except (paramiko.SSHException, OSError, EOFError) as exc:  # every way a login fails: an SshError saying why
+    except (SshError, paramiko.SSHException, OSError, EOFError) as exc:  # a failed login: an SshError saying why
         client.close()
         error = exc if isinstance(exc, SshError) else SshError(describe_connect_error(exc, host, port, user, key_file))
         error.host_key_seen = policy.seen
         if error is exc:
             raise
         raise error from exc
+    except BaseException:
+        client.close()
+        raise
     return Session(client, user, policy.key, policy.seen, timeout)
 
 

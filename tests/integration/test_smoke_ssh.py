@@ -142,8 +142,10 @@ def test_local_and_smoke_logins_refuse_a_wrong_host_key_alike(sshd: Sshd, tmp_pa
         loopback_login(sshd.port, ADMIN, sshd.client_key, host_key=other, timeout=10)
     assert isinstance(info.value, SshError) and info.value.exit_code == EXIT_FAILED
     assert parse_host_key(other)[1] in str(info.value)
+    assert info.value.host_key_seen == f"ssh-ed25519 {parse_host_key(sshd.host_key_line)[1]}"
     smoke = check(sshd, host_key=other)["ssh: connect"]
     assert smoke.status == FAIL and smoke.summary == str(info.value)
+    assert smoke.evidence["host_key_seen"] == info.value.host_key_seen
     session = loopback_login(sshd.port, ADMIN, sshd.client_key, host_key=" ".join(sshd.host_key_line.split()[:2]),
                              timeout=10)
     try:

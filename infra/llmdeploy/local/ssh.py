@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ..private_files import write_private
 from ..sshclient import HOST_KEY_ALGORITHMS, LOOPBACK, Session, connect
 
+CHANNEL_OPEN_S = 30.0  # a busy guest (TCG, provisioning) may answer a command's channel slower than a login
 CONSOLE_KEYS = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----\r?\n(.*?)-----END SSH HOST KEY KEYS-----", re.S)
 # cloud-init's ssh module writes ssh-keygen's output to the console for each host key it generates, unless
 # ssh_quiet_keygen is set (it is not): "The key fingerprint is:" then "SHA256:<43 base64> root@host".
@@ -82,4 +83,6 @@ def known_hosts_line(port: int, host_key: str) -> str:
 
 def loopback_login(port: int, user: str, key_file: Path, host_key: str = "", timeout: float = 20) -> Session:
     """Log in on the VM's SSH port forwarded to this machine; with host_key, only that key is accepted."""
-    return connect(LOOPBACK, port, user, str(key_file), host_key=host_key, timeout=timeout)
+    session = connect(LOOPBACK, port, user, str(key_file), host_key=host_key, timeout=timeout)
+    session.timeout = CHANNEL_OPEN_S
+    return session
