@@ -21,8 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "infra")]
 
-from llmdeploy.local.lifecycle import LocalError, login, require_state  # noqa: E402
-from llmdeploy.local.ssh import SshError  # noqa: E402
+from llmdeploy.local import LocalError  # noqa: E402
+from llmdeploy.local.guestlogin import login  # noqa: E402
+from llmdeploy.local.vmstatus import require_state  # noqa: E402
+from llmdeploy.sshclient import SshError  # noqa: E402
 
 REPORT = "/var/log/lynis-report.dat"
 INSTALL = ("command -v lynis >/dev/null || { export DEBIAN_FRONTEND=noninteractive; "
@@ -53,10 +55,11 @@ def audit(stack: str) -> str:
     try:
         for what, command, timeout in (("installing lynis", INSTALL, 900), ("lynis audit system", AUDIT, 1800),
                                        (f"reading {REPORT}", f"cat {REPORT}", 60)):
-            code, out, err = session.run(f"sudo -n sh -c {shlex.quote(command)}", timeout=timeout)
-            if code != 0:
-                raise LocalError(f"{what} exited {code}: {(err or out).strip()[-1500:]}")
-        return out
+            result = session.run(f"sudo -n sh -c {shlex.quote(command)}", timeout=timeout)
+            if not result.ok:
+                raise LocalError(f"{what} exited {result.exit_code}: "
+                                 f"{(result.stderr or result.stdout).strip()[-1500:]}")
+        return result.stdout
     finally:
         session.close()
 

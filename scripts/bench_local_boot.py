@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "infra")]
 
 from llmdeploy.local import runtime  # noqa: E402
-from llmdeploy.local.lifecycle import login  # noqa: E402
+from llmdeploy.local.guestlogin import login  # noqa: E402
 from llmdeploy.local.progress import clock  # noqa: E402
 from llmdeploy.local.state import VmState  # noqa: E402
 
@@ -43,12 +43,12 @@ def stage_times(state: VmState) -> list[tuple[str, float]]:
 def blame(state: VmState, top: int) -> list[str]:
     session = login(state)
     try:
-        code, out, err = session.run("sudo -n cloud-init analyze blame", timeout=120)
+        analysed = session.run("sudo -n cloud-init analyze blame", timeout=120)
     finally:
         session.close()
-    if code != 0:
-        return [f"(cloud-init analyze blame exited {code}: {err.strip()[:200]})"]
-    rows = [line.strip() for line in out.splitlines() if line.strip().endswith(")")]
+    if not analysed.ok:
+        return [f"(cloud-init analyze blame exited {analysed.exit_code}: {analysed.stderr.strip()[:200]})"]
+    rows = [line.strip() for line in analysed.stdout.splitlines() if line.strip().endswith(")")]
     return sorted(rows, key=lambda r: float(r.split("s", 1)[0]), reverse=True)[:top]
 
 

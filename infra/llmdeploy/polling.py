@@ -18,7 +18,7 @@ class Deadline:
     """`seconds` from now; `left` counts down to 0, `expired` once it is reached."""
 
     seconds: float
-    start: float = field(default_factory=time.monotonic)
+    start: float = field(default_factory=lambda: time.monotonic())  # looked up per call: a test may swap the clock
 
     @property
     def left(self) -> float:

@@ -13,7 +13,7 @@ import pytest
 
 from llmdeploy import bundle
 from llmdeploy.errors import LlmdeployError
-from llmdeploy.local import lifecycle
+from llmdeploy.local import guestlogin, lifecycle
 from llmdeploy.local.state import VmState
 from llmdeploy.vmpaths import BUNDLE_DIR, BUNDLE_STAGE, SECRETS_DIR, STAGES_DIR, STEPS_DIR
 from support.project import ROOT
@@ -27,12 +27,12 @@ class Refused:
         self.error, self.out, self.state, self.sent = error, out, state, sent
 
     def sudo(self, command: str) -> str:
-        session = lifecycle.login(self.state)
+        session = guestlogin.login(self.state)
         try:
-            code, stdout, stderr = session.run(f"sudo -n bash -c {command!r}", timeout=60)
+            result = session.run(f"sudo -n bash -c {command!r}", timeout=60)
         finally:
             session.close()
-        return stdout + stderr
+        return result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")

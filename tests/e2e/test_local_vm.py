@@ -42,7 +42,8 @@ from llmdeploy.local.image import OCI_RULES_V4
 from llmdeploy.local.lifecycle import PROCESS_NAMES
 from llmdeploy.local.nspawn import SPEC_FILE, ContainerSpec
 from llmdeploy.local.runtime import of as runtime_of
-from llmdeploy.local.ssh import Session, SshError, connect
+from llmdeploy.local.ssh import loopback_login
+from llmdeploy.sshclient import Session, SshError
 from llmdeploy.local.state import VmState
 from llmdeploy.vmpaths import BUNDLE_STAGE
 from support.project import ROOT
@@ -99,15 +100,16 @@ class Vm:
         return FINGERPRINT.replace("{unit}", self.unit)
 
     def login(self) -> Session:
-        return connect(self.state.port(22), self.state.admin_user, self.state.ssh_key, host_key=self.state.host_key,
-                       timeout=30)
+        return loopback_login(self.state.port(22), self.state.admin_user, self.state.ssh_key,
+                              host_key=self.state.host_key, timeout=30)
 
     def run(self, command: str, timeout: float = 300) -> tuple[int, str, str]:
         session = self.login()
         try:
-            return session.run(command, timeout=timeout)
+            result = session.run(command, timeout=timeout)
         finally:
             session.close()
+        return result.exit_code, result.stdout, result.stderr
 
     def sudo(self, command: str, timeout: float = 300) -> str:
         code, out, err = self.run(f"sudo -n sh -c {shlex.quote(command)}", timeout=timeout)
@@ -239,7 +241,8 @@ def assert_only_at_home(vm: Vm, secret: str, home: str) -> None:
               f"grep -cF -f \"$pat\" {home} | sed 's/^/home /'; stat -c 'mode %a' {home}; rm -f \"$pat\"")
     session = vm.login()
     try:
-        _, out, err = session.run(f"sudo -n sh -c {shlex.quote(script)}", stdin=f"{secret}\n".encode(), timeout=300)
+        searched = session.run(f"sudo -n sh -c {shlex.quote(script)}", stdin=f"{secret}\n".encode(), timeout=300)
+        out, err = searched.stdout, searched.stderr
     finally:
         session.close()
     found = out.split("\n")

@@ -30,7 +30,8 @@ import pytest
 from llmdeploy.local import image, nspawn, procs
 from llmdeploy.local.qemu import free_ports
 from llmdeploy.local.seed import meta_data
-from llmdeploy.local.ssh import Session, SshError, connect, console_host_keys, make_key_pair, ssh_banner
+from llmdeploy.local.ssh import console_host_keys, loopback_login, make_key_pair, ssh_banner
+from llmdeploy.sshclient import Session, SshError
 from support.procs import start_process, stop_process
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0 or shutil.which("systemd-nspawn") is None,
@@ -49,16 +50,16 @@ class Container:
     forward_before: str
 
     def login(self) -> Session:
-        return connect(self.spec.forwards[22], USER, self.key, timeout=20)
+        return loopback_login(self.spec.forwards[22], USER, self.key, timeout=20)
 
     def sudo(self, command: str, timeout: float = 120) -> str:
         session = self.login()
         try:
-            code, out, err = session.run(f"sudo -n sh -c '{command}'", timeout=timeout)
+            result = session.run(f"sudo -n sh -c '{command}'", timeout=timeout)
         finally:
             session.close()
-        assert code == 0, f"{command}: exit {code}: {err}"
-        return out
+        assert result.ok, f"{command}: exit {result.exit_code}: {result.stderr}"
+        return result.stdout
 
 
 def wait_for_login(box: Container, deadline_s: float = BOOT_DEADLINE_S) -> Session:
@@ -181,10 +182,10 @@ def test_the_network_settings_are_the_containers_own_and_the_kernel_ones_the_hos
     assert Path(key).read_text().strip() == host_before
     session = box.login()
     try:
-        code, _, err = session.run("sudo -n sysctl -w kernel.dmesg_restrict=1", timeout=30)
+        refused = session.run("sudo -n sysctl -w kernel.dmesg_restrict=1", timeout=30)
     finally:
         session.close()
-    assert code != 0 and "denied" in err.lower(), err
+    assert not refused.ok and "denied" in refused.stderr.lower(), refused.stderr
 
 
 def test_a_reboot_starts_the_container_again(box: Container) -> None:

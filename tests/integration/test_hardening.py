@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.config import parse
-from llmdeploy.local.ssh import connect
+from llmdeploy.local.ssh import loopback_login
 from llmdeploy.render import FILES_DIR, STEPS_DIR, render
 from llmdeploy.smoke.ssh_checks import check_login
 from support.endpoint import Endpoint
@@ -121,9 +121,10 @@ def test_the_drop_in_is_what_sshd_runs_with(hardened_sshd: Sshd) -> None:
 
 
 def test_paramiko_logs_in_as_smoke_and_llmdeploy_local_do(hardened_sshd: Sshd) -> None:
-    session = connect(hardened_sshd.port, ADMIN, hardened_sshd.client_key, hardened_sshd.host_key_line)
+    session = loopback_login(hardened_sshd.port, ADMIN, hardened_sshd.client_key, hardened_sshd.host_key_line)
     try:
-        assert session.run("id -un")[:2] == (0, f"{ADMIN}\n")
+        who = session.run("id -un")
+        assert (who.exit_code, who.stdout) == (0, f"{ADMIN}\n")
     finally:
         session.close()
     rsa_key = (Path(hardened_sshd.client_key).parent / "ssh_host_rsa_key.pub").read_text()
@@ -147,7 +148,7 @@ def test_openssh_logs_in_as_llmdeploy_local_ssh_does(hardened_sshd: Sshd, tmp_pa
 
 
 def test_forwarding_is_refused(hardened_sshd: Sshd) -> None:
-    session = connect(hardened_sshd.port, ADMIN, hardened_sshd.client_key, hardened_sshd.host_key_line)
+    session = loopback_login(hardened_sshd.port, ADMIN, hardened_sshd.client_key, hardened_sshd.host_key_line)
     try:
         transport = session.client.get_transport()
         assert transport is not None

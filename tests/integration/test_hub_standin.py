@@ -1,5 +1,5 @@
-"""The model server of `llmdeploy local up` as a Hugging Face Hub stand-in (llmdeploy.local.hostsrv.HubHandler), and
-the local stacks that use it (localconfig.model_source / local_config).
+"""The model server of `llmdeploy local up` as a Hugging Face Hub stand-in
+(llmdeploy.local.modelserver.HubHandler), and the local stacks that use it (localconfig.model_source / local_config).
 
 The stand-in is checked with the real client: huggingface_hub from the vLLM virtualenv that scripts/setup.sh
 installs (vLLM and Xinference download through it), run in a subprocess: snapshot_download, hf_hub_download,

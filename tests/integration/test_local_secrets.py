@@ -10,7 +10,8 @@ import pytest
 
 from llmdeploy.local import hostsrv, procs
 from llmdeploy.local.localconfig import local_config
-from llmdeploy.local.ssh import console_host_fingerprints, host_key_fingerprint
+from llmdeploy.local.ssh import console_host_fingerprints
+from llmdeploy.sshclient import CommandResult, host_key_fingerprint
 from llmdeploy.render import render
 from support.delivery import bundle_files, secrets_tar, split_payload
 from support.project import ROOT, SSH_KEY
@@ -137,12 +138,12 @@ class FakeSession:
     def __init__(self, events: list[tuple[str, bytes | None]]) -> None:
         self.events = events
 
-    def run(self, command: str, stdin: bytes | None = None, timeout: float = 120) -> tuple[int, str, str]:
+    def run(self, command: str, stdin: bytes | None = None, timeout: float = 120) -> CommandResult:
         if "llmdeploy-receive-bundle" in command and "llmdeploy-install-secrets" in command:
             self.events.append(("deliver", stdin))
         elif "stages" in command and ("poll stages", None) not in self.events:
             self.events.append(("poll stages", None))
-        return 0, "", ""
+        return CommandResult(command, 0, "", "", 0.0)
 
     def start(self, command: str) -> object:
         from types import SimpleNamespace
@@ -180,11 +181,11 @@ def test_local_up_delivers_the_secrets_once_the_host_key_is_confirmed_then_follo
         state.timeline["qemu_started"] = 0.0  # type: ignore[attr-defined]
 
     monkeypatch.setattr(runtime.QemuRuntime, "_launch", launch)
-    monkeypatch.setattr(lifecycle, "_wait_for_ssh", lambda *a: FakeSession(events))
-    monkeypatch.setattr(lifecycle, "_confirm_host_key", lambda *a: events.append(("host key", None)))
+    monkeypatch.setattr(lifecycle, "first_login", lambda *a: FakeSession(events))
+    monkeypatch.setattr(lifecycle, "confirm_host_key", lambda *a: events.append(("host key", None)))
     monkeypatch.setattr(runtime.QemuRuntime, "gone", lambda self, state: None)
     monkeypatch.setattr(lifecycle, "login", lambda state: FakeSession(events))
-    monkeypatch.setattr(lifecycle, "_wait_for_credentials", lambda *a, **k: None)
+    monkeypatch.setattr(lifecycle, "wait_for_credentials", lambda *a, **k: None)
     monkeypatch.setattr(lifecycle.checks, "run_smoke", lambda *a, **k: SimpleNamespace(passed=True))
     monkeypatch.setattr(lifecycle.qemu, "choose_accel", lambda *a: qemu.Accel("tcg", "test"))
     opts = lifecycle.UpOptions(stack="t", project_dir=project)

@@ -18,11 +18,12 @@ import pytest
 
 from llmdeploy.config import parse
 from llmdeploy.errors import EXIT_FAILED
-from llmdeploy.local import ssh as local_ssh
+from llmdeploy.local.ssh import loopback_login
 from llmdeploy.render import render
 from llmdeploy.result import FAIL, PASS, WARN, CheckResult
-from llmdeploy.smoke.ssh_checks import (Cmd, HostKeyMismatch, check_disk, check_memory, fingerprint, is_loopback,
-                                        parse_cloud_init_status, parse_host_key, parse_listeners, run_ssh_checks)
+from llmdeploy.smoke.ssh_checks import (check_disk, check_memory, is_loopback, parse_cloud_init_status, parse_listeners,
+                                        run_ssh_checks)
+from llmdeploy.sshclient import CommandResult, HostKeyMismatch, SshError, fingerprint, parse_host_key
 from llmdeploy.vmpaths import BOOT_FINISHED, CLOUD_INIT_OUTPUT, READY_MARKER, STAGES_DIR, step_log
 from support.project import minimal_raw
 from support.sshd import ADMIN, FakeVm, Sshd, is_running, keygen, run_sshd
@@ -71,9 +72,9 @@ def provision_healthy(vm: FakeVm, engine_port: int, **overrides: object) -> dict
     return info
 
 
-def check(sshd: Sshd, user: str = ADMIN, **kwargs: Any) -> dict[str, CheckResult]:
+def check(sshd: Sshd, user: str = ADMIN, key_file: Path | None = None, **kwargs: Any) -> dict[str, CheckResult]:
     kwargs.setdefault("host_key", sshd.host_key_line)
-    results = run_ssh_checks(sshd.host, user, str(sshd.client_key), port=sshd.port, timeout=10, **kwargs)
+    results = run_ssh_checks(sshd.host, user, str(key_file or sshd.client_key), port=sshd.port, timeout=10, **kwargs)
     by_name = {r.name: r for r in results}
     assert len(by_name) == len(results), [r.name for r in results]
     return by_name
@@ -133,18 +134,39 @@ def test_a_host_key_mismatch_fails_before_anything_runs(sshd: Sshd, tmp_path: Pa
     assert by_fingerprint["ssh: connect"].status == PASS
 
 
-def test_both_ssh_clients_refuse_a_wrong_host_key_with_one_error_class(sshd: Sshd, tmp_path: Path) -> None:
-    """llmdeploy.local's logins raise the HostKeyMismatch the smoke checks report: an SshError, exit 1."""
+def test_local_and_smoke_logins_refuse_a_wrong_host_key_alike(sshd: Sshd, tmp_path: Path) -> None:
+    """llmdeploy.local's logins and the smoke checks share one client: the same HostKeyMismatch (an SshError,
+    exit 1), with the same message, before authentication."""
     other = " ".join(keygen(tmp_path / "other_host_key", "another-vm").split()[:2])
-    with pytest.raises(HostKeyMismatch, match="the VM's SSH host key changed") as info:
-        local_ssh.connect(sshd.port, ADMIN, sshd.client_key, host_key=other, timeout=10)
-    assert isinstance(info.value, local_ssh.SshError) and info.value.exit_code == EXIT_FAILED
-    session = local_ssh.connect(sshd.port, ADMIN, sshd.client_key, host_key=" ".join(sshd.host_key_line.split()[:2]),
-                                timeout=10)
+    with pytest.raises(HostKeyMismatch, match=f"^host key mismatch for \\[127.0.0.1\\]:{sshd.port}: ") as info:
+        loopback_login(sshd.port, ADMIN, sshd.client_key, host_key=other, timeout=10)
+    assert isinstance(info.value, SshError) and info.value.exit_code == EXIT_FAILED
+    assert parse_host_key(other)[1] in str(info.value)
+    assert info.value.host_key_seen == f"ssh-ed25519 {parse_host_key(sshd.host_key_line)[1]}"
+    smoke = check(sshd, host_key=other)["ssh: connect"]
+    assert smoke.status == FAIL and smoke.summary == str(info.value)
+    assert smoke.evidence["host_key_seen"] == info.value.host_key_seen
+    session = loopback_login(sshd.port, ADMIN, sshd.client_key, host_key=" ".join(sshd.host_key_line.split()[:2]),
+                             timeout=10)
     try:
-        assert session.run("true")[0] == 0
+        assert session.run("true").ok
+        assert session.host_key == " ".join(sshd.host_key_line.split()[:2])
     finally:
         session.close()
+
+
+def test_local_and_smoke_logins_say_alike_why_a_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
+    """A client key sshd does not know: both say which user, host and key file, and what the host presented
+    (llmdeploy.local used to say only "AuthenticationException: Authentication failed.")."""
+    keygen(tmp_path / "stranger", "stranger")
+    with pytest.raises(SshError) as info:
+        loopback_login(sshd.port, ADMIN, tmp_path / "stranger", host_key=sshd.host_key_line, timeout=10)
+    assert str(info.value).startswith(f"authentication failed for {ADMIN}@127.0.0.1:{sshd.port} with key "
+                                      f"{tmp_path / 'stranger'} ")
+    assert info.value.host_key_seen == f"ssh-ed25519 {parse_host_key(sshd.host_key_line)[1]}"
+    smoke = check(sshd, host_key=sshd.host_key_line, key_file=tmp_path / "stranger")
+    assert smoke["ssh: connect"].summary == str(info.value)
+    assert smoke["ssh: connect"].evidence["host_key_seen"] == info.value.host_key_seen
 
 
 def test_a_missing_stage_marker_fails_naming_the_step(sshd: Sshd) -> None:
@@ -258,8 +280,8 @@ class StubRemote:
     def __init__(self, stdout: str) -> None:
         self.stdout = stdout
 
-    def run(self, argv: list[str], timeout: float | None = None) -> Cmd:
-        return Cmd(" ".join(argv), 0, self.stdout, "", 0.0)
+    def sudo(self, argv: list[str], timeout: float | None = None) -> CommandResult:
+        return CommandResult(" ".join(argv), 0, self.stdout, "", 0.0)
 
 
 def test_disk_and_memory_headroom_warn_under_10_and_15_percent() -> None:

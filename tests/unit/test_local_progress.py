@@ -11,6 +11,7 @@ import pytest
 
 from llmdeploy.local.progress import POLL_SCRIPT, BootProgress
 from llmdeploy.local.readiness import ProvisionFailed, wait_ready
+from llmdeploy.sshclient import CommandResult
 from llmdeploy.vmpaths import WAIT_READY
 
 STEPS = ["10-base", "40-engine", "90-ready"]
@@ -48,11 +49,11 @@ class ScriptedVm:
         self.started.append(command)
         return self.runs.pop(0)
 
-    def run(self, command: str, stdin: bytes | None = None, timeout: float = 120) -> tuple[int, str, str]:
+    def run(self, command: str, stdin: bytes | None = None, timeout: float = 120) -> CommandResult:
         assert POLL_SCRIPT.split()[0] in command and WAIT_READY not in command
         out = self.polls[min(self.marker_polls, len(self.polls) - 1)]
         self.marker_polls += 1
-        return 0, out, ""
+        return CommandResult(command, 0, out, "", 0.0)
 
     def close(self) -> None:
         pass
@@ -119,7 +120,7 @@ def test_a_guest_that_dies_ends_the_wait() -> None:
 
 
 def test_a_guest_that_dies_before_a_login_works_ends_the_wait() -> None:
-    from llmdeploy.local.ssh import SshError
+    from llmdeploy.sshclient import SshError
 
     def refused() -> ScriptedVm:
         raise SshError("connection refused")
@@ -130,7 +131,7 @@ def test_a_guest_that_dies_before_a_login_works_ends_the_wait() -> None:
 
 
 class FakeClock:
-    """readiness's `time`: sleeping advances the clock at once, so a 10-minute deadline passes in no time."""
+    """polling's `time`: sleeping advances the clock at once, so a 10-minute deadline passes in no time."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -143,11 +144,11 @@ class FakeClock:
 
 
 def test_no_login_until_the_deadline_says_what_it_last_saw(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmdeploy.local import readiness
-    from llmdeploy.local.ssh import SshError
+    from llmdeploy import polling
+    from llmdeploy.sshclient import SshError
 
     clock = FakeClock()
-    monkeypatch.setattr(readiness, "time", clock)
+    monkeypatch.setattr(polling, "time", clock)
     logins: list[float] = []
 
     def refused() -> ScriptedVm:
@@ -156,5 +157,5 @@ def test_no_login_until_the_deadline_says_what_it_last_saw(monkeypatch: pytest.M
 
     with pytest.raises(ProvisionFailed, match="not finished after 10 min; last seen: SSH: NoValidConnectionsError"):
         wait_ready(refused, BootProgress(STEPS, lambda: 1.0, io.StringIO()), 600, poll_s=3)  # type: ignore[arg-type]
-    # It kept trying every poll until the deadline, not once.
-    assert logins[:3] == [0, 3, 6] and len(logins) == 200
+    # It kept trying every poll until the deadline, not once, and had a last look at it (polling.attempts).
+    assert logins[:3] == [0, 3, 6] and len(logins) == 201 and logins[-1] == 600

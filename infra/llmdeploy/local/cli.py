@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
 from ..projectdir import find_project_dir, stack_arg
 from ..vmpaths import CLOUD_INIT_OUTPUT, step_log
-from . import RUNTIMES
+from . import RUNTIMES, LocalError
 from .choice import AUTO
 
 # lifecycle and image (QEMU, SSH, the host servers: paramiko, requests, cryptography) load when a command runs.
@@ -78,9 +78,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from . import lifecycle
+    from . import vmstatus
 
-    return lifecycle.status(args.stack)
+    return vmstatus.status(args.stack)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -91,10 +91,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def _ssh_argv(state: Any, command: list[str], tty: bool) -> list[str]:
-    from . import lifecycle
-
     if shutil.which("ssh") is None:
-        raise lifecycle.LocalError("the ssh client is not installed: apt-get install openssh-client")
+        raise LocalError("the ssh client is not installed: apt-get install openssh-client")
     argv = ["ssh", "-i", str(state.ssh_key), "-p", str(state.port(22)), "-o", "IdentitiesOnly=yes",
             "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "StrictHostKeyChecking=yes",
             "-o", "LogLevel=ERROR"]
@@ -104,14 +102,14 @@ def _ssh_argv(state: Any, command: list[str], tty: bool) -> list[str]:
 
 
 def _running_state(stack: str) -> Any:
-    from . import lifecycle
+    from . import vmstatus
 
-    state = lifecycle.require_state(stack)
-    if not lifecycle.running(state):
-        raise lifecycle.LocalError(f"the VM of stack '{stack}' is not running (phase {state.phase}); "
-                                   f"llmdeploy local down --stack {stack}, then up again")
+    state = vmstatus.require_state(stack)
+    if not vmstatus.running(state):
+        raise LocalError(f"the VM of stack '{stack}' is not running (phase {state.phase}); "
+                         f"llmdeploy local down --stack {stack}, then up again")
     if not state.host_key:
-        raise lifecycle.LocalError(f"the VM of stack '{stack}' has no SSH login yet (phase {state.phase})")
+        raise LocalError(f"the VM of stack '{stack}' has no SSH login yet (phase {state.phase})")
     return state
 
 
@@ -125,10 +123,10 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from . import lifecycle
+    from . import guestlogin, vmstatus
 
     if args.serial:
-        state = lifecycle.require_state(args.stack)
+        state = vmstatus.require_state(args.stack)
         text = state.serial_log.read_text(errors="replace") if state.serial_log.exists() else ""
         print("\n".join(text.splitlines()[-args.lines:]))
         return EXIT_OK
@@ -143,14 +141,14 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if args.follow:
         argv = _ssh_argv(state, [shlex.join(tail)], tty=False)
         os.execvp(argv[0], argv)
-    session = lifecycle.login(state)
+    session = guestlogin.login(state)
     try:
-        code, stdout, stderr = session.run(shlex.join(tail), timeout=60)
+        tailed = session.run(shlex.join(tail), timeout=60)
     finally:
         session.close()
-    sys.stdout.write(stdout)
-    if code != 0:
-        print(f"llmdeploy local: {path}: {stderr.strip() or f'exit {code}'}", file=sys.stderr)
+    sys.stdout.write(tailed.stdout)
+    if not tailed.ok:
+        print(f"llmdeploy local: {path}: {tailed.stderr.strip() or f'exit {tailed.exit_code}'}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 

@@ -15,11 +15,8 @@ seed, keys; a container's root copy, veth pair, namespace and NAT rules). The im
 """
 from __future__ import annotations
 
-import json
-import os
 import re
 import secrets as _random
-import shlex
 import shutil
 import sys
 import time
@@ -28,40 +25,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import requests
-
-from ..bundle import delivery_script, digest, payload
 from ..config import ConfigError, StackConfig, parse
 from ..declared import declarations
-from ..errors import Failure, UsageError
+from ..errors import UsageError
 from ..private_files import write_private
 from ..render import Layout, render
-from ..secrets import (INSTALLER_WAIT_S, generate_api_key, generate_webui_secret_key,
-                       secrets_bundle)
 from ..smoke.redact import Redactor
 from ..smoke.report import check_line
-from ..smoke.targets import Credentials
+from ..sshclient import Session
 from ..stackfile import from_environment, read_stack
-from ..vmpaths import BOOT_FINISHED, STAGES_DIR
-from . import API_KEYS_ENV, WEBUI_SECRET_KEY_ENV, checks, choice, hostsrv, image, procs, qemu, runtime
+from . import LocalError, checks, choice, hostsrv, image, procs, qemu, runtime
+from .guestlogin import confirm_host_key, first_login, login
 from .localconfig import ModelSource, host_ca_certs, local_config, model_source, torch_wheel_dirs
-from .progress import BootProgress, clock
-from .readiness import ProvisionFailed, wait_ready
+from .progress import BootProgress, Clock, Say, clock
+from .readiness import wait_ready
 from .runtime import Runtime
-from .ssh import (Session, SshError, connect, console_host_fingerprints, console_host_keys, host_key_fingerprint,
-                  known_hosts_line, make_key_pair, ssh_banner)
+from .secretsdelivery import basic_login, deliver_secrets, wait_for_credentials
+from .ssh import make_key_pair
 from .state import VmState, new_state, remove_folder, stack_lock
+from .vmstatus import HOST_SERVERS, print_summary, running
 
-SSH_DEADLINE_S = 600.0
-CONSOLE_KEYS_DEADLINE_S = 120.0
-HOST_SERVERS = ("model_server", "pebble", "challtestsrv")
 PROCESS_NAMES = (*runtime.RUNTIMES, *HOST_SERVERS)
 BASE_GUEST_PORTS = (22, 80, 443)
-Say = Callable[[str], None]
-
-
-class LocalError(Failure):
-    """`llmdeploy local` could not do what was asked; the message says why and what to do."""
 
 
 @dataclass
@@ -75,14 +60,6 @@ class UpOptions:
     keep_on_failure: bool = False
     config_from_env: bool = False  # the config as `pulumi up` resolved it (stackfile.from_environment)
     torch_wheels: list[str] = field(default_factory=list)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-
-    def __call__(self) -> float:
-        return time.monotonic() - self.start
 
 
 def _tool_problems(cfg: StackConfig, guest: Runtime | None) -> list[str]:
@@ -349,19 +326,19 @@ def _boot(run: UpRun) -> None:
     state = run.state
     hostname = "llmdeploy-" + re.sub(r"[^a-z0-9-]", "-", run.opts.stack.lower())[:40].strip("-")
     run.guest.boot(state, run.img, run.user_data, hostname, run.say, run.elapsed)
-    run.session = _wait_for_ssh(state, run.guest, run.img, run.say, run.elapsed)
+    run.session = first_login(state, run.guest, run.img, run.say, run.elapsed)
 
 
 def _host_key(run: UpRun) -> None:
     assert run.session is not None
-    _confirm_host_key(run.state, run.session, run.say)
+    confirm_host_key(run.state, run.session, run.say)
 
 
 def _secrets(run: UpRun) -> None:
     """As soon as the host key is confirmed, while cloud-init provisions: the engine step waits for hfToken."""
     assert run.session is not None
     try:
-        _deliver_secrets(run.state, run.config, run.session, run.say, run.bundle)
+        deliver_secrets(run.state, run.config, run.session, run.say, run.bundle)
     finally:
         run.session.close()
         run.session = None
@@ -387,8 +364,8 @@ def _ready(run: UpRun) -> None:
 def _smoke(run: UpRun) -> None:
     """The smoke test, then hand over. nginx reloads asynchronously: wait until it takes the new key."""
     state, out = run.state, run.out
-    basic = _basic(run.config)
-    _wait_for_credentials(state, checks.credentials(state, basic))
+    basic = basic_login(run.config)
+    wait_for_credentials(state, checks.credentials(state, basic))
     run.say(f"smoke test: {state.endpoint} and SSH")
     redactor = Redactor([*state.api_keys().values(), *(basic[1:] if basic else ())])
     report = checks.run_smoke(state, emit=lambda r: print("    " + check_line(r, redactor), file=out, flush=True),
@@ -409,123 +386,6 @@ def _smoke(run: UpRun) -> None:
 UP_STEPS: tuple[tuple[str, Callable[[UpRun], None]], ...] = (
     ("1-host-servers", _host_servers), ("2-seed", _seed), ("3-boot", _boot), ("4-host-key", _host_key),
     ("5-secrets", _secrets), ("6-ready", _ready), ("7-smoke", _smoke))
-
-
-def _deliver_secrets(state: VmState, cfg: StackConfig, session: Session, say: Say, bundle: bytes) -> None:
-    """Over SSH, as pulumi up's gate does (bundle.delivery_script): the provisioning bundle, which the guest checks
-    against the digest in its user-data, then the API keys (and hfToken, a provided certificate)."""
-    keys = _api_keys(cfg)
-    state.keys_from_caller = bool(os.environ.get(API_KEYS_ENV))
-    if keys:
-        write_private(state.api_keys_file, json.dumps(keys, indent=2) + "\n")
-    webui_key = (os.environ.get(WEBUI_SECRET_KEY_ENV) or generate_webui_secret_key()) if cfg.chat.ui == "open-webui" \
-        else ""
-    secrets = secrets_bundle(cfg, keys, webui_secret_key=webui_key)
-    code, stdout, stderr = session.run(delivery_script(), stdin=payload(bundle, secrets),
-                                       timeout=2 * INSTALLER_WAIT_S + 120)
-    if code != 0:
-        raise ProvisionFailed(f"delivering the provisioning bundle and the secrets failed (exit {code}): "
-                              f"{(stderr or stdout).strip()[-2000:]}")
-    say(f"bundle ({len(bundle)} bytes, sha256 {digest(bundle)[:12]}) and secrets delivered over SSH: {len(keys)} API "
-        f"key(s){', hfToken' if cfg.hf_token else ''}{', Open WebUI secret key' if webui_key else ''}")
-    state.save()
-
-
-def _wait_for_credentials(state: VmState, creds: Credentials, deadline_s: float = 60.0) -> None:
-    """Until nginx answers 200 with the delivered credentials (its reload finishes a moment after the
-    delivery returns)."""
-    end = time.monotonic() + deadline_s
-    last = "no answer"
-    names = {state.domain: "127.0.0.1"} if state.host != "127.0.0.1" else {}
-    with requests.Session() as session, checks.resolve(names):
-        session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify=
-        while time.monotonic() < end:
-            try:
-                resp = session.get(f"{state.endpoint}/v1/models", headers=creds.headers(), verify=str(state.ca_file),
-                                   timeout=10)
-                if resp.status_code == 200:
-                    return
-                last = f"HTTP {resp.status_code}"
-            except requests.RequestException as exc:
-                last = type(exc).__name__
-            time.sleep(1)
-    raise LocalError(f"nginx does not accept the delivered credentials after {deadline_s:.0f}s (last: {last})")
-
-
-def _api_keys(cfg: StackConfig) -> dict[str, str]:
-    given = os.environ.get(API_KEYS_ENV, "")
-    names = [k.name for k in cfg.auth.api_keys]
-    if given:
-        try:
-            keys = json.loads(given)
-            if not isinstance(keys, dict):
-                raise ValueError
-        except ValueError:
-            raise UsageError(f"{API_KEYS_ENV} must be a JSON object of API key name to key") from None
-        missing = [n for n in names if n not in keys]
-        if missing:
-            raise UsageError(f"{API_KEYS_ENV} has no key for {', '.join(missing)}")
-        return {n: str(keys[n]) for n in names}
-    return {n: generate_api_key() for n in names}
-
-
-def _basic(cfg: StackConfig) -> tuple[str, str] | None:
-    for user in cfg.auth.basic_users:
-        if user in cfg.auth.basic_passwords:
-            return user, cfg.auth.basic_passwords[user].reveal()
-    return None
-
-
-def _wait_for_ssh(state: VmState, guest: Runtime, img: image.Image, say: Say, elapsed: Clock) -> Session:
-    """Log in once sshd and the admin user exist (the runtime raises if the guest dies on the way)."""
-    deadline = time.monotonic() + SSH_DEADLINE_S
-    last = "nothing yet"
-    while time.monotonic() < deadline:
-        guest.check_boot(state, img, say, elapsed)
-        if not ssh_banner(state.port(22)):
-            last = "no SSH banner yet"
-            time.sleep(3)
-            continue
-        try:
-            session = connect(state.port(22), state.admin_user, state.ssh_key, timeout=15)
-        except SshError as exc:
-            last = str(exc)
-            time.sleep(3)
-            continue
-        state.host_key = session.host_key
-        state.known_hosts.write_text(known_hosts_line(state.port(22), state.host_key))
-        state.timeline["ssh_up"] = round(elapsed(), 1)
-        state.save()
-        say(f"SSH up ({clock(elapsed() - state.timeline[guest.started_event])} after boot); cloud-init is provisioning")
-        return session
-    raise LocalError(f"no SSH login after {SSH_DEADLINE_S / 60:.0f} min; last: {last}; console: "
-                     f"{procs.tail(state.serial_log, 15)}")
-
-
-def login(state: VmState) -> Session:
-    return connect(state.port(22), state.admin_user, state.ssh_key, host_key=state.host_key, timeout=30)
-
-
-def _confirm_host_key(state: VmState, session: Session, say: Say) -> None:
-    """The key learnt at the first login must be one cloud-init printed on the serial console: its
-    fingerprint when the key was generated (early, before any step runs), or the key itself (once
-    provisioning has finished)."""
-    deadline = time.monotonic() + CONSOLE_KEYS_DEADLINE_S
-    while True:
-        keys = console_host_keys(state.serial_log)
-        fingerprints = console_host_fingerprints(state.serial_log)
-        if keys or host_key_fingerprint(state.host_key) in fingerprints:
-            break
-        if time.monotonic() > deadline:
-            raise LocalError(f"cloud-init printed neither the fingerprints of the SSH host keys it generated nor the "
-                             f"keys on the console within {CONSOLE_KEYS_DEADLINE_S:.0f}s of the first login "
-                             f"({state.serial_log}); the host key cannot be confirmed, so no secret is sent")
-        session.run(f"test -e {BOOT_FINISHED}", timeout=30)
-        time.sleep(2)
-    if state.host_key not in keys and host_key_fingerprint(state.host_key) not in fingerprints:
-        raise LocalError(f"the SSH host key of the first login ({state.host_key[:50]}...) is not one the VM printed on "
-                         "its console: something else answered on the forwarded port")
-    say("SSH host key confirmed against the VM's console")
 
 
 # ---------------------------------------------------------------------------------------------- down, status
@@ -557,73 +417,3 @@ def down(stack: str, out: TextIO | None = None) -> bool:
     return True
 
 
-def require_state(stack: str) -> VmState:
-    state = VmState.load(stack)
-    if state is None:
-        raise LocalError(f"no local VM for stack '{stack}': start one with llmdeploy local up --stack {stack}")
-    return state
-
-
-def running(state: VmState) -> bool:
-    return runtime.of(state).alive(state)
-
-
-def status(stack: str, out: TextIO | None = None) -> int:
-    """Print the VM's state; exit code 0 when it runs and is ready, 1 otherwise."""
-    out = out or sys.stdout
-    state = VmState.load(stack)
-    if state is None:
-        print(f"no local VM for stack '{stack}'", file=out)
-        return 1
-    guest = runtime.of(state)
-    up_now = guest.alive(state)
-    print(f"stack:        {stack} ({state.phase}{'' if up_now else f', {guest.label} NOT running'})", file=out)
-    print(f"vm:           {guest.describe(state)}, created {state.created}", file=out)
-    print(f"endpoint:     {state.endpoint}  (model {state.model_name}, TLS {state.tls_mode})", file=out)
-    print("ports:        " + ", ".join(f"{g} -> 127.0.0.1:{h}" for g, h in state.ports.items()), file=out)
-    for name in HOST_SERVERS:
-        if name in state.pids:
-            alive = procs.alive(state.pids[name], state.markers.get(name, ""))
-            print(f"{name + ':':<14}pid {state.pids[name]} {'running' if alive else 'NOT running'}", file=out)
-    if up_now and state.host_key:
-        try:
-            session = login(state)
-            try:
-                code, stdout, _ = session.run(f"sudo -n sh -c {shlex.quote(_STAGES_SCRIPT)}", timeout=30)
-            finally:
-                session.close()
-            print("stages:       " + (" ".join(stdout.split()) or "none done yet"), file=out)
-        except SshError as exc:
-            print(f"stages:       (SSH: {exc})", file=out)
-    print(f"state:        {state.folder}", file=out)
-    return 0 if up_now and state.phase == "ready" else 1
-
-
-_STAGES_SCRIPT = (f"cd {STAGES_DIR} 2>/dev/null && for f in *.done *.failed; do [ -e \"$f\" ] && "
-                  "printf '%s@%s\\n' \"$f\" \"$(cut -c12-19 \"$f\" | head -n1)\"; done; true")
-
-
-def curl_line(state: VmState) -> str:
-    resolve = f" --resolve {state.domain}:{state.port(443)}:127.0.0.1" if state.host != "127.0.0.1" else ""
-    body = json.dumps({"model": state.model_name, "messages": [{"role": "user", "content": "Hello"}],
-                       "max_tokens": 32})
-    return (f"curl --cacert {shlex.quote(str(state.ca_file))}{resolve} {state.endpoint}/v1/chat/completions "
-            f"-H \"Authorization: Bearer $LLMDEPLOY_API_KEY\" -H 'Content-Type: application/json' -d '{body}'")
-
-
-def print_summary(state: VmState, out: TextIO) -> None:
-    keys = state.api_keys()
-    lines = ["", f"endpoint: {state.endpoint}", f"model:    {state.model_name}", f"ca:       {state.ca_file}"]
-    if state.keys_from_caller:  # the caller (pulumi up) holds them as secrets; they stay out of its logs
-        lines.append(f"api keys: {', '.join(keys)} (as given in ${API_KEYS_ENV})")
-        if keys:
-            lines += ["", curl_line(state)]
-    else:
-        for name, key in keys.items():
-            lines.append(f"api key:  {name} = {key}")
-        if keys:
-            lines += ["", f"export LLMDEPLOY_API_KEY={next(iter(keys.values()))}", curl_line(state)]
-    s = state.stack
-    lines += ["", f"llmdeploy local status --stack {s}    llmdeploy local ssh --stack {s}    "
-                  f"llmdeploy local logs --stack {s}", f"the VM keeps running; stop it with: llmdeploy local down --stack {s}"]
-    print("\n".join(lines), file=out, flush=True)

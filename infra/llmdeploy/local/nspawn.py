@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import Failure
+from ..polling import attempts, wait_for
 
 NSPAWN = "systemd-nspawn"
 REBOOT_EXIT = 133  # systemd-nspawn's exit code when the container's systemd reboots
@@ -281,9 +282,7 @@ def kill_container(root: Path, timeout: float = 10.0) -> list[int]:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    deadline = time.monotonic() + timeout
-    while container_pids(root) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: not container_pids(root), within=timeout, every=0.1)
     return pids
 
 
@@ -297,14 +296,12 @@ def launch(spec_path: Path, log: Path) -> int:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([infra, *filter(None, [os.environ.get("PYTHONPATH")])])}
     pid = procs.start_daemon([sys.executable, "-m", "llmdeploy.local.nspawn", "supervise", str(spec_path)], log,
                              env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    for _ in attempts(30, every=0.1):
         if not procs.alive(pid):
             raise NspawnError(f"the container's supervisor exited at once; last lines of {log}:\n"
                               f"{procs.tail(log, 15)}\nconsole: {procs.tail(Path(spec.console_log), 15)}")
         if all(_listening(port) for port in spec.forwards.values()):
             return pid
-        time.sleep(0.1)
     procs.stop(pid, str(spec_path), grace=STOP_GRACE_S)
     raise NspawnError(f"the container's port forwarders did not listen within 30s; {log}:\n{procs.tail(log, 15)}")
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from ..polling import wait_for
 
 
 def start_daemon(cmd: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
@@ -66,14 +67,16 @@ def stop(pid: int | None, marker: str, grace: float = 10.0) -> bool:
             break
         except PermissionError:
             os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            _reap(pid)
-            if not alive(pid):
-                return True
-            time.sleep(0.1)
+        if wait_for(lambda: _reaped(pid), within=wait, every=0.1):
+            return True
     _reap(pid)
     return True
+
+
+def _reaped(pid: int) -> bool:
+    """Whether pid has exited (and, if it is our child, been reaped)."""
+    _reap(pid)
+    return not alive(pid)
 
 
 def _reap(pid: int | None) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from ..sshclient import Session, SshError
 from ..vmpaths import LOG_DIR, STAGES_DIR
-from .ssh import Session, SshError
 
 POLL_SCRIPT = (
     f"cd {STAGES_DIR} 2>/dev/null && for f in *.done *.failed; do [ -e \"$f\" ] && "
@@ -39,6 +40,19 @@ def parse_poll(stdout: str) -> Snapshot:
         elif kind == "log" and rest.endswith(".log"):
             snap.started.add(rest[:-4])
     return snap
+
+
+Say = Callable[[str], None]  # prints one line of progress
+
+
+class Clock:
+    """Seconds since it was made (the left column of `up`'s output)."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self) -> float:
+        return time.monotonic() - self.start
 
 
 def clock(seconds: float) -> str:
@@ -105,7 +119,7 @@ class BootProgress:
 
 def show(session: Session, progress: BootProgress) -> None:
     """One look at the stage markers, printed; SshError when the VM does not answer (the caller goes on)."""
-    code, out, err = session.run(f"sudo -n sh -c {shlex.quote(POLL_SCRIPT)}", timeout=60)
-    if code != 0:
-        raise SshError(f"poll exited {code}: {err.strip()[:200]}")
-    progress.update(parse_poll(out))
+    polled = session.run(f"sudo -n sh -c {shlex.quote(POLL_SCRIPT)}", timeout=60)
+    if not polled.ok:
+        raise SshError(f"poll exited {polled.exit_code}: {polled.stderr.strip()[:200]}")
+    progress.update(parse_poll(polled.stdout))

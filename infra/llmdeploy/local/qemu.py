@@ -13,11 +13,11 @@ import os
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import Failure
+from ..polling import attempts
 from . import paths, procs
 
 QEMU = "qemu-system-x86_64"
@@ -172,11 +172,9 @@ def launch(spec: VmSpec, settle: float = 1.5) -> int:
     (a port already taken, a missing file, KVM refusing)."""
     spec.serial_log.unlink(missing_ok=True)
     pid = procs.start_daemon(spec.command(), spec.qemu_log)
-    deadline = time.monotonic() + settle
-    while time.monotonic() < deadline:
+    for _ in attempts(settle, every=0.1):  # it must stay up that long
         if not procs.alive(pid):
             raise QemuError(f"{QEMU} exited at once: {procs.tail(spec.qemu_log, 10) or 'no output'}")
-        time.sleep(0.1)
     return pid
 
 

@@ -4,13 +4,13 @@ error, the engine answering) over SSH, and shows the stages as they finish meanw
 connection logs in again and runs it again for the time that is left; a guest that dies ends the wait."""
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from ..errors import Failure
+from ..polling import Deadline, attempts
 from ..vmpaths import WAIT_READY
 from .progress import BootProgress, show
-from .ssh import Running, Session, SshError
+from ..sshclient import Running, Session, SshError
 
 GRACE_S = 120.0  # beyond wait-ready's own deadline, before a silent connection counts as lost
 
@@ -23,19 +23,17 @@ def wait_ready(login: Callable[[], Session], progress: BootProgress, timeout_s: 
                alive: Callable[[], str | None] = lambda: None, poll_s: float = 3.0) -> str:
     """wait-ready's stdout (it ends with the self-signed CA, if any) once it exits 0; ProvisionFailed with what it
     printed when it fails, when the guest dies, or when no login works until the deadline."""
-    end = time.monotonic() + timeout_s
     last = "no SSH login yet"
-    while time.monotonic() < end:
+    for deadline in attempts(timeout_s, every=poll_s):
         _check_alive(alive)
         try:
             session = login()
         except SshError as exc:
             last = f"SSH: {exc}"
-            time.sleep(poll_s)
             continue
         try:
-            running = session.start(f"sudo -n {WAIT_READY} {max(1, round(end - time.monotonic()))}")
-            code = _follow(running, session, progress, alive, poll_s, end + GRACE_S)
+            running = session.start(f"sudo -n {WAIT_READY} {max(1, round(deadline.left))}")
+            code = _follow(running, session, progress, alive, poll_s, Deadline(deadline.left + GRACE_S))
             stdout, stderr = running.output()
         except SshError as exc:
             code, stdout, stderr = -1, "", f"SSH: {exc}"
@@ -46,19 +44,18 @@ def wait_ready(login: Callable[[], Session], progress: BootProgress, timeout_s: 
         if code != -1:
             raise ProvisionFailed(f"{WAIT_READY} exited {code}:\n{(stderr or stdout).strip()[-3000:]}")
         last = stderr if stderr.startswith("SSH: ") else "the SSH connection dropped while wait-ready ran"
-        time.sleep(poll_s)
     raise ProvisionFailed(f"provisioning not finished after {timeout_s / 60:.0f} min; last seen: {last}")
 
 
 def _follow(running: Running, session: Session, progress: BootProgress, alive: Callable[[], str | None],
-            poll_s: float, give_up_at: float) -> int:
+            poll_s: float, give_up: Deadline) -> int:
     """wait-ready's exit code (-1: the connection dropped), showing the stages until then and once after."""
     while (code := running.poll()) is None:
         _check_alive(alive)
-        if time.monotonic() > give_up_at:
+        if give_up.expired:
             return -1
         _show(session, progress)
-        time.sleep(poll_s)
+        give_up.sleep(poll_s)
     if code == 0:
         _show(session, progress)  # every stage is done now: report each one
     return code

@@ -1,5 +1,5 @@
-"""SSH to the local VM: its key pair (made here, Ed25519), logins with the guest's host key pinned, and
-commands with optional standard input (the secrets bundle travels that way, never on a command line).
+"""SSH facts of the local VM: its key pair (made here, Ed25519), its sshd's banner, and the host keys cloud-init
+prints on its console. The logins themselves are llmdeploy.sshclient's (host key pinned, secrets on stdin).
 
 The host key is learnt on the first login over the loopback port forward to the VM this process has just
 started, then confirmed against what cloud-init prints on the VM's serial console (which only this machine
@@ -8,25 +8,17 @@ runs), or the keys themselves once cloud-init finishes. From then on every login
 """
 from __future__ import annotations
 
-import base64
-import logging
 import re
 import socket
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..private_files import write_private
-from ..smoke.ssh_checks import (ALL_HOST_KEY_ALGORITHMS, HOST_KEY_ALGORITHMS, HostKeyMismatch, SshError, exec_command,
-                                 fingerprint)
+from ..sshclient import HOST_KEY_ALGORITHMS, LOOPBACK, Session, connect
 
-# paramiko's transport thread logs a traceback for every refused login while the VM boots; the caller
-# reports what matters.
-logging.getLogger("paramiko").addHandler(logging.NullHandler())
-
+CHANNEL_OPEN_S = 30.0  # a busy guest (TCG, provisioning) may answer a command's channel slower than a login
 CONSOLE_KEYS = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----\r?\n(.*?)-----END SSH HOST KEY KEYS-----", re.S)
 # cloud-init's ssh module writes ssh-keygen's output to the console for each host key it generates, unless
 # ssh_quiet_keygen is set (it is not): "The key fingerprint is:" then "SHA256:<43 base64> root@host".
@@ -48,69 +40,6 @@ def make_key_pair(private_path: Path, comment: str) -> str:
     return line
 
 
-class _Pin(paramiko.MissingHostKeyPolicy):
-    def __init__(self, expected: str) -> None:
-        self.expected = expected
-        self.seen = ""
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        self.seen = f"{key.get_name()} {key.get_base64()}"
-        if self.expected and self.seen != self.expected:
-            raise HostKeyMismatch(f"the VM's SSH host key changed: it presented {self.seen[:60]}..., expected "
-                                  f"{self.expected[:60]}... (another VM on this port?)")
-
-
-@dataclass
-class Session:
-    client: paramiko.SSHClient
-    host_key: str
-
-    def run(self, command: str, stdin: bytes | None = None, timeout: float = 120) -> tuple[int, str, str]:
-        """Run a shell command; returns (exit code, stdout, stderr); exit code -1 when `timeout` passes."""
-        transport = self.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise SshError("the SSH connection to the VM is closed")
-        return exec_command(transport, command, timeout, stdin=stdin, poll=0.05)
-
-    def start(self, command: str) -> Running:
-        """Start a command and return at once (stdin closed); poll the result while doing other things."""
-        transport = self.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise SshError("the SSH connection to the VM is closed")
-        try:
-            channel = transport.open_session(timeout=30)
-            channel.exec_command(command)
-            channel.shutdown_write()
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise SshError(f"{type(exc).__name__}: {exc}") from exc
-        return Running(channel)
-
-    def close(self) -> None:
-        self.client.close()
-
-
-@dataclass
-class Running:
-    """A command running on the VM (Session.start)."""
-
-    channel: paramiko.Channel
-    stdout: bytearray = field(default_factory=bytearray)
-    stderr: bytearray = field(default_factory=bytearray)
-
-    def poll(self) -> int | None:
-        """None while it runs; then its exit code, or -1 when the connection dropped before it said."""
-        while self.channel.recv_ready():
-            self.stdout += self.channel.recv(65536)
-        while self.channel.recv_stderr_ready():
-            self.stderr += self.channel.recv_stderr(65536)
-        if self.channel.exit_status_ready() and not self.channel.recv_ready() and not self.channel.recv_stderr_ready():
-            return self.channel.recv_exit_status()
-        return None
-
-    def output(self) -> tuple[str, str]:
-        return self.stdout.decode(errors="replace"), self.stderr.decode(errors="replace")
-
-
 def ssh_banner(port: int, timeout: float = 5.0) -> str:
     """The SSH server's banner on 127.0.0.1:port, or '' (QEMU accepts on a forwarded port even while
     nothing listens in the guest, then closes the connection)."""
@@ -122,27 +51,6 @@ def ssh_banner(port: int, timeout: float = 5.0) -> str:
         return ""
     text = data.decode(errors="replace")
     return text.strip() if text.startswith("SSH-") else ""
-
-
-def connect(port: int, user: str, key_file: Path, host_key: str = "", timeout: float = 20) -> Session:
-    """Log in as `user` on 127.0.0.1:port; with host_key, only that key is accepted."""
-    policy = _Pin(host_key)
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(policy)
-    kind = host_key.split(" ", 1)[0] if host_key else ""
-    disabled = {"keys": [a for a in ALL_HOST_KEY_ALGORITHMS if a not in HOST_KEY_ALGORITHMS[kind]]} \
-        if kind in HOST_KEY_ALGORITHMS else None
-    try:
-        client.connect("127.0.0.1", port=port, username=user, key_filename=str(key_file), timeout=timeout,
-                       banner_timeout=timeout, auth_timeout=timeout, look_for_keys=False, allow_agent=False,
-                       disabled_algorithms=disabled)
-    except HostKeyMismatch:
-        client.close()
-        raise
-    except (paramiko.SSHException, OSError, EOFError, socket.timeout) as exc:
-        client.close()
-        raise SshError(f"{type(exc).__name__}: {exc}") from exc
-    return Session(client, policy.seen or host_key)
 
 
 def console_host_keys(serial_log: Path) -> set[str]:
@@ -169,10 +77,12 @@ def console_host_fingerprints(serial_log: Path) -> set[str]:
     return set(CONSOLE_FINGERPRINT.findall(CONSOLE_PREFIX.sub("", text)))
 
 
-def host_key_fingerprint(host_key: str) -> str:
-    """"TYPE BASE64" -> "SHA256:..." as ssh-keygen -l prints it."""
-    return fingerprint(base64.b64decode(host_key.split()[1]))
-
-
 def known_hosts_line(port: int, host_key: str) -> str:
     return f"[127.0.0.1]:{port} {host_key}\n"
+
+
+def loopback_login(port: int, user: str, key_file: Path, host_key: str = "", timeout: float = 20) -> Session:
+    """Log in on the VM's SSH port forwarded to this machine; with host_key, only that key is accepted."""
+    session = connect(LOOPBACK, port, user, str(key_file), host_key=host_key, timeout=timeout)
+    session.timeout = CHANNEL_OPEN_S
+    return session

@@ -4,207 +4,51 @@ active, the engine's port on loopback only, the GPU visible on GPU shapes, disk 
 Each check returns a CheckResult whose evidence lists the commands it ran (command, exit code, stdout,
 stderr). A failure also carries the tail of cloud-init's output log, and a failed unit its journal, so the
 report says why without a second login. Commands run through `sudo -n` unless the user is root (the VM's
-admin user has passwordless sudo). The host key is pinned when one is given; otherwise the check warns.
+admin user has passwordless sudo). The login is llmdeploy.sshclient's: the host key is pinned when one is
+given; otherwise the check warns.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
 import json
-import select
-import shlex
-import socket
-import time
-from dataclasses import dataclass
 from typing import Any
 
-import paramiko
-from paramiko.ssh_exception import NoValidConnectionsError
-
-from ..errors import Failure
 from ..result import FAIL, CheckResult, timed
+from ..sshclient import HostKeyMismatch, Session, SshError, connect
 from ..vmpaths import CLOUD_INIT_OUTPUT, READY_MARKER, STACK_INFO, STAGES_DIR, step_log
 
 DISK_WARN_FREE = 0.10  # warn when less than this share of / is free
 MEMORY_WARN_FREE = 0.15  # warn when less than this share of memory is available
 LOG_TAIL_LINES = 40
 JOURNAL_LINES = 50
-MAX_EVIDENCE_CHARS = 8000
 GPU_QUERY = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]
 
-# Host key algorithms per key type, so that a pinned key's own type is the one the server presents.
-HOST_KEY_ALGORITHMS = {
-    "ssh-ed25519": ("ssh-ed25519",),
-    "ecdsa-sha2-nistp256": ("ecdsa-sha2-nistp256",),
-    "ecdsa-sha2-nistp384": ("ecdsa-sha2-nistp384",),
-    "ecdsa-sha2-nistp521": ("ecdsa-sha2-nistp521",),
-    "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
-}
-ALL_HOST_KEY_ALGORITHMS = tuple(a for algs in HOST_KEY_ALGORITHMS.values() for a in algs)
 
-
-# ---------------------------------------------------------------------------------------------- host keys
-
-def fingerprint(key_blob: bytes) -> str:
-    """OpenSSH's SHA256 fingerprint of a public key blob, as `ssh-keygen -l` prints it."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(key_blob).digest()).decode().rstrip("=")
-
-
-def parse_host_key(spec: str) -> tuple[str | None, str]:
-    """(key type or None, SHA256 fingerprint) from "SHA256:...", "TYPE BASE64 [comment]" or a known_hosts line."""
-    spec = spec.strip()
-    if spec.startswith("SHA256:"):
-        return None, spec
-    parts = spec.split()
-    for i, part in enumerate(parts[:-1]):
-        if part in HOST_KEY_ALGORITHMS or part.startswith(("ssh-", "ecdsa-", "sk-")):
-            try:
-                blob = base64.b64decode(parts[i + 1], validate=True)
-            except ValueError as exc:
-                raise ValueError(f"host key {spec!r}: the key after {part} is not base64") from exc
-            return part, fingerprint(blob)
-    raise ValueError(f"host key {spec!r}: expected 'SHA256:...', 'ssh-ed25519 AAAA...' or a known_hosts line")
-
-
-class SshError(Failure):
-    """An SSH login or command that did not work; the message says why."""
-
-
-class HostKeyMismatch(SshError):
-    """The server presented another host key than the pinned one: a re-created VM, or someone in between.
-    Both SSH clients (these checks, and llmdeploy.local's logins) refuse the login with it."""
-
-
-class _HostKeyCheck(paramiko.MissingHostKeyPolicy):
-    """Called for every server key (no known_hosts is loaded): records it, refuses one that is not pinned."""
-
-    def __init__(self, pinned: str | None) -> None:
-        self.pinned = pinned
-        self.seen: str = ""
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        self.seen = f"{key.get_name()} {fingerprint(key.asbytes())}"
-        if self.pinned and fingerprint(key.asbytes()) != self.pinned:
-            raise HostKeyMismatch(f"host key mismatch for {hostname}: the server presented {self.seen}, "
-                                  f"expected {self.pinned} (a re-created VM, or someone in between)")
-
-
-# ---------------------------------------------------------------------------------------------- the remote
-
-@dataclass
-class Cmd:
-    command: str
-    exit_code: int  # -1: timed out
-    stdout: str
-    stderr: str
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
-
-    def evidence(self) -> dict[str, Any]:
-        return {"command": self.command, "exit_code": self.exit_code, "stdout": _clip(self.stdout),
-                "stderr": _clip(self.stderr), "seconds": round(self.seconds, 3)}
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_EVIDENCE_CHARS else "...\n" + text[-MAX_EVIDENCE_CHARS:]
-
-
-def exec_command(transport: paramiko.Transport, command: str, timeout: float, stdin: bytes | None = None,
-                 open_timeout: float = 30, poll: float = 0.02) -> tuple[int, str, str]:
-    """Run one command on an open SSH connection: (exit code, stdout, stderr); exit code -1 when `timeout`
-    seconds pass first. `stdin`, when given, is sent before standard input is closed (secrets travel that way,
-    never on a command line)."""
-    chan = transport.open_session(timeout=open_timeout)
-    out, err = bytearray(), bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        chan.exec_command(command)
-        if stdin is not None:
-            chan.sendall(stdin)
-        chan.shutdown_write()  # EOF on standard input: nothing waits for input that never comes
-        while True:
-            while chan.recv_ready():
-                out += chan.recv(65536)
-            while chan.recv_stderr_ready():
-                err += chan.recv_stderr(65536)
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                code = chan.recv_exit_status()
-                break
-            if time.monotonic() > deadline:
-                code = -1
-                break
-            select.select([chan], [], [], poll)
-    finally:
-        chan.close()
-    return code, out.decode(errors="replace"), err.decode(errors="replace")
-
-
-class Remote:
-    """Runs commands on the VM over one SSH connection; every command is recorded for the evidence."""
-
-    def __init__(self, client: paramiko.SSHClient, user: str, timeout: float) -> None:
-        self.client, self.user, self.timeout = client, user, timeout
-
-    def run(self, argv: list[str], timeout: float | None = None) -> Cmd:
-        """Run argv (via `sudo -n` unless root); stops waiting after `timeout` seconds (exit code -1)."""
-        command = shlex.join((["sudo", "-n"] if self.user != "root" else []) + argv)
-        transport = self.client.get_transport()
-        assert transport is not None
-        start = time.monotonic()
-        code, out, err = exec_command(transport, command, timeout or self.timeout, open_timeout=self.timeout)
-        return Cmd(command, code, out, err, time.monotonic() - start)
-
+# ---------------------------------------------------------------------------------------------- login
 
 def check_login(host: str, user: str, key_file: str, port: int = 22, host_key: str | None = None,
-            timeout: float = 30) -> tuple[paramiko.SSHClient | None, CheckResult]:
+                timeout: float = 30) -> tuple[Session | None, CheckResult]:
     """Log in with the key file; the result passes (pinned key), warns (not pinned) or fails (with why)."""
     with timed("ssh: connect") as r:
         r.evidence.update(target=f"{user}@{host}:{port}", key_file=key_file)
         try:
-            pin_type, pinned = parse_host_key(host_key) if host_key else (None, None)
+            session = connect(host, port, user, key_file, host_key=host_key or "", timeout=timeout)
         except ValueError as exc:
             r.fail(str(exc), fatal=True)
             return None, r
-        check = _HostKeyCheck(pinned)
-        disabled = {}
-        if pin_type in HOST_KEY_ALGORITHMS:
-            disabled = {"keys": [a for a in ALL_HOST_KEY_ALGORITHMS if a not in HOST_KEY_ALGORITHMS[pin_type]]}
-        client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(check)
-        try:
-            client.connect(host, port=port, username=user, key_filename=key_file, timeout=timeout,
-                           banner_timeout=timeout, auth_timeout=timeout, look_for_keys=False, allow_agent=False,
-                           disabled_algorithms=disabled or None)
-        except Exception as exc:  # noqa: BLE001 - reported as the check's failure
-            client.close()
-            r.fail(describe_connect_error(exc, host, port, user, key_file), host_key_seen=check.seen,
-                   exception=repr(exc), fatal=isinstance(exc, (HostKeyMismatch, FileNotFoundError)))
+        except SshError as exc:
+            cause = exc.__cause__ or exc
+            r.fail(str(exc), host_key_seen=exc.host_key_seen, exception=repr(cause),
+                   fatal=isinstance(exc, HostKeyMismatch) or isinstance(cause, FileNotFoundError))
             return None, r
-        r.evidence["host_key_seen"] = check.seen
-        if pinned:
-            r.summary = f"{user}@{host}:{port}; host key {check.seen} matches the pinned key"
+        r.evidence["host_key_seen"] = session.host_key_seen
+        if host_key:
+            r.summary = f"{user}@{host}:{port}; host key {session.host_key_seen} matches the pinned key"
         else:
-            r.warn(f"{user}@{host}:{port}; host key {check.seen} NOT pinned (pass the VM's host key to pin it)")
-        return client, r
+            r.warn(f"{user}@{host}:{port}; host key {session.host_key_seen} NOT pinned "
+                   "(pass the VM's host key to pin it)")
+        return session, r
     return None, r  # only reached when timed() caught an unexpected exception
-
-
-def describe_connect_error(exc: Exception, host: str, port: int, user: str, key_file: str) -> str:
-    if isinstance(exc, HostKeyMismatch):
-        return str(exc)
-    if isinstance(exc, paramiko.AuthenticationException):
-        return f"authentication failed for {user}@{host}:{port} with key {key_file} ({exc})"
-    if isinstance(exc, NoValidConnectionsError):
-        return f"cannot connect to {host}:{port}: connection refused (sshd not up yet, or a firewall)"
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return f"cannot connect to {host}:{port}: timed out (security list, firewall or the VM is down)"
-    if isinstance(exc, FileNotFoundError):
-        return f"SSH key file not found: {key_file}"
-    return f"cannot log in to {user}@{host}:{port}: {type(exc).__name__}: {exc}"
 
 
 # ---------------------------------------------------------------------------------------------- parsers
@@ -286,9 +130,9 @@ def _gib(kib: int) -> str:
 
 # ---------------------------------------------------------------------------------------------- checks
 
-def read_stack_info(vm: Remote) -> tuple[CheckResult, dict[str, Any] | None]:
+def read_stack_info(vm: Session) -> tuple[CheckResult, dict[str, Any] | None]:
     with timed("ssh: stack info") as r:
-        cmd = vm.run(["cat", STACK_INFO])
+        cmd = vm.sudo(["cat", STACK_INFO])
         r.evidence["commands"] = [cmd.evidence()]
         if not cmd.ok:
             r.fail(f"{STACK_INFO} not readable (exit {cmd.exit_code}): {cmd.stderr.strip()[:200]} "
@@ -301,10 +145,10 @@ def read_stack_info(vm: Remote) -> tuple[CheckResult, dict[str, Any] | None]:
     return r, None
 
 
-def check_cloud_init(vm: Remote, timeout: float) -> CheckResult:
+def check_cloud_init(vm: Session, timeout: float) -> CheckResult:
     """`cloud-init status --wait --long`: exit 0 or 2 (recoverable errors) pass, 1 fails."""
     with timed("ssh: cloud-init finished") as r:
-        cmd = vm.run(["cloud-init", "status", "--wait", "--long"], timeout=timeout)
+        cmd = vm.sudo(["cloud-init", "status", "--wait", "--long"], timeout=timeout)
         r.evidence["commands"] = [cmd.evidence()]
         status = parse_cloud_init_status(cmd.stdout)
         state, extended = status.get("status", "?"), status.get("extended_status", "")
@@ -327,21 +171,21 @@ def check_cloud_init(vm: Remote, timeout: float) -> CheckResult:
     return r
 
 
-def check_stage_markers(vm: Remote, info: dict[str, Any]) -> CheckResult:
+def check_stage_markers(vm: Session, info: dict[str, Any]) -> CheckResult:
     """Every stage in stack.json has <step>.done; a .failed marker or a missing one fails, naming the step."""
     with timed("ssh: stage markers") as r:
         stages_dir = info.get("stages_dir", STAGES_DIR)
         ready_marker = info.get("ready_marker", READY_MARKER)
-        listing = vm.run(["ls", "-1A", stages_dir])
-        ready = vm.run(["test", "-e", ready_marker])
+        listing = vm.sudo(["ls", "-1A", stages_dir])
+        ready = vm.sudo(["test", "-e", ready_marker])
         commands = [listing, ready]
         present = set(listing.stdout.split()) if listing.ok else set()
         stages = list(info.get("stages", []))
         failed = [s for s in stages if f"{s}.failed" in present]
         missing = [s for s in stages if f"{s}.done" not in present and s not in failed]
         for step in failed:
-            marker = vm.run(["cat", f"{stages_dir}/{step}.failed"])
-            log = vm.run(["tail", "-n", str(LOG_TAIL_LINES), step_log(step)])
+            marker = vm.sudo(["cat", f"{stages_dir}/{step}.failed"])
+            log = vm.sudo(["tail", "-n", str(LOG_TAIL_LINES), step_log(step)])
             commands += [marker, log]
             r.evidence[f"{step}_log_tail"] = log.stdout
         r.evidence["commands"] = [c.evidence() for c in commands]
@@ -359,17 +203,17 @@ def check_stage_markers(vm: Remote, info: dict[str, Any]) -> CheckResult:
     return r
 
 
-def check_unit(vm: Remote, unit: str, role: str) -> CheckResult:
+def check_unit(vm: Session, unit: str, role: str) -> CheckResult:
     """`systemctl is-active UNIT`; when it is not active, the unit's journal is attached."""
     with timed(f"ssh: {role} active") as r:
-        cmd = vm.run(["systemctl", "is-active", unit])
+        cmd = vm.sudo(["systemctl", "is-active", unit])
         commands = [cmd]
         state = cmd.stdout.strip() or "unknown"
         r.evidence.update(unit=unit, state=state)
         if cmd.ok and state == "active":
             r.summary = f"{unit} is active"
         else:
-            journal = vm.run(["journalctl", "-u", unit, "-n", str(JOURNAL_LINES), "--no-pager"])
+            journal = vm.sudo(["journalctl", "-u", unit, "-n", str(JOURNAL_LINES), "--no-pager"])
             commands.append(journal)
             r.evidence["journal"] = journal.stdout
             r.fail(f"{unit} is {state} (systemctl is-active exit {cmd.exit_code}); its journal is attached")
@@ -377,10 +221,10 @@ def check_unit(vm: Remote, unit: str, role: str) -> CheckResult:
     return r
 
 
-def check_engine_loopback(vm: Remote, port: int) -> CheckResult:
+def check_engine_loopback(vm: Session, port: int) -> CheckResult:
     """The engine's port is bound, and only on loopback addresses (nginx is the only way in)."""
     with timed("ssh: engine port loopback only") as r:
-        cmd = vm.run(["ss", "-ltnH"])
+        cmd = vm.sudo(["ss", "-ltnH"])
         r.evidence["commands"] = [cmd.evidence()]
         if not cmd.ok:
             r.fail(f"`ss -ltnH` exited {cmd.exit_code}: {cmd.stderr.strip()[:200]}")
@@ -398,9 +242,9 @@ def check_engine_loopback(vm: Remote, port: int) -> CheckResult:
     return r
 
 
-def check_gpu(vm: Remote) -> CheckResult:
+def check_gpu(vm: Session) -> CheckResult:
     with timed("ssh: GPU visible") as r:
-        cmd = vm.run(GPU_QUERY)
+        cmd = vm.sudo(GPU_QUERY)
         r.evidence["commands"] = [cmd.evidence()]
         gpus = [line.strip() for line in cmd.stdout.splitlines() if line.strip()] if cmd.ok else []
         r.metrics["gpus"] = len(gpus)
@@ -411,9 +255,9 @@ def check_gpu(vm: Remote) -> CheckResult:
     return r
 
 
-def check_disk(vm: Remote, path: str = "/") -> CheckResult:
+def check_disk(vm: Session, path: str = "/") -> CheckResult:
     with timed("ssh: disk headroom") as r:
-        cmd = vm.run(["df", "-P", "-k", path])
+        cmd = vm.sudo(["df", "-P", "-k", path])
         r.evidence["commands"] = [cmd.evidence()]
         if not cmd.ok:
             r.fail(f"`df {path}` exited {cmd.exit_code}: {cmd.stderr.strip()[:200]}")
@@ -427,9 +271,9 @@ def check_disk(vm: Remote, path: str = "/") -> CheckResult:
     return r
 
 
-def check_memory(vm: Remote) -> CheckResult:
+def check_memory(vm: Session) -> CheckResult:
     with timed("ssh: memory headroom") as r:
-        cmd = vm.run(["cat", "/proc/meminfo"])
+        cmd = vm.sudo(["cat", "/proc/meminfo"])
         r.evidence["commands"] = [cmd.evidence()]
         if not cmd.ok:
             r.fail(f"/proc/meminfo not readable (exit {cmd.exit_code})")
@@ -443,12 +287,12 @@ def check_memory(vm: Remote) -> CheckResult:
     return r
 
 
-def attach_cloud_init_tail(vm: Remote, results: list[CheckResult]) -> None:
+def attach_cloud_init_tail(vm: Session, results: list[CheckResult]) -> None:
     """On any failure, the tail of cloud-init's output log goes with each failed result."""
     failed = [r for r in results if r.status == FAIL]
     if not failed:
         return
-    cmd = vm.run(["tail", "-n", str(LOG_TAIL_LINES), CLOUD_INIT_OUTPUT])
+    cmd = vm.sudo(["tail", "-n", str(LOG_TAIL_LINES), CLOUD_INIT_OUTPUT])
     for r in failed:
         r.evidence["cloud_init_output_tail"] = cmd.stdout if cmd.ok else f"(not readable: {cmd.stderr.strip()})"
 
@@ -456,12 +300,11 @@ def attach_cloud_init_tail(vm: Remote, results: list[CheckResult]) -> None:
 def run_ssh_checks(host: str, user: str, key_file: str, port: int = 22, host_key: str | None = None,
                    timeout: float = 30, gpu: bool | None = None) -> list[CheckResult]:
     """Every SSH check, in order. gpu=None takes gpu_shape from the VM's stack.json."""
-    client, connected = check_login(host, user, key_file, port, host_key, timeout)
-    if client is None:
+    vm, connected = check_login(host, user, key_file, port, host_key, timeout)
+    if vm is None:
         return [connected]
     results = [connected]
     try:
-        vm = Remote(client, user, timeout)
         info_result, info = read_stack_info(vm)
         results += [info_result, check_cloud_init(vm, timeout)]
         if info is not None:
@@ -478,5 +321,5 @@ def run_ssh_checks(host: str, user: str, key_file: str, port: int = 22, host_key
         if not extra.ok:
             results.append(extra)
     finally:
-        client.close()
+        vm.close()
     return results
