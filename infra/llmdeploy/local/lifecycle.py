@@ -28,6 +28,7 @@ from typing import Any, TextIO
 from ..config import ConfigError, StackConfig, parse
 from ..declared import declarations
 from ..errors import UsageError
+from ..pem import first_certificate
 from ..private_files import write_private
 from ..render import Layout, render
 from ..smoke.redact import Redactor
@@ -355,9 +356,9 @@ def _ready(run: UpRun) -> None:
                         alive=lambda: run.guest.gone(state))
     run.record("ready_marker")
     run.say("provisioning finished: every stage done")
-    ca = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", stdout, re.S)
+    ca = first_certificate(stdout)
     if state.tls_mode == "self-signed" and ca:
-        state.ca_file.write_text(ca.group(0) + "\n")
+        state.ca_file.write_text(ca)
     state.save()
 
 
