@@ -4,6 +4,7 @@ import pytest
 
 from llmdeploy.config import parse
 from llmdeploy.render import STEPS_DIR, render
+from llmdeploy.vmpaths import LIB_SH
 from support.project import minimal_raw
 
 HF_ENV = "/etc/llmdeploy/secrets/hf.env"
@@ -17,6 +18,7 @@ def test_engine_steps_that_download_weights_wait_for_a_set_token(engine_name: st
     with_token = render(parse(minimal_raw(engine=engine_name, hfToken=TOKEN, **extra)))
     without = render(parse(minimal_raw(engine=engine_name, **extra)))
     step = f"{STEPS_DIR}/40-engine.sh"
-    assert f"wait_for_secret {HF_ENV} hfToken 3600" in with_token.file(step).content
-    assert "wait_for_secret" not in without.file(step).content
+    assert "\nwait_for_hf_token\n" in with_token.file(step).content
+    assert "wait_for_hf_token" not in without.file(step).content
+    assert f"wait_for_hf_token() {{ wait_for_secret {HF_ENV} hfToken 3600; }}" in with_token.file(LIB_SH).content
     assert TOKEN not in with_token.user_data
