@@ -24,8 +24,8 @@ def test_engine_steps_that_download_weights_wait_for_a_set_token(engine_name: st
     assert TOKEN not in with_token.user_data
 
 
-@pytest.mark.parametrize("overrides", [{"engine": "vllm"}, {"engine": "vllm", "shape": "VM.Standard.E4.Flex", "os": "ubuntu-24.04"},
-                                       {"target": "ray"}])
+@pytest.mark.parametrize("overrides", [
+    {"engine": "vllm"}, {"engine": "vllm", "shape": "VM.Standard.E4.Flex", "os": "ubuntu-24.04"}, {"target": "ray"}])
 def test_engine_waits_end_with_the_readiness_budget_not_an_hour(overrides: dict[str, object]) -> None:
     """readinessTimeoutMinutes 90: the engine step waits until the waiting gate's deadline (lib.sh's
     readiness_deadline, tests/integration/test_lib_sh.py runs it), else 90 minutes; no hard-coded hour."""
