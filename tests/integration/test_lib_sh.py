@@ -79,7 +79,7 @@ def test_ensure_service_reloads_and_restarts_only_when_something_changed(lib: Pa
         runs.append([c for c in calls.read_text().splitlines() if "NeedDaemonReload" not in c])
     assert runs[0] == ["daemon-reload", "enable --no-reload demo", "restart demo"]
     assert runs[1] == ["enable --no-reload demo", "start demo"]  # no reload: a running GPU container keeps its GPUs
-    assert runs[2] == ["daemon-reload", "enable --no-reload demo", "start demo"]
+    assert runs[2] == ["daemon-reload", "enable --no-reload demo", "restart demo"]  # never a reload alone
     assert runs[3] == ["daemon-reload", "enable --no-reload demo", "restart demo"]
     assert runs[4] == ["reenable --no-reload demo", "start demo"]
     assert (tmp_path / "units" / "demo.service").is_file()
