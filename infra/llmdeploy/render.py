@@ -198,6 +198,8 @@ def _render(name: str, context: dict[str, Any]) -> str:
     return _ENV.get_template(name).render(**context)
 
 
+# The base every machine gets, one concern a step (steps/<name>.sh.j2).
+BASE_STEPS = ("10-apt", "11-sshd", "12-sysctl", "13-coredump", "14-upgrades", "15-firewall", "16-fail2ban")
 # The chat frontends with an install step of their own (45-chat-<ui>.sh.j2).
 CHAT_STEP_UIS = ("open-webui", "biochatter-light")
 
@@ -206,8 +208,8 @@ def step_names(cfg: StackConfig, worker: int | None = None) -> list[str]:
     """The provisioning steps this config runs, in order; their names are the stage markers. A Ray worker
     (worker: its index) runs the base, the driver and its Ray node only: nginx and TLS live on the head."""
     if worker is not None and cfg.target == "ray":
-        return ["10-base", "25-nvidia", "40-engine", "90-ready"]
-    steps = ["10-base"]
+        return [*BASE_STEPS, "25-nvidia", "40-engine", "90-ready"]
+    steps = [*BASE_STEPS]
     steps += ["20-conda"] if cfg.conda else []
     steps += ["25-nvidia"] if cfg.gpu else []  # the driver, checked, before Docker's toolkit and the engine
     steps += ["30-docker"] if cfg.docker else []

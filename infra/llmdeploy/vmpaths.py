@@ -19,6 +19,25 @@ FIREWALL = f"{LIBEXEC}/firewall.sh"
 OPEN_WEBUI_ADMIN = f"{LIBEXEC}/open-webui-admin"  # chatUi open-webui: signs the admin key's user in first
 LIB_SH = f"{LIBEXEC}/lib.sh"  # the helpers every step sources
 FILES_DIR = "/usr/local/share/llmdeploy/files"
+# A step's own records of what it installed, so that a re-run changes nothing.
+APT_LISTS_STAMP = f"{STATE_DIR}/apt-lists-updated"  # apt_install refreshes the package lists once per run
+OLLAMA_SOURCE = f"{STATE_DIR}/ollama-source"  # the Ollama archive URL installed (kept outside lib/ollama)
+MODELS_DIR = f"{STATE_DIR}/models"  # llama.cpp's GGUF files
+HF_CACHE = f"{STATE_DIR}/hf"  # the vLLM container's Hugging Face cache
+# The engines' and chat frontends' virtualenvs (venv_install in lib.sh writes its stamp inside each).
+OPT_DIR = "/opt/llmdeploy"
+LLAMACPP_VENV = f"{OPT_DIR}/llamacpp"
+VLLM_CPU_VENV = f"{OPT_DIR}/vllm"
+XINFERENCE_VENV = f"{OPT_DIR}/xinference"  # xinferenceInstall venv; conda uses MINIFORGE_DIR/envs/<condaEnv>
+RAY_VENV = f"{OPT_DIR}/ray"
+OPEN_WEBUI_VENV = f"{OPT_DIR}/open-webui"
+BIOCHATTER_LIGHT_APP = f"{OPT_DIR}/biochatter-light"  # the checked-out repository
+BIOCHATTER_LIGHT_VENV = f"{OPT_DIR}/biochatter-light-venv"
+BIOCHATTER_LIGHT_HOME = f"{STATE_DIR}/biochatter-light"  # its service's HOME, the one place it writes
+MINIFORGE_DIR = "/opt/miniforge3"  # 20-conda's Miniforge
+# nginx's web roots; templates read them (and TLS, secrets) from render.Layout.paths, which tests move under a root.
+ACME_WEBROOT = "/var/www/llmdeploy-acme"
+CHAT_ROOT = "/var/www/llmdeploy-chat"
 PROVISION = "/usr/local/sbin/llmdeploy-provision"
 INSTALL_SECRETS = "/usr/local/sbin/llmdeploy-install-secrets"
 WAIT_READY = "/usr/local/sbin/llmdeploy-wait-ready"  # the one definition of "ready" (templates/wait-ready.sh.j2)

@@ -196,7 +196,7 @@ def test_the_rendered_limits_match_the_documented_ones(keys_only: Endpoint) -> N
 
 
 
-# ---- SSH: fail2ban's sshd jail, as 10-base installs it ------------------------------------------------------
+# ---- SSH: fail2ban's sshd jail, as 16-fail2ban installs it --------------------------------------------------
 
 SSHD_CONFIG = """\
 ListenAddress 127.0.0.1:{port}
@@ -210,7 +210,7 @@ AuthorizedKeysFile {dir}/no-such-authorized-keys
 
 
 def fail2ban_conf(tmp_path: Path) -> Path:
-    """Debian's /etc/fail2ban with the rendered jail in jail.d, as the 10-base step leaves it."""
+    """Debian's /etc/fail2ban with the rendered jail in jail.d, as the 16-fail2ban step leaves it."""
     conf = tmp_path / "fail2ban"
     shutil.copytree("/etc/fail2ban", conf)
     jail = render(endpoint_config(), Layout()).file(f"{FILES_DIR}/fail2ban-sshd.conf").content

@@ -45,7 +45,7 @@ bash /usr/local/lib/llmdeploy/firewall.sh >/dev/null
 section saved
 cat /etc/iptables/rules.v4
 
-# Docker starts (30-docker, after 10-base's firewall): it makes DOCKER-USER only if it is not there, jumps to it
+# Docker starts (30-docker, after 15-firewall): it makes DOCKER-USER only if it is not there, jumps to it
 # first in FORWARD, and publishes the engine as `-p $REPLICA:$PORT:8000` says.
 iptables -N DOCKER-USER 2>/dev/null || true
 iptables -N DOCKER

@@ -168,10 +168,10 @@ def test_an_image_without_saved_rules_gets_the_same_inbound_policy(vm: VmRoot, t
 def test_the_base_step_keeps_netfilter_persistent_and_installs_no_ufw() -> None:
     """ufw's package breaks iptables-persistent, so installing it removes what loads OCI's rules at boot."""
     rendered = render(parse(minimal_raw(), stack="firewall"))
-    base = rendered.file("/usr/local/lib/llmdeploy/steps/10-base.sh").content
+    base = rendered.file("/usr/local/lib/llmdeploy/steps/15-firewall.sh").content
     assert "ufw" not in base.replace("Not ufw", "").replace("against ufw", "")
     assert "iptables -F" not in base and "disable" not in base
-    assert "apt_install openssh-server iptables iptables-persistent" in base
+    assert "apt_install iptables iptables-persistent" in base
     assert "systemctl enable --quiet --no-reload netfilter-persistent.service" in base
     assert "iptables-persistent/autosave_v4 boolean false" in base
     assert f"bash {FIREWALL}" in base

@@ -310,7 +310,7 @@ def engine_step_needing_the_token(rendered_step: str) -> str:
     """The rendered engine step's first lines (through its wait for hfToken), then what the engine does
     with the token: reads hf.env (vLLM's and Xinference's units do, as EnvironmentFile) and fails without it."""
     lines = rendered_step.splitlines()
-    waits = [i for i, line in enumerate(lines) if line.startswith("wait_for_secret ")]
+    waits = [i for i, line in enumerate(lines) if line.startswith(("wait_for_secret ", "wait_for_hf_token"))]
     head = lines[: (waits[-1] if waits else lines.index(". /usr/local/lib/llmdeploy/lib.sh")) + 1]
     return "\n".join(head + [f"grep -q '^HF_TOKEN=.' {HF_ENV} || {{ log 'no hfToken: the gated download fails'; exit 9; }}",
                              'log "downloading the gated weights with the delivered token"', ""])

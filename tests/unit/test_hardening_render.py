@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from llmdeploy.config import parse
-from llmdeploy.render import HARDENING_FILES, STEPS_DIR, render
+from llmdeploy.render import BASE_STEPS, HARDENING_FILES, STEPS_DIR, render
 from support.hardening import GO_X_CRYPTO_CLIENT_DEFAULTS, PER_NETNS, rendered_file, rendered_sshd_conf, sshd_lists, sysctl_values
 from support.project import minimal_raw
 
@@ -44,7 +44,7 @@ def test_every_other_sysctl_key_exists_so_a_typo_cannot_hide_behind_sysctl_e() -
 
 def test_base_step_installs_every_hardening_file() -> None:
     rendered = render(parse(minimal_raw(), stack="harden"))
-    base = rendered.file(f"{STEPS_DIR}/10-base.sh").content
+    base = "".join(rendered.file(f"{STEPS_DIR}/{step}.sh").content for step in BASE_STEPS)
     for name in HARDENING_FILES:
         assert re.search(rf'install_file "\$LLMDEPLOY_FILES/{re.escape(name)}" /etc/\S+ 0644', base), name
     assert "* hard core 0" in rendered_file("limits-nocore.conf")

@@ -21,7 +21,7 @@ def test_local_up_makes_the_model_server_the_stacks_hf_endpoint(monkeypatch: pyt
     step = rendered.file(f"{STEPS_DIR}/40-engine.sh").content
     line = 'download http://10.0.2.2:4321/tiny-llama.gguf "$model_file" /etc/llmdeploy/secrets/hf.env'
     assert (line in step) == sends
-    assert ("wait_for_secret /etc/llmdeploy/secrets/hf.env hfToken" in step) == sends
+    assert ("\nwait_for_hf_token\n" in step) == sends
     assert TOKEN not in rendered.user_data
 
 

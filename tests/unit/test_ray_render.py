@@ -17,7 +17,7 @@ from llmdeploy import addresses, raycluster
 from llmdeploy.cli import main
 from llmdeploy.errors import EXIT_USAGE
 from llmdeploy.config import ConfigError, parse
-from llmdeploy.render import FILES_DIR, INSTALL_SECRETS, RAY_STATUS, STEPS_DIR, WAIT_READY, render
+from llmdeploy.render import BASE_STEPS, FILES_DIR, INSTALL_SECRETS, RAY_STATUS, STEPS_DIR, WAIT_READY, render
 from llmdeploy.secrets import worker_bundle
 from llmdeploy.stackfile import load_stack_config
 from support.workshop_stack import people, workshop_project
@@ -45,8 +45,8 @@ def test_worker_user_data_matches_snapshot() -> None:
 def test_the_head_runs_nginx_ray_and_the_serve_app_and_a_worker_only_its_node() -> None:
     cfg = parse(ray_raw(), stack="ray")
     head, worker = render(cfg), render(cfg, worker=1)
-    assert head.steps == ("10-base", "25-nvidia", "40-engine", "50-tls", "60-nginx", "90-ready")
-    assert worker.steps == ("10-base", "25-nvidia", "40-engine", "90-ready")
+    assert head.steps == (*BASE_STEPS, "25-nvidia", "40-engine", "50-tls", "60-nginx", "90-ready")
+    assert worker.steps == (*BASE_STEPS, "25-nvidia", "40-engine", "90-ready")
     head_unit = head.file(f"{FILES_DIR}/ray-head.service").content
     worker_unit = worker.file(f"{FILES_DIR}/ray-worker.service").content
     assert f"ExecStart={shlex.join(raycluster.head_command('/opt/llmdeploy/ray/bin/ray', addresses.head_ip()))}" \

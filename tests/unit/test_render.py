@@ -109,7 +109,7 @@ def test_engine_listens_on_loopback_only(stack: str) -> None:
     loopback = {f"127.0.0.1:{cfg.engine_port}"} | ({"127.0.0.1:8399", f"127.0.0.1:{CHAT_UI_PORTS[cfg.chat.ui]}"}
                                                   if cfg.chat.enabled else set())
     assert set(re.findall(r"proxy_pass http://([^/;]+)", site)) == loopback
-    base = rendered.file(f"{STEPS_DIR}/10-base.sh").content
+    base = rendered.file(f"{STEPS_DIR}/15-firewall.sh").content
     assert "bash /usr/local/lib/llmdeploy/firewall.sh" in base  # tests/integration/test_firewall.py runs it
     assert 'readonly PORTS="22 80 443"' in rendered.file("/usr/local/lib/llmdeploy/firewall.sh").content
 
@@ -241,7 +241,8 @@ def test_xinference_in_a_virtualenv_skips_conda_and_pins_cpu_torch_on_cpus() -> 
     assert "20-conda" not in rendered.steps
     assert not any("condarc" in f.path for f in rendered.files)
     step = rendered.file(f"{STEPS_DIR}/40-engine.sh").content
-    assert "python3 -m venv /opt/llmdeploy/xinference" in step and "miniforge" not in step
+    assert "prefix=/opt/llmdeploy/xinference\n" in step and "miniforge" not in step
+    assert 'venv_install "$prefix"' in step  # lib.sh's venv_install makes the virtualenv
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in step
     unit = rendered.file(f"{FILES_DIR}/xinference.service").content
     assert "ExecStart=/opt/llmdeploy/xinference/bin/xinference-local --host 127.0.0.1" in unit
@@ -256,5 +257,5 @@ def test_xinference_with_conda_on_a_gpu_shape_is_unchanged() -> None:
     rendered = render(parse(minimal_raw(engine="xinference")))
     assert "20-conda" in rendered.steps
     step = rendered.file(f"{STEPS_DIR}/40-engine.sh").content
-    assert "env_python=/opt/miniforge3/envs/xinference/bin/python" in step and "--extra-index-url" not in step
+    assert "prefix=/opt/miniforge3/envs/xinference\n" in step and "--extra-index-url" not in step
     assert "torch==2.10.0" in rendered.file(f"{FILES_DIR}/xinference-constraints.txt").content.splitlines()
