@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from ..config import LlamacppModel, StackConfig, VllmModel, XinferenceModel, parse
 from ..declared import declarations
+from ..engines import ENGINES
 from ..errors import UsageError
 from ..stackfile import read_stack
 from . import paths
@@ -168,7 +169,7 @@ def torch_wheel_dirs(cfg: StackConfig, explicit: list[str], stack_sets_index: bo
                                        "holding PyTorch's CPU wheel (pip download --no-deps torch==X+cpu "
                                        "--index-url https://download.pytorch.org/whl/cpu -d DIR)")
         return folders
-    needs_torch = cfg.engine in ("vllm", "xinference") or cfg.chat.ui == "open-webui"
+    needs_torch = cfg.served_by.pip_torch or (cfg.chat.frontend is not None and cfg.chat.frontend.pip_torch)
     if not needs_torch or cfg.gpu or stack_sets_index:
         return []
     return [d for d in pip_find_links() if any(d.glob("torch-*.whl"))]
@@ -203,8 +204,9 @@ def local_config(root: Path, stack: str, *, ssh_public_key: str, model_url: str,
     raw["sshPublicKeys"] = _as_list(raw.get("sshPublicKeys")) + [ssh_public_key]
     raw["extraCaCerts"] = list(dict.fromkeys(_as_list(raw.get("extraCaCerts")) + extra_ca_certs))
     decls = declarations(root)
-    if (raw.get("engine") or decls["engine"].default) == "llamacpp":
-        raw["llamacppModelUrl"] = model_url
+    engine = ENGINES.get(str(raw.get("engine") or decls["engine"].default))
+    if engine is not None and engine.model_url_key:  # a model downloaded by URL: the host's own copy
+        raw[engine.model_url_key] = model_url
     elif urlsplit(str(raw.get("hfEndpoint") or "")).hostname == GUEST_HOST_IP:
         # The model server is the Hub stand-in: hfEndpoint is its origin (model_url names the owner's folder).
         parts = urlsplit(model_url)
