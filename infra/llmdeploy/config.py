@@ -62,7 +62,7 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
 
     target = r.choice("target", TARGETS)
     kind = deployment(target)
-    engine_name = r.choice("engine", ENGINE_NAMES)
+    engine_name = r.choice("engine", tuple(ENGINE_TABLE))  # the registry's, at parse time
     shape_name = r.str("shape")
     shape = SHAPES.get(shape_name)
     if shape is None:

@@ -16,7 +16,7 @@ from .vllm import VLLM_CPU, Vllm
 from .xinference import Xinference
 
 __all__ = ["ENGINES", "ENGINE_ROUTES", "ENGINE_NAMES", "REGISTERED", "Engine", "HealthCheck", "Machine", "Model", "engine_routes_table",
-           "register", "select"]
+           "register", "select", "unregister"]
 
 ENGINES: dict[str, Engine] = {e.name: e for e in (Ollama(), Xinference(), Vllm(), Llamacpp())}
 ENGINE_NAMES = tuple(ENGINES)  # the values of the `engine` key
@@ -26,9 +26,18 @@ REGISTERED: dict[str, Engine] = {e.variant: e for e in (*ENGINES.values(), VLLM_
 
 
 def register(engine: Engine) -> None:
-    """Add an engine (a variant of its own) to the registry; tests register deliberately broken ones."""
+    """Add an engine to the registry: a new `engine` value, or a variant of one (tests register deliberately
+    broken ones)."""
     REGISTERED[engine.variant] = engine
-    ENGINES.setdefault(engine.name, engine)
+    if engine.name not in ENGINES:
+        ENGINES[engine.name] = engine
+        ENGINE_ROUTES[engine.name] = engine.routes
+
+
+def unregister(engine: Engine) -> None:
+    REGISTERED.pop(engine.variant, None)
+    if ENGINES.get(engine.name) is engine:
+        del ENGINES[engine.name], ENGINE_ROUTES[engine.name]
 
 
 def select(name: str, kind: DeploymentKind, gpu: bool) -> Engine:

@@ -85,6 +85,8 @@ class Engine:
     pip_torch: ClassVar[bool] = False  # pip installs torch with it (the CPU wheel, on CPU machines)
     model_url_key: ClassVar[str] = ""  # the key of a model it downloads by URL (`llmdeploy local` serves a copy)
     sections: ClassVar[tuple[str, ...]] = ()  # its Pulumi.yaml keys (docs/adding-an-engine.md)
+    # The config values, beside the required ones, that select this engine: what the contract tests render.
+    example: ClassVar[dict[str, Any]] = {}
 
     def variant_for(self, kind: DeploymentKind, gpu: bool) -> Engine:
         """The engine that serves this config name on `kind`, with or without GPUs."""

@@ -59,6 +59,7 @@ class Llamacpp(Engine):
     port = 8080
     runs_on_cpus = True
     model_url_key = "llamacppModelUrl"
+    example = {"engine": "llamacpp", "shape": "VM.Standard.E4.Flex"}
     sections = ("llamacppModelUrl", "llamacppContextSize", "llamacppPackage")
     routes = EngineRoutes(
         prefixes=("/v1/",),

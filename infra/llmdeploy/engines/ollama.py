@@ -59,6 +59,7 @@ class Ollama(Engine):
     title = "Ollama"
     port = 11434
     dialect = "ollama"
+    example = {"engine": "ollama", "shape": "VM.GPU.A10.1"}
     # BioChatter Light has an Ollama path that takes the model's own name (OLLAMA_MODEL); on other engines it
     # uses its OpenAI path, which offers only OpenAI's model names.
     biochatter_light_native = True

@@ -40,6 +40,7 @@ class RayServe(Vllm):
     title = "Ray Serve LLM"
     port = raycluster.PORTS.serve
     container = False  # vLLM comes from rayPackage, in Ray's virtualenv
+    example = {"target": "ray", "engine": "vllm", "shape": "VM.GPU.A10.2", "rayWorkers": 1}
     sections = ("vllmModel", "vllmDtype", "vllmMaxModelLen", "rayPackage", "rayWorkers", "rayWorkerShape",
                 "rayTensorParallel", "rayPipelineParallel", "rayMinReplicas", "rayMaxReplicas")
     # Ray Serve LLM's OpenAI app (ray/llm/_internal/serve/core/ingress/ingress.py, DEFAULT_ENDPOINTS, ray 2.60).

@@ -96,6 +96,7 @@ class Vllm(Engine):
     serves_ray = True  # Ray Serve LLM (RayServe)
     serves_model_deployment = True
     container = True
+    example = {"engine": "vllm", "shape": "VM.GPU.A10.1"}
     pip_torch = True  # its CPU build
     sections = ("vllmModel", "vllmDtype", "vllmMaxModelLen", "vllmTensorParallelSize", "vllmImage",
                 "vllmCpuPackage", "torchIndexUrl", "hfToken", "hfEndpoint")
@@ -171,6 +172,7 @@ class VllmCpu(Vllm):
 
     variant = "vllm-cpu"
     container = False
+    example = {"engine": "vllm", "shape": "VM.Standard.E4.Flex", "os": "ubuntu-24.04", "shapeMemoryGbs": 64}
 
     def check_machine(self, r: Reader, model: Model, machine: Machine) -> None:
         if not machine.kind.model_deployment and machine.os == "ubuntu-22.04" and not r.failed("os"):

@@ -129,6 +129,7 @@ class Xinference(Engine):
     title = "Xinference"
     port = 9997
     dialect = "xinference"
+    example = {"engine": "xinference", "shape": "VM.GPU.A10.1"}
     runs_on_cpus = True  # its llama.cpp backend
     pip_torch = True  # xinference needs torch although llama.cpp never uses it
     sections = ("xinferenceModelName", "xinferenceModelEngine", "xinferenceModelSizeInBillions",
