@@ -43,13 +43,14 @@ from .shapes import SHAPES, Shape
 
 __all__ = [  # what other modules import from here
     "ApiKey", "Auth", "BIOCHATTER_LIGHT_MODEL", "BYOI_OSES", "CHAT_UIS", "CHAT_UI_PORTS", "Chat", "ConfigError",
-    "DataScience", "DeploymentKind", "ENGINES", "LlamacppModel", "LocalVm", "MAX_JSON_DEPTH", "OLLAMA_ZSTD_SINCE",
+    "DataScience", "DeploymentKind", "ENGINES", "ENGINE_PORTS", "LlamacppModel", "LocalVm", "MAX_JSON_DEPTH", "OLLAMA_ZSTD_SINCE",
     "OPEN_WEBUI_MEMORY_MB", "OSES", "OllamaModel", "ParsedFrom", "Problem", "RayCluster", "Secret", "Sources",
     "StackConfig", "TARGETS", "TLS_MODES", "Tls", "VLLM_CPU_RUNTIME_GB", "VLLM_DTYPES", "VllmModel", "WorkshopConfig",
     "XINFERENCE_BACKEND_EXTRAS", "XINFERENCE_INSTALLS", "XinferenceModel", "_Reader", "derive", "gguf_filename",
     "is_rate", "parse", "set_cmd"]
 
 ENGINES = ENGINE_NAMES  # the values of the `engine` key
+ENGINE_PORTS = {name: e.port for name, e in ENGINE_TABLE.items()}  # each `engine` value's port off Ray
 _ADMIN_NAMES_TAKEN = ("root", "ubuntu", "opc", "debian")
 _SSH_KEY_EXAMPLE = "--path 'sshPublicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\""
 

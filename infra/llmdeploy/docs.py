@@ -1,5 +1,5 @@
 """The generated tables of docs/ (tests keep them equal to their sources): the configuration table from
-Pulumi.yaml's declarations (docs/configuration.md), and the route table from routes.py (docs/security.md)."""
+Pulumi.yaml's declarations (docs/configuration.md), and the route table from each engine's routes, engines/ (docs/security.md)."""
 from __future__ import annotations
 
 import json
@@ -31,7 +31,7 @@ def config_table(root: Path = PROJECT_ROOT) -> str:
 
 
 def route_table() -> str:
-    """Per engine: what an ordinary key reaches, and what only an admin key does (routes.py)."""
+    """Per engine: what an ordinary key reaches, and what only an admin key does (each engine's routes)."""
     rows = ["| engine | an ordinary key (and an admin key) | an admin key only |", "|---|---|---|"]
     for engine, routes in engine_routes_table():
         ordinary = ", ".join([f"`{r.shown}`" for r in routes.inference] +
