@@ -26,7 +26,7 @@ from .bundle import Provisioning, encode_user_data  # noqa: F401  (re-exported)
 from .config import StackConfig
 from .engines import ENGINE_ROUTES, ENGINES, HealthCheck  # noqa: F401  (re-exported)
 from .engines.ray_serve import RAY_STATUS, RAY_VENV, ray_app  # noqa: F401  (re-exported)
-from .engines.xinference import XINFERENCE_MODELS, XINFERENCE_VENV, xinference_prefix, xinference_requirements  # noqa: F401
+from .engines.xinference import XINFERENCE_MODELS, XINFERENCE_VENV, xinference_prefix, xinference_requirements  # noqa: F401,E501
 from .frontends import LIGHT_LAUNCHER, OPEN_WEBUI_MEMORY_MB
 from .nginx_auth import (AUTH_FAILURES, CHAT_PAGE_BURST, HEALTHZ_LIMIT, WEB_USER_DOMAIN, AuthFailureLimit,  # noqa: F401
                          HealthzLimit, htpasswd, rate_zones, retry_after_seconds, web_user_email)
@@ -199,15 +199,13 @@ def _context(cfg: StackConfig, layout: Layout, at: Node) -> dict[str, Any]:
         "auth_failures": AUTH_FAILURES, "auth_failures_retry_after": retry_after_seconds(AUTH_FAILURES.rate),
         "healthz_limit": HEALTHZ_LIMIT,
         "basic_retry_after": retry_after_seconds(cfg.auth.rate),
-        "tensor_parallel": 1,
         "apt_suites": _apt_suites(cfg), "apt_components": APT_SUITES[cfg.os][1],
         "steps": _steps(cfg, at), "vm": vmpaths.template_vars(),
         "readiness_timeout_s": cfg.readiness_timeout_minutes * 60,
         "readiness_timeout_minutes": cfg.readiness_timeout_minutes,
         "nvidia_branch": cfg.nvidia_driver_branch, "cuda_min_driver": CUDA_MIN_DRIVER, "gpu": cfg.gpu,
         "nvswitch": _machine_shape(cfg, at).nvswitch,
-        "vllm_kv_cache_gib": 0,
-        "xinference_install": cfg.xinference_install, "xinference_prefix": xinference_prefix(cfg),
+        "xinference_install": cfg.xinference_install,
         # CPU machines take torch from the PyTorch CPU index: pip would otherwise fetch GBs of CUDA wheels.
         "cpu_torch_index": "" if cfg.gpu else cfg.sources.torch_index_url,
         # pip trusts a plain-HTTP index only when told to (a mirror on the LAN, or llmdeploy local's own).
@@ -241,7 +239,7 @@ def _secret_context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
     """Whether secrets are set, never their values: the engine step waits for a set hfToken (delivered over
     SSH after boot), and llama.cpp sends it only to hfEndpoint."""
     endpoint = cfg.sources.hf_endpoint.rstrip("/")
-    url = getattr(cfg.model, "url", "")  # a model downloaded by URL (llama.cpp's GGUF file)
+    url = cfg.model.download_url
     return {"hf_token_set": bool(cfg.hf_token), "hf_env": f"{layout.paths['secrets_dir']}/hf.env",
             "hf_token_wait_s": cfg.readiness_timeout_minutes * 60,
             "model_from_hf_endpoint": bool(url) and (url == endpoint or url.startswith(endpoint + "/"))}

@@ -53,6 +53,15 @@ class Model:
     def bits_from_name(self) -> int:
         return 16
 
+    @property
+    def download_url(self) -> str:
+        """The URL the engine downloads the model file from ("": it fetches Hugging Face repositories by id)."""
+        return ""
+
+    def hub_repos(self) -> list[str]:
+        """The Hugging Face repositories the engine downloads (`llmdeploy local` serves them from its Hub stand-in)."""
+        return []
+
 
 @dataclass(frozen=True)
 class Machine:

@@ -38,6 +38,10 @@ class LlamacppModel(Model):
     def filename(self) -> str:
         return gguf_filename(self.url)
 
+    @property
+    def download_url(self) -> str:
+        return self.url
+
     def default_name(self) -> str:
         return self.filename.removesuffix(".gguf")
 

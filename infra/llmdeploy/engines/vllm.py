@@ -36,6 +36,9 @@ class VllmModel(Model):
     def default_name(self) -> str:
         return self.hf_id
 
+    def hub_repos(self) -> list[str]:
+        return [self.hf_id]
+
     def params_from_name(self) -> float:
         return size_in_name(self.hf_id)
 

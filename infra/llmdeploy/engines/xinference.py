@@ -62,6 +62,11 @@ class XinferenceModel(Model):
     def default_name(self) -> str:
         return self.model_name
 
+    def hub_repos(self) -> list[str]:
+        """The model_id of each spec of a custom model (a built-in one comes from Xinference's own list)."""
+        specs = (self.custom_model or {}).get("model_specs") or []
+        return [str(s["model_id"]) for s in specs if isinstance(s, dict) and s.get("model_id")]
+
     def params_from_name(self) -> float:
         size = self.model_size_in_billions
         return float(size.replace("_", ".")) if re.fullmatch(_SIZE, size) else 0.0

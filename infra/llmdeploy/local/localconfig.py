@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config import LlamacppModel, StackConfig, VllmModel, XinferenceModel, parse
+from ..config import LlamacppModel, StackConfig, parse
 from ..declared import declarations
 from ..engines import ENGINES
 from ..errors import UsageError
@@ -78,12 +78,7 @@ def _ensure_tiny_repo(repo_id: str) -> None:
 def hub_repos(cfg: StackConfig) -> list[str]:
     """The Hugging Face repositories the stack's engine downloads: vLLM's model, or the model_id of each spec of
     Xinference's custom model."""
-    if isinstance(cfg.model, VllmModel):
-        return [cfg.model.hf_id]
-    if isinstance(cfg.model, XinferenceModel) and cfg.model.custom_model:
-        specs = cfg.model.custom_model.get("model_specs") or []
-        return [str(s["model_id"]) for s in specs if isinstance(s, dict) and s.get("model_id")]
-    return []
+    return cfg.model.hub_repos()
 
 
 def hub_source(cfg: StackConfig) -> ModelSource:
