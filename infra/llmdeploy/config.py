@@ -32,7 +32,7 @@ from .conf.stack import ParsedFrom, StackConfig
 from .conf.tls import TLS_MODES, Tls, check_domains, parse_tls
 from .conf.workshop import WorkshopConfig, parse_replicas, parse_workshop
 from .declared import Declaration, declarations
-from .engines import ENGINE_NAMES, Engine, Machine, cpu_engine_names, select
+from .engines import ENGINE_NAMES, Engine, Machine, Model, cpu_engine_names, select
 from .engines import ENGINES as ENGINE_TABLE
 from .engines.llamacpp import LlamacppModel, gguf_filename
 from .engines.ollama import OLLAMA_ZSTD_SINCE, OllamaModel
@@ -172,7 +172,7 @@ def _ssh_public_keys(r: Reader, kind: DeploymentKind) -> tuple[str, ...]:
     return keys
 
 
-def _model_name(r: Reader, engine: Engine, model: Any) -> str:
+def _model_name(r: Reader, engine: Engine, model: Model) -> str:
     """modelName, or the engine model's own name; the engine refuses one it cannot serve under."""
     model_name = r.str("modelName") or model.default_name()
     derived_from_a_bad_url = not r.str("modelName") and r.failed("llamacppModelUrl")

@@ -26,7 +26,7 @@ from .bundle import Provisioning, encode_user_data  # noqa: F401  (re-exported)
 from .config import StackConfig
 from .engines import ENGINE_ROUTES, ENGINES, HealthCheck  # noqa: F401  (re-exported)
 from .engines.ray_serve import RAY_STATUS, RAY_VENV, ray_app  # noqa: F401  (re-exported)
-from .engines.xinference import XINFERENCE_MODELS, XINFERENCE_VENV, xinference_prefix, xinference_requirements  # noqa: F401,E501
+from .engines.xinference import XINFERENCE_MODELS, xinference_requirements  # noqa: F401  (re-exported)
 from .frontends import LIGHT_LAUNCHER, OPEN_WEBUI_MEMORY_MB
 from .nginx_auth import (AUTH_FAILURES, CHAT_PAGE_BURST, HEALTHZ_LIMIT, WEB_USER_DOMAIN, AuthFailureLimit,  # noqa: F401
                          HealthzLimit, htpasswd, rate_zones, retry_after_seconds, web_user_email)

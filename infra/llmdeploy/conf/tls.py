@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from ..certnames import hostname_matches, pem_names
-from .reader import DOMAIN_RE, Problem, Reader, Secret
+from .reader import Problem, Reader, Secret
 
 TLS_MODES = ("letsencrypt", "self-signed", "provided")
 

@@ -13,7 +13,7 @@ from ..routes import OPENAI_LIST, EngineRoutes, route
 from ..templating import VmFile, render_template
 from ..topology import Node
 from ..vmpaths import FILES_DIR, LIBEXEC
-from .base import Engine, HealthCheck, Machine, Model
+from .base import HealthCheck, Machine, Model
 from .vllm import VLLM_DTYPES, Vllm, VllmModel, check_vllm, read_hf_id
 
 if TYPE_CHECKING:
