@@ -34,7 +34,7 @@ from .nvidia import CUDA_MIN_DRIVER
 from .routes import EngineRoutes
 from .shapes import Shape
 from .templating import ENV as _ENV, VmFile, render_template as _render  # noqa: F401  (re-exported)
-from .topology import (UPSTREAM, Node, docker_publish, engine_host, engine_url, firewall, machine_name,  # noqa: F401
+from .topology import (HEAD_NODE, UPSTREAM, Node, docker_publish, engine_host, engine_url, firewall, machine_name,  # noqa: F401
                        node, nodes, replica_upstreams, worker_count)
 # The VM's paths are defined in vmpaths; render re-exports the ones other modules import from it.
 from .vmpaths import (BOOTSTRAP, BUNDLE_DIGEST, BUNDLE_STAGE, ETC_DIR, FILES_DIR, FIREWALL, INSTALL_SECRETS, LIBEXEC,
@@ -133,13 +133,9 @@ class Rendered:
         return written
 
 
-def step_names(cfg: StackConfig, worker: int | None = None) -> list[str]:
-    """The provisioning steps this config runs, in order; their names are the stage markers. A Ray worker
-    (worker: its index) runs the base, the driver and its Ray node only: nginx and TLS live on the head."""
-    return _steps(cfg, node(cfg, worker))
-
-
-def _steps(cfg: StackConfig, at: Node) -> list[str]:
+def step_names(cfg: StackConfig, at: Node = HEAD_NODE) -> list[str]:
+    """The provisioning steps this machine runs, in order; their names are the stage markers. A Ray worker runs
+    the base, the driver and its Ray node only: nginx and TLS live on the head."""
     if at.is_ray_worker:
         return ["10-base", "25-nvidia", "40-engine", "90-ready"]
     steps = ["10-base"]
@@ -156,14 +152,9 @@ def _steps(cfg: StackConfig, at: Node) -> list[str]:
     return steps + ["90-ready"]
 
 
-def engine_template(cfg: StackConfig, worker: int | None = None) -> str:
-    """The engine's template stem: steps/40-engine-<stem>.sh.j2 (vllm-cpu on CPUs; ray-head, ray-worker)."""
-    return cfg.served_by.step_template(node(cfg, worker)).removeprefix("steps/40-engine-").removesuffix(".sh.j2")
-
-
-def engine_unit(cfg: StackConfig, worker: int | None = None) -> str:
+def engine_unit(cfg: StackConfig, at: Node = HEAD_NODE) -> str:
     """The systemd unit that serves (or, on a Ray worker, runs the node)."""
-    return cfg.served_by.unit(node(cfg, worker))
+    return cfg.served_by.unit(at)
 
 
 def engine_routes(cfg: StackConfig) -> EngineRoutes:
@@ -200,7 +191,7 @@ def _context(cfg: StackConfig, layout: Layout, at: Node) -> dict[str, Any]:
         "healthz_limit": HEALTHZ_LIMIT,
         "basic_retry_after": retry_after_seconds(cfg.auth.rate),
         "apt_suites": _apt_suites(cfg), "apt_components": APT_SUITES[cfg.os][1],
-        "steps": _steps(cfg, at), "vm": vmpaths.template_vars(),
+        "steps": step_names(cfg, at), "vm": vmpaths.template_vars(),
         "readiness_timeout_s": cfg.readiness_timeout_minutes * 60,
         "readiness_timeout_minutes": cfg.readiness_timeout_minutes,
         "nvidia_branch": cfg.nvidia_driver_branch, "cuda_min_driver": CUDA_MIN_DRIVER, "gpu": cfg.gpu,
@@ -295,9 +286,8 @@ def _machine_files(cfg: StackConfig, ctx: dict[str, Any], at: Node) -> list[VmFi
     return files
 
 
-def stack_info(cfg: StackConfig, steps: list[str], worker: int | None = None) -> dict[str, Any]:
+def stack_info(cfg: StackConfig, steps: list[str], at: Node = HEAD_NODE) -> dict[str, Any]:
     """Non-secret facts the smoke test reads back over SSH."""
-    at = node(cfg, worker)
     info = {"stack": cfg.stack, "engine": cfg.engine, "engine_unit": cfg.served_by.unit(at),
             "engine_port": cfg.engine_port, "model_name": cfg.model_name, "domain": cfg.domain,
             "tls_mode": cfg.tls.mode, "gpu_shape": cfg.gpu, "stages": steps, "stages_dir": STAGES_DIR,
@@ -312,7 +302,7 @@ def render(cfg: StackConfig, layout: Layout = Layout(), worker: int | None = Non
     head's, or engine replica `worker`'s (0 is the second engine VM)."""
     at = node(cfg, worker)
     ctx = {**_context(cfg, layout, at), **_secret_context(cfg, layout), **_chat_context(cfg, layout)}
-    steps = _steps(cfg, at)
+    steps = step_names(cfg, at)
     files = [
         VmFile(vmpaths.LIB_SH, _render("lib.sh.j2", ctx)),
         VmFile(FIREWALL, _render("firewall.sh.j2", ctx), "0755"),
@@ -323,7 +313,7 @@ def render(cfg: StackConfig, layout: Layout = Layout(), worker: int | None = Non
     for step in steps:
         files.append(VmFile(f"{STEPS_DIR}/{step}.sh", _render(_step_template(cfg, step, at), ctx), "0755"))
     files += _machine_files(cfg, ctx, at)
-    info = stack_info(cfg, steps, worker)
+    info = stack_info(cfg, steps, at)
     files.append(VmFile(STACK_INFO, json.dumps(info, indent=2) + "\n"))
     packed = bundle.pack(files)
     boot_ctx = {"vm": ctx["vm"], "bundle_stage": BUNDLE_STAGE,
