@@ -89,7 +89,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def _size_note(cfg: StackConfig) -> None:
     """A model whose size is unknown passes, but the user must know that its fit was not checked."""
-    if not cfg.params_billions and cfg.target != "local":
+    if not cfg.params_billions and not cfg.deployment.local_vm:
         print(f"note: the size of {cfg.model_name} is unknown (no modelParamsBillions, none in its name): whether it "
               f"fits {cfg.shape.name} was not checked; pulumi config set modelParamsBillions N to check it")
 

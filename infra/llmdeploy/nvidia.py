@@ -58,14 +58,6 @@ def vllm_image_cuda(image: str) -> tuple[int, int] | None:
     return (13, 0) if (int(match["major"]), int(match["minor"])) >= _CUDA_13_SINCE else None
 
 
-def vllm_cuda(target: str, vllm_image: str, ray_package: str) -> tuple[tuple[int, int] | None, str]:
-    """The CUDA release of the vLLM a GPU target runs, and what pins it (for messages): Ray Serve LLM's from
-    rayPackage on the ray target, else vllmImage's (None when its tag does not say)."""
-    if target == "ray":
-        return RAY_LLM_CUDA, f"rayPackage {ray_package} installs a vLLM from PyPI that"
-    return vllm_image_cuda(vllm_image), f"vllmImage {vllm_image}"
-
-
 def cuda_text(cuda: tuple[int, int]) -> str:
     return f"{cuda[0]}.{cuda[1]}"
 

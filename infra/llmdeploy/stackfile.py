@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import config as config_mod
+from .conf.deployment import DEPLOYMENTS
 from .declared import PROJECT_ROOT, declarations, project_name
 from .errors import UsageError
 from .textfiles import FileProblem, load_yaml, read_text
@@ -84,7 +85,7 @@ OTHER_NAMESPACES = ("oci", "random", "command", "pulumi")
 # The keys Pulumi itself writes at the top of a stack file, beside config:.
 STACK_FILE_KEYS = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
 REGION_ENV = "TF_VAR_region"  # the OCI provider's environment variable for oci:region
-CLOUD_TARGETS = ("vm", "ray", "datascience")  # the targets whose provider needs a region
+CLOUD_TARGETS = tuple(name for name, kind in DEPLOYMENTS.items() if kind.on_oci)  # whose provider needs a region
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:

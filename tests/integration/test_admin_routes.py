@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.render import Layout, render
-from llmdeploy.routes import ENGINE_ROUTES, Route
+from llmdeploy.engines import ENGINE_ROUTES
+from llmdeploy.routes import Route
 from support.endpoint import PASSWORD, Endpoint, endpoint_config, llama_endpoint
 from support.nginx import nginx_test
 from support.route_recorder import route_recorder

@@ -14,7 +14,7 @@ import openai
 import pytest
 import requests
 
-from llmdeploy.routes import ENGINE_ROUTES
+from llmdeploy.engines import ENGINE_ROUTES
 from support.endpoint import PASSWORD, Endpoint
 from support.route_recorder import route_recorder
 from support.site import site_endpoint

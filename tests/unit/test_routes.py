@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmdeploy.routes import ENGINE_ROUTES
+from llmdeploy.engines import ENGINE_ROUTES
 from llmdeploy.smoke.dialects import OllamaDialect, OpenAIDialect, XinferenceDialect
 
 ENGINES = sorted(ENGINE_ROUTES)

@@ -17,9 +17,6 @@ LITERAL = re.compile("|".join([re.escape(r) for r in OWN_ROOTS] + [r"\$\{?LLMDEP
 # render.Layout's paths: templates take these from {{ paths.* }}, which tests relocate; {{ vm.* }} would not move.
 LAYOUT_ONLY = ("acme_webroot", "chat_root", "secrets_dir", "tls_dir")
 VM_PATH = re.compile(r"\{\{ *vm\.(\w+)(?: *\| *q)? *\}\}(/[\w.\-/]+)?")
-# What helper core moves from render.py into vmpaths (issue 20, item 4): drop each once render.py imports it.
-RENDER_PY_PENDING = {"/opt/llmdeploy/xinference", "/opt/llmdeploy/ray", "/var/www/llmdeploy-acme",
-                     "/var/www/llmdeploy-chat", "/opt/miniforge3/envs/"}
 
 
 def templates() -> list[Path]:
@@ -71,9 +68,6 @@ def test_the_package_writes_no_vm_path_out_but_in_vmpaths() -> None:
             continue
         for line, value in string_literals(module):
             if not LITERAL.search(value):
-                continue
-            pending = module.name == "render.py" and module.parent == package
-            if pending and value.rsplit("}", 1)[-1] in RENDER_PY_PENDING:
                 continue
             found.append(f"{module.relative_to(ROOT)}:{line}: {value!r}")
     assert not found, "import these from llmdeploy.vmpaths (add the constant there):\n" + "\n".join(found)

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..engines import ENGINES
 from ..result import CheckResult
+from ..smoke.dialects import OpenAIDialect
 from ..smoke.runner import TargetReport, run_target
 from ..smoke.targets import Credentials, SshAccess, Target
 from .state import VmState
@@ -48,8 +50,8 @@ def credentials(state: VmState, basic: tuple[str, str] | None = None) -> Credent
 
 
 def target(state: VmState, creds: Credentials) -> Target:
-    # Xinference's dialect: its CRLF stream lines, completions streams without [DONE].
-    kind = "xinference" if state.engine == "xinference" else "openai"
+    # The engine's own dialect (Xinference's: its CRLF stream lines, completions streams without [DONE]).
+    kind = ENGINES[state.engine].dialect if state.engine in ENGINES else OpenAIDialect.kind
     return Target(url=state.endpoint, credentials=creds, kind=kind, model=state.model_name,
                   ca_bundle=str(state.ca_file), http_url=f"http://{state.host}:{state.port(80)}",
                   timeout=SMOKE_TIMEOUT, name=f"local:{state.stack}",

@@ -86,7 +86,7 @@ def stack_values(opts: UpOptions) -> dict[str, Any]:
 def check_stack(opts: UpOptions, values: Mapping[str, Any]) -> StackConfig:
     """The stack as given, validated before anything is created (ConfigError: exit 2)."""
     cfg = parse(values, stack=opts.stack, decls=declarations(opts.project_dir))
-    if cfg.target != "local":
+    if not cfg.deployment.local_vm:
         raise UsageError(f"stack '{opts.stack}' has target '{cfg.target}'; `llmdeploy local up` runs stacks with "
                          f"target local (pulumi config set target local --stack {opts.stack}, or use the example: "
                          "llmdeploy local up --stack local)")

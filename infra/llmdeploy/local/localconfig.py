@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -15,9 +14,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config import LlamacppModel, StackConfig, VllmModel, XinferenceModel, parse
+from ..config import LlamacppModel, StackConfig, parse
 from ..declared import declarations
+from ..engines import ENGINES
 from ..errors import UsageError
+from ..pem import certificates
 from ..stackfile import read_stack
 from . import paths
 from .hostsrv import GUEST_HOST_IP
@@ -27,7 +28,6 @@ TINY_MODEL = "tiny-llama.gguf"  # written by llmdeploy itself (tinymodel.py): < 
 TINY_HF_REPO = "llmdeploy/tiny-llama"  # LlamaForCausalLM, safetensors and a tokenizer
 TINY_GGUF_REPO = "llmdeploy/tiny-llama-gguf"  # holds TINY_MODEL
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
-_PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.S)
 
 
 class LocalConfigError(UsageError):
@@ -77,12 +77,7 @@ def _ensure_tiny_repo(repo_id: str) -> None:
 def hub_repos(cfg: StackConfig) -> list[str]:
     """The Hugging Face repositories the stack's engine downloads: vLLM's model, or the model_id of each spec of
     Xinference's custom model."""
-    if isinstance(cfg.model, VllmModel):
-        return [cfg.model.hf_id]
-    if isinstance(cfg.model, XinferenceModel) and cfg.model.custom_model:
-        specs = cfg.model.custom_model.get("model_specs") or []
-        return [str(s["model_id"]) for s in specs if isinstance(s, dict) and s.get("model_id")]
-    return []
+    return cfg.model.hub_repos()
 
 
 def hub_source(cfg: StackConfig) -> ModelSource:
@@ -168,7 +163,7 @@ def torch_wheel_dirs(cfg: StackConfig, explicit: list[str], stack_sets_index: bo
                                        "holding PyTorch's CPU wheel (pip download --no-deps torch==X+cpu "
                                        "--index-url https://download.pytorch.org/whl/cpu -d DIR)")
         return folders
-    needs_torch = cfg.engine in ("vllm", "xinference") or cfg.chat.ui == "open-webui"
+    needs_torch = cfg.served_by.pip_torch or (cfg.chat.frontend is not None and cfg.chat.frontend.pip_torch)
     if not needs_torch or cfg.gpu or stack_sets_index:
         return []
     return [d for d in pip_find_links() if any(d.glob("torch-*.whl"))]
@@ -183,7 +178,7 @@ def host_ca_certs(folder: Path = HOST_CA_DIR) -> list[str]:
             text = path.read_text(errors="replace")
         except OSError:
             continue
-        found += [m.strip() for m in _PEM_RE.findall(text)]
+        found += [c.rstrip() for c in certificates(text)]
     return list(dict.fromkeys(found))
 
 
@@ -203,8 +198,9 @@ def local_config(root: Path, stack: str, *, ssh_public_key: str, model_url: str,
     raw["sshPublicKeys"] = _as_list(raw.get("sshPublicKeys")) + [ssh_public_key]
     raw["extraCaCerts"] = list(dict.fromkeys(_as_list(raw.get("extraCaCerts")) + extra_ca_certs))
     decls = declarations(root)
-    if (raw.get("engine") or decls["engine"].default) == "llamacpp":
-        raw["llamacppModelUrl"] = model_url
+    engine = ENGINES.get(str(raw.get("engine") or decls["engine"].default))
+    if engine is not None and engine.model_url_key:  # a model downloaded by URL: the host's own copy
+        raw[engine.model_url_key] = model_url
     elif urlsplit(str(raw.get("hfEndpoint") or "")).hostname == GUEST_HOST_IP:
         # The model server is the Hub stand-in: hfEndpoint is its origin (model_url names the owner's folder).
         parts = urlsplit(model_url)

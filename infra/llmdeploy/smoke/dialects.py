@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-KINDS = ("openai", "ollama", "xinference", "oci-ds")
+OCI_DS = "oci-ds"  # OCI Data Science /predict: llmdeploy.smoke.oci_ds, not a dialect here
 PROMPT = "Say hello in one short sentence."
 MAX_TOKENS = 8  # a non-streamed answer only has to exist
 STREAM_TOKENS = 16  # a streamed one needs enough events to judge how they arrive
@@ -255,8 +255,9 @@ class OllamaDialect(BaseDialect):
 
 
 Dialect = OpenAIDialect | OllamaDialect  # XinferenceDialect is an OpenAIDialect
-_DIALECTS: dict[str, Callable[[], Dialect]] = {"openai": OpenAIDialect, "xinference": XinferenceDialect,
-                                               "ollama": OllamaDialect}
+# Each engine names the one that speaks its API (engines/<engine>.py `dialect`).
+_DIALECTS: dict[str, Callable[[], Dialect]] = {d.kind: d for d in (OpenAIDialect, OllamaDialect, XinferenceDialect)}
+KINDS = (*_DIALECTS, OCI_DS)
 
 
 def dialect_for(kind: str) -> Dialect:

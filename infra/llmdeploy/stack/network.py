@@ -49,7 +49,7 @@ class NetworkArgs:
     @classmethod
     def from_config(cls, cfg: StackConfig) -> NetworkArgs:
         return cls(cfg.compartment_id, dns_label(cfg.stack), cfg.ssh_allowed_cidrs,
-                   cfg.target == "ray" or cfg.replicas > 1)
+                   cfg.deployment.ray_cluster or cfg.replicas > 1)
 
 
 class Network(pulumi.ComponentResource):

@@ -41,7 +41,7 @@ class RayArgs:
     @classmethod
     def from_config(cls, cfg: StackConfig, ssh: gates.SshAuth) -> RayArgs:
         """ValueError for a config the smoke test could not check (gates.smoke_acme_roots)."""
-        if cfg.target != "ray":
+        if not cfg.deployment.ray_cluster:
             raise ValueError(f"target: got '{cfg.target}'; RayArgs are the ray target's")
         return cls(VmArgs.from_config(cfg, ssh), addresses.head_ip(), cfg.ray.worker_shape,
                    tuple(addresses.worker_ips(cfg.ray.workers)),

@@ -36,11 +36,11 @@ class WorkshopArgs:
     def from_plans(cls, cfg: StackConfig, plans: list[EndpointPlan], project: str, ssh: SshAuth) -> WorkshopArgs:
         """ValueError (VmArgs.from_config) for an endpoint whose smoke test could not run."""
         endpoints = tuple(WorkshopEndpoint(
-            plan.key, RayArgs.from_config(plan.cfg, ssh) if plan.cfg.target == "ray" else
+            plan.key, RayArgs.from_config(plan.cfg, ssh) if plan.cfg.deployment.ray_cluster else
             VmArgs.from_config(plan.cfg, ssh),
             freeform_tags(plan.cfg, project, plan.attendees[0].id if not plan.shared else ""),
             tuple((a, plan.key_for(a)) for a in plan.attendees)) for plan in plans)
-        network = NetworkArgs.from_config(cfg) if cfg.target == "vm" else None
+        network = None if cfg.deployment.ray_cluster else NetworkArgs.from_config(cfg)
         return cls(network, freeform_tags(cfg, project), endpoints)
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import jinja2
 
+from ..engines import ENGINES
 from ..errors import Failure, UsageError
 from ..private_files import secure_folder, write_private
 from .handout_template import CSS, PAGE
@@ -106,17 +107,9 @@ def snippets(a: AttendeeOutput, acme_trust: str = "", engine: str = "") -> dict[
                   f"response, token_usage, correction = conversation.query(\"{BIO_PROMPT}\")\n"
                   f"print(response)")
     found = {"curl": curl, "openai": openai, "biochatter": biochatter}
-    if engine == "xinference":
-        # requests (under Xinference's client) reads REQUESTS_CA_BUNDLE, not SSL_CERT_FILE.
-        trust_requests = trust.replace("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
-        found["xinference"] = (
-            f"{trust_requests}from xinference_client import RESTfulClient  # pip install xinference-client\n\n"
-            f"client = RESTfulClient(\"{a.endpoint_url}\",\n"
-            f"                       api_key=\"{a.api_key}\")\n"
-            f"print(list(client.list_models()))\n"
-            f"model = client.get_model(\"{a.model}\")\n"
-            f"reply = model.chat(messages=[{{\"role\": \"user\", \"content\": \"{PROMPT}\"}}])\n"
-            f"print(reply[\"choices\"][0][\"message\"][\"content\"])")
+    own = ENGINES[engine].client_snippet(a.endpoint_url, a.api_key, a.model, PROMPT, trust) if engine in ENGINES else ""
+    if own:  # the engine's own client (Xinference's), under the engine's name
+        found[engine] = own
     return found
 
 

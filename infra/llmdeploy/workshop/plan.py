@@ -143,7 +143,7 @@ def check_shapes(plan: Plan) -> None:
             what += f", {sum(p.cfg.shape_ocpus for p in members)} OCPUs, " \
                     f"{sum(p.cfg.shape_memory_gbs for p in members)} GB memory"
         models = sorted({p.cfg.model_name for p in members})
-        if any(p.cfg.target == "ray" for p in members):
+        if any(p.cfg.deployment.ray_cluster for p in members):
             what += " in a Ray cluster"
         plan.add(f"shape {shape}", PASS, f"{what}; model {', '.join(models)}")
 
