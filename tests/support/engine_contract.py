@@ -1,5 +1,5 @@
 """What every registered engine must do (engines/ REGISTERED), as checks that return the problems they find: the
-contract tests (tests/unit/test_engine_contract.py, tests/integration/test_engine_contract.py) run them over the
+contract tests (tests/unit/test_engine_contract.py, tests/integration/test_engine_contract_live.py) run them over the
 registry, and run them over deliberately broken engines to show that they catch what is wrong.
 
 - its example config selects it, and every machine of that config renders with its step and unit;

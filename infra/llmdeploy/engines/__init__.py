@@ -2,7 +2,7 @@
 
 `ENGINES` maps each value of the `engine` config key to its engine; `select` picks the variant that serves a
 config (vLLM's CPU build on CPUs, Ray Serve LLM on the ray target); `REGISTERED` lists every variant, which the
-contract tests (tests/unit/test_engine_contract.py, tests/integration/test_engine_contract.py) run over.
+contract tests (tests/unit/test_engine_contract.py, tests/integration/test_engine_contract_live.py) run over.
 """
 from __future__ import annotations
 
