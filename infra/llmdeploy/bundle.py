@@ -45,7 +45,9 @@ def pack(files: Iterable[_File]) -> bytes:
             info.uid = info.gid = 0
             info.uname = info.gname = "root"
             tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), compresslevel=9, mtime=0)
+    # zlib's default level: within 1% of level 9's size (17-24 KB) at two thirds of its time (1.6 ms against 2.4
+    # ms a stack). Level 1 would halve that again but adds 15%, which each gate's stdin keeps in the Pulumi state.
+    return gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
 
 
 def digest(bundle: bytes) -> str:
