@@ -65,6 +65,7 @@ def test_up_fails_naming_the_refused_bundle_and_both_digests(refused: Refused) -
     message = str(refused.error)
     assert "delivering the provisioning bundle and the secrets failed" in message
     assert f"bundle refused: its SHA-256 is {got}" in message and "but this VM's metadata says" in message
+    assert "has not unpacked" not in message  # failed at the refusal, not after waiting out the unpacking
 
 
 def test_the_guest_marks_the_bundle_stage_failed_and_unpacks_nothing(refused: Refused) -> None:
