@@ -41,6 +41,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 
 _modules_frozen = 0
+# The tier allocates in bursts (Pulumi's mocked runs, asyncio, Jinja): at Python's default of a young-generation
+# collection every 700 allocations, about 2,300 of them ran; every 5,000 takes 1.3-2 s less CPU of the tier, with
+# the same peak memory (320 MB).
+gc.set_threshold(5_000, 10, 10)
 
 
 def _freeze_new_modules() -> None:
@@ -48,7 +52,7 @@ def _freeze_new_modules() -> None:
     which live until the process ends; the cyclic garbage collector scanned all of them at each full collection,
     about 20 times a run (and 5 more at exit, pytest's unraisable-exception check): some 5 s of a 20 s tier.
     Moving what exists into the permanent generation once a test has imported something stops that. The price:
-    garbage left by the few tests that import something (about 40) is never collected, a few MB."""
+    garbage left by the few tests that import something is never collected (peak memory stays 320 MB)."""
     global _modules_frozen
     if len(sys.modules) != _modules_frozen:
         _modules_frozen = len(sys.modules)
