@@ -10,7 +10,7 @@ runtime starts it again on the same root), not a machine: no kernel, bootloader 
 
 `llmdeploy local down` stops the container's supervisor and the host-side servers by PID when the module ends,
 also when a test fails, and removes the veth pair, the namespace, the NAT rules and the root copy: the
-module's fixture checks that nothing of them is left. About 2 minutes on 2 cores (the QEMU module: about 12).
+module's fixture checks that nothing of them is left. About 2 minutes on 2 cores (the QEMU module: about 10).
 """
 from __future__ import annotations
 
