@@ -2,7 +2,7 @@
 local up` boots the example stack in the systemd container as usual, but one byte of the bundle it delivers over
 SSH is flipped. The guest refuses it at the 00-bundle stage, naming both digests; nothing of it is kept or
 unpacked; no secret is sent; `up` fails saying so. The VM is kept for the checks, then `down` removes it (also on
-failure). About a minute on 2 cores (the container boots from the cached Debian tree)."""
+failure). About 15 s on 2 cores (the container boots from the cached Debian tree)."""
 from __future__ import annotations
 
 import io
