@@ -17,8 +17,9 @@
 - **Processes**: one supervisor per container (`python -m llmdeploy.local.nspawn supervise SPEC`), in its
   own process group, stopped by PID: it runs the forwarders and systemd-nspawn, starts the container again
   when it reboots (exit 133), and on SIGTERM shuts it down in order (nspawn passes SIGRTMIN+3 to the
-  container's systemd). `stop` then kills whatever of the container is left, removes the NAT rules and the
-  namespace (and with it the veth pair), and the root copy.
+  container's systemd; the supervisor asks again every few seconds, since a systemd still starting drops it).
+  `stop` then kills whatever of the container is left, removes the NAT rules and the namespace (and with it the
+  veth pair), and the root copy.
 
 What a container does not prove: it has no kernel of its own (the host's runs it: the kernel-wide sysctl
 keys are read-only in it, the network ones are its namespace's), a "reboot" restarts the container, not a
