@@ -45,7 +45,9 @@ def pack(files: Iterable[_File]) -> bytes:
             info.uid = info.gid = 0
             info.uname = info.gname = "root"
             tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), compresslevel=9, mtime=0)
+    # zlib's default level: within 1% of level 9's size (17-24 KB) at two thirds of its time (1.6 ms against 2.4
+    # ms a stack). Level 1 would halve that again but adds 15%, which each gate's stdin keeps in the Pulumi state.
+    return gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
 
 
 def digest(bundle: bytes) -> str:
@@ -53,10 +55,12 @@ def digest(bundle: bytes) -> str:
 
 
 def _wait_for(path: str, what: str, timeout_s: int) -> str:
-    """Shell: wait until `path` exists, reading nothing from stdin (the payload is stdin)."""
-    return (f"i=0; until [ -e {path} ]; do if [ \"$i\" -ge {int(timeout_s)} ]; then echo \"{what} after "
+    """Shell: wait until `path` exists, reading nothing from stdin (the payload is stdin). One command in braces,
+    so that `x && <this>` skips the wait when x fails: ungrouped, `x && i=0; until ...` waited out the timeout
+    after a refused bundle (5 minutes) instead of failing at once."""
+    return (f"{{ i=0; until [ -e {path} ]; do if [ \"$i\" -ge {int(timeout_s)} ]; then echo \"{what} after "
             f"{int(timeout_s)}s (see {CLOUD_INIT_OUTPUT} on the VM)\" >&2; exit 1; fi; sleep 2; i=$((i + 2)); "
-            "done </dev/null")
+            "done; } </dev/null")
 
 
 def delivery_script(timeout_s: int = INSTALLER_WAIT_S) -> str:

@@ -10,7 +10,7 @@ runtime starts it again on the same root), not a machine: no kernel, bootloader 
 
 `llmdeploy local down` stops the container's supervisor and the host-side servers by PID when the module ends,
 also when a test fails, and removes the veth pair, the namespace, the NAT rules and the root copy: the
-module's fixture checks that nothing of them is left. About 2 minutes on 2 cores (the QEMU module: about 12).
+module's fixture checks that nothing of them is left. About 2 minutes on 2 cores (the QEMU module: about 10).
 """
 from __future__ import annotations
 
@@ -24,11 +24,15 @@ from test_local_vm import Vm, booted
 # The VM's tests, in the VM module's order (the reboot last): pytest collects them here, with this module's `vm`.
 from test_local_vm import test_up_boots_provisions_and_smoke_tests_the_stack  # noqa: F401
 from test_local_vm import test_the_certificate_comes_from_the_local_acme_server  # noqa: F401
-from test_local_vm import test_provisioning_again_changes_nothing  # noqa: F401
+from test_local_vm import (
+    provisioning_again_changes_nothing as test_provisioning_again_changes_nothing,  # noqa: F401
+)
 from test_local_vm import test_the_api_key_is_never_in_user_data_logs_or_command_lines  # noqa: F401
 from test_local_vm import test_the_hf_token_is_never_in_user_data_logs_or_command_lines  # noqa: F401
 from test_local_vm import test_the_model_came_from_a_server_that_refuses_it_without_the_token  # noqa: F401
-from test_local_vm import test_a_killed_engine_is_restarted_by_systemd  # noqa: F401
+from test_local_vm import (
+    a_killed_engine_is_restarted_by_systemd as test_a_killed_engine_is_restarted_by_systemd,  # noqa: F401
+)
 from test_local_vm import test_only_ssh_http_and_https_answer_through_the_forwarded_ports  # noqa: F401
 from test_local_vm import test_the_image_firewall_rules_are_kept  # noqa: F401
 from test_local_vm import test_after_a_reboot_every_service_comes_back  # noqa: F401

@@ -88,6 +88,7 @@ def test_a_bad_bundle_is_refused_at_the_bundle_stage_naming_both_digests(vm: Vm,
     want, got = bundle.digest(vm.packed), bundle.digest(bad)
     assert result.returncode == 1 and "secrets: " not in out  # the secrets are not sent to a refused machine
     assert f"bundle refused: its SHA-256 is {got} ({len(bad)} bytes), but this VM's metadata says {want}" in err
+    assert "has not unpacked" not in err  # the refusal ends the delivery at once: no wait for the bootstrap after it
     marker = vm.path(STAGE_FAILED).read_text()
     assert "exit=1" in marker and got in marker and want in marker
     assert [p.name for p in vm.path(BUNDLE_DIR).iterdir()] == []  # nothing of it kept

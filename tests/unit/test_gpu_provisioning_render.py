@@ -5,17 +5,15 @@ import re
 
 import pytest
 
-from llmdeploy.config import parse
-from llmdeploy.render import FILES_DIR, STEPS_DIR, Rendered, render
-from llmdeploy.stackfile import read_stack
+from llmdeploy.render import FILES_DIR, STEPS_DIR, Rendered
 from support.gpu_stack import LIBEXEC, rendered
-from support.project import EXAMPLE_STACKS, ROOT
+from support.project import EXAMPLE_STACKS, example_stack
 
 
 @pytest.mark.parametrize("stack", EXAMPLE_STACKS)
 def test_gpu_stacks_install_the_driver_before_docker_and_the_engine(stack: str) -> None:
-    cfg = parse(read_stack(ROOT, stack), stack=stack)
-    steps = list(render(cfg).steps)
+    cfg, rendered_stack = example_stack(stack)
+    steps = list(rendered_stack.steps)
     if not cfg.gpu:
         assert "25-nvidia" not in steps
         return

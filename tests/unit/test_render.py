@@ -18,7 +18,7 @@ from llmdeploy.render import (ENGINE_ROUTES, FILES_DIR, LIBEXEC, STEPS_DIR, _ENV
                               engine_unit, render)
 from llmdeploy.stackfile import load_stack_config
 from llmdeploy.vmpaths import BOOTSTRAP, BUNDLE_DIGEST, RECEIVE_BUNDLE
-from support.project import EXAMPLE_STACKS, ROOT, minimal_raw
+from support.project import EXAMPLE_STACKS, ROOT, example_stack, minimal_raw
 
 SNAPSHOTS = ROOT / "tests" / "snapshots"
 SECRETS = {
@@ -44,7 +44,7 @@ VM_STACKS = [s for s in EXAMPLE_STACKS if load_stack_config(ROOT, s).target != "
 def test_user_data_matches_snapshot(stack: str) -> None:
     """Any change to what the machine gets (the user-data, then every file of its bundle) shows up here;
     UPDATE_SNAPSHOTS=1 rewrites the files."""
-    user_data = render(load_stack_config(ROOT, stack)).expanded()
+    user_data = example_stack(stack)[1].expanded()
     snapshot = SNAPSHOTS / f"{stack}.user-data.yaml"
     if os.environ.get("UPDATE_SNAPSHOTS") == "1":
         snapshot.write_text(user_data, encoding="utf-8")
@@ -90,8 +90,7 @@ def test_rendering_is_deterministic() -> None:
 
 @pytest.mark.parametrize("stack", EXAMPLE_STACKS)
 def test_engine_listens_on_loopback_only(stack: str) -> None:
-    cfg = load_stack_config(ROOT, stack)
-    rendered = render(cfg)
+    cfg, rendered = example_stack(stack)
     unit = rendered.file(f"{FILES_DIR}/{engine_unit(cfg)}.service").content
     if cfg.target == "ray":  # Ray's dashboard and Serve's proxy (tests/test_ray_render.py: the rest of Ray)
         assert "--dashboard-host 127.0.0.1" in unit
@@ -116,7 +115,7 @@ def test_engine_listens_on_loopback_only(stack: str) -> None:
 
 @pytest.mark.parametrize("stack", EXAMPLE_STACKS)
 def test_every_step_is_a_file_with_a_stage_marker(stack: str) -> None:
-    rendered = render(load_stack_config(ROOT, stack))
+    rendered = example_stack(stack)[1]
     paths = {f.path for f in rendered.files}
     for step in rendered.steps:
         assert f"{STEPS_DIR}/{step}.sh" in paths

@@ -17,8 +17,9 @@
 - **Processes**: one supervisor per container (`python -m llmdeploy.local.nspawn supervise SPEC`), in its
   own process group, stopped by PID: it runs the forwarders and systemd-nspawn, starts the container again
   when it reboots (exit 133), and on SIGTERM shuts it down in order (nspawn passes SIGRTMIN+3 to the
-  container's systemd). `stop` then kills whatever of the container is left, removes the NAT rules and the
-  namespace (and with it the veth pair), and the root copy.
+  container's systemd; the supervisor asks again every few seconds, since a systemd still starting drops it).
+  `stop` then kills whatever of the container is left, removes the NAT rules and the namespace (and with it the
+  veth pair), and the root copy.
 
 What a container does not prove: it has no kernel of its own (the host's runs it: the kernel-wide sysctl
 keys are read-only in it, the network ones are its namespace's), a "reboot" restarts the container, not a
@@ -48,6 +49,7 @@ NSPAWN = "systemd-nspawn"
 REBOOT_EXIT = 133  # systemd-nspawn's exit code when the container's systemd reboots
 SUBNET_POOL = ipaddress.IPv4Network("10.213.0.0/16")  # one /30 per container
 STOP_GRACE_S = 60.0  # an orderly shutdown of the container's services
+STOP_REPEAT_S = 5.0  # how often a stopping supervisor asks the container's systemd to halt again
 HOST_TOOLS = {NSPAWN: "systemd-container", "ip": "iproute2", "iptables": "iptables"}
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 # nspawn mounts /proc/sys read-only; "network" leaves /proc/sys/net writable: the container's own network
@@ -379,6 +381,47 @@ def _say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] nspawn supervisor: {text}", flush=True)
 
 
+def _container_init(root: Path) -> int | None:
+    """The host PID of the container's systemd: the process inside it that is PID 1 in its own namespace."""
+    for pid in container_pids(root):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+        if nspid and nspid[-1] == "1":
+            return pid
+    return None
+
+
+def _wait_nspawn(child: subprocess.Popen[bytes], stopping: threading.Event, root: Path) -> int:
+    """nspawn's exit code. Once stopping, the container's systemd is asked to halt again every STOP_REPEAT_S:
+    nspawn passes the supervisor's SIGTERM on as SIGRTMIN+3 once, and a systemd still starting (its handler not
+    yet in place) drops it and boots on, so a container stopped early ran until `stop` killed it 75 s later."""
+    asked = since = 0.0
+    while True:
+        try:
+            return child.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        if not stopping.is_set():
+            continue
+        if not asked:
+            asked = since = time.monotonic()  # on_term asked once, through nspawn
+        elif time.monotonic() - since > STOP_GRACE_S:
+            child.kill()
+            return child.wait()
+        elif time.monotonic() - asked >= STOP_REPEAT_S:
+            _say("the container is still running: asking its systemd to halt again")
+            init = _container_init(root)
+            if init is not None:
+                try:
+                    os.kill(init, signal.SIGRTMIN + 3)
+                except ProcessLookupError:
+                    pass
+            asked = time.monotonic()
+
+
 def supervise(spec_path: Path) -> int:
     """Forward the ports, run the container, start it again after each reboot, stop it on SIGTERM."""
     spec = ContainerSpec.load(spec_path)
@@ -411,7 +454,7 @@ def supervise(spec_path: Path) -> int:
                                          stderr=subprocess.STDOUT, start_new_session=True,
                                          env={**os.environ, **NSPAWN_ENV})]
             try:
-                code = child[0].wait()
+                code = _wait_nspawn(child[0], stopping, Path(spec.root))
             except BaseException:
                 child[0].kill()
                 raise
