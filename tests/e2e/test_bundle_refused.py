@@ -13,7 +13,7 @@ import pytest
 
 from llmdeploy import bundle
 from llmdeploy.errors import LlmdeployError
-from llmdeploy.local import guestlogin, lifecycle
+from llmdeploy.local import guestlogin, lifecycle, secretsdelivery
 from llmdeploy.local.state import VmState
 from llmdeploy.vmpaths import BUNDLE_DIR, BUNDLE_STAGE, SECRETS_DIR, STAGES_DIR, STEPS_DIR
 from support.project import ROOT
@@ -47,7 +47,7 @@ def refused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Refused]:
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LLMDEPLOY_STATE_DIR", str(tmp_path_factory.mktemp("refused-state")))
-        mp.setattr(lifecycle, "payload", tampered)
+        mp.setattr(secretsdelivery, "payload", tampered)
         opts = lifecycle.UpOptions(stack=STACK, project_dir=Path(ROOT), runtime="nspawn", keep_on_failure=True)
         try:
             with pytest.raises(LlmdeployError) as caught:
