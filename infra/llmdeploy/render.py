@@ -9,7 +9,8 @@ output: API keys and provided certificates are delivered after boot (see secrets
 passwords appear only as bcrypt hashes.
 
 What is an engine's own (its step, unit, support files, health check, routes) the engine object says
-(engines/); the machines and their network are topology.py's; nginx's auth policy is nginx_auth.py's.
+(engines/); the machines and their network are topology.py's; nginx's auth policy is nginx_auth.py's; the typed
+objects every template reads (and HostLayout) are template_context.py's.
 """
 from __future__ import annotations
 
