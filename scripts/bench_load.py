@@ -111,7 +111,7 @@ class Client:
 
     def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> http.client.HTTPResponse:
         if self.conn is None:
-            self.conn = http.client.HTTPSConnection("localhost", self.ep.layout.https_port, context=self.context,
+            self.conn = http.client.HTTPSConnection("localhost", self.ep.host_layout.https_port, context=self.context,
                                                     timeout=600)
         self.conn.request(method, path, body=body, headers=headers)
         return self.conn.getresponse()

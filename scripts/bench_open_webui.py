@@ -21,7 +21,7 @@ import requests  # noqa: E402
 
 from llmdeploy.render import render, web_user_email  # noqa: E402
 from llmdeploy.secrets import generate_api_key, generate_webui_secret_key, secrets_bundle  # noqa: E402
-from tests.support.endpoint import deliver_secrets, endpoint_config, loopback_layout  # noqa: E402
+from tests.support.endpoint import deliver_secrets, endpoint_config, loopback_host_layout  # noqa: E402
 from tests.support.llamaserver import llama_server  # noqa: E402
 from tests.support.openwebui import open_webui  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
         cfg = endpoint_config(chatUi="open-webui", domain="llm.test", apiKeys=["ops:admin", "alice"],
                               basicAuthUsers=[], basicAuthPasswords="")
         with llama_server(write_tiny_gguf(work / "tiny.gguf"), alias=cfg.model_name, n_ctx=2048) as llama:
-            rendered = render(cfg, loopback_layout(work / "root", llama.port, chat_port=free_port()))
+            rendered = render(cfg, loopback_host_layout(work / "root", llama.port, chat_port=free_port()))
             keys = {k.name: generate_api_key() for k in cfg.auth.api_keys}
             deliver_secrets(rendered, secrets_bundle(cfg, keys, webui_secret_key=generate_webui_secret_key()), work)
             started = time.monotonic()

@@ -67,9 +67,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     # from), next to its Pulumi.yaml, where a user looks for it and .gitignore usually covers it.
     out = Path(args.out) if args.out else root / "build" / args.stack
     # Every endpoint renders before the first file is written: a config that fails leaves no output behind.
-    rendered = [(rendering.machine_name(name, node), cfg,
-                 rendering.render(cfg) if worker is None else rendering.render(cfg, worker=worker))
-                for name, cfg in endpoints for node, worker in rendering.nodes(cfg)]
+    rendered = [(rendering.machine_name(name, node_name), cfg, rendering.render(cfg, node=node))
+                for name, cfg in endpoints for node_name, node in rendering.named_nodes(cfg)]
     removed = outfolder.clear_previous(out, given=bool(args.out))
     everything: list[Path] = []
     for name, cfg, result in rendered:

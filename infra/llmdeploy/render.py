@@ -9,7 +9,8 @@ output: API keys and provided certificates are delivered after boot (see secrets
 passwords appear only as bcrypt hashes.
 
 What is an engine's own (its step, unit, support files, health check, routes) the engine object says
-(engines/); the machines and their network are topology.py's; nginx's auth policy is nginx_auth.py's.
+(engines/); the machines and their network are topology.py's; nginx's auth policy is nginx_auth.py's; the typed
+objects every template reads (and HostLayout) are template_context.py's.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
@@ -27,50 +27,17 @@ from .config import StackConfig
 from .engines import ENGINE_ROUTES, ENGINES, HealthCheck  # noqa: F401  (re-exported)
 from .engines.ray_serve import RAY_STATUS, RAY_VENV, ray_app  # noqa: F401  (re-exported)
 from .engines.xinference import XINFERENCE_MODELS, xinference_requirements  # noqa: F401  (re-exported)
-from .frontends import LIGHT_LAUNCHER, OPEN_WEBUI_MEMORY_MB
 from .nginx_auth import (AUTH_FAILURES, CHAT_PAGE_BURST, HEALTHZ_LIMIT, WEB_USER_DOMAIN, AuthFailureLimit,  # noqa: F401
                          HealthzLimit, htpasswd, rate_zones, retry_after_seconds, web_user_email)
-from .nvidia import CUDA_MIN_DRIVER
 from .routes import EngineRoutes
-from .shapes import Shape
+from .template_context import APT_SUITES, HostLayout, HostPaths, template_context, tls_sans  # noqa: F401
 from .templating import ENV as _ENV, VmFile, render_template as _render  # noqa: F401  (re-exported)
 from .topology import (HEAD_NODE, UPSTREAM, Node, docker_publish, engine_host, engine_url, firewall, machine_name,  # noqa: F401
-                       node, nodes, replica_upstreams, worker_count)
+                       named_nodes, nodes, replica_upstreams, require_node, worker_count)
 # The VM's paths are defined in vmpaths; render re-exports the ones other modules import from it.
 from .vmpaths import (ACME_WEBROOT, BOOTSTRAP, BUNDLE_DIGEST, BUNDLE_STAGE, CHAT_ROOT, ETC_DIR, FILES_DIR, FIREWALL,
                       INSTALL_SECRETS, LIBEXEC, OPEN_WEBUI_ADMIN, PROVISION, READY_MARKER, RECEIVE_BUNDLE, SECRETS_DIR,
                       STACK_INFO, STAGES_DIR, STEPS_DIR, WAIT_READY)
-
-APT_SUITES = {"ubuntu-22.04": ("jammy", "main restricted universe"),
-              "ubuntu-24.04": ("noble", "main restricted universe"),
-              "debian-12": ("bookworm", "main")}
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where nginx listens and keeps its files. The VM uses the defaults; tests move the same
-    rendered config onto loopback ports and under a temporary directory."""
-
-    root: str = ""
-    http_listen: str = "80"
-    https_listen: str = "443"
-    https_port: int = 443
-    engine_port: int = 0  # 0: the engine's own port; tests put a real server on a free one
-    chat_port: int = 0  # 0: the chat frontend's own port (CHAT_UI_PORTS)
-    login_port: int = 8399  # nginx's own loopback server that checks a pasted key (chat sign-in)
-
-    @property
-    def https_port_suffix(self) -> str:
-        return "" if self.https_port == 443 else f":{self.https_port}"
-
-    @property
-    def paths(self) -> dict[str, str]:
-        etc = f"{self.root}{ETC_DIR}"
-        secrets = f"{self.root}{SECRETS_DIR}"
-        return {"tls_dir": f"{etc}/tls", "secrets_dir": secrets, "htpasswd": f"{etc}/htpasswd",
-                "api_keys_map": f"{secrets}/api-keys.map", "acme_webroot": f"{self.root}{ACME_WEBROOT}",
-                "chat_root": f"{self.root}{CHAT_ROOT}"}
-
 
 @dataclass(frozen=True)
 class Rendered:
@@ -169,83 +136,6 @@ def engine_health(cfg: StackConfig) -> HealthCheck:
     return cfg.served_by.health(cfg)
 
 
-def tls_sans(cfg: StackConfig) -> str:
-    names = [n for n in (cfg.domain, cfg.chat.host) if n]
-    return ",".join([f"DNS:{n}" for n in names + ["localhost"]] + ["IP:127.0.0.1"])
-
-
-def _context(cfg: StackConfig, layout: Layout, at: Node) -> dict[str, Any]:
-    engine = cfg.served_by
-    engine_port = layout.engine_port or cfg.engine_port
-    return {
-        "stack": cfg.stack or "default", "engine": cfg.engine, "engine_port": engine_port,
-        "engine_unit": engine.unit(at), "model": cfg.model, "engine_host": engine_host(at),
-        "docker_publish": docker_publish(at), "replica": at.is_replica,
-        "upstreams": replica_upstreams(cfg, engine_port), "upstream": UPSTREAM,
-        "engine_url": engine_url(cfg, engine_port),
-        "firewall": firewall(cfg, at), "model_name": cfg.model_name, "domain": cfg.domain,
-        "server_name": cfg.domain or "_", "tls": cfg.tls, "auth": cfg.auth, "rate_zones": rate_zones(cfg),
-        "sources": cfg.sources, "conda_env": cfg.conda_env, "nvidia_toolkit": cfg.nvidia_toolkit,
-        "os_family": cfg.os_family, "admin_user": cfg.admin_user, "layout": layout, "paths": layout.paths,
-        "health": engine.health(cfg), "routes": engine.routes, "tls_sans": tls_sans(cfg),
-        "admin_keys": [k.name for k in cfg.auth.api_keys if k.admin],
-        "chat": cfg.chat, "chat_port": layout.chat_port or (cfg.chat.frontend.port if cfg.chat.frontend else 0),
-        "chat_burst": max(cfg.auth.burst, CHAT_PAGE_BURST), "web_user_domain": WEB_USER_DOMAIN,
-        "auth_failures": AUTH_FAILURES, "auth_failures_retry_after": retry_after_seconds(AUTH_FAILURES.rate),
-        "healthz_limit": HEALTHZ_LIMIT,
-        "basic_retry_after": retry_after_seconds(cfg.auth.rate),
-        "apt_suites": _apt_suites(cfg), "apt_components": APT_SUITES[cfg.os][1],
-        "steps": step_names(cfg, at), "vm": vmpaths.template_vars(),
-        "readiness_timeout_s": cfg.readiness_timeout_minutes * 60,
-        "readiness_timeout_minutes": cfg.readiness_timeout_minutes,
-        "nvidia_branch": cfg.nvidia_driver_branch, "cuda_min_driver": CUDA_MIN_DRIVER, "gpu": cfg.gpu,
-        "nvswitch": _machine_shape(cfg, at).nvswitch,
-        "xinference_install": cfg.xinference_install,
-        # CPU machines take torch from the PyTorch CPU index: pip would otherwise fetch GBs of CUDA wheels.
-        "cpu_torch_index": "" if cfg.gpu else cfg.sources.torch_index_url,
-        # pip trusts a plain-HTTP index only when told to (a mirror on the LAN, or llmdeploy local's own).
-        "torch_trusted_host": _http_host(cfg.sources.torch_index_url),
-        **engine.context(cfg, at),
-    }
-
-
-def _machine_shape(cfg: StackConfig, at: Node) -> Shape:
-    """The shape of the VM being rendered: a Ray worker's may differ from the head's."""
-    return cfg.ray.worker_shape if at.is_ray_worker else cfg.shape
-
-
-def _chat_context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
-    """Open WebUI's memory and secret file, and the admin key whose user signs in first."""
-    admin = cfg.chat.admin  # config demands one for chatUi open-webui; attendees never hold one (endpoints.py)
-    return {"chat_ui": cfg.chat.ui, "chat_memory_mb": OPEN_WEBUI_MEMORY_MB,
-            "chat_admin_email": web_user_email(admin), "chat_admin_name": admin,
-            "chat_secret_env": f"{layout.paths['secrets_dir']}/open-webui.env",
-            "chat_secret_wait_s": cfg.readiness_timeout_minutes * 60, "chat_admin_script": OPEN_WEBUI_ADMIN,
-            "light_launcher": LIGHT_LAUNCHER}
-
-
-def _http_host(url: str) -> str:
-    """The host of an http:// URL (pip's --trusted-host), empty for https."""
-    parts = urlsplit(url)
-    return (parts.hostname or "") if parts.scheme == "http" else ""
-
-
-def _secret_context(cfg: StackConfig, layout: Layout) -> dict[str, Any]:
-    """Whether secrets are set, never their values: the engine step waits for a set hfToken (delivered over
-    SSH after boot), and llama.cpp sends it only to hfEndpoint."""
-    endpoint = cfg.sources.hf_endpoint.rstrip("/")
-    url = cfg.model.download_url
-    return {"hf_token_set": bool(cfg.hf_token), "hf_env": f"{layout.paths['secrets_dir']}/hf.env",
-            "hf_token_wait_s": cfg.readiness_timeout_minutes * 60,
-            "model_from_hf_endpoint": bool(url) and (url == endpoint or url.startswith(endpoint + "/"))}
-
-
-def _apt_suites(cfg: StackConfig) -> str:
-    codename = APT_SUITES[cfg.os][0]
-    suites = [codename, f"{codename}-updates"]
-    return " ".join(suites + ([f"{codename}-security"] if cfg.os_family == "ubuntu" else []))
-
-
 # Host hardening that the base steps install: sysctl values, no core dumps, the legal banner.
 HARDENING_FILES = ("sysctl-hardening.conf", "limits-nocore.conf", "coredump.conf", "issue")
 
@@ -301,12 +191,12 @@ def stack_info(cfg: StackConfig, steps: list[str], at: Node = HEAD_NODE) -> dict
     return info
 
 
-def render(cfg: StackConfig, layout: Layout = Layout(), worker: int | None = None) -> Rendered:
-    """The user-data of the stack's machine; on the ray target the head's, or worker `worker`'s; with replicas the
-    head's, or engine replica `worker`'s (0 is the second engine VM)."""
-    at = node(cfg, worker)
-    ctx = {**_context(cfg, layout, at), **_secret_context(cfg, layout), **_chat_context(cfg, layout)}
-    steps = step_names(cfg, at)
+def render(cfg: StackConfig, host_layout: HostLayout = HostLayout(), node: Node = HEAD_NODE) -> Rendered:
+    """The user-data of one of the stack's machines (topology.nodes): the head by default; on the ray target a Ray
+    worker, with replicas an engine replica (topology.node(cfg, role, index) finds one)."""
+    require_node(cfg, node)
+    steps = step_names(cfg, node)
+    ctx = template_context(cfg, host_layout, node, steps)
     files = [
         VmFile(vmpaths.LIB_SH, _render("lib.sh.j2", ctx)),
         VmFile(FIREWALL, _render("firewall.sh.j2", ctx), "0755"),
@@ -315,13 +205,12 @@ def render(cfg: StackConfig, layout: Layout = Layout(), worker: int | None = Non
         VmFile(WAIT_READY, _render("wait-ready.sh.j2", ctx), "0755"),
     ]
     for step in steps:
-        files.append(VmFile(f"{STEPS_DIR}/{step}.sh", _render(_step_template(cfg, step, at), ctx), "0755"))
-    files += _machine_files(cfg, ctx, at)
-    info = stack_info(cfg, steps, at)
+        files.append(VmFile(f"{STEPS_DIR}/{step}.sh", _render(_step_template(cfg, step, node), ctx), "0755"))
+    files += _machine_files(cfg, ctx, node)
+    info = stack_info(cfg, steps, node)
     files.append(VmFile(STACK_INFO, json.dumps(info, indent=2) + "\n"))
     packed = bundle.pack(files)
-    boot_ctx = {"vm": ctx["vm"], "bundle_stage": BUNDLE_STAGE,
-                "readiness_timeout_minutes": cfg.readiness_timeout_minutes}
+    boot_ctx = {"vm": ctx["vm"], "bundle_stage": BUNDLE_STAGE, "machine": ctx["machine"]}
     boot = [VmFile(BUNDLE_DIGEST, bundle.digest(packed) + "\n"),
             VmFile(RECEIVE_BUNDLE, _render("receive-bundle.sh.j2", boot_ctx), "0755"),
             VmFile(BOOTSTRAP, _render("bootstrap.sh.j2", boot_ctx), "0755")]
@@ -344,8 +233,9 @@ def _step_template(cfg: StackConfig, step: str, at: Node) -> str:
     return f"steps/{step}.sh.j2"
 
 
-def render_nodes(cfg: StackConfig, layout: Layout = Layout()) -> list[tuple[str, Rendered]]:
-    return [(name, render(cfg, layout, worker)) for name, worker in nodes(cfg)]
+def render_nodes(cfg: StackConfig, host_layout: HostLayout = HostLayout()) -> list[tuple[str, Rendered]]:
+    """Every machine's user-data, by its name (topology.named_nodes)."""
+    return [(name, render(cfg, host_layout, at)) for name, at in named_nodes(cfg)]
 
 
 # libyaml's emitter writes the same document as PyYAML's pure-Python one about 15 times faster (a workshop

@@ -37,9 +37,9 @@ class Node:
         return self.role == REPLICA
 
     @property
-    def worker(self) -> int | None:
-        """The index render() and the Pulumi program know it by: None for the head."""
-        return None if self.is_head else self.index
+    def name(self) -> str:
+        """head, worker-0, replica-1: the machine's name among the stack's (its output folder, its Pulumi name)."""
+        return HEAD if self.is_head else f"{self.role}-{self.index}"
 
 
 HEAD_NODE = Node(HEAD, 0, addresses.head_ip())
@@ -52,14 +52,26 @@ def worker_count(cfg: StackConfig) -> int:
     return cfg.replicas - 1 if cfg.deployment.engine_replicas else 0
 
 
-def node(cfg: StackConfig, worker: int | None) -> Node:
-    """The head (worker None) or Ray worker / engine replica `worker` (0 is the second VM)."""
-    if worker is None:
-        return HEAD_NODE
-    if not 0 <= worker < worker_count(cfg):
-        raise ValueError(f"worker {worker}: the stack has no such Ray worker or engine replica (target "
-                         f"{cfg.target}, {worker_count(cfg)} besides the head)")
-    return Node(WORKER if cfg.deployment.ray_cluster else REPLICA, worker, addresses.worker_ip(worker))
+def nodes(cfg: StackConfig) -> list[Node]:
+    """Every machine the stack boots: the head, then each Ray worker or engine replica (index 0 is the second VM)."""
+    role = WORKER if cfg.deployment.ray_cluster else REPLICA
+    return [HEAD_NODE, *(Node(role, i, addresses.worker_ip(i)) for i in range(worker_count(cfg)))]
+
+
+def node(cfg: StackConfig, role: str, index: int = 0) -> Node:
+    """The stack's machine of this role and index: node(cfg, WORKER, 1) is the ray target's second worker."""
+    for machine in nodes(cfg):
+        if (machine.role, machine.index) == (role, index):
+            return machine
+    raise ValueError(f"{role} {index}: the stack has no such machine (target {cfg.target}: "
+                     f"{', '.join(n.name for n in nodes(cfg))})")
+
+
+def require_node(cfg: StackConfig, machine: Node) -> None:
+    """Refuse a Node that is not one of the stack's (a worker beyond the cluster, a replica on one VM)."""
+    if machine not in nodes(cfg):
+        raise ValueError(f"{machine.name} ({machine.ip}): the stack has no such machine (target {cfg.target}: "
+                         f"{', '.join(n.name for n in nodes(cfg))})")
 
 
 def machine_name(endpoint: str, node_name: str) -> str:
@@ -67,13 +79,10 @@ def machine_name(endpoint: str, node_name: str) -> str:
     return "/".join(part for part in (endpoint, node_name) if part)
 
 
-def nodes(cfg: StackConfig) -> list[tuple[str, int | None]]:
-    """Every machine the stack boots, as (name, worker index for render): "" for the one machine, or the head
-    and each Ray worker or engine replica."""
-    head = HEAD if cfg.deployment.ray_cluster or cfg.replicas > 1 else ""
-    machines: list[tuple[str, int | None]] = [(head, None)]
-    others = [node(cfg, i) for i in range(worker_count(cfg))]
-    return machines + [(f"{n.role}-{n.index}", n.index) for n in others]
+def named_nodes(cfg: StackConfig) -> list[tuple[str, Node]]:
+    """Every machine the stack boots with its name: "" for a stack of one machine, else head, worker-0, ..."""
+    many = cfg.deployment.ray_cluster or cfg.replicas > 1
+    return [(n.name if many else "", n) for n in nodes(cfg)]
 
 
 def firewall(cfg: StackConfig, node: Node) -> dict[str, Any]:

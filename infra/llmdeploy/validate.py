@@ -24,7 +24,7 @@ import yaml
 
 from .config import StackConfig
 from .bundle import OCI_METADATA_LIMIT
-from .render import FILES_DIR, Layout, Rendered, encode_user_data, machine_name, render, render_nodes
+from .render import FILES_DIR, HostLayout, Rendered, encode_user_data, machine_name, render, render_nodes
 from .result import FAIL, PASS, CheckResult
 
 # Debian's cloud-init lives in the system Python, whatever Python runs llmdeploy.
@@ -211,19 +211,19 @@ def nginx_command(conf: Path) -> list[str]:
     return ["nginx", "-c", str(conf), "-p", str(conf.parent), "-e", str(conf.parent / "error.log")]
 
 
-def install_throwaway_files(rendered: Rendered, layout: Layout) -> None:
-    """Everything the site refers to, under layout.root: a throwaway certificate, htpasswd, empty key map."""
-    paths = layout.paths
-    tls = Path(paths["tls_dir"])
+def install_throwaway_files(rendered: Rendered, host_layout: HostLayout) -> None:
+    """Everything the site refers to, under host_layout.root: a throwaway certificate, htpasswd, empty key map."""
+    paths = host_layout.paths
+    tls = Path(paths.tls_dir)
     tls.mkdir(parents=True, exist_ok=True)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-days", "2", "-subj", "/CN=llmdeploy-validate",
                     "-keyout", str(tls / "privkey.pem"), "-out", str(tls / "fullchain.pem")],
                    check=True, capture_output=True, timeout=60)
-    Path(paths["secrets_dir"]).mkdir(parents=True, exist_ok=True)
-    Path(paths["api_keys_map"]).touch()
-    Path(paths["htpasswd"]).write_text(rendered.file(f"{FILES_DIR}/htpasswd").content, encoding="utf-8")
-    Path(paths["acme_webroot"]).mkdir(parents=True, exist_ok=True)
+    Path(paths.secrets_dir).mkdir(parents=True, exist_ok=True)
+    Path(paths.api_keys_map).touch()
+    Path(paths.htpasswd).write_text(rendered.file(f"{FILES_DIR}/htpasswd").content, encoding="utf-8")
+    Path(paths.acme_webroot).mkdir(parents=True, exist_ok=True)
 
 
 def check_nginx(cfg: StackConfig) -> tuple[bool, str]:
@@ -232,9 +232,9 @@ def check_nginx(cfg: StackConfig) -> tuple[bool, str]:
     if missing:
         return missing
     with tempfile.TemporaryDirectory(prefix="llmdeploy-nginx-") as tmp:
-        layout = Layout(root=tmp)
-        rendered = render(cfg, layout)
-        install_throwaway_files(rendered, layout)
+        host_layout = HostLayout(root=tmp)
+        rendered = render(cfg, host_layout)
+        install_throwaway_files(rendered, host_layout)
         site = Path(tmp) / "site.conf"
         site.write_text(rendered.nginx_site, encoding="utf-8")
         conf = write_nginx_main_conf(site, Path(tmp) / "nginx")

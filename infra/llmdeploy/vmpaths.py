@@ -35,7 +35,8 @@ BIOCHATTER_LIGHT_APP = f"{OPT_DIR}/biochatter-light"  # the checked-out reposito
 BIOCHATTER_LIGHT_VENV = f"{OPT_DIR}/biochatter-light-venv"
 BIOCHATTER_LIGHT_HOME = f"{STATE_DIR}/biochatter-light"  # its service's HOME, the one place it writes
 MINIFORGE_DIR = "/opt/miniforge3"  # 20-conda's Miniforge
-# nginx's web roots; templates read them (and TLS, secrets) from render.Layout.paths, which tests move under a root.
+# nginx's web roots; templates read them (and TLS, secrets) from template_context.HostLayout.paths, which tests
+# move under a root.
 ACME_WEBROOT = "/var/www/llmdeploy-acme"
 CHAT_ROOT = "/var/www/llmdeploy-chat"
 PROVISION = "/usr/local/sbin/llmdeploy-provision"

@@ -117,7 +117,7 @@ def acme_test_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 def run_smoke_gate(env: dict[str, str], ep: Endpoint) -> subprocess.CompletedProcess[str]:
     """The gate's script as Pulumi runs it, with the real `llmdeploy` (plus --http-url: nginx's plain HTTP is not
     on port 80 here)."""
-    bin_dir = Path(ep.layout.paths["tls_dir"]).parent / "bin"
+    bin_dir = Path(ep.host_layout.paths.tls_dir).parent / "bin"
     bin_dir.mkdir(exist_ok=True)
     real = subprocess.run(["bash", "-c", "command -v llmdeploy"], capture_output=True, text=True).stdout.strip()
     (bin_dir / "llmdeploy").write_text(f'#!/bin/bash\nexec {shlex.quote(real)} "$@" --http-url {ep.http_base}\n')

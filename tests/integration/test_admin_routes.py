@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from llmdeploy.render import Layout, render
+from llmdeploy.render import HostLayout, render
 from llmdeploy.engines import ENGINE_ROUTES
 from llmdeploy.routes import Route
 from support.endpoint import PASSWORD, Endpoint, endpoint_config, llama_endpoint
@@ -52,7 +52,7 @@ class Site:
              authorization: str = "") -> Answer:
         """One request with `path` sent exactly as given (no client-side normalisation)."""
         context = ssl.create_default_context(cafile=self.ep.ca)
-        conn = http.client.HTTPSConnection("localhost", self.ep.layout.https_port, context=context, timeout=10)
+        conn = http.client.HTTPSConnection("localhost", self.ep.host_layout.https_port, context=context, timeout=10)
         if key:
             authorization = f"Bearer {self.ep.keys[key]}"
         if basic:
@@ -171,11 +171,11 @@ def test_basic_auth_users_are_ordinary(site: Site) -> None:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_every_rendered_site_passes_nginx_t(engine: str, tmp_path: Path) -> None:
     cfg = endpoint_config(**overrides(engine))
-    layout = Layout(root=str(tmp_path / "root"))
-    site = render(cfg, layout).nginx_site
-    install_leaf(layout, leaf_for(tmp_path, "good")[1])
-    Path(layout.paths["secrets_dir"]).mkdir(parents=True)
-    Path(layout.paths["api_keys_map"]).touch()
+    host_layout = HostLayout(root=str(tmp_path / "root"))
+    site = render(cfg, host_layout).nginx_site
+    install_leaf(host_layout, leaf_for(tmp_path, "good")[1])
+    Path(host_layout.paths.secrets_dir).mkdir(parents=True)
+    Path(host_layout.paths.api_keys_map).touch()
     conf = tmp_path / "site.conf"
     conf.write_text(site)
     ok, output = nginx_test(conf, tmp_path / "nginx")

@@ -22,7 +22,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from llmdeploy.render import AUTH_FAILURES, FILES_DIR, Layout, render, retry_after_seconds
+from llmdeploy.render import AUTH_FAILURES, FILES_DIR, HostLayout, render, retry_after_seconds
 from support.endpoint import PASSWORD, Endpoint, endpoint_config
 from support.ports import free_port, port_open
 from support.procs import start_process, stop_process, wait_until
@@ -58,7 +58,7 @@ class Client:
         for attempt in range(2):
             if self.conn is None:
                 context = ssl.create_default_context(cafile=self.ep.ca)
-                self.conn = http.client.HTTPSConnection("localhost", self.ep.layout.https_port, context=context,
+                self.conn = http.client.HTTPSConnection("localhost", self.ep.host_layout.https_port, context=context,
                                                         timeout=10, source_address=(self.source, 0))
             try:
                 self.conn.request("GET", path, headers={"Authorization": authorization} if authorization else {})
@@ -213,7 +213,7 @@ def fail2ban_conf(tmp_path: Path) -> Path:
     """Debian's /etc/fail2ban with the rendered jail in jail.d, as the 16-fail2ban step leaves it."""
     conf = tmp_path / "fail2ban"
     shutil.copytree("/etc/fail2ban", conf)
-    jail = render(endpoint_config(), Layout()).file(f"{FILES_DIR}/fail2ban-sshd.conf").content
+    jail = render(endpoint_config(), HostLayout()).file(f"{FILES_DIR}/fail2ban-sshd.conf").content
     (conf / "jail.d" / "llmdeploy-sshd.conf").write_text(jail)
     return conf
 

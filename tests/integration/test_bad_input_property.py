@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from llmdeploy.config import ConfigError, parse
 from llmdeploy.declared import declarations
-from llmdeploy.render import FILES_DIR, Layout, Rendered, render
+from llmdeploy.render import FILES_DIR, HostLayout, Rendered, render
 from llmdeploy.validate import (SYSTEM_PYTHON, check_systemd_unit, cloud_init_top_level_keys, install_throwaway_files,
                                 nginx_command, write_nginx_main_conf)
 from support.project import SSH_KEY
@@ -147,14 +147,14 @@ def nginx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     nginx -t); each example writes its own site and htpasswd."""
     root = tmp_path_factory.mktemp("nginx-prop")
     cfg = parse(base_raw("llamacpp"))
-    install_throwaway_files(render(cfg, Layout(root=str(root))), Layout(root=str(root)))
+    install_throwaway_files(render(cfg, HostLayout(root=str(root))), HostLayout(root=str(root)))
     return root
 
 
 def nginx_t(cfg: Any, root: Path) -> tuple[bool, str]:
-    layout = Layout(root=str(root))
-    rendered = render(cfg, layout)
-    Path(layout.paths["htpasswd"]).write_text(rendered.file(f"{FILES_DIR}/htpasswd").content, encoding="utf-8")
+    host_layout = HostLayout(root=str(root))
+    rendered = render(cfg, host_layout)
+    Path(host_layout.paths.htpasswd).write_text(rendered.file(f"{FILES_DIR}/htpasswd").content, encoding="utf-8")
     site = root / "site.conf"
     site.write_text(rendered.nginx_site, encoding="utf-8")
     done = subprocess.run([*nginx_command(write_nginx_main_conf(site, root / "nginx")), "-t"],

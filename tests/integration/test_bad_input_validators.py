@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.config import StackConfig, parse
-from llmdeploy.render import FILES_DIR, Layout, render
+from llmdeploy.render import FILES_DIR, HostLayout, render
 from llmdeploy.validate import (check_nginx, check_shell, check_systemd_unit, install_throwaway_files,
                                 nginx_command, run_endpoints, write_nginx_main_conf)
 from support.bad_input import LLAMACPP, problem
@@ -44,8 +44,8 @@ def test_validate_runs_systemd_analyze_on_the_engine_unit() -> None:
 
 
 def nginx_t(site: str, cfg: StackConfig, tmp: Path) -> subprocess.CompletedProcess[str]:
-    layout = Layout(root=str(tmp))
-    install_throwaway_files(render(cfg, layout), layout)
+    host_layout = HostLayout(root=str(tmp))
+    install_throwaway_files(render(cfg, host_layout), host_layout)
     (tmp / "site.conf").write_text(site, encoding="utf-8")
     return subprocess.run([*nginx_command(write_nginx_main_conf(tmp / "site.conf", tmp / "nginx")), "-t"],
                           capture_output=True, text=True, timeout=60)
@@ -57,7 +57,7 @@ def test_rates_are_bounded_to_what_nginx_holds(tmp_path: Path) -> None:
     cfg = parse(minimal_raw(rateLimit="999999r/s"))
     assert check_nginx(cfg)[0]
     # What the old check let through: real nginx refuses it.
-    site = render(cfg, Layout(root=str(tmp_path))).nginx_site.replace("999999r/s", "99999999999999999999r/s")
+    site = render(cfg, HostLayout(root=str(tmp_path))).nginx_site.replace("999999r/s", "99999999999999999999r/s")
     done = nginx_t(site, cfg, tmp_path)
     assert done.returncode != 0 and "rate" in done.stderr
 
@@ -75,7 +75,7 @@ def test_a_shared_workshop_of_many_attendees_passes_nginx(tmp_path: Path, attend
 
 def test_the_old_rate_comment_line_breaks_nginx_for_250_attendees(tmp_path: Path) -> None:
     cfg = parse(minimal_raw(apiKeys=[f"attendee-number-{i:07d}:30r/m" for i in range(250)]))
-    site = render(cfg, Layout(root=str(tmp_path))).nginx_site
+    site = render(cfg, HostLayout(root=str(tmp_path))).nginx_site
     names = ", ".join(k.name for k in cfg.auth.api_keys)
     old = site.replace("# Rate 30r/m for the 250 key(s) below.", f"# Rate 30r/m for: {names}.")
     assert old != site

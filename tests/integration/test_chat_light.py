@@ -17,7 +17,8 @@ import pytest
 import requests
 
 from llmdeploy.config import parse
-from llmdeploy.render import FILES_DIR, LIGHT_LAUNCHER, Rendered, render
+from llmdeploy.frontends import LIGHT_LAUNCHER
+from llmdeploy.render import FILES_DIR, Rendered, render
 from support.chat import ChatSite, chat_site
 from support.light_app import app_tree
 from support.route_recorder import route_recorder

@@ -42,7 +42,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, frontend: StubState, serve: S
 def test_the_ray_heads_site_with_open_webui_passes_nginx_t_and_names_the_chat_host(site: ChatSite) -> None:
     # chat_site ran `nginx -t` before starting nginx (support/nginx.py run_nginx); the chat server is rendered in.
     assert "server_name localhost;" in site.ep.rendered.nginx_site
-    assert f"proxy_pass http://127.0.0.1:{site.ep.layout.chat_port}" in site.ep.rendered.nginx_site
+    assert f"proxy_pass http://127.0.0.1:{site.ep.host_layout.chat_port}" in site.ep.rendered.nginx_site
 
 
 def test_without_a_session_the_chat_host_sends_the_browser_to_sign_in(site: ChatSite, frontend: StubState) -> None:

@@ -28,14 +28,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from llmdeploy.render import FILES_DIR, Layout, Rendered, render, web_user_email
+from llmdeploy.render import FILES_DIR, HostLayout, Rendered, render, web_user_email
 from llmdeploy.vmpaths import OPEN_WEBUI_ADMIN
 from llmdeploy.secrets import generate_api_key, generate_webui_secret_key, secrets_bundle
 
 from support.certs import issue_leaf, make_ca
 from support.chat_browser import (Person, assert_cannot_see_chats_of, assert_login_page_refuses_a_wrong_key,
                                   assert_signed_in_as, chromium, shown_as_markdown)
-from support.endpoint import deliver_secrets, endpoint_config, install_site, loopback_layout
+from support.endpoint import deliver_secrets, endpoint_config, install_site, loopback_host_layout
 from support.llamaserver import llama_server
 from support.nginx import run_nginx
 from support.openwebui import VENV, OpenWebui, open_webui
@@ -65,10 +65,10 @@ class ChatStack:
     access_log: Path
 
 
-def _install_tls(layout: Layout, work: Path) -> None:
+def _install_tls(host_layout: HostLayout, work: Path) -> None:
     ca = make_ca(work / "ca")
     leaf = issue_leaf(ca, work / "leaf", hostnames=[DOMAIN, CHAT_HOST, "localhost"], ips=["127.0.0.1"])
-    tls = Path(layout.paths["tls_dir"])
+    tls = Path(host_layout.paths.tls_dir)
     tls.mkdir(parents=True, exist_ok=True)
     (tls / "fullchain.pem").write_bytes(Path(leaf.fullchain).read_bytes())
     (tls / "privkey.pem").write_bytes(Path(leaf.key).read_bytes())
@@ -92,18 +92,18 @@ def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatStack]:
     cfg = endpoint_config(chatUi="open-webui", domain=DOMAIN, apiKeys=KEYS, basicAuthUsers=[], basicAuthPasswords="")
     with llama_server(write_tiny_gguf(work / "tiny.gguf"), alias=cfg.model_name, n_ctx=2048, log_dir=work) as llama, \
             tap(llama.port) as engine:
-        layout = loopback_layout(work / "root", engine.port, chat_port=free_port())
-        rendered = render(cfg, layout)
-        _install_tls(layout, work)
-        site = install_site(rendered, layout, work)  # with the chat sign-in pages, as 60-nginx installs them
+        host_layout = loopback_host_layout(work / "root", engine.port, chat_port=free_port())
+        rendered = render(cfg, host_layout)
+        _install_tls(host_layout, work)
+        site = install_site(rendered, host_layout, work)  # with the chat sign-in pages, as 60-nginx installs them
         keys = {k.name: generate_api_key() for k in cfg.auth.api_keys}
         secret_key = generate_webui_secret_key()
         deliver_secrets(rendered, secrets_bundle(cfg, keys, webui_secret_key=secret_key), work)
         with open_webui(rendered, work) as webui:
             admin_signin = _run_admin_signin(rendered, work)  # before nginx lets anyone else in
-            ports = [int(layout.http_listen.rsplit(":", 1)[1]), layout.https_port]
+            ports = [int(host_layout.http_listen.rsplit(":", 1)[1]), host_layout.https_port]
             with run_nginx(site, work / "nginx", wait_ports=ports) as nginx:
-                yield ChatStack(f"https://{CHAT_HOST}:{layout.https_port}", keys, secret_key, rendered, webui,
+                yield ChatStack(f"https://{CHAT_HOST}:{host_layout.https_port}", keys, secret_key, rendered, webui,
                                 admin_signin, engine, shots, nginx.access_log)
     if shots.exists():
         shutil.copytree(shots, ARTIFACTS, dirs_exist_ok=True)
@@ -121,7 +121,7 @@ def person(browser: object, chat: ChatStack, name: str) -> Person:
 
 def test_the_secret_key_reaches_the_unit_through_install_secrets(tmp_path: Path) -> None:
     cfg = endpoint_config(chatUi="open-webui", domain=DOMAIN, apiKeys=KEYS, basicAuthUsers=[], basicAuthPasswords="")
-    rendered = render(cfg, Layout(root=str(tmp_path / "root")))
+    rendered = render(cfg, HostLayout(root=str(tmp_path / "root")))
     secret_key = generate_webui_secret_key()
     keys = {k.name: generate_api_key() for k in cfg.auth.api_keys}
     said = deliver_secrets(rendered, secrets_bundle(cfg, keys, webui_secret_key=secret_key), tmp_path)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from llmdeploy import addresses
+from llmdeploy import addresses, topology
 from llmdeploy.config import parse
 from llmdeploy.local.image import OCI_RULES_V4
 from llmdeploy.render import FIREWALL, render
@@ -116,7 +116,7 @@ def replica_raw() -> dict[str, object]:
 def run_replica(vm: VmRoot, tmp_path: Path) -> tuple[dict[str, str], int]:
     cfg = parse(replica_raw(), stack="containers")
     assert cfg.docker and cfg.engine == "vllm"
-    rendered = render(cfg, worker=0)
+    rendered = render(cfg, node=topology.node(cfg, topology.REPLICA, 0))
     for path in ("/usr/local/lib/llmdeploy/lib.sh", FIREWALL):
         vm.install(path, rendered.file(path).content, 0o755)
     vm.install("/etc/iptables/rules.v4", OCI_RULES_V4, 0o640)
@@ -166,7 +166,8 @@ def test_the_rules_are_saved_for_the_next_boot_before_dockers_own(vm: VmRoot, tm
 
 def test_the_replicas_engine_is_published_on_its_private_address_and_loopback_never_on_every_address() -> None:
     cfg = parse(replica_raw(), stack="containers")
-    unit = render(cfg, worker=0).file("/usr/local/share/llmdeploy/files/vllm.service").content
+    replica = render(cfg, node=topology.node(cfg, topology.REPLICA, 0))
+    unit = replica.file("/usr/local/share/llmdeploy/files/vllm.service").content
     assert f"-p 127.0.0.1:{cfg.engine_port}:8000" in unit and f"-p {REPLICA}:{cfg.engine_port}:8000" in unit
     assert "-p 0.0.0.0:" not in unit
     head = render(cfg).file("/usr/local/share/llmdeploy/files/vllm.service").content

@@ -1,7 +1,7 @@
 """The rendered nginx site, run by a real nginx on loopback in front of a real llama.cpp server.
 
 The site is exactly what the VM gets (same template, same config), moved onto loopback ports and
-under a temporary root by render.Layout. TLS uses a test CA; API keys reach nginx the way they
+under a temporary root by render.HostLayout. TLS uses a test CA; API keys reach nginx the way they
 reach the VM: as a tar on the standard input of the rendered llmdeploy-install-secrets script.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from llmdeploy.render import render
 from llmdeploy.secrets import generate_api_key, secrets_bundle
 from support.endpoint import (PASSWORD, Endpoint, deliver_secrets, endpoint_config, install_site, install_tls,
-                              llama_endpoint, loopback_layout)
+                              llama_endpoint, loopback_host_layout)
 from support.nginx import run_nginx
 from support.sse_backend import SSEBackend, sse_backend
 
@@ -42,7 +42,7 @@ def test_http_is_redirected_to_https(endpoint: Endpoint) -> None:
 
 
 def test_acme_challenges_are_served_over_plain_http(endpoint: Endpoint) -> None:
-    challenge = Path(endpoint.layout.paths["acme_webroot"]) / ".well-known" / "acme-challenge" / "tok123"
+    challenge = Path(endpoint.host_layout.paths.acme_webroot) / ".well-known" / "acme-challenge" / "tok123"
     challenge.parent.mkdir(parents=True, exist_ok=True)
     challenge.write_text("tok123.thumbprint")
     with endpoint.session() as s:
@@ -61,7 +61,7 @@ def test_requests_without_a_key_or_with_a_wrong_key_are_refused(endpoint: Endpoi
 
 def test_keys_work_only_once_delivered(endpoint: Endpoint) -> None:
     assert endpoint.status_before_delivery == 401
-    secrets_file = Path(endpoint.layout.paths["api_keys_map"])
+    secrets_file = Path(endpoint.host_layout.paths.api_keys_map)
     assert secrets_file.stat().st_mode & 0o777 == 0o600
     with endpoint.session() as s:
         r = s.get(f"{endpoint.base}/v1/models", headers=endpoint.bearer("default"), timeout=5)
@@ -113,14 +113,14 @@ def stub_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[En
     work = tmp_path_factory.mktemp("stub")
     cfg = endpoint_config()
     with sse_backend(tokens=10, delay=0.15) as backend:
-        layout = loopback_layout(work / "root", backend.port)
-        rendered = render(cfg, layout)
-        ca = install_tls(layout, work)
-        site = install_site(rendered, layout, work)
+        host_layout = loopback_host_layout(work / "root", backend.port)
+        rendered = render(cfg, host_layout)
+        ca = install_tls(host_layout, work)
+        site = install_site(rendered, host_layout, work)
         keys = {k.name: generate_api_key() for k in cfg.auth.api_keys}
         deliver_secrets(rendered, secrets_bundle(cfg, keys), work)
-        with run_nginx(site, work / "nginx", wait_ports=[layout.https_port]) as nginx:
-            yield Endpoint(cfg, rendered, f"https://localhost:{layout.https_port}", "", ca, keys, layout, 0,
+        with run_nginx(site, work / "nginx", wait_ports=[host_layout.https_port]) as nginx:
+            yield Endpoint(cfg, rendered, f"https://localhost:{host_layout.https_port}", "", ca, keys, host_layout, 0,
                            nginx.pid), backend
 
 

@@ -26,7 +26,7 @@ import requests
 from llmdeploy.config import StackConfig, XinferenceModel
 from llmdeploy.local.hostsrv import ModelServer
 from llmdeploy.local.localconfig import TINY_GGUF_REPO, TINY_HF_REPO
-from llmdeploy.render import INSTALL_SECRETS, Layout, render
+from llmdeploy.render import INSTALL_SECRETS, HostLayout, render
 from llmdeploy.secrets import generate_api_key, secrets_bundle
 from llmdeploy.workshop.handouts import page_context
 from llmdeploy.workshop.stackoutputs import AttendeeOutput
@@ -73,7 +73,7 @@ def deliver_hf_token(cfg: StackConfig, work: Path) -> dict[str, str]:
     hf.env it writes as systemd's EnvironmentFile= does. Its systemctl calls are recorded by a shim: a first
     token restarts nothing (it arrives before the engine step starts the engine, which then reads it)."""
     root = work / "secrets-root"
-    rendered = render(cfg, Layout(root=str(root)))
+    rendered = render(cfg, HostLayout(root=str(root)))
     script = work / "llmdeploy-install-secrets"
     script.write_text(rendered.file(INSTALL_SECRETS).content)
     script.chmod(0o755)
@@ -88,7 +88,7 @@ def deliver_hf_token(cfg: StackConfig, work: Path) -> dict[str, str]:
     assert result.returncode == 0, result.stderr.decode()
     assert cfg.hf_token.reveal() not in result.stdout.decode() + result.stderr.decode()
     assert f"try-restart {cfg.engine}" not in (work / "systemctl.calls").read_text().splitlines()
-    hf_env = Path(Layout(root=str(root)).paths["secrets_dir"]) / "hf.env"
+    hf_env = Path(HostLayout(root=str(root)).paths.secrets_dir) / "hf.env"
     assert oct(hf_env.stat().st_mode & 0o777) == "0o600"
     return dict(line.split("=", 1) for line in hf_env.read_text().splitlines() if "=" in line)
 
@@ -219,7 +219,7 @@ def test_xinference_management_needs_an_admin_key(xinference: Served) -> None:
 
 
 def test_a_second_run_of_the_model_script_changes_nothing(xinference: Served) -> None:
-    again = run_xinference_models(render(xinference.ep.cfg, Layout(engine_port=xinference.engine.port)),
+    again = run_xinference_models(render(xinference.ep.cfg, HostLayout(engine_port=xinference.engine.port)),
                                   xinference.engine, xinference.work / "models-2")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "is registered already" in again.stdout and "is running" in again.stdout

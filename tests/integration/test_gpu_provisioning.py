@@ -13,6 +13,7 @@ import pytest
 
 from llmdeploy.config import parse
 from llmdeploy.render import FILES_DIR, STEPS_DIR, Rendered, render
+from llmdeploy.topology import WORKER, node
 from support.gpu_stack import LIBEXEC, rendered
 from support.ollama_stub import ollama_stub
 from support.project import minimal_raw
@@ -291,7 +292,8 @@ def test_a_ray_worker_gets_fabric_manager_by_its_own_shape() -> None:
     cfg = parse(minimal_raw(target="ray", engine="vllm", shape="VM.GPU.A10.2", rayWorkers=1,
                             rayWorkerShape="BM.GPU.H100.8", rayTensorParallel=2), stack="gpu")
     assert "nvidia-fabricmanager-$branch" not in render(cfg).file(f"{STEPS_DIR}/25-nvidia.sh").content
-    assert "nvidia-fabricmanager-$branch" in render(cfg, worker=0).file(f"{STEPS_DIR}/25-nvidia.sh").content
+    worker = render(cfg, node=node(cfg, WORKER, 0))
+    assert "nvidia-fabricmanager-$branch" in worker.file(f"{STEPS_DIR}/25-nvidia.sh").content
 
 
 # ---- vLLM: the image's CUDA against the driver's, and vLLM's own refusals ------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 
 from llmdeploy.config import parse
 from llmdeploy import bundle
-from llmdeploy.render import Layout, VmFile, render
+from llmdeploy.render import HostLayout, VmFile, render
 from llmdeploy.vmpaths import (BOOT_FINISHED, BOOTSTRAP, BUNDLE_DIGEST, BUNDLE_STAGE, GATE_DEADLINE, INSTALL_SECRETS,
                                LIBEXEC, PROVISION, READY_MARKER, RECEIVE_BUNDLE, STAGES_DIR, STEPS_DIR, WAIT_READY,
                                step_log)
@@ -73,7 +73,7 @@ def engine() -> Iterator[Engine]:
 
 
 def install_rendered(vm: VmRoot, engine_port: int = 0, **overrides: object) -> list[str]:
-    rendered = render(parse(minimal_raw(**overrides), stack="steps"), Layout(engine_port=engine_port))
+    rendered = render(parse(minimal_raw(**overrides), stack="steps"), HostLayout(engine_port=engine_port))
     for f in rendered.files:
         if f.path.startswith(("/usr/local/lib/llmdeploy", "/usr/local/share/llmdeploy", "/etc/llmdeploy")):
             vm.install(f.path, f.content, int(f.mode, 8))
@@ -332,7 +332,7 @@ def test_the_readiness_gate_delivers_first_so_the_engine_step_gets_its_token(vm:
     for hfToken goes on, and wait-ready returns once every stage and the engine are up."""
     overrides = {"engine": "vllm", "hfToken": TOKEN, "tlsMode": "self-signed"}
     cfg = parse(minimal_raw(**overrides), stack="steps")
-    rendered = render(cfg, Layout(engine_port=engine.port))
+    rendered = render(cfg, HostLayout(engine_port=engine.port))
     files = []
     for f in rendered.bundle_files:  # the real 50-tls: it issues the certificate for the early-delivered IP too
         step = f.path[len(STEPS_DIR) + 1:-3] if f.path.startswith(STEPS_DIR + "/") else ""

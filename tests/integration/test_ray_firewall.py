@@ -12,6 +12,7 @@ import pytest
 from support.project import minimal_raw
 from llmdeploy.config import parse
 from llmdeploy.render import FIREWALL, render
+from llmdeploy.topology import WORKER, node
 from support.vmroot import VmRoot, vm_root
 from test_firewall import PROBE, sections
 
@@ -53,7 +54,8 @@ def vm(tmp_path: Path) -> Iterator[VmRoot]:
 def test_a_worker_accepts_ray_from_the_cluster_and_only_ssh_from_elsewhere(vm: VmRoot, tmp_path: Path) -> None:
     """Ray binds every interface, on fixed ports and random ones (44217 was one of a head's): the firewall admits
     any TCP from the VCN and nothing but SSH from elsewhere (the NSG already keeps the internet out)."""
-    rendered = render(parse(ray_worker_raw(), stack="firewall"), worker=0)
+    cfg = parse(ray_worker_raw(), stack="firewall")
+    rendered = render(cfg, node=node(cfg, WORKER, 0))
     for path in ("/usr/local/lib/llmdeploy/lib.sh", FIREWALL):
         vm.install(path, rendered.file(path).content, 0o755)
     script = tmp_path / "scenario.sh"

@@ -15,6 +15,7 @@ import sys
 
 from support.project import ROOT
 from llmdeploy.render import FILES_DIR, render
+from llmdeploy.topology import WORKER, node
 from llmdeploy.stackfile import load_stack_config
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -59,7 +60,7 @@ def test_rendered_ray_start_flags_exist_in_the_pinned_ray() -> None:
 
     cfg = load_stack_config(ROOT, "ray-a10")
     head = render(cfg).file(f"{FILES_DIR}/ray-head.service").content
-    worker = render(cfg, worker=0).file(f"{FILES_DIR}/ray-worker.service").content
+    worker = render(cfg, node=node(cfg, WORKER, 0)).file(f"{FILES_DIR}/ray-worker.service").content
     for name, unit in (("head", head), ("worker", worker)):
         flags = rendered_flags(unit)
         assert "--dashboard-agent-grpc-port" in flags  # the flag the issue asked about is checked, not skipped

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from llmdeploy.render import FILES_DIR, STEPS_DIR, render
 from llmdeploy.secrets import generate_api_key, secrets_bundle
-from support.endpoint import deliver_secrets, endpoint_config, install_site, install_tls, loopback_layout
+from support.endpoint import deliver_secrets, endpoint_config, install_site, install_tls, loopback_host_layout
 from support.llamaserver import llama_server
 from support.nginx import run_nginx
 from support.pebble import Pebble, run_pebble
@@ -84,26 +84,26 @@ def test_certbot_gets_and_renews_a_pebble_certificate_through_the_rendered_site(
 
 
 def acme_round_trip(tmp_path: Path, engine_port: int) -> None:
-    layout = loopback_layout(tmp_path / "root", engine_port=engine_port)
-    http_port = int(layout.http_listen.rsplit(":", 1)[1])
+    host_layout = loopback_host_layout(tmp_path / "root", engine_port=engine_port)
+    http_port = int(host_layout.http_listen.rsplit(":", 1)[1])
     state = tmp_path / "letsencrypt"
     with run_pebble(tmp_path / "pebble", http_port=http_port) as pebble:
         pids = [pebble.pid, pebble.challtestsrv_pid]
         cfg = endpoint_config(tlsMode="letsencrypt", domain=DOMAIN, acmeDirectoryUrl=pebble.directory)
-        rendered = render(cfg, layout)
-        webroot = layout.paths["acme_webroot"]
+        rendered = render(cfg, host_layout)
+        webroot = host_layout.paths.acme_webroot
         step = rendered.file(f"{STEPS_DIR}/70-acme.sh").content
         assert f"--webroot -w {webroot}" in step and f"--server {pebble.directory}" in step  # what the VM runs
-        install_tls(layout, tmp_path)  # the placeholder nginx starts on, as after 50-tls
-        site = install_site(rendered, layout, tmp_path)
+        install_tls(host_layout, tmp_path)  # the placeholder nginx starts on, as after 50-tls
+        site = install_site(rendered, host_layout, tmp_path)
         keys = {k.name: generate_api_key() for k in cfg.auth.api_keys}
         deliver_secrets(rendered, secrets_bundle(cfg, keys), tmp_path)
-        with run_nginx(site, tmp_path / "nginx", wait_ports=[http_port, layout.https_port]) as nginx:
+        with run_nginx(site, tmp_path / "nginx", wait_ports=[http_port, host_layout.https_port]) as nginx:
             pids.append(nginx.pid)
             root = tmp_path / "pebble-root.pem"
             root.write_text(pebble.root_pem())
             with pytest.raises(ssl.SSLCertVerificationError):
-                served_certificate(layout.https_port, root)  # the placeholder is not pebble's
+                served_certificate(host_layout.https_port, root)  # the placeholder is not pebble's
 
             # certbot's deploy hook as the VM installs it, reloading this nginx instead of the system's
             hook = rendered.file(f"{FILES_DIR}/certbot-deploy-hook").content
@@ -121,19 +121,19 @@ def acme_round_trip(tmp_path: Path, engine_port: int) -> None:
             assert '"GET /.well-known/acme-challenge/' in nginx.access_log.read_text()  # pebble's VA came by HTTP
 
             # link it as 70-acme does, then reload (what `systemctl reload nginx` sends)
-            live, tls = state / "config" / "live" / DOMAIN, Path(layout.paths["tls_dir"])
+            live, tls = state / "config" / "live" / DOMAIN, Path(host_layout.paths.tls_dir)
             for name in ("fullchain.pem", "privkey.pem"):
                 (tls / name).unlink()
                 (tls / name).symlink_to(live / name)
             os.kill(nginx.pid, signal.SIGHUP)
-            first = wait_for_certificate(layout.https_port, root)
+            first = wait_for_certificate(host_layout.https_port, root)
             assert common_name(first.issuer).startswith("Pebble Intermediate CA")
             assert first.issuer == x509.load_pem_x509_certificate(pebble.intermediate_pem().encode()).subject
             san = first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             assert san.get_values_for_type(x509.DNSName) == [DOMAIN]
 
             # The whole smoke test against llama.cpp behind this certificate, trusting pebble's root only.
-            smoke = smoke_as_a_user(f"https://{DOMAIN}:{layout.https_port}", f"http://{DOMAIN}:{http_port}", root,
+            smoke = smoke_as_a_user(f"https://{DOMAIN}:{host_layout.https_port}", f"http://{DOMAIN}:{http_port}", root,
                                     keys["default"], tmp_path)
             assert smoke.returncode == 0, smoke.stdout + smoke.stderr
             assert "FAIL" not in smoke.stdout and keys["default"] not in smoke.stdout + smoke.stderr
@@ -142,7 +142,7 @@ def acme_round_trip(tmp_path: Path, engine_port: int) -> None:
             renewed = certbot(["renew", "--no-random-sleep-on-renew", "--force-renewal"], state, pebble)
             assert renewed.returncode == 0, renewed.stdout + renewed.stderr
             assert "Congratulations, all renewals succeeded" in renewed.stdout + renewed.stderr
-            second = wait_for_certificate(layout.https_port, root, not_serial=first.serial_number)
+            second = wait_for_certificate(host_layout.https_port, root, not_serial=first.serial_number)
             assert common_name(second.issuer).startswith("Pebble Intermediate CA")
             assert (live / "fullchain.pem").resolve().name == "fullchain2.pem"  # certbot's second lineage version
     assert not any(is_running(pid) for pid in pids)

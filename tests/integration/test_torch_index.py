@@ -20,7 +20,7 @@ from llmdeploy.local import checks, procs
 from llmdeploy.local.hostsrv import ModelServer, start_model_server
 from llmdeploy.local.localconfig import LocalConfigError, local_config, torch_wheel_dirs
 from llmdeploy.local.state import new_state
-from llmdeploy.render import STEPS_DIR, Layout, render
+from llmdeploy.render import STEPS_DIR, HostLayout, render
 from support.project import ROOT
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ def fake_wheel(folder: Path, name: str, version: str) -> Path:
 
 
 def engine_step(cfg: StackConfig) -> str:
-    return render(cfg, Layout()).file(f"{STEPS_DIR}/40-engine.sh").content
+    return render(cfg, HostLayout()).file(f"{STEPS_DIR}/40-engine.sh").content
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.config import parse
-from llmdeploy.render import Layout, render
+from llmdeploy.render import HostLayout, render
 from llmdeploy.stackfile import load_stack_config
 from llmdeploy.validate import check_cloud_init_schema, check_nginx, check_shell, check_top_level_keys, install_throwaway_files, nginx_command, run_all, write_nginx_main_conf
 from support.project import EXAMPLE_STACKS, ROOT, minimal_raw
@@ -51,9 +51,9 @@ def test_shellcheck_catches_an_unquoted_variable() -> None:
 
 def test_nginx_t_catches_a_broken_site(tmp_path: Path) -> None:
     cfg = parse(minimal_raw())
-    layout = Layout(root=str(tmp_path))
-    rendered = render(cfg, layout)
-    install_throwaway_files(rendered, layout)
+    host_layout = HostLayout(root=str(tmp_path))
+    rendered = render(cfg, host_layout)
+    install_throwaway_files(rendered, host_layout)
     site = tmp_path / "site.conf"
     site.write_text(rendered.nginx_site.replace("proxy_buffering off;", "proxy_buffering of;"))
     conf = write_nginx_main_conf(site, tmp_path / "nginx")

@@ -45,5 +45,5 @@ def chat_site(work: Path, frontend_port: int, ui: str = "open-webui", engine_por
         settings.update(modelName="gpt-3.5-turbo", os="debian-12", imageId="ocid1.image.oc1..debian12")
     settings.update(overrides)
     with site_endpoint(work, engine_port or frontend_port, chat_port=frontend_port, **settings) as ep:
-        port = ep.layout.https_port
+        port = ep.host_layout.https_port
         yield ChatSite(ep, f"https://localhost:{port}", f"https://127.0.0.1:{port}", work / "nginx")

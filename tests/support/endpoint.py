@@ -16,7 +16,7 @@ from typing import Iterator
 import requests
 
 from llmdeploy.config import StackConfig, parse
-from llmdeploy.render import FILES_DIR, INSTALL_SECRETS, Layout, Rendered, render
+from llmdeploy.render import FILES_DIR, INSTALL_SECRETS, HostLayout, Rendered, render
 from llmdeploy.secrets import generate_api_key, secrets_bundle
 
 from .certs import issue_leaf, make_ca
@@ -37,7 +37,7 @@ class Endpoint:
     http_base: str
     ca: str
     keys: dict[str, str]
-    layout: Layout
+    host_layout: HostLayout
     status_before_delivery: int
     nginx_pid: int
 
@@ -60,26 +60,26 @@ def endpoint_config(**overrides: object) -> StackConfig:
     return parse(raw, stack="itest")
 
 
-def install_tls(layout: Layout, workdir: Path) -> str:
+def install_tls(host_layout: HostLayout, workdir: Path) -> str:
     ca = make_ca(workdir / "ca")
     leaf = issue_leaf(ca, workdir / "leaf", hostnames=["localhost"], ips=["127.0.0.1"])
-    tls = Path(layout.paths["tls_dir"])
+    tls = Path(host_layout.paths.tls_dir)
     tls.mkdir(parents=True, exist_ok=True)
     (tls / "fullchain.pem").write_bytes(Path(leaf.fullchain).read_bytes())
     (tls / "privkey.pem").write_bytes(Path(leaf.key).read_bytes())
     return str(ca.cert)
 
 
-def install_site(rendered: Rendered, layout: Layout, workdir: Path) -> Path:
+def install_site(rendered: Rendered, host_layout: HostLayout, workdir: Path) -> Path:
     """What the 60-nginx step does on the VM: htpasswd, an empty key map until delivery, the chat sign-in pages
     (chatUi), the site."""
-    paths = layout.paths
-    Path(paths["secrets_dir"]).mkdir(parents=True, exist_ok=True)
-    Path(paths["api_keys_map"]).touch()
-    Path(paths["htpasswd"]).write_text(rendered.file(f"{FILES_DIR}/htpasswd").content)
-    Path(paths["acme_webroot"]).mkdir(parents=True, exist_ok=True)
+    paths = host_layout.paths
+    Path(paths.secrets_dir).mkdir(parents=True, exist_ok=True)
+    Path(paths.api_keys_map).touch()
+    Path(paths.htpasswd).write_text(rendered.file(f"{FILES_DIR}/htpasswd").content)
+    Path(paths.acme_webroot).mkdir(parents=True, exist_ok=True)
     for page in (f for f in rendered.files if f.path.startswith(f"{FILES_DIR}/chat-login")):
-        chat_root = Path(paths["chat_root"])
+        chat_root = Path(paths.chat_root)
         chat_root.mkdir(parents=True, exist_ok=True)
         (chat_root / Path(page.path).name).write_text(page.content)
     site = workdir / "llmdeploy.conf"
@@ -96,9 +96,9 @@ def deliver_secrets(rendered: Rendered, bundle: bytes, workdir: Path) -> str:
     return result.stdout.decode()
 
 
-def loopback_layout(root: Path, engine_port: int, chat_port: int = 0) -> Layout:
+def loopback_host_layout(root: Path, engine_port: int, chat_port: int = 0) -> HostLayout:
     http, https, login = free_ports(3)
-    return Layout(root=str(root), http_listen=f"127.0.0.1:{http}", https_listen=f"127.0.0.1:{https}",
+    return HostLayout(root=str(root), http_listen=f"127.0.0.1:{http}", https_listen=f"127.0.0.1:{https}",
                   https_port=https, engine_port=engine_port, chat_port=chat_port, login_port=login)
 
 
@@ -122,15 +122,15 @@ def llama_endpoint(work: Path, parallel: int = 2, n_ctx: int = 512, **overrides:
     model = write_tiny_gguf(work / "tiny.gguf")
     cfg = endpoint_config(**overrides)
     with llama_server(model, alias="tiny", n_ctx=n_ctx, parallel=parallel) as llama:
-        layout = loopback_layout(work / "root", llama.port)
-        rendered = render(cfg, layout)
-        ca = install_tls(layout, work)
-        site = install_site(rendered, layout, work)
-        ports = [int(layout.http_listen.rsplit(":", 1)[1]), layout.https_port]
+        host_layout = loopback_host_layout(work / "root", llama.port)
+        rendered = render(cfg, host_layout)
+        ca = install_tls(host_layout, work)
+        site = install_site(rendered, host_layout, work)
+        ports = [int(host_layout.http_listen.rsplit(":", 1)[1]), host_layout.https_port]
         with run_nginx(site, work / "nginx", wait_ports=ports) as nginx:
             keys = {k.name: generate_api_key() for k in cfg.auth.api_keys}
-            ep = Endpoint(cfg, rendered, f"https://localhost:{layout.https_port}",
-                          f"http://localhost:{ports[0]}", ca, keys, layout, 0, nginx.pid)
+            ep = Endpoint(cfg, rendered, f"https://localhost:{host_layout.https_port}",
+                          f"http://localhost:{ports[0]}", ca, keys, host_layout, 0, nginx.pid)
             with ep.session() as s:
                 ep.status_before_delivery = s.get(f"{ep.base}/v1/models", headers=ep.bearer("default"),
                                                   timeout=5).status_code

@@ -20,9 +20,9 @@ import requests
 from llmdeploy.config import StackConfig, parse
 from llmdeploy.engines import Engine, HealthCheck
 from llmdeploy.engines.xinference import XinferenceModel
-from llmdeploy.render import FILES_DIR, STEPS_DIR, render, render_nodes
+from llmdeploy.render import FILES_DIR, STEPS_DIR, render
 from llmdeploy.smoke.dialects import dialect_for
-from llmdeploy.topology import node
+from llmdeploy.topology import HEAD_NODE, named_nodes
 from support.ollama_stub import ollama_stub
 from support.openai_stub import openai_stub
 from support.project import minimal_raw
@@ -52,8 +52,8 @@ def render_problems(engine: Engine) -> list[str]:
     if cfg.served_by is not engine:
         return [f"its example config {engine.example} is served by {cfg.served_by}"]
     problems = []
-    for name, rendered in render_nodes(cfg):
-        at = node(cfg, None if not name or name == "head" else int(name.rsplit("-", 1)[1]))
+    for name, at in named_nodes(cfg):
+        rendered = render(cfg, node=at)
         paths = {f.path for f in rendered.files}
         if f"{FILES_DIR}/{engine.unit(at)}.service" not in paths:
             problems.append(f"{name or 'the machine'}: no unit {engine.unit(at)}.service")
@@ -156,5 +156,5 @@ def dialect_problems(engine: Engine) -> list[str]:
 def first_unit(engine: Engine) -> str:
     """The engine's unit as the machine gets it (for the broken-engine tests)."""
     cfg = example_config(engine)
-    return render(cfg).file(f"{FILES_DIR}/{engine.unit(node(cfg, None))}.service").content
+    return render(cfg).file(f"{FILES_DIR}/{engine.unit(HEAD_NODE)}.service").content
 

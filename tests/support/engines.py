@@ -32,7 +32,7 @@ from llmdeploy.local.hostsrv import ModelServer, start_model_server
 from llmdeploy.local.localconfig import TINY_GGUF_REPO, TINY_HF_REPO, TINY_MODEL
 from llmdeploy.local.paths import cache_root
 from llmdeploy.local.tinymodel import write_tiny_gguf, write_tiny_hf_llama
-from llmdeploy.render import FILES_DIR, Layout, Rendered, render
+from llmdeploy.render import FILES_DIR, HostLayout, Rendered, render
 
 from .ports import free_port
 from .procs import stop_process, tail
@@ -195,7 +195,7 @@ def running(engine: Engine) -> Iterator[Engine]:
 def vllm_engine(cfg: StackConfig, work: Path, hf_token: str, cores: str = "") -> tuple[Engine, Rendered]:
     """vLLM's CPU build from the stack's rendered vllm.service (the VM's paths moved here), on a free port."""
     port = free_port()
-    rendered = render(cfg, Layout(engine_port=port))
+    rendered = render(cfg, HostLayout(engine_port=port))
     home = work / "vllm-home"
     command = unit_command(rendered, "vllm.service", {"/opt/llmdeploy/vllm": str(VLLM_VENV),
                                                       "/var/lib/vllm": str(home)})
@@ -209,7 +209,7 @@ def vllm_engine(cfg: StackConfig, work: Path, hf_token: str, cores: str = "") ->
 
 def xinference_engine(cfg: StackConfig, work: Path, hf_token: str, cores: str = "") -> tuple[Engine, Rendered]:
     port = free_port()
-    rendered = render(cfg, Layout(engine_port=port))
+    rendered = render(cfg, HostLayout(engine_port=port))
     home = work / "xinference-home"
     command = unit_command(rendered, "xinference.service", {"/opt/llmdeploy/xinference": str(XINFERENCE_VENV),
                                                             "/var/lib/xinference": str(home)})

@@ -36,7 +36,7 @@ def launcher_script(dest_dir: Path) -> Path:
     from llmdeploy.render import _ENV
 
     script = Path(dest_dir) / "llamacpp-server.py"
-    script.write_text(_ENV.get_template("files/llamacpp-server.py.j2").render(engine_port=8080))
+    script.write_text(_ENV.get_template("files/llamacpp-server.py.j2").render(engine={"port": 8080}))  # what the template reads: engine.port
     return script
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from llmdeploy.render import Layout, render
+from llmdeploy.render import HostLayout, render
 from llmdeploy.secrets import generate_api_key, secrets_bundle
 
 from .certs import CA, Leaf, issue_leaf, make_ca
@@ -20,7 +20,7 @@ from .endpoint import (
     deliver_secrets,
     endpoint_config,
     install_site,
-    loopback_layout,
+    loopback_host_layout,
 )
 from .nginx import run_nginx
 from .ports import LOOPBACK, free_port
@@ -35,8 +35,8 @@ def leaf_for(work: Path, cert: str, host: str = LOOPBACK) -> tuple[CA, Leaf]:
     return ca, issue_leaf(ca, work / "leaf", hostnames=hostnames, ips=ips, days=days, expired=cert == "expired")
 
 
-def install_leaf(layout: Layout, leaf: Leaf) -> None:
-    tls = Path(layout.paths["tls_dir"])
+def install_leaf(host_layout: HostLayout, leaf: Leaf) -> None:
+    tls = Path(host_layout.paths.tls_dir)
     tls.mkdir(parents=True, exist_ok=True)
     (tls / "fullchain.pem").write_bytes(leaf.fullchain.read_bytes())
     (tls / "privkey.pem").write_bytes(leaf.key.read_bytes())
@@ -52,23 +52,23 @@ def site_endpoint(work: Path, backend_port: int, cert: str = "good", edit: Calla
     8080/8443 of that address (as on a head VM)."""
     cfg = endpoint_config(**overrides)
     host, prefix = netns or (LOOPBACK, ())
-    layout = (loopback_layout(work / "root", backend_port, chat_port) if netns is None else
-              Layout(root=str(work / "root"), http_listen=f"{host}:8080", https_listen=f"{host}:8443",
+    host_layout = (loopback_host_layout(work / "root", backend_port, chat_port) if netns is None else
+              HostLayout(root=str(work / "root"), http_listen=f"{host}:8080", https_listen=f"{host}:8443",
                      https_port=8443, engine_port=backend_port, chat_port=chat_port))
-    rendered = render(cfg, layout)
+    rendered = render(cfg, host_layout)
     ca, leaf = leaf_for(work, cert, host)
-    install_leaf(layout, leaf)
-    site = install_site(rendered, layout, work)
+    install_leaf(host_layout, leaf)
+    site = install_site(rendered, host_layout, work)
     if edit:
         site.write_text(edit(site.read_text()))
     keys = {k.name: generate_api_key() for k in cfg.auth.api_keys}
     deliver_secrets(rendered, secrets_bundle(cfg, keys), work)
-    http_port = int(layout.http_listen.rsplit(":", 1)[1])
+    http_port = int(host_layout.http_listen.rsplit(":", 1)[1])
     name = "localhost" if netns is None else host
-    with run_nginx(site, work / "nginx", wait_ports=[http_port, layout.https_port], prefix=prefix,
+    with run_nginx(site, work / "nginx", wait_ports=[http_port, host_layout.https_port], prefix=prefix,
                    host=host) as nginx:
-        yield Endpoint(cfg, rendered, f"https://{name}:{layout.https_port}", f"http://{name}:{http_port}",
-                       str(ca.cert), keys, layout, 0, nginx.pid)
+        yield Endpoint(cfg, rendered, f"https://{name}:{host_layout.https_port}", f"http://{name}:{http_port}",
+                       str(ca.cert), keys, host_layout, 0, nginx.pid)
 
 
 def open_proxy_site(path: Path, http_port: int, https_port: int, leaf: Leaf, backend_url: str) -> Path:

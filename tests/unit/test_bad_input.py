@@ -142,11 +142,11 @@ def test_render_writes_nothing_when_a_later_endpoint_fails(tmp_path: Path, capsy
     import llmdeploy.render as rendering  # cmd_render imports it when it runs (lazy, for a quick --help)
     calls: list[str] = []
 
-    def render_but_the_third(cfg: StackConfig) -> Any:
+    def render_but_the_third(cfg: StackConfig, **where: Any) -> Any:
         calls.append(cfg.stack)
         if len(calls) == 3:
             raise ConfigError([], "ws, the third endpoint")
-        return render(cfg)
+        return render(cfg, **where)
 
     monkeypatch.setattr(rendering, "render", render_but_the_third)
     out = tmp_path / "out"

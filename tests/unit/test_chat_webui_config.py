@@ -15,7 +15,7 @@ import pytest
 from support.delivery import secrets_tar
 from support.project import ROOT, minimal_raw
 from llmdeploy.config import OPEN_WEBUI_MEMORY_MB, ConfigError, parse
-from llmdeploy.render import FILES_DIR, STEPS_DIR, Layout, render, web_user_email
+from llmdeploy.render import FILES_DIR, STEPS_DIR, HostLayout, render, web_user_email
 from llmdeploy.vmpaths import OPEN_WEBUI_ADMIN
 from support.openwebui import unit_environment
 from support.pulumi_mocks import run_program, unwrap
@@ -60,7 +60,7 @@ def test_the_step_runs_after_the_engine_and_before_nginx_opens_the_chat_host() -
 
 def test_the_unit_runs_open_webui_on_loopback_offline_with_the_trusted_header(tmp_path: Path) -> None:
     cfg = parse(webui_raw())
-    rendered = render(cfg, Layout(root=str(tmp_path)))
+    rendered = render(cfg, HostLayout(root=str(tmp_path)))
     secrets = tmp_path / "etc/llmdeploy/secrets"
     secrets.mkdir(parents=True)
     (secrets / "open-webui.env").write_text("WEBUI_SECRET_KEY=k\n")

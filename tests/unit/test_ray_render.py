@@ -20,6 +20,7 @@ from llmdeploy.config import ConfigError, parse
 from llmdeploy.render import BASE_STEPS, FILES_DIR, INSTALL_SECRETS, RAY_STATUS, STEPS_DIR, WAIT_READY, render
 from llmdeploy.secrets import worker_bundle
 from llmdeploy.stackfile import load_stack_config
+from llmdeploy.topology import REPLICA, WORKER, Node, node
 from support.workshop_stack import people, workshop_project
 from test_workshop_plan import AD1, limits_file, line, plan
 
@@ -36,7 +37,8 @@ def ray_raw(**overrides: object) -> dict[str, object]:
 
 def test_worker_user_data_matches_snapshot() -> None:
     """The head's is in test_render's snapshots (ray-a10); UPDATE_SNAPSHOTS=1 rewrites this one too."""
-    user_data = render(load_stack_config(ROOT, "ray-a10"), worker=0).expanded()
+    cfg = load_stack_config(ROOT, "ray-a10")
+    user_data = render(cfg, node=node(cfg, WORKER, 0)).expanded()
     if os.environ.get("UPDATE_SNAPSHOTS") == "1":
         SNAPSHOT.write_text(user_data, encoding="utf-8")
     assert user_data == SNAPSHOT.read_text(encoding="utf-8")
@@ -44,7 +46,7 @@ def test_worker_user_data_matches_snapshot() -> None:
 
 def test_the_head_runs_nginx_ray_and_the_serve_app_and_a_worker_only_its_node() -> None:
     cfg = parse(ray_raw(), stack="ray")
-    head, worker = render(cfg), render(cfg, worker=1)
+    head, worker = render(cfg), render(cfg, node=node(cfg, WORKER, 1))
     assert head.steps == (*BASE_STEPS, "25-nvidia", "40-engine", "50-tls", "60-nginx", "90-ready")
     assert worker.steps == (*BASE_STEPS, "25-nvidia", "40-engine", "90-ready")
     head_unit = head.file(f"{FILES_DIR}/ray-head.service").content
@@ -79,27 +81,40 @@ def test_readiness_waits_for_every_node_and_the_app_and_names_what_is_missing() 
     wait = render(cfg).file(WAIT_READY).content
     assert RAY_STATUS in wait and "the Ray cluster is not whole: $status" in wait
     assert RAY_STATUS in render(cfg).file(f"{STEPS_DIR}/40-engine.sh").content
-    worker_wait = render(cfg, worker=0).file(WAIT_READY).content
+    worker_wait = render(cfg, node=node(cfg, WORKER, 0)).file(WAIT_READY).content
     assert RAY_STATUS not in worker_wait and "ray-worker is not running" in worker_wait
 
 
 def test_no_secret_and_no_token_in_any_node_user_data() -> None:
     cfg = parse(ray_raw(hfToken=HF_TOKEN), stack="ray")
     token = "t" * 64
-    for user_data in (render(cfg).expanded(), render(cfg, worker=0).expanded()):
+    for user_data in (render(cfg).expanded(), render(cfg, node=node(cfg, WORKER, 0)).expanded()):
         assert HF_TOKEN not in user_data and token not in user_data
         assert "wait_for_secret /etc/ray/token rayToken" in user_data  # the token arrives after boot
     assert b"ray-token" in worker_bundle(cfg, token) and b"api-keys.map" not in worker_bundle(cfg, token)
     with pytest.raises(ValueError, match="Ray token"):
         worker_bundle(cfg, "short")
-    installer = render(cfg, worker=0).file(INSTALL_SECRETS).content
+    installer = render(cfg, node=node(cfg, WORKER, 0)).file(INSTALL_SECRETS).content
     assert '"$work/ray-token"' in installer and "install -d -m 0755 /etc/ray" in installer
 
 
 def test_a_worker_index_beyond_the_cluster_is_refused() -> None:
     cfg = parse(ray_raw(), stack="ray")
-    with pytest.raises(ValueError, match="no such Ray worker"):
-        render(cfg, worker=2)
+    with pytest.raises(ValueError, match=r"worker 2: the stack has no such machine \(target ray: head, worker-0, "
+                                         r"worker-1\)"):
+        node(cfg, WORKER, 2)
+    with pytest.raises(ValueError, match="replica 0: the stack has no such machine"):
+        node(cfg, REPLICA, 0)
+
+
+def test_render_refuses_a_node_the_stack_does_not_have() -> None:
+    """A Node made by hand (not topology's) for a worker beyond the cluster, or with another address."""
+    cfg = parse(ray_raw(), stack="ray")
+    worker = node(cfg, WORKER, 1)
+    for foreign in (Node(WORKER, 2, addresses.worker_ip(2)), Node(WORKER, 1, "10.9.9.9")):
+        with pytest.raises(ValueError, match=rf"{foreign.name} \({foreign.ip}\): the stack has no such machine"):
+            render(cfg, node=foreign)
+    assert render(cfg, node=worker).steps[-1] == "90-ready"
 
 
 @pytest.mark.parametrize(("overrides", "key", "fix"), [

@@ -15,6 +15,7 @@ import pytest
 from llmdeploy import addresses
 from llmdeploy.config import ConfigError
 from llmdeploy.render import FIREWALL, UPSTREAM, render, render_nodes
+from llmdeploy.topology import REPLICA, node
 from support.delivery import provisioned
 from support.endpoint import endpoint_config
 from support.pulumi_mocks import PUBLIC_IP, Run, is_secret, unwrap
@@ -117,12 +118,13 @@ def test_the_head_sits_at_the_address_the_replicas_admit() -> None:
 
 
 def test_replica_firewall_admits_the_head_not_the_web() -> None:
-    replica = render(endpoint_config(replicas=2), worker=0).file(FIREWALL).content
+    cfg = endpoint_config(replicas=2)
+    replica = render(cfg, node=node(cfg, REPLICA, 0)).file(FIREWALL).content
     assert 'readonly PORTS="22"' in replica and f"readonly CLUSTER_CIDR={addresses.head_ip()}/32" in replica
     head = render(endpoint_config(replicas=2)).file(FIREWALL).content
     assert 'readonly PORTS="22 80 443"' in head and "readonly CLUSTER_CIDR=''" in head
-    with pytest.raises(ValueError, match="no such Ray worker or engine replica"):
-        render(endpoint_config(replicas=2), worker=1)
+    with pytest.raises(ValueError, match="replica 1: the stack has no such machine"):
+        node(cfg, REPLICA, 1)
 
 
 def test_one_vm_renders_as_before() -> None:

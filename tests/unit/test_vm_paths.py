@@ -1,5 +1,5 @@
 """Each of llmdeploy's paths on the VM is spelled one way: defined in infra/llmdeploy/vmpaths.py, read by templates
-as {{ vm.* }} (or {{ paths.* }}, render.Layout's, for what tests move under a root), never written out."""
+as {{ vm.* }} (or {{ paths.* }}, render.HostLayout's, for what tests move under a root), never written out."""
 import ast
 import re
 from pathlib import Path
@@ -14,7 +14,7 @@ OWN_ROOTS = tuple(sorted({vmpaths.STATE_DIR, vmpaths.LOG_DIR, vmpaths.ETC_DIR, v
                           vmpaths.BOOTSTRAP}))
 # ...or a shell variable standing for one (lib.sh once exported LLMDEPLOY_STATE beside {{ vm.state_dir }}).
 LITERAL = re.compile("|".join([re.escape(r) for r in OWN_ROOTS] + [r"\$\{?LLMDEPLOY_STATE\b"]))
-# render.Layout's paths: templates take these from {{ paths.* }}, which tests relocate; {{ vm.* }} would not move.
+# render.HostLayout's paths: templates take these from {{ paths.* }}, which tests relocate; {{ vm.* }} would not move.
 LAYOUT_ONLY = ("acme_webroot", "chat_root", "secrets_dir", "tls_dir")
 VM_PATH = re.compile(r"\{\{ *vm\.(\w+)(?: *\| *q)? *\}\}(/[\w.\-/]+)?")
 
@@ -34,7 +34,7 @@ def test_templates_write_no_vm_path_out() -> None:
 
 
 def test_templates_use_the_constant_a_path_has() -> None:
-    """{{ vm.state_dir }}/ready is READY_MARKER written a second way; the Layout's paths come from {{ paths.* }}."""
+    """{{ vm.state_dir }}/ready is READY_MARKER written a second way; the HostLayout's paths come from {{ paths.* }}."""
     values = vmpaths.template_vars()
     found = []
     for t in templates():

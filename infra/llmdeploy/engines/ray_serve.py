@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import addresses, nvidia, raycluster
@@ -30,6 +31,30 @@ def ray_app(cfg: StackConfig) -> raycluster.LlmApp:
         pipeline_parallel=cfg.ray.pipeline_parallel, min_replicas=cfg.ray.min_replicas,
         max_replicas=cfg.ray.max_replicas,
         engine_kwargs={"dtype": cfg.model.dtype, "max_model_len": cfg.model.max_model_len})
+
+
+@dataclass(frozen=True)
+class RayContext:
+    """What the Ray templates read (`ray`; None off Ray Serve LLM): this node's role, address and command, the
+    cluster's addresses, ports, token and Serve app."""
+
+    role: str
+    unit: str
+    venv: str
+    node_ip: str
+    head_ip: str
+    node_ips: tuple[str, ...]
+    ports: raycluster.Ports
+    env: dict[str, str]
+    command: str
+    deploy_command: str
+    token_path: str
+    token_dir: str
+    serve_config_path: str
+    dashboard_url: str
+    app_name: str
+    status_command: str
+    app: raycluster.LlmApp
 
 
 class RayServe(Vllm):
@@ -112,15 +137,14 @@ class RayServe(Vllm):
         ray_bin = f"{RAY_VENV}/bin/ray"
         command = raycluster.head_command(ray_bin, node.ip) if node.is_head else \
             raycluster.worker_command(ray_bin, node.ip, head_ip)
-        ray = {
-            "role": "head" if node.is_head else "worker", "unit": self.unit(node), "venv": RAY_VENV,
-            "node_ip": node.ip, "head_ip": head_ip, "node_ips": [head_ip, *addresses.worker_ips(cfg.ray.workers)],
-            "ports": raycluster.PORTS, "env": raycluster.environment(), "command": shlex.join(command),
-            "deploy_command": shlex.join(raycluster.serve_deploy_command(f"{RAY_VENV}/bin/serve")),
-            "token_path": raycluster.TOKEN_PATH, "token_dir": raycluster.TOKEN_PATH.rsplit("/", 1)[0],
-            "serve_config_path": raycluster.SERVE_CONFIG_PATH, "dashboard_url": raycluster.dashboard_url(),
-            "app_name": raycluster.APP_NAME, "status_command": RAY_STATUS, "app": ray_app(cfg),
-        }
+        ray = RayContext(
+            role="head" if node.is_head else "worker", unit=self.unit(node), venv=RAY_VENV, node_ip=node.ip,
+            head_ip=head_ip, node_ips=(head_ip, *addresses.worker_ips(cfg.ray.workers)), ports=raycluster.PORTS,
+            env=raycluster.environment(), command=shlex.join(command),
+            deploy_command=shlex.join(raycluster.serve_deploy_command(f"{RAY_VENV}/bin/serve")),
+            token_path=raycluster.TOKEN_PATH, token_dir=raycluster.TOKEN_PATH.rsplit("/", 1)[0],
+            serve_config_path=raycluster.SERVE_CONFIG_PATH, dashboard_url=raycluster.dashboard_url(),
+            app_name=raycluster.APP_NAME, status_command=RAY_STATUS, app=ray_app(cfg))
         return {**super().context(cfg, node), "ray": ray}
 
 

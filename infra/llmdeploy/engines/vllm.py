@@ -167,7 +167,16 @@ class Vllm(Engine):
                 VmFile(f"{LIBEXEC}/vllm-log-cause", render_template("files/vllm-log-cause.sh.j2", ctx), "0755")]
 
     def context(self, cfg: StackConfig, node: Node) -> dict[str, Any]:
-        return {**super().context(cfg, node), "tensor_parallel": cfg.tensor_parallel_size}
+        return {**super().context(cfg, node),
+                "vllm": VllmContext(cfg.tensor_parallel_size, cfg.vllm_cpu_kv_cache_gib)}
+
+
+@dataclass(frozen=True)
+class VllmContext:
+    """What vLLM's templates read (`vllm`): its tensor parallel size, and the CPU build's KV cache."""
+
+    tensor_parallel: int
+    kv_cache_gib: int
 
 
 class VllmCpu(Vllm):
@@ -184,9 +193,6 @@ class VllmCpu(Vllm):
 
     def support_files(self, cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
         return [VmFile(f"{LIBEXEC}/vllm-log-cause", render_template("files/vllm-log-cause.sh.j2", ctx), "0755")]
-
-    def context(self, cfg: StackConfig, node: Node) -> dict[str, Any]:
-        return {**super().context(cfg, node), "vllm_kv_cache_gib": cfg.vllm_cpu_kv_cache_gib}
 
 
 VLLM_CPU = VllmCpu()

@@ -128,6 +128,14 @@ def xinference_prefix(cfg: StackConfig) -> str:
     return XINFERENCE_VENV if cfg.xinference_install == "venv" else f"{MINIFORGE_DIR}/envs/{cfg.conda_env}"
 
 
+@dataclass(frozen=True)
+class XinferenceContext:
+    """What Xinference's templates read (`xinference`): where it is installed, and how (xinferenceInstall)."""
+
+    prefix: str
+    install: str
+
+
 class Xinference(Engine):
     name = variant = "xinference"
     title = "Xinference"
@@ -196,7 +204,8 @@ class Xinference(Engine):
         return install == "conda"
 
     def context(self, cfg: StackConfig, node: Node) -> dict[str, Any]:
-        return {**super().context(cfg, node), "xinference_prefix": xinference_prefix(cfg)}
+        return {**super().context(cfg, node),
+                "xinference": XinferenceContext(prefix=xinference_prefix(cfg), install=cfg.xinference_install)}
 
     def client_snippet(self, endpoint_url: str, api_key: str, model: str, prompt: str, trust: str) -> str:
         # requests (under Xinference's client) reads REQUESTS_CA_BUNDLE, not SSL_CERT_FILE.

@@ -30,7 +30,7 @@ from ..declared import declarations
 from ..errors import UsageError
 from ..pem import first_certificate
 from ..private_files import write_private
-from ..render import Layout, render
+from ..render import HostLayout, render
 from ..smoke.redact import Redactor
 from ..smoke.report import check_line
 from ..sshclient import Session
@@ -315,7 +315,7 @@ def _seed(run: UpRun) -> None:
     state.model_name, state.tls_mode, state.domain = cfg.model_name, cfg.tls.mode, cfg.domain
     state.endpoint = f"https://{state.host}:{state.port(443)}"
     # nginx redirects plain HTTP to the HTTPS port this machine forwards, not to 443.
-    rendered = render(cfg, Layout(https_port=state.port(443)))
+    rendered = render(cfg, HostLayout(https_port=state.port(443)))
     state.stages = list(rendered.steps)
     run.user_data, run.bundle = rendered.user_data, rendered.bundle
     write_private(state.dir / "user-data", rendered.user_data)

@@ -16,6 +16,7 @@ from ..bundle import Provisioning
 from ..config import StackConfig
 from ..render import render
 from ..shapes import Shape
+from ..topology import nodes
 from . import gates
 from .api_keys import generate_api_keys, generate_secret, generate_webui_secret_key
 from .network import Network
@@ -32,7 +33,7 @@ class RayArgs:
     head_ip: str
     worker_shape: Shape
     worker_ips: tuple[str, ...]
-    worker_boots: tuple[Provisioning, ...]  # render(cfg, worker=i).provisioning: no secret in it
+    worker_boots: tuple[Provisioning, ...]  # render(cfg, node=<Ray worker i>).provisioning: no secret in it
 
     @property
     def model_name(self) -> str:
@@ -45,8 +46,8 @@ class RayArgs:
             raise ValueError(f"target: got '{cfg.target}'; RayArgs are the ray target's")
         return cls(VmArgs.from_config(cfg, ssh), addresses.head_ip(), cfg.ray.worker_shape,
                    tuple(addresses.worker_ips(cfg.ray.workers)),
-                   tuple(checked_boot(f"worker {i}", render(cfg, worker=i).provisioning)
-                         for i in range(cfg.ray.workers)))
+                   tuple(checked_boot(f"worker {n.index}", render(cfg, node=n).provisioning)
+                         for n in nodes(cfg) if n.is_ray_worker))
 
 
 class RayClusterEndpoint(PublicEndpoint):

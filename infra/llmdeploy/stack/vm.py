@@ -14,6 +14,7 @@ from ..config import OSES, Secret, StackConfig
 from ..bundle import Provisioning
 from ..render import render
 from ..shapes import Shape
+from ..topology import nodes
 from . import gates
 from .api_keys import generate_api_keys, generate_webui_secret_key
 from .network import Network, NetworkArgs
@@ -73,8 +74,8 @@ class VmArgs:
         """ValueError for a config the smoke test could not check (gates.smoke_acme_roots), or for instance metadata
         over OCI's limit."""
         boot = checked_boot(cfg.stack or "the stack", render(cfg).provisioning)
-        replicas = tuple(checked_boot(f"replica {i}", render(cfg, worker=i).provisioning)
-                         for i in range(cfg.replicas - 1))
+        replicas = tuple(checked_boot(f"replica {n.index}", render(cfg, node=n).provisioning)
+                         for n in nodes(cfg) if n.is_replica)
         return cls(
             compartment_id=cfg.compartment_id, availability_domain=cfg.availability_domain, shape=cfg.shape,
             shape_ocpus=cfg.shape_ocpus, shape_memory_gbs=cfg.shape_memory_gbs, os=cfg.os, image_id=cfg.image_id,
