@@ -6,7 +6,7 @@ from llmdeploy.config import ConfigError, StackConfig, parse
 from llmdeploy.declared import declarations
 from llmdeploy.endpoints import load_plans
 from llmdeploy.roster import RosterError
-from llmdeploy.stack import outputs
+from llmdeploy.stack import output_names
 from llmdeploy.stack.datascience import DataScienceArgs, DataScienceEndpoint
 from llmdeploy.stack.local import LocalVmEndpoint
 from llmdeploy.stack.pulumi_config import load_raw, ssh_auth
@@ -29,8 +29,8 @@ def workshop(name: str, cfg: StackConfig) -> None:
     except (ConfigError, RosterError, ValueError) as exc:
         raise pulumi.RunError(str(exc)) from None
     ws = Workshop(name, args)
-    pulumi.export(outputs.ATTENDEES, ws.attendees)
-    pulumi.export(outputs.WORKSHOP_ENDPOINTS, ws.endpoint_urls)
+    pulumi.export(output_names.ATTENDEES, ws.attendees)
+    pulumi.export(output_names.WORKSHOP_ENDPOINTS, ws.endpoint_urls)
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
         raise pulumi.RunError(str(exc)) from None
     name = f"{pulumi.get_project()}-{cfg.stack}"
     tags = freeform_tags(cfg, pulumi.get_project())
-    pulumi.export(outputs.MODEL_NAME, cfg.model_name)
+    pulumi.export(output_names.MODEL_NAME, cfg.model_name)
     if cfg.workshop.roster:
         workshop(name, cfg)
     elif cfg.target in ("vm", "ray"):
@@ -52,27 +52,27 @@ def main() -> None:
             raise pulumi.RunError(str(exc)) from None
         vm: PublicEndpoint = VmEndpoint(name, args, tags) if isinstance(args, VmArgs) else \
             RayClusterEndpoint(name, args, tags)
-        pulumi.export(outputs.ENDPOINT_URL, vm.endpoint_url)
-        pulumi.export(outputs.OPENAI_BASE_URL, vm.endpoint_url.apply(lambda url: f"{url}/v1"))
-        pulumi.export(outputs.API_KEYS, vm.api_keys)
-        pulumi.export(outputs.PUBLIC_IP, vm.public_ip)
-        pulumi.export(outputs.SSH_COMMAND, vm.public_ip.apply(lambda ip: f"ssh {cfg.admin_user}@{ip}"))
-        pulumi.export(outputs.CURL_EXAMPLE, vm.endpoint_url.apply(lambda url: curl_example(url, cfg.model_name)))
-        pulumi.export(outputs.CA_CERTIFICATE, vm.ca_certificate)
-        pulumi.export(outputs.SMOKE_REPORT, vm.smoke_report)
+        pulumi.export(output_names.ENDPOINT_URL, vm.endpoint_url)
+        pulumi.export(output_names.OPENAI_BASE_URL, vm.endpoint_url.apply(lambda url: f"{url}/v1"))
+        pulumi.export(output_names.API_KEYS, vm.api_keys)
+        pulumi.export(output_names.PUBLIC_IP, vm.public_ip)
+        pulumi.export(output_names.SSH_COMMAND, vm.public_ip.apply(lambda ip: f"ssh {cfg.admin_user}@{ip}"))
+        pulumi.export(output_names.CURL_EXAMPLE, vm.endpoint_url.apply(lambda url: curl_example(url, cfg.model_name)))
+        pulumi.export(output_names.CA_CERTIFICATE, vm.ca_certificate)
+        pulumi.export(output_names.SMOKE_REPORT, vm.smoke_report)
         if vm.chat_url:
-            pulumi.export(outputs.CHAT_URL, vm.chat_url)
+            pulumi.export(output_names.CHAT_URL, vm.chat_url)
     elif cfg.target == "datascience":
         md = DataScienceEndpoint(name, DataScienceArgs.from_config(cfg), tags)
-        pulumi.export(outputs.ENDPOINT_URL, md.endpoint_url)
-        pulumi.export(outputs.SMOKE_REPORT, md.smoke_report)
+        pulumi.export(output_names.ENDPOINT_URL, md.endpoint_url)
+        pulumi.export(output_names.SMOKE_REPORT, md.smoke_report)
     elif cfg.target == "local":
         # A QEMU VM on this machine: `llmdeploy local up` on create, `llmdeploy local down` on delete.
         lv = LocalVmEndpoint(name, cfg, raw)
-        pulumi.export(outputs.ENDPOINT_URL, lv.endpoint_url)
-        pulumi.export(outputs.OPENAI_BASE_URL, lv.endpoint_url.apply(lambda url: f"{url}/v1"))
-        pulumi.export(outputs.API_KEYS, lv.api_keys)
-        pulumi.export(outputs.SMOKE_REPORT, lv.smoke_report)
+        pulumi.export(output_names.ENDPOINT_URL, lv.endpoint_url)
+        pulumi.export(output_names.OPENAI_BASE_URL, lv.endpoint_url.apply(lambda url: f"{url}/v1"))
+        pulumi.export(output_names.API_KEYS, lv.api_keys)
+        pulumi.export(output_names.SMOKE_REPORT, lv.smoke_report)
     else:
         raise pulumi.RunError(f"target: got '{cfg.target}'; expected vm, ray, datascience or local")
 

@@ -20,7 +20,7 @@ sys.path[:0] = [str(ROOT / "infra"), str(ROOT)]
 import requests  # noqa: E402
 
 from llmdeploy.render import render, web_user_email  # noqa: E402
-from llmdeploy.secrets import generate_api_key, generate_webui_secret_key, secrets_bundle  # noqa: E402
+from llmdeploy.secret_delivery import generate_api_key, random_webui_secret_key, secrets_bundle  # noqa: E402
 from tests.support.endpoint import deliver_secrets, endpoint_config, loopback_host_layout  # noqa: E402
 from tests.support.llamaserver import llama_server  # noqa: E402
 from tests.support.openwebui import open_webui  # noqa: E402
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
         with llama_server(write_tiny_gguf(work / "tiny.gguf"), alias=cfg.model_name, n_ctx=2048) as llama:
             rendered = render(cfg, loopback_host_layout(work / "root", llama.port, chat_port=free_port()))
             keys = {k.name: generate_api_key() for k in cfg.auth.api_keys}
-            deliver_secrets(rendered, secrets_bundle(cfg, keys, webui_secret_key=generate_webui_secret_key()), work)
+            deliver_secrets(rendered, secrets_bundle(cfg, keys, webui_secret_key=random_webui_secret_key()), work)
             started = time.monotonic()
             with open_webui(rendered, work) as webui:
                 print(f"start to /health 200: {time.monotonic() - started:.1f} s", flush=True)

@@ -21,7 +21,7 @@ KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n--
 
 def one_run(attendees: int) -> dict[str, float]:
     sys.path[:0] = [str(ROOT / "infra"), str(ROOT / "tests")]
-    from llmdeploy.stackfile import read_stack
+    from llmdeploy.stack_yaml import read_stack
     from support.pulumi_mocks import run_program
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,9 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "infra"), str(ROOT)]
 
-from llmdeploy.secrets import generate_api_key  # noqa: E402
+from llmdeploy.secret_delivery import generate_api_key  # noqa: E402
 from llmdeploy.smoke.runner import run_targets  # noqa: E402
-from llmdeploy.workshop.stackoutputs import AttendeeOutput  # noqa: E402
+from llmdeploy.workshop.attendee_outputs import AttendeeOutput  # noqa: E402
 from llmdeploy.workshop.status import targets  # noqa: E402
 from tests.support.procs import start_process, stop_process, wait_until  # noqa: E402
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .secrets import INSTALLER_WAIT_S
+from .secret_delivery import INSTALLER_WAIT_S
 from .vmpaths import BUNDLE_STAGE, CLOUD_INIT_OUTPUT, INSTALL_SECRETS, RECEIVE_BUNDLE, STAGES_DIR
 
 

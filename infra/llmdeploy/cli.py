@@ -45,7 +45,7 @@ def _endpoints(root: Path, stack: str) -> list[tuple[str, StackConfig]]:
     from .declared import declarations
     from .endpoints import plan_endpoints
     from .roster import RosterError, read_roster
-    from .stackfile import StackFileError, read_stack
+    from .stack_yaml import StackFileError, read_stack
 
     raw = read_stack(root, stack)
     cfg = parse(raw, stack=stack, decls=declarations(root))
@@ -78,7 +78,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(f"rendered {_title(args.stack, name)} ({cfg.engine}, {cfg.model_name}, {cfg.shape.name}) to "
               f"{folder}: user-data, bundle.tar.gz (sha256 {result.bundle_digest[:12]}) and {len(written) - 2} files")
         _size_note(cfg)
-    outfolder.record(out, everything)
+    outfolder.write_manifest(out, everything)
     stale = removed - {str(p.relative_to(out)) for p in everything}
     if stale:
         print(f"removed {len(stale)} file(s) an earlier render had left in {out} that this one does not write; it "

@@ -55,6 +55,6 @@ def clear_previous(out: Path, given: bool = True) -> set[str]:
     return removed
 
 
-def record(out: Path, written: list[Path]) -> None:
+def write_manifest(out: Path, written: list[Path]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).write_text("".join(f"{p.relative_to(out)}\n" for p in written), encoding="utf-8")

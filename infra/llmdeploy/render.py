@@ -5,7 +5,7 @@ file travels in the provisioning bundle (bundle.py), delivered over SSH and chec
 
 Each provisioning step, unit and config file is a Jinja2 template under templates/. The cloud-config
 is built as data and dumped with PyYAML, never assembled from strings. Secrets never enter the
-output: API keys and provided certificates are delivered after boot (see secrets.py); basic-auth
+output: API keys and provided certificates are delivered after boot (see secret_delivery.py); basic-auth
 passwords appear only as bcrypt hashes.
 
 What is an engine's own (its step, unit, support files, health check, routes) the engine object says
@@ -37,7 +37,7 @@ from .topology import (HEAD_NODE, UPSTREAM, Node, docker_publish, engine_host, e
 # The VM's paths are defined in vmpaths; render re-exports the ones other modules import from it.
 from .vmpaths import (ACME_WEBROOT, BOOTSTRAP, BUNDLE_DIGEST, BUNDLE_STAGE, CHAT_ROOT, ETC_DIR, FILES_DIR, FIREWALL,
                       INSTALL_SECRETS, LIBEXEC, OPEN_WEBUI_ADMIN, PROVISION, READY_MARKER, RECEIVE_BUNDLE, SECRETS_DIR,
-                      STACK_INFO, STAGES_DIR, STEPS_DIR, WAIT_READY)
+                      STAGES_DIR, STEPS_DIR, VM_FACTS_FILE, WAIT_READY)
 
 @dataclass(frozen=True)
 class Rendered:
@@ -180,7 +180,7 @@ def _machine_files(cfg: StackConfig, ctx: dict[str, Any], at: Node) -> list[VmFi
     return files
 
 
-def stack_info(cfg: StackConfig, steps: list[str], at: Node = HEAD_NODE) -> dict[str, Any]:
+def vm_facts(cfg: StackConfig, steps: list[str], at: Node = HEAD_NODE) -> dict[str, Any]:
     """Non-secret facts the smoke test reads back over SSH."""
     info = {"stack": cfg.stack, "engine": cfg.engine, "engine_unit": cfg.served_by.unit(at),
             "engine_port": cfg.engine_port, "model_name": cfg.model_name, "domain": cfg.domain,
@@ -207,8 +207,8 @@ def render(cfg: StackConfig, host_layout: HostLayout = HostLayout(), node: Node 
     for step in steps:
         files.append(VmFile(f"{STEPS_DIR}/{step}.sh", _render(_step_template(cfg, step, node), ctx), "0755"))
     files += _machine_files(cfg, ctx, node)
-    info = stack_info(cfg, steps, node)
-    files.append(VmFile(STACK_INFO, json.dumps(info, indent=2) + "\n"))
+    info = vm_facts(cfg, steps, node)
+    files.append(VmFile(VM_FACTS_FILE, json.dumps(info, indent=2) + "\n"))
     packed = bundle.pack(files)
     boot_ctx = {"vm": ctx["vm"], "bundle_stage": BUNDLE_STAGE, "machine": ctx["machine"]}
     boot = [VmFile(BUNDLE_DIGEST, bundle.digest(packed) + "\n"),

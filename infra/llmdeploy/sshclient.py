@@ -48,7 +48,7 @@ ALL_HOST_KEY_ALGORITHMS = tuple(a for algs in HOST_KEY_ALGORITHMS.values() for a
 
 # ---------------------------------------------------------------------------------------------- host keys
 
-def fingerprint(key_blob: bytes) -> str:
+def ssh_key_fingerprint(key_blob: bytes) -> str:
     """OpenSSH's SHA256 fingerprint of a public key blob, as `ssh-keygen -l` prints it."""
     return "SHA256:" + base64.b64encode(hashlib.sha256(key_blob).digest()).decode().rstrip("=")
 
@@ -65,13 +65,13 @@ def parse_host_key(spec: str) -> tuple[str | None, str]:
                 blob = base64.b64decode(parts[i + 1], validate=True)
             except ValueError as exc:
                 raise ValueError(f"host key {spec!r}: the key after {part} is not base64") from exc
-            return part, fingerprint(blob)
+            return part, ssh_key_fingerprint(blob)
     raise ValueError(f"host key {spec!r}: expected 'SHA256:...', 'ssh-ed25519 AAAA...' or a known_hosts line")
 
 
 def host_key_fingerprint(host_key: str) -> str:
     """"TYPE BASE64" -> "SHA256:..." as ssh-keygen -l prints it."""
-    return fingerprint(base64.b64decode(host_key.split()[1]))
+    return ssh_key_fingerprint(base64.b64decode(host_key.split()[1]))
 
 
 class SshError(Failure):
@@ -96,8 +96,8 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         self.key = f"{key.get_name()} {key.get_base64()}"
-        self.seen = f"{key.get_name()} {fingerprint(key.asbytes())}"
-        if self.pinned and fingerprint(key.asbytes()) != self.pinned:
+        self.seen = f"{key.get_name()} {ssh_key_fingerprint(key.asbytes())}"
+        if self.pinned and ssh_key_fingerprint(key.asbytes()) != self.pinned:
             raise HostKeyMismatch(f"host key mismatch for {hostname}: the server presented {self.seen}, expected "
                                   f"{self.pinned} (a re-created VM, another VM on this port, or someone in between)")
 

@@ -51,7 +51,7 @@ def refused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Refused]:
         opts = lifecycle.UpOptions(stack=STACK, project_dir=Path(ROOT), runtime="nspawn", keep_on_failure=True)
         try:
             with pytest.raises(LlmdeployError) as caught:
-                lifecycle.up(opts, stream=out)
+                lifecycle.local_up(opts, stream=out)
             state = VmState.load(STACK)
             assert state is not None, out.getvalue()
             yield Refused(caught.value, out.getvalue(), state, sent[0])

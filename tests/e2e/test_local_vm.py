@@ -61,7 +61,7 @@ INSTALLED = ["/etc/llmdeploy", "/etc/letsencrypt/live", "/etc/letsencrypt/renewa
              "/etc/nginx/sites-available/llmdeploy.conf", "/etc/systemd/system/{unit}.service",
              "/usr/local/lib/llmdeploy", "/usr/local/share/llmdeploy", "/etc/ssh/sshd_config.d",
              "/etc/apt/apt.conf.d/20auto-upgrades", "/etc/iptables", "/var/lib/llmdeploy/models"]
-FINGERPRINT = (
+INSTALLED_STATE_COMMAND = (
     "set -e; cd /var/lib/llmdeploy/stages; "
     "for f in *; do printf 'marker %s %s %s\\n' \"$f\" \"$(stat -c %Y \"$f\")\" \"$(cat \"$f\")\"; done; "
     f"find -L {' '.join(INSTALLED)} -type f -print0 2>/dev/null | sort -z | xargs -0 sha256sum | sed 's/^/file /'; "
@@ -98,8 +98,8 @@ class Vm:
         return f"http://127.0.0.1:{self.state.engine_port}{path}"
 
     @property
-    def fingerprint(self) -> str:
-        return FINGERPRINT.replace("{unit}", self.unit)
+    def installed_state_command(self) -> str:
+        return INSTALLED_STATE_COMMAND.replace("{unit}", self.unit)
 
     def login(self) -> Session:
         return loopback_login(self.state.port(22), self.state.admin_user, self.state.ssh_key,
@@ -163,7 +163,7 @@ def booted(tmp_path_factory: pytest.TempPathFactory, runtime: str, stack: str = 
             if left is not None:  # belt and braces: nothing of the VM may outlive the module
                 runtime_of(left).stop(left)
                 for name in PROCESS_NAMES:
-                    procs.stop(left.pids.get(name), left.markers.get(name, "\0"))
+                    procs.stop_process(left.pids.get(name), left.markers.get(name, "\0"))
             assert VmState.load(stack) is None
 
 
@@ -202,11 +202,11 @@ def test_the_certificate_comes_from_the_local_acme_server(vm: Vm) -> None:
 def provisioning_again_changes_nothing(vm: Vm) -> None:
     """Running the provisioning again exits 0 and changes nothing (stage marker timestamps, installed files,
     packages, the services' PIDs). Collected by the container modules (see the module's docstring)."""
-    before = vm.sudo(vm.fingerprint)
+    before = vm.sudo(vm.installed_state_command)
     time.sleep(1.1)  # a rewritten marker would get a newer mtime
     code, out, err = vm.run("sudo -n /usr/local/sbin/llmdeploy-provision", timeout=900)
     assert code == 0, f"second provisioning run exited {code}:\n{(out + err)[-4000:]}"
-    after = vm.sudo(vm.fingerprint)
+    after = vm.sudo(vm.installed_state_command)
     assert before == after
     # Every step's marker, and the bootstrap's own (00-bundle: the bundle checked and unpacked).
     assert before.count("marker ") == len(vm.state.stages) + 1 and f"marker {BUNDLE_STAGE}.done" in before

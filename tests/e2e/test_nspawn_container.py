@@ -120,13 +120,13 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
         start = time.monotonic()
         nspawn.network_up(spec)
         nspawn.prepare_root(spec, img.rootfs, user_data, meta_data("iid-nspawn-test", "nspawn-test"))
-        pid = nspawn.launch(spec_path, folder / "supervisor.log")
+        pid = nspawn.start_container(spec_path, folder / "supervisor.log")
         container = Container(spec, spec_path, pid, key, forward_before)
         wait_for_login(container).close()
         print(f"\ncontainer: SSH login {time.monotonic() - start:.1f}s after the copy started")
         yield container
     finally:
-        nspawn.stop(spec_path, pid)
+        nspawn.stop_container(spec_path, pid)
         assert not leftovers(spec)
 
 
@@ -222,14 +222,14 @@ def test_stop_leaves_nothing(tmp_path: Path) -> None:
     try:
         nspawn.network_up(spec)
         nspawn.prepare_root(spec, img.rootfs, "#cloud-config\n{}\n", meta_data("iid-stop", "stop"))
-        pid = nspawn.launch(tmp_path / nspawn.SPEC_FILE, tmp_path / "supervisor.log")
+        pid = nspawn.start_container(tmp_path / nspawn.SPEC_FILE, tmp_path / "supervisor.log")
         assert nspawn.IP_FORWARD.read_text().strip() == "1"
         deadline = time.monotonic() + 60
         while not nspawn.container_pids(Path(spec.root)) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert nspawn.container_pids(Path(spec.root))
     finally:
-        assert nspawn.stop(tmp_path / nspawn.SPEC_FILE, pid)
+        assert nspawn.stop_container(tmp_path / nspawn.SPEC_FILE, pid)
     assert not procs.alive(pid)
     # An orderly halt, though the container was still starting: not the kill once `stop`'s grace ran out.
     assert "systemd-nspawn exited 0" in (tmp_path / "supervisor.log").read_text()

@@ -25,9 +25,9 @@ from llmdeploy.acme_roots import LE_STAGING, KnownDirectory, PinnedRoot
 from llmdeploy.cli import main
 from llmdeploy.pem import certificate_sha256
 from llmdeploy.stack.gates import SMOKE_SCRIPT
-from llmdeploy.stackfile import read_stack
+from llmdeploy.stack_yaml import read_stack
 from llmdeploy.workshop.handouts import snippets
-from llmdeploy.workshop.stackoutputs import attendee_outputs
+from llmdeploy.workshop.attendee_outputs import attendee_outputs
 from support.acme_staging import STAGING_FILE, STAGING_ROOTS, certificates, run_example, smoke_environments
 from support.certs import openssl
 from support.endpoint import Endpoint

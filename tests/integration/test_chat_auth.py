@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from llmdeploy.render import CHAT_PAGE_BURST
-from llmdeploy.secrets import generate_api_key, secrets_bundle
+from llmdeploy.secret_delivery import generate_api_key, secrets_bundle
 from support.chat import ChatSite, chat_site
 from support.endpoint import deliver_secrets, wait_for_status
 from support.route_recorder import route_recorder

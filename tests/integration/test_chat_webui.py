@@ -30,7 +30,7 @@ import requests
 
 from llmdeploy.render import FILES_DIR, HostLayout, Rendered, render, web_user_email
 from llmdeploy.vmpaths import OPEN_WEBUI_ADMIN
-from llmdeploy.secrets import generate_api_key, generate_webui_secret_key, secrets_bundle
+from llmdeploy.secret_delivery import generate_api_key, random_webui_secret_key, secrets_bundle
 
 from support.certs import issue_leaf, make_ca
 from support.chat_browser import (Person, assert_cannot_see_chats_of, assert_login_page_refuses_a_wrong_key,
@@ -97,7 +97,7 @@ def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatStack]:
         _install_tls(host_layout, work)
         site = install_site(rendered, host_layout, work)  # with the chat sign-in pages, as 60-nginx installs them
         keys = {k.name: generate_api_key() for k in cfg.auth.api_keys}
-        secret_key = generate_webui_secret_key()
+        secret_key = random_webui_secret_key()
         deliver_secrets(rendered, secrets_bundle(cfg, keys, webui_secret_key=secret_key), work)
         with open_webui(rendered, work) as webui:
             admin_signin = _run_admin_signin(rendered, work)  # before nginx lets anyone else in
@@ -122,7 +122,7 @@ def person(browser: object, chat: ChatStack, name: str) -> Person:
 def test_the_secret_key_reaches_the_unit_through_install_secrets(tmp_path: Path) -> None:
     cfg = endpoint_config(chatUi="open-webui", domain=DOMAIN, apiKeys=KEYS, basicAuthUsers=[], basicAuthPasswords="")
     rendered = render(cfg, HostLayout(root=str(tmp_path / "root")))
-    secret_key = generate_webui_secret_key()
+    secret_key = random_webui_secret_key()
     keys = {k.name: generate_api_key() for k in cfg.auth.api_keys}
     said = deliver_secrets(rendered, secrets_bundle(cfg, keys, webui_secret_key=secret_key), tmp_path)
     env_file = tmp_path / "root/etc/llmdeploy/secrets/open-webui.env"

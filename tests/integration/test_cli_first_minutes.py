@@ -1,7 +1,7 @@
 """The CLI as a new user meets it (issue 23, CLI findings 3, 7, 8, 9 and 10), run as a process where the
 behaviour is the process's (exit code, stderr, a closed pipe, the working directory): no project folder, a used
 --out folder, a file in the way, `| head`, messages that point at the right fix, --version and every subcommand's
-help. The smoke findings are in test_smoke_cli_safety.py, the stack-file typos in tests/unit/test_stackfile.py.
+help. The smoke findings are in test_smoke_cli_safety.py, the stack-file typos in tests/unit/test_stack_yaml.py.
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.workshop.handouts import page_context
-from llmdeploy.workshop.stackoutputs import AttendeeOutput
+from llmdeploy.workshop.attendee_outputs import AttendeeOutput
 from support.course_clients import (GPT_CONVERSATION, OLLAMA_CONVERSATION, answer, clients_python, run_client,
                                     with_user)
 from support.endpoint import PASSWORD, Endpoint, llama_endpoint

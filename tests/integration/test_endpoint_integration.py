@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from llmdeploy.render import render
-from llmdeploy.secrets import generate_api_key, secrets_bundle
+from llmdeploy.secret_delivery import generate_api_key, secrets_bundle
 from support.endpoint import (PASSWORD, Endpoint, deliver_secrets, endpoint_config, install_site, install_tls,
                               llama_endpoint, loopback_host_layout)
 from support.nginx import run_nginx

@@ -27,9 +27,9 @@ from llmdeploy.config import StackConfig, XinferenceModel
 from llmdeploy.local.hostsrv import ModelServer
 from llmdeploy.local.localconfig import TINY_GGUF_REPO, TINY_HF_REPO
 from llmdeploy.render import INSTALL_SECRETS, HostLayout, render
-from llmdeploy.secrets import generate_api_key, secrets_bundle
+from llmdeploy.secret_delivery import generate_api_key, secrets_bundle
 from llmdeploy.workshop.handouts import page_context
-from llmdeploy.workshop.stackoutputs import AttendeeOutput
+from llmdeploy.workshop.attendee_outputs import AttendeeOutput
 from support.course_clients import (GPT_CONVERSATION, XINFERENCE_CONVERSATION, XINFERENCE_EXERCISE, answer,
                                     run_client, with_user)
 from support.endpoint import PASSWORD, Endpoint, endpoint_config

@@ -19,7 +19,7 @@ import requests
 from llmdeploy.local import localconfig
 from llmdeploy.local.hostsrv import GUEST_HOST_IP, ModelServer
 from llmdeploy.local.localconfig import TINY_GGUF_REPO, TINY_HF_REPO, local_config, model_source
-from llmdeploy.stackfile import load_stack_config
+from llmdeploy.stack_yaml import load_stack_config
 from support.engines import VLLM_VENV, hub_server, hub_url, missing_engine, tiny_hub
 from support.project import ROOT
 

@@ -29,7 +29,7 @@ def model_server(tmp_path: Path) -> Iterator[hostsrv.ModelServer]:
     try:
         yield server
     finally:
-        procs.stop(server.pid, str(folder))
+        procs.stop_process(server.pid, str(folder))
 
 
 def lib_sh(tmp_path: Path) -> Path:
@@ -200,7 +200,7 @@ def test_local_up_delivers_the_secrets_once_the_host_key_is_confirmed_then_follo
                                       img, runtime.QemuRuntime(), state, lifecycle.Clock(),  # type: ignore[arg-type]
                                       io.StringIO()))
     finally:
-        procs.stop(state.pids.get("model_server"), state.markers.get("model_server", "\0"))
+        procs.stop_process(state.pids.get("model_server"), state.markers.get("model_server", "\0"))
     assert [name for name, _ in events] == ["host key", "deliver", "wait-ready", "poll stages"]
     steps = [name for name, _ in lifecycle.UP_STEPS]
     assert [e for e in state.timeline if e.endswith(":done") and e.split(":")[0] in steps] == [f"{s}:done" for s in steps]

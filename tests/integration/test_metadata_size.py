@@ -14,7 +14,7 @@ from llmdeploy.bundle import OCI_METADATA_LIMIT
 from llmdeploy.config import parse
 from llmdeploy.endpoints import load_plans
 from llmdeploy.render import render_nodes
-from llmdeploy.stackfile import load_stack_config, read_stack
+from llmdeploy.stack_yaml import load_stack_config, read_stack
 from llmdeploy.validate import check_size
 from support.project import EXAMPLE_STACKS, ROOT
 from support.pulumi_program import run_stack

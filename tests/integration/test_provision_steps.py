@@ -17,7 +17,7 @@ from llmdeploy.render import HostLayout, VmFile, render
 from llmdeploy.vmpaths import (BOOT_FINISHED, BOOTSTRAP, BUNDLE_DIGEST, BUNDLE_STAGE, GATE_DEADLINE, INSTALL_SECRETS,
                                LIBEXEC, PROVISION, READY_MARKER, RECEIVE_BUNDLE, STAGES_DIR, STEPS_DIR, WAIT_READY,
                                step_log)
-from llmdeploy.secrets import generate_api_key, secrets_bundle
+from llmdeploy.secret_delivery import generate_api_key, secrets_bundle
 from llmdeploy.stack.gates import readiness_script
 from support.ports import free_port
 from support.project import minimal_raw

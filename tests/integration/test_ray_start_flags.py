@@ -16,7 +16,7 @@ import sys
 from support.project import ROOT
 from llmdeploy.render import FILES_DIR, render
 from llmdeploy.topology import WORKER, node
-from llmdeploy.stackfile import load_stack_config
+from llmdeploy.stack_yaml import load_stack_config
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import install_engines  # noqa: E402

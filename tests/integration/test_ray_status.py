@@ -20,7 +20,7 @@ import pytest
 from support.project import ROOT
 from llmdeploy import raycluster
 from llmdeploy.render import FILES_DIR, RAY_STATUS, render
-from llmdeploy.stackfile import load_stack_config
+from llmdeploy.stack_yaml import load_stack_config
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import install_engines  # noqa: E402

@@ -23,7 +23,7 @@ import pytest
 from support.project import ROOT
 from support.systemd_boot import Systemd, booted_systemd
 from llmdeploy.render import FILES_DIR, render
-from llmdeploy.stackfile import load_stack_config
+from llmdeploy.stack_yaml import load_stack_config
 
 HEAD, APP = "ray-head.service", "ray-serve-app.service"
 

@@ -1,11 +1,11 @@
 """The VM's secret installer run for real on a temp root (bash, install): a provided TLS root only, idempotent,
-and delivery that waits briefly for it. The bundle's contents are in tests/unit/test_secrets.py."""
+and delivery that waits briefly for it. The bundle's contents are in tests/unit/test_secret_delivery.py."""
 import subprocess
 from pathlib import Path
 
 from llmdeploy.config import parse
 from llmdeploy.render import INSTALL_SECRETS, HostLayout, render
-from llmdeploy.secrets import api_keys_map, generate_api_key, secrets_bundle
+from llmdeploy.secret_delivery import api_keys_map, generate_api_key, secrets_bundle
 from support.project import minimal_raw
 
 CERT = "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----\n"

@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from llmdeploy.render import FILES_DIR, STEPS_DIR, render
-from llmdeploy.secrets import generate_api_key, secrets_bundle
+from llmdeploy.secret_delivery import generate_api_key, secrets_bundle
 from support.endpoint import deliver_secrets, endpoint_config, install_site, install_tls, loopback_host_layout
 from support.llamaserver import llama_server
 from support.nginx import run_nginx

@@ -21,7 +21,7 @@ import pytest
 from llmdeploy.pem import hostname_matches
 from llmdeploy.smoke.http_checks import (
     TlsProbe,
-    check_expiry,
+    check_cert_expiry,
     run_http_checks,
 )
 from llmdeploy.result import FAIL, PASS, WARN, CheckResult
@@ -188,7 +188,7 @@ def test_a_wrong_host_certificate_is_caught(tmp_path: Path) -> None:
 def test_a_certificate_expiring_soon_is_a_warning(tmp_path: Path) -> None:
     ca = make_ca(tmp_path / "ca")
     leaf = issue_leaf(ca, tmp_path / "leaf", ["llm.example.test"], [], days=5)
-    result = check_expiry(TlsProbe(leaf_der=ssl.PEM_cert_to_DER_cert(leaf.cert.read_text())))
+    result = check_cert_expiry(TlsProbe(leaf_der=ssl.PEM_cert_to_DER_cert(leaf.cert.read_text())))
     assert result.status == WARN and result.ok
     assert 4 < result.metrics["days_left"] <= 5 and "renew" in result.summary
 

@@ -23,7 +23,7 @@ from llmdeploy.render import BASE_STEPS, render
 from llmdeploy.result import FAIL, PASS, WARN, CheckResult
 from llmdeploy.smoke.ssh_checks import (check_disk, check_memory, is_loopback, parse_cloud_init_status, parse_listeners,
                                         run_ssh_checks)
-from llmdeploy.sshclient import CommandResult, HostKeyMismatch, SshError, fingerprint, parse_host_key
+from llmdeploy.sshclient import CommandResult, HostKeyMismatch, SshError, parse_host_key, ssh_key_fingerprint
 from llmdeploy.vmpaths import BOOT_FINISHED, CLOUD_INIT_OUTPUT, READY_MARKER, STAGES_DIR, step_log
 from support.project import minimal_raw
 from support.sshd import ADMIN, FakeVm, Sshd, is_running, keygen, run_sshd
@@ -60,7 +60,7 @@ def provision_healthy(vm: FakeVm, engine_port: int, **overrides: object) -> dict
     raw = minimal_raw(engine="llamacpp", shape="VM.Standard.E4.Flex")
     raw.update(overrides)
     info = dict(render(parse(raw, stack="smoke")).info, engine_port=engine_port)
-    vm.write_stack_info(info)
+    vm.write_vm_facts(info)
     for step in info["stages"]:
         vm.mark(step, "done")
     vm.write(READY_MARKER, "2026-01-01T00:05:00Z\n")
@@ -319,7 +319,7 @@ def test_cloud_init_status_is_parsed_from_old_and_new_formats() -> None:
 def test_host_keys_are_pinned_by_key_line_known_hosts_line_or_fingerprint(tmp_path: Path) -> None:
     line = keygen(tmp_path / "k", "c")
     key_type, blob = line.split()[:2]
-    fp = fingerprint(base64.b64decode(blob))
+    fp = ssh_key_fingerprint(base64.b64decode(blob))
     assert fp in subprocess.run(["ssh-keygen", "-l", "-f", str(tmp_path / "k.pub")], capture_output=True, text=True,
                                 check=True).stdout  # the same fingerprint OpenSSH prints
     assert parse_host_key(line) == (key_type, fp)

@@ -53,7 +53,7 @@ def index(tmp_path: Path) -> Iterator[ModelServer]:
     try:
         yield server
     finally:
-        procs.stop(server.pid, str(folder))
+        procs.stop_process(server.pid, str(folder))
 
 
 def test_pip_installs_torch_from_the_served_index_over_http(index: ModelServer, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from llmdeploy.config import parse
 from llmdeploy.render import HostLayout, render
-from llmdeploy.stackfile import load_stack_config
+from llmdeploy.stack_yaml import load_stack_config
 from llmdeploy.validate import check_cloud_init_schema, check_nginx, check_shell, check_top_level_keys, install_throwaway_files, nginx_command, run_all, write_nginx_main_conf
 from support.project import EXAMPLE_STACKS, ROOT, minimal_raw
 

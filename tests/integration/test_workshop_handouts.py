@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.roster import set_status
-from llmdeploy.secrets import generate_api_key
+from llmdeploy.secret_delivery import generate_api_key
 from support.certs import make_ca
 from support.fake_pulumi import fake_pulumi
 from support.handouts import ATTENDEES, project, run

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.cli import main
-from llmdeploy.secrets import generate_api_key
+from llmdeploy.secret_delivery import generate_api_key
 from support.endpoint import Endpoint, llama_endpoint
 from support.ports import free_port
 from support.site import site_endpoint

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmdeploy.stackfile import read_stack
+from llmdeploy.stack_yaml import read_stack
 from support.project import ROOT
 from support.pulumi_mocks import Run, run_program, unwrap
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from llmdeploy.secrets import generate_api_key
+from llmdeploy.secret_delivery import generate_api_key
 
 CHROMIUM = "/usr/bin/chromium"
 ANSWER_WAIT_MS = 120_000  # a tiny model answers in a second; Open WebUI's first chat loads more code

@@ -17,7 +17,7 @@ import requests
 
 from llmdeploy.config import StackConfig, parse
 from llmdeploy.render import FILES_DIR, INSTALL_SECRETS, HostLayout, Rendered, render
-from llmdeploy.secrets import generate_api_key, secrets_bundle
+from llmdeploy.secret_delivery import generate_api_key, secrets_bundle
 
 from .certs import issue_leaf, make_ca
 from .llamaserver import llama_server

@@ -68,7 +68,7 @@ def hub_server(folder: Path, token: str) -> Iterator[ModelServer]:
     try:
         yield server
     finally:
-        local_procs.stop(server.pid, str(folder))
+        local_procs.stop_process(server.pid, str(folder))
 
 
 def hub_url(server: ModelServer) -> str:

@@ -27,7 +27,7 @@ def example_stack(stack: str) -> tuple[StackConfig, Rendered]:
     the snapshot, loopback, step and GPU tests each read every one. The same config renders the same bytes
     (test_render.py's test_rendering_is_deterministic); callers only read what they get."""
     from llmdeploy.render import render
-    from llmdeploy.stackfile import load_stack_config
+    from llmdeploy.stack_yaml import load_stack_config
     cfg = load_stack_config(ROOT, stack)
     return cfg, render(cfg)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from llmdeploy.stackfile import read_stack
+from llmdeploy.stack_yaml import read_stack
 from support.project import EXAMPLE_STACKS, ROOT
 from support.pulumi_mocks import Run, run_program
 

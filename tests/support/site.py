@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from llmdeploy.render import HostLayout, render
-from llmdeploy.secrets import generate_api_key, secrets_bundle
+from llmdeploy.secret_delivery import generate_api_key, secrets_bundle
 
 from .certs import CA, Leaf, issue_leaf, make_ca
 from .endpoint import (

@@ -218,7 +218,7 @@ class FakeVm:
         """CSV lines as nvidia-smi prints them ("NVIDIA A10, 23028 MiB, 550.90.07"); [] means no driver."""
         self._fake("gpus").write_text("".join(f"{line}\n" for line in lines))
 
-    def write_stack_info(self, info: dict[str, object]) -> None:
+    def write_vm_facts(self, info: dict[str, object]) -> None:
         self.write("/etc/llmdeploy/stack.json", json.dumps(info, indent=2) + "\n")
 
     def mark(self, step: str, outcome: str, content: str = "") -> None:

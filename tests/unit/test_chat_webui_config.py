@@ -20,7 +20,7 @@ from llmdeploy.vmpaths import OPEN_WEBUI_ADMIN
 from support.openwebui import unit_environment
 from support.pulumi_mocks import run_program, unwrap
 from test_pulumi_program import MAIN, PRIVATE_KEY
-from llmdeploy.stackfile import read_stack
+from llmdeploy.stack_yaml import read_stack
 
 KEYS = ["ops:admin", "alice", "bob"]
 

@@ -13,7 +13,7 @@ import pytest
 
 from llmdeploy.config import ConfigError, Secret, StackConfig, parse
 from llmdeploy.declared import declarations
-from llmdeploy.stackfile import load_stack_config
+from llmdeploy.stack_yaml import load_stack_config
 from support.project import ROOT, SSH_KEY
 
 COMPARTMENT = "ocid1.compartment.oc1..x"

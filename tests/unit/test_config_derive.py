@@ -8,7 +8,7 @@ import pytest
 
 from llmdeploy.config import ConfigError, derive, parse
 from llmdeploy.declared import declarations
-from llmdeploy.stackfile import read_stack
+from llmdeploy.stack_yaml import read_stack
 from support.project import EXAMPLE_STACKS, ROOT
 
 HF_TOKEN = "hf_derivetesttokenvalue0123456789"

@@ -70,7 +70,7 @@ COMMANDS = [
     (smoke_cli, "cmd_smoke", ["smoke", "https://llm.example.com"], "llmdeploy smoke"),
     (workshop_cli, "cmd_plan", ["workshop", "plan", "--stack", "s"], "llmdeploy workshop plan"),
     (workshop_cli, "cmd_reap", ["reap", "--expired"], "llmdeploy reap"),
-    (local_cli, "cmd_status", ["local", "status"], "llmdeploy local"),
+    (local_cli, "cmd_local_status", ["local", "status"], "llmdeploy local"),
 ]
 
 
@@ -105,6 +105,6 @@ def test_each_error_exits_with_its_code_through_the_cli(cls: type[BaseException]
 ])
 def test_interrupts_and_os_errors_too(exc: BaseException, code: int, message: str, monkeypatch: pytest.MonkeyPatch,
                                       capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(local_cli, "cmd_status", _raising(exc))
+    monkeypatch.setattr(local_cli, "cmd_local_status", _raising(exc))
     assert main(["local", "status"]) == code
     assert capsys.readouterr().err == f"llmdeploy local: {message}\n"

@@ -12,7 +12,7 @@ import pytest
 
 from llmdeploy.config import parse
 from llmdeploy.stack.vm import plain_image_regex
-from llmdeploy.stackfile import read_stack
+from llmdeploy.stack_yaml import read_stack
 from support.project import EXAMPLE_STACKS, ROOT, WORKSHOP_STACKS
 from support.pulumi_mocks import PLATFORM_IMAGES, PlatformImage, list_images, run_program
 from support.pulumi_program import example_run

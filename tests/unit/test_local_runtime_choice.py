@@ -101,7 +101,7 @@ def test_up_prints_the_chosen_runtime_and_boots_that_one(monkeypatch: pytest.Mon
         monkeypatch.setattr(cls, "ensure_image", ensure_image)
     out = io.StringIO()
     with pytest.raises(ChoiceMade):
-        lifecycle.up(lifecycle.UpOptions(stack="local", project_dir=ROOT, runtime=wanted), stream=out)
+        lifecycle.local_up(lifecycle.UpOptions(stack="local", project_dir=ROOT, runtime=wanted), stream=out)
     assert printed in out.getvalue()
     assert [type(guest) for guest in booted] == [kind]
     decided = getattr(booted[0], "decided", None)

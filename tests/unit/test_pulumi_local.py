@@ -11,9 +11,9 @@ import pytest
 
 from llmdeploy.config import StackConfig
 from llmdeploy.local import API_KEYS_ENV, lifecycle
-from llmdeploy.stack import outputs as out
+from llmdeploy.stack import output_names as out
 from llmdeploy.stack.local import down_command, endpoint_from, up_command
-from llmdeploy.stackfile import CONFIG_ENV, StackFileError, read_stack
+from llmdeploy.stack_yaml import CONFIG_ENV, StackFileError, read_stack
 from support import pulumi_mocks
 from support.project import ROOT
 from support.pulumi_mocks import Run, is_secret, run_program, unwrap

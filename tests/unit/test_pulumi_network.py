@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from llmdeploy.stack.network import ssh_rule_key
-from llmdeploy.stackfile import read_stack
+from llmdeploy.stack_yaml import read_stack
 from support.project import ROOT
 from support.pulumi_mocks import Run, run_program, unwrap
 

@@ -13,9 +13,9 @@ from test_image_lookup import expected_image
 from llmdeploy import nvidia
 from llmdeploy.config import parse
 from llmdeploy.render import render
-from llmdeploy.stack import outputs as out
+from llmdeploy.stack import output_names as out
 from llmdeploy.stack.gates import SMOKE_SCRIPT, readiness_script
-from llmdeploy.stackfile import read_stack
+from llmdeploy.stack_yaml import read_stack
 from support.delivery import bundle_files, secrets_tar, split_payload
 from support.project import ROOT, SSH_KEY
 from support.pulumi_mocks import MD_URL, PUBLIC_IP, Registered, Run, is_secret, run_program, unwrap

@@ -9,7 +9,7 @@ import pytest
 from llmdeploy.config import Secret, StackConfig, parse
 from llmdeploy.stack.gates import SshAuth
 from llmdeploy.stack.pulumi_config import ssh_auth
-from llmdeploy.stackfile import read_stack
+from llmdeploy.stack_yaml import read_stack
 from support.project import ROOT
 from support.pulumi_mocks import run_program, unwrap
 
@@ -20,7 +20,7 @@ from llmdeploy.config import Secret, parse
 from llmdeploy.declared import PROJECT_ROOT
 from llmdeploy.stack.gates import SshAuth
 from llmdeploy.stack.vm import VmArgs, VmEndpoint
-from llmdeploy.stackfile import read_stack
+from llmdeploy.stack_yaml import read_stack
 
 cfg = parse(read_stack(PROJECT_ROOT, "llamacpp-cpu"), stack="llamacpp-cpu")
 VmEndpoint("vm", VmArgs.from_config(cfg, SshAuth(Secret(""), "/resolved/agent.sock")), {})

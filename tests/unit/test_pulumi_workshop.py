@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from llmdeploy.stack import outputs as out
-from llmdeploy.stackfile import read_stack
+from llmdeploy.stack import output_names as out
+from llmdeploy.stack_yaml import read_stack
 from support.delivery import provisioned, secrets_tar
 from support.project import ROOT
 from support.pulumi_mocks import Run, is_secret, run_program, unwrap

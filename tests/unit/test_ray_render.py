@@ -18,8 +18,8 @@ from llmdeploy.cli import main
 from llmdeploy.errors import EXIT_USAGE
 from llmdeploy.config import ConfigError, parse
 from llmdeploy.render import BASE_STEPS, FILES_DIR, INSTALL_SECRETS, RAY_STATUS, STEPS_DIR, WAIT_READY, render
-from llmdeploy.secrets import worker_bundle
-from llmdeploy.stackfile import load_stack_config
+from llmdeploy.secret_delivery import worker_bundle
+from llmdeploy.stack_yaml import load_stack_config
 from llmdeploy.topology import REPLICA, WORKER, Node, node
 from support.workshop_stack import people, workshop_project
 from test_workshop_plan import AD1, limits_file, line, plan

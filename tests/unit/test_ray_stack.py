@@ -12,8 +12,8 @@ import pytest
 from llmdeploy import addresses, raycluster
 from support.delivery import provisioned, secrets_tar
 from support.project import ROOT
-from llmdeploy.stack import outputs as out
-from llmdeploy.stackfile import read_stack
+from llmdeploy.stack import output_names as out
+from llmdeploy.stack_yaml import read_stack
 from support.pulumi_mocks import PUBLIC_IP, Registered, Run, is_secret, run_program, unwrap
 from test_pulumi_program import MAIN, PRIVATE_KEY, run_stack
 

@@ -11,7 +11,7 @@ import pytest
 
 from llmdeploy.declared import declarations
 from llmdeploy.docs import CONFIG_DOC, START, config_table, readme_table, update_doc
-from llmdeploy.stackfile import secret_env_name
+from llmdeploy.stack_yaml import secret_env_name
 from support.project import ROOT
 
 README = ROOT / "README.md"

@@ -16,7 +16,7 @@ import yaml
 from llmdeploy.config import CHAT_UI_PORTS, parse
 from llmdeploy.render import (ENGINE_ROUTES, FILES_DIR, LIBEXEC, STEPS_DIR, _ENV, Rendered, encode_user_data,
                               engine_unit, render)
-from llmdeploy.stackfile import load_stack_config
+from llmdeploy.stack_yaml import load_stack_config
 from llmdeploy.vmpaths import BOOTSTRAP, BUNDLE_DIGEST, RECEIVE_BUNDLE
 from support.project import EXAMPLE_STACKS, ROOT, example_stack, minimal_raw
 

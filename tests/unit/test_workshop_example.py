@@ -12,8 +12,8 @@ import pytest
 
 from llmdeploy.cli import main
 from llmdeploy.outfolder import MANIFEST
-from llmdeploy.stack import outputs as out
-from llmdeploy.stackfile import read_stack
+from llmdeploy.stack import output_names as out
+from llmdeploy.stack_yaml import read_stack
 from support.project import ROOT, WORKSHOP_STACKS
 from support.pulumi_mocks import run_program, unwrap
 from support.workshop_example import STACK, active_ids, roster_rows

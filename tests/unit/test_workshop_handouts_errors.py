@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from llmdeploy.secrets import generate_api_key
+from llmdeploy.secret_delivery import generate_api_key
 from support.handouts import project, run
 from support.workshop_stack import STACK, attendee_entry
 

@@ -7,7 +7,7 @@ import pytest
 
 from llmdeploy.config import ConfigError, StackConfig
 from llmdeploy.render import FILES_DIR, STEPS_DIR, XINFERENCE_MODELS, render
-from llmdeploy.stackfile import load_stack_config
+from llmdeploy.stack_yaml import load_stack_config
 from llmdeploy.vmpaths import GATE_DEADLINE, WAIT_READY
 from support.endpoint import endpoint_config
 from support.project import ROOT

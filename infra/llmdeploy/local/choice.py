@@ -75,4 +75,4 @@ def machine_probes(kernel: Callable[[], Path]) -> Probes:
             return False, "no /dev/kvm"
         return qemu.kvm_works(kernel())
 
-    return Probes(kvm=kvm, is_root=lambda: os.geteuid() == 0, nspawn_missing=nspawn.missing_tools)
+    return Probes(kvm=kvm, is_root=lambda: os.geteuid() == 0, nspawn_missing=nspawn.missing_nspawn_tools)

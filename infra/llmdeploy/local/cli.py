@@ -73,11 +73,11 @@ def cmd_up(args: argparse.Namespace) -> int:
                                runtime=args.runtime, model_file=args.model_file, forward=list(args.forward or []),
                                keep_on_failure=args.keep_on_failure, torch_wheels=list(args.torch_wheels or []),
                                config_from_env=args.config_from_env)
-    lifecycle.up(opts)
+    lifecycle.local_up(opts)
     return EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_local_status(args: argparse.Namespace) -> int:
     from . import vmstatus
 
     return vmstatus.status(args.stack)
@@ -202,7 +202,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", parents=[stack], help="is the VM up: ports, processes, stages",
                         description="Is the VM up: ports, processes, stages.", **_example("llmdeploy local status"))
-    st.set_defaults(func=cmd_status)
+    st.set_defaults(func=cmd_local_status)
 
     sh = sub.add_parser("ssh", parents=[stack], help="log in as the admin user (or run a command)",
                         description="Log in as the admin user (or run a command).",

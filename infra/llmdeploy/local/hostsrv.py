@@ -117,7 +117,7 @@ def start_model_server(folder: Path, log: Path, token: str = "", host: str = "12
     try:
         wait_ports([port], pid, "the model server", log, host=host)
     except BaseException:
-        procs.stop(pid, str(folder))
+        procs.stop_process(pid, str(folder))
         raise
     return ModelServer(pid, port, folder, guest_host)
 
@@ -216,8 +216,8 @@ def start_pebble(folder: Path, http_port: int, bind: str = "127.0.0.1",
             resp.raise_for_status()
             root = resp.text
     except BaseException:
-        procs.stop(pebble_pid, str(config))
-        procs.stop(dns_pid, dns_marker)
+        procs.stop_process(pebble_pid, str(config))
+        procs.stop_process(dns_pid, dns_marker)
         raise
     (folder / "acme-root.pem").write_text(root)
     return PebbleServer(pebble_pid, dns_pid, dns_marker, f"https://{guest_host}:{acme}/dir", ca_pem, root)

@@ -178,7 +178,7 @@ def cached_image(mirror: str | None = None) -> Image | None:
     return image if image.complete() else None
 
 
-def missing_tools() -> list[str]:
+def missing_image_tools() -> list[str]:
     return sorted({pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None})
 
 
@@ -214,7 +214,7 @@ def remove_tree(path: Path) -> None:
 
 
 def _checked_host(what: str) -> None:
-    problems = missing_tools()
+    problems = missing_image_tools()
     if problems:
         raise ImageError(f"building {what} needs {', '.join(problems)}: apt-get install {' '.join(problems)} "
                          "(scripts/setup.sh installs them)")

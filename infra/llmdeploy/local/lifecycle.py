@@ -34,7 +34,7 @@ from ..render import HostLayout, render
 from ..smoke.redact import Redactor
 from ..smoke.report import check_line
 from ..sshclient import Session
-from ..stackfile import from_environment, read_stack
+from ..stack_yaml import from_environment, read_stack
 from . import LocalError, checks, choice, hostsrv, image, procs, qemu, runtime
 from .guestlogin import confirm_host_key, first_login, login
 from .localconfig import ModelSource, host_ca_certs, local_config, model_source, torch_wheel_dirs
@@ -59,7 +59,7 @@ class UpOptions:
     model_file: str | None = None
     forward: list[int] = field(default_factory=list)
     keep_on_failure: bool = False
-    config_from_env: bool = False  # the config as `pulumi up` resolved it (stackfile.from_environment)
+    config_from_env: bool = False  # the config as `pulumi up` resolved it (stack_yaml.from_environment)
     torch_wheels: list[str] = field(default_factory=list)
 
 
@@ -127,7 +127,7 @@ def _sets_torch_index(values: Mapping[str, Any], root: Path) -> bool:
 
 # ---------------------------------------------------------------------------------------------- up
 
-def up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
+def local_up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
     out: TextIO = stream or sys.stdout  # a new name: the closures below need it narrowed
     values = stack_values(opts)
     cfg0 = check_stack(opts, values)
@@ -399,7 +399,7 @@ def teardown(state: VmState) -> list[str]:
         stopped.append(f"{guest.name} (pid {state.pids.get(guest.name)})")
     for name in HOST_SERVERS:
         pid = state.pids.get(name)
-        if pid and procs.stop(pid, state.markers.get(name, "\0never")):
+        if pid and procs.stop_process(pid, state.markers.get(name, "\0never")):
             stopped.append(f"{name} (pid {pid})")
     remove_folder(state.stack)
     return stopped

@@ -19,7 +19,7 @@ from ..declared import declarations
 from ..engines import ENGINES
 from ..errors import UsageError
 from ..pem import certificates
-from ..stackfile import read_stack
+from ..stack_yaml import read_stack
 from . import paths
 from .hostsrv import GUEST_HOST_IP
 

@@ -67,7 +67,7 @@ class NspawnError(Failure):
     """The container could not be created or started; the message says why and what to do."""
 
 
-def missing_tools() -> list[str]:
+def missing_nspawn_tools() -> list[str]:
     import shutil
 
     return sorted({pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None})
@@ -288,7 +288,7 @@ def kill_container(root: Path, timeout: float = 10.0) -> list[int]:
     return pids
 
 
-def launch(spec_path: Path, log: Path) -> int:
+def start_container(spec_path: Path, log: Path) -> int:
     """Start the supervisor of the container described at spec_path, detached; return its PID once the
     forwarded ports listen. The spec's path is on its command line: the marker procs.alive/stop check."""
     from . import procs
@@ -304,7 +304,7 @@ def launch(spec_path: Path, log: Path) -> int:
                               f"{procs.tail(log, 15)}\nconsole: {procs.tail(Path(spec.console_log), 15)}")
         if all(_listening(port) for port in spec.forwards.values()):
             return pid
-    procs.stop(pid, str(spec_path), grace=STOP_GRACE_S)
+    procs.stop_process(pid, str(spec_path), grace=STOP_GRACE_S)
     raise NspawnError(f"the container's port forwarders did not listen within 30s; {log}:\n{procs.tail(log, 15)}")
 
 
@@ -316,12 +316,12 @@ def _listening(port: int) -> bool:
         return False
 
 
-def stop(spec_path: Path, pid: int | None) -> bool:
+def stop_container(spec_path: Path, pid: int | None) -> bool:
     """Stop the supervisor by PID (it shuts the container down in order), then remove whatever is left:
     processes inside the container, the NAT rules, the namespace, the root copy. True if something ran."""
     from . import procs
 
-    stopped = procs.stop(pid, str(spec_path), grace=STOP_GRACE_S + 15)
+    stopped = procs.stop_process(pid, str(spec_path), grace=STOP_GRACE_S + 15)
     try:
         spec = ContainerSpec.load(spec_path)
     except (OSError, ValueError, TypeError):

@@ -54,7 +54,7 @@ def alive(pid: int | None, marker: str = "") -> bool:
     return marker in cmdline(pid) if marker else True
 
 
-def stop(pid: int | None, marker: str, grace: float = 10.0) -> bool:
+def stop_process(pid: int | None, marker: str, grace: float = 10.0) -> bool:
     """SIGTERM the process group led by pid, SIGKILL after `grace` seconds; True if something was stopped.
     A pid whose command line lacks `marker` is left alone (it is not ours any more)."""
     if not pid or not alive(pid, marker):

@@ -167,7 +167,7 @@ def create_overlay(base: Path, overlay: Path) -> None:
         raise QemuError(f"qemu-img create failed: {proc.stderr.strip()}")
 
 
-def launch(spec: VmSpec, settle: float = 1.5) -> int:
+def start_qemu(spec: VmSpec, settle: float = 1.5) -> int:
     """Start QEMU detached and return its PID; raise QemuError with QEMU's output if it exits at once
     (a port already taken, a missing file, KVM refusing)."""
     spec.serial_log.unlink(missing_ok=True)

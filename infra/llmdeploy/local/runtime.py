@@ -88,7 +88,7 @@ class Runtime:
     def stop(self, state: VmState) -> bool:
         """Stop the guest by PID and remove what it used outside the state folder; True if it ran."""
         pid = state.pids.get(self.name)
-        return bool(pid) and procs.stop(pid, state.markers.get(self.name, "\0never"))
+        return bool(pid) and procs.stop_process(pid, state.markers.get(self.name, "\0never"))
 
     def describe(self, state: VmState) -> str:
         raise NotImplementedError
@@ -123,7 +123,7 @@ class QemuRuntime(Runtime):
 
     def _launch(self, state: VmState, spec: qemu.VmSpec, say: Say, elapsed: Clock) -> None:
         qemu.create_overlay(spec.base_disk, spec.overlay)
-        pid = qemu.launch(spec)
+        pid = qemu.start_qemu(spec)
         state.markers["qemu"] = str(spec.overlay)
         ports = self._started(state, pid, spec.accel.name, spec.accel.reason, elapsed)
         say(f"booting: QEMU pid {pid}, {spec.accel.name.upper()} ({spec.accel.reason}), {spec.vcpus} vCPU, "
@@ -137,7 +137,7 @@ class QemuRuntime(Runtime):
         dead = not self.alive(state)
         if failure or (dead and kvm):
             say(f"KVM failed ({failure or 'QEMU exited'}); restarting the VM under TCG")
-            procs.stop(state.pids.get("qemu"), state.markers.get("qemu", ""))
+            procs.stop_process(state.pids.get("qemu"), state.markers.get("qemu", ""))
             spec.accel = qemu.Accel("tcg", f"KVM failed at boot ({failure or 'QEMU exited'})")
             self._launch(state, spec, say, elapsed)
         elif dead:
@@ -164,7 +164,7 @@ class NspawnRuntime(Runtime):
         return nspawn.ContainerSpec.load(self._spec_path(state))
 
     def tool_problems(self) -> list[str]:
-        return nspawn.missing_tools()
+        return nspawn.missing_nspawn_tools()
 
     def ensure_image(self, say: Say) -> tuple[image.Image, bool]:
         if os.geteuid() != 0:
@@ -189,7 +189,7 @@ class NspawnRuntime(Runtime):
     def boot(self, state: VmState, img: image.Image, user_data: str, hostname: str, say: Say, elapsed: Clock) -> None:
         spec = self._spec(state)
         nspawn.prepare_root(spec, img.rootfs, user_data, meta_data(state.instance_id, hostname))
-        pid = nspawn.launch(self._spec_path(state), state.runtime_log)
+        pid = nspawn.start_container(self._spec_path(state), state.runtime_log)
         ports = self._started(state, pid, "native", "a systemd container on this machine's kernel", elapsed)
         say(f"booting: systemd container {spec.name} (supervisor pid {pid}), native speed, guest {spec.guest_ip}, "
             f"this machine {spec.host_ip}; ports {ports}")
@@ -204,7 +204,7 @@ class NspawnRuntime(Runtime):
         path = self._spec_path(state)
         if not path.is_file():
             return False
-        return nspawn.stop(path, state.pids.get("nspawn"))
+        return nspawn.stop_container(path, state.pids.get("nspawn"))
 
     def describe(self, state: VmState) -> str:
         try:

@@ -13,7 +13,7 @@ from ..config import StackConfig
 from ..errors import UsageError
 from ..polling import attempts
 from ..private_files import write_private
-from ..secrets import INSTALLER_WAIT_S, generate_api_key, generate_webui_secret_key, secrets_bundle
+from ..secret_delivery import INSTALLER_WAIT_S, generate_api_key, random_webui_secret_key, secrets_bundle
 from ..smoke.targets import Credentials
 from ..sshclient import Session
 from . import API_KEYS_ENV, WEBUI_SECRET_KEY_ENV, LocalError, checks
@@ -29,7 +29,7 @@ def deliver_secrets(state: VmState, cfg: StackConfig, session: Session, say: Say
     state.keys_from_caller = bool(os.environ.get(API_KEYS_ENV))
     if keys:
         write_private(state.api_keys_file, json.dumps(keys, indent=2) + "\n")
-    webui_key = (os.environ.get(WEBUI_SECRET_KEY_ENV) or generate_webui_secret_key()) if cfg.chat.ui == "open-webui" \
+    webui_key = (os.environ.get(WEBUI_SECRET_KEY_ENV) or random_webui_secret_key()) if cfg.chat.ui == "open-webui" \
         else ""
     secrets = secrets_bundle(cfg, keys, webui_secret_key=webui_key)
     delivered = session.run(delivery_script(), stdin=payload(bundle, secrets), timeout=2 * INSTALLER_WAIT_S + 120)

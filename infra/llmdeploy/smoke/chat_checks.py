@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from ..result import FAIL, CheckResult, timed
-from ..secrets import generate_api_key
+from ..secret_delivery import generate_api_key
 from .http_client import excerpt, make_session
 from .targets import Target
 

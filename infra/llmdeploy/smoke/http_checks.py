@@ -102,7 +102,7 @@ def check_hostname(target: Target, probe: TlsProbe) -> CheckResult:
     return result
 
 
-def check_expiry(probe: TlsProbe, now: datetime | None = None) -> CheckResult:
+def check_cert_expiry(probe: TlsProbe, now: datetime | None = None) -> CheckResult:
     with timed("tls: expiry") as result:
         if probe.leaf_der is None:
             return result.fail("the server sent no certificate")
@@ -178,7 +178,7 @@ def tls_checks(session: requests.Session, target: Target, path: str) -> tuple[li
     if handshake.status == FAIL:
         handshake.summary = f"no TLS handshake with {target.host}:{target.port}: {handshake.summary}"
         return [handshake], "there is no TLS connection"
-    results = [check_chain(target, probe), check_hostname(target, probe), check_expiry(probe)]
+    results = [check_chain(target, probe), check_hostname(target, probe), check_cert_expiry(probe)]
     results[0].seconds = round(results[0].seconds + handshake.seconds, 3)  # the handshakes were the chain's work
     untrusted = None if all(r.ok for r in results[:2]) else \
         "credentials are never sent to a server whose certificate failed verification"

@@ -11,7 +11,7 @@ from ..errors import UsageError
 MASK = "***"
 # The shortest secret the Redactor takes, the same floor as basic-auth passwords (config.py). A shorter one occurs
 # by chance in ordinary text ('a' in "openai", '1' in 127.0.0.1), and masking it there shows the secret itself:
-# "open***i" reads as "the key is a". Generated keys are far longer (secrets.generate_api_key).
+# "open***i" reads as "the key is a". Generated keys are far longer (secret_delivery.generate_api_key).
 MIN_SECRET_CHARS = 12
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..result import FAIL, CheckResult, timed
 from ..sshclient import HostKeyMismatch, Session, SshError, connect
-from ..vmpaths import CLOUD_INIT_OUTPUT, READY_MARKER, STACK_INFO, STAGES_DIR, step_log
+from ..vmpaths import CLOUD_INIT_OUTPUT, READY_MARKER, STAGES_DIR, VM_FACTS_FILE, step_log
 
 DISK_WARN_FREE = 0.10  # warn when less than this share of / is free
 MEMORY_WARN_FREE = 0.15  # warn when less than this share of memory is available
@@ -130,12 +130,12 @@ def _gib(kib: int) -> str:
 
 # ---------------------------------------------------------------------------------------------- checks
 
-def read_stack_info(vm: Session) -> tuple[CheckResult, dict[str, Any] | None]:
+def read_vm_facts(vm: Session) -> tuple[CheckResult, dict[str, Any] | None]:
     with timed("ssh: stack info") as r:
-        cmd = vm.sudo(["cat", STACK_INFO])
+        cmd = vm.sudo(["cat", VM_FACTS_FILE])
         r.evidence["commands"] = [cmd.evidence()]
         if not cmd.ok:
-            r.fail(f"{STACK_INFO} not readable (exit {cmd.exit_code}): {cmd.stderr.strip()[:200]} "
+            r.fail(f"{VM_FACTS_FILE} not readable (exit {cmd.exit_code}): {cmd.stderr.strip()[:200]} "
                    "- cloud-init has not written it (yet), or this is not an llmdeploy VM")
             return r, None
         info = json.loads(cmd.stdout)
@@ -305,7 +305,7 @@ def run_ssh_checks(host: str, user: str, key_file: str, port: int = 22, host_key
         return [connected]
     results = [connected]
     try:
-        info_result, info = read_stack_info(vm)
+        info_result, info = read_vm_facts(vm)
         results += [info_result, check_cloud_init(vm, timeout)]
         if info is not None:
             results.append(check_stage_markers(vm, info))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_random as random
 
-from ..secrets import KEY_PREFIX
+from ..secret_delivery import KEY_PREFIX
 
 KEY_LENGTH = 43  # random part of a key: 43 letters and digits, about 256 bits
 
@@ -41,7 +41,7 @@ def generate_secret(resource_name: str, parent: pulumi.Resource, length: int = K
     return GeneratedSecret(pulumi.Output.secret(password.result), password.id)
 
 
-def generate_webui_secret_key(name: str, parent: pulumi.Resource) -> pulumi.Output[str]:
+def pulumi_webui_secret_key(name: str, parent: pulumi.Resource) -> pulumi.Output[str]:
     """Open WebUI's WEBUI_SECRET_KEY (chatUi open-webui; it signs the frontend's sessions): <name>-open-webui-secret-key,
     delivered over SSH with the API keys."""
     return generate_secret(f"{name}-open-webui-secret-key", parent).value

@@ -14,7 +14,7 @@ from .. import acme_roots
 from ..config import Secret, StackConfig
 from ..bundle import delivery_script, payload
 from ..pem import first_certificate
-from ..secrets import DeliveredSecrets
+from ..secret_delivery import DeliveredSecrets
 from ..vmpaths import WAIT_READY
 
 def readiness_script(timeout_s: int) -> str:

@@ -21,8 +21,8 @@ from ..config import StackConfig
 from ..declared import PROJECT_ROOT
 from ..local import API_KEYS_ENV, WEBUI_SECRET_KEY_ENV
 from ..render import render
-from ..stackfile import config_environment
-from .api_keys import generate_api_keys, generate_webui_secret_key
+from ..stack_yaml import config_environment
+from .api_keys import generate_api_keys, pulumi_webui_secret_key
 
 ENDPOINT_LINE = re.compile(r"^endpoint:\s+(https://\S+)\s*$", re.M)
 
@@ -56,13 +56,13 @@ class LocalVmEndpoint(pulumi.ComponentResource):
         environment: dict[str, pulumi.Input[str]] = {API_KEYS_ENV: self.api_keys.apply(json.dumps),
                                                      **config_environment(values)}
         if cfg.chat.ui == "open-webui":
-            environment[WEBUI_SECRET_KEY_ENV] = generate_webui_secret_key(name, self)
+            environment[WEBUI_SECRET_KEY_ENV] = pulumi_webui_secret_key(name, self)
         # A new VM whenever what it would boot changes; the old one goes first (same stack, same state folder).
-        fingerprint = hashlib.sha256(render(cfg).user_data.encode()).hexdigest()
+        user_data_digest = hashlib.sha256(render(cfg).user_data.encode()).hexdigest()
         vm = local.Command(
             f"{name}-vm", create=up_command(cfg.stack, project_dir), delete=down_command(cfg.stack),
             dir=project_dir, environment=pulumi.Output.secret(environment),
-            triggers=[fingerprint, *keys.ids],
+            triggers=[user_data_digest, *keys.ids],
             logging=local.Logging.STDOUT_AND_STDERR,
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, custom_timeouts=pulumi.CustomTimeouts(
                 create=f"{cfg.readiness_timeout_minutes + 30}m")))

@@ -18,9 +18,9 @@ from ..render import render
 from ..shapes import Shape
 from ..topology import nodes
 from . import gates
-from .api_keys import generate_api_keys, generate_secret, generate_webui_secret_key
+from .api_keys import generate_api_keys, generate_secret, pulumi_webui_secret_key
 from .network import Network
-from .vm import PublicEndpoint, VmArgs, checked_boot, dns_record, launch, reserved_ip
+from .vm import PublicEndpoint, VmArgs, checked_boot, dns_record, launch_instance, reserved_ip
 
 RAY_TOKEN_LENGTH = 64  # as Ray's own (`ray get-auth-token --generate`: 256 bits)
 
@@ -62,20 +62,20 @@ class RayClusterEndpoint(PublicEndpoint):
         token = generate_secret(f"{name}-ray-token", self, RAY_TOKEN_LENGTH)
         ray_token = token.value
 
-        head = launch(f"{name}-head", head_args, head_args.boot, network.subnet_id,
-                      [network.nsg_id, network.cluster_nsg_id], "head", tags, child, private_ip=args.head_ip)
+        head = launch_instance(f"{name}-head", head_args, head_args.boot, network.subnet_id,
+                               [network.nsg_id, network.cluster_nsg_id], "head", tags, child, private_ip=args.head_ip)
         ip = reserved_ip(name, head_args.compartment_id, head, tags, self)
         for index, (worker_ip, boot) in enumerate(zip(args.worker_ips, args.worker_boots)):
-            worker = launch(f"{name}-worker-{index}", head_args, boot, network.worker_subnet_id,
-                            [network.cluster_nsg_id], f"worker{index}", tags, child, shape=args.worker_shape,
-                            private_ip=worker_ip)
+            worker = launch_instance(f"{name}-worker-{index}", head_args, boot, network.worker_subnet_id,
+                                     [network.cluster_nsg_id], f"worker{index}", tags, child, shape=args.worker_shape,
+                                     private_ip=worker_ip)
             # Through the head: its sshd must be up, and the worker's token must arrive for it to join.
             gates.worker_readiness(f"{name}-worker-{index}", head_args.readiness, worker_ip, ip.ip_address, ray_token,
                                    [worker, head, ip], [worker.id, token.id], self, boot.bundle)
         keys = generate_api_keys(name, list(head_args.api_key_names), self)
         self.api_keys = keys.values
         # Open WebUI on the head (chatUi open-webui): its step waits for this key, as on the vm target.
-        webui_key = generate_webui_secret_key(name, self) if head_args.readiness.secrets.webui else ""
+        webui_key = pulumi_webui_secret_key(name, self) if head_args.readiness.secrets.webui else ""
         ready = gates.readiness(name, head_args.readiness, ip.ip_address, self.api_keys,
                                 [head, ip, *dns_record(name, head_args, ip, child)], [head.id, token.id, *keys.ids],
                                 self, head_args.boot.bundle, ray_token=ray_token, webui_secret_key=webui_key)

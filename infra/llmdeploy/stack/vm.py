@@ -16,7 +16,7 @@ from ..render import render
 from ..shapes import Shape
 from ..topology import nodes
 from . import gates
-from .api_keys import generate_api_keys, generate_webui_secret_key
+from .api_keys import generate_api_keys, pulumi_webui_secret_key
 from .network import Network, NetworkArgs
 
 
@@ -154,9 +154,10 @@ def reserved_ip(name: str, compartment_id: str, instance: core.Instance, tags: d
                          opts=pulumi.ResourceOptions(parent=parent))
 
 
-def launch(name: str, args: VmArgs, boot: Provisioning, subnet_id: pulumi.Input[str], nsg_ids: list[pulumi.Input[str]],
-           hostname: str, tags: dict[str, str], opts: pulumi.ResourceOptions, shape: Shape | None = None,
-           private_ip: str | None = None) -> core.Instance:
+def launch_instance(name: str, args: VmArgs, boot: Provisioning, subnet_id: pulumi.Input[str],
+                    nsg_ids: list[pulumi.Input[str]],
+                    hostname: str, tags: dict[str, str], opts: pulumi.ResourceOptions, shape: Shape | None = None,
+                    private_ip: str | None = None) -> core.Instance:
     """An instance booting boot's user-data with no public IP of its own (a reserved one is attached, or none); shape
     and private_ip for a Ray worker (its own shape, a fixed address)."""
     shape = shape or args.shape
@@ -207,9 +208,9 @@ def launch_replicas(name: str, args: VmArgs, network: Network, tags: dict[str, s
     replicas = []
     for index, (replica_ip, boot) in enumerate(zip(ips, args.replica_boots)):
         assert network.worker_subnet_id is not None
-        replicas.append((replica_ip, launch(f"{name}-replica-{index}", args, boot, network.worker_subnet_id,
-                                            replica_nsgs(args, network), f"replica{index}", tags, opts,
-                                            private_ip=replica_ip)))
+        replicas.append((replica_ip, launch_instance(f"{name}-replica-{index}", args, boot, network.worker_subnet_id,
+                                                     replica_nsgs(args, network), f"replica{index}", tags, opts,
+                                                     private_ip=replica_ip)))
     return replicas
 
 
@@ -261,9 +262,9 @@ class VmEndpoint(PublicEndpoint):
         super().__init__("llmdeploy:vm:VmEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         network = network or Network(f"{name}-net", args.network, tags, opts=child)  # a workshop shares one
-        instance = launch(f"{name}-instance", args, args.boot, network.subnet_id,
-                          [network.nsg_id, *replica_nsgs(args, network)], "llm", tags, child,
-                          private_ip=head_private_ip(args))
+        instance = launch_instance(f"{name}-instance", args, args.boot, network.subnet_id,
+                                   [network.nsg_id, *replica_nsgs(args, network)], "llm", tags, child,
+                                   private_ip=head_private_ip(args))
         replicas = launch_replicas(name, args, network, tags, child)
         self.replica_ips = [replica_ip for replica_ip, _ in replicas]
         ip = reserved_ip(name, args.compartment_id, instance, tags, self)
@@ -276,7 +277,7 @@ class VmEndpoint(PublicEndpoint):
         keys = generate_api_keys(name, list(args.api_key_names), self)
         self.api_keys = keys.values
         # Open WebUI's WEBUI_SECRET_KEY (chatUi open-webui), delivered with the API keys.
-        webui_key = generate_webui_secret_key(name, self) if args.readiness.secrets.webui else ""
+        webui_key = pulumi_webui_secret_key(name, self) if args.readiness.secrets.webui else ""
         ready = gates.readiness(name, args.readiness, ip.ip_address, self.api_keys, waits_for,
                                 [instance.id, *keys.ids], self, args.boot.bundle, webui_secret_key=webui_key)
         self._publish(name, args, ip, ready, replicas_ready)

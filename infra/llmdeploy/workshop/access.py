@@ -15,7 +15,7 @@ from ..endpoints import EndpointPlan
 from ..errors import UsageError
 from ..roster import Attendee
 from .pulumi_cli import resources, urn_name
-from .stackinfo import WorkshopStack
+from .loaded_stack import WorkshopStack
 
 
 def find_attendee(attendees: list[Attendee], attendee_id: str, ws: WorkshopStack) -> Attendee:

@@ -20,7 +20,7 @@ from ..projectdir import find_project_dir, stack_arg
 # Each command imports what it uses when it runs: the smoke checks, handouts and status pull in requests,
 # paramiko and weasyprint, and the config readers yaml and jinja2, none of which `llmdeploy --help` needs.
 if TYPE_CHECKING:
-    from .stackoutputs import AttendeeOutput
+    from .attendee_outputs import AttendeeOutput
 
 # Endpoints smoke-tested at once by `workshop status`: scripts/bench_workshop_smoke.py measured 32 as the fastest
 # for 200 endpoints on 2 cores (64 was no faster and starved the stream timing checks).
@@ -51,7 +51,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .limits import FileLimits, LimitsSource, OciLimits
     from .oci_clients import load_config
     from .plan import build
-    from .stackinfo import load
+    from .loaded_stack import load
 
     if args.le_issued < 0:
         raise UsageError("--le-issued must be 0 or more (certificates already issued this week)")
@@ -80,7 +80,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _attendees(args: argparse.Namespace, root: Path) -> list[AttendeeOutput]:
-    from .stackoutputs import attendee_outputs, load_outputs
+    from .attendee_outputs import attendee_outputs, load_outputs
 
     outputs, source = load_outputs(root, args.stack, args.outputs)
     return attendee_outputs(outputs, source)
@@ -95,7 +95,7 @@ def _status_path(args: argparse.Namespace, root: Path) -> Path:
 def _handed_out(given: list[AttendeeOutput], root: Path, stack: str) -> list[AttendeeOutput]:
     """The attendees to give a handout: every one the roster lists as active. An id the roster does not list is
     refused (an outputs file of another stack, or of a roster since edited); a revoked one is left out, and said."""
-    from .stackinfo import load
+    from .loaded_stack import load
 
     roster = {a.id: a for a in load(root, stack).attendees()}
     strangers = [a.id for a in given if a.id not in roster]
@@ -136,10 +136,10 @@ def cmd_handouts(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_workshop_status(args: argparse.Namespace) -> int:
     from ..smoke.report import SmokeProgress, check_line, summary_table, to_json, totals_line, write_text
     from ..smoke.runner import run_targets
-    from .status import record, redactor, stack_acme_trust, targets
+    from .status import redactor, stack_acme_trust, targets, update_status_file
 
     root = _root(args)
     _stack_name(args.stack)
@@ -168,7 +168,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("\n" + summary_table(reports, red))
     print("\n" + totals_line(reports))
     status_path = _status_path(args, root)
-    record(status_path, args.stack, reports, red)
+    update_status_file(status_path, args.stack, reports, red)
     passed = sum(1 for r in reports if r.passed)
     print(f"{passed} of {len(reports)} attendee endpoint(s) passed; recorded in {status_path}")
     if args.json:
@@ -182,14 +182,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_rotate(args: argparse.Namespace) -> int:
     from . import pulumi_cli
     from .access import find_urn, key_resource_name
-    from .stackinfo import load
+    from .loaded_stack import load
 
     root = _root(args)
     ws = load(root, _stack_name(args.stack))
     name = key_resource_name(ws, args.attendee)
     urn = find_urn(pulumi_cli.stack_export(root, ws.stack), name, ws.stack)
     print(f"rotating the key of attendee '{args.attendee}': replacing {name}")
-    code = pulumi_cli.up(root, ws.stack, replace=[urn])
+    code = pulumi_cli.pulumi_up(root, ws.stack, replace=[urn])
     if code != 0:
         print(f"llmdeploy workshop rotate: pulumi up exited with {code}; the old key may still be in place (see "
               "pulumi's output above), run the same command again once the cause is fixed", file=sys.stderr)
@@ -203,7 +203,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     from ..roster import set_status
     from . import pulumi_cli
     from .access import find_attendee
-    from .stackinfo import load
+    from .loaded_stack import load
 
     root = _root(args)
     ws = load(root, _stack_name(args.stack))
@@ -216,7 +216,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     if args.no_up:
         print(f"not applied yet: run `pulumi up --stack {ws.stack}` to remove their key (or endpoint)")
         return EXIT_OK
-    code = pulumi_cli.up(root, ws.stack)
+    code = pulumi_cli.pulumi_up(root, ws.stack)
     if code != 0:
         print(f"llmdeploy workshop revoke: pulumi up exited with {code}; the roster says revoked but the key may "
               "still work until `pulumi up` succeeds", file=sys.stderr)
@@ -240,7 +240,7 @@ def _confirm(stack: str) -> None:
 def cmd_teardown(args: argparse.Namespace) -> int:
     from . import pulumi_cli
     from .oci_clients import load_config
-    from .stackinfo import load
+    from .loaded_stack import load
     from .teardown import DNS_NOTE, remaining_after_destroy
 
     root = _root(args)
@@ -253,7 +253,7 @@ def cmd_teardown(args: argparse.Namespace) -> int:
         pulumi_cli.binary()
         if not args.yes:
             _confirm(ws.stack)
-        code = pulumi_cli.destroy(root, ws.stack)
+        code = pulumi_cli.pulumi_destroy(root, ws.stack)
         destroyed = code == 0
         if not destroyed:
             print(f"pulumi destroy exited with {code}; checking what is left anyway", file=sys.stderr)
@@ -373,7 +373,7 @@ def register(subparsers: Any) -> None:
                    help=f"endpoints checked at once (default: {STATUS_CONCURRENCY})")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds per request (default: 30)")
     p.add_argument("--json", metavar="FILE", help="write every result as JSON (keys redacted)")
-    p.set_defaults(func=cmd_status, command_name="workshop status")
+    p.set_defaults(func=cmd_workshop_status, command_name="workshop status")
 
     p = _parser(sub, "rotate", "give one attendee a new key (pulumi up --replace of their key)",
                 "llmdeploy workshop rotate alice --stack workshop-a10")

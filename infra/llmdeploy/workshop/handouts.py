@@ -39,7 +39,7 @@ from ..engines import ENGINES
 from ..errors import Failure, UsageError
 from ..private_files import secure_folder, write_private
 from .handout_template import CSS, PAGE
-from .stackoutputs import AttendeeOutput
+from .attendee_outputs import AttendeeOutput
 from .status import attendee_ca
 
 PROMPT = "Say hello in five words."

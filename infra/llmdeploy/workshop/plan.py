@@ -101,7 +101,7 @@ def build(cfg: StackConfig, attendees: list[Attendee], endpoints: list[EndpointP
     check_limits(plan, cfg, source, offline_reason)
     check_letsencrypt(plan, cfg, le_issued)
     check_dns(plan, cfg)
-    check_expiry(plan, cfg, now)
+    check_workshop_expiry(plan, cfg, now)
     check_cost(plan)
     return plan
 
@@ -311,7 +311,7 @@ def check_dns(plan: Plan, cfg: StackConfig) -> None:
                  f"in that zone; pulumi config set workshopDomain ws.{zone}")
 
 
-def check_expiry(plan: Plan, cfg: StackConfig, now: datetime) -> None:
+def check_workshop_expiry(plan: Plan, cfg: StackConfig, now: datetime) -> None:
     if not cfg.expires_at:
         plan.add("expiresAt", WARN, "not set: `llmdeploy reap --expired` will never collect this workshop if its "
                  "stack is lost; pulumi config set expiresAt <end of the workshop, UTC>")

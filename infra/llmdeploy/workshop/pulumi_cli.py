@@ -106,12 +106,12 @@ def run_visible(args: Sequence[str], root: Path, stack: str) -> int:
         raise UsageError(f"cannot run {cmd[0]}: {exc.strerror or exc}; {INSTALL_HINT}") from None
 
 
-def up(root: Path, stack: str, replace: Sequence[str] = ()) -> int:
+def pulumi_up(root: Path, stack: str, replace: Sequence[str] = ()) -> int:
     args = ["up", "--yes"]
     for urn in replace:
         args += ["--replace", urn]
     return run_visible(args, root, stack)
 
 
-def destroy(root: Path, stack: str) -> int:
+def pulumi_destroy(root: Path, stack: str) -> int:
     return run_visible(["destroy", "--yes"], root, stack)

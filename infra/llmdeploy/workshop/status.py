@@ -25,9 +25,9 @@ from ..errors import UsageError
 from ..smoke.redact import Redactor
 from ..smoke.runner import TargetReport
 from ..smoke.targets import Credentials, Target
-from ..stackfile import read_stack, secret_env_name
+from ..stack_yaml import read_stack, secret_env_name
 from ..textfiles import FileProblem, load_json, read_text
-from .stackoutputs import AttendeeOutput
+from .attendee_outputs import AttendeeOutput
 
 STATUS_VERSION = 1
 
@@ -114,8 +114,8 @@ def read_status(path: Path) -> dict[str, dict[str, Any]]:
     return {str(k): v for k, v in attendees.items() if isinstance(v, dict)}
 
 
-def record(path: Path, stack: str, reports: list[TargetReport], red: Redactor,
-           now: datetime | None = None) -> dict[str, dict[str, Any]]:
+def update_status_file(path: Path, stack: str, reports: list[TargetReport], red: Redactor,
+                       now: datetime | None = None) -> dict[str, dict[str, Any]]:
     """Merge this run into the status file (atomically) and return every attendee's status."""
     now_text = iso(now or datetime.now(timezone.utc))
     status = read_status(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.config import ConfigError, StackConfig
-from llmdeploy.stackfile import StackFileError, load_stack_config, read_stack, secret_env_name
+from llmdeploy.stack_yaml import StackFileError, load_stack_config, read_stack, secret_env_name
 from support.project import ROOT, SSH_KEY
 
 VALID = f"""\
@@ -232,7 +232,7 @@ def test_every_setting_of_the_installed_oci_provider_is_accepted() -> None:
     import re
 
     import pulumi_oci.config.vars as provider
-    from llmdeploy.stackfile import OCI_SETTINGS
+    from llmdeploy.stack_yaml import OCI_SETTINGS
 
     source = Path(provider.__file__).read_text(encoding="utf-8")
     settings = {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)

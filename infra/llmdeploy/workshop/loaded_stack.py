@@ -17,7 +17,7 @@ from ..declared import declarations, project_name
 from ..endpoints import EndpointPlan, plan_endpoints
 from ..errors import UsageError
 from ..roster import Attendee, RosterError, read_roster
-from ..stackfile import read_stack, secret_env_name, stack_file
+from ..stack_yaml import read_stack, secret_env_name, stack_file
 from ..textfiles import FileProblem, load_yaml, read_text
 
 

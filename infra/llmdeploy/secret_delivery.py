@@ -28,7 +28,7 @@ def generate_api_key() -> str:
     return KEY_PREFIX + _random.token_urlsafe(32)
 
 
-def generate_webui_secret_key() -> str:
+def random_webui_secret_key() -> str:
     """Open WebUI's WEBUI_SECRET_KEY (it signs the frontend's session tokens): 256 random bits."""
     return _random.token_urlsafe(32)
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from ..errors import UsageError
 from ..pem import mentions_certificate
-from ..stack.outputs import ATTENDEES
+from ..stack.output_names import ATTENDEES
 from ..textfiles import FileProblem, load_json, read_text
 from . import pulumi_cli
 

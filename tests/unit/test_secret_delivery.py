@@ -5,7 +5,7 @@ import tarfile
 import pytest
 
 from llmdeploy.config import ConfigError, parse
-from llmdeploy.secrets import api_keys_map, generate_api_key, secrets_bundle
+from llmdeploy.secret_delivery import api_keys_map, generate_api_key, secrets_bundle
 from support.project import minimal_raw
 
 CERT = "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----\n"
