@@ -182,7 +182,11 @@ def quoting_problems(script: str, path: str, value: str) -> list[str]:
         start = at + len(word)
         if script[at - 1:at] == "$":
             problems.append(f"{path}: {word!r} follows '$' ($'...' reads backslash escapes)")
-        probe = script[:at] + "'" + script[start:]
+        # A lone quote in the word's place, and the script cut after that line: where bash reads quotes, it is
+        # left open and bash -n fails. Left uncut, a later line's quote could close it (30-docker's grep '"nvidia"'
+        # did, flagging a correctly quoted URL).
+        line_end = script.find("\n", start)
+        probe = script[:at] + "'" + (script[start:] if line_end < 0 else script[start:line_end + 1])
         if bash_n(probe).returncode == 0:
             problems.append(f"{path}: {word!r} sits where bash does not read quotes (a heredoc or double quotes)")
     return problems
@@ -251,6 +255,17 @@ def test_a_hostile_value_is_refused_or_inert(key: str, data: st.DataObject, sche
             problems.append(f"{end}: {lines(rendered, end)} lines, with the good value {lines(good, end)}")
     assert not problems, f"{key}={value!r} ({engine}):\n" + "\n".join(problems)
     assert not MARK.exists(), f"{key}={value!r} ran a payload"
+
+
+def test_the_quoting_probe_tells_a_quoted_word_from_one_in_double_quotes_or_a_heredoc() -> None:
+    """A URL with a '#' is one quoted word in 30-docker.sh, although later lines hold quotes of their own (the old
+    probe let them close its lone quote, and failed the property test at random); in double quotes or a
+    heredoc the same word is still caught."""
+    value = "https://mirror.example.org/deb#"
+    word = shlex.quote(value)
+    assert quoting_problems(f"url={word}\ngrep -q '\"nvidia\"' f\n# it's\n", "s", value) == []
+    assert "double quotes" in "".join(quoting_problems(f'echo "x {word} y"\necho \'z\'\n', "s", value))
+    assert "heredoc" in "".join(quoting_problems(f"cat <<EOF\n{word}\nEOF\necho 'a'\n", "s", value))
 
 
 def test_zz_report_the_count_of_examples() -> None:
