@@ -30,7 +30,7 @@ def test_go_x_crypto_shares_every_algorithm_kind_with_the_drop_in() -> None:
     assert "curve25519-sha256" in lists["KexAlgorithms"] and "aes128-gcm@openssh.com" in lists["Ciphers"]
 
 
-# Keys the target kernels (Debian 12's and Ubuntu's) have but a CI kernel may lack (10-base applies with -e).
+# Keys the target kernels (Debian 12's and Ubuntu's) have but a CI kernel may lack (12-sysctl applies with -e).
 TARGET_KERNEL_ONLY = {"kernel.yama.ptrace_scope", "kernel.sysrq"}
 
 

@@ -104,7 +104,7 @@ datasource_list: [NoCloud, None]
 # The hostname resolves (sudo complains otherwise), as on cloud images.
 manage_etc_hosts: localhost
 # The host keys sshd serves (templates/files/sshd-llmdeploy.conf): Ed25519 and RSA, no ECDSA. RSA takes ~20 s
-# under TCG; 10-base would make it anyway, so the console lists both keys either way.
+# under TCG; 11-sshd would make it anyway, so the console lists both keys either way.
 ssh_genkeytypes: [ed25519, rsa]
 """
 INTERFACES = """\
