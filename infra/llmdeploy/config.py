@@ -24,7 +24,7 @@ from .conf.deployment import TARGETS, DeploymentKind, deployment
 from .conf.host import BYOI_OSES, OSES
 from .conf.local import LocalVm, parse_local_vm
 from .conf.ray import RayCluster, parse_ray
-from .conf.reader import (DOMAIN_RE, MAX_JSON_DEPTH, NAME_RE, ConfigError, Problem, Reader, Secret, _Reader, is_rate,
+from .conf.reader import (DOMAIN_RE, MAX_JSON_DEPTH, NAME_RE, ConfigError, Problem, Reader, Secret, is_rate,
                           set_cmd)
 from .conf.sizing import check_fit, model_size
 from .conf.sources import Sources, parse_sources
@@ -46,7 +46,7 @@ __all__ = [  # what other modules import from here
     "DataScience", "DeploymentKind", "ENGINES", "ENGINE_PORTS", "LlamacppModel", "LocalVm", "MAX_JSON_DEPTH", "OLLAMA_ZSTD_SINCE",
     "OPEN_WEBUI_MEMORY_MB", "OSES", "OllamaModel", "ParsedFrom", "Problem", "RayCluster", "Secret", "Sources",
     "StackConfig", "TARGETS", "TLS_MODES", "Tls", "VLLM_CPU_RUNTIME_GB", "VLLM_DTYPES", "VllmModel", "WorkshopConfig",
-    "XINFERENCE_BACKEND_EXTRAS", "XINFERENCE_INSTALLS", "XinferenceModel", "_Reader", "derive", "gguf_filename",
+    "XINFERENCE_BACKEND_EXTRAS", "XINFERENCE_INSTALLS", "XinferenceModel", "derive", "gguf_filename",
     "is_rate", "parse", "set_cmd"]
 
 ENGINES = ENGINE_NAMES  # the values of the `engine` key

@@ -168,7 +168,6 @@ class Reader:
         return Secret("" if value is None else str(value))
 
 
-_Reader = Reader  # the name config.py's checks used
 
 
 def is_rate(text: str) -> bool:
