@@ -15,6 +15,8 @@ from llmdeploy import bundle
 from llmdeploy.errors import LlmdeployError
 from llmdeploy.local import guestlogin, lifecycle, secretsdelivery
 from llmdeploy.local.state import VmState
+from llmdeploy.polling import wait_for
+from llmdeploy.sshclient import Session, SshError
 from llmdeploy.vmpaths import BUNDLE_DIR, BUNDLE_STAGE, SECRETS_DIR, STAGES_DIR, STEPS_DIR
 from support.project import ROOT
 
@@ -25,9 +27,21 @@ STACK = "local"
 class Refused:
     def __init__(self, error: LlmdeployError, out: str, state: VmState, sent: bytes) -> None:
         self.error, self.out, self.state, self.sent = error, out, state, sent
+        self.last_login_error = ""
+
+    def _login(self) -> Session | None:
+        """A login, or None while sshd is away: cloud-init restarts it once during boot (set_passwords, for
+        ssh_pwauth), and `up` now fails within seconds of its first login, so these checks can land on that
+        restart ("Error reading SSH protocol banner")."""
+        try:
+            return guestlogin.login(self.state)
+        except SshError as exc:
+            self.last_login_error = str(exc)
+            return None
 
     def sudo(self, command: str) -> str:
-        session = guestlogin.login(self.state)
+        session = wait_for(self._login, within=60, every=2)
+        assert session is not None, f"no SSH login to the refused VM within 60 s: {self.last_login_error}"
         try:
             result = session.run(f"sudo -n bash -c {command!r}", timeout=60)
         finally:
@@ -77,4 +91,8 @@ def test_the_guest_marks_the_bundle_stage_failed_and_unpacks_nothing(refused: Re
     assert refused.sudo(f"ls -A {BUNDLE_DIR}").strip() == ""  # nothing of it kept
     assert "No such file" in refused.sudo(f"ls {STEPS_DIR}")  # nothing unpacked, no step ran
     assert "No such file" in refused.sudo(f"ls {SECRETS_DIR}")  # no secret sent to a machine that refused
-    assert "llmdeploy-bootstrap" in refused.sudo("pgrep -af llmdeploy-bootstrap || true")  # still waiting
+    # The bootstrap still waits for a bundle (cloud-init's final stage may start it after `up` has failed). The
+    # pattern's brackets keep pgrep from matching the sudo and bash -c that run it, as the plain name did.
+    waiting = wait_for(lambda: "llmdeploy-bootstrap" in refused.sudo("pgrep -af '[l]lmdeploy-bootstrap' || true"),
+                       within=120, every=3)
+    assert waiting, refused.sudo("systemctl status cloud-final --no-pager || true")
