@@ -107,10 +107,13 @@ class Person:
 
 
 def shown_as_markdown(answer: str, shown: str) -> bool:
-    """Whether the engine's `answer` is what the page shows: its letters and digits, in order (the tiny model's
-    text has '*' and '$', which Markdown and KaTeX turn into emphasis and math, shown twice in the page's text)."""
+    """Whether the engine's `answer` is what the page shows: its letters and digits outside `$...$`, in order. The
+    tiny model's text has '*' and '$', which Markdown and KaTeX turn into emphasis and math: math shows twice in the
+    page's text, and LaTeX drops or changes what it reads as commands and comments (a '%' ends a math line), so
+    only the text between math spans is compared."""
+    outside_math = "".join(answer.split("$")[0::2])
     rest = iter(_alnum(shown))
-    return len(_alnum(answer)) >= 20 and all(char in rest for char in _alnum(answer))
+    return len(_alnum(answer)) >= 20 and all(char in rest for char in _alnum(outside_math))
 
 
 def _alnum(text: str) -> str:
