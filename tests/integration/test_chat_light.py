@@ -69,12 +69,19 @@ def browser(site: ChatSite) -> Iterator[requests.Session]:
 
 
 def websocket(site: ChatSite, cookie: str) -> dict[str, object]:
+    """One Streamlit session through nginx (support/streamlit_client.py): its JSON line, which names the stage it
+    reached and any error. The cookie goes on stdin: it holds an API key."""
     url = site.chat.replace("https://", "wss://") + "/light/_stcore/stream"
-    done = subprocess.run([str(PYTHON), str(CLIENT), url, site.ep.ca, cookie, site.chat, APP_TEXT],
-                          capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}
-    return json.loads(done.stdout)
+    done = subprocess.run([str(PYTHON), str(CLIENT), url, site.ep.ca, site.chat, APP_TEXT], input=cookie,
+                          capture_output=True, text=True, timeout=90)  # the client gives up by itself at 45 s
+    lines = done.stdout.strip().splitlines()
+    got = json.loads(lines[0]) if lines else {"error": f"no result (exit {done.returncode}): {done.stderr[-500:]}"}
+    if "error" in got:  # what Streamlit and nginx said meanwhile, for the failure message
+        app_log = site.nginx_dir.parent.parent / "app" / "streamlit.log"
+        got["streamlit log"] = app_log.read_text()[-1500:] if app_log.exists() else "none"
+        error_log = site.nginx_dir / "error.log"
+        got["nginx error log"] = error_log.read_text()[-1500:] if error_log.exists() else "none"
+    return got
 
 
 def test_without_a_session_light_sends_the_browser_to_sign_in(site: ChatSite) -> None:
@@ -83,7 +90,7 @@ def test_without_a_session_light_sends_the_browser_to_sign_in(site: ChatSite) ->
             r = s.get(f"{site.chat}{path}", allow_redirects=False, timeout=5)
             assert r.status_code == 302, path
     refused = websocket(site, "")  # the client follows the 302 to the sign-in page, which is no WebSocket
-    assert "status" not in refused and "server rejected WebSocket connection" in str(refused["error"]), refused
+    assert refused["status"] == 0 and "server rejected WebSocket connection" in str(refused["error"]), refused
 
 
 def test_the_page_and_its_health_check_answer_through_tls_and_the_cookie(site: ChatSite,
