@@ -17,6 +17,7 @@ from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Llmdeplo
 from .local import cli as local_cli
 from .projectdir import find_project_dir, stack_arg
 from .smoke import cli as smoke_cli
+from .operate import logs as logs_cli, status as status_cli, usage as usage_cli
 from .workshop import cli as workshop_cli
 
 if TYPE_CHECKING:
@@ -200,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     smoke_cli.register(sub)
     workshop_cli.register(sub)
     local_cli.register(sub)
+    status_cli.register(sub)
+    logs_cli.register(sub)
+    usage_cli.register(sub)
     return parser
 
 

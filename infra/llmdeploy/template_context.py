@@ -19,7 +19,7 @@ from .nginx_auth import (AUTH_FAILURES, CHAT_PAGE_BURST, HEALTHZ_LIMIT, WEB_USER
 from .nvidia import CUDA_MIN_DRIVER
 from .routes import EngineRoutes
 from .topology import UPSTREAM, Node, docker_publish, engine_host, engine_url, firewall, replica_upstreams
-from .vmpaths import ACME_WEBROOT, CHAT_ROOT, ETC_DIR, OPEN_WEBUI_ADMIN, SECRETS_DIR
+from .vmpaths import ACME_WEBROOT, CHAT_ROOT, ETC_DIR, OPEN_WEBUI_ADMIN, SECRETS_DIR, USAGE_LOG
 
 if TYPE_CHECKING:
     from .config import StackConfig
@@ -41,6 +41,7 @@ class HostPaths:
     api_keys_map: str
     acme_webroot: str
     chat_root: str
+    usage_log: str
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class HostLayout:
         secrets = f"{self.root}{SECRETS_DIR}"
         return HostPaths(tls_dir=f"{etc}/tls", secrets_dir=secrets, htpasswd=f"{etc}/htpasswd",
                          api_keys_map=f"{secrets}/api-keys.map", acme_webroot=f"{self.root}{ACME_WEBROOT}",
-                         chat_root=f"{self.root}{CHAT_ROOT}")
+                         chat_root=f"{self.root}{CHAT_ROOT}", usage_log=f"{self.root}{USAGE_LOG}")
 
 
 @dataclass(frozen=True)

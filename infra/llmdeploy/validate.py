@@ -224,6 +224,7 @@ def install_throwaway_files(rendered: Rendered, host_layout: HostLayout) -> None
     Path(paths.api_keys_map).touch()
     Path(paths.htpasswd).write_text(rendered.file(f"{FILES_DIR}/htpasswd").content, encoding="utf-8")
     Path(paths.acme_webroot).mkdir(parents=True, exist_ok=True)
+    Path(paths.usage_log).parent.mkdir(parents=True, exist_ok=True)
 
 
 def check_nginx(cfg: StackConfig) -> tuple[bool, str]:

@@ -39,6 +39,9 @@ MINIFORGE_DIR = "/opt/miniforge3"  # 20-conda's Miniforge
 # move under a root.
 ACME_WEBROOT = "/var/www/llmdeploy-acme"
 CHAT_ROOT = "/var/www/llmdeploy-chat"
+# nginx's usage log: one JSON line per request, with the key's name and never the key (llmdeploy usage reads it).
+# Under /var/log/nginx, the nginx package's logrotate rule (/var/log/nginx/*.log, daily, 14 kept) rotates it.
+USAGE_LOG = "/var/log/nginx/llmdeploy-usage.log"
 PROVISION = "/usr/local/sbin/llmdeploy-provision"
 INSTALL_SECRETS = "/usr/local/sbin/llmdeploy-install-secrets"
 WAIT_READY = "/usr/local/sbin/llmdeploy-wait-ready"  # the one definition of "ready" (templates/wait-ready.sh.j2)

@@ -35,6 +35,8 @@ from test_local_vm import (
 )
 from test_local_vm import test_only_ssh_http_and_https_answer_through_the_forwarded_ports  # noqa: F401
 from test_local_vm import test_the_image_firewall_rules_are_kept  # noqa: F401
+from test_local_vm import test_usage_counts_the_guests_requests_by_key_name_locally_and_over_ssh  # noqa: F401
+from test_local_vm import test_status_and_logs_read_the_guest_locally_and_over_ssh  # noqa: F401
 from test_local_vm import test_after_a_reboot_every_service_comes_back  # noqa: F401
 from llmdeploy.local.nspawn import SPEC_FILE, ContainerSpec
 

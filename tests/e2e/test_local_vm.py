@@ -47,7 +47,8 @@ from llmdeploy.local.runtime import of as runtime_of
 from llmdeploy.local.ssh import loopback_login
 from llmdeploy.sshclient import Session, SshError
 from llmdeploy.local.state import VmState
-from llmdeploy.vmpaths import BUNDLE_STAGE
+from llmdeploy.polling import attempts
+from llmdeploy.vmpaths import BUNDLE_STAGE, USAGE_LOG
 from support.project import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -393,6 +394,80 @@ def assert_the_image_firewall_is_kept(vm: Vm) -> None:
 
 def test_the_image_firewall_rules_are_kept(vm: Vm) -> None:
     assert_the_image_firewall_is_kept(vm)
+
+
+def https_status(state: VmState, path: str, key: str) -> int:
+    """GET path on the guest's nginx through the forwarded HTTPS port, as llm.test, with key as the Bearer key: the
+    status. (The key goes in the request, never on a command line.)"""
+    context = ssl.create_default_context(cafile=str(state.ca_file))
+    with socket.create_connection(("127.0.0.1", state.port(443)), timeout=30) as raw:
+        with context.wrap_socket(raw, server_hostname="llm.test") as tls:
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: llm.test\r\nAuthorization: Bearer {key}\r\n"
+                        "Connection: close\r\n\r\n".encode())
+            return int(tls.recv(64).split()[1])
+
+
+def usage_by_key(vm: Vm, *source: str) -> dict[str, dict[str, int]]:
+    done = subprocess.run(["llmdeploy", "usage", *source, "--since", "1h", "--json"], env=vm.env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for key in vm.state.api_keys().values():
+        assert key not in done.stdout + done.stderr
+    return {k["name"]: k for k in json.loads(done.stdout)["keys"]}
+
+
+def test_usage_counts_the_guests_requests_by_key_name_locally_and_over_ssh(vm: Vm) -> None:
+    """`llmdeploy usage --stack` (the local login) and `--ssh` (a cloud VM's way in, the host key pinned) read the
+    guest's nginx log: 3 requests with the key and 2 with a wrong one show up as exactly that, under the key's name."""
+    state = vm.state
+    name, key = next(iter(state.api_keys().items()))
+    before = usage_by_key(vm, "--stack", state.stack)
+    statuses = [https_status(state, "/v1/models", key) for _ in range(3)]
+    statuses += [https_status(state, "/v1/models", "sk-llm-" + "x" * 43) for _ in range(2)]
+    assert statuses == [200, 200, 200, 401, 401]
+    over_ssh = ["--ssh", f"{state.admin_user}@127.0.0.1:{state.port(22)}", "--ssh-key", str(state.ssh_key),
+                "--ssh-host-key", state.host_key]
+    nobody = "(no valid key)"
+    was = (before.get(name, {}).get("ok", 0), before.get(nobody, {}).get("unauthorized", 0))
+    grown = (0, 0)
+    for _ in attempts(30, every=2):  # nginx writes a request's line just after answering it
+        after = usage_by_key(vm, *over_ssh)
+        grown = (after[name]["ok"] - was[0], after.get(nobody, {}).get("unauthorized", 0) - was[1])
+        if grown == (3, 2):
+            break
+    assert grown == (3, 2), (before, after)
+    assert vm.sudo(f"stat -c '%a %U %G' {USAGE_LOG}").strip() == "640 www-data adm"  # not for every local user
+
+
+def cli(vm: Vm, *argv: str) -> subprocess.CompletedProcess[str]:
+    """llmdeploy ARGV as a user runs it; no key may be in what it prints."""
+    done = subprocess.run(["llmdeploy", *argv], env=vm.env, capture_output=True, text=True, timeout=120)
+    for key in vm.state.api_keys().values():
+        assert key not in done.stdout + done.stderr
+    return done
+
+
+def test_status_and_logs_read_the_guest_locally_and_over_ssh(vm: Vm) -> None:
+    """`llmdeploy status` and `logs` over SSH, as for a cloud VM (host key pinned), and `--stack` (the local login):
+    the same code after the login, the same answers."""
+    state = vm.state
+    over_ssh = ["--ssh", f"{state.admin_user}@127.0.0.1:{state.port(22)}", "--ssh-key", str(state.ssh_key),
+                "--ssh-host-key", state.host_key]
+    done = cli(vm, "status", *over_ssh, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    status = json.loads(done.stdout)
+    assert status["stages"] == {"done": [BUNDLE_STAGE, *state.stages], "failed": {}, "pending": []}, status["stages"]
+    assert status["ready"] is True
+    assert set(status["units"].values()) == {"active"} and len(status["units"]) == 2, status["units"]
+    assert status["certificate"]["days_left"] >= 1 and status["disk"]["free_gb"] > 0 and status["gpus"] == []
+    local = cli(vm, "status", "--stack", state.stack)
+    assert local.returncode == 0 and f"stages:       {' '.join([BUNDLE_STAGE, *state.stages])}\n" in local.stdout, local.stdout
+    steps = cli(vm, "logs", *over_ssh, "--step", "60-nginx", "-n", "5")
+    assert steps.returncode == 0 and 0 < len(steps.stdout.splitlines()) <= 5, steps.stdout + steps.stderr
+    engine = cli(vm, "local", "logs", "--stack", state.stack, "--engine", "-n", "3")
+    assert engine.returncode == 0 and 0 < len(engine.stdout.splitlines()) <= 4, engine.stdout + engine.stderr
+    wrong = cli(vm, "logs", "--stack", state.stack, "--step", "45-nothing")
+    assert wrong.returncode == 2 and f"this VM's steps are {', '.join(state.stages)}" in wrong.stderr
 
 
 def test_after_a_reboot_every_service_comes_back(vm: Vm) -> None:

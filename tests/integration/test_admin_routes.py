@@ -176,6 +176,7 @@ def test_every_rendered_site_passes_nginx_t(engine: str, tmp_path: Path) -> None
     install_leaf(host_layout, leaf_for(tmp_path, "good")[1])
     Path(host_layout.paths.secrets_dir).mkdir(parents=True)
     Path(host_layout.paths.api_keys_map).touch()
+    Path(host_layout.paths.usage_log).parent.mkdir(parents=True)
     conf = tmp_path / "site.conf"
     conf.write_text(site)
     ok, output = nginx_test(conf, tmp_path / "nginx")

@@ -8,6 +8,7 @@ against the key's own rate, as the API does.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from llmdeploy.polling import attempts
 from llmdeploy.render import CHAT_PAGE_BURST
 from llmdeploy.secret_delivery import generate_api_key, secrets_bundle
 from support.chat import ChatSite, chat_site
@@ -200,12 +202,20 @@ def test_removing_or_rotating_a_key_ends_its_sessions(site: ChatSite, frontend: 
 
 
 def test_no_key_reaches_a_log(site: ChatSite) -> None:
-    """Every sign-in above POSTed a key: none of them is in nginx's access or error log."""
+    """Every sign-in above POSTed a key: none of them is in nginx's logs. The usage log names the chat host's
+    requests by the cookie's key name, as the API's by the Authorization key's."""
     with site.browser() as s:
         site.sign_in(s, site.ep.keys["ops"])
         s.get(f"{site.chat}/", timeout=5)
-    logs = {p.name: p.read_text() for p in (site.nginx_dir / "access.log", site.nginx_dir / "error.log")}
-    assert "POST /_login" in logs["access.log"]
+    usage_log = Path(site.ep.host_layout.paths.usage_log)
+    logs = {p.name: p.read_text() for p in (site.nginx_dir / "access.log", site.nginx_dir / "error.log", usage_log)}
+    for _ in attempts(5, every=0.05):  # nginx writes a request's line after answering it
+        entries = [json.loads(line) for line in usage_log.read_text().splitlines()]
+        if any(e["name"] == "ops" and e["method"] == "GET" for e in entries):
+            break
+    chat_host = site.chat.split("//", 1)[1].split(":", 1)[0]
+    assert {"name": "-", "method": "POST", "path": "/_login", "host": chat_host}.items() <= entries[-2].items()
+    assert {"name": "ops", "method": "GET", "host": chat_host}.items() <= entries[-1].items()
     for name, key in site.ep.keys.items():
         for log, text in logs.items():
             assert key not in text, f"{name}'s key is in {log}"

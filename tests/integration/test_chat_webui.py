@@ -104,7 +104,7 @@ def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatStack]:
             ports = [int(host_layout.http_listen.rsplit(":", 1)[1]), host_layout.https_port]
             with run_nginx(site, work / "nginx", wait_ports=ports) as nginx:
                 yield ChatStack(f"https://{CHAT_HOST}:{host_layout.https_port}", keys, secret_key, rendered, webui,
-                                admin_signin, engine, shots, nginx.access_log)
+                                admin_signin, engine, shots, Path(host_layout.paths.usage_log))
     if shots.exists():
         shutil.copytree(shots, ARTIFACTS, dirs_exist_ok=True)
 

@@ -13,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+import re
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,13 @@ REPLICA_HOST = "127.0.0.2"  # the replica's stand-in for its private IP: loopbac
 
 
 def _with_upstream_log(site: str, log: Path) -> str:
-    """The rendered site plus a log of which server answered each request (what the test observes)."""
-    return site + f"\nlog_format llmdeploy_upstreams '$upstream_addr $status';\n" \
-                  f"access_log {log} llmdeploy_upstreams;\n"
+    """The rendered site plus a log of which server answered each request (what the test observes), written
+    beside the site's own usage log (a server's access_log replaces the http level's)."""
+    usage_log = re.search(r"\n( +access_log \S+ llmdeploy_usage;\n)", site)
+    assert usage_log, "the API server's access_log"
+    ours = usage_log.group(1) + usage_log.group(1).replace("llmdeploy_usage", "llmdeploy_upstreams").replace(
+        usage_log.group(1).split()[1], str(log))
+    return "log_format llmdeploy_upstreams '$upstream_addr $status';\n" + site.replace(usage_log.group(1), ours, 1)
 
 
 @pytest.fixture

@@ -78,6 +78,7 @@ def install_site(rendered: Rendered, host_layout: HostLayout, workdir: Path) -> 
     Path(paths.api_keys_map).touch()
     Path(paths.htpasswd).write_text(rendered.file(f"{FILES_DIR}/htpasswd").content)
     Path(paths.acme_webroot).mkdir(parents=True, exist_ok=True)
+    Path(paths.usage_log).parent.mkdir(parents=True, exist_ok=True)  # the nginx package's /var/log/nginx
     for page in (f for f in rendered.files if f.path.startswith(f"{FILES_DIR}/chat-login")):
         chat_root = Path(paths.chat_root)
         chat_root.mkdir(parents=True, exist_ok=True)

@@ -130,7 +130,7 @@ def test_replica_firewall_admits_the_head_not_the_web() -> None:
 def test_one_vm_renders_as_before() -> None:
     """replicas 1 (the default): no upstream, nginx proxies to the engine on loopback."""
     site = render(endpoint_config()).nginx_site
-    assert "upstream" not in site and "proxy_pass http://127.0.0.1:8080;" in site
+    assert "upstream " not in site and "proxy_pass http://127.0.0.1:8080;" in site  # no upstream block
     assert [name for name, _ in render_nodes(endpoint_config())] == [""]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
 import signal
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
 from ..projectdir import find_project_dir, stack_arg
-from ..vmpaths import CLOUD_INIT_OUTPUT, step_log
+from ..operate.logs import add_which
 from . import RUNTIMES, LocalError
 from .choice import AUTO
 
@@ -101,20 +100,10 @@ def _ssh_argv(state: Any, command: list[str], tty: bool) -> list[str]:
     return argv + [f"{state.admin_user}@127.0.0.1", *command]
 
 
-def _running_state(stack: str) -> Any:
+def cmd_ssh(args: argparse.Namespace) -> int:
     from . import vmstatus
 
-    state = vmstatus.require_state(stack)
-    if not vmstatus.running(state):
-        raise LocalError(f"the VM of stack '{stack}' is not running (phase {state.phase}); "
-                         f"llmdeploy local down --stack {stack}, then up again")
-    if not state.host_key:
-        raise LocalError(f"the VM of stack '{stack}' has no SSH login yet (phase {state.phase})")
-    return state
-
-
-def cmd_ssh(args: argparse.Namespace) -> int:
-    state = _running_state(args.stack)
+    state = vmstatus.require_running(args.stack)
     command = [c for c in args.command if c != "--"] if args.command else []
     argv = _ssh_argv(state, command, tty=False)
     sys.stdout.flush()
@@ -123,34 +112,25 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    """The serial console is this machine's; everything else is read inside the guest by the code that reads a
+    cloud VM's logs (operate.logs), over the pinned login."""
+    from ..operate import logs
+    from ..operate.access import read_facts
     from . import guestlogin, vmstatus
 
+    if args.lines < 1:
+        raise UsageError(f"-n {args.lines}: give a number of lines of 1 or more")
     if args.serial:
         state = vmstatus.require_state(args.stack)
         text = state.serial_log.read_text(errors="replace") if state.serial_log.exists() else ""
         print("\n".join(text.splitlines()[-args.lines:]))
         return EXIT_OK
-    state = _running_state(args.stack)
-    if args.step:
-        if args.step not in state.stages:
-            raise UsageError(f"--step {args.step}: expected one of {', '.join(state.stages)}")
-        path = step_log(args.step)
-    else:
-        path = CLOUD_INIT_OUTPUT
-    tail = ["sudo", "-n", "tail", "-n", str(args.lines)] + (["-F"] if args.follow else []) + [path]
-    if args.follow:
-        argv = _ssh_argv(state, [shlex.join(tail)], tty=False)
-        os.execvp(argv[0], argv)
-    session = guestlogin.login(state)
+    where = f"the local VM of stack '{args.stack}'"
+    session = guestlogin.login(vmstatus.require_running(args.stack))
     try:
-        tailed = session.run(shlex.join(tail), timeout=60)
+        return logs.show(session, logs.log_command(args, read_facts(session, where)), args.follow, where)
     finally:
         session.close()
-    sys.stdout.write(tailed.stdout)
-    if not tailed.ok:
-        print(f"llmdeploy local: {path}: {tailed.stderr.strip() or f'exit {tailed.exit_code}'}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
 
 
 def cmd_image(args: argparse.Namespace) -> int:
@@ -213,11 +193,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     lg = sub.add_parser("logs", parents=[stack], help="cloud-init's output, a step's log, or the serial console",
                         description="Cloud-init's output, a step's log, or the serial console.",
                         **_example("llmdeploy local logs --step 40-engine -n 50"))
-    which = lg.add_mutually_exclusive_group()
-    which.add_argument("--step", metavar="NAME", help="a provisioning step's log (e.g. 40-engine)")
+    which = add_which(lg)
     which.add_argument("--serial", action="store_true", help="the VM's serial console, or the container's console (kept on this machine)")
-    lg.add_argument("-n", "--lines", type=int, default=100, help="last N lines (default 100)")
-    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     lg.set_defaults(func=cmd_logs)
 
     dn = sub.add_parser("down", parents=[stack], help="stop the VM and its servers by PID, remove its disk",

@@ -7,8 +7,8 @@ import shlex
 import sys
 from typing import TextIO
 
+from ..errors import Failure
 from ..sshclient import SshError
-from ..vmpaths import STAGES_DIR
 from . import API_KEYS_ENV, LocalError, procs, runtime
 from .guestlogin import login
 from .state import VmState
@@ -25,6 +25,17 @@ def require_state(stack: str) -> VmState:
 
 def running(state: VmState) -> bool:
     return runtime.of(state).alive(state)
+
+
+def require_running(stack: str) -> VmState:
+    """The state of the stack's local VM, which runs and has an SSH login (LocalError saying what to do if not)."""
+    state = require_state(stack)
+    if not running(state):
+        raise LocalError(f"the VM of stack '{stack}' is not running (phase {state.phase}); "
+                         f"llmdeploy local down --stack {stack}, then up again")
+    if not state.host_key:
+        raise LocalError(f"the VM of stack '{stack}' has no SSH login yet (phase {state.phase})")
+    return state
 
 
 def status(stack: str, out: TextIO | None = None) -> int:
@@ -45,21 +56,24 @@ def status(stack: str, out: TextIO | None = None) -> int:
             alive = procs.alive(state.pids[name], state.markers.get(name, ""))
             print(f"{name + ':':<14}pid {state.pids[name]} {'running' if alive else 'NOT running'}", file=out)
     if up_now and state.host_key:
-        try:
-            session = login(state)
-            try:
-                stages = session.run(f"sudo -n sh -c {shlex.quote(_STAGES_SCRIPT)}", timeout=30).stdout
-            finally:
-                session.close()
-            print("stages:       " + (" ".join(stages.split()) or "none done yet"), file=out)
-        except SshError as exc:
+        try:  # inside the guest: what `llmdeploy status` shows of any VM, by the same code
+            for line in guest_status(state)[1:]:
+                print(line, file=out)
+        except (SshError, Failure) as exc:
             print(f"stages:       (SSH: {exc})", file=out)
     print(f"state:        {state.folder}", file=out)
     return 0 if up_now and state.phase == "ready" else 1
 
 
-_STAGES_SCRIPT = (f"cd {STAGES_DIR} 2>/dev/null && for f in *.done *.failed; do [ -e \"$f\" ] && "
-                  "printf '%s@%s\\n' \"$f\" \"$(cut -c12-19 \"$f\" | head -n1)\"; done; true")
+def guest_status(state: VmState) -> list[str]:
+    """operate.status's lines for the guest, over the pinned login."""
+    from ..operate import status
+
+    session = login(state)
+    try:
+        return status.lines(status.read_status(session, f"the local VM of stack '{state.stack}'"))
+    finally:
+        session.close()
 
 
 def curl_line(state: VmState) -> str:

@@ -1,0 +1,67 @@
+"""How the day-two commands reach a VM: a local stack's running VM or container (the login `llmdeploy local`
+keeps, host key pinned), or any llmdeploy VM over SSH (--ssh USER@HOST, --ssh-key, --ssh-host-key: a cloud
+stack's sshCommand output names the user and host). Both give the same Session, so every command after the login
+runs the same code for both."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING, Any
+
+from ..errors import Failure, UsageError
+from ..projectdir import stack_arg
+from ..vmpaths import VM_FACTS_FILE
+
+if TYPE_CHECKING:  # paramiko loads only when a command logs in (llmdeploy --help stays light)
+    from ..sshclient import Session
+
+SOURCE_HELP = ("say which VM: --stack NAME (a local stack), or --ssh USER@HOST --ssh-key FILE (a cloud VM: its "
+               "sshCommand output names the user and host)")
+
+
+def add_arguments(parser: argparse.ArgumentParser, source: Any | None = None) -> None:
+    """--stack | --ssh (in `source`, a mutually exclusive group, when the command has other sources), and the
+    SSH login's key and host key."""
+    group = source if source is not None else parser.add_mutually_exclusive_group()
+    group.add_argument("--stack", type=stack_arg, help="a local stack: its running VM or container")
+    group.add_argument("--ssh", metavar="USER@HOST[:PORT]", help="any llmdeploy VM, over SSH")
+    parser.add_argument("--ssh-key", metavar="FILE", help="private key for --ssh")
+    parser.add_argument("--ssh-host-key", metavar="KEY", help="pin the VM's host key (e.g. 'ssh-ed25519 AAAA...')")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Bad combinations, refused before any login."""
+    if (args.ssh_key or args.ssh_host_key) and not args.ssh:
+        raise UsageError("--ssh-key and --ssh-host-key go with --ssh USER@HOST")
+    if not args.stack and not args.ssh:
+        raise UsageError(SOURCE_HELP)
+
+
+def login(args: argparse.Namespace) -> tuple[Session, str]:
+    """A logged-in session to the VM the arguments name, and how to name it in messages."""
+    check_arguments(args)
+    if args.ssh:
+        from ..smoke.targets import parse_ssh
+        from ..sshclient import connect
+
+        access = parse_ssh(args.ssh, args.ssh_key, args.ssh_host_key)
+        where = f"{access.user}@{access.host}"
+        return connect(access.host, access.port, access.user, access.key_file, access.host_key or ""), where
+    from ..local import guestlogin, vmstatus
+    from ..local.state import VmState
+
+    if VmState.load(args.stack) is None:
+        raise UsageError(f"stack '{args.stack}' has no local VM on this machine (llmdeploy local up --stack "
+                         f"{args.stack} starts one); for a cloud stack give --ssh USER@HOST --ssh-key FILE: its "
+                         "sshCommand output names the user and host")
+    return guestlogin.login(vmstatus.require_running(args.stack)), f"the local VM of stack '{args.stack}'"
+
+
+def read_facts(session: Session, where: str) -> dict[str, Any]:
+    """The VM's own description (render.vm_facts: stack, engine unit, stages), which every llmdeploy VM has."""
+    done = session.sudo(["cat", VM_FACTS_FILE])
+    if not done.ok:
+        raise Failure(f"cannot read {VM_FACTS_FILE} on {where}: {done.stderr.strip() or f'exit {done.exit_code}'} "
+                      "(not an llmdeploy VM, its provisioning has not unpacked yet, or the admin user has no "
+                      "passwordless sudo)")
+    return dict(json.loads(done.stdout))

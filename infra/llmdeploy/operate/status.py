@@ -1,0 +1,142 @@
+"""`llmdeploy status`: how a VM is, the same for a local stack and a cloud VM (operate.access): its stages, the
+engine's and nginx's units, the certificate's expiry, disk, and GPU memory. Exit 0 when it is ready and both units
+are active."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EXIT_FAILED, EXIT_OK, Failure
+from ..vmpaths import BUNDLE_STAGE, ETC_DIR, STAGES_DIR
+from . import access
+
+if TYPE_CHECKING:  # paramiko loads only when a command logs in (llmdeploy --help stays light)
+    from ..sshclient import Session
+
+CERTIFICATE = f"{ETC_DIR}/tls/fullchain.pem"
+EXAMPLES = """\
+examples:
+  llmdeploy status --stack local
+  llmdeploy status --ssh ubuntu@203.0.113.7 --ssh-key ~/.ssh/id_ed25519 --json
+"""
+
+
+def status_script(facts: dict[str, Any]) -> str:
+    """One root shell script whose sections (@@name) hold what status shows."""
+    units = ["nginx"] + ([str(facts["engine_unit"])] if facts.get("engine_unit") else [])
+    ready = str(facts.get("ready_marker", ""))
+    return "; ".join([
+        f"echo @@stages; for f in {STAGES_DIR}/*.done {STAGES_DIR}/*.failed; do [ -e \"$f\" ] && "
+        "printf '%s %s\\n' \"${f##*/}\" \"$(head -n1 \"$f\")\"; done",
+        "echo @@units; for u in " + " ".join(shlex.quote(u) for u in units) + "; do "
+        "printf '%s %s\\n' \"$u\" \"$(systemctl is-active \"$u\")\"; done",
+        f"echo @@certificate; openssl x509 -noout -enddate -in {CERTIFICATE} 2>/dev/null",
+        "echo @@disk; df -B1 --output=size,avail / | tail -n1",
+        "echo @@gpus; command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total "
+        "--format=csv,noheader,nounits",
+        f"echo @@ready; test -n {shlex.quote(ready)} && test -e {shlex.quote(ready)} && echo yes",
+        "true",
+    ])
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        if line.startswith("@@"):
+            current = line[2:]
+            found[current] = []
+        elif current and line.strip():
+            found[current].append(line.strip())
+    return found
+
+
+def parse_status(text: str, facts: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """What the script printed, as status's JSON."""
+    now = now or datetime.now(timezone.utc)
+    parts = _sections(text)
+    done, failed = [], {}
+    for line in parts.get("stages", []):
+        marker, _, content = line.partition(" ")
+        step, _, kind = marker.rpartition(".")
+        if kind == "done":
+            done.append(step)
+        else:
+            failed[step] = content
+    steps = [str(s) for s in facts.get("stages", [])]
+    order = [BUNDLE_STAGE, *steps]  # the bundle's check and unpacking comes before every step
+    done.sort(key=lambda s: order.index(s) if s in order else len(order))
+    status: dict[str, Any] = {
+        "stack": facts.get("stack"), "engine": facts.get("engine"), "model": facts.get("model_name"),
+        "ready": parts.get("ready") == ["yes"],
+        "stages": {"done": done, "failed": failed, "pending": [s for s in steps if s not in done and s not in failed]},
+        "units": dict(line.split(" ", 1) for line in parts.get("units", []) if " " in line),
+    }
+    for line in parts.get("certificate", []):
+        if line.startswith("notAfter="):
+            until = datetime.strptime(line.removeprefix("notAfter="), "%b %d %H:%M:%S %Y %Z").replace(tzinfo=timezone.utc)
+            status["certificate"] = {"not_after": until.isoformat(), "days_left": (until - now).days}
+    for line in parts.get("disk", []):
+        size, avail = (int(x) for x in line.split())
+        status["disk"] = {"size_gb": round(size / 1e9, 1), "free_gb": round(avail / 1e9, 1)}
+    status["gpus"] = []
+    for line in parts.get("gpus", []):
+        name, used, total = (x.strip() for x in line.rsplit(",", 2))
+        status["gpus"].append({"name": name, "memory_used_mib": int(used), "memory_total_mib": int(total)})
+    return status
+
+
+def healthy(status: dict[str, Any]) -> bool:
+    return bool(status["ready"]) and all(state == "active" for state in status["units"].values())
+
+
+def lines(status: dict[str, Any]) -> list[str]:
+    stages = status["stages"]
+    out = [f"stack:        {status['stack']} ({'ready' if status['ready'] else 'NOT ready'})",
+           f"engine:       {status['engine']}, model {status['model']}",
+           "units:        " + ", ".join(f"{u} {s}" for u, s in status["units"].items()),
+           "stages:       " + (" ".join(stages["done"]) or "none done yet")
+           + "".join(f"  FAILED {s} ({c})" for s, c in stages["failed"].items())
+           + (f"  pending: {' '.join(stages['pending'])}" if stages["pending"] else "")]
+    if "certificate" in status:
+        cert = status["certificate"]
+        out.append(f"certificate:  valid until {cert['not_after']} ({cert['days_left']} days left)")
+    else:
+        out.append("certificate:  none yet")
+    if "disk" in status:
+        out.append(f"disk /:       {status['disk']['free_gb']} GB free of {status['disk']['size_gb']} GB")
+    for gpu in status["gpus"]:
+        out.append(f"gpu:          {gpu['name']}, {gpu['memory_used_mib']} of {gpu['memory_total_mib']} MiB used")
+    return out
+
+
+def read_status(session: Session, where: str) -> dict[str, Any]:
+    """The VM's status over a logged-in session (local or cloud alike)."""
+    facts = access.read_facts(session, where)
+    done = session.run(f"sudo -n sh -c {shlex.quote(status_script(facts))}", timeout=60)
+    if not done.ok:
+        raise Failure(f"cannot read the status of {where}: {done.stderr.strip() or f'exit {done.exit_code}'}")
+    return parse_status(done.stdout, facts)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    session, where = access.login(args)
+    try:
+        status = read_status(session, where)
+    finally:
+        session.close()
+    print(json.dumps(status, indent=2) if args.json else "\n".join(lines(status)))
+    return EXIT_OK if healthy(status) else EXIT_FAILED
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `status` to the llmdeploy command."""
+    p = subparsers.add_parser("status", help="a VM's stages, engine and nginx units, certificate, disk and GPU memory",
+                              description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(command_name="status", func=cmd_status)
+    access.add_arguments(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    return p

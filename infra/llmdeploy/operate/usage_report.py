@@ -1,0 +1,150 @@
+"""Read nginx's usage log (the llmdeploy_usage log_format in templates/files/nginx-site.conf.j2) and sum it per
+key name over a time window: requests, successes, 401s, 429s, other client errors, server errors, time and bytes.
+
+Lines that are not the format's (a truncated last line while nginx writes, an old format) are counted and
+skipped, never fatal: the report says how many.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from ..errors import UsageError
+
+NO_KEY = "-"  # the log's name for a request without a valid key or known user
+NO_KEY_LABEL = "(no valid key)"
+_WINDOW = re.compile(r"(\d+)([mhd])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_window(text: str) -> timedelta | None:
+    """--since: 30m, 24h, 7d, or 'all' (None)."""
+    if text == "all":
+        return None
+    found = _WINDOW.fullmatch(text.strip())
+    if not found or int(found.group(1)) == 0:
+        raise UsageError(f"--since {text!r}: expected minutes, hours or days (30m, 24h, 7d) or 'all'")
+    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+
+
+@dataclass
+class KeyUsage:
+    """One key's (or user's) requests in the window."""
+
+    name: str
+    requests: int = 0
+    ok: int = 0  # 1xx-3xx
+    unauthorized: int = 0  # 401: a wrong key, password, or none
+    throttled: int = 0  # 429: over the key's rate, or too many failures from one address
+    client_errors: int = 0  # other 4xx
+    server_errors: int = 0  # 5xx: the engine or nginx failed
+    request_seconds: float = 0.0
+    upstream_seconds: float = 0.0  # time the engine took (nginx's $upstream_response_time)
+    request_bytes: int = 0
+    response_bytes: int = 0
+    first: str = ""
+    last: str = ""
+
+    def add(self, entry: dict[str, object], when: str) -> None:
+        status = int(str(entry["status"]))
+        self.requests += 1
+        if status < 400:
+            self.ok += 1
+        elif status == 401:
+            self.unauthorized += 1
+        elif status == 429:
+            self.throttled += 1
+        elif status < 500:
+            self.client_errors += 1
+        else:
+            self.server_errors += 1
+        self.request_seconds += float(str(entry["request_time"]))
+        self.upstream_seconds += _upstream_seconds(str(entry.get("upstream_time", "")))
+        self.request_bytes += int(str(entry["request_bytes"]))
+        self.response_bytes += int(str(entry["response_bytes"]))
+        self.first = min(self.first, when) if self.first else when
+        self.last = max(self.last, when)
+
+
+@dataclass
+class UsageReport:
+    since: str  # ISO time the window starts, or "" for all of the log
+    keys: list[KeyUsage] = field(default_factory=list)
+    skipped_lines: int = 0
+
+    def as_json(self) -> str:
+        return json.dumps({"since": self.since or None, "skipped_lines": self.skipped_lines,
+                           "keys": [asdict(k) for k in self.keys]}, indent=2)
+
+
+def _upstream_seconds(text: str) -> float:
+    """$upstream_response_time: "-" without an upstream, "0.012, 0.030" when nginx tried several servers."""
+    total = 0.0
+    for part in re.split(r"[,:]", text):
+        try:
+            total += float(part.strip())
+        except ValueError:
+            continue
+    return total
+
+
+def _time(entry: dict[str, object]) -> datetime:
+    return datetime.fromisoformat(str(entry["time"]))
+
+
+def summarize(lines: Iterable[str], window: timedelta | None, now: datetime | None = None) -> UsageReport:
+    """Sum the log's lines per name, keeping those at or after now - window (all with window None)."""
+    now = now or datetime.now(timezone.utc)
+    start = now - window if window else None
+    report = UsageReport(since=start.isoformat(timespec="seconds") if start else "")
+    by_name: dict[str, KeyUsage] = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            when = _time(entry)
+            if start and when < start:
+                continue
+            name = str(entry["name"]) or NO_KEY
+            usage = by_name.setdefault(name, KeyUsage(NO_KEY_LABEL if name == NO_KEY else name))
+            usage.add(entry, when.astimezone(timezone.utc).isoformat(timespec="seconds"))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            report.skipped_lines += 1
+    # The most active first; requests without a valid key last, they are nobody's.
+    report.keys = sorted(by_name.values(), key=lambda k: (k.name == NO_KEY_LABEL, -k.requests, k.name))
+    return report
+
+
+COLUMNS = ("key", "requests", "ok", "401", "429", "4xx", "5xx", "avg s", "engine s", "in", "out", "last")
+
+
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count} B"
+    size = count / 1024
+    for unit in ("KB", "MB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def table(report: UsageReport) -> str:
+    """The report as aligned columns, with a line that says what the window was."""
+    rows = [COLUMNS] + [(k.name, str(k.requests), str(k.ok), str(k.unauthorized), str(k.throttled),
+                         str(k.client_errors), str(k.server_errors),
+                         f"{k.request_seconds / k.requests:.3f}" if k.requests else "-", f"{k.upstream_seconds:.1f}",
+                         _size(k.request_bytes), _size(k.response_bytes), k.last) for k in report.keys]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in rows]
+    window = f"since {report.since}" if report.since else "the whole log"
+    named = sum(1 for k in report.keys if k.name != NO_KEY_LABEL)
+    lines.append(f"({window}; {named} key(s) or user(s))" if report.keys else f"(no requests {window})")
+    if report.skipped_lines:
+        lines.append(f"({report.skipped_lines} line(s) of the log were not usage records and were skipped)")
+    return "\n".join(lines)

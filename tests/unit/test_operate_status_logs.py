@@ -1,0 +1,89 @@
+"""`llmdeploy status` and `logs`: what status makes of the VM's answers, which command logs runs for each option,
+and bad input refused before any login (tests/e2e/test_local_vm.py runs both against a booted guest, locally and
+over SSH)."""
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+
+import pytest
+
+from llmdeploy.cli import main
+from llmdeploy.errors import UsageError
+from llmdeploy.operate.logs import log_command
+from llmdeploy.operate.status import healthy, lines, parse_status
+
+FACTS = {"stack": "s", "engine": "vllm", "engine_unit": "vllm", "model_name": "m",
+         "stages": ["10-apt", "40-engine", "60-nginx", "90-ready"], "ready_marker": "/var/lib/llmdeploy/ready"}
+NOW = datetime(2026, 12, 7, tzinfo=timezone.utc)
+ANSWER = """@@stages
+60-nginx.done 2026-12-07T10:00:03Z
+00-bundle.done 2026-12-07T10:00:00Z
+10-apt.done 2026-12-07T10:00:01Z
+40-engine.failed 3
+@@units
+nginx active
+vllm failed
+@@certificate
+notAfter=Mar  7 10:00:00 2027 GMT
+@@disk
+ 100000000000 40000000000
+@@gpus
+NVIDIA A10, 1024, 23028
+@@ready
+"""
+
+
+def test_status_reads_stages_units_certificate_disk_and_gpus() -> None:
+    status = parse_status(ANSWER, FACTS, NOW)
+    assert status["stages"] == {"done": ["00-bundle", "10-apt", "60-nginx"], "failed": {"40-engine": "3"}, "pending": ["90-ready"]}
+    assert status["units"] == {"nginx": "active", "vllm": "failed"} and status["ready"] is False
+    assert status["certificate"]["days_left"] == 90
+    assert status["disk"] == {"size_gb": 100.0, "free_gb": 40.0}
+    assert status["gpus"] == [{"name": "NVIDIA A10", "memory_used_mib": 1024, "memory_total_mib": 23028}]
+    assert not healthy(status)
+    shown = "\n".join(lines(status))
+    assert "FAILED 40-engine (3)" in shown and "pending: 90-ready" in shown and "vllm failed" in shown
+    assert "1024 of 23028 MiB used" in shown and "90 days left" in shown
+
+
+def test_a_ready_vm_with_active_units_is_healthy_and_one_without_a_gpu_lists_none() -> None:
+    answer = "@@stages\n10-apt.done x\n@@units\nnginx active\nvllm active\n@@certificate\n@@disk\n10 5\n@@gpus\n@@ready\nyes\n"
+    status = parse_status(answer, FACTS, NOW)
+    assert healthy(status) and status["gpus"] == [] and "certificate" not in status
+    assert "certificate:  none yet" in lines(status)
+
+
+def args(**given: object) -> argparse.Namespace:
+    return argparse.Namespace(**{"engine": False, "nginx": False, "step": None, "lines": 20, "follow": False, **given})
+
+
+@pytest.mark.parametrize("given,command", [
+    ({}, "tail -n 20 /var/log/cloud-init-output.log"),
+    ({"step": "40-engine", "follow": True}, "tail -n 20 -F /var/log/llmdeploy/40-engine.log"),
+    ({"engine": True}, "journalctl --no-pager -u vllm -n 20"),
+    ({"engine": True, "follow": True}, "journalctl --no-pager -u vllm -n 20 -f"),
+    ({"nginx": True}, "tail -n 20 /var/log/nginx/error.log"),
+])
+def test_each_log_option_reads_its_log(given: dict[str, object], command: str) -> None:
+    assert log_command(args(**given), FACTS) == command
+
+
+def test_a_step_the_vm_does_not_have_is_refused_with_the_ones_it_has() -> None:
+    with pytest.raises(UsageError, match="--step 45-x: this VM's steps are 10-apt, 40-engine, 60-nginx, 90-ready"):
+        log_command(args(step="45-x"), FACTS)
+    with pytest.raises(UsageError, match="no engine of its own"):
+        log_command(args(engine=True), {**FACTS, "engine_unit": ""})
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["status"], "say which VM: --stack NAME"),
+    (["logs", "--ssh-key", "k"], "--ssh-key and --ssh-host-key go with --ssh"),
+    (["logs", "--stack", "nosuch", "-n", "0"], "-n 0: give a number of lines of 1 or more"),
+    (["status", "--ssh", "nobody"], "bad --ssh value 'nobody'"),
+    (["usage", "--log", "-", "--ssh-key", "k"], "--ssh-key and --ssh-host-key go with --ssh"),
+])
+def test_bad_input_is_refused_before_any_login(argv: list[str], message: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
