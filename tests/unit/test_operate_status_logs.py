@@ -87,3 +87,49 @@ def test_bad_input_is_refused_before_any_login(argv: list[str], message: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+class _Running:
+    """Session.start's Running: two chunks of output, then the exit code."""
+
+    def __init__(self, chunks: list[bytes], code: int, stderr: str) -> None:
+        self.chunks, self.code, self.err = chunks, code, stderr
+        self.stdout = bytearray()
+
+    def poll(self) -> int | None:
+        if self.chunks:
+            self.stdout += self.chunks.pop(0)
+            return None
+        return self.code
+
+    def output(self) -> tuple[str, str]:
+        return "", self.err
+
+
+class _Session:
+    def __init__(self, code: int = 0, stdout: str = "", stderr: str = "") -> None:
+        self.code, self.out, self.err = code, stdout, stderr
+        self.commands: list[str] = []
+
+    def run(self, command: str, timeout: float = 0) -> object:
+        self.commands.append(command)
+        return argparse.Namespace(exit_code=self.code, stdout=self.out, stderr=self.err, ok=self.code == 0)
+
+    def start(self, command: str) -> _Running:
+        self.commands.append(command)
+        return _Running([self.out[:3].encode(), self.out[3:].encode()], self.code, self.err)
+
+
+def test_show_prints_the_log_as_root_and_a_failure_names_the_vm_and_why(capfd: pytest.CaptureFixture[str]) -> None:
+    from llmdeploy.errors import Failure
+    from llmdeploy.operate.logs import show
+
+    session = _Session(stdout="line 1\nline 2\n")
+    assert show(session, "tail -n 2 /x.log", False, "vm") == 0  # type: ignore[arg-type]
+    assert session.commands == ["sudo -n sh -c 'tail -n 2 /x.log'"] and capfd.readouterr().out == "line 1\nline 2\n"
+    followed = _Session(stdout="abcdef\n")
+    assert show(followed, "tail -F /x.log", True, "vm") == 0  # type: ignore[arg-type]
+    assert capfd.readouterr().out == "abcdef\n"
+    for follow in (False, True):
+        with pytest.raises(Failure, match="the VM: tail: cannot open '/x.log'"):
+            show(_Session(1, stderr="tail: cannot open '/x.log'\n"), "tail /x.log", follow, "the VM")  # type: ignore[arg-type]

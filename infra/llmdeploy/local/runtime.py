@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import Failure
 from . import RUNTIMES as RUNTIMES  # defined in the package, so that the CLI's parser need not load this module
 from . import hostsrv, image, nspawn, procs, qemu
+from .progress import Clock, Say
 from .seed import build_seed, meta_data
 from .state import VmState
 
 QEMU_TOOLS = {qemu.QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "genisoimage": "genisoimage"}
-Say = Callable[[str], None]
-Clock = Callable[[], float]
 
 
 class RuntimeFailure(Failure):

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EXIT_FAILED, EXIT_OK, UsageError
+from ..errors import EXIT_OK, Failure, UsageError
 from ..vmpaths import CLOUD_INIT_OUTPUT, step_log
 from . import access
 
@@ -43,25 +43,26 @@ def log_command(args: argparse.Namespace, facts: dict[str, Any]) -> str:
 
 
 def show(session: Session, command: str, follow: bool, where: str) -> int:
-    """Print the command's output (as root); with follow, as it comes, until Ctrl-C or the connection ends."""
+    """Print the command's output (as root); with follow, as it comes, until Ctrl-C or the connection ends.
+    A command that fails is a Failure carrying its stderr (a step whose log does not exist yet, no sudo)."""
     root_command = f"sudo -n sh -c {shlex.quote(command)}"
     if not follow:
         done = session.run(root_command, timeout=60)
+        code, stderr = done.exit_code, done.stderr
         sys.stdout.write(done.stdout)
-        if not done.ok:
-            print(f"llmdeploy logs: {where}: {done.stderr.strip() or f'exit {done.exit_code}'}", file=sys.stderr)
-            return EXIT_FAILED
-        return EXIT_OK
-    running = session.start(root_command)
-    printed = 0
-    code = None
-    while code is None:
-        code = running.poll()
-        sys.stdout.buffer.write(bytes(running.stdout[printed:]))
-        sys.stdout.flush()
-        printed = len(running.stdout)
-        time.sleep(0.2)
-    return EXIT_OK if code == 0 else EXIT_FAILED
+    else:
+        running = session.start(root_command)
+        code = None
+        while code is None:
+            code = running.poll()
+            sys.stdout.buffer.write(bytes(running.stdout))
+            sys.stdout.flush()
+            running.stdout.clear()  # printed: a long follow keeps nothing
+            time.sleep(0.2)
+        stderr = running.output()[1]
+    if code != 0:
+        raise Failure(f"{where}: {stderr.strip() or f'exit {code}'}")
+    return EXIT_OK
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 
+from ..acme_roots import LE_STAGING
 from ..config import StackConfig
 from ..endpoints import EndpointPlan
 from ..result import FAIL, PASS, WARN, CheckResult
@@ -30,7 +31,6 @@ from .limits import LimitsSource, Need, needs
 from .prices import PRICE_SOURCE, PRICES_RECORDED, hourly
 
 LE_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
-LE_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 LE_CERTS_PER_DOMAIN_WEEK = 50  # production; https://letsencrypt.org/docs/rate-limits/
 LE_DUPLICATES_PER_WEEK = 5
 LE_STAGING_CERTS_PER_DOMAIN_WEEK = 30000

@@ -20,11 +20,11 @@ from typing import Any
 
 from ..errors import Failure, UsageError
 from ..polling import Deadline
+from ..stack.tags import MANAGED_BY
 from . import oci_clients
 
 GONE = frozenset({"TERMINATED", "DELETED"})
 POLL_SECONDS = 10.0
-MANAGED_BY = ("managed-by", "llmdeploy")
 
 # resource type (as Search names it) -> (client, delete method, how it is called); in deletion order
 DELETERS: list[tuple[str, str, str]] = [
