@@ -82,6 +82,10 @@ def test_a_step_the_vm_does_not_have_is_refused_with_the_ones_it_has() -> None:
     (["logs", "--stack", "nosuch", "-n", "0"], "-n 0: give a number of lines of 1 or more"),
     (["status", "--ssh", "nobody"], "bad --ssh value 'nobody'"),
     (["usage", "--log", "-", "--ssh-key", "k"], "--ssh-key and --ssh-host-key go with --ssh"),
+    (["status", "--ssh", "a@192.0.2.1", "--ssh-key", "/dev/null", "--ssh-host-key", "garbage"],
+     "--ssh-host-key: host key 'garbage': expected 'SHA256:...', 'ssh-ed25519 AAAA...' or a known_hosts line"),
+    (["usage", "--since", "99999999d", "--stack", "x"], "further back than any date"),
+    (["logs", "--ssh", "a@192.0.2.1:99999", "--ssh-key", "/dev/null"], "expected a number from 1 to 65535"),
 ])
 def test_bad_input_is_refused_before_any_login(argv: list[str], message: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:

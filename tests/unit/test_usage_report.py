@@ -66,3 +66,9 @@ def test_windows(text: str, want: timedelta | None) -> None:
 def test_a_bad_window_names_the_forms_it_takes(text: str) -> None:
     with pytest.raises(UsageError, match=r"expected minutes, hours or days \(30m, 24h, 7d\) or 'all'"):
         parse_window(text)
+
+
+@pytest.mark.parametrize("text", ["99999999d", "9999999999999999999999h"])
+def test_a_window_further_back_than_any_date_is_refused(text: str) -> None:
+    with pytest.raises(UsageError, match="further back than any date: use --since all"):
+        parse_window(text)

@@ -35,6 +35,13 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--ssh-key and --ssh-host-key go with --ssh USER@HOST")
     if not args.stack and not args.ssh:
         raise UsageError(SOURCE_HELP)
+    if args.ssh_host_key:
+        from ..sshclient import parse_host_key
+
+        try:
+            parse_host_key(args.ssh_host_key)
+        except ValueError as exc:
+            raise UsageError(f"--ssh-host-key: {exc}") from None
 
 
 def login(args: argparse.Namespace) -> tuple[Session, str]:

@@ -190,8 +190,8 @@ def parse_ssh(value: str, key_file: str | None, host_key: str | None = None) -> 
     host, _, port_text = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
     if not sep or not user or not host:
         raise TargetError(f"bad --ssh value {value!r}: expected USER@HOST or USER@HOST:PORT, e.g. llmadmin@203.0.113.7")
-    if port_text and not port_text.isdigit():
-        raise TargetError(f"bad --ssh port in {value!r}: expected a number")
+    if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
+        raise TargetError(f"bad --ssh port in {value!r}: expected a number from 1 to 65535")
     if not key_file:
         raise TargetError("--ssh needs --ssh-key FILE (the private key whose public half is in sshPublicKeys)")
     if not os.access(key_file, os.R_OK):
