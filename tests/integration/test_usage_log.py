@@ -87,7 +87,11 @@ def test_the_log_names_every_request_and_holds_no_secret(endpoint: Endpoint,
                                             "/llmdeploy-test-end"}  # no query string
     chat = next(e for e in entries if e["path"] == "/v1/chat/completions")
     assert chat["status"] == 200 and chat["request_bytes"] > 0 and chat["response_bytes"] > 0
-    assert float(chat["upstream_time"]) > 0 and chat["request_time"] >= float(chat["upstream_time"])
+    # The engine's time is there when nginx reached it, empty (escape=json) when nginx answered itself. (nginx times the request
+    # and the upstream on different clocks: one may read a millisecond past the other, so they are not compared.)
+    assert float(chat["upstream_time"]) >= 0 and chat["request_time"] >= 0
+    refused = [e for e in entries if e["status"] in (401, 429)]
+    assert refused and {e["upstream_time"] for e in refused} == {""}
     for secret in _secrets(endpoint):
         assert secret not in whole
 

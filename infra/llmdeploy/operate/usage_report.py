@@ -86,7 +86,7 @@ class UsageReport:
 
 
 def _upstream_seconds(text: str) -> float:
-    """$upstream_response_time: "-" without an upstream, "0.012, 0.030" when nginx tried several servers."""
+    """$upstream_response_time: empty without an upstream (escape=json), "0.012, 0.030" when nginx tried several."""
     total = 0.0
     for part in re.split(r"[,:]", text):
         try:
