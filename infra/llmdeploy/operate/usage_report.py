@@ -29,7 +29,7 @@ def parse_window(text: str) -> timedelta | None:
         raise UsageError(f"--since {text!r}: expected minutes, hours or days (30m, 24h, 7d) or 'all'")
     try:
         window = timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
-        datetime.now(timezone.utc) - window  # a window reaching before year 1 cannot be a date
+        _ = datetime.now(timezone.utc) - window  # a window reaching before year 1 cannot be a date
     except OverflowError:
         raise UsageError(f"--since {text!r} reaches further back than any date: use --since all") from None
     return window
