@@ -20,7 +20,7 @@ NGINX_ERROR_LOG = "/var/log/nginx/error.log"
 EXAMPLES = """\
 examples:
   llmdeploy logs --stack local --step 40-engine -n 50
-  llmdeploy logs --ssh ubuntu@203.0.113.7 --ssh-key ~/.ssh/id_ed25519 --engine -f
+  llmdeploy logs --ssh llmadmin@203.0.113.7 --ssh-key ~/.ssh/id_ed25519 --engine -f
 """
 
 

@@ -20,7 +20,7 @@ CERTIFICATE = f"{ETC_DIR}/tls/fullchain.pem"
 EXAMPLES = """\
 examples:
   llmdeploy status --stack local
-  llmdeploy status --ssh ubuntu@203.0.113.7 --ssh-key ~/.ssh/id_ed25519 --json
+  llmdeploy status --ssh llmadmin@203.0.113.7 --ssh-key ~/.ssh/id_ed25519 --json
 """
 
 

@@ -17,7 +17,7 @@ from . import access
 EXAMPLES = """\
 examples:
   llmdeploy usage --stack local                     # the local stack's VM (llmdeploy local up)
-  llmdeploy usage --ssh ubuntu@203.0.113.7 --ssh-key ~/.ssh/id_ed25519 --since 7d
+  llmdeploy usage --ssh llmadmin@203.0.113.7 --ssh-key ~/.ssh/id_ed25519 --since 7d
   llmdeploy usage --log llmdeploy-usage.log --json  # a copy of the log
 """
 _LOG_DIR, _LOG_NAME = USAGE_LOG.rsplit("/", 1)
