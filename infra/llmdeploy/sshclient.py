@@ -180,10 +180,14 @@ class Session:
         code, out, err = exec_command(self._transport(), command, timeout, stdin=stdin, open_timeout=self.timeout)
         return CommandResult(command, code, out, err, time.monotonic() - start)
 
+    def as_root(self, argv: list[str]) -> str:
+        """argv as a command that runs as root: through `sudo -n` unless the login is root (the admin user has
+        passwordless sudo)."""
+        return shlex.join((["sudo", "-n"] if self.user != "root" else []) + argv)
+
     def sudo(self, argv: list[str], timeout: float | None = None) -> CommandResult:
-        """Run argv as root: through `sudo -n` unless the login is root (the admin user has passwordless sudo)."""
-        command = shlex.join((["sudo", "-n"] if self.user != "root" else []) + argv)
-        return self.run(command, timeout=timeout or self.timeout)
+        """Run argv as root (as_root)."""
+        return self.run(self.as_root(argv), timeout=timeout or self.timeout)
 
     def start(self, command: str) -> Running:
         """Start a command and return at once (stdin closed); poll the result while doing other things."""

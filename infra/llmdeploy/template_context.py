@@ -19,7 +19,7 @@ from .nginx_auth import (AUTH_FAILURES, CHAT_PAGE_BURST, HEALTHZ_LIMIT, WEB_USER
 from .nvidia import CUDA_MIN_DRIVER
 from .routes import EngineRoutes
 from .topology import UPSTREAM, Node, docker_publish, engine_host, engine_url, firewall, replica_upstreams
-from .vmpaths import ACME_WEBROOT, CHAT_ROOT, ETC_DIR, OPEN_WEBUI_ADMIN, SECRETS_DIR, USAGE_LOG
+from .vmpaths import ACME_WEBROOT, CHAT_ROOT, ETC_DIR, OPEN_WEBUI_ADMIN, SECRETS_DIR, TLS_DIR, USAGE_LOG
 
 if TYPE_CHECKING:
     from .config import StackConfig
@@ -65,7 +65,7 @@ class HostLayout:
     def paths(self) -> HostPaths:
         etc = f"{self.root}{ETC_DIR}"
         secrets = f"{self.root}{SECRETS_DIR}"
-        return HostPaths(tls_dir=f"{etc}/tls", secrets_dir=secrets, htpasswd=f"{etc}/htpasswd",
+        return HostPaths(tls_dir=f"{self.root}{TLS_DIR}", secrets_dir=secrets, htpasswd=f"{etc}/htpasswd",
                          api_keys_map=f"{secrets}/api-keys.map", acme_webroot=f"{self.root}{ACME_WEBROOT}",
                          chat_root=f"{self.root}{CHAT_ROOT}", usage_log=f"{self.root}{USAGE_LOG}")
 

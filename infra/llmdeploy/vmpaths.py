@@ -13,6 +13,7 @@ LOG_DIR = "/var/log/llmdeploy"  # <step>.log per step
 ETC_DIR = "/etc/llmdeploy"
 SECRETS_DIR = f"{ETC_DIR}/secrets"  # what llmdeploy-install-secrets delivers after boot (hf.env, the key map)
 VM_FACTS_FILE = f"{ETC_DIR}/stack.json"
+TLS_DIR = f"{ETC_DIR}/tls"  # fullchain.pem and privkey.pem, whichever tlsMode made them
 LIBEXEC = "/usr/local/lib/llmdeploy"
 STEPS_DIR = f"{LIBEXEC}/steps"
 FIREWALL = f"{LIBEXEC}/firewall.sh"

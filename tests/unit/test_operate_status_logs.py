@@ -12,6 +12,7 @@ from llmdeploy.cli import main
 from llmdeploy.errors import UsageError
 from llmdeploy.operate.logs import log_command
 from llmdeploy.operate.status import healthy, lines, parse_status
+from llmdeploy.sshclient import Session
 
 FACTS = {"stack": "s", "engine": "vllm", "engine_unit": "vllm", "model_name": "m",
          "stages": ["10-apt", "40-engine", "60-nginx", "90-ready"], "ready_marker": "/var/lib/llmdeploy/ready"}
@@ -111,6 +112,12 @@ class _Running:
 
 
 class _Session:
+    """sshclient.Session's run and start, faked; its own as_root and sudo on top (the admin user, not root)."""
+
+    user, timeout = "llmadmin", 30.0
+    as_root = Session.as_root
+    sudo = Session.sudo
+
     def __init__(self, code: int = 0, stdout: str = "", stderr: str = "") -> None:
         self.code, self.out, self.err = code, stdout, stderr
         self.commands: list[str] = []

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import EXIT_FAILED, EXIT_OK, UsageError
+from ..errors import EXIT_FAILED, EXIT_OK
 from ..projectdir import find_project_dir, stack_arg
 from ..operate.logs import add_which
 from . import RUNTIMES, LocalError
@@ -118,8 +118,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from ..operate.access import read_facts
     from . import guestlogin, vmstatus
 
-    if args.lines < 1:
-        raise UsageError(f"-n {args.lines}: give a number of lines of 1 or more")
+    logs.require_lines(args)
     if args.serial:
         state = vmstatus.require_state(args.stack)
         text = state.serial_log.read_text(errors="replace") if state.serial_log.exists() else ""

@@ -45,13 +45,13 @@ def log_command(args: argparse.Namespace, facts: dict[str, Any]) -> str:
 def show(session: Session, command: str, follow: bool, where: str) -> int:
     """Print the command's output (as root); with follow, as it comes, until Ctrl-C or the connection ends.
     A command that fails is a Failure carrying its stderr (a step whose log does not exist yet, no sudo)."""
-    root_command = f"sudo -n sh -c {shlex.quote(command)}"
+    as_root = ["sh", "-c", command]
     if not follow:
-        done = session.run(root_command, timeout=60)
+        done = session.sudo(as_root, timeout=60)
         code, stderr = done.exit_code, done.stderr
         sys.stdout.write(done.stdout)
     else:
-        running = session.start(root_command)
+        running = session.start(session.as_root(as_root))
         code = None
         while code is None:
             code = running.poll()
@@ -65,9 +65,14 @@ def show(session: Session, command: str, follow: bool, where: str) -> int:
     return EXIT_OK
 
 
-def cmd_logs(args: argparse.Namespace) -> int:
+def require_lines(args: argparse.Namespace) -> None:
+    """-n: refused before any login (shared with `llmdeploy local logs`, whose --serial never logs in)."""
     if args.lines < 1:
         raise UsageError(f"-n {args.lines}: give a number of lines of 1 or more")
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    require_lines(args)
     session, where = access.login(args)
     try:
         return show(session, log_command(args, access.read_facts(session, where)), args.follow, where)

@@ -10,13 +10,13 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_FAILED, EXIT_OK, Failure
-from ..vmpaths import BUNDLE_STAGE, ETC_DIR, STAGES_DIR
+from ..vmpaths import BUNDLE_STAGE, STAGES_DIR, TLS_DIR
 from . import access
 
 if TYPE_CHECKING:  # paramiko loads only when a command logs in (llmdeploy --help stays light)
     from ..sshclient import Session
 
-CERTIFICATE = f"{ETC_DIR}/tls/fullchain.pem"
+CERTIFICATE = f"{TLS_DIR}/fullchain.pem"
 EXAMPLES = """\
 examples:
   llmdeploy status --stack local
@@ -116,7 +116,7 @@ def lines(status: dict[str, Any]) -> list[str]:
 def read_status(session: Session, where: str) -> dict[str, Any]:
     """The VM's status over a logged-in session (local or cloud alike)."""
     facts = access.read_facts(session, where)
-    done = session.run(f"sudo -n sh -c {shlex.quote(status_script(facts))}", timeout=60)
+    done = session.sudo(["sh", "-c", status_script(facts)], timeout=60)
     if not done.ok:
         raise Failure(f"cannot read the status of {where}: {done.stderr.strip() or f'exit {done.exit_code}'}")
     return parse_status(done.stdout, facts)

@@ -29,7 +29,7 @@ READ_LOG = (f"find {shlex.quote(_LOG_DIR)} -maxdepth 1 -name {shlex.quote(_LOG_N
 def _from_vm(args: argparse.Namespace) -> str:
     session, where = access.login(args)
     try:
-        done = session.run(f"sudo -n sh -c {shlex.quote(READ_LOG)}", timeout=120)
+        done = session.sudo(["sh", "-c", READ_LOG], timeout=120)
     finally:
         session.close()
     if not done.ok:
