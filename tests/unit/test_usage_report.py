@@ -72,3 +72,10 @@ def test_a_bad_window_names_the_forms_it_takes(text: str) -> None:
 def test_a_window_further_back_than_any_date_is_refused(text: str) -> None:
     with pytest.raises(UsageError, match="further back than any date: use --since all"):
         parse_window(text)
+
+
+def test_a_line_missing_a_field_is_skipped_whole_never_half_counted() -> None:
+    broken = json.loads(line("carol", 200))
+    del broken["response_bytes"]
+    report = summarize([json.dumps(broken), line("bob", 200)], None, NOW)
+    assert [k.name for k in report.keys] == ["bob"] and report.skipped_lines == 1

@@ -53,8 +53,8 @@ class KeyUsage:
     first: str = ""
     last: str = ""
 
-    def add(self, entry: dict[str, object], when: str) -> None:
-        status = int(str(entry["status"]))
+    def add(self, record: Record) -> None:
+        status = record.status
         self.requests += 1
         if status < 400:
             self.ok += 1
@@ -66,12 +66,12 @@ class KeyUsage:
             self.client_errors += 1
         else:
             self.server_errors += 1
-        self.request_seconds += float(str(entry["request_time"]))
-        self.upstream_seconds += _upstream_seconds(str(entry.get("upstream_time", "")))
-        self.request_bytes += int(str(entry["request_bytes"]))
-        self.response_bytes += int(str(entry["response_bytes"]))
-        self.first = min(self.first, when) if self.first else when
-        self.last = max(self.last, when)
+        self.request_seconds += record.request_seconds
+        self.upstream_seconds += record.upstream_seconds
+        self.request_bytes += record.request_bytes
+        self.response_bytes += record.response_bytes
+        self.first = min(self.first, record.when) if self.first else record.when
+        self.last = max(self.last, record.when)
 
 
 @dataclass
@@ -96,8 +96,29 @@ def _upstream_seconds(text: str) -> float:
     return total
 
 
-def _time(entry: dict[str, object]) -> datetime:
-    return datetime.fromisoformat(str(entry["time"]))
+@dataclass(frozen=True)
+class Record:
+    """One line of the log, every field read (a line missing one is skipped whole, never half counted)."""
+
+    name: str
+    time: datetime
+    status: int
+    request_seconds: float
+    upstream_seconds: float
+    request_bytes: int
+    response_bytes: int
+
+    @property
+    def when(self) -> str:
+        return self.time.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_record(line: str) -> Record:
+    """ValueError, KeyError, TypeError or AttributeError for a line that is not a usage record."""
+    entry = json.loads(line)
+    return Record(str(entry["name"]) or NO_KEY, datetime.fromisoformat(str(entry["time"])), int(str(entry["status"])),
+                  float(str(entry["request_time"])), _upstream_seconds(str(entry.get("upstream_time", ""))),
+                  int(str(entry["request_bytes"])), int(str(entry["response_bytes"])))
 
 
 def summarize(lines: Iterable[str], window: timedelta | None, now: datetime | None = None) -> UsageReport:
@@ -110,15 +131,13 @@ def summarize(lines: Iterable[str], window: timedelta | None, now: datetime | No
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
-            when = _time(entry)
-            if start and when < start:
+            record = read_record(line)
+            if start and record.time < start:
                 continue
-            name = str(entry["name"]) or NO_KEY
-            usage = by_name.setdefault(name, KeyUsage(NO_KEY_LABEL if name == NO_KEY else name))
-            usage.add(entry, when.astimezone(timezone.utc).isoformat(timespec="seconds"))
         except (ValueError, KeyError, TypeError, AttributeError):
             report.skipped_lines += 1
+            continue
+        by_name.setdefault(record.name, KeyUsage(NO_KEY_LABEL if record.name == NO_KEY else record.name)).add(record)
     # The most active first; requests without a valid key last, they are nobody's.
     report.keys = sorted(by_name.values(), key=lambda k: (k.name == NO_KEY_LABEL, -k.requests, k.name))
     return report
