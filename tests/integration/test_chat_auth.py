@@ -8,7 +8,6 @@ against the key's own rate, as the API does.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -19,13 +18,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from llmdeploy.polling import attempts
 from llmdeploy.render import CHAT_PAGE_BURST
 from llmdeploy.secret_delivery import generate_api_key, secrets_bundle
 from support.chat import ChatSite, chat_site
 from support.endpoint import deliver_secrets, wait_for_status
 from support.route_recorder import route_recorder
 from support.stubserver import StubState
+from support.usage_log import usage_records
 
 pytestmark = pytest.mark.integration
 
@@ -208,11 +207,9 @@ def test_no_key_reaches_a_log(site: ChatSite) -> None:
         site.sign_in(s, site.ep.keys["ops"])
         s.get(f"{site.chat}/", timeout=5)
     usage_log = Path(site.ep.host_layout.paths.usage_log)
+    entries = usage_records(usage_log, lambda records: any(e["name"] == "ops" and e["method"] == "GET" for e in records))
+    # Read after the wait: the last request's line is in the usage log by now.
     logs = {p.name: p.read_text() for p in (site.nginx_dir / "access.log", site.nginx_dir / "error.log", usage_log)}
-    for _ in attempts(5, every=0.05):  # nginx writes a request's line after answering it
-        entries = [json.loads(line) for line in usage_log.read_text().splitlines()]
-        if any(e["name"] == "ops" and e["method"] == "GET" for e in entries):
-            break
     chat_host = site.chat.split("//", 1)[1].split(":", 1)[0]
     assert {"name": "-", "method": "POST", "path": "/_login", "host": chat_host}.items() <= entries[-2].items()
     assert {"name": "ops", "method": "GET", "host": chat_host}.items() <= entries[-1].items()

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from llmdeploy.polling import attempts
 from llmdeploy.workshop.handouts import page_context
 from llmdeploy.workshop.attendee_outputs import AttendeeOutput
 from support.course_clients import (GPT_CONVERSATION, OLLAMA_CONVERSATION, answer, clients_python, run_client,
@@ -32,6 +31,7 @@ from support.endpoint import PASSWORD, Endpoint, llama_endpoint
 from support.ollama_stub import MODEL as OLLAMA_MODEL
 from support.ollama_stub import OllamaStub, ollama_stub
 from support.site import site_endpoint
+from support.usage_log import usage_records
 
 pytestmark = pytest.mark.integration
 
@@ -93,10 +93,7 @@ def test_ollama_conversation_chats_as_a_basic_auth_user_and_the_engine_never_see
     assert json.loads(chat.body)["model"] == OLLAMA_MODEL
     assert "authorization" not in {k.lower() for k in chat.headers}  # nginx strips it before the engine
     logged = {"name": "alice", "method": "POST", "path": "/api/chat", "status": 200}.items()  # by name only
-    for _ in attempts(5, every=0.05):  # nginx writes a request's line just after answering it
-        usage = [json.loads(line) for line in Path(ollama.ep.host_layout.paths.usage_log).read_text().splitlines()]
-        if logged <= usage[-1].items():
-            break
+    usage = usage_records(Path(ollama.ep.host_layout.paths.usage_log), lambda records: logged <= records[-1].items())
     assert logged <= usage[-1].items(), usage[-1]
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from llmdeploy.polling import attempts
 from support.endpoint import PASSWORD, Endpoint, llama_endpoint
+from support.usage_log import usage_records
 
 pytestmark = pytest.mark.integration
 
@@ -29,15 +29,11 @@ def _usage(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _mark(endpoint: Endpoint, s: requests.Session, name: str) -> int:
-    """A request whose line ends up in the log, and the line's number once it is there. nginx logs a request after
-    answering it, so the client's answer alone does not say its line is written."""
+    """A request whose line ends up in the log, and the line's number once it is there."""
     s.get(f"{endpoint.base}/llmdeploy-test-{name}", timeout=10)
-    log = Path(endpoint.host_layout.paths.usage_log)
-    for _ in attempts(10, every=0.05):
-        for number, line in enumerate(log.read_text().splitlines()):
-            if f"/llmdeploy-test-{name}" in line:
-                return number
-    raise AssertionError(f"the marker {name} never reached {log}")
+    path = f"/llmdeploy-test-{name}"
+    records = usage_records(Path(endpoint.host_layout.paths.usage_log), lambda rs: any(r["path"] == path for r in rs))
+    return next(number for number, record in enumerate(records) if record["path"] == path)
 
 
 @pytest.fixture(scope="module")
