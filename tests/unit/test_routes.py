@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from llmdeploy.engines import ENGINE_ROUTES
+from llmdeploy.engines.ray_serve import RAY_SERVE
 from llmdeploy.smoke.dialects import OllamaDialect, OpenAIDialect, XinferenceDialect
 
 ENGINES = sorted(ENGINE_ROUTES)
@@ -51,6 +52,13 @@ def test_locations_are_the_prefixes_then_one_for_the_routes_outside_them() -> No
     assert all(llama.is_proxied(p) for p in ("/slots", "/slots/0", "/props", "/lora-adapters", "/metrics"))
     assert not any(llama.is_proxied(p) for p in ("/slots/0/x", "/propsx", "/health", "/completion"))
     assert ENGINE_ROUTES["vllm"].is_proxied("/sleep") and not ENGINE_ROUTES["vllm"].is_proxied("/sleepy")
+
+
+def test_the_ray_target_does_not_proxy_tokenize_which_always_fails_in_the_pinned_pair() -> None:
+    ray = RAY_SERVE.routes
+    assert not any(ray.is_proxied(p) for p in ("/tokenize", "/detokenize"))
+    assert ray.locations == ("/v1/",)
+    assert ENGINE_ROUTES["vllm"].is_proxied("/tokenize")  # vLLM's own server answers it
 
 
 # What xinference-client 4.1.0 (xinference_client/client/restful/restful_client.py) sends for the course's exercise,
