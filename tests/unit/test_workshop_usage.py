@@ -94,3 +94,11 @@ def test_bad_input_is_refused_before_any_login(argv: list[str], message: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["workshop", "usage", "--stack", "ws", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_local_stack_keeps_its_own_login(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from llmdeploy.local.state import VmState
+
+    monkeypatch.setattr(VmState, "load", classmethod(lambda cls, stack: VmState(stack, "/nonexistent")))
+    assert main(["status", "--stack", "local", "--ssh-key", "/dev/null"]) == 2
+    assert "is a local VM: `llmdeploy local` keeps its own key and host key" in capsys.readouterr().err
