@@ -102,3 +102,12 @@ def test_a_local_stack_keeps_its_own_login(monkeypatch: pytest.MonkeyPatch, caps
     monkeypatch.setattr(VmState, "load", classmethod(lambda cls, stack: VmState(stack, "/nonexistent")))
     assert main(["status", "--stack", "local", "--ssh-key", "/dev/null"]) == 2
     assert "is a local VM: `llmdeploy local` keeps its own key and host key" in capsys.readouterr().err
+
+
+def test_a_stack_with_no_local_vm_and_no_project_says_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LLMDEPLOY_STATE_DIR", str(tmp_path / "vms"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["logs", "--stack", "foo"]) == 2
+    err = capsys.readouterr().err
+    assert "stack 'foo' has no local VM on this machine" in err and "or pass --project-dir DIR" in err

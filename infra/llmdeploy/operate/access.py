@@ -73,7 +73,11 @@ def login(args: argparse.Namespace) -> tuple[Session, str]:
 def _cloud_login(args: argparse.Namespace) -> tuple[Session, str]:
     from . import cloud_access, known_hosts
 
-    root = find_project_dir(getattr(args, "project_dir", None))
+    try:
+        root = find_project_dir(getattr(args, "project_dir", None))
+    except UsageError as exc:
+        raise UsageError(f"stack '{args.stack}' has no local VM on this machine (llmdeploy local up --stack "
+                         f"{args.stack} starts one), and for a cloud stack: {exc}") from None
     if str(cloud_access.settings(root, args.stack).get("target")) == "local":
         raise UsageError(f"stack '{args.stack}' has no local VM on this machine (llmdeploy local up --stack "
                          f"{args.stack} starts one)")
