@@ -111,3 +111,22 @@ def test_a_stack_with_no_local_vm_and_no_project_says_both(tmp_path: Path, monke
     assert main(["logs", "--stack", "foo"]) == 2
     err = capsys.readouterr().err
     assert "stack 'foo' has no local VM on this machine" in err and "or pass --project-dir DIR" in err
+
+
+def test_a_connection_dropped_while_reading_is_that_vm_s_row_not_the_end() -> None:
+    from paramiko import SSHException
+
+    from llmdeploy.workshop.usage import read_logs
+
+    class Session:
+        def close(self) -> None:
+            pass
+
+    def read(session: object, where: str) -> str:
+        if where.startswith("llmadmin@dan"):
+            raise SSHException("Unable to open channel.")
+        return line("ann", 200)
+
+    logs = read_logs([SHARED, OWN], lambda target: Session(), read, 2)  # type: ignore[arg-type, return-value]
+    assert isinstance(logs["dan"], Failure) and "Unable to open channel" in str(logs["dan"])
+    assert logs["ep0"] == line("ann", 200)

@@ -88,7 +88,10 @@ def endpoint_vms(plans: list[EndpointPlan], outputs: dict[str, Any], port: int, 
 
 def read_logs(vms: list[EndpointVm], login: Callable[[SshTarget], Session], read: Callable[[Session, str], str],
               concurrency: int) -> dict[str, str | Failure]:
-    """Each VM's log text, or the Failure that stopped it (a VM that is down, a changed host key, no sudo)."""
+    """Each VM's log text, or the Failure that stopped it (a VM that is down, a changed host key, no sudo, a
+    connection dropped half-way)."""
+    from paramiko import SSHException
+
     def one(vm: EndpointVm) -> str | Failure:
         try:
             session = login(vm.target)
@@ -98,6 +101,9 @@ def read_logs(vms: list[EndpointVm], login: Callable[[SshTarget], Session], read
             return read(session, vm.target.where)
         except Failure as exc:
             return exc
+        except (SSHException, OSError, EOFError) as exc:
+            return Failure(f"{vm.target.where}: the connection failed while reading the log ({type(exc).__name__}: "
+                           f"{exc})")
         finally:
             session.close()
 
