@@ -130,3 +130,16 @@ def test_a_connection_dropped_while_reading_is_that_vm_s_row_not_the_end() -> No
     logs = read_logs([SHARED, OWN], lambda target: Session(), read, 2)  # type: ignore[arg-type, return-value]
     assert isinstance(logs["dan"], Failure) and "Unable to open channel" in str(logs["dan"])
     assert logs["ep0"] == line("ann", 200)
+
+
+@pytest.mark.parametrize("stack,message", [
+    ("local", "stack 'local' has no local VM on this machine (llmdeploy local up --stack local starts one)"),
+    ("datascience-a10", "has target datascience: there is no VM to log in to"),
+    ("workshop-a10", "is a workshop: its VMs are one per attendee or endpoint; `llmdeploy workshop usage"),
+])
+def test_a_stack_without_a_vm_of_its_own_says_where_to_look(stack: str, message: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LLMDEPLOY_STATE_DIR", str(tmp_path / "vms"))  # no local VM: the checkout's example stacks
+    assert main(["status", "--stack", stack, "--project-dir", str(Path(__file__).resolve().parents[2])]) == 2
+    assert message in capsys.readouterr().err

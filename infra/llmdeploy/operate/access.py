@@ -78,9 +78,6 @@ def _cloud_login(args: argparse.Namespace) -> tuple[Session, str]:
     except UsageError as exc:
         raise UsageError(f"stack '{args.stack}' has no local VM on this machine (llmdeploy local up --stack "
                          f"{args.stack} starts one), and for a cloud stack: {exc}") from None
-    if str(cloud_access.settings(root, args.stack).get("target")) == "local":
-        raise UsageError(f"stack '{args.stack}' has no local VM on this machine (llmdeploy local up --stack "
-                         f"{args.stack} starts one)")
     target = cloud_access.stack_target(root, args.stack)
     with cloud_access.private_key_file(root, args.stack, args.ssh_key) as key_file:
         session = known_hosts.login(target.host, target.port, target.user, key_file, known_hosts.default_file(),

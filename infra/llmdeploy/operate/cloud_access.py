@@ -119,6 +119,9 @@ def stack_target(root: Path, stack: str) -> SshTarget:
     if found.get("workshopRoster"):
         raise UsageError(f"stack '{stack}' is a workshop: its VMs are one per attendee or endpoint; `llmdeploy "
                          f"workshop usage --stack {stack}` reads them all (or give --ssh USER@HOST for one)")
+    if target == "local":
+        raise UsageError(f"stack '{stack}' has no local VM on this machine (llmdeploy local up --stack {stack} starts "
+                         "one)")
     if target not in CLOUD_TARGETS:
         raise UsageError(f"stack '{stack}' has target {target}: there is no VM to log in to (these commands read a "
                          "vm or ray stack's VM, or a local stack's)")
