@@ -14,11 +14,12 @@ import pytest
 import yaml
 
 from llmdeploy.cli import main
+from llmdeploy.secret_delivery import generate_api_key
 from llmdeploy.vmpaths import USAGE_LOG
 from support.fake_pulumi import FakePulumi, fake_pulumi
 from support.ports import free_port
 from support.sshd import ADMIN, Sshd, run_sshd
-from support.workshop_stack import ROOT, STACK, people, workshop_project
+from support.workshop_stack import ROOT, STACK, attendee_entry, people, workshop_project
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +92,7 @@ def test_a_cloud_stack_is_reached_from_its_outputs_and_its_host_key_is_pinned_on
         assert {k["name"]: k["requests"] for k in json.loads(out)["keys"]} == {"default": 2, "(no valid key)": 1}
         known = cache / "cloud-known_hosts"
         assert known.read_text() == f"[{server.host}]:{server.port} {server.host_key_line}\n"
-        assert "first login" in err and str(known) in err
+        assert "first login" in err and str(known) in err and "PRIVATE KEY" not in out + err
         # The key came from `pulumi config get` (its stdout), never a command line; outputs were read without secrets.
         calls = [c["argv"] for c in pulumi.calls()]
         assert calls[1][:3] == ["config", "get", "sshPrivateKey"] and "--show-secrets" not in calls[0]
@@ -180,10 +181,18 @@ def test_workshop_usage_shared_one_login_keys_named_by_attendee(
     project = workshop_project(tmp_path, people(3), workshopLayout="shared", workshopEndpoints=1)
     give_log(server, [record("u01", 200)] * 3 + [record("u03", 429)] * 2 + [record("u03", 200)])
     monkeypatch.setenv("LLMDEPLOY_SSH_PRIVATE_KEY", server.client_key.read_text())  # the key given in the environment
+    # A saved `--show-secrets` outputs file holds every attendee's key: none of them may be printed.
+    keys = {who: generate_api_key() for who in ("u01", "u02", "u03")}
     outputs = tmp_path / "outputs.json"
-    outputs.write_text(json.dumps({"workshopEndpoints": {"ep0": "https://127.0.0.2"}}))
+    outputs.write_text(json.dumps({"workshopEndpoints": {"ep0": "https://127.0.0.2"}, "attendees": {
+        who: attendee_entry(who, "https://127.0.0.2", key, endpoint="ep0") for who, key in keys.items()}}))
     assert main(run_workshop_usage(project, server.port, "--json", "--outputs", str(outputs))) == 0
-    found = {a["id"]: a for a in json.loads(capsys.readouterr().out)["attendees"]}
+    out, err = capsys.readouterr()
+    found = {a["id"]: a for a in json.loads(out)["attendees"]}
+    assert main(run_workshop_usage(project, server.port, "--outputs", str(outputs))) == 0
+    shown = out + err + "".join(capsys.readouterr())
+    for secret in [*keys.values(), server.client_key.read_text().strip().splitlines()[1]]:
+        assert secret not in shown
     assert {who: (a["endpoint"], a["state"], a["requests"], a["throttled"]) for who, a in found.items()} == {
         "u01": ("ep0", "active", 3, 0), "u02": ("ep0", "idle", 0, 0), "u03": ("ep0", "active", 3, 2)}
-    assert server.log.read_text().count("Accepted publickey") == 1  # one login for the endpoint's attendees
+    assert server.log.read_text().count("Accepted publickey") == 2  # one login per run for the endpoint's attendees
