@@ -143,3 +143,19 @@ def test_a_stack_without_a_vm_of_its_own_says_where_to_look(stack: str, message:
     monkeypatch.setenv("LLMDEPLOY_STATE_DIR", str(tmp_path / "vms"))  # no local VM: the checkout's example stacks
     assert main(["status", "--stack", stack, "--project-dir", str(Path(__file__).resolve().parents[2])]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_stack_s_private_key_is_a_0600_file_only_while_it_logs_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmdeploy.operate.cloud_access import private_key_file
+
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----"
+    monkeypatch.setenv("LLMDEPLOY_SSH_PRIVATE_KEY", key)
+    with private_key_file(Path("/nonexistent"), "s", None) as name:
+        path = Path(name)
+        assert path.read_text() == key + "\n" and path.stat().st_mode & 0o777 == 0o600
+        assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert not path.exists() and not path.parent.exists()
+    monkeypatch.setenv("LLMDEPLOY_SSH_PRIVATE_KEY", "ssh-ed25519 AAAA a public key")
+    with pytest.raises(UsageError, match="sshPrivateKey is not an OpenSSH or PEM private key"):
+        with private_key_file(Path("/nonexistent"), "s", None):
+            pass
