@@ -9,6 +9,7 @@ CLI; everything behind it (OCI, the endpoints) is real or a signature-checking s
 Answers, from files in the answers folder:
     outputs.json  -> `pulumi stack output --json --show-secrets`  (missing: exit 255, "no stack named")
     export.json   -> `pulumi stack export`
+    config-KEY    -> `pulumi config get KEY` (missing: exit 255, "not found")
     up.exit, destroy.exit -> the exit code of `up` / `destroy` (default 0)
 On `destroy` (and `up`), when FAKE_PULUMI_HOOK is set, it calls that URL with ?cmd=destroy (the OCI stand-in's
 test control then deletes what the stack's state knows).
@@ -55,6 +56,11 @@ if args[:2] == ["stack", "export"]:
     if text is None:
         print("error: no stack named 'x' found", file=sys.stderr); sys.exit(255)
     sys.stdout.write(text); sys.exit(0)
+if args[:2] == ["config", "get"]:
+    text = answer("config-" + args[2])
+    if text is None:
+        print("error: configuration key '" + args[2] + "' not found for stack 'x'", file=sys.stderr); sys.exit(255)
+    sys.stdout.write(text + "\\n"); sys.exit(0)
 if args[:1] in (["up"], ["destroy"]):
     print("Previewing " + args[0] + " (fake pulumi)")
     exit_code = code(args[0] + ".exit")

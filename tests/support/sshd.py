@@ -263,12 +263,13 @@ def prepare(base: Path) -> FakeVm:
 
 @contextmanager
 def run_sshd(base: Path, timeout: float = 15.0, include: str = "",
-             host_key_types: tuple[str, ...] = ("ed25519",)) -> Iterator[Sshd]:
+             host_key_types: tuple[str, ...] = ("ed25519",), listen: str = LOOPBACK, port: int = 0) -> Iterator[Sshd]:
     """sshd on a free loopback port in a private mount namespace over a fresh fake VM under `base`.
 
     `include` is an sshd_config fragment (llmdeploy's sshd-llmdeploy.conf) read before this file's own lines, as
     Debian's and Ubuntu's sshd_config include sshd_config.d/*.conf at their top; its HostKey paths under /etc/ssh
-    are moved to the throwaway keys, one per `host_key_types` (the first one is `host_key_line`)."""
+    are moved to the throwaway keys, one per `host_key_types` (the first one is `host_key_line`). `listen` and `port`
+    (default: a free one) place it: VMs of a workshop are several loopback addresses on one port."""
     base = base.resolve()
     vm = prepare(base)
     keys = base / "keys"
@@ -279,12 +280,12 @@ def run_sshd(base: Path, timeout: float = 15.0, include: str = "",
     for user in ("root", ADMIN):
         (base / "home" / ".authorized_keys" / user).write_text(client_pub + "\n")
         (base / "home" / ".authorized_keys" / user).chmod(0o644)
-    port = free_port()
+    port = port or free_port(listen)
     config = base / "sshd_config"
     # The fragment's HostKey lines, when it has any, name the keys (sshd would load a key listed twice twice).
     own_keys = not re.search(r"^\s*HostKey\s", include, re.M | re.I)
     host_keys = "\n".join(f"HostKey {keys / f'ssh_host_{t}_key'}" for t in host_key_types if own_keys)
-    text = SSHD_CONFIG.format(listen=f"{LOOPBACK}:{port}", host_keys=host_keys, pid_file=base / "sshd.pid")
+    text = SSHD_CONFIG.format(listen=f"{listen}:{port}", host_keys=host_keys, pid_file=base / "sshd.pid")
     if include:
         fragment = base / "sshd_config.d.conf"
         fragment.write_text(include.replace("/etc/ssh/ssh_host_", f"{keys}/ssh_host_"))
@@ -296,10 +297,10 @@ def run_sshd(base: Path, timeout: float = 15.0, include: str = "",
     log = base / "sshd.log"
     proc = start_process(["unshare", "--mount", "--propagation", "private", "bash", "-c", setup], log)
     try:
-        wait_until(lambda: None if port_open(port) else f"no listener on {LOOPBACK}:{port}", proc, timeout, "sshd",
-                   log)
+        wait_until(lambda: None if port_open(port, listen) else f"no listener on {listen}:{port}", proc, timeout,
+                   "sshd", log)
         host_key_line = " ".join(host_pub.split()[:2])
-        yield Sshd(proc.pid, LOOPBACK, port, host_key_line, keys / "client", log, vm)
+        yield Sshd(proc.pid, listen, port, host_key_line, keys / "client", log, vm)
     finally:
         stop_process(proc)
 

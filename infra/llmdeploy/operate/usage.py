@@ -8,15 +8,19 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_OK, Failure, UsageError
 from ..vmpaths import USAGE_LOG
 from . import access
 
+if TYPE_CHECKING:  # paramiko loads only when a command logs in
+    from ..sshclient import Session
+
 EXAMPLES = """\
 examples:
   llmdeploy usage --stack local                     # the local stack's VM (llmdeploy local up)
+  llmdeploy usage --stack llamacpp-cpu              # a cloud stack's VM: host and user from its outputs
   llmdeploy usage --ssh llmadmin@203.0.113.7 --ssh-key ~/.ssh/id_ed25519 --since 7d
   llmdeploy usage --log llmdeploy-usage.log --json  # a copy of the log
 """
@@ -29,9 +33,14 @@ READ_LOG = (f"find {shlex.quote(_LOG_DIR)} -maxdepth 1 -name {shlex.quote(_LOG_N
 def _from_vm(args: argparse.Namespace) -> str:
     session, where = access.login(args)
     try:
-        done = session.sudo(["sh", "-c", READ_LOG], timeout=120)
+        return read_log(session, where)
     finally:
         session.close()
+
+
+def read_log(session: Session, where: str) -> str:
+    """Every file of the usage log on a logged-in VM, as one text (Failure naming the VM when it cannot)."""
+    done = session.sudo(["sh", "-c", READ_LOG], timeout=120)
     if not done.ok:
         raise Failure(f"cannot read {USAGE_LOG} on {where}: {done.stderr.strip() or f'exit {done.exit_code}'} "
                       "(the admin user needs passwordless sudo, as the provisioning gives it)")

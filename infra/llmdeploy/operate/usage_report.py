@@ -146,7 +146,7 @@ def summarize(lines: Iterable[str], window: timedelta | None, now: datetime | No
 COLUMNS = ("key", "requests", "ok", "401", "429", "4xx", "5xx", "avg s", "engine s", "in", "out", "last")
 
 
-def _size(count: int) -> str:
+def human_size(count: int) -> str:
     if count < 1024:
         return f"{count} B"
     size = count / 1024
@@ -162,7 +162,7 @@ def table(report: UsageReport) -> str:
     rows = [COLUMNS] + [(k.name, str(k.requests), str(k.ok), str(k.unauthorized), str(k.throttled),
                          str(k.client_errors), str(k.server_errors),
                          f"{k.request_seconds / k.requests:.3f}" if k.requests else "-", f"{k.upstream_seconds:.1f}",
-                         _size(k.request_bytes), _size(k.response_bytes), k.last) for k in report.keys]
+                         human_size(k.request_bytes), human_size(k.response_bytes), k.last) for k in report.keys]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
              for r in rows]

@@ -1,4 +1,4 @@
-"""`llmdeploy workshop ...` (plan, handouts, status, rotate, revoke, teardown) and `llmdeploy reap`.
+"""`llmdeploy workshop ...` (plan, handouts, status, usage, rotate, revoke, teardown) and `llmdeploy reap`.
 
 Exit codes: 0 when everything worked, 1 when something ran and failed (a plan that cannot work, an endpoint
 whose smoke test failed, pulumi failing, resources left after teardown, expired resources not deleted), 2 for
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 # Endpoints smoke-tested at once by `workshop status`: scripts/bench_workshop_smoke.py measured 32 as the fastest
 # for 200 endpoints on 2 cores (64 was no faster and starved the stream timing checks).
 STATUS_CONCURRENCY = 32
+# VMs whose usage log is read at once: each is one SSH login and one small read.
+USAGE_CONCURRENCY = 16
 OFFLINE_HINT = "; or plan without OCI: --limits FILE, or --offline"
 
 
@@ -174,6 +176,36 @@ def cmd_workshop_status(args: argparse.Namespace) -> int:
     if args.json:
         write_text(args.json, to_json(reports, red))
     return EXIT_OK if passed == len(reports) else EXIT_FAILED
+
+
+def cmd_workshop_usage(args: argparse.Namespace) -> int:
+    from ..operate import cloud_access, known_hosts
+    from ..operate.usage import read_log
+    from ..operate.usage_report import parse_window
+    from . import pulumi_cli
+    from .access import plans_for
+    from .attendee_outputs import read_outputs_file
+    from .loaded_stack import load
+    from .usage import UNREACHABLE, endpoint_vms, read_logs, report, table
+
+    window = parse_window(args.since)  # bad input is refused before any login
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    if not 0 < args.ssh_port < 65536:
+        raise UsageError(f"--ssh-port {args.ssh_port}: expected a number from 1 to 65535")
+    root = _root(args)
+    ws = load(root, _stack_name(args.stack))
+    plans = plans_for(ws, ws.attendees())
+    outputs = read_outputs_file(Path(args.outputs)) if args.outputs else \
+        pulumi_cli.stack_outputs(root, ws.stack, show_secrets=False)  # where the VMs are is no secret
+    vms = endpoint_vms(plans, outputs, args.ssh_port, f"outputs file {args.outputs}" if args.outputs else
+                       f"stack '{ws.stack}'")
+    with cloud_access.private_key_file(root, ws.stack, args.ssh_key) as key_file:
+        logs = read_logs(vms, lambda t: known_hosts.login(t.host, t.port, t.user, key_file, known_hosts.default_file()),
+                         read_log, args.concurrency)
+    found = report(vms, logs, window)
+    print(found.as_json() if args.json else table(found))
+    return EXIT_FAILED if found.count(UNREACHABLE) else EXIT_OK
 
 
 # --- rotate and revoke --------------------------------------------------------------------------------------
@@ -374,6 +406,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds per request (default: 30)")
     p.add_argument("--json", metavar="FILE", help="write every result as JSON (keys redacted)")
     p.set_defaults(func=cmd_workshop_status, command_name="workshop status")
+
+    p = _parser(sub, "usage", "per attendee: requests, refusals, time and bytes over a window; idle ones too",
+                "llmdeploy workshop usage --stack workshop-a10 --since 2h")
+    _common(p)
+    p.add_argument("--since", default="24h", metavar="WINDOW", help="how far back: 30m, 24h (default), 7d, or all")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--outputs", metavar="FILE", help="a saved `pulumi stack output --json` (default: ask the "
+                   "Pulumi CLI)")
+    p.add_argument("--ssh-key", metavar="FILE", help="private key for the VMs (default: the stack's sshPrivateKey)")
+    p.add_argument("--ssh-port", type=int, default=22, metavar="N", help="the VMs' SSH port (default: 22)")
+    p.add_argument("--concurrency", type=int, default=USAGE_CONCURRENCY, metavar="N",
+                   help=f"VMs read at once (default: {USAGE_CONCURRENCY})")
+    p.set_defaults(func=cmd_workshop_usage, command_name="workshop usage")
 
     p = _parser(sub, "rotate", "give one attendee a new key (pulumi up --replace of their key)",
                 "llmdeploy workshop rotate alice --stack workshop-a10")

@@ -67,13 +67,19 @@ def _json(text: str, what: str) -> Any:
                       "upgrade the Pulumi CLI") from None
 
 
-def stack_outputs(root: Path, stack: str) -> dict[str, Any]:
-    """`pulumi stack output --json --show-secrets`: every output, secrets in plaintext (keep them in memory)."""
-    data = _json(_capture(["stack", "output", "--json", "--show-secrets"], root, stack, "the outputs"),
-                 "`stack output`")
+def stack_outputs(root: Path, stack: str, show_secrets: bool = True) -> dict[str, Any]:
+    """`pulumi stack output --json --show-secrets`: every output, secrets in plaintext (keep them in memory);
+    without show_secrets, secret outputs stay "[secret]"."""
+    args = ["stack", "output", "--json"] + (["--show-secrets"] if show_secrets else [])
+    data = _json(_capture(args, root, stack, "the outputs"), "`stack output`")
     if not isinstance(data, dict):
         raise Failure("`pulumi stack output --json` did not return an object")
     return data
+
+
+def config_value(root: Path, stack: str, key: str) -> str:
+    """`pulumi config get KEY`: one config value, a secret decrypted (keep it in memory)."""
+    return _capture(["config", "get", key], root, stack, f"the config value {key}").rstrip("\n")
 
 
 def stack_export(root: Path, stack: str) -> dict[str, Any]:
