@@ -13,11 +13,9 @@ from llmdeploy.config import ConfigError, StackConfig, parse
 from llmdeploy.frontends import NEXT_KEY_ENV
 from llmdeploy.render import FILES_DIR, STEPS_DIR, render
 from llmdeploy.secret_delivery import generate_api_key, secrets_bundle
+from support.next_config import CLIENT, DIGEST, SERVER
 from support.project import minimal_raw
 
-DIGEST = "sha256:" + "0123456789abcdef" * 4  # a well-formed digest for the parser; no registry is asked here
-SERVER = f"biocypher/biochatter-server@{DIGEST}"
-CLIENT = f"registry.example.org/biochatter-next@{DIGEST}"
 LLAMA = dict(engine="llamacpp", shape="VM.Standard.E4.Flex", llamacppModelUrl="https://models.invalid/m.gguf")
 
 
