@@ -141,3 +141,16 @@ def test_the_client_refuses_other_openai_paths_and_nginx_keeps_the_rest(site: Ch
         for path in ("/v1/chat/completions", "/docs", "/api/openai/v1/models", "/_next/static/app.js"):
             assert s.get(f"{site.chat}{path}", allow_redirects=False, timeout=5).status_code == 404, path
     assert len(server.requests) == seen  # biochatter-server is reached through the client only
+
+
+def test_the_smoke_gates_chat_checks_pass(site: ChatSite) -> None:
+    """What `pulumi up`'s smoke gate runs with chatUrl (`llmdeploy smoke --chat-url`): sign-in page, wrong key,
+    the key's session reaching the page."""
+    from llmdeploy.result import PASS
+    from llmdeploy.smoke.chat_checks import run_chat_checks
+    from llmdeploy.smoke.targets import Credentials, Target
+
+    target = Target(url=site.api, credentials=Credentials(api_key=site.ep.keys["bob"]), ca_bundle=site.ep.ca,
+                    timeout=10, chat_url=f"{site.chat}/_login")
+    results = run_chat_checks(target)
+    assert [r.status for r in results] == [PASS] * 3, [(r.name, r.detail) for r in results]
