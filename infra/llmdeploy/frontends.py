@@ -29,6 +29,7 @@ class ChatFrontend:
     ui: ClassVar[str] = ""  # the chatUi value
     port: ClassVar[int] = 0  # where it listens on loopback (not 8080, llama.cpp's)
     path: ClassVar[str] = "/"  # where its page is on the chat host
+    location: ClassVar[str] = "/"  # the prefix nginx passes on to it; the rest of the chat host is 404
     needs_admin_key: ClassVar[bool] = False  # the first key to sign in becomes its admin
     pip_torch: ClassVar[bool] = False  # pip installs torch with it (the CPU wheel, on CPU machines)
     containers: ClassVar[bool] = False  # it runs in Docker containers (step 30-docker installs Docker)
@@ -89,6 +90,7 @@ class BiochatterLight(ChatFrontend):
     ui = "biochatter-light"
     port = 8501  # Streamlit's own
     path = "/light/"  # Streamlit's baseUrlPath
+    location = "/light/"
 
     def check(self, r: Reader, engine: Engine, model_name: str, os_name: str, auth: Auth) -> None:
         if os_name not in _BIOCHATTER_LIGHT_OSES and not r.failed("os"):
@@ -111,6 +113,8 @@ class BiochatterNext(ChatFrontend):
     ui = "biochatter-next"
     port = 3000  # the Next.js client (its Dockerfile's EXPOSE; Next's standalone server.js reads PORT, HOSTNAME)
     path = "/biochatter-next"  # its next.config.mjs basePath; Next answers 308 to the same path with a "/" added
+    # All of the chat host: its pages fetch root paths outside the basePath (ApiPath.OpenAI, "/api/openai/...").
+    location = "/"
     containers = True
     server_port: ClassVar[int] = 5001  # biochatter-server's (its Dockerfile's gunicorn --bind)
 

@@ -158,6 +158,7 @@ class ChatContext:
     enabled: bool
     host: str
     path: str
+    location: str  # the prefix nginx passes on to it (its path, or / for all of the chat host)
     port: int
     burst: int  # nginx's burst for the chat pages (many assets at once)
     web_user_domain: str
@@ -238,6 +239,7 @@ def template_context(cfg: StackConfig, host_layout: HostLayout, node: Node, step
             failures_retry_after=retry_after_seconds(AUTH_FAILURES.rate), healthz_limit=HEALTHZ_LIMIT),
         "chat": ChatContext(
             ui=cfg.chat.ui, enabled=cfg.chat.enabled, host=cfg.chat.host, path=cfg.chat.path,
+            location=cfg.chat.frontend.location if cfg.chat.frontend else "/",
             port=host_layout.chat_port or (cfg.chat.frontend.port if cfg.chat.frontend else 0),
             burst=max(cfg.auth.burst, CHAT_PAGE_BURST), web_user_domain=WEB_USER_DOMAIN,
             biochatter_light_repo=cfg.chat.biochatter_light_repo, biochatter_light_ref=cfg.chat.biochatter_light_ref,

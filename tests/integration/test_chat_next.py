@@ -79,7 +79,7 @@ def test_no_or_a_forged_cookie_is_sent_to_sign_in_and_reaches_neither_container(
         headers = {"Cookie": cookie} if cookie else {}
         root = s.get(f"{site.chat}/", headers=headers, allow_redirects=False, timeout=5)
         assert root.status_code == 302 and root.headers["Location"] == BASE_PATH  # nginx's own, as for Light
-        for path in (BASE_PATH, f"{BASE_PATH}/", f"{BASE_PATH}/_next/static/app.js"):
+        for path in (BASE_PATH, f"{BASE_PATH}/", f"{BASE_PATH}/_next/static/app.js", "/api/openai/v1/models"):
             r = s.get(f"{site.chat}{path}", headers=headers, allow_redirects=False, timeout=5)
             assert r.status_code == 302 and r.headers["Location"] == "/_login", path
         r = s.post(f"{site.chat}{CHAT}", json=MESSAGE, headers=headers, allow_redirects=False, timeout=5)
@@ -134,12 +134,18 @@ def test_a_message_goes_client_server_engine_with_the_servers_ordinary_key(
     assert all(e.headers.get("Authorization") != f"Bearer {site.ep.keys['ops']}" for e in engine.requests)
 
 
-def test_the_client_refuses_other_openai_paths_and_nginx_keeps_the_rest(site: ChatSite, server: NextState) -> None:
+def test_every_path_goes_to_the_client_never_to_the_server(site: ChatSite, client: NextState,
+                                                            server: NextState) -> None:
+    """The client's pages fetch root paths outside its basePath (upstream's ApiPath.OpenAI is "/api/openai"), so
+    nginx passes the whole chat host to the client, signed in; biochatter-server's own paths reach only the client
+    (which has none of them), never the server."""
     seen = len(server.requests)
     with signed_in(site, "bob") as s:
         assert s.post(f"{site.chat}{BASE_PATH}/api/openai/dashboard/billing/usage", json={}, timeout=5).status_code == 403
-        for path in ("/v1/chat/completions", "/docs", "/api/openai/v1/models", "/_next/static/app.js"):
+        for path in ("/v1/chat/completions", "/docs", "/api/openai/v1/models"):
             assert s.get(f"{site.chat}{path}", allow_redirects=False, timeout=5).status_code == 404, path
+            got = client.requests[-1]
+            assert got.path == path and got.headers["X-User-Name"] == "bob"
     assert len(server.requests) == seen  # biochatter-server is reached through the client only
 
 

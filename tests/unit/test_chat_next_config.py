@@ -62,9 +62,13 @@ def test_both_containers_are_pinned_by_digest_and_bound_to_loopback() -> None:
     assert "OPENAI_API_KEY" not in client and "--env-file" not in client  # the client holds no key
 
 
-def test_nginx_serves_it_under_its_base_path_and_sends_the_root_there() -> None:
+def test_nginx_sends_the_root_to_its_base_path_and_all_else_to_the_client() -> None:
+    """Its pages fetch root paths outside the basePath (/api/openai/...): the whole chat host goes to the client,
+    signed in; Light's site keeps only /light/."""
     site = render(next_cfg()).nginx_site
-    assert "location /biochatter-next {" in site and "return 302 /biochatter-next;" in site
+    chat = site.split("server_name chat.llm.example.org;", 1)[1]
+    assert "location = / {\n        return 302 /biochatter-next;" in chat
+    assert "    location / {\n" in chat and "return 404;" not in chat
     assert "proxy_pass http://127.0.0.1:3000;" in site and "127.0.0.1:5001" not in site  # the server: never nginx's
 
 
