@@ -132,6 +132,11 @@ def test_a_message_goes_client_server_engine_with_the_servers_ordinary_key(
     for seen in (*client.requests, *server.requests):
         assert not any(k in str(seen.headers) or k.encode() in seen.body for k in keys), seen.path
     assert all(e.headers.get("Authorization") != f"Bearer {site.ep.keys['ops']}" for e in engine.requests)
+    # What the server container gets: the ordinary key from its env file, and no other key at all.
+    assert server.run is not None and server.run.env["OPENAI_API_KEY"] == site.ep.keys["alice"]
+    others = [k for name, k in site.ep.keys.items() if name != "alice"]
+    assert not any(k in str(server.run.env) for k in others)
+    assert client.run is not None and not any(k in str(client.run.env) for k in keys)
 
 
 def test_every_path_goes_to_the_client_never_to_the_server(site: ChatSite, client: NextState,
