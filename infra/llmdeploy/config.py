@@ -38,7 +38,7 @@ from .engines.llamacpp import LlamacppModel, gguf_filename
 from .engines.ollama import OLLAMA_ZSTD_SINCE, OllamaModel
 from .engines.vllm import VLLM_CPU_RUNTIME_GB, VLLM_DTYPES, VllmModel
 from .engines.xinference import XINFERENCE_BACKEND_EXTRAS, XINFERENCE_INSTALLS, XinferenceModel
-from .frontends import BIOCHATTER_LIGHT_MODEL, CHAT_UI_PORTS, CHAT_UIS, OPEN_WEBUI_MEMORY_MB
+from .frontends import BIOCHATTER_LIGHT_MODEL, CHAT_UI_PORTS, CHAT_UIS, OPEN_WEBUI_MEMORY_MB, runs_containers
 from .shapes import SHAPES, Shape
 
 __all__ = [  # what other modules import from here
@@ -107,7 +107,7 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
     xinference_install = r.choice("xinferenceInstall", XINFERENCE_INSTALLS)
     conda = r.bool("installConda") or engine.uses_conda(xinference_install)
     # vLLM on CPUs runs in a virtualenv, under Ray in Ray's own (rayPackage).
-    docker = r.bool("installDocker") or engine.container
+    docker = r.bool("installDocker") or engine.container or runs_containers(r.str("chatUi"))
     sources = parse_sources(r)
     driver_branch = r.int("nvidiaDriverBranch", 450, 999)
     engine.check_sources(r, model, machine, sources, driver_branch)

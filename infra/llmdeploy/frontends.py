@@ -29,8 +29,10 @@ class ChatFrontend:
     ui: ClassVar[str] = ""  # the chatUi value
     port: ClassVar[int] = 0  # where it listens on loopback (not 8080, llama.cpp's)
     path: ClassVar[str] = "/"  # where its page is on the chat host
+    location: ClassVar[str] = "/"  # the prefix nginx passes on to it; the rest of the chat host is 404
     needs_admin_key: ClassVar[bool] = False  # the first key to sign in becomes its admin
     pip_torch: ClassVar[bool] = False  # pip installs torch with it (the CPU wheel, on CPU machines)
+    containers: ClassVar[bool] = False  # it runs in Docker containers (step 30-docker installs Docker)
 
     @property
     def step_template(self) -> str:
@@ -88,6 +90,7 @@ class BiochatterLight(ChatFrontend):
     ui = "biochatter-light"
     port = 8501  # Streamlit's own
     path = "/light/"  # Streamlit's baseUrlPath
+    location = "/light/"
 
     def check(self, r: Reader, engine: Engine, model_name: str, os_name: str, auth: Auth) -> None:
         if os_name not in _BIOCHATTER_LIGHT_OSES and not r.failed("os"):
@@ -103,7 +106,41 @@ class BiochatterLight(ChatFrontend):
                 VmFile(f"{FILES_DIR}/{LIGHT_LAUNCHER}", render_template("files/biochatter-light-launch.py.j2", ctx))]
 
 
-FRONTENDS: dict[str, ChatFrontend] = {f.ui: f for f in (OpenWebUI(), BiochatterLight())}
+class BiochatterNext(ChatFrontend):
+    """Upstream's two containers (biochatter-next's docker-compose.yml): the Next.js client, which the browser
+    talks to, and biochatter-server (FastAPI), which the client calls and which calls the engine. Both run on the
+    host's network, bound to loopback: the server must reach the engine on 127.0.0.1."""
+    ui = "biochatter-next"
+    port = 3000  # the Next.js client (its Dockerfile's EXPOSE; Next's standalone server.js reads PORT, HOSTNAME)
+    path = "/biochatter-next"  # its next.config.mjs basePath; Next answers 308 to the same path with a "/" added
+    # All of the chat host: its pages fetch root paths outside the basePath (ApiPath.OpenAI, "/api/openai/...").
+    location = "/"
+    containers = True
+    server_port: ClassVar[int] = 5001  # biochatter-server's (its Dockerfile's gunicorn --bind)
+
+    def check(self, r: Reader, engine: Engine, model_name: str, os_name: str, auth: Auth) -> None:
+        if auth.api_keys and not next_server_key(auth) and not r.failed("apiKeys"):
+            r.problems.append(Problem(
+                "apiKeys", [k.name for k in auth.api_keys], "a key without :admin for chatUi biochatter-next: its "
+                "server talks to the engine with the first ordinary key, never an admin key",
+                set_cmd("apiKeys", f"--path 'apiKeys[{len(auth.api_keys)}]' biochatter")))
+
+    def files(self, cfg: StackConfig, ctx: dict[str, Any]) -> list[VmFile]:
+        return [VmFile(f"{FILES_DIR}/{unit}.service", render_template(f"files/{unit}.service.j2", ctx))
+                for unit in (NEXT_SERVER_UNIT, NEXT_CLIENT_UNIT)]
+
+
+NEXT_SERVER_UNIT = "biochatter-next-server"
+NEXT_KEY_ENV = "biochatter-next.env"  # in the secrets folder: OPENAI_API_KEY=<the first ordinary key>
+NEXT_CLIENT_UNIT = "biochatter-next-client"
+
+
+def next_server_key(auth: Auth) -> str:
+    """The key biochatter-server talks to the engine with: the first one without :admin ("" if none)."""
+    return next((k.name for k in auth.api_keys if not k.admin), "")
+
+
+FRONTENDS: dict[str, ChatFrontend] = {f.ui: f for f in (OpenWebUI(), BiochatterLight(), BiochatterNext())}
 CHAT_UIS = (NONE, *FRONTENDS)  # the values of chatUi
 CHAT_UI_PORTS = {ui: f.port for ui, f in FRONTENDS.items()}
 
@@ -111,3 +148,9 @@ CHAT_UI_PORTS = {ui: f.port for ui, f in FRONTENDS.items()}
 def frontend(ui: str) -> ChatFrontend | None:
     """The frontend chatUi names; None for none."""
     return FRONTENDS.get(ui)
+
+
+def runs_containers(ui: str) -> bool:
+    """Whether chatUi's frontend needs Docker on the machine."""
+    chosen = FRONTENDS.get(ui)
+    return chosen is not None and chosen.containers

@@ -1,7 +1,7 @@
 """Secrets that must never sit in user-data, packed for delivery after boot.
 
 OCI keeps user-data in instance metadata, readable by anyone with read access to the instance, so
-API keys, a provided TLS key, the Hugging Face token and Open WebUI's secret key travel instead over SSH, as a tar archive on
+API keys, a provided TLS key, the Hugging Face token, Open WebUI's secret key and BioChatter Next's key travel instead over SSH, as a tar archive on
 the standard input of /usr/local/sbin/llmdeploy-install-secrets (never on a command line). They are
 delivered as soon as SSH logs in, while the steps run: a step that needs one (the engine's download
 needs hfToken) waits for it.
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .config import Secret, StackConfig, Tls
+from .frontends import NEXT_KEY_ENV
 
 KEY_PREFIX = "sk-llm-"
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{24,128}")  # fullmatch: `$` lets a final newline through
@@ -50,6 +51,14 @@ def open_webui_env(secret_key: str) -> str:
     return f"WEBUI_SECRET_KEY={secret_key}\n"
 
 
+def next_server_env(api_key: str) -> str:
+    """biochatter-next.env, biochatter-server's --env-file: the ordinary API key it talks to the engine with (Docker
+    reads the file; the value never reaches a command line)."""
+    if not _KEY_RE.fullmatch(api_key):
+        raise ValueError("BioChatter Next's API key must be 24-128 characters of A-Z, a-z, 0-9, '_' or '-'")
+    return f"OPENAI_API_KEY={api_key}\n"
+
+
 def hf_env(token: str) -> str:
     """hf.env: the token (one word: config.py checks it) under both names Hugging Face's libraries read."""
     return f"HF_TOKEN={token}\nHUGGING_FACE_HUB_TOKEN={token}\n"
@@ -72,10 +81,13 @@ class DeliveredSecrets:
     hf_token: Secret
     tls: Tls
     webui: bool = False  # chatUi open-webui: its secret key (WEBUI_SECRET_KEY) goes too
+    next_key: str = ""  # chatUi biochatter-next: the name of the ordinary key its server gets (biochatter-next.env)
 
     @classmethod
     def from_config(cls, cfg: StackConfig) -> DeliveredSecrets:
-        return cls(tuple(k.name for k in cfg.auth.api_keys), cfg.hf_token, cfg.tls, cfg.chat.ui == "open-webui")
+        images = cfg.chat.next_images
+        return cls(tuple(k.name for k in cfg.auth.api_keys), cfg.hf_token, cfg.tls, cfg.chat.ui == "open-webui",
+                   images.server_key if images else "")
 
     def bundle(self, api_keys: Mapping[str, str], public_ip: str = "", ray_token: str = "",
                webui_secret_key: str = "") -> bytes:
@@ -92,6 +104,8 @@ class DeliveredSecrets:
             self._add_node_secrets(tar, ray_token)
             if self.webui and webui_secret_key:
                 _add(tar, "open-webui.env", open_webui_env(webui_secret_key))
+            if self.next_key:
+                _add(tar, NEXT_KEY_ENV, next_server_env(api_keys[self.next_key]))
             if self.tls.mode == "self-signed" and public_ip:
                 _add(tar, "tls/extra-sans", f"IP:{public_ip}\n")
             if self.tls.mode == "provided":

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from . import vmpaths
 from .engines import HealthCheck
-from .frontends import LIGHT_LAUNCHER, OPEN_WEBUI_MEMORY_MB
+from .frontends import LIGHT_LAUNCHER, NEXT_KEY_ENV, OPEN_WEBUI_MEMORY_MB, BiochatterNext
 from .nginx_auth import (AUTH_FAILURES, CHAT_PAGE_BURST, HEALTHZ_LIMIT, WEB_USER_DOMAIN, AuthFailureLimit, HealthzLimit,
                          rate_zones, retry_after_seconds, web_user_email)
 from .nvidia import CUDA_MIN_DRIVER
@@ -158,6 +158,7 @@ class ChatContext:
     enabled: bool
     host: str
     path: str
+    location: str  # the prefix nginx passes on to it (its path, or / for all of the chat host)
     port: int
     burst: int  # nginx's burst for the chat pages (many assets at once)
     web_user_domain: str
@@ -170,6 +171,20 @@ class ChatContext:
     admin_script: str
     secret_env: str
     secret_wait_s: int
+    next: NextContext | None = None  # chatUi biochatter-next
+
+
+@dataclass(frozen=True)
+class NextContext:
+    """BioChatter Next's two containers: their digest-pinned images, the server's port and its key file (the
+    first ordinary API key, OPENAI_API_KEY=..., delivered over SSH)."""
+
+    server_image: str
+    client_image: str
+    server_port: int
+    server_key: str  # the key's name, never its value
+    key_file: str  # its name in the delivered archive
+    key_env: str  # where it is installed
 
 
 @dataclass(frozen=True)
@@ -224,12 +239,14 @@ def template_context(cfg: StackConfig, host_layout: HostLayout, node: Node, step
             failures_retry_after=retry_after_seconds(AUTH_FAILURES.rate), healthz_limit=HEALTHZ_LIMIT),
         "chat": ChatContext(
             ui=cfg.chat.ui, enabled=cfg.chat.enabled, host=cfg.chat.host, path=cfg.chat.path,
+            location=cfg.chat.frontend.location if cfg.chat.frontend else "/",
             port=host_layout.chat_port or (cfg.chat.frontend.port if cfg.chat.frontend else 0),
             burst=max(cfg.auth.burst, CHAT_PAGE_BURST), web_user_domain=WEB_USER_DOMAIN,
             biochatter_light_repo=cfg.chat.biochatter_light_repo, biochatter_light_ref=cfg.chat.biochatter_light_ref,
             light_launcher=LIGHT_LAUNCHER, memory_mb=OPEN_WEBUI_MEMORY_MB, admin_name=admin,
             admin_email=web_user_email(admin), admin_script=OPEN_WEBUI_ADMIN,
-            secret_env=f"{paths.secrets_dir}/open-webui.env", secret_wait_s=timeout_s),
+            secret_env=f"{paths.secrets_dir}/open-webui.env", secret_wait_s=timeout_s,
+            next=_next_context(cfg, host_layout)),
         "hf_token": HfTokenContext(
             is_set=bool(cfg.hf_token), env_file=f"{paths.secrets_dir}/hf.env", wait_s=timeout_s,
             model_from_hf_endpoint=bool(model_url) and (model_url == hf_endpoint
@@ -239,6 +256,16 @@ def template_context(cfg: StackConfig, host_layout: HostLayout, node: Node, step
         "sources": cfg.sources, "vm": vmpaths.template_vars(), "paths": paths, "host_layout": host_layout,
         **served_by.context(cfg, node),
     }
+
+
+def _next_context(cfg: StackConfig, host_layout: HostLayout) -> NextContext | None:
+    images = cfg.chat.next_images
+    if images is None:
+        return None
+    return NextContext(server_image=images.server, client_image=images.client,
+                       server_port=BiochatterNext.server_port,
+                       server_key=images.server_key, key_file=NEXT_KEY_ENV,
+                       key_env=f"{host_layout.paths.secrets_dir}/{NEXT_KEY_ENV}")
 
 
 def tls_sans(cfg: StackConfig) -> str:

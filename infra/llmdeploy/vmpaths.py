@@ -35,6 +35,7 @@ OPEN_WEBUI_VENV = f"{OPT_DIR}/open-webui"
 BIOCHATTER_LIGHT_APP = f"{OPT_DIR}/biochatter-light"  # the checked-out repository
 BIOCHATTER_LIGHT_VENV = f"{OPT_DIR}/biochatter-light-venv"
 BIOCHATTER_LIGHT_HOME = f"{STATE_DIR}/biochatter-light"  # its service's HOME, the one place it writes
+BIOCHATTER_NEXT_LOGS = f"{STATE_DIR}/biochatter-next-logs"  # biochatter-server's /app/logs (it writes app.log there)
 MINIFORGE_DIR = "/opt/miniforge3"  # 20-conda's Miniforge
 # nginx's web roots; templates read them (and TLS, secrets) from template_context.HostLayout.paths, which tests
 # move under a root.

@@ -9,6 +9,7 @@ from llmdeploy.config import parse
 from llmdeploy.render import HostLayout, render
 from llmdeploy.stack_yaml import load_stack_config
 from llmdeploy.validate import check_cloud_init_schema, check_nginx, check_shell, check_top_level_keys, install_throwaway_files, nginx_command, run_all, write_nginx_main_conf
+from support.next_config import CLIENT as NEXT_CLIENT, SERVER as NEXT_SERVER
 from support.project import EXAMPLE_STACKS, ROOT, minimal_raw
 
 
@@ -20,6 +21,24 @@ def test_every_example_stack_passes_every_check(stack: str) -> None:
     names = {c.name for c in checks}
     assert {"cloud-init schema", "cloud-init top-level keys", "nginx -t", "no secrets in user-data or bundle"} <= names
     assert sum(n.startswith("shellcheck ") for n in names) >= 7
+
+
+# Frontends without an example stack: chatUi biochatter-next needs image digests its user pins (support/next_config).
+FRONTEND_CONFIGS = {"biochatter-next": dict(chatUi="biochatter-next", domain="llm.example.org",
+                                            apiKeys=["instructor:admin", "student1"],
+                                            biochatterNextServerImage=NEXT_SERVER, biochatterNextClientImage=NEXT_CLIENT,
+                                            engine="llamacpp", shape="VM.Standard.E4.Flex",
+                                            llamacppModelUrl="https://models.invalid/m.gguf")}
+
+
+@pytest.mark.parametrize("ui", sorted(FRONTEND_CONFIGS))
+def test_every_chat_frontend_passes_every_check(ui: str) -> None:
+    checks = run_all(parse(minimal_raw(**FRONTEND_CONFIGS[ui])))
+    failed = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
+    assert not failed
+    names = {c.name for c in checks}
+    assert {"nginx -t", "shellcheck 45-chat.sh", "shellcheck 30-docker.sh", "cloud-init schema"} <= names
+    assert {f"systemd-analyze verify {ui}-server.service", f"systemd-analyze verify {ui}-client.service"} <= names
 
 
 def test_basic_auth_and_provided_tls_pass_nginx() -> None:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from ..engines import Engine
-from ..frontends import CHAT_UIS, NONE, ChatFrontend, frontend
+from ..frontends import CHAT_UIS, NONE, BiochatterNext, ChatFrontend, frontend, next_server_key
 from .auth import Auth
 from .deployment import DeploymentKind
 from .reader import DOMAIN_RE, Problem, Reader
@@ -17,11 +17,12 @@ from .tls import Tls, check_provided_names
 class Chat:
     """The chat frontend for people (chatUi), served on its own host name behind the API's keys."""
 
-    ui: str  # none | open-webui | biochatter-light
+    ui: str  # none | open-webui | biochatter-light | biochatter-next
     host: str  # chat.<domain> unless chatHost says otherwise; empty when ui is none
     biochatter_light_repo: str
     biochatter_light_ref: str
     admin: str = ""  # the first admin key's name: it signs in first, so it is the frontend's admin (Open WebUI)
+    next_images: BiochatterNextImages | None = None  # chatUi biochatter-next: its two containers, by digest
 
     @property
     def frontend(self) -> ChatFrontend | None:
@@ -35,6 +36,35 @@ class Chat:
     def path(self) -> str:
         """Where the frontend's page is on its host (frontends.py)."""
         return self.frontend.path if self.frontend else "/"
+
+
+@dataclass(frozen=True)
+class BiochatterNextImages:
+    """BioChatter Next's containers, each pinned by digest, and the key its server talks to the engine with."""
+
+    server: str
+    client: str
+    server_key: str  # the first ordinary (not :admin) API key's name: delivered over SSH, never in user-data
+
+
+# NAME[:TAG]@sha256:DIGEST, nothing a shell or a unit file would read otherwise.
+_DIGEST_IMAGE_RE = re.compile(r"[a-z0-9][a-z0-9._/:-]{0,254}@sha256:[0-9a-f]{64}")
+_NEXT_IMAGES = {"biochatterNextServerImage": "biocypher/biochatter-server:TAG",
+                "biochatterNextClientImage": "REGISTRY/biochatter-next:TAG"}
+
+
+def _next_images(r: Reader, auth: Auth) -> BiochatterNextImages:
+    """Both images by digest: a tag can be moved, a digest cannot; llmdeploy ships no digest it has not seen."""
+    found = {}
+    for key, example in _NEXT_IMAGES.items():
+        image = r.str(key)
+        found[key] = image
+        if not _DIGEST_IMAGE_RE.fullmatch(image):
+            r.bad(key, image, "an image pinned by digest (NAME@sha256:<64 hex>) for chatUi biochatter-next; "
+                  f"`docker buildx imagetools inspect {example}` prints the Digest to pin (docs/chat.md)",
+                  f"{example.split(':')[0]}@sha256:<digest>")
+    return BiochatterNextImages(found["biochatterNextServerImage"], found["biochatterNextClientImage"],
+                                next_server_key(auth))
 
 
 _GIT_REF_RE = re.compile(r"[0-9a-f]{40}|[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
@@ -65,7 +95,8 @@ def parse_chat(r: Reader, kind: DeploymentKind, domain: str, auth: Auth, engine:
     if host and tls.mode == "provided":
         check_provided_names(r, tls, host)
     chosen.check(r, engine, model_name, os_name, auth)
-    return Chat(ui, host, repo, ref, next((k.name for k in auth.api_keys if k.admin), ""))
+    images = _next_images(r, auth) if isinstance(chosen, BiochatterNext) else None
+    return Chat(ui, host, repo, ref, next((k.name for k in auth.api_keys if k.admin), ""), images)
 
 
 def _chat_host(r: Reader, ui: str, kind: DeploymentKind, domain: str) -> str:

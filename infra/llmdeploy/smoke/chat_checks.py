@@ -35,6 +35,10 @@ def sign_in(session: requests.Session, origin: str, key: str, timeout: float) ->
 def check_sign_in_page(session: requests.Session, origin: str, timeout: float) -> CheckResult:
     with timed("chat-ui: sign-in page over TLS") as result:
         first = session.get(f"{origin}/", allow_redirects=False, timeout=timeout)
+        location = first.headers.get("Location", "")
+        if first.status_code == 302 and location.startswith("/") and not location.endswith(SIGN_IN):
+            # A frontend under a path (/light/, /biochatter-next): / sends there, and that path to the sign-in.
+            first = session.get(f"{origin}{location}", allow_redirects=False, timeout=timeout)
         if first.status_code != 302 or not first.headers.get("Location", "").endswith(SIGN_IN):
             return result.fail(f"{origin}/ without a session answered {first.status_code}, not a redirect to "
                                f"{SIGN_IN}: the chat host lets browsers in unsigned, or is not llmdeploy's",
