@@ -85,9 +85,16 @@ class PlatformImage:
 
     def wire(self) -> dict[str, Any]:
         return {"id": self.id, "displayName": self.display_name, "operatingSystem": self.operating_system,
-                "operatingSystemVersion": self.operating_system_version, "timeCreated": self.time_created,
+                "operatingSystemVersion": self.operating_system_version, "timeCreated": go_time(self.time_created),
                 "state": "AVAILABLE", "launchMode": "PARAVIRTUALIZED", "compartmentId": self.compartment_id or None,
                 "freeformTags": dict(self.freeform_tags)}
+
+
+def go_time(rfc3339: str) -> str:
+    """A time as the provider's data sources give it: Go's time.String() of the SDK's time
+    ("2025-11-03 09:40:12.123 +0000 UTC"), not the API's RFC 3339. Its text sorts as RFC 3339 does (all UTC)."""
+    day, clock = rfc3339.rstrip("Z").split("T")
+    return f"{day} {clock} +0000 UTC"
 
 
 def _ubuntu(version: str, build: str, created: str, arch: str = "x86_64") -> PlatformImage:
@@ -184,7 +191,7 @@ class OciMocks(pulumi.runtime.Mocks):
             "command:remote:Command": {"stdout": f"ready: every stage done\n{CA_PEM}\n", "stderr": ""},
             "command:local:Command": {"stdout": "PASS  all checks\n", "stderr": ""},
             "oci:DataScience/modelDeployment:ModelDeployment": {"modelDeploymentUrl": MD_URL, "state": "ACTIVE"},
-            "oci:Core/image:Image": {"state": "AVAILABLE", "timeCreated": "2026-12-07T10:00:00.000Z"},
+            "oci:Core/image:Image": {"state": "AVAILABLE", "timeCreated": "2026-12-07 10:00:00.000 +0000 UTC"},
         }.get(args.typ, {})
         state.update(extra)
         self.resources.append(Registered(args.typ, args.name, args.inputs, args.custom))

@@ -17,6 +17,7 @@ from llmdeploy.bake.install import PER_INSTANCE_STEPS, install_digest, install_s
 from llmdeploy.config import ConfigError, parse
 from llmdeploy.render import STEPS_DIR, render
 from llmdeploy.stack.bake import INSTALL_TAG
+from llmdeploy.stack.baked_image import age_days
 from llmdeploy.stack_yaml import read_stack
 from support.delivery import bundle_files, secrets_tar, split_payload
 from support.project import ROOT
@@ -73,10 +74,14 @@ def test_bake_image_builds_a_builder_and_an_image_tagged_with_the_install_and_th
     tags = image.inputs["freeformTags"]
     assert tags[INSTALL_TAG] == digest and tags["project"] == "llmdeploy" and tags["llmdeploy-base-image"] == BARE_2204
     assert tags["llmdeploy-baked-on"] == datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    # The image outlives the stack: `workshop teardown` finds a stack's leftovers by its stack tag, the reaper by
+    # expires-at. The builder, which must not outlive it, carries both.
+    assert "stack" not in tags and tags["llmdeploy-baked-by"] == "vllm-a100" and tags["managed-by"] == "llmdeploy"
     assert image.inputs["displayName"].startswith(f"llmdeploy-{digest}-")
     assert image.inputs["instanceId"] == f"{builder.name}-id"  # taken from the builder
     # The builder boots the bare image on the stack's shape; the endpoint boots the image.
     assert builder.inputs["sourceDetails"]["sourceId"] == BARE_2204 and builder.inputs["shape"] == "BM.GPU.A100-v2.8"
+    assert builder.inputs["freeformTags"]["stack"] == "vllm-a100"
     assert booted(result) == {f"{image.name}-id"}
     # The image is taken after the builder powered off, which follows the install and the scrub.
     off = result.one(LOCAL) if len(result.of_type(LOCAL)) == 1 else \
@@ -209,6 +214,9 @@ def test_a_workshop_bakes_each_distinct_install_once_and_its_vms_boot_from_it() 
     default_image = next(i for i in images if i.inputs["freeformTags"][INSTALL_TAG] == default)
     assert {v for k, v in by_vm.items() if "-chen-" not in k} == {f"{default_image.name}-id"}
     assert by_vm[next(k for k in by_vm if "-chen-" in k)] in {f"{i.name}-id" for i in images} - {f"{default_image.name}-id"}
+    # The course's expiry reaps the builders with it, never the images.
+    assert all(b.inputs["freeformTags"]["expires-at"] == "2026-12-31T18:00:00Z" for b in builders)
+    assert not [i for i in images if "expires-at" in i.inputs["freeformTags"]]
 
 
 # ---- config -----------------------------------------------------------------------------------------------------
@@ -230,3 +238,12 @@ def test_bad_bake_config_is_refused_with_the_fix(stack: str, over: dict[str, Any
 def test_auto_is_quiet_on_targets_that_do_not_bake() -> None:
     parse(values("ray-a10"), stack="ray-a10")
     parse(values("datascience-a10"), stack="datascience-a10")
+
+
+def test_the_age_reads_the_providers_go_time_and_rfc_3339_and_an_unreadable_time_is_never_fresh() -> None:
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+    # The provider sets time_created from the Go SDK's time.String() (terraform-provider-oci's images data source).
+    assert age_days("2026-12-06 12:00:00.123456789 +0000 UTC", now) == pytest.approx(1, abs=1e-5)
+    assert age_days("2026-12-06 14:00:00 +0200 CEST", now) == pytest.approx(1)
+    assert age_days("2026-11-07T12:00:00.000Z", now) == pytest.approx(30)
+    assert age_days("yesterday", now) == float("inf") and age_days("", now) == float("inf")

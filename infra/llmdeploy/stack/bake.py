@@ -34,6 +34,8 @@ from .vm import VmArgs, launch_instance, reserved_ip
 INSTALL_TAG = "llmdeploy-install"
 BAKED_ON_TAG = "llmdeploy-baked-on"
 BASE_IMAGE_TAG = "llmdeploy-base-image"
+BAKED_BY_TAG = "llmdeploy-baked-by"  # the stack that baked it (not `stack`: teardown finds a stack's leftovers by that)
+STACK_LIFE_TAGS = ("stack", "attendee", "expires-at")
 # Files only the per-instance steps read: nginx's site, its basic-auth hashes, certbot's hook. The builder's bundle
 # leaves them out, so no password hash is ever on the builder's disk.
 PER_INSTANCE_FILES = tuple(f"{FILES_DIR}/{name}" for name in ("nginx-site.conf", "htpasswd", "certbot-deploy-hook"))
@@ -159,7 +161,12 @@ class BuilderArgs:
         return f"{self.project}-{self.digest}-{self.baked_on}"
 
     def image_tags(self, tags: dict[str, str]) -> dict[str, str]:
-        return {**tags, INSTALL_TAG: self.digest, BAKED_ON_TAG: self.baked_on, BASE_IMAGE_TAG: self.base_image}
+        """The stack's tags but those that tie a resource to one stack's life (stack, attendee, expires-at): the
+        image outlives the builder and serves every stack of the same install, so `workshop teardown` must not
+        count it as the stack's leftover, nor the reaper expire it with the course. BAKED_BY_TAG says who baked it."""
+        kept = {k: v for k, v in tags.items() if k not in STACK_LIFE_TAGS}
+        return {**kept, INSTALL_TAG: self.digest, BAKED_ON_TAG: self.baked_on, BASE_IMAGE_TAG: self.base_image,
+                BAKED_BY_TAG: tags.get("stack", "")}
 
 
 class BakedImage(pulumi.ComponentResource):

@@ -9,6 +9,7 @@ once (dedicated VMs of one course share it) and every VM of that install boots f
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -71,9 +72,24 @@ def baked_images(args: VmArgs, project: str, digest: str) -> list[core.outputs.G
     ).images)
 
 
+# The provider hands timeCreated over as Go's time.String() ("2025-11-03 09:40:12.123 +0000 UTC"); RFC 3339 is read too.
+_TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(?:\.(\d+))?\s*(Z|[+-]\d{2}:?\d{2})?(?: [A-Z]+)?")
+
+
+def created_at(time_created: str) -> datetime | None:
+    """When an image was created, from the provider's timeCreated; None for a value it cannot read."""
+    found = _TIME_RE.fullmatch((time_created or "").strip())
+    if not found:
+        return None
+    day, clock, fraction, zone = found.groups()
+    zone = "+00:00" if zone in (None, "Z") else f"{zone[:3]}:{zone[-2:]}"
+    return datetime.fromisoformat(f"{day}T{clock}.{(fraction or '0')[:6].ljust(6, '0')}{zone}")
+
+
 def age_days(time_created: str, now: datetime) -> float:
-    created = datetime.fromisoformat(time_created.replace("Z", "+00:00"))
-    return (now - created).total_seconds() / 86400
+    """Days since the image was created; infinite (never fresh) when its time cannot be read."""
+    created = created_at(time_created)
+    return (now - created).total_seconds() / 86400 if created else float("inf")
 
 
 def choose(cfg: StackConfig, found: list[core.outputs.GetImagesImageResult], install: Install,
@@ -85,10 +101,10 @@ def choose(cfg: StackConfig, found: list[core.outputs.GetImagesImageResult], ins
     if fresh:
         image = fresh[0]
         return image.id, (f"booting the baked image {image.display_name} ({image.id}, install {digest}, "
-                          f"{age_days(image.time_created, now):.0f} days old)")
+                          f"{_days(image.time_created, now)} old)")
     if found:
         why = (f"the newest image baked for install {digest}, {found[0].display_name}, is "
-               f"{age_days(found[0].time_created, now):.0f} days old, older than bakeMaxAgeDays {max_age}")
+               f"{_days(found[0].time_created, now)} old, older than bakeMaxAgeDays {max_age}")
         fix = "bake it again (pulumi config set bakeImage true; pulumi up) or raise bakeMaxAgeDays"
     else:
         why = f"no image is baked for install {digest} (base image {install.base_image}) on {cfg.shape.name}"
@@ -96,6 +112,11 @@ def choose(cfg: StackConfig, found: list[core.outputs.GetImagesImageResult], ins
     if cfg.bake.policy == "require":
         raise ValueError(f"bakedImage require: {why}; {fix}, or boot the bare image: pulumi config set bakedImage auto")
     return "", f"booting the bare image {install.base_image}: {why} ({fix})"
+
+
+def _days(time_created: str, now: datetime) -> str:
+    age = age_days(time_created, now)
+    return f"{age:.0f} days" if age != float("inf") else f"of unknown age (timeCreated {time_created!r})"
 
 
 Log = Callable[[str], None]
