@@ -117,10 +117,11 @@ def powered_off_script(port: int = 22, margin_s: int = STOPPED_MARGIN_S, tries: 
     """This machine's side: wait until the builder's SSH port stops answering three times in a row (it has powered
     off), then margin_s more; fail after `tries` checks 5 s apart. LLMDEPLOY_BUILDER_IP names the builder."""
     return f"""set -u
+# A connection attempt of 5 s at most (Python, as the program itself: coreutils' timeout is not on every machine).
+probe='import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()'
 closed=0
 for _ in $(seq 1 {int(tries)}); do
-  # shellcheck disable=SC2016  # $0 is the inner shell's: the address, passed as its argument
-  if timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/{int(port)}"' "$LLMDEPLOY_BUILDER_IP" 2>/dev/null; then
+  if python3 -c "$probe" "$LLMDEPLOY_BUILDER_IP" {int(port)} 2>/dev/null; then
     closed=0
   else
     closed=$((closed + 1))
