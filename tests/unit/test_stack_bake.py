@@ -21,7 +21,7 @@ from llmdeploy.stack.baked_image import age_days
 from llmdeploy.stack_yaml import read_stack
 from support.delivery import bundle_files, secrets_tar, split_payload
 from support.project import ROOT
-from support.pulumi_mocks import PLATFORM_IMAGES, PlatformImage, Run, run_program, unwrap
+from support.pulumi_mocks import PLATFORM_IMAGES, PlatformImage, Run, is_secret, run_program, unwrap
 
 MAIN = ROOT / "infra" / "__main__.py"
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -108,6 +108,7 @@ def test_the_builder_runs_the_install_steps_alone_then_the_scrub_and_a_power_off
     assert command.index("llmdeploy-install-secrets") < command.index("base64 -d | sudo -n bash -s") \
         < command.index("systemctl poweroff")
     assert install.inputs["triggers"] == [f"{builder.name}-id"]
+    assert is_secret(install.inputs["stdin"])  # the payload stays out of the state's plaintext and the logs
 
 
 def test_the_builder_gets_no_secret_of_the_stack() -> None:
