@@ -7,6 +7,7 @@ from llmdeploy.declared import declarations
 from llmdeploy.endpoints import load_plans
 from llmdeploy.roster import RosterError
 from llmdeploy.stack import output_names
+from llmdeploy.stack.baked_image import boot_image, workshop_boot_images
 from llmdeploy.stack.datascience import DataScienceArgs, DataScienceEndpoint
 from llmdeploy.stack.local import LocalVmEndpoint
 from llmdeploy.stack.pulumi_config import load_raw, ssh_auth
@@ -26,6 +27,7 @@ def workshop(name: str, cfg: StackConfig) -> None:
     try:
         plans = load_plans(cfg)  # every attendee's config validated before any resource
         args = WorkshopArgs.from_plans(cfg, plans, pulumi.get_project(), ssh_auth(cfg))
+        args = workshop_boot_images(name, args, plans, pulumi.get_project())  # bakeImage, bakedImage
     except (ConfigError, RosterError, ValueError) as exc:
         raise pulumi.RunError(str(exc)) from None
     ws = Workshop(name, args)
@@ -46,8 +48,8 @@ def main() -> None:
         workshop(name, cfg)
     elif cfg.target in ("vm", "ray"):
         try:  # before any resource
-            args = VmArgs.from_config(cfg, ssh_auth(cfg)) if cfg.target == "vm" else \
-                RayArgs.from_config(cfg, ssh_auth(cfg))
+            args = boot_image(name, cfg, VmArgs.from_config(cfg, ssh_auth(cfg)), pulumi.get_project()) \
+                if cfg.target == "vm" else RayArgs.from_config(cfg, ssh_auth(cfg))
         except ValueError as exc:
             raise pulumi.RunError(str(exc)) from None
         vm: PublicEndpoint = VmEndpoint(name, args, tags) if isinstance(args, VmArgs) else \

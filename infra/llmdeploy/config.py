@@ -12,12 +12,14 @@ and keeps the names other modules import from it.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from typing import Any, Mapping
 
 from .conf import host
 from .conf.auth import ApiKey, Auth, parse_auth
+from .conf.bake import Bake, parse_bake
 from .conf.chat import Chat, parse_chat
 from .conf.datascience import DataScience, parse_datascience
 from .conf.deployment import TARGETS, DeploymentKind, deployment
@@ -42,7 +44,7 @@ from .frontends import BIOCHATTER_LIGHT_MODEL, CHAT_UI_PORTS, CHAT_UIS, OPEN_WEB
 from .shapes import SHAPES, Shape
 
 __all__ = [  # what other modules import from here
-    "ApiKey", "Auth", "BIOCHATTER_LIGHT_MODEL", "BYOI_OSES", "CHAT_UIS", "CHAT_UI_PORTS", "Chat", "ConfigError",
+    "ApiKey", "Auth", "Bake", "BIOCHATTER_LIGHT_MODEL", "BYOI_OSES", "CHAT_UIS", "CHAT_UI_PORTS", "Chat", "ConfigError",
     "DataScience", "DeploymentKind", "ENGINES", "ENGINE_PORTS", "LlamacppModel", "LocalVm", "MAX_JSON_DEPTH", "OLLAMA_ZSTD_SINCE",
     "OPEN_WEBUI_MEMORY_MB", "OSES", "OllamaModel", "ParsedFrom", "Problem", "RayCluster", "Secret", "Sources",
     "StackConfig", "TARGETS", "TLS_MODES", "Tls", "VLLM_CPU_RUNTIME_GB", "VLLM_DTYPES", "VllmModel", "WorkshopConfig",
@@ -129,6 +131,7 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         chat=parse_chat(r, kind, domain, auth, engine, model_name, os_name, tls), replicas=parse_replicas(r, kind),
         sources=sources,
         parsed_from=ParsedFrom(dict(raw), decls))
+    cfg = dataclasses.replace(cfg, bake=parse_bake(r, kind, cfg.replicas, image))
     if cfg.chat.frontend is not None:
         cfg.chat.frontend.check_config(r, cfg)
     if r.problems:

@@ -6,7 +6,8 @@ The invoke mocks answer as OCI's API would and refuse what OCI would refuse (a m
 getImages answers from a catalogue of real OCI platform image names, filtered as the service and the provider
 do: by operating system and version, by shape compatibility (aarch64 builds run on Ampere shapes only, the GPU
 builds on GPU shapes only), by the provider's `filters` (a regex matches anywhere in the value unless anchored,
-as Go's regexp.MatchString does), sorted by TIMECREATED or DISPLAYNAME.
+as Go's regexp.MatchString does; a dotted name such as freeform_tags.project reads a map's entry), sorted by
+TIMECREATED or DISPLAYNAME. A custom (baked) image is listed in its own compartment only.
 """
 from __future__ import annotations
 
@@ -69,6 +70,10 @@ class PlatformImage:
     time_created: str
     arch: str = "x86_64"  # aarch64 builds run on Ampere (A1, A2, A4) shapes only
     gpu_only: bool = False  # Oracle Linux's GPU builds run on GPU shapes only
+    # A custom image (a baked one): listed only in its compartment, with its freeform tags. "": a platform image,
+    # which every compartment's list shows.
+    compartment_id: str = ""
+    freeform_tags: tuple[tuple[str, str], ...] = ()
 
     @property
     def id(self) -> str:
@@ -80,8 +85,16 @@ class PlatformImage:
 
     def wire(self) -> dict[str, Any]:
         return {"id": self.id, "displayName": self.display_name, "operatingSystem": self.operating_system,
-                "operatingSystemVersion": self.operating_system_version, "timeCreated": self.time_created,
-                "state": "AVAILABLE", "launchMode": "PARAVIRTUALIZED"}
+                "operatingSystemVersion": self.operating_system_version, "timeCreated": go_time(self.time_created),
+                "state": "AVAILABLE", "launchMode": "PARAVIRTUALIZED", "compartmentId": self.compartment_id or None,
+                "freeformTags": dict(self.freeform_tags)}
+
+
+def go_time(rfc3339: str) -> str:
+    """A time as the provider's data sources give it: Go's time.String() of the SDK's time
+    ("2025-11-03 09:40:12.123 +0000 UTC"), not the API's RFC 3339. Its text sorts as RFC 3339 does (all UTC)."""
+    day, clock = rfc3339.rstrip("Z").split("T")
+    return f"{day} {clock} +0000 UTC"
 
 
 def _ubuntu(version: str, build: str, created: str, arch: str = "x86_64") -> PlatformImage:
@@ -121,7 +134,13 @@ def _passes(image: dict[str, Any], filters: list[dict[str, Any]]) -> bool:
     """The provider's data-source filters: every filter must match; a filter matches when the named field equals
     one of its values, or with regex, when one of them matches somewhere in it (Go's MatchString)."""
     for f in filters:
-        value = str(image.get(_camel(f["name"]), ""))
+        # A dotted name addresses a nested property or a map's entry (freeform_tags.project); a missing one matches
+        # nothing.
+        head, *path = f["name"].split(".")
+        found: Any = image.get(_camel(head))
+        for part in path:
+            found = found.get(part) if isinstance(found, dict) else None
+        value = "" if found is None else str(found)
         values = [str(v) for v in f.get("values") or []]
         if not any(re.search(v, value) if f.get("regex") else v == value for v in values):
             return False
@@ -134,7 +153,9 @@ def list_images(catalogue: tuple[PlatformImage, ...], args: dict[str, Any]) -> l
              if (not args.get("operatingSystem") or i.operating_system == args["operatingSystem"])
              and (not args.get("operatingSystemVersion") or i.operating_system_version == args["operatingSystemVersion"])
              and (not args.get("shape") or i.runs_on(args["shape"]))
-             and (not args.get("displayName") or i.display_name == args["displayName"])]
+             and (not args.get("displayName") or i.display_name == args["displayName"])
+             and (not i.compartment_id or i.compartment_id == args.get("compartmentId"))
+             and args.get("state", "AVAILABLE") == "AVAILABLE"]
     key = "displayName" if args.get("sortBy") == "DISPLAYNAME" else "timeCreated"
     wired = sorted((i.wire() for i in found), key=lambda w: w[key], reverse=args.get("sortOrder", "DESC") == "DESC")
     return [w for w in wired if _passes(w, args.get("filters") or [])]
@@ -170,6 +191,7 @@ class OciMocks(pulumi.runtime.Mocks):
             "command:remote:Command": {"stdout": f"ready: every stage done\n{CA_PEM}\n", "stderr": ""},
             "command:local:Command": {"stdout": "PASS  all checks\n", "stderr": ""},
             "oci:DataScience/modelDeployment:ModelDeployment": {"modelDeploymentUrl": MD_URL, "state": "ACTIVE"},
+            "oci:Core/image:Image": {"state": "AVAILABLE", "timeCreated": "2026-12-07 10:00:00.000 +0000 UTC"},
         }.get(args.typ, {})
         state.update(extra)
         self.resources.append(Registered(args.typ, args.name, args.inputs, args.custom))

@@ -9,6 +9,7 @@ from ..engines import Engine, Model, select
 from ..engines.vllm import VLLM_CPU_RUNTIME_GB, VllmCpu, VllmModel
 from ..shapes import Shape
 from .auth import Auth
+from .bake import NO_BAKE, Bake
 from .chat import Chat
 from .datascience import DataScience
 from .deployment import DeploymentKind, deployment
@@ -78,6 +79,7 @@ class StackConfig:
     sources: Sources = field(repr=False)
     # Not part of what a config is: two configs parsed from different spellings of the same values are equal.
     parsed_from: ParsedFrom = field(repr=False, compare=False)
+    bake: Bake = NO_BAKE  # bakeImage, bakedImage, bakeMaxAgeDays, bakeHfToken (conf/bake.py)
 
     @property
     def deployment(self) -> DeploymentKind:

@@ -47,7 +47,7 @@ class VmArgs:
     shape_ocpus: int
     shape_memory_gbs: int
     os: str
-    image_id: str  # "": the newest plain platform image of os
+    image_id: pulumi.Input[str]  # "": the newest plain platform image of os; an Output: the image this program bakes
     boot_volume_gbs: int
     ssh_public_keys: tuple[str, ...]
     boot: Provisioning  # render(cfg).provisioning: the bootstrap user-data and the bundle, no secret in them
