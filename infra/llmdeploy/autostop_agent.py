@@ -134,9 +134,14 @@ def sign(method: str, url: str, body: bytes, key_id: str, key_file: str, now: fl
     return headers
 
 
+# The CA file the HTTPS endpoints are checked against: the system's store unless the config names one.
+CA_FILE: list[str] = []
+
+
 def _request(method: str, url: str, headers: dict[str, str], body: bytes | None = None) -> bytes:
     req = urllib.request.Request(url, data=body, method=method, headers=headers)
-    with urllib.request.urlopen(req, timeout=30, context=ssl.create_default_context()) as resp:
+    context = ssl.create_default_context(cafile=CA_FILE[0] if CA_FILE else None)
+    with urllib.request.urlopen(req, timeout=30, context=context) as resp:
         return resp.read()
 
 
@@ -171,6 +176,7 @@ def act(conf: dict[str, Any], action: str) -> str:
     """Federate as the instance and send `action` (SOFTSTOP, or TERMINATE) for this instance; the response's
     lifecycleState or the HTTP status."""
     base = conf.get("metadata_url") or IMDS
+    CA_FILE[:] = [conf["ca_file"]] if conf.get("ca_file") else []
     cert, key, intermediate = (imds(base, f"identity/{name}.pem") for name in ("cert", "key", "intermediate"))
     instance = imds(base, "instance/id").strip()
     auth, iaas = endpoints(conf, base)
