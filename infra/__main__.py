@@ -9,7 +9,7 @@ from llmdeploy.roster import RosterError
 from llmdeploy.stack import output_names
 from llmdeploy.stack.datascience import DataScienceArgs, DataScienceEndpoint
 from llmdeploy.stack.local import LocalVmEndpoint
-from llmdeploy.stack.pulumi_config import load_raw, ssh_auth
+from llmdeploy.stack.pulumi_config import load_raw, ssh_auth, tenancy_ocid
 from llmdeploy.stack.tags import freeform_tags
 from llmdeploy.stack.ray import RayArgs, RayClusterEndpoint
 from llmdeploy.stack.vm import PublicEndpoint, VmArgs, VmEndpoint
@@ -46,7 +46,7 @@ def main() -> None:
         workshop(name, cfg)
     elif cfg.target in ("vm", "ray"):
         try:  # before any resource
-            args = VmArgs.from_config(cfg, ssh_auth(cfg)) if cfg.target == "vm" else \
+            args = VmArgs.from_config(cfg, ssh_auth(cfg), tenancy_ocid(cfg)) if cfg.target == "vm" else \
                 RayArgs.from_config(cfg, ssh_auth(cfg))
         except ValueError as exc:
             raise pulumi.RunError(str(exc)) from None

@@ -193,7 +193,7 @@ def act(conf: dict[str, Any], action: str) -> str:
         token = json.loads(_request("POST", url, sign("POST", url, body, key_id, key_file), body))["token"]
         quoted = urllib.parse.quote(instance, safe="")
         if action == "TERMINATE":
-            method, url, body = "DELETE", f"{iaas}/20160918/instances/{quoted}?preserveBootVolume=false", b""
+            method, url, body = "DELETE", f"{iaas}/20160918/instances/{quoted}?preserveBootVolume=true", b""
         else:
             method, url, body = "POST", f"{iaas}/20160918/instances/{quoted}?action={action}", b""
         answer = _request(method, url, sign(method, url, body, f"ST${token}", session_file), body or None)

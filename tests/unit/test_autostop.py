@@ -60,3 +60,11 @@ def test_status_shows_the_time_left_until_autostop() -> None:
     assert "autostop:     SOFTSTOP in 0h12m34s" in "\n".join(lines(status))
     off = parse_status("@@units\n@@autostop\n\n", facts, now)
     assert off["autostop"] is None and "autostop:     off" in lines(off)
+
+
+def test_a_workshop_refuses_autostop_for_now() -> None:
+    from support.project import ROOT
+    from llmdeploy.stack_yaml import read_stack
+    with pytest.raises(ConfigError) as err:
+        parse({**read_stack(ROOT, "workshop-a10"), "ttlHours": 4})
+    assert "ttlHours: got 4; expected 0 for a workshop" in str(err.value)

@@ -34,6 +34,9 @@ def parse_autostop(r: Reader, kind: DeploymentKind, replicas: int) -> Autostop:
         what = "a Ray cluster's workers" if kind.ray_cluster else "a model deployment (no VM of its own)"
         r.bad(key, value, f"0 on the {kind} target: autostop stops the one VM it runs on, and would leave "
               f"{what} billing", "0")
+    elif r.str("workshopRoster"):
+        r.bad(key, value, "0 for a workshop (autostop covers one stack's VM; a workshop's endpoints do not have it "
+              "yet: `llmdeploy workshop` tears down by expiresAt)", "0")
     elif replicas > 1 and not r.failed("replicas"):
         r.bad(key, value, f"0 with replicas {replicas}: autostop stops the head only, and the engine replicas "
               "would keep billing (set replicas 1 to use autostop)", "0")

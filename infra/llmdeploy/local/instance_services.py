@@ -228,16 +228,19 @@ def serve(services: Services, host: str, port: int, cert: Path, key: Path) -> Th
 
 
 def _stop_guest(stack: str, action: str) -> None:
-    from . import runtime
+    from . import procs, runtime
     from .state import VmState
 
     state = VmState.load(stack)
     if state is None:
         print(f"{action}: no local VM for stack {stack!r}", flush=True)
         return
-    stopped = runtime.of(state).stop(state)
-    print(f"{action}: guest of stack {stack!r} (pid {state.pids.get(state.runtime)}) "
-          f"{'stopped' if stopped else 'was not running'}", flush=True)
+    pid = state.pids.get(state.runtime)
+    if action == "TERMINATE":  # the guest and its disk (the root copy or the overlay) go
+        stopped = runtime.of(state).stop(state)
+    else:  # its process only, as OCI powers an instance off: its disk stays until `llmdeploy local down`
+        stopped = procs.stop_process(pid, state.markers.get(state.runtime, "\0never"), grace=75)
+    print(f"{action}: guest of stack {stack!r} (pid {pid}) {'stopped' if stopped else 'was not running'}", flush=True)
 
 
 def main(argv: list[str]) -> int:
