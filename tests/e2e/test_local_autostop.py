@@ -42,12 +42,15 @@ STAND_IN = re.compile(r"OCI instance services stand-in: (https://\S+) \(pid (\d+
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The local example stack with idleStopMinutes 1 and a self-signed certificate (for 127.0.0.1)."""
+    """The local example stack with idleStopMinutes 1, a self-signed certificate (for 127.0.0.1) and a long context."""
     folder = tmp_path_factory.mktemp("autostop-project")
     shutil.copy(ROOT / "Pulumi.yaml", folder / "Pulumi.yaml")
     text = (ROOT / "Pulumi.local.yaml").read_text()
     text = text.replace("llmdeploy:tlsMode: letsencrypt", "llmdeploy:tlsMode: self-signed")
     text = re.sub(r"\n  llmdeploy:domain: .*", "", text)
+    # A context long enough for a stream of megabytes: the tiny model writes 2048 tokens faster than socket buffers
+    # fill, and the stream must outlast the idle minute with the engine still writing.
+    text = text.replace("llmdeploy:llamacppContextSize: 2048", "llmdeploy:llamacppContextSize: 32768")
     (folder / f"Pulumi.{STACK}.yaml").write_text(text.rstrip("\n") + "\n  llmdeploy:idleStopMinutes: 1\n")
     return folder
 
@@ -118,7 +121,7 @@ class SlowStream:
 
     def __init__(self, vm: Vm) -> None:
         key = vm.state.api_keys()["default"]
-        body = json.dumps({"model": vm.state.model_name, "stream": True, "max_tokens": 100000, "ignore_eos": True,
+        body = json.dumps({"model": vm.state.model_name, "stream": True, "max_tokens": 30000, "ignore_eos": True,
                            "messages": [{"role": "user", "content": "count for ever"}]})
         raw = socket.socket()
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -133,9 +136,9 @@ class SlowStream:
         self.thread.start()
 
     def _trickle(self) -> None:
-        while not self.stop.wait(5):  # nginx's send_timeout (60 s) needs some progress
+        while not self.stop.wait(1):  # slower than the engine writes, and progress within nginx's send_timeout (60 s)
             try:
-                self.read += len(self.sock.recv(256))
+                self.read += len(self.sock.recv(2048))
             except OSError:
                 return
 
@@ -150,8 +153,9 @@ def test_a_slow_stream_keeps_it_up_then_a_minute_idle_stops_it(vm: Vm) -> None:
     try:
         assert b" 200 " in stream.first.split(b"\r\n", 1)[0], stream.first[:200]
         time.sleep(100)  # past the idle minute and a few of the agent's 15 s checks
+        assert alive(vm), ("the guest stopped while a stream was open; stand-in log:\n"
+                           + (stand_in(vm)[1] / "instance-services.log").read_text())
         state = agent_state(vm)
-        assert alive(vm), "the guest stopped while a stream was open"
         assert int(str(state["open_streams"])) >= 1 and "sent_at" not in state
     finally:
         stream.close()

@@ -117,3 +117,17 @@ def test_the_metadata_service_needs_its_header(services: tuple[Services, str, st
     svc = services[0]
     assert svc.handle("GET", "/opc/v2/identity/key.pem", {}, b"")[0] == 401
     assert svc.handle("GET", "/opc/v2/identity/key.pem", {"Authorization": "Bearer Oracle"}, b"")[0] == 200
+
+
+def test_an_established_connection_to_the_engines_port_counts_as_an_open_stream() -> None:
+    import socket
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert agent.open_streams(port) == 0
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            server, _ = listener.accept()
+            with server:
+                assert agent.open_streams(port) == 1
+            del client
