@@ -6,7 +6,10 @@ guest's agent at it; the guest trusts its certificate as it trusts pebble's.
 What it proves: the agent in the guest (its timer, the usage log, `ss`, openssl, urllib) federates as the
 instance with the stand-in's identity certificate, and its signed SOFTSTOP for its own instance id, verified by the
 stand-in, stops the guest by PID: after about a minute without requests it is gone. A slow stream through nginx
-with a valid key keeps it up past that minute. A request with a bad signature gets 401 and the guest stays up.
+with a valid key keeps it up past that minute: the engine's port is served for it by the tests' slow SSE backend
+(tests/support/sse_backend.py, one event a second) in place of llama.cpp, because the tiny model writes a whole
+answer into the socket buffers in milliseconds, after which the VM has nothing left to do however slowly the
+client reads (and then it is rightly idle). A request with a bad signature gets 401 and the guest stays up.
 `llmdeploy status --json` shows the time left. What it does not prove: OCI's own IAM (the dynamic group and the
 policy are checked under Pulumi mocks, tests/unit/test_pulumi_autostop.py) nor OCI's real endpoints and shutdown.
 
@@ -14,6 +17,7 @@ policy are checked under Pulumi mocks, tests/unit/test_pulumi_autostop.py) nor O
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -42,15 +46,12 @@ STAND_IN = re.compile(r"OCI instance services stand-in: (https://\S+) \(pid (\d+
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The local example stack with idleStopMinutes 1, a self-signed certificate (for 127.0.0.1) and a long context."""
+    """The local example stack with idleStopMinutes 1 and a self-signed certificate (for 127.0.0.1)."""
     folder = tmp_path_factory.mktemp("autostop-project")
     shutil.copy(ROOT / "Pulumi.yaml", folder / "Pulumi.yaml")
     text = (ROOT / "Pulumi.local.yaml").read_text()
     text = text.replace("llmdeploy:tlsMode: letsencrypt", "llmdeploy:tlsMode: self-signed")
     text = re.sub(r"\n  llmdeploy:domain: .*", "", text)
-    # A context long enough for a stream of megabytes: the tiny model writes 2048 tokens faster than socket buffers
-    # fill, and the stream must outlast the idle minute with the engine still writing.
-    text = text.replace("llmdeploy:llamacppContextSize: 2048", "llmdeploy:llamacppContextSize: 32768")
     (folder / f"Pulumi.{STACK}.yaml").write_text(text.rstrip("\n") + "\n  llmdeploy:idleStopMinutes: 1\n")
     return folder
 
@@ -115,44 +116,72 @@ def test_status_shows_the_time_left(vm: Vm) -> None:
     assert 0 <= autostop["seconds_left"] <= 60
 
 
-class SlowStream:
-    """A chat completion streamed through nginx with the stack's key, read a little at a time: the engine keeps
-    generating (blocked on a full socket) while it is open."""
+SSE_DIR = "/tmp/llmdeploy-test-sse"
+SSE_RUN = f"""import sys, threading
+sys.path.insert(0, {SSE_DIR!r})
+from support.sse_backend import SSEBackend, _Server
+_Server(SSEBackend(url="", port={{port}}, tokens=20, delay=1.0), threading.Event()).serve_forever()
+"""
 
-    def __init__(self, vm: Vm) -> None:
+
+def slow_engine(vm: Vm) -> None:
+    """The tests' slow SSE backend on the engine's port in the guest, in place of the engine (stopped)."""
+    support = Path(__file__).parents[1] / "support"
+    files = {"support/__init__.py": "", "support/ports.py": (support / "ports.py").read_text(),
+             "support/sse_backend.py": (support / "sse_backend.py").read_text(),
+             "run.py": SSE_RUN.replace("{port}", str(vm.state.engine_port))}
+    writes = " && ".join(f"echo {base64.b64encode(text.encode()).decode()} | base64 -d > {SSE_DIR}/{name}"
+                         for name, text in files.items())
+    vm.sudo(f"systemctl stop {vm.unit} && mkdir -p {SSE_DIR}/support && {writes} && "
+            f"systemd-run --unit llmdeploy-test-sse python3 {SSE_DIR}/run.py")
+    for _ in attempts(30, every=0.5):
+        if "200" in vm.sudo(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{vm.state.engine_port}/health || true"):
+            return
+    pytest.fail("the slow SSE backend did not answer in the guest")
+
+
+class SlowStream:
+    """A chat completion streamed through nginx with the stack's key from a backend that sends one event a
+    second: the engine's connection stays open while it streams."""
+
+    def __init__(self, vm: Vm, events: int) -> None:
         key = vm.state.api_keys()["default"]
-        body = json.dumps({"model": vm.state.model_name, "stream": True, "max_tokens": 30000, "ignore_eos": True,
-                           "messages": [{"role": "user", "content": "count for ever"}]})
-        raw = socket.socket()
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.connect(("127.0.0.1", vm.state.port(443)))
+        body = json.dumps({"model": vm.state.model_name, "stream": True, "max_tokens": events,
+                           "messages": [{"role": "user", "content": "slowly"}]})
+        raw = socket.create_connection(("127.0.0.1", vm.state.port(443)), timeout=30)
         self.sock = ssl.create_default_context(cafile=str(vm.state.ca_file)).wrap_socket(raw, server_hostname="localhost")
         self.sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n"
                            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
-        self.first = self.sock.recv(1024)
+        self.first = self.sock.recv(4096)
+        self.read = len(self.first)
         self.stop = threading.Event()
-        self.read = 0
-        self.thread = threading.Thread(target=self._trickle, daemon=True)
+        self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
-    def _trickle(self) -> None:
-        while not self.stop.wait(1):  # slower than the engine writes, and progress within nginx's send_timeout (60 s)
+    def _read(self) -> None:
+        while not self.stop.is_set():
             try:
-                self.read += len(self.sock.recv(2048))
+                data = self.sock.recv(4096)
             except OSError:
                 return
+            if not data:
+                return
+            self.read += len(data)
 
     def close(self) -> None:
         self.stop.set()
-        self.thread.join(10)
         self.sock.close()
+        self.thread.join(10)
 
 
 def test_a_slow_stream_keeps_it_up_then_a_minute_idle_stops_it(vm: Vm) -> None:
-    stream = SlowStream(vm)
+    slow_engine(vm)
+    stream = SlowStream(vm, events=400)
     try:
         assert b" 200 " in stream.first.split(b"\r\n", 1)[0], stream.first[:200]
+        before = stream.read
         time.sleep(100)  # past the idle minute and a few of the agent's 15 s checks
+        assert stream.read > before  # still streaming, event by event
         assert alive(vm), ("the guest stopped while a stream was open; stand-in log:\n"
                            + (stand_in(vm)[1] / "instance-services.log").read_text())
         state = agent_state(vm)
