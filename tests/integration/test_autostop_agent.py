@@ -131,3 +131,16 @@ def test_an_established_connection_to_the_engines_port_counts_as_an_open_stream(
             with server:
                 assert agent.open_streams(port) == 1
             del client
+
+
+def test_a_terminating_shape_sends_a_signed_terminate_keeping_the_boot_volume(
+        services: tuple[Services, str, str, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    svc, url, ca, stopped = services
+    conf = conf_for(tmp_path, action="TERMINATE", metadata_url=f"{url}/opc/v2", api_base=url, ca_file=ca)
+    sent: list[str] = []
+    real_request = agent._request
+    monkeypatch.setattr(agent, "_request", lambda method, u, headers, body=None: (
+        sent.append(f"{method} {u}"), real_request(method, u, headers, body))[1])
+    assert agent.act(conf, "TERMINATE") == "TERMINATING"
+    assert svc.actions == ["TERMINATE"]
+    assert sent[-1] == f"DELETE {url}/20160918/instances/ocid1.instance.oc1..mine?preserveBootVolume=true"
