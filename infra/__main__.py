@@ -10,7 +10,7 @@ from llmdeploy.stack import output_names
 from llmdeploy.stack.baked_image import boot_image, workshop_boot_images
 from llmdeploy.stack.datascience import DataScienceArgs, DataScienceEndpoint
 from llmdeploy.stack.local import LocalVmEndpoint
-from llmdeploy.stack.pulumi_config import load_raw, ssh_auth
+from llmdeploy.stack.pulumi_config import load_raw, ssh_auth, tenancy_ocid
 from llmdeploy.stack.tags import freeform_tags
 from llmdeploy.stack.ray import RayArgs, RayClusterEndpoint
 from llmdeploy.stack.vm import PublicEndpoint, VmArgs, VmEndpoint
@@ -48,7 +48,7 @@ def main() -> None:
         workshop(name, cfg)
     elif cfg.target in ("vm", "ray"):
         try:  # before any resource
-            args = boot_image(name, cfg, VmArgs.from_config(cfg, ssh_auth(cfg)), pulumi.get_project()) \
+            args = boot_image(name, cfg, VmArgs.from_config(cfg, ssh_auth(cfg), tenancy_ocid(cfg)), pulumi.get_project()) \
                 if cfg.target == "vm" else RayArgs.from_config(cfg, ssh_auth(cfg))
         except ValueError as exc:
             raise pulumi.RunError(str(exc)) from None

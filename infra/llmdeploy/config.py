@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from .conf import host
 from .conf.auth import ApiKey, Auth, parse_auth
+from .conf.autostop import parse_autostop
 from .conf.bake import Bake, parse_bake
 from .conf.chat import Chat, parse_chat
 from .conf.datascience import DataScience, parse_datascience
@@ -128,7 +129,8 @@ def parse(raw: Mapping[str, Any], stack: str = "", decls: Mapping[str, Declarati
         readiness_timeout_minutes=r.int("readinessTimeoutMinutes", 5, 1440),
         smoke_ca_bundle=r.str("smokeCaBundle"), datascience=parse_datascience(r, kind),
         workshop=parse_workshop(r, kind), local_vm=parse_local_vm(r, kind, engine, os_name), ray=ray,
-        chat=parse_chat(r, kind, domain, auth, engine, model_name, os_name, tls), replicas=parse_replicas(r, kind),
+        chat=parse_chat(r, kind, domain, auth, engine, model_name, os_name, tls), replicas=(replicas := parse_replicas(r, kind)),
+        autostop=parse_autostop(r, kind, replicas),
         sources=sources,
         parsed_from=ParsedFrom(dict(raw), decls))
     cfg = dataclasses.replace(cfg, bake=parse_bake(r, kind, cfg.replicas, image))

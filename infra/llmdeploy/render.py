@@ -23,6 +23,7 @@ import yaml
 
 from . import bundle, vmpaths
 from .bundle import Provisioning, encode_user_data  # noqa: F401  (re-exported)
+from .autostop import autostop_files
 from .config import StackConfig
 from .engines import ENGINE_ROUTES, ENGINES, HealthCheck  # noqa: F401  (re-exported)
 from .engines.ray_serve import RAY_STATUS, RAY_VENV, ray_app  # noqa: F401  (re-exported)
@@ -113,6 +114,7 @@ def step_names(cfg: StackConfig, at: Node = HEAD_NODE) -> list[str]:
     steps += ["20-conda"] if cfg.conda else []
     steps += ["25-nvidia"] if cfg.gpu else []  # the driver, checked, before Docker's toolkit and the engine
     steps += ["30-docker"] if cfg.docker else []
+    steps += ["35-autostop"] if cfg.autostop.enabled else []  # off by default: no step, no files
     if at.is_replica:  # an engine replica (replicas > 1): the engine alone, nginx is the head's
         return steps + ["40-engine", "90-ready"]
     steps += ["40-engine"]
@@ -150,7 +152,7 @@ def _base_files(ctx: dict[str, Any]) -> list[VmFile]:
     ]
 
 
-def _machine_files(cfg: StackConfig, ctx: dict[str, Any], at: Node) -> list[VmFile]:
+def _machine_files(cfg: StackConfig, ctx: dict[str, Any], at: Node, host_layout: HostLayout) -> list[VmFile]:
     """Every file a machine's steps install besides the steps themselves. Each VM gets the base, its mirror and
     its engine's unit (a Ray worker's: its Ray node); a GPU VM the driver's upgrade rules; the head nginx, the
     keys' files, the chat frontend and certbot's hook; engine VMs the engine's support files."""
@@ -174,6 +176,7 @@ def _machine_files(cfg: StackConfig, ctx: dict[str, Any], at: Node) -> list[VmFi
         files += cfg.chat.frontend.files(cfg, ctx)
         files += [VmFile(f"{FILES_DIR}/chat-{name}.html", _render("files/chat-login.html.j2", {**ctx, "failed": failed}))
                   for name, failed in (("login", False), ("login-failed", True))]
+    files += autostop_files(cfg, ctx, host_layout)
     if cfg.tls.mode == "letsencrypt":
         files.append(VmFile(f"{FILES_DIR}/certbot-deploy-hook", _render("files/certbot-deploy-hook.j2", ctx),
                             "0755"))
@@ -206,7 +209,7 @@ def render(cfg: StackConfig, host_layout: HostLayout = HostLayout(), node: Node 
     ]
     for step in steps:
         files.append(VmFile(f"{STEPS_DIR}/{step}.sh", _render(_step_template(cfg, step, node), ctx), "0755"))
-    files += _machine_files(cfg, ctx, node)
+    files += _machine_files(cfg, ctx, node, host_layout)
     info = vm_facts(cfg, steps, node)
     files.append(VmFile(VM_FACTS_FILE, json.dumps(info, indent=2) + "\n"))
     packed = bundle.pack(files)

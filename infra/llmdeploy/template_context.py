@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from . import vmpaths
+from . import autostop, vmpaths
 from .engines import HealthCheck
 from .frontends import LIGHT_LAUNCHER, NEXT_KEY_ENV, OPEN_WEBUI_MEMORY_MB, BiochatterNext
 from .nginx_auth import (AUTH_FAILURES, CHAT_PAGE_BURST, HEALTHZ_LIMIT, WEB_USER_DOMAIN, AuthFailureLimit, HealthzLimit,
@@ -56,6 +56,7 @@ class HostLayout:
     engine_port: int = 0  # 0: the engine's own port; tests put a real server on a free one
     chat_port: int = 0  # 0: the chat frontend's own port (CHAT_UI_PORTS)
     login_port: int = 8399  # nginx's own loopback server that checks a pasted key (chat sign-in)
+    instance_services: str = ""  # llmdeploy local's stand-in for OCI's metadata, auth and Compute APIs (autostop)
 
     @property
     def https_port_suffix(self) -> str:
@@ -254,6 +255,7 @@ def template_context(cfg: StackConfig, host_layout: HostLayout, node: Node, step
         "torch": TorchContext(cpu_index="" if cfg.gpu else cfg.sources.torch_index_url,
                               trusted_host=_http_host(cfg.sources.torch_index_url)),
         "sources": cfg.sources, "vm": vmpaths.template_vars(), "paths": paths, "host_layout": host_layout,
+        "autostop": autostop.context(cfg),
         **served_by.context(cfg, node),
     }
 

@@ -44,6 +44,12 @@ CHAT_ROOT = "/var/www/llmdeploy-chat"
 # nginx's usage log: one JSON line per request, with the key's name and never the key (llmdeploy usage reads it).
 # Under /var/log/nginx, the nginx package's logrotate rule (/var/log/nginx/*.log, daily, 14 kept) rotates it.
 USAGE_LOG = "/var/log/nginx/llmdeploy-usage.log"
+# Autostop (idleStopMinutes, ttlHours): its agent, its config, its state (under /run: a VM started again starts its
+# idle clock afresh; `llmdeploy status` reads it) and when its TTL began (kept across reboots).
+AUTOSTOP_AGENT = f"{LIBEXEC}/autostop-agent.py"
+AUTOSTOP_CONFIG = f"{ETC_DIR}/autostop.json"
+AUTOSTOP_STATE = "/run/llmdeploy/autostop.json"
+AUTOSTOP_TTL = f"{STATE_DIR}/autostop-ttl.json"
 PROVISION = "/usr/local/sbin/llmdeploy-provision"
 INSTALL_SECRETS = "/usr/local/sbin/llmdeploy-install-secrets"
 WAIT_READY = "/usr/local/sbin/llmdeploy-wait-ready"  # the one definition of "ready" (templates/wait-ready.sh.j2)

@@ -78,3 +78,11 @@ def test_nginx_t_catches_a_broken_site(tmp_path: Path) -> None:
     conf = write_nginx_main_conf(site, tmp_path / "nginx")
     result = subprocess.run([*nginx_command(conf), "-t"], capture_output=True, text=True)
     assert result.returncode != 0 and "proxy_buffering" in result.stderr
+
+
+def test_autostop_step_and_unit_pass_shellcheck_and_systemd_analyze() -> None:
+    checks = run_all(parse(minimal_raw(idleStopMinutes=30, ttlHours=8)))
+    failed = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
+    assert not failed
+    names = {c.name for c in checks}
+    assert {"shellcheck 35-autostop.sh", "systemd-analyze verify llmdeploy-autostop.service"} <= names

@@ -9,6 +9,7 @@ from ..engines import Engine, Model, select
 from ..engines.vllm import VLLM_CPU_RUNTIME_GB, VllmCpu, VllmModel
 from ..shapes import Shape
 from .auth import Auth
+from .autostop import Autostop
 from .bake import NO_BAKE, Bake
 from .chat import Chat
 from .datascience import DataScience
@@ -76,6 +77,7 @@ class StackConfig:
     chat: Chat
     ray: RayCluster
     replicas: int  # engine VMs on the vm target: the head, then replicas - 1 behind it on private IPs
+    autostop: Autostop  # idleStopMinutes, ttlHours (conf/autostop.py)
     sources: Sources = field(repr=False)
     # Not part of what a config is: two configs parsed from different spellings of the same values are equal.
     parsed_from: ParsedFrom = field(repr=False, compare=False)

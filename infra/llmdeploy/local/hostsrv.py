@@ -222,3 +222,32 @@ def start_pebble(folder: Path, http_port: int, bind: str = "127.0.0.1",
     (folder / "acme-root.pem").write_text(root)
     return PebbleServer(pebble_pid, dns_pid, dns_marker, f"https://{guest_host}:{acme}/dir", ca_pem, root)
 
+
+
+# ---------------------------------------------------------------------------------------------- OCI instance services
+
+@dataclass(frozen=True)
+class InstanceServicesServer:
+    pid: int
+    marker: str  # what its command line holds
+    guest_url: str  # https://<this machine as the guest reaches it>:<port>
+    ca_pem: str  # the guest trusts this for it
+
+
+def start_instance_services(folder: Path, stack: str, instance_id: str, bind: str = "127.0.0.1",
+                            guest_host: str = GUEST_HOST_IP) -> InstanceServicesServer:
+    """instance_services.py on a free port of `bind`, over HTTPS with a listener certificate for `guest_host`."""
+    cert, key, ca_pem = listener_certificate(folder, guest_host)
+    port = free_ports(1)[0]
+    log = folder / "instance-services.log"
+    cmd = [sys.executable, "-m", "llmdeploy.local.instance_services", "--stack", stack, "--instance-id", instance_id,
+           "--host", bind, "--port", str(port), "--cert", str(cert), "--key", str(key)]
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    pid = procs.start_daemon(cmd, log, env=env)
+    try:
+        wait_ports([port], pid, "the OCI instance services stand-in", log, host=bind)
+    except BaseException:
+        procs.stop_process(pid, str(cert))
+        raise
+    return InstanceServicesServer(pid, str(cert), f"https://{guest_host}:{port}", ca_pem)

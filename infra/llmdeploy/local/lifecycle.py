@@ -191,6 +191,7 @@ class GuestSources:
     torch_index: str = ""
     acme_url: str = ""
     extra_cas: list[str] = field(default_factory=list)
+    instance_services: str = ""  # the autostop agent's stand-in OCI APIs
 
 
 @dataclass
@@ -259,6 +260,8 @@ def _host_servers(run: UpRun) -> None:
         _model_server(run)
     if run.cfg0.tls.mode == "letsencrypt":
         _pebble(run)
+    if run.cfg0.autostop.enabled:
+        _instance_services(run)
 
 
 def _model_server(run: UpRun) -> None:
@@ -299,6 +302,19 @@ def _pebble(run: UpRun) -> None:
             f"{state.port(80)}")
 
 
+def _instance_services(run: UpRun) -> None:
+    """The stand-in for OCI's metadata, auth and Compute APIs that the autostop agent calls (instance_services.py)."""
+    state = run.state
+    server = hostsrv.start_instance_services(state.dir / "instance-services", state.stack, state.instance_id,
+                                             bind=run.guest.bind_host(state), guest_host=run.guest.guest_host(state))
+    state.pids["instance_services"], state.markers["instance_services"] = server.pid, server.marker
+    state.save()
+    run.sources.instance_services = server.guest_url
+    run.sources.extra_cas.append(server.ca_pem.strip())
+    run.say(f"OCI instance services stand-in: {server.guest_url} (pid {server.pid}); a verified stop of "
+            f"{state.instance_id} stops the guest")
+
+
 def _seed(run: UpRun) -> None:
     """The stack's config with what only `local up` knows, rendered into the guest's user-data."""
     state, src = run.state, run.sources
@@ -315,7 +331,7 @@ def _seed(run: UpRun) -> None:
     state.model_name, state.tls_mode, state.domain = cfg.model_name, cfg.tls.mode, cfg.domain
     state.endpoint = f"https://{state.host}:{state.port(443)}"
     # nginx redirects plain HTTP to the HTTPS port this machine forwards, not to 443.
-    rendered = render(cfg, HostLayout(https_port=state.port(443)))
+    rendered = render(cfg, HostLayout(https_port=state.port(443), instance_services=src.instance_services))
     state.stages = list(rendered.steps)
     run.user_data, run.bundle = rendered.user_data, rendered.bundle
     write_private(state.dir / "user-data", rendered.user_data)

@@ -13,7 +13,7 @@ from . import API_KEYS_ENV, LocalError, procs, runtime
 from .guestlogin import login
 from .state import VmState
 
-HOST_SERVERS = ("model_server", "pebble", "challtestsrv")  # the host-side servers a VM may use, by state.pids name
+HOST_SERVERS = ("model_server", "pebble", "challtestsrv", "instance_services")  # the host-side servers a VM may use, by state.pids name
 
 
 def require_state(stack: str) -> VmState:

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_FAILED, EXIT_OK, Failure
-from ..vmpaths import BUNDLE_STAGE, STAGES_DIR, TLS_DIR
+from ..vmpaths import AUTOSTOP_STATE, BUNDLE_STAGE, STAGES_DIR, TLS_DIR
 from . import access
 
 if TYPE_CHECKING:  # paramiko loads only when a command logs in (llmdeploy --help stays light)
@@ -38,6 +38,7 @@ def status_script(facts: dict[str, Any]) -> str:
         "echo @@gpus; command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total "
         "--format=csv,noheader,nounits",
         f"echo @@ready; test -n {shlex.quote(ready)} && test -e {shlex.quote(ready)} && echo yes",
+        f"echo @@autostop; cat {AUTOSTOP_STATE} 2>/dev/null; echo",
         "true",
     ])
 
@@ -86,7 +87,36 @@ def parse_status(text: str, facts: dict[str, Any], now: datetime | None = None) 
     for line in parts.get("gpus", []):
         name, used, total = (x.strip() for x in line.rsplit(",", 2))
         status["gpus"].append({"name": name, "memory_used_mib": int(used), "memory_total_mib": int(total)})
+    status["autostop"] = autostop_left(parts.get("autostop", []), now)
     return status
+
+
+def autostop_left(state_lines: list[str], now: datetime) -> dict[str, Any] | None:
+    """The autostop agent's state (autostop_agent.py) as what is left: None when the VM has no autostop."""
+    try:
+        state = json.loads("".join(state_lines))
+    except ValueError:
+        return None
+    if not isinstance(state, dict):
+        return None
+    out: dict[str, Any] = {"action": state.get("action"), "phase": state.get("phase"),
+                           "idle_minutes": state.get("idle_minutes"), "ttl_hours": state.get("ttl_hours"),
+                           "open_streams": state.get("open_streams"), "result": state.get("result")}
+    if isinstance(state.get("deadline"), (int, float)):
+        out["reason"] = state.get("reason")
+        out["deadline"] = datetime.fromtimestamp(state["deadline"], timezone.utc).isoformat()
+        out["seconds_left"] = max(0, int(state["deadline"] - now.timestamp()))
+    return out
+
+
+def _autostop_line(a: dict[str, Any]) -> str:
+    if "seconds_left" not in a:
+        return f"autostop:     {a['action']}, {a['phase'] or 'not yet checked'} (the clock starts once ready)"
+    left = a["seconds_left"]
+    why = f"idle {a['idle_minutes']} min" if a["reason"] == "idle" else f"TTL {a['ttl_hours']} h"
+    sent = f"; sent: {a['result']}" if a.get("result") else ""
+    return (f"autostop:     {a['action']} in {left // 3600}h{left % 3600 // 60:02d}m{left % 60:02d}s at "
+            f"{a['deadline']} ({why}; {a['open_streams']} stream(s) open now){sent}")
 
 
 def healthy(status: dict[str, Any]) -> bool:
@@ -110,6 +140,7 @@ def lines(status: dict[str, Any]) -> list[str]:
         out.append(f"disk /:       {status['disk']['free_gb']} GB free of {status['disk']['size_gb']} GB")
     for gpu in status["gpus"]:
         out.append(f"gpu:          {gpu['name']}, {gpu['memory_used_mib']} of {gpu['memory_total_mib']} MiB used")
+    out.append(_autostop_line(status["autostop"]) if status.get("autostop") else "autostop:     off")
     return out
 
 

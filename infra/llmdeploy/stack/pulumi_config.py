@@ -31,3 +31,14 @@ def ssh_auth(cfg: StackConfig, environ: Mapping[str, str] | None = None) -> SshA
                          "needs one of them to check readiness (pulumi config set --secret sshPrivateKey -- "
                          "\"$(cat ~/.ssh/id_ed25519)\", or start ssh-agent and ssh-add the key)")
     return SshAuth(cfg.ssh_private_key, socket)
+
+
+def tenancy_ocid(cfg: StackConfig, environ: Mapping[str, str] | None = None) -> str:
+    """The tenancy's OCID, where autostop's dynamic group lives ("" when autostop is off): compartmentId when it is
+    the tenancy, else the OCI provider's oci:tenancyOcid, else $OCI_TENANCY_OCID (what the provider reads too)."""
+    if not cfg.autostop.enabled:
+        return ""
+    if cfg.compartment_id.startswith("ocid1.tenancy."):
+        return cfg.compartment_id
+    return pulumi.Config("oci").get("tenancyOcid") or (os.environ if environ is None else environ).get(
+        "OCI_TENANCY_OCID", "")

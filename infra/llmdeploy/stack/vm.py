@@ -17,6 +17,7 @@ from ..shapes import Shape
 from ..topology import nodes
 from . import gates
 from .api_keys import generate_api_keys, pulumi_webui_secret_key
+from .autostop import AutostopArgs, AutostopIdentity
 from .network import Network, NetworkArgs
 
 
@@ -63,6 +64,7 @@ class VmArgs:
     # replicas > 1: what engine replicas 2..N boot, replica i at addresses.worker_ip(i) (empty: one VM)
     replica_boots: tuple[Provisioning, ...] = ()
     chat_host: str = ""  # the chat frontend's host name (chatUi), on the same VM; "": none
+    autostop: AutostopArgs | None = None  # idleStopMinutes/ttlHours: the identity its agent acts as; None: off
 
     @property
     def chat_url(self) -> str:
@@ -70,9 +72,12 @@ class VmArgs:
         return f"https://{self.chat_host}/_login" if self.chat_host else ""
 
     @classmethod
-    def from_config(cls, cfg: StackConfig, ssh: gates.SshAuth) -> VmArgs:
-        """ValueError for a config the smoke test could not check (gates.smoke_acme_roots), or for instance metadata
-        over OCI's limit."""
+    def from_config(cls, cfg: StackConfig, ssh: gates.SshAuth, tenancy_id: str = "") -> VmArgs:
+        """ValueError for a config the smoke test could not check (gates.smoke_acme_roots), for instance metadata
+        over OCI's limit, or for autostop without the tenancy its dynamic group lives in."""
+        if cfg.autostop.enabled and not tenancy_id:
+            raise ValueError("idleStopMinutes/ttlHours: the autostop agent's dynamic group lives in the tenancy, whose "
+                             "OCID is unknown (pulumi config set oci:tenancyOcid ocid1.tenancy.oc1..xxxx)")
         boot = checked_boot(cfg.stack or "the stack", render(cfg).provisioning)
         replicas = tuple(checked_boot(f"replica {n.index}", render(cfg, node=n).provisioning)
                          for n in nodes(cfg) if n.is_replica)
@@ -85,7 +90,7 @@ class VmArgs:
             model_name=cfg.model_name, smoke_login=SmokeLogin.from_config(cfg), smoke_ca_bundle=cfg.smoke_ca_bundle,
             acme_roots=gates.smoke_acme_roots(cfg), network=NetworkArgs.from_config(cfg),
             chat_host=cfg.chat.host if cfg.chat.enabled else "",
-            replica_boots=replicas)
+            replica_boots=replicas, autostop=AutostopArgs.from_config(cfg, tenancy_id))
 
 
 def checked_boot(machine: str, boot: Provisioning) -> Provisioning:
@@ -266,6 +271,8 @@ class VmEndpoint(PublicEndpoint):
                                    [network.nsg_id, *replica_nsgs(args, network)], "llm", tags, child,
                                    private_ip=head_private_ip(args))
         replicas = launch_replicas(name, args, network, tags, child)
+        if args.autostop is not None:  # the identity the VM's autostop agent acts as: this instance, itself only
+            AutostopIdentity(name, args.autostop, [instance.id], tags, child)
         self.replica_ips = [replica_ip for replica_ip, _ in replicas]
         ip = reserved_ip(name, args.compartment_id, instance, tags, self)
         # Each replica's own gate (through the head): `pulumi up` fails while any replica's engine does not answer.
