@@ -13,7 +13,8 @@ from ..render import Rendered
 from ..vmpaths import STEPS_DIR
 
 # The steps that make a machine per instance: they run on every boot of a baked image and are never baked.
-PER_INSTANCE_STEPS = ("50-tls", "60-nginx", "70-acme", "90-ready")
+# 35-autostop too: its agent acts as the instance (idleStopMinutes, ttlHours), and a builder must never stop itself.
+PER_INSTANCE_STEPS = ("35-autostop", "50-tls", "60-nginx", "70-acme", "90-ready")
 # Bumped when what a baked image holds changes meaning (the scrub list, this digest's inputs).
 BAKE_FORMAT = "llmdeploy-bake-1"
 
