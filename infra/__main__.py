@@ -26,7 +26,7 @@ def curl_example(url: str, model: str) -> str:
 def workshop(name: str, cfg: StackConfig) -> None:
     try:
         plans = load_plans(cfg)  # every attendee's config validated before any resource
-        args = WorkshopArgs.from_plans(cfg, plans, pulumi.get_project(), ssh_auth(cfg))
+        args = WorkshopArgs.from_plans(cfg, plans, pulumi.get_project(), ssh_auth(cfg), tenancy_ocid(cfg))
         args = workshop_boot_images(name, args, plans, pulumi.get_project())  # bakeImage, bakedImage
     except (ConfigError, RosterError, ValueError) as exc:
         raise pulumi.RunError(str(exc)) from None

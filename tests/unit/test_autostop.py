@@ -62,9 +62,11 @@ def test_status_shows_the_time_left_until_autostop() -> None:
     assert off["autostop"] is None and "autostop:     off" in lines(off)
 
 
-def test_a_workshop_refuses_autostop_for_now() -> None:
+def test_every_vm_of_a_workshop_gets_the_agent() -> None:
     from support.project import ROOT
+    from llmdeploy.endpoints import load_plans
+    from llmdeploy.render import render
     from llmdeploy.stack_yaml import read_stack
-    with pytest.raises(ConfigError) as err:
-        parse({**read_stack(ROOT, "workshop-a10"), "ttlHours": 4})
-    assert "ttlHours: got 4; expected 0 for a workshop" in str(err.value)
+    plans = load_plans(parse({**read_stack(ROOT, "workshop-a10"), "ttlHours": 4}, stack="workshop-a10"))
+    assert len(plans) == 4
+    assert all("35-autostop" in render(plan.cfg).steps for plan in plans)

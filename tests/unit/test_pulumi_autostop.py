@@ -51,3 +51,22 @@ def test_autostop_without_a_known_tenancy_fails_before_any_resource(monkeypatch:
         run_stack("ollama-a10", idleStopMinutes=30)
     from support import pulumi_mocks
     assert pulumi_mocks.LAST_MOCKS is not None and pulumi_mocks.LAST_MOCKS.resources == []
+
+
+def test_a_workshop_gets_one_group_naming_every_attendees_instance_and_one_policy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not one group per VM: a tenancy holds few dynamic groups. Each VM still stops only itself (the condition)."""
+    run = autostop_run("workshop-a10", monkeypatch)
+    instances = run.of_type("oci:Core/instance:Instance")
+    assert len(instances) == 4  # ana, ben, chen, eli (dana is revoked)
+    group = unwrap(run.one(GROUP).inputs)
+    assert group["compartmentId"] == TENANCY
+    rule = group["matchingRule"]
+    assert rule.startswith("Any {") and rule.endswith("}")
+    # Registration order is the mocks' (asynchronous), so the rule is compared as a set of ids.
+    assert sorted(rule[len("Any {"):-1].split(", ")) == sorted(f"instance.id = '{i.name}-id'" for i in instances)
+    policy = unwrap(run.one(POLICY).inputs)
+    assert policy["statements"] == [
+        f"Allow dynamic-group id {run.one(GROUP).name}-id to {{INSTANCE_POWER_ACTIONS}} in compartment id "
+        f"{read_stack(ROOT, 'workshop-a10')['compartmentId']} where request.instance.id = target.instance.id"]
+    assert "attendee" not in group["freeformTags"]  # the workshop's tags, not one attendee's

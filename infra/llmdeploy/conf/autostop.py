@@ -23,7 +23,8 @@ class Autostop:
 
 def parse_autostop(r: Reader, kind: DeploymentKind, replicas: int) -> Autostop:
     """Both keys off by default. The agent stops the one VM it runs on: a stack of several VMs (Ray workers, engine
-    replicas) or none of its own (a model deployment) would keep billing for the rest, so it is refused there."""
+    replicas) or none of its own (a model deployment) would keep billing for the rest, so it is refused there. A
+    workshop's VMs each stop themselves (one dynamic group names them all: stack/workshop.py)."""
     autostop = Autostop(idle_minutes=r.int("idleStopMinutes", 0, MAX_IDLE_MINUTES),
                         ttl_hours=r.int("ttlHours", 0, MAX_TTL_HOURS))
     if not autostop.enabled or r.failed("target"):
@@ -34,9 +35,6 @@ def parse_autostop(r: Reader, kind: DeploymentKind, replicas: int) -> Autostop:
         what = "a Ray cluster's workers" if kind.ray_cluster else "a model deployment (no VM of its own)"
         r.bad(key, value, f"0 on the {kind} target: autostop stops the one VM it runs on, and would leave "
               f"{what} billing", "0")
-    elif r.str("workshopRoster"):
-        r.bad(key, value, "0 for a workshop (autostop covers one stack's VM; a workshop's endpoints do not have it "
-              "yet: `llmdeploy workshop` tears down by expiresAt)", "0")
     elif replicas > 1 and not r.failed("replicas"):
         r.bad(key, value, f"0 with replicas {replicas}: autostop stops the head only, and the engine replicas "
               "would keep billing (set replicas 1 to use autostop)", "0")

@@ -261,9 +261,11 @@ class PublicEndpoint(pulumi.ComponentResource):
 
 class VmEndpoint(PublicEndpoint):
     replica_ips: list[str]  # the engine replicas' private IPs (replicas > 1), behind this VM's nginx
+    instance_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: VmArgs, tags: dict[str, str], network: Network | None = None,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+                 opts: pulumi.ResourceOptions | None = None, own_autostop: bool = True) -> None:
+        """own_autostop False: the caller (a workshop) makes one autostop identity for all its VMs."""
         super().__init__("llmdeploy:vm:VmEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         network = network or Network(f"{name}-net", args.network, tags, opts=child)  # a workshop shares one
@@ -271,7 +273,8 @@ class VmEndpoint(PublicEndpoint):
                                    [network.nsg_id, *replica_nsgs(args, network)], "llm", tags, child,
                                    private_ip=head_private_ip(args))
         replicas = launch_replicas(name, args, network, tags, child)
-        if args.autostop is not None:  # the identity the VM's autostop agent acts as: this instance, itself only
+        self.instance_id = instance.id  # a workshop's autostop identity names every endpoint's instance
+        if args.autostop is not None and own_autostop:  # the identity its autostop agent acts as: itself only
             AutostopIdentity(name, args.autostop, [instance.id], tags, child)
         self.replica_ips = [replica_ip for replica_ip, _ in replicas]
         ip = reserved_ip(name, args.compartment_id, instance, tags, self)

@@ -13,6 +13,7 @@ from ..endpoints import EndpointPlan
 from ..roster import Attendee
 from .gates import SshAuth
 from .network import Network, NetworkArgs
+from .autostop import AutostopArgs, AutostopIdentity
 from .ray import RayArgs, RayClusterEndpoint
 from .tags import freeform_tags
 from .vm import PublicEndpoint, VmArgs, VmEndpoint
@@ -33,11 +34,13 @@ class WorkshopArgs:
     endpoints: tuple[WorkshopEndpoint, ...]
 
     @classmethod
-    def from_plans(cls, cfg: StackConfig, plans: list[EndpointPlan], project: str, ssh: SshAuth) -> WorkshopArgs:
-        """ValueError (VmArgs.from_config) for an endpoint whose smoke test could not run."""
+    def from_plans(cls, cfg: StackConfig, plans: list[EndpointPlan], project: str, ssh: SshAuth,
+                   tenancy_id: str = "") -> WorkshopArgs:
+        """ValueError (VmArgs.from_config) for an endpoint whose smoke test could not run, or for autostop without a
+        known tenancy."""
         endpoints = tuple(WorkshopEndpoint(
             plan.key, RayArgs.from_config(plan.cfg, ssh) if plan.cfg.deployment.ray_cluster else
-            VmArgs.from_config(plan.cfg, ssh),
+            VmArgs.from_config(plan.cfg, ssh, tenancy_id),
             freeform_tags(plan.cfg, project, plan.attendees[0].id if not plan.shared else ""),
             tuple((a, plan.key_for(a)) for a in plan.attendees)) for plan in plans)
         network = None if cfg.deployment.ray_cluster else NetworkArgs.from_config(cfg)
@@ -52,6 +55,20 @@ def _entry(endpoint: WorkshopEndpoint, vm: PublicEndpoint, attendee: Attendee,
         "endpoint": endpoint.key, **({"chatUrl": vm.chat_url} if vm.chat_url else {})})
 
 
+def _autostop_identities(name: str, vms: list[tuple[VmArgs, VmEndpoint]], tags: dict[str, str],
+                         opts: pulumi.ResourceOptions) -> None:
+    """One dynamic group and policy for all the workshop's VMs with autostop (one per distinct action: stop on
+    shapes that stop billing, terminate on the rest), not one per VM: a tenancy holds few dynamic groups (OCI's
+    default limit is 50), and the policy's condition keeps each instance to itself all the same."""
+    by_args: dict[AutostopArgs, list[pulumi.Output[str]]] = {}
+    for args, vm in vms:
+        if args.autostop is not None:
+            by_args.setdefault(args.autostop, []).append(vm.instance_id)
+    for autostop, instance_ids in by_args.items():
+        suffix = f"-{autostop.action.lower()}" if len(by_args) > 1 else ""
+        AutostopIdentity(f"{name}{suffix}", autostop, instance_ids, tags, opts)
+
+
 class Workshop(pulumi.ComponentResource):
     attendees: pulumi.Output[dict[str, dict[str, Any]]]
     endpoint_urls: pulumi.Output[dict[str, str]]
@@ -62,13 +79,19 @@ class Workshop(pulumi.ComponentResource):
         network = Network(f"{name}-net", args.network, args.network_tags, opts=child) if args.network else None
         entries: dict[str, pulumi.Output[dict[str, Any]]] = {}
         urls: dict[str, pulumi.Output[str]] = {}
+        vms: list[tuple[VmArgs, VmEndpoint]] = []
         for endpoint in args.endpoints:
-            vm: PublicEndpoint = RayClusterEndpoint(f"{name}-{endpoint.key}", endpoint.vm, endpoint.tags, opts=child) \
-                if isinstance(endpoint.vm, RayArgs) else \
-                VmEndpoint(f"{name}-{endpoint.key}", endpoint.vm, endpoint.tags, network=network, opts=child)
+            vm: PublicEndpoint
+            if isinstance(endpoint.vm, RayArgs):
+                vm = RayClusterEndpoint(f"{name}-{endpoint.key}", endpoint.vm, endpoint.tags, opts=child)
+            else:
+                vm = VmEndpoint(f"{name}-{endpoint.key}", endpoint.vm, endpoint.tags, network=network, opts=child,
+                                own_autostop=False)
+                vms.append((endpoint.vm, vm))
             urls[endpoint.key] = vm.endpoint_url
             for attendee, key_name in endpoint.attendees:
                 entries[attendee.id] = _entry(endpoint, vm, attendee, key_name)
+        _autostop_identities(name, vms, args.network_tags, child)
         self.attendees = pulumi.Output.secret(pulumi.Output.all(**entries)) if entries else \
             pulumi.Output.secret(pulumi.Output.from_input({}))
         self.endpoint_urls = pulumi.Output.all(**urls) if urls else pulumi.Output.from_input({})
