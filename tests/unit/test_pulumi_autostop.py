@@ -55,7 +55,7 @@ def test_autostop_without_a_known_tenancy_fails_before_any_resource(monkeypatch:
 
 def test_a_workshop_gets_one_group_naming_every_attendees_instance_and_one_policy(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Not one group per VM: a tenancy holds few dynamic groups. Each VM still stops only itself (the condition)."""
+    """Not one group per VM: a tenancy's dynamic groups are a service limit. Each VM still stops only itself (the condition)."""
     run = autostop_run("workshop-a10", monkeypatch)
     instances = run.of_type("oci:Core/instance:Instance")
     assert len(instances) == 4  # ana, ben, chen, eli (dana is revoked)

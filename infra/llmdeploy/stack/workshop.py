@@ -58,8 +58,8 @@ def _entry(endpoint: WorkshopEndpoint, vm: PublicEndpoint, attendee: Attendee,
 def _autostop_identities(name: str, vms: list[tuple[VmArgs, VmEndpoint]], tags: dict[str, str],
                          opts: pulumi.ResourceOptions) -> None:
     """One dynamic group and policy for all the workshop's VMs with autostop (one per distinct action: stop on
-    shapes that stop billing, terminate on the rest), not one per VM: a tenancy holds few dynamic groups (OCI's
-    default limit is 50), and the policy's condition keeps each instance to itself all the same."""
+    shapes that stop billing, terminate on the rest), not one per VM: a tenancy's dynamic groups are a service
+    limit, and the policy's condition keeps each instance to itself all the same."""
     by_args: dict[AutostopArgs, list[pulumi.Output[str]]] = {}
     for args, vm in vms:
         if args.autostop is not None:
