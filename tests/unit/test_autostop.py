@@ -60,6 +60,12 @@ def test_status_shows_the_time_left_until_autostop() -> None:
     assert "autostop:     SOFTSTOP in 0h12m34s" in "\n".join(lines(status))
     off = parse_status("@@units\n@@autostop\n\n", facts, now)
     assert off["autostop"] is None and "autostop:     off" in lines(off)
+    # Before the agent's first run (30 s after boot) there is no state yet: its config says autostop is on.
+    config = {"idle_minutes": 30, "ttl_hours": 0, "action": "SOFTSTOP", "engine_port": 8080}
+    early = parse_status("@@units\n@@autostop\n\n@@autostop-config\n" + json.dumps(config, indent=2) + "\n", facts,
+                         now)
+    assert early["autostop"]["action"] == "SOFTSTOP" and "seconds_left" not in early["autostop"]
+    assert "autostop:     SOFTSTOP, not yet checked" in "\n".join(lines(early))
 
 
 def test_every_vm_of_a_workshop_gets_the_agent() -> None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_FAILED, EXIT_OK, Failure
-from ..vmpaths import AUTOSTOP_STATE, BUNDLE_STAGE, STAGES_DIR, TLS_DIR
+from ..vmpaths import AUTOSTOP_CONFIG, AUTOSTOP_STATE, BUNDLE_STAGE, STAGES_DIR, TLS_DIR
 from . import access
 
 if TYPE_CHECKING:  # paramiko loads only when a command logs in (llmdeploy --help stays light)
@@ -39,6 +40,7 @@ def status_script(facts: dict[str, Any]) -> str:
         "--format=csv,noheader,nounits",
         f"echo @@ready; test -n {shlex.quote(ready)} && test -e {shlex.quote(ready)} && echo yes",
         f"echo @@autostop; cat {AUTOSTOP_STATE} 2>/dev/null; echo",
+        f"echo @@autostop-config; cat {AUTOSTOP_CONFIG} 2>/dev/null; echo",
         "true",
     ])
 
@@ -87,17 +89,23 @@ def parse_status(text: str, facts: dict[str, Any], now: datetime | None = None) 
     for line in parts.get("gpus", []):
         name, used, total = (x.strip() for x in line.rsplit(",", 2))
         status["gpus"].append({"name": name, "memory_used_mib": int(used), "memory_total_mib": int(total)})
-    status["autostop"] = autostop_left(parts.get("autostop", []), now)
+    status["autostop"] = autostop_left(parts.get("autostop", []), now, parts.get("autostop-config", []))
     return status
 
 
-def autostop_left(state_lines: list[str], now: datetime) -> dict[str, Any] | None:
-    """The autostop agent's state (autostop_agent.py) as what is left: None when the VM has no autostop."""
+def _json_object(lines: Sequence[str]) -> dict[str, Any] | None:
     try:
-        state = json.loads("".join(state_lines))
+        found = json.loads("".join(lines))
     except ValueError:
         return None
-    if not isinstance(state, dict):
+    return found if isinstance(found, dict) else None
+
+
+def autostop_left(state_lines: list[str], now: datetime, config_lines: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The autostop agent's state (autostop_agent.py) as what is left; before the agent's first run (30 s after
+    boot) its config says autostop is on; None when the VM has no autostop."""
+    state = _json_object(state_lines) or _json_object(config_lines)
+    if state is None:
         return None
     out: dict[str, Any] = {"action": state.get("action"), "phase": state.get("phase"),
                            "idle_minutes": state.get("idle_minutes"), "ttl_hours": state.get("ttl_hours"),
