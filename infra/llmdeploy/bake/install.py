@@ -15,7 +15,7 @@ from ..vmpaths import STEPS_DIR
 # The steps that make a machine per instance: they run on every boot of a baked image and are never baked.
 PER_INSTANCE_STEPS = ("50-tls", "60-nginx", "70-acme", "90-ready")
 # Bumped when what a baked image holds changes meaning (the scrub list, this digest's inputs).
-BAKE_FORMAT = "llmdeploy-bake-1"
+BAKE_FORMAT = "llmdeploy-bake-2"
 
 
 def install_steps(rendered: Rendered) -> tuple[str, ...]:
