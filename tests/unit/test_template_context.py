@@ -25,7 +25,7 @@ TYPED = {"machine": MachineContext, "topology": TopologyContext, "engine": Engin
          "paths": HostPaths, "host_layout": HostLayout, "sources": Sources, "vllm": VllmContext,
          "xinference": XinferenceContext, "ray": RayContext}
 # Keys beside template_context's: an engine's own objects, the bootstrap's stage, the chat sign-in page's flag.
-OTHER_KEYS = {"vllm", "xinference", "ray", "bundle_stage", "failed"}
+OTHER_KEYS = {"vllm", "xinference", "ray", "bundle_stage", "failed", "keep_models"}  # keep_models: bake-scrub.sh.j2
 
 
 def _templates() -> list[Path]:
