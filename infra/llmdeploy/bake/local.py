@@ -12,9 +12,9 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from ..config import parse
+from ..config import StackConfig, parse
 from ..declared import declarations
 from ..errors import UsageError
 from ..local import LocalError, lifecycle, procs
@@ -40,7 +40,7 @@ class BakeResult:
     baked_now: bool
 
 
-def check_bake_stack(opts: UpOptions) -> tuple[dict[str, object], object]:
+def check_bake_stack(opts: UpOptions) -> tuple[dict[str, Any], StackConfig]:
     """The stack's values and config, refused (UsageError) unless it is a local stack."""
     values = dict(lifecycle.stack_values(opts))
     cfg = parse(values, stack=opts.stack, decls=declarations(opts.project_dir))
