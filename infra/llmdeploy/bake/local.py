@@ -3,12 +3,15 @@ scrub it (scrub.py, as root over SSH, then power off), and keep what is left bes
 the systemd container's root tree, renamed into place, or the VM's overlay qcow2 (backed by the base image's disk).
 
 The bake provisions as `local up` does, secrets included (a stack whose engine waits for its hfToken cannot
-install without it), and then removes them; so the nspawn tree is scanned on this machine (scan.py) for every
-secret the bake delivered and every key, and a tree with a finding is deleted, not kept. Re-baking an install
+install without it), and then removes them; so the bake is scanned on this machine (scan.py: the nspawn tree, or the
+VM's disk loop-mounted read-only) for every secret the bake delivered and every key, and a bake with a finding is
+deleted, not kept. Re-baking an install
 whose digest has a bake already does nothing. Anything that fails removes the guest and the unfinished bake."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,12 +166,37 @@ def _harvest(run: UpRun, work: Path) -> None:
 
 
 def _check_clean(run: UpRun, work: Path, seen: list[str]) -> None:
+    """Scan the bake (scan.py): the tree itself, or the VM's disk mounted read-only (root only: a loop mount)."""
     root = work / "rootfs"
-    if not root.is_dir():
-        run.say("scan: the VM's disk is not scanned on this machine; the scrub ran in the guest")
+    if root.is_dir():
+        findings = scan.scan_tree(root, seen)
+    elif os.geteuid() != 0:
+        run.say("scan: the VM's disk is not scanned (mounting it needs root); the scrub ran in the guest")
         return
-    findings = scan.scan_tree(root, seen)
+    else:
+        findings = _scan_disk(work, seen)
     if findings:
-        raise LocalError("the scrubbed tree still holds per-instance state; nothing was kept:\n  " +
+        raise LocalError("the scrubbed image still holds per-instance state; nothing was kept:\n  " +
                          "\n  ".join(findings[:30]))
-    run.say(f"scan: no secret, key or identity in the baked tree ({len(seen)} secrets looked for)")
+    run.say(f"scan: no secret, key or identity in the baked image ({len(seen)} secrets looked for)")
+
+
+def _scan_disk(work: Path, seen: list[str]) -> list[str]:
+    """The qcow2 chain flattened to a raw file (sparse: seconds) and loop-mounted read-only for the scan."""
+    raw, mount = work / "scan.raw", work / "scan.mnt"
+    mount.mkdir()
+    try:
+        subprocess.run(["qemu-img", "convert", "-O", "raw", str(work / "disk.qcow2"), str(raw)], check=True,
+                       capture_output=True)
+        subprocess.run(["mount", "-o", "loop,ro,noload", str(raw), str(mount)], check=True, capture_output=True)
+        try:
+            return scan.scan_tree(mount, seen)
+        finally:
+            subprocess.run(["umount", str(mount)], check=False, capture_output=True)
+    except subprocess.CalledProcessError as exc:
+        raise LocalError(f"scanning the VM's disk failed: {' '.join(exc.cmd)}: "
+                         f"{exc.stderr.decode(errors='replace').strip()[-500:]}") from None
+    finally:
+        raw.unlink(missing_ok=True)
+        if not os.path.ismount(mount):
+            mount.rmdir()
