@@ -41,6 +41,7 @@ def llmdeploy(args: list[str], env: dict[str, str], log: Path) -> int:
 
 def boot_to_smoke(stack: str, runtime: str, env: dict[str, str], log: Path, extra: list[str]) -> tuple[float, str]:
     """Seconds from the guest's start to a passing smoke test, and the line `up` said about the bake."""
+    offset = log.stat().st_size if log.exists() else 0
     try:
         code = llmdeploy(["local", "up", "--stack", stack, "--runtime", runtime, "--project-dir", str(ROOT), *extra],
                          env, log)
@@ -48,7 +49,8 @@ def boot_to_smoke(stack: str, runtime: str, env: dict[str, str], log: Path, extr
         if code != 0 or state is None or state.phase != "ready":
             raise SystemExit(f"llmdeploy local up {stack} exited {code}; see {log}")
         t = state.timeline
-        said = next((line.split("] ", 1)[-1] for line in log.read_text().splitlines() if "baked image:" in line), "")
+        text = log.read_text(errors="replace")[offset:]  # this run's lines only
+        said = next((line.split("] ", 1)[-1] for line in text.splitlines() if "baked image:" in line), "")
         return t["smoke_done"] - t[f"{runtime}_started"], said
     finally:
         llmdeploy(["local", "down", "--stack", stack], env, log)
