@@ -49,7 +49,7 @@ def boot_to_smoke(stack: str, runtime: str, env: dict[str, str], log: Path, extr
         if code != 0 or state is None or state.phase != "ready":
             raise SystemExit(f"llmdeploy local up {stack} exited {code}; see {log}")
         t = state.timeline
-        text = log.read_text(errors="replace")[offset:]  # this run's lines only
+        text = log.read_bytes()[offset:].decode(errors="replace")  # this run's lines only
         said = next((line.split("] ", 1)[-1] for line in text.splitlines() if "baked image:" in line), "")
         return t["smoke_done"] - t[f"{runtime}_started"], said
     finally:
