@@ -42,7 +42,8 @@ def _grep(root: Path, patterns: list[str], *mode: str) -> list[Path]:
     """Files holding any of the patterns (grep over the tree: fast even for GBs of venvs)."""
     if not patterns:
         return []
-    proc = subprocess.run(["grep", "-rl", *(mode or ("-F",)), "--binary-files=text", "--no-messages", "-f", "-", str(root)],
+    proc = subprocess.run(["grep", "-rl", *(mode or ("-F",)), "--binary-files=text", "--no-messages", "-f", "-",
+                           str(root)],
                           input="\n".join(patterns).encode(), capture_output=True)
     return [Path(line) for line in proc.stdout.decode(errors="replace").splitlines() if line]
 

@@ -63,7 +63,7 @@ class UpOptions:
     config_from_env: bool = False  # the config as `pulumi up` resolved it (stack_yaml.from_environment)
     torch_wheels: list[str] = field(default_factory=list)
     baked: str = "auto"  # bake/store.py: auto (a matching bake if there is one), no (--no-baked), require (--baked)
-    max_baked_age_days: float = DEFAULT_MAX_AGE_DAYS  # a bake older than this is not booted (its packages miss the updates since)
+    max_baked_age_days: float = DEFAULT_MAX_AGE_DAYS  # an older bake is not booted: it misses the updates since
 
 
 def _tool_problems(cfg: StackConfig, guest: Runtime | None) -> list[str]:
