@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 # Only what building the parser needs is imported here; each command imports its own modules when it runs, so
 # `llmdeploy --help` does not load requests, paramiko, invoke or cryptography (test_cli_first_minutes.py).
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, LlmdeployError
+from .bake import cli as bake_cli
 from .local import cli as local_cli
 from .projectdir import find_project_dir, stack_arg
 from .smoke import cli as smoke_cli
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     smoke_cli.register(sub)
     workshop_cli.register(sub)
     local_cli.register(sub)
+    bake_cli.register(sub)
     status_cli.register(sub)
     logs_cli.register(sub)
     usage_cli.register(sub)

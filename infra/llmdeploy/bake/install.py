@@ -16,7 +16,7 @@ from ..vmpaths import STEPS_DIR
 # 35-autostop too: its agent acts as the instance (idleStopMinutes, ttlHours), and a builder must never stop itself.
 PER_INSTANCE_STEPS = ("35-autostop", "50-tls", "60-nginx", "70-acme", "90-ready")
 # Bumped when what a baked image holds changes meaning (the scrub list, this digest's inputs).
-BAKE_FORMAT = "llmdeploy-bake-1"
+BAKE_FORMAT = "llmdeploy-bake-2"
 
 
 def install_steps(rendered: Rendered) -> tuple[str, ...]:

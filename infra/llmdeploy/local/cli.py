@@ -20,6 +20,8 @@ from ..operate.logs import add_which
 from . import RUNTIMES, LocalError
 from .choice import AUTO
 
+DEFAULT_MAX_AGE_DAYS = 30  # bake/store.py's, not imported here: the parser loads no heavy module
+
 # lifecycle and image (QEMU, SSH, the host servers: paramiko, requests, cryptography) load when a command runs.
 
 DEFAULT_STACK = "local"
@@ -71,7 +73,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     opts = lifecycle.UpOptions(stack=args.stack, project_dir=_project_dir(args.project_dir), accel=args.accel,
                                runtime=args.runtime, model_file=args.model_file, forward=list(args.forward or []),
                                keep_on_failure=args.keep_on_failure, torch_wheels=list(args.torch_wheels or []),
-                               config_from_env=args.config_from_env)
+                               config_from_env=args.config_from_env, baked=args.baked,
+                               max_baked_age_days=args.max_baked_age_days)
     lifecycle.local_up(opts)
     return EXIT_OK
 
@@ -173,6 +176,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     up.add_argument("--torch-wheels", action="append", metavar="DIR",
                     help="a folder of CPU torch wheels served to the guest as its torchIndexUrl (default: the "
                          "folders of pip's find-links holding one)")
+    baked = up.add_mutually_exclusive_group()
+    baked.add_argument("--no-baked", dest="baked", action="store_const", const="no", default="auto",
+                       help="boot the base image even if `llmdeploy bake` made one of this stack's install (the "
+                            "default boots a matching bake, and says so)")
+    baked.add_argument("--baked", dest="baked", action="store_const", const="require",
+                       help="boot a bake of this stack's install, or refuse (exit 2) when none matches or it is too "
+                            "old")
+    up.add_argument("--max-baked-age-days", type=float, default=DEFAULT_MAX_AGE_DAYS, metavar="DAYS",
+                    help=f"a bake older than this is not booted (default {DEFAULT_MAX_AGE_DAYS}): its packages lack "
+                         "the security updates since; see docs/baking.md")
     up.add_argument("--keep-on-failure", action="store_true", help="leave a failed VM running for inspection")
     up.add_argument("--config-from-env", action="store_true",
                     help="take the stack's config from the environment as `pulumi up` passes it (non-secret values as "

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..bake.store import DEFAULT_MAX_AGE_DAYS
 from ..config import ConfigError, StackConfig, parse
 from ..declared import declarations
 from ..errors import UsageError
@@ -61,6 +62,8 @@ class UpOptions:
     keep_on_failure: bool = False
     config_from_env: bool = False  # the config as `pulumi up` resolved it (stack_yaml.from_environment)
     torch_wheels: list[str] = field(default_factory=list)
+    baked: str = "auto"  # bake/store.py: auto (a matching bake if there is one), no (--no-baked), require (--baked)
+    max_baked_age_days: float = DEFAULT_MAX_AGE_DAYS  # an older bake is not booted: it misses the updates since
 
 
 def _tool_problems(cfg: StackConfig, guest: Runtime | None) -> list[str]:
@@ -147,6 +150,7 @@ def local_up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
         img, built = guest.ensure_image(say)
         if not built:
             say(f"image: {img.folder} (cached)")
+        img = _baked_or_base(opts, values, cfg0, model, wheels, img, guest, say)
         state = new_state(opts.stack)
         state.runtime = guest.name
         try:
@@ -163,6 +167,17 @@ def local_up(opts: UpOptions, stream: TextIO | None = None) -> VmState:
                 teardown(state)
             raise
     return state
+
+
+def _baked_or_base(opts: UpOptions, values: Mapping[str, Any], cfg0: StackConfig, model: ModelSource,
+                   wheels: list[Path], img: image.Image, guest: Runtime, say: Say) -> image.Image:
+    """A bake of this stack's install (llmdeploy bake), if one matches and is young enough; else the base image."""
+    from ..bake import store
+
+    if opts.baked == store.NO:
+        return store.choose(store.NO, "", guest.name, opts.stack, img, opts.max_baked_age_days, say)
+    digest = store.local_digest(opts.project_dir, opts.stack, values, cfg0, model, wheels, img)
+    return store.choose(opts.baked, digest, guest.name, opts.stack, img, opts.max_baked_age_days, say)
 
 
 def _ready_or_cleared(stack: str, say: Say, out: TextIO) -> VmState | None:
