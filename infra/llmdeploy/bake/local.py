@@ -5,8 +5,8 @@ the systemd container's root tree, renamed into place, or the VM's overlay qcow2
 The bake provisions as `local up` does, secrets included (a stack whose engine waits for its hfToken cannot
 install without it), and then removes them; so the bake is scanned on this machine (scan.py: the nspawn tree, or the
 VM's disk loop-mounted read-only) for every secret the bake delivered and every key, and a bake with a finding is
-deleted, not kept. Re-baking an install
-whose digest has a bake already does nothing. Anything that fails removes the guest and the unfinished bake."""
+deleted, not kept. Re-baking an install whose digest has a bake already does nothing. Anything that fails removes
+the guest and the unfinished bake."""
 from __future__ import annotations
 
 import os
