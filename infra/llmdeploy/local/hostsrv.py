@@ -111,15 +111,22 @@ def start_model_server(folder: Path, log: Path, token: str = "", host: str = "12
         cmd += ["--token-file", str(token_file)]
     for wheels in wheel_dirs:
         cmd += ["--wheels", str(wheels)]
+    pid = _start_module(cmd, log, port, host, "the model server", str(folder))
+    return ModelServer(pid, port, folder, guest_host)
+
+
+def _start_module(cmd: list[str], log: Path, port: int, host: str, what: str, marker: str) -> int:
+    """Start `cmd` (python -m llmdeploy.<module> ...) as a daemon that imports this very package, and wait for it
+    to listen on host:port; stopped by PID (its command line holds `marker`) if it does not."""
     package_root = str(Path(__file__).resolve().parents[2])  # llmdeploy's parent: the child imports this module
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     pid = procs.start_daemon(cmd, log, env=env)
     try:
-        wait_ports([port], pid, "the model server", log, host=host)
+        wait_ports([port], pid, what, log, host=host)
     except BaseException:
-        procs.stop_process(pid, str(folder))
+        procs.stop_process(pid, marker)
         raise
-    return ModelServer(pid, port, folder, guest_host)
+    return pid
 
 
 # ---------------------------------------------------------------------------------------------- pebble
@@ -242,12 +249,5 @@ def start_instance_services(folder: Path, stack: str, instance_id: str, bind: st
     log = folder / "instance-services.log"
     cmd = [sys.executable, "-m", "llmdeploy.local.instance_services", "--stack", stack, "--instance-id", instance_id,
            "--host", bind, "--port", str(port), "--cert", str(cert), "--key", str(key)]
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    pid = procs.start_daemon(cmd, log, env=env)
-    try:
-        wait_ports([port], pid, "the OCI instance services stand-in", log, host=bind)
-    except BaseException:
-        procs.stop_process(pid, str(cert))
-        raise
+    pid = _start_module(cmd, log, port, bind, "the OCI instance services stand-in", str(cert))
     return InstanceServicesServer(pid, str(cert), f"https://{guest_host}:{port}", ca_pem)
