@@ -157,15 +157,20 @@ def human_size(count: int) -> str:
     return f"{size:.1f} GB"
 
 
+def aligned(rows: list[tuple[str, ...]], text_columns: int) -> list[str]:
+    """Rows as columns two spaces apart: the first `text_columns` left-aligned, the numbers after them right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) if i < text_columns else c.rjust(w)
+                      for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+
+
 def table(report: UsageReport) -> str:
     """The report as aligned columns, with a line that says what the window was."""
     rows = [COLUMNS] + [(k.name, str(k.requests), str(k.ok), str(k.unauthorized), str(k.throttled),
                          str(k.client_errors), str(k.server_errors),
                          f"{k.request_seconds / k.requests:.3f}" if k.requests else "-", f"{k.upstream_seconds:.1f}",
                          human_size(k.request_bytes), human_size(k.response_bytes), k.last) for k in report.keys]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-             for r in rows]
+    lines = aligned(rows, text_columns=1)
     window = f"since {report.since}" if report.since else "the whole log"
     named = sum(1 for k in report.keys if k.name != NO_KEY_LABEL)
     lines.append(f"({window}; {named} key(s) or user(s))" if report.keys else f"(no requests {window})")

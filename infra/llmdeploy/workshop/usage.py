@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from ..endpoints import EndpointPlan
 from ..errors import Failure, UsageError
 from ..operate.cloud_access import SshTarget
-from ..operate.usage_report import NO_KEY, NO_KEY_LABEL, KeyUsage, human_size, summarize
+from ..operate.usage_report import NO_KEY, NO_KEY_LABEL, KeyUsage, aligned, human_size, summarize
 from ..stack.output_names import WORKSHOP_ENDPOINTS
 
 if TYPE_CHECKING:  # paramiko loads only when a command logs in
@@ -150,9 +150,7 @@ def table(found: WorkshopUsage) -> str:
                 f"{k.upstream_seconds:.1f}", human_size(k.request_bytes), human_size(k.response_bytes), k.last or "-")
 
     rows = [COLUMNS] + [row(a) for a in found.attendees]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-             for r in rows]
+    lines = aligned(rows, text_columns=3)
     window = f"since {found.since}" if found.since else "the whole log"
     lines.append(f"({window}: {found.count(ACTIVE)} active, {found.count(IDLE)} idle, {found.count(UNREACHABLE)} "
                  "unreachable)")
